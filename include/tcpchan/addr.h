@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file addr.h
+ * @brief Socket addresses: one value type for IPv4, IPv6 and unix sockets,
+ *        parsed from and formatted to text.
+ *
+ * The text forms are `HOST:PORT` (an IPv4 address or a host name),
+ * `[IPV6]:PORT` (optionally with a `%zone`), `unix:PATH` and, for Linux's
+ * abstract namespace, `unix:@NAME`. Port 0 asks the kernel for a free port
+ * when binding.
+ */
+#ifndef TCPCHAN_ADDR_H
+#define TCPCHAN_ADDR_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @brief Buffer size that holds any address tc_addr_format() writes, NUL included. */
+#define TC_ADDR_STRLEN 128
+
+/**
+ * @brief A socket address of any supported family. A plain value: copy it freely.
+ *
+ * Zero-initialised, it is "no address" (family AF_UNSPEC, len 0).
+ */
+typedef struct tc_addr {
+    /** @brief The address, viewed as each family's sockaddr. */
+    union {
+        struct sockaddr sa;               /**< generic view (family in sa_family) */
+        struct sockaddr_in in4;           /**< AF_INET */
+        struct sockaddr_in6 in6;          /**< AF_INET6 */
+        struct sockaddr_un un;            /**< AF_UNIX */
+        struct sockaddr_storage storage;  /**< room for any family */
+    } u;
+    socklen_t len; /**< length of the meaningful part of u, as the socket calls take it */
+} tc_addr;
+
+/**
+ * @brief Parse an address from text, resolving a host name if needed.
+ *
+ * Numeric IPv4 and bracketed IPv6 addresses are converted without any
+ * lookup; anything else is a host name resolved with getaddrinfo(), and the
+ * first address it returns is taken (resolution may block). The port must be
+ * decimal, 0 to 65535.
+ *
+ * @param[out] out  Receives the address; written only on success.
+ * @param text      `HOST:PORT`, `[IPV6]:PORT`, `unix:PATH` or `unix:@NAME`.
+ * @return 0 on success, or:
+ *   - TC_EBADADDR: NULL or empty text, missing or non-numeric port, port over
+ *     65535, unbracketed IPv6, empty host or path, stray characters;
+ *   - -ENAMETOOLONG: the unix path does not fit in sockaddr_un;
+ *   - TC_ENORESOLVE: the host name does not resolve;
+ *   - -EINVAL: @p out is NULL.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API int tc_addr_parse(tc_addr *out, const char *text);
+
+/**
+ * @brief Write an address in the text form tc_addr_parse() reads.
+ *
+ * IPv4 as `1.2.3.4:PORT`, IPv6 as `[::1]:PORT`, unix as `unix:PATH` or
+ * `unix:@NAME`; an unnamed unix socket (a typical client) as `unix:`.
+ *
+ * @param addr  The address.
+ * @param buf   Destination; TC_ADDR_STRLEN bytes always suffice.
+ * @param size  Size of @p buf in bytes.
+ * @return The length written (without the NUL), or -EINVAL for a NULL
+ *         argument, -EAFNOSUPPORT for an unsupported family, -ENOSPC if
+ *         @p buf is too small (it then holds an empty string when size > 0).
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API int tc_addr_format(const tc_addr *addr, char *buf, size_t size);
+
+/**
+ * @brief Fill a tc_addr from a system socket address.
+ * @param[out] out  Receives the copy.
+ * @param sa        The address, as accept() or getsockname() return it.
+ * @param len       Its length.
+ * @return 0, or -EINVAL for NULL arguments or a length that does not fit.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API int tc_addr_from_sockaddr(tc_addr *out, const struct sockaddr *sa, socklen_t len);
+
+/**
+ * @brief The address family: AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC for none.
+ * @param addr The address (NULL counts as none).
+ * @return The family.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API int tc_addr_family(const tc_addr *addr);
+
+/**
+ * @brief The port of an IPv4 or IPv6 address, in host byte order.
+ * @param addr The address.
+ * @return The port (0 to 65535), or -EAFNOSUPPORT for a unix or empty address,
+ *         -EINVAL for NULL.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API int tc_addr_port(const tc_addr *addr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TCPCHAN_ADDR_H */

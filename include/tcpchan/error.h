@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file error.h
+ * @brief Error codes and their descriptions.
+ *
+ * Every libtcpchan function that can fail returns an `int` (or `ssize_t`):
+ * zero or a non-negative count on success, a negative code on failure.
+ * System errors are negated errno values (`-ECONNRESET`, `-ETIMEDOUT`,
+ * `-EADDRINUSE`, ...). The library's own conditions use the codes below,
+ * numbered from -4100 downward so they never collide with an errno value.
+ */
+#ifndef TCPCHAN_ERROR_H
+#define TCPCHAN_ERROR_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * @brief The library's own error codes, as one list: XX(name, value, description).
+ *
+ * Used to generate the tc_error enum, tc_strerror() and tc_err_name(); it is
+ * public so that applications can build their own tables from it.
+ */
+#define TC_ERROR_MAP(XX)                                                       \
+    XX(EOF, -4100, "end of stream")                                            \
+    XX(ETOOBIG, -4101, "line or frame larger than the configured maximum")     \
+    XX(ESHUTDOWN, -4102, "server is shutting down")                            \
+    XX(EBADCONFIG, -4103, "invalid configuration")                             \
+    XX(ENOMODE, -4104, "concurrency mode not available")                       \
+    XX(EBADADDR, -4105, "malformed address")                                   \
+    XX(ENORESOLVE, -4106, "host name could not be resolved")                   \
+    XX(EBADFRAME, -4107, "malformed frame")                                    \
+    XX(ECLOSED, -4108, "channel is closed")                                    \
+    XX(EDENIED, -4109, "request denied by the server")                         \
+    XX(ECHILD, -4110, "forked child ended abnormally")
+
+/** @brief The library's own error codes (all negative). */
+typedef enum tc_error {
+#define TC__ERR_ENUM(name, value, text) TC_##name = (value),
+    TC_ERROR_MAP(TC__ERR_ENUM)
+#undef TC__ERR_ENUM
+    TC__ERR_LAST = -4199 /**< lower bound of the reserved range; not a code */
+} tc_error;
+
+/**
+ * @brief Describe an error code in words.
+ * @param code Any value returned by a libtcpchan function: 0, a negated errno
+ *             value or one of the tc_error codes.
+ * @return A static, human-readable string; never NULL ("success" for
+ *         non-negative values, "unknown error" for codes nobody defined).
+ * @par Thread safety
+ * Safe from any thread; the string is constant and needs no freeing.
+ */
+TC_API const char *tc_strerror(int code);
+
+/**
+ * @brief The symbolic name of an error code.
+ * @param code As for tc_strerror().
+ * @return A static string such as "TC_EOF" or "ECONNRESET"; "OK" for
+ *         non-negative values and "UNKNOWN" for undefined codes; never NULL.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API const char *tc_err_name(int code);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TCPCHAN_ERROR_H */

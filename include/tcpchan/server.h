@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file server.h
+ * @brief tc_server: bind, listen, accept and dispatch connections to a
+ *        request handler, with Python socketserver's lifecycle and hooks.
+ *
+ * @code
+ * static int echo(tc_conn *c, void *ctx) {
+ *     char buf[4096];
+ *     ssize_t n;
+ *     (void)ctx;
+ *     while ((n = tc_conn_read(c, buf, sizeof buf)) > 0)
+ *         if ((n = tc_conn_send_all(c, buf, (size_t)n)) < 0) return (int)n;
+ *     return n == TC_EOF ? 0 : (int)n;
+ * }
+ * int main(void) {
+ *     tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+ *     tc_handler h = TC_HANDLER_INIT;
+ *     tc_server *srv;
+ *     cfg.listen = "127.0.0.1:7000";
+ *     h.handle = echo;
+ *     if (tc_server_create(&srv, &cfg, &h) < 0) return 1;
+ *     tc_server_serve_forever(srv);   // until tc_server_shutdown()
+ *     tc_server_destroy(srv);
+ *     return 0;
+ * }
+ * @endcode
+ */
+#ifndef TCPCHAN_SERVER_H
+#define TCPCHAN_SERVER_H
+
+#include "addr.h"
+#include "common.h"
+#include "conn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * @brief How connections are run: socketserver's mixins, chosen by configuration.
+ *
+ * The same handler runs unchanged in every mode that is available.
+ */
+typedef enum tc_mode {
+    TC_MODE_INLINE = 0, /**< one connection at a time, in the serving thread (TCPServer); the default */
+    TC_MODE_THREADING,  /**< a thread per connection (ThreadingMixIn) */
+    TC_MODE_FORKING,    /**< a process per connection (ForkingMixIn) */
+    TC_MODE_POOL,       /**< a fixed set of worker threads and a bounded queue */
+    TC_MODE_EVENT       /**< epoll event loops running message-style handlers */
+} tc_mode;
+
+/**
+ * @brief The name of a mode ("inline", "threading", "forking", "pool", "event").
+ * @param mode The mode.
+ * @return A static string; "unknown" for values outside the enum.
+ */
+TC_API const char *tc_mode_name(tc_mode mode);
+
+/**
+ * @brief Parse a mode name as tc_mode_name() writes it.
+ * @param name   The name.
+ * @param[out] out Receives the mode; written only on success.
+ * @return 0, or TC_EBADCONFIG for an unknown name, -EINVAL for NULL.
+ */
+TC_API int tc_mode_parse(const char *name, tc_mode *out);
+
+/**
+ * @brief Whether this build of the library implements a mode.
+ * @param mode The mode.
+ * @return 1 if available, 0 if tc_server_create() would fail with TC_ENOMODE.
+ */
+TC_API int tc_mode_available(tc_mode mode);
+
+/** @brief Severity of a message passed to the log hook. */
+typedef enum tc_log_level {
+    TC_LOG_ERROR = 0, /**< something failed */
+    TC_LOG_WARN,      /**< something is off but serving goes on */
+    TC_LOG_INFO,      /**< notable events */
+    TC_LOG_DEBUG      /**< detail */
+} tc_log_level;
+
+/**
+ * @brief Server-level hooks, BaseServer's overridable methods. Any may be NULL.
+ *
+ * All hooks receive @ref tc_server_hooks::ctx as their last argument.
+ */
+typedef struct tc_server_hooks {
+    /**
+     * @brief Accept filter (verify_request): called with the peer address of
+     *        each accepted connection, in the serving thread, before any handler.
+     * @return 0 to serve the connection; a negative value to refuse it: it is
+     *         closed at once and the handler never sees it.
+     */
+    int (*verify_request)(tc_server *srv, const tc_addr *peer, void *ctx);
+    /**
+     * @brief Called when a handler callback returns a negative code
+     *        (handle_error), in the thread that ran the handler.
+     *
+     * @p conn is the failing channel, still open; it is NULL when the error is
+     * not tied to a live channel (an accept failure, a forked child that died).
+     * Default: the error is passed to the log hook, if any.
+     */
+    void (*handle_error)(tc_server *srv, tc_conn *conn, int err, void *ctx);
+    /** @brief Called by tc_server_handle_request() when its timeout expires, in the calling thread. */
+    void (*handle_timeout)(tc_server *srv, void *ctx);
+    /**
+     * @brief Called once per turn of the serve_forever loop (service_actions),
+     *        in the serving thread: after each batch of accepts and at least
+     *        every @ref tc_server_config::poll_interval_ms when idle.
+     */
+    void (*service_actions)(tc_server *srv, void *ctx);
+    /**
+     * @brief Receives the library's diagnostics (which config field is wrong,
+     *        accept failures, unreported handler errors). Nothing is printed
+     *        when it is NULL. May be called from any of the server's threads.
+     */
+    void (*log)(tc_server *srv, tc_log_level level, const char *msg, void *ctx);
+    /** @brief User pointer passed to every hook. */
+    void *ctx;
+} tc_server_hooks;
+
+/**
+ * @brief A request handler: socketserver's BaseRequestHandler as callbacks.
+ *
+ * For each accepted connection the library calls setup, then handle, then
+ * finish, and closes the channel itself afterwards. If setup returns a
+ * negative code the connection is refused: handle and finish are skipped and
+ * the code reaches handle_error. finish runs whenever setup succeeded (or is
+ * NULL), even when handle failed. A negative code returned by any callback
+ * reaches the handle_error hook. All callbacks run in the thread (or process)
+ * the mode gives the connection and receive @ref tc_handler::ctx last.
+ */
+typedef struct tc_handler {
+    /** @brief Prepare the connection (may be NULL). @return 0, or negative to refuse it. */
+    int (*setup)(tc_conn *conn, void *ctx);
+    /** @brief Serve the connection (required). @return 0, or a negative code reported to handle_error. */
+    int (*handle)(tc_conn *conn, void *ctx);
+    /** @brief Clean up (may be NULL). @return 0, or a negative code reported to handle_error. */
+    int (*finish)(tc_conn *conn, void *ctx);
+    /** @brief User pointer passed to every callback. */
+    void *ctx;
+} tc_handler;
+
+/** @brief Initialiser for tc_handler: no callbacks, NULL ctx. */
+#define TC_HANDLER_INIT {0, 0, 0, 0}
+
+/**
+ * @brief Server configuration. Every field's zero value means its default,
+ *        so `= {0}`, TC_SERVER_CONFIG_INIT and tc_server_config_init() agree.
+ */
+typedef struct tc_server_config {
+    /** @brief Listen address (see tc_addr_parse()); NULL = "127.0.0.1:0", any free loopback port. */
+    const char *listen;
+    /** @brief Concurrency mode; default TC_MODE_INLINE. */
+    tc_mode mode;
+    /** @brief listen() backlog; 0 = SOMAXCONN. */
+    int backlog;
+    /** @brief SO_REUSEADDR on TCP listeners (TC_DEFAULT = on, TC_OFF). */
+    int reuse_addr;
+    /** @brief SO_REUSEPORT on TCP listeners (TC_DEFAULT = off, TC_ON). */
+    int reuse_port;
+    /** @brief How long tc_server_handle_request() waits for a connection, in ms; 0 = forever. */
+    int timeout_ms;
+    /** @brief Longest idle wait of serve_forever between service_actions calls, in ms;
+     *         0 = 500 (socketserver's poll_interval), negative = wake only for events.
+     *         Shutdown never waits for it. */
+    int poll_interval_ms;
+    /** @brief Initial per-operation timeout of every accepted channel (see
+     *         tc_conn_set_timeout()), in ms; 0 = none. */
+    int conn_timeout_ms;
+    /** @brief Server hooks. */
+    tc_server_hooks hooks;
+} tc_server_config;
+
+/** @brief Initialiser for tc_server_config: every field at its default. */
+#define TC_SERVER_CONFIG_INIT {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0}}
+
+/**
+ * @brief Set every field of @p cfg to its default (the same as TC_SERVER_CONFIG_INIT).
+ * @param cfg The config; NULL does nothing.
+ */
+TC_API void tc_server_config_init(tc_server_config *cfg);
+
+/**
+ * @brief Create a server: validate the configuration, bind and listen
+ *        (socketserver's server_bind and server_activate).
+ *
+ * The config and handler are copied (the listen string too), so they need
+ * not outlive the call. A bad field is named through the log hook.
+ * @param[out] out  Receives the server; written only on success.
+ * @param cfg       Configuration, or NULL for all defaults.
+ * @param handler   The request handler; its handle callback is required.
+ * @return 0, or:
+ *   - TC_EBADCONFIG: a field out of range, no handle callback;
+ *   - TC_ENOMODE: the mode is not available in this build;
+ *   - TC_EBADADDR, -ENAMETOOLONG, TC_ENORESOLVE: the listen address (see tc_addr_parse());
+ *   - -EADDRINUSE: the address is taken (a unix path that exists counts);
+ *   - -EACCES, -EADDRNOTAVAIL, -EMFILE, -ENOMEM or another negated errno value;
+ *   - -EINVAL: @p out or @p handler is NULL.
+ * @par Ownership
+ * The caller owns the server and releases it with tc_server_destroy().
+ */
+TC_API int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_handler *handler);
+
+/**
+ * @brief Accept and dispatch connections until tc_server_shutdown() is called.
+ *
+ * Each turn waits for a connection or a shutdown request (no polling delay:
+ * shutdown wakes it at once), accepts, applies verify_request and hands the
+ * connection to the mode, then calls service_actions. A shutdown requested
+ * before this call starts makes it return at once; either way the request is
+ * consumed, so the server can be served again.
+ * @param srv The server.
+ * @return 0 after a shutdown request, or -EINVAL for NULL, -EBUSY if the
+ *         server is already being served in another thread.
+ * @par Thread safety
+ * Call from one thread at a time; other threads may call tc_server_shutdown().
+ */
+TC_API int tc_server_serve_forever(tc_server *srv);
+
+/**
+ * @brief Wait for and serve exactly one connection (handle_request).
+ *
+ * Waits at most @ref tc_server_config::timeout_ms for a connection; on
+ * expiry calls the handle_timeout hook and returns -ETIMEDOUT. In inline mode
+ * the connection has been served completely when this returns; in other
+ * modes it has been dispatched.
+ * @param srv The server.
+ * @return 0 once a connection was accepted and dispatched (also when
+ *         verify_request refused it), -ETIMEDOUT, TC_ESHUTDOWN if
+ *         tc_server_shutdown() was called (the request is consumed), -EBUSY if
+ *         the server is being served in another thread, -EINVAL for NULL.
+ */
+TC_API int tc_server_handle_request(tc_server *srv);
+
+/**
+ * @brief Ask serve_forever (or handle_request) to return.
+ *
+ * Takes effect at once: the serving thread is woken through an eventfd. It
+ * does not wait for the loop to stop; destroy does the waiting.
+ * @param srv The server.
+ * @return 0, or -EINVAL for NULL.
+ * @par Thread safety
+ * Safe from any thread and async-signal-safe: it may be called from a
+ * signal handler, and before serve_forever starts.
+ */
+TC_API int tc_server_shutdown(tc_server *srv);
+
+/**
+ * @brief The address the server listens on, with the real port where port 0 was asked.
+ * @param srv       The server.
+ * @param[out] out  Receives the address.
+ * @return 0, or -EINVAL for NULL.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API int tc_server_address(const tc_server *srv, tc_addr *out);
+
+/**
+ * @brief The listening socket's descriptor (socketserver's fileno()).
+ * @param srv The server.
+ * @return The descriptor, or -EINVAL for NULL.
+ */
+TC_API int tc_server_fileno(const tc_server *srv);
+
+/**
+ * @brief Close the server and free it (server_close).
+ *
+ * Closes the listener, waits for the connections the mode still runs,
+ * closes the wake-up descriptor, removes the unix socket file the server
+ * created (if it is still the same file) and frees everything. NULL does
+ * nothing. serve_forever must have returned; never call it from a handler.
+ * @param srv The server.
+ */
+TC_API void tc_server_destroy(tc_server *srv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TCPCHAN_SERVER_H */

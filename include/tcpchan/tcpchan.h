@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file tcpchan.h
+ * @brief The umbrella header: include this one to get all of libtcpchan.
+ */
+#ifndef TCPCHAN_TCPCHAN_H
+#define TCPCHAN_TCPCHAN_H
+
+#include "common.h"
+#include "version.h"
+#include "error.h"
+#include "addr.h"
+#include "conn.h"
+#include "server.h"
+
+#endif /* TCPCHAN_TCPCHAN_H */

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/* The client side: resolve, then try each address in turn with a connect timeout. */
+#include <errno.h>
+#include <poll.h>
+
+#include "internal.h"
+
+#define DIAL_MAX_ADDRS 16
+#define DIAL_DEFAULT_TIMEOUT_MS 30000
+
+static int connect_one(const tc_addr *addr, int timeout_ms, int *out_fd)
+{
+    int fd = -1;
+    int rc = tc__sock_connect_start(addr, &fd);
+    if (rc == -EINPROGRESS) {
+        rc = tc__sock_wait(fd, POLLOUT, tc__deadline_ms(timeout_ms));
+        if (rc == 0)
+            rc = tc__sock_error(fd);
+    }
+    if (rc < 0) {
+        tc__close(fd);
+        return rc;
+    }
+    *out_fd = fd;
+    return 0;
+}
+
+int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts)
+{
+    tc_addr addrs[DIAL_MAX_ADDRS];
+    int n = 0, fd = -1, rc;
+    int connect_ms = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
+                                                          : DIAL_DEFAULT_TIMEOUT_MS;
+    if (!out || !address)
+        return -EINVAL;
+    if ((rc = tc__addr_resolve(address, addrs, DIAL_MAX_ADDRS, &n)) < 0)
+        return rc;
+    /* Keep the first failure that is not a refusal: it says more (a timeout
+     * on one address and a refusal on another is reported as the timeout). */
+    int err = -ECONNREFUSED;
+    for (int i = 0; i < n; i++) {
+        rc = connect_one(&addrs[i], connect_ms, &fd);
+        if (rc == 0)
+            break;
+        if (err == -ECONNREFUSED)
+            err = rc;
+    }
+    if (rc < 0)
+        return err;
+    tc_conn *c;
+    if ((rc = tc__conn_new(&c, NULL, fd, &addrs[0])) < 0)
+        return rc;
+    /* The peer is the address that answered, not necessarily the first. */
+    (void)tc__sock_peer(fd, &c->peer);
+    c->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : 0;
+    *out = c;
+    return 0;
+}

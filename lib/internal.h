@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/* Private structures and cross-file internals of libtcpchan (tc__ prefix).
+ * Nothing here is installed or exported. */
+#ifndef TCPCHAN_INTERNAL_H
+#define TCPCHAN_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "tcpchan/tcpchan.h"
+
+/* ---- time (sock.c) ------------------------------------------------------ */
+
+/* Absolute deadlines in CLOCK_MONOTONIC nanoseconds; TC__NO_DEADLINE waits forever. */
+#define TC__NO_DEADLINE INT64_MAX
+int64_t tc__now_ns(void);
+/* The deadline ms milliseconds from now; ms <= 0 means none. */
+int64_t tc__deadline_ms(int ms);
+
+/* ---- sockets (sock.c: the only file making raw socket calls) ------------ */
+
+/* Create a listening socket bound to addr; *out_fd set on success. */
+int tc__sock_listen(const tc_addr *addr, int backlog, int reuse_addr, int reuse_port, int *out_fd);
+/* Accept one connection (non-blocking, close-on-exec); -EAGAIN when none is pending. */
+int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd);
+/* Start a non-blocking connect; 0 if connected at once, -EINPROGRESS, or an error. */
+int tc__sock_connect_start(const tc_addr *addr, int *out_fd);
+/* The pending error of a socket (SO_ERROR), negated. */
+int tc__sock_error(int fd);
+int tc__sock_local(int fd, tc_addr *out);
+int tc__sock_peer(int fd, tc_addr *out);
+/* recv/send with EINTR retried and MSG_NOSIGNAL: a count, 0 at end of stream
+ * (recv only), -EAGAIN when the socket would block, or a negated errno. */
+ssize_t tc__sock_recv(int fd, void *buf, size_t n);
+ssize_t tc__sock_send(int fd, const void *buf, size_t n);
+/* Wait until fd has one of events (POLLIN/POLLOUT) or an error condition,
+ * or the deadline passes: 0 or -ETIMEDOUT. EINTR is retried against the deadline. */
+int tc__sock_wait(int fd, short events, int64_t deadline);
+/* close() that never reports EINTR (Linux frees the descriptor regardless). */
+void tc__close(int fd);
+
+/* ---- addresses (addr.c) ------------------------------------------------- */
+
+/* Resolve text into up to max addresses (all families); *count set on success. */
+int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count);
+
+/* ---- channels (conn.c) -------------------------------------------------- */
+
+struct tc_conn {
+    int fd;
+    tc_server *srv;    /* NULL for a dialled (client) channel */
+    tc_addr peer;
+    tc_addr local;
+    void *data;        /* user pointer */
+    int timeout_ms;    /* per-operation timeout; <= 0 = none */
+};
+
+/* Wrap an accepted or connected socket (takes ownership of fd, even on failure). */
+int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer);
+/* Close the socket and free the channel. */
+void tc__conn_free(tc_conn *conn);
+
+/* ---- concurrency modes (mode.c and mode_*.c) ---------------------------- */
+
+/* The C form of socketserver's mixins: the core calls only these. */
+typedef struct tc__mode {
+    tc_mode id;
+    /* Prepare the mode's state once the server is bound (may be NULL). */
+    int (*start)(tc_server *srv);
+    /* Take ownership of an accepted, verified connection and see it run
+     * through tc__server_run_conn() (process_request). */
+    int (*process_request)(tc_server *srv, tc_conn *conn);
+    /* At destroy: wait for the connections still running, free the state (may be NULL). */
+    void (*stop)(tc_server *srv);
+} tc__mode;
+
+/* The table of a mode, or NULL where this build does not implement it. */
+const tc__mode *tc__mode_find(tc_mode id);
+
+extern const tc__mode tc__mode_inline;
+
+/* ---- server (server.c) -------------------------------------------------- */
+
+struct tc_server {
+    tc_server_config cfg; /* validated copy, defaults filled in */
+    char *listen_text;    /* owned copy of cfg.listen */
+    tc_handler handler;
+    const tc__mode *mode;
+    void *mode_state;
+
+    int lfd;              /* listening socket */
+    tc_addr addr;         /* bound address, real port */
+    int wakefd;           /* eventfd written by tc_server_shutdown() */
+    int spare_fd;         /* reserve descriptor for EMFILE on accept */
+    int unix_created;     /* we created a unix socket file ... */
+    dev_t unix_dev;       /* ... identified by device and inode */
+    ino_t unix_ino;
+
+    atomic_int shutdown_req;
+    atomic_int serving;
+};
+
+/* Run a connection through setup / handle / finish, report errors, then
+ * close and free it. Called by the modes, in the thread or process they choose. */
+void tc__server_run_conn(tc_server *srv, tc_conn *conn);
+/* Report an error to handle_error (or, without it, to the log hook). */
+void tc__server_error(tc_server *srv, tc_conn *conn, int err);
+/* Format a message for the log hook; nothing happens without one. */
+void tc__server_log(tc_server *srv, tc_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif /* TCPCHAN_INTERNAL_H */

@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/* Inline mode (socketserver.TCPServer): each connection runs to the end in
+ * the serving thread before the next is accepted. */
+#include "internal.h"
+
+static int inline_process_request(tc_server *srv, tc_conn *conn)
+{
+    tc__server_run_conn(srv, conn);
+    return 0;
+}
+
+const tc__mode tc__mode_inline = {
+    .id = TC_MODE_INLINE,
+    .start = NULL,
+    .process_request = inline_process_request,
+    .stop = NULL,
+};

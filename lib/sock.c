@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: MIT */
+/* The only file that makes raw socket system calls: close-on-exec and
+ * non-blocking descriptors, MSG_NOSIGNAL on every send, EINTR retried,
+ * waits against absolute monotonic deadlines. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int64_t tc__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t tc__deadline_ms(int ms)
+{
+    if (ms <= 0)
+        return TC__NO_DEADLINE;
+    return tc__now_ns() + (int64_t)ms * 1000000;
+}
+
+void tc__close(int fd)
+{
+    if (fd >= 0)
+        (void)close(fd); /* on Linux the fd is gone even if EINTR is reported */
+}
+
+static int set_flag(int fd, int level, int opt, int on)
+{
+    return setsockopt(fd, level, opt, &on, sizeof on) < 0 ? -errno : 0;
+}
+
+int tc__sock_listen(const tc_addr *addr, int backlog, int reuse_addr, int reuse_port, int *out_fd)
+{
+    int family = tc_addr_family(addr);
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = 0;
+    if (fd < 0)
+        return -errno;
+    if (family != AF_UNIX) {
+        if (reuse_addr && (rc = set_flag(fd, SOL_SOCKET, SO_REUSEADDR, 1)) < 0)
+            goto fail;
+        if (reuse_port && (rc = set_flag(fd, SOL_SOCKET, SO_REUSEPORT, 1)) < 0)
+            goto fail;
+        /* [::] means IPv6 only; bind 0.0.0.0 too for both families. */
+        if (family == AF_INET6 && (rc = set_flag(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1)) < 0)
+            goto fail;
+    }
+    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, backlog) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    *out_fd = fd;
+    return 0;
+fail:
+    tc__close(fd);
+    return rc;
+}
+
+int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd;
+    do {
+        len = sizeof ss;
+        fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    tc_addr_from_sockaddr(peer, (struct sockaddr *)&ss, len);
+    *out_fd = fd;
+    return 0;
+}
+
+int tc__sock_connect_start(const tc_addr *addr, int *out_fd)
+{
+    int fd = socket(tc_addr_family(addr), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = connect(fd, &addr->u.sa, addr->len) < 0 ? -errno : 0;
+    /* An interrupted connect goes on in the background, like EINPROGRESS. */
+    if (rc == -EINTR)
+        rc = -EINPROGRESS;
+    /* A unix socket whose backlog is full answers EAGAIN; report it as refused. */
+    if (rc == -EAGAIN)
+        rc = -ECONNREFUSED;
+    if (rc == 0 || rc == -EINPROGRESS) {
+        *out_fd = fd;
+        return rc;
+    }
+    tc__close(fd);
+    return rc;
+}
+
+int tc__sock_error(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -errno;
+    return -err;
+}
+
+int tc__sock_local(int fd, tc_addr *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    return tc_addr_from_sockaddr(out, (struct sockaddr *)&ss, len);
+}
+
+int tc__sock_peer(int fd, tc_addr *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    return tc_addr_from_sockaddr(out, (struct sockaddr *)&ss, len);
+}
+
+ssize_t tc__sock_recv(int fd, void *buf, size_t n)
+{
+    ssize_t r;
+    do
+        r = recv(fd, buf, n, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return r;
+}
+
+ssize_t tc__sock_send(int fd, const void *buf, size_t n)
+{
+    ssize_t r;
+    do
+        r = send(fd, buf, n, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return r;
+}
+
+int tc__sock_wait(int fd, short events, int64_t deadline)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    for (;;) {
+        struct timespec ts, *tsp = NULL;
+        if (deadline != TC__NO_DEADLINE) {
+            int64_t left = deadline - tc__now_ns();
+            if (left <= 0)
+                return -ETIMEDOUT;
+            ts.tv_sec = (time_t)(left / 1000000000);
+            ts.tv_nsec = (long)(left % 1000000000);
+            tsp = &ts;
+        }
+        int r = ppoll(&p, 1, tsp, NULL);
+        if (r > 0)
+            return 0; /* ready, or an error the next call will report */
+        if (r < 0 && errno != EINTR)
+            return -errno;
+    }
+}
