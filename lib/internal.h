@@ -4,6 +4,7 @@
 #ifndef TCPCHAN_INTERNAL_H
 #define TCPCHAN_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -37,6 +38,8 @@ ssize_t tc__sock_send(int fd, const void *buf, size_t n);
 /* Wait until fd has one of events (POLLIN/POLLOUT) or an error condition,
  * or the deadline passes: 0 or -ETIMEDOUT. EINTR is retried against the deadline. */
 int tc__sock_wait(int fd, short events, int64_t deadline);
+/* shutdown(SHUT_RDWR), ignoring errors: wakes whoever is blocked on the socket. */
+void tc__sock_shutdown(int fd);
 /* close() that never reports EINTR (Linux frees the descriptor regardless). */
 void tc__close(int fd);
 
@@ -54,6 +57,8 @@ struct tc_conn {
     tc_addr local;
     void *data;        /* user pointer */
     int timeout_ms;    /* per-operation timeout; <= 0 = none */
+    tc_conn *prev, *next; /* the server's list of live connections (srv->mu) */
+    void *mode_data;   /* the mode's per-connection bookkeeping */
 };
 
 /* Wrap an accepted or connected socket (takes ownership of fd, even on failure). */
@@ -63,15 +68,28 @@ void tc__conn_free(tc_conn *conn);
 
 /* ---- concurrency modes (mode.c and mode_*.c) ---------------------------- */
 
-/* The C form of socketserver's mixins: the core calls only these. */
+/* The C form of socketserver's mixins: the core calls only these. A mode
+ * runs each connection through tc__server_run_conn() (or, in a forked
+ * child, tc__server_run_handler()) and ends it with tc__server_conn_done(). */
 typedef struct tc__mode {
     tc_mode id;
-    /* Prepare the mode's state once the server is bound (may be NULL). */
+    int default_max_conns; /* used when the config says 0 (forking: 40) */
+    /* Prepare the mode's state once the server is bound (may be NULL). May
+     * set srv->mode_fd (polled by the loop; service runs when it is readable)
+     * and srv->mode_limit (the most connections the mode takes at once). */
     int (*start)(tc_server *srv);
-    /* Take ownership of an accepted, verified connection and see it run
-     * through tc__server_run_conn() (process_request). */
+    /* Take ownership of an accepted, verified connection (process_request). */
     int (*process_request)(tc_server *srv, tc_conn *conn);
-    /* At destroy: wait for the connections still running, free the state (may be NULL). */
+    /* Housekeeping in the serving thread: each loop turn and when mode_fd is
+     * readable (reap finished threads or children). May be NULL. */
+    void (*service)(tc_server *srv);
+    /* Wait until no connection of this mode is live, or the deadline
+     * (TC__NO_DEADLINE: forever): 0 or -ETIMEDOUT. NULL: nothing to wait for. */
+    int (*wait)(tc_server *srv, int64_t deadline);
+    /* Destroy with block_on_close off: let connections run on without the
+     * caller (detach threads, hand children to a reaper). May be NULL. */
+    void (*abandon)(tc_server *srv);
+    /* Free the mode's state; called once no connection is live (may be NULL). */
     void (*stop)(tc_server *srv);
 } tc__mode;
 
@@ -79,6 +97,7 @@ typedef struct tc__mode {
 const tc__mode *tc__mode_find(tc_mode id);
 
 extern const tc__mode tc__mode_inline;
+extern const tc__mode tc__mode_threading;
 
 /* ---- server (server.c) -------------------------------------------------- */
 
@@ -97,12 +116,38 @@ struct tc_server {
     dev_t unix_dev;       /* ... identified by device and inode */
     ino_t unix_ino;
 
+    int mode_fd;          /* the mode's descriptor for the loop to poll, or -1 */
+    int mode_limit;       /* the most connections the mode takes; 0 = any */
+    int limit;            /* effective max live connections; 0 = none */
+
     atomic_int shutdown_req;
+    atomic_int stopping;  /* shutdown requested and not yet served out */
     atomic_int serving;
+    atomic_int at_limit;  /* the loop waits for a connection to end */
+    atomic_int refs;      /* the owner's, plus one per live connection */
+
+    pthread_mutex_t mu;   /* guards live */
+    tc_conn *live;
+
+    atomic_uint active, peak;
+    atomic_ullong accepted, refused, errors;
 };
 
-/* Run a connection through setup / handle / finish, report errors, then
- * close and free it. Called by the modes, in the thread or process they choose. */
+/* Run the handler's setup / handle / finish, reporting errors; the channel
+ * stays open. Used as is by a forked child, which then _exits. */
+void tc__server_run_handler(tc_server *srv, tc_conn *conn);
+/* Unregister, close and free a connection and drop its server reference;
+ * wakes the loop if it was waiting at the connection limit. */
+void tc__server_conn_done(tc_server *srv, tc_conn *conn);
+/* Hold and drop a reference on the server: the last drop frees it (after
+ * destroy, with daemon connections, that may be in a handler thread). */
+void tc__server_ref(tc_server *srv);
+void tc__server_release(tc_server *srv);
+/* Shut down the sockets of all live connections (end of a drain). */
+void tc__server_shutdown_live(tc_server *srv);
+
+/* tc__server_run_handler() then tc__server_conn_done(): a connection's
+ * whole life, for the modes that run it in this process. */
 void tc__server_run_conn(tc_server *srv, tc_conn *conn);
 /* Report an error to handle_error (or, without it, to the log hook). */
 void tc__server_error(tc_server *srv, tc_conn *conn, int err);

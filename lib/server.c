@@ -4,6 +4,8 @@
  * connection runs is the mode's business (mode_*.c). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +20,9 @@
 
 #define DEFAULT_LISTEN "127.0.0.1:0"
 #define DEFAULT_POLL_INTERVAL_MS 500
+#define DEFAULT_DRAIN_TIMEOUT_MS 5000
+#define DEFAULT_STACK_SIZE (256 * 1024)
+#define DRAIN_GRACE_MS 1000 /* after the sockets are shut down, for finish to run */
 #define ACCEPTS_PER_TURN 32 /* fairness: the loop's other duties run between batches */
 
 void tc__server_log(tc_server *srv, tc_log_level level, const char *fmt, ...)
@@ -34,6 +39,7 @@ void tc__server_log(tc_server *srv, tc_log_level level, const char *fmt, ...)
 
 void tc__server_error(tc_server *srv, tc_conn *conn, int err)
 {
+    atomic_fetch_add(&srv->errors, 1);
     if (srv->cfg.hooks.handle_error) {
         srv->cfg.hooks.handle_error(srv, conn, err, srv->cfg.hooks.ctx);
         return;
@@ -45,21 +51,96 @@ void tc__server_error(tc_server *srv, tc_conn *conn, int err)
                    tc_err_name(err));
 }
 
-void tc__server_run_conn(tc_server *srv, tc_conn *conn)
+void tc__server_run_handler(tc_server *srv, tc_conn *conn)
 {
     const tc_handler *h = &srv->handler;
     int rc = h->setup ? h->setup(conn, h->ctx) : 0;
     if (rc < 0) {
         tc__server_error(srv, conn, rc); /* refused: no handle, no finish */
-    } else {
-        rc = h->handle(conn, h->ctx);
-        if (rc < 0)
-            tc__server_error(srv, conn, rc);
-        rc = h->finish ? h->finish(conn, h->ctx) : 0;
-        if (rc < 0)
-            tc__server_error(srv, conn, rc);
+        return;
     }
+    rc = h->handle(conn, h->ctx);
+    if (rc < 0)
+        tc__server_error(srv, conn, rc);
+    rc = h->finish ? h->finish(conn, h->ctx) : 0;
+    if (rc < 0)
+        tc__server_error(srv, conn, rc);
+}
+
+void tc__server_run_conn(tc_server *srv, tc_conn *conn)
+{
+    tc__server_run_handler(srv, conn);
+    tc__server_conn_done(srv, conn);
+}
+
+static void wake(tc_server *srv)
+{
+    uint64_t one = 1;
+    ssize_t w = write(srv->wakefd, &one, sizeof one);
+    (void)w; /* EAGAIN: the counter is already non-zero, the loop wakes anyway */
+}
+
+/* The final release: no connection is live and the owner has let go. */
+static void server_free(tc_server *srv)
+{
+    if (srv->mode && srv->mode->stop)
+        srv->mode->stop(srv);
+    tc__close(srv->wakefd);
+    tc__close(srv->spare_fd);
+    pthread_mutex_destroy(&srv->mu);
+    free(srv->listen_text);
+    free(srv);
+}
+
+void tc__server_ref(tc_server *srv)
+{
+    atomic_fetch_add(&srv->refs, 1);
+}
+
+void tc__server_release(tc_server *srv)
+{
+    if (atomic_fetch_sub(&srv->refs, 1) == 1)
+        server_free(srv);
+}
+
+static void conn_register(tc_server *srv, tc_conn *conn)
+{
+    tc__server_ref(srv);
+    pthread_mutex_lock(&srv->mu);
+    conn->next = srv->live;
+    if (srv->live)
+        srv->live->prev = conn;
+    srv->live = conn;
+    pthread_mutex_unlock(&srv->mu);
+    unsigned n = atomic_fetch_add(&srv->active, 1) + 1;
+    unsigned peak = atomic_load(&srv->peak);
+    while (n > peak && !atomic_compare_exchange_weak(&srv->peak, &peak, n))
+        ;
+}
+
+void tc__server_conn_done(tc_server *srv, tc_conn *conn)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        srv->live = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    pthread_mutex_unlock(&srv->mu);
     tc__conn_free(conn);
+    atomic_fetch_sub(&srv->active, 1);
+    if (atomic_exchange(&srv->at_limit, 0))
+        wake(srv);
+    tc__server_release(srv);
+}
+
+void tc__server_shutdown_live(tc_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    for (tc_conn *c = srv->live; c; c = c->next)
+        tc__sock_shutdown(c->fd);
+    pthread_mutex_unlock(&srv->mu);
 }
 
 static int bad(tc_server *srv, const char *field, const char *why)
@@ -91,6 +172,16 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "timeout_ms", "is negative");
     if (c->conn_timeout_ms < 0)
         return bad(srv, "conn_timeout_ms", "is negative");
+    if (c->max_conns < 0)
+        return bad(srv, "max_conns", "is negative");
+    if (c->workers < 0)
+        return bad(srv, "workers", "is negative");
+    if (c->queue_len < 0)
+        return bad(srv, "queue_len", "is negative");
+    if (!valid_switch(c->block_on_close))
+        return bad(srv, "block_on_close", "is not TC_DEFAULT, TC_ON or TC_OFF");
+    if (c->thread_stack_size && c->thread_stack_size < (size_t)PTHREAD_STACK_MIN)
+        return bad(srv, "thread_stack_size", "is below PTHREAD_STACK_MIN");
     if (!(srv->mode = tc__mode_find(c->mode))) {
         tc__server_log(srv, TC_LOG_ERROR, "mode %s is not available in this build",
                        tc_mode_name(c->mode));
@@ -100,6 +191,18 @@ static int validate(tc_server *srv, const tc_handler *handler)
         c->backlog = SOMAXCONN;
     if (c->poll_interval_ms == 0)
         c->poll_interval_ms = DEFAULT_POLL_INTERVAL_MS;
+    if (c->max_conns == 0)
+        c->max_conns = srv->mode->default_max_conns;
+    if (c->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n > 0 ? (int)n : 1;
+    }
+    if (c->queue_len == 0)
+        c->queue_len = c->workers;
+    if (c->drain_timeout_ms == 0)
+        c->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
+    if (c->thread_stack_size == 0)
+        c->thread_stack_size = DEFAULT_STACK_SIZE;
     return 0;
 }
 
@@ -146,7 +249,9 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
     tc_server *srv = calloc(1, sizeof *srv);
     if (!srv)
         return -ENOMEM;
-    srv->lfd = srv->wakefd = srv->spare_fd = -1;
+    srv->lfd = srv->wakefd = srv->spare_fd = srv->mode_fd = -1;
+    atomic_init(&srv->refs, 1);
+    pthread_mutex_init(&srv->mu, NULL);
     if (cfg)
         srv->cfg = *cfg;
     srv->handler = *handler;
@@ -169,10 +274,13 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
         goto fail;
     if (srv->mode->start && (rc = srv->mode->start(srv)) < 0)
         goto fail;
+    srv->limit = srv->cfg.max_conns;
+    if (srv->mode_limit && (!srv->limit || srv->mode_limit < srv->limit))
+        srv->limit = srv->mode_limit;
     *out = srv;
     return 0;
 fail:
-    srv->mode = NULL; /* not started: nothing for stop() to wait for */
+    srv->mode = NULL; /* never started (or start cleaned up): nothing to wait for or stop */
     tc_server_destroy(srv);
     return rc;
 }
@@ -197,8 +305,10 @@ static int accept_one(tc_server *srv)
         return 0; /* that client is gone; others may be waiting */
     if (rc < 0)
         return rc;
+    atomic_fetch_add(&srv->accepted, 1);
     if (srv->cfg.hooks.verify_request &&
         srv->cfg.hooks.verify_request(srv, &peer, srv->cfg.hooks.ctx) < 0) {
+        atomic_fetch_add(&srv->refused, 1);
         tc__close(fd);
         return 0;
     }
@@ -208,8 +318,11 @@ static int accept_one(tc_server *srv)
         return 0;
     }
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
-    if ((rc = srv->mode->process_request(srv, conn)) < 0)
-        tc__server_error(srv, NULL, rc);
+    conn_register(srv, conn);
+    if ((rc = srv->mode->process_request(srv, conn)) < 0) {
+        tc__server_error(srv, conn, rc);
+        tc__server_conn_done(srv, conn);
+    }
     return 0;
 }
 
@@ -222,15 +335,45 @@ static int take_shutdown(tc_server *srv)
     return atomic_exchange(&srv->shutdown_req, 0);
 }
 
-/* Wait for the listener or a wake-up: 1 listener ready, 0 timeout/wake-up. */
-static int wait_ready(tc_server *srv, int timeout_ms, int *woken)
+/* Whether the server may accept now; if not, the next connection to end wakes the loop. */
+static int may_accept(tc_server *srv)
 {
-    struct pollfd p[2] = {{.fd = srv->lfd, .events = POLLIN}, {.fd = srv->wakefd, .events = POLLIN}};
-    int r = poll(p, 2, timeout_ms);
-    *woken = r > 0 && (p[1].revents & POLLIN);
+    if (!srv->limit || atomic_load(&srv->active) < (unsigned)srv->limit)
+        return 1;
+    atomic_store(&srv->at_limit, 1);
+    /* Re-check: a connection may have ended between the test and the flag. */
+    if (atomic_load(&srv->active) < (unsigned)srv->limit) {
+        atomic_store(&srv->at_limit, 0);
+        return 1;
+    }
+    return 0;
+}
+
+/* Wait for the listener (if accepting), a wake-up or the mode's descriptor.
+ * 1 listener ready, 0 otherwise (timeout, wake-up, mode serviced). */
+static int wait_ready(tc_server *srv, int timeout_ms)
+{
+    struct pollfd p[3] = {{.fd = srv->wakefd, .events = POLLIN},
+                          {.fd = srv->mode_fd, .events = POLLIN},
+                          {.fd = may_accept(srv) ? srv->lfd : -1, .events = POLLIN}};
+    int r = poll(p, 3, timeout_ms);
     if (r < 0)
         return errno == EINTR ? 0 : -errno;
-    return r > 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP)) ? 1 : 0;
+    if (p[1].revents && srv->mode->service)
+        srv->mode->service(srv);
+    return r > 0 && (p[2].revents & (POLLIN | POLLERR | POLLHUP)) ? 1 : 0;
+}
+
+/* After the loop: let connections finish, then cut them short (see server.h). */
+static void drain(tc_server *srv)
+{
+    if (!srv->mode->wait)
+        return;
+    int64_t deadline = tc__deadline_ms(srv->cfg.drain_timeout_ms);
+    if (srv->cfg.drain_timeout_ms < 0 || srv->mode->wait(srv, deadline) < 0) {
+        tc__server_shutdown_live(srv);
+        (void)srv->mode->wait(srv, tc__deadline_ms(DRAIN_GRACE_MS));
+    }
 }
 
 int tc_server_serve_forever(tc_server *srv)
@@ -241,7 +384,7 @@ int tc_server_serve_forever(tc_server *srv)
         return -EBUSY;
     int rc = 0;
     while (!atomic_load(&srv->shutdown_req)) {
-        int woken, ready = wait_ready(srv, srv->cfg.poll_interval_ms, &woken);
+        int ready = wait_ready(srv, srv->cfg.poll_interval_ms);
         if (ready < 0) {
             rc = ready;
             break;
@@ -254,11 +397,17 @@ int tc_server_serve_forever(tc_server *srv)
                 tc__server_log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(a));
                 break;
             }
+            if (!may_accept(srv))
+                break;
         }
+        if (srv->mode->service)
+            srv->mode->service(srv);
         if (srv->cfg.hooks.service_actions)
             srv->cfg.hooks.service_actions(srv, srv->cfg.hooks.ctx);
     }
+    drain(srv);
     (void)take_shutdown(srv);
+    atomic_store(&srv->stopping, 0);
     atomic_store(&srv->serving, 0);
     return rc;
 }
@@ -274,6 +423,7 @@ int tc_server_handle_request(tc_server *srv)
     for (;;) {
         if (atomic_load(&srv->shutdown_req)) {
             (void)take_shutdown(srv);
+            atomic_store(&srv->stopping, 0);
             rc = TC_ESHUTDOWN;
             break;
         }
@@ -288,7 +438,7 @@ int tc_server_handle_request(tc_server *srv)
             }
             timeout = (int)((left + 999999) / 1000000); /* round up: never wake early */
         }
-        int woken, ready = wait_ready(srv, timeout, &woken);
+        int ready = wait_ready(srv, timeout);
         if (ready < 0) {
             rc = ready;
             break;
@@ -308,6 +458,7 @@ int tc_server_shutdown(tc_server *srv)
      * because this may run inside a signal handler. */
     int saved = errno;
     uint64_t one = 1;
+    atomic_store(&srv->stopping, 1);
     atomic_store(&srv->shutdown_req, 1);
     ssize_t w = write(srv->wakefd, &one, sizeof one);
     (void)w; /* EAGAIN means the counter is already non-zero: awake anyway */
@@ -328,21 +479,44 @@ int tc_server_fileno(const tc_server *srv)
     return srv ? srv->lfd : -EINVAL;
 }
 
+int tc_server_shutting_down(const tc_server *srv)
+{
+    return srv ? atomic_load(&srv->stopping) : 0;
+}
+
+int tc_server_stats(const tc_server *srv, tc_stats *out)
+{
+    if (!srv || !out)
+        return -EINVAL;
+    out->accepted = atomic_load(&srv->accepted);
+    out->refused = atomic_load(&srv->refused);
+    out->handler_errors = atomic_load(&srv->errors);
+    out->active = atomic_load(&srv->active);
+    out->peak_active = atomic_load(&srv->peak);
+    return 0;
+}
+
 void tc_server_destroy(tc_server *srv)
 {
     if (!srv)
         return;
     tc__close(srv->lfd); /* new clients are refused from here on */
-    if (srv->mode && srv->mode->stop)
-        srv->mode->stop(srv);
+    srv->lfd = -1;
+    if (srv->mode && srv->cfg.block_on_close != TC_OFF) {
+        if (srv->mode->wait)
+            (void)srv->mode->wait(srv, TC__NO_DEADLINE);
+    } else if (srv->mode) {
+        /* Daemon connections: cut their sockets, let them end on their own;
+         * the last one to end frees the server. */
+        tc__server_shutdown_live(srv);
+        if (srv->mode->abandon)
+            srv->mode->abandon(srv);
+    }
     if (srv->unix_created) {
         struct stat st;
         const char *path = srv->addr.u.un.sun_path;
         if (lstat(path, &st) == 0 && st.st_dev == srv->unix_dev && st.st_ino == srv->unix_ino)
             (void)unlink(path);
     }
-    tc__close(srv->wakefd);
-    tc__close(srv->spare_fd);
-    free(srv->listen_text);
-    free(srv);
+    tc__server_release(srv);
 }

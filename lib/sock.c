@@ -28,6 +28,12 @@ int64_t tc__deadline_ms(int ms)
     return tc__now_ns() + (int64_t)ms * 1000000;
 }
 
+void tc__sock_shutdown(int fd)
+{
+    if (fd >= 0)
+        (void)shutdown(fd, SHUT_RDWR);
+}
+
 void tc__close(int fd)
 {
     if (fd >= 0)

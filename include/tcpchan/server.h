@@ -169,12 +169,44 @@ typedef struct tc_server_config {
     /** @brief Initial per-operation timeout of every accepted channel (see
      *         tc_conn_set_timeout()), in ms; 0 = none. */
     int conn_timeout_ms;
+    /** @brief Live connections at most; while that many run, the server stops
+     *         accepting and further clients wait in the listen backlog (they are
+     *         not refused). 0 = no limit, except forking: 40 (ForkingMixIn's
+     *         max_children). */
+    int max_conns;
+    /** @brief Pool: worker threads; event: loop threads. 0 = the number of CPUs. */
+    int workers;
+    /** @brief Pool: accepted connections waiting for a worker, at most; when the
+     *         queue is full the server stops accepting. 0 = the number of workers. */
+    int queue_len;
+    /** @brief After tc_server_shutdown(), how long serve_forever lets open
+     *         connections finish before shutting down their sockets, in ms;
+     *         0 = 5000, negative = do not wait. */
+    int drain_timeout_ms;
+    /** @brief Threading and forking: whether tc_server_destroy() waits for the
+     *         connections still running (TC_DEFAULT = on, as ThreadingMixIn's
+     *         block_on_close; TC_OFF = daemon threads or children, whose sockets
+     *         destroy shuts down but does not wait for). */
+    int block_on_close;
+    /** @brief Stack size of the threads running handlers, in bytes; 0 = 256 KiB
+     *         (10,000 idle threads fit in 2.5 GiB of address space and far less
+     *         memory, since only touched pages count). At least PTHREAD_STACK_MIN. */
+    size_t thread_stack_size;
     /** @brief Server hooks. */
     tc_server_hooks hooks;
 } tc_server_config;
 
 /** @brief Initialiser for tc_server_config: every field at its default. */
-#define TC_SERVER_CONFIG_INIT {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0}}
+#define TC_SERVER_CONFIG_INIT {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0}}
+
+/** @brief Counters of a server, as tc_server_stats() reads them. */
+typedef struct tc_stats {
+    unsigned long long accepted;       /**< connections accepted (including refused ones) */
+    unsigned long long refused;        /**< connections refused by verify_request */
+    unsigned long long handler_errors; /**< negative codes reported to handle_error */
+    unsigned active;                   /**< connections accepted and not yet closed */
+    unsigned peak_active;              /**< the most connections ever active at once */
+} tc_stats;
 
 /**
  * @brief Set every field of @p cfg to its default (the same as TC_SERVER_CONFIG_INIT).
@@ -209,8 +241,14 @@ TC_API int tc_server_create(tc_server **out, const tc_server_config *cfg, const 
  * Each turn waits for a connection or a shutdown request (no polling delay:
  * shutdown wakes it at once), accepts, applies verify_request and hands the
  * connection to the mode, then calls service_actions. A shutdown requested
- * before this call starts makes it return at once; either way the request is
- * consumed, so the server can be served again.
+ * before this call starts makes it return at once.
+ *
+ * On shutdown it stops accepting at once (clients still in the backlog are
+ * never accepted), lets open connections finish for up to
+ * @ref tc_server_config::drain_timeout_ms, then shuts down the sockets of
+ * those still open so that handlers blocked in a read see end of stream and
+ * their finish runs, waits a short grace period for them, and returns. The
+ * shutdown request is then consumed, so the server can be served again.
  * @param srv The server.
  * @return 0 after a shutdown request, or -EINVAL for NULL, -EBUSY if the
  *         server is already being served in another thread.
@@ -246,6 +284,26 @@ TC_API int tc_server_handle_request(tc_server *srv);
  * signal handler, and before serve_forever starts.
  */
 TC_API int tc_server_shutdown(tc_server *srv);
+
+/**
+ * @brief Whether tc_server_shutdown() has been called and the server is
+ *        stopping: a stream handler that loops should check it and return.
+ * @param srv The server.
+ * @return 1 while a shutdown is pending or draining, else 0 (also for NULL).
+ * @par Thread safety
+ * Safe from any thread, and from handlers.
+ */
+TC_API int tc_server_shutting_down(const tc_server *srv);
+
+/**
+ * @brief Read the server's counters.
+ * @param srv       The server.
+ * @param[out] out  Receives a snapshot (each counter read atomically).
+ * @return 0, or -EINVAL for NULL.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API int tc_server_stats(const tc_server *srv, tc_stats *out);
 
 /**
  * @brief The address the server listens on, with the real port where port 0 was asked.
