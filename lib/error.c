@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Error descriptions: the library's own codes from TC_ERROR_MAP, errno values from libc. */
+#include <limits.h>
 #include <string.h>
 
 #include "internal.h"
@@ -17,8 +18,9 @@ const char *tc_strerror(int code)
     default:
         break;
     }
-    /* strerrordesc_np is thread-safe and locale-independent, unlike strerror. */
-    const char *s = strerrordesc_np(-code);
+    /* strerrordesc_np is thread-safe and locale-independent, unlike strerror.
+     * INT_MIN cannot be negated (and is no errno value). */
+    const char *s = code != INT_MIN ? strerrordesc_np(-code) : NULL;
     return s ? s : "unknown error";
 }
 
@@ -35,6 +37,6 @@ const char *tc_err_name(int code)
     default:
         break;
     }
-    const char *s = strerrorname_np(-code);
+    const char *s = code != INT_MIN ? strerrorname_np(-code) : NULL;
     return s ? s : "UNKNOWN";
 }

@@ -359,6 +359,14 @@ static int wait_ready(tc_server *srv, int timeout_ms)
     int r = poll(p, 3, timeout_ms);
     if (r < 0)
         return errno == EINTR ? 0 : -errno;
+    if (p[0].revents & POLLIN) {
+        /* Consume the wake-up, or the eventfd stays readable and the loop
+         * spins. A shutdown stores its flag before writing, so the caller's
+         * next check of shutdown_req still sees it. */
+        uint64_t v;
+        while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
+            ;
+    }
     if (p[1].revents && srv->mode->service)
         srv->mode->service(srv);
     return r > 0 && (p[2].revents & (POLLIN | POLLERR | POLLHUP)) ? 1 : 0;

@@ -37,7 +37,23 @@ extern "C" {
     XX(EDENIED, -4109, "request denied by the server")                         \
     XX(ECHILD, -4110, "forked child ended abnormally")
 
-/** @brief The library's own error codes (all negative). */
+/**
+ * @brief The library's own error codes (all negative), generated from TC_ERROR_MAP.
+ *
+ * | code          | value | meaning |
+ * |---------------|-------|---------|
+ * | TC_EOF        | -4100 | end of stream: the peer closed its side |
+ * | TC_ETOOBIG    | -4101 | a line or frame larger than the configured maximum |
+ * | TC_ESHUTDOWN  | -4102 | the server is shutting down |
+ * | TC_EBADCONFIG | -4103 | invalid configuration (the log hook names the field) |
+ * | TC_ENOMODE    | -4104 | the concurrency mode is not available in this build |
+ * | TC_EBADADDR   | -4105 | malformed address text |
+ * | TC_ENORESOLVE | -4106 | the host name could not be resolved |
+ * | TC_EBADFRAME  | -4107 | a malformed frame |
+ * | TC_ECLOSED    | -4108 | the channel is closed |
+ * | TC_EDENIED    | -4109 | the request was denied by the server |
+ * | TC_ECHILD     | -4110 | a forked child ended abnormally (signal or non-zero exit) |
+ */
 typedef enum tc_error {
 #define TC__ERR_ENUM(name, value, text) TC_##name = (value),
     TC_ERROR_MAP(TC__ERR_ENUM)

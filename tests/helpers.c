@@ -1,0 +1,471 @@
+/* SPDX-License-Identifier: MIT */
+/* Test helpers (see helpers.h): background servers, raw loopback clients,
+ * event synchronisation, resource counts, and the timeout multiplier. */
+#include "helpers.h"
+
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* ---- time ------------------------------------------------------------------ */
+
+double tc_test_mult(void)
+{
+    const char *s = getenv("TC_TEST_TIMEOUT_MULT");
+    if (!s || !*s)
+        return 1.0;
+    char *end;
+    double v = strtod(s, &end);
+    return (*end == '\0' && v > 0) ? v : 1.0;
+}
+
+int tc_test_ms(int base_ms)
+{
+    double v = base_ms * tc_test_mult();
+    if (v < 1)
+        return 1;
+    if (v > 3600.0 * 1000)
+        return 3600 * 1000;
+    return (int)v;
+}
+
+/* Criterion reads each test's .timeout when it starts the test, after the
+ * PRE_ALL hooks: scale them here so slow machines (valgrind, sanitizers, CI)
+ * only need TC_TEST_TIMEOUT_MULT. */
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    double k = tc_test_mult();
+    if (k == 1.0)
+        return;
+    FOREACH_SET(struct criterion_suite_set *s, set->suites)
+    {
+        if (!s->tests)
+            continue;
+        FOREACH_SET(struct criterion_test *t, s->tests)
+        {
+            if (t->data && t->data->timeout > 0)
+                t->data->timeout *= k;
+        }
+    }
+}
+
+int64_t tc_test_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t tc_test_now_ms(void)
+{
+    return tc_test_now_ns() / 1000000;
+}
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+static void cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* ---- events ------------------------------------------------------------------ */
+
+void tc_test_event_init(tc_test_event *e)
+{
+    memset(e, 0, sizeof *e);
+    pthread_mutex_init(&e->mu, NULL);
+    cond_init_monotonic(&e->cv);
+}
+
+void tc_test_event_destroy(tc_test_event *e)
+{
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->mu);
+}
+
+void tc_test_event_post(tc_test_event *e, const char *tag)
+{
+    pthread_mutex_lock(&e->mu);
+    if (tag) {
+        size_t used = strlen(e->log);
+        if (used < sizeof e->log - 1)
+            snprintf(e->log + used, sizeof e->log - used, "%s%s", used ? "," : "", tag);
+    }
+    e->count++;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void tc_test_event_postf(tc_test_event *e, const char *fmt, ...)
+{
+    char tag[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tag, sizeof tag, fmt, ap);
+    va_end(ap);
+    tc_test_event_post(e, tag);
+}
+
+int tc_test_event_wait(tc_test_event *e, int target, int ms)
+{
+    struct timespec dl;
+    int rc = 0;
+    deadline_in(&dl, ms);
+    pthread_mutex_lock(&e->mu);
+    while (e->count < target && rc == 0)
+        rc = pthread_cond_timedwait(&e->cv, &e->mu, &dl);
+    rc = e->count >= target ? 0 : -ETIMEDOUT;
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int tc_test_event_count(tc_test_event *e)
+{
+    pthread_mutex_lock(&e->mu);
+    int n = e->count;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+void tc_test_event_log(tc_test_event *e, char *out, size_t n)
+{
+    pthread_mutex_lock(&e->mu);
+    snprintf(out, n, "%s", e->log);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void tc_test_log_hook(tc_server *srv, tc_log_level level, const char *msg, void *ctx)
+{
+    static const char *const names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+    (void)srv;
+    tc_test_event_postf(ctx, "%s:%s", (unsigned)level < 4 ? names[level] : "?", msg);
+}
+
+/* ---- a server in a background thread ----------------------------------------- */
+
+tc_server_config tc_test_config(void)
+{
+    tc_server_config cfg;
+    tc_server_config_init(&cfg);
+    cfg.conn_timeout_ms = TC_TEST_WAIT_MS;
+    return cfg;
+}
+
+int tc_test_echo_handle(tc_conn *c, void *ctx)
+{
+    char buf[4096];
+    ssize_t n;
+    (void)ctx;
+    while ((n = tc_conn_read(c, buf, sizeof buf)) > 0)
+        if ((n = tc_conn_send_all(c, buf, (size_t)n)) < 0)
+            return (int)n;
+    return n == TC_EOF ? 0 : (int)n;
+}
+
+tc_handler tc_test_echo_handler(void)
+{
+    tc_handler h = TC_HANDLER_INIT;
+    h.handle = tc_test_echo_handle;
+    return h;
+}
+
+int tc_test_server_create(tc_test_server *ts, const char *listen, const tc_server_config *cfg,
+                          const tc_handler *handler)
+{
+    tc_server_config c = cfg ? *cfg : tc_test_config();
+    tc_handler h = handler ? *handler : tc_test_echo_handler();
+    memset(ts, 0, sizeof *ts);
+    pthread_mutex_init(&ts->mu, NULL);
+    cond_init_monotonic(&ts->cv);
+    if (listen)
+        c.listen = listen;
+    int rc = tc_server_create(&ts->srv, &c, &h);
+    if (rc < 0) {
+        ts->srv = NULL;
+        return rc;
+    }
+    cr_assert_eq(tc_server_address(ts->srv, &ts->addr), 0);
+    cr_assert_gt(tc_addr_format(&ts->addr, ts->addr_str, sizeof ts->addr_str), 0);
+    return 0;
+}
+
+static void *serve_main(void *arg)
+{
+    tc_test_server *ts = arg;
+    pthread_mutex_lock(&ts->mu);
+    ts->entered = 1;
+    pthread_cond_broadcast(&ts->cv);
+    pthread_mutex_unlock(&ts->mu);
+
+    int rc = tc_server_serve_forever(ts->srv);
+
+    pthread_mutex_lock(&ts->mu);
+    ts->serve_rc = rc;
+    ts->done = 1;
+    pthread_cond_broadcast(&ts->cv);
+    pthread_mutex_unlock(&ts->mu);
+    return NULL;
+}
+
+void tc_test_server_run(tc_test_server *ts)
+{
+    cr_assert_not_null(ts->srv);
+    cr_assert(!ts->thread_running, "server thread already running");
+    pthread_mutex_lock(&ts->mu);
+    ts->entered = ts->done = 0;
+    ts->serve_rc = 0;
+    pthread_mutex_unlock(&ts->mu);
+    cr_assert_eq(pthread_create(&ts->thread, NULL, serve_main, ts), 0);
+    ts->thread_running = 1;
+}
+
+void tc_test_server_start(tc_test_server *ts, const char *listen, const tc_server_config *cfg,
+                          const tc_handler *handler)
+{
+    int rc = tc_test_server_create(ts, listen, cfg, handler);
+    cr_assert_eq(rc, 0, "tc_server_create(%s): %s (%s)", listen ? listen : "default",
+                 tc_strerror(rc), tc_err_name(rc));
+    tc_test_server_run(ts);
+}
+
+static int wait_flag(tc_test_server *ts, const int *flag, int ms)
+{
+    struct timespec dl;
+    int rc = 0;
+    deadline_in(&dl, ms);
+    pthread_mutex_lock(&ts->mu);
+    while (!*flag && rc == 0)
+        rc = pthread_cond_timedwait(&ts->cv, &ts->mu, &dl);
+    rc = *flag ? 0 : -ETIMEDOUT;
+    pthread_mutex_unlock(&ts->mu);
+    return rc;
+}
+
+int tc_test_server_wait_entered(tc_test_server *ts, int ms)
+{
+    return wait_flag(ts, &ts->entered, ms);
+}
+
+int tc_test_server_wait_done(tc_test_server *ts, int ms)
+{
+    return wait_flag(ts, &ts->done, ms);
+}
+
+int tc_test_server_join(tc_test_server *ts)
+{
+    if (!ts->thread_running)
+        return 0;
+    cr_assert_eq(tc_test_server_wait_done(ts, TC_TEST_WAIT_MS), 0,
+                 "serve_forever did not return within %d ms", TC_TEST_WAIT_MS);
+    cr_assert_eq(pthread_join(ts->thread, NULL), 0);
+    ts->thread_running = 0;
+    return ts->serve_rc;
+}
+
+int tc_test_server_stop(tc_test_server *ts)
+{
+    int rc = 0;
+    if (!ts->srv)
+        return 0;
+    if (ts->thread_running) {
+        cr_assert_eq(tc_server_shutdown(ts->srv), 0);
+        rc = tc_test_server_join(ts);
+    }
+    tc_server_destroy(ts->srv);
+    ts->srv = NULL;
+    pthread_cond_destroy(&ts->cv);
+    pthread_mutex_destroy(&ts->mu);
+    return rc;
+}
+
+/* ---- raw clients -------------------------------------------------------------- */
+
+int tc_test_connect(const tc_addr *addr)
+{
+    int fd = socket(tc_addr_family(addr), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int ms = TC_TEST_WAIT_MS;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    /* SO_SNDTIMEO also bounds a blocking connect() on Linux. */
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0 ||
+        connect(fd, &addr->u.sa, addr->len) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int tc_test_connect_ok(const tc_addr *addr)
+{
+    int fd = tc_test_connect(addr);
+    cr_assert_geq(fd, 0, "connect: %s", strerror(-fd));
+    return fd;
+}
+
+int tc_test_send_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+ssize_t tc_test_recv_full(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = recv(fd, (char *)buf + got, n - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return got ? (ssize_t)got : -errno;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+int tc_test_recv_eof(int fd)
+{
+    char c;
+    for (;;) {
+        ssize_t r = recv(fd, &c, 1, 0);
+        if (r == 0)
+            return 0;
+        if (r > 0)
+            return 1;
+        if (errno == EINTR)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+void tc_test_echo_roundtrip(const tc_addr *addr, const char *msg)
+{
+    size_t n = strlen(msg);
+    char buf[4096];
+    cr_assert_lt(n, sizeof buf);
+    int fd = tc_test_connect_ok(addr);
+    cr_assert_eq(tc_test_send_all(fd, msg, n), 0);
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+    ssize_t got = tc_test_recv_full(fd, buf, n);
+    cr_assert_eq(got, (ssize_t)n, "echo: got %zd of %zu bytes", got, n);
+    cr_assert_eq(memcmp(buf, msg, n), 0, "echo: payload differs");
+    cr_assert_eq(tc_test_recv_eof(fd), 0, "echo: no EOF after the payload");
+    close(fd);
+}
+
+/* ---- resources ----------------------------------------------------------------- */
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return -errno;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+int tc_test_count_fds(void)
+{
+    int n = count_dir("/proc/self/fd");
+    cr_assert_gt(n, 0, "cannot list /proc/self/fd");
+    return n - 1; /* the directory stream's own descriptor */
+}
+
+int tc_test_count_threads(void)
+{
+    int n = count_dir("/proc/self/task");
+    cr_assert_gt(n, 0, "cannot list /proc/self/task");
+    return n;
+}
+
+int tc_test_wait_threads(int expected, int ms)
+{
+    /* Nothing signals the kernel's reaping of a joined thread, so this one
+     * wait polls, with a deadline. */
+    int64_t end = tc_test_now_ms() + ms;
+    int n;
+    while ((n = tc_test_count_threads()) > expected && tc_test_now_ms() < end) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return n;
+}
+
+void tc_test_tmpdir(char *buf, size_t n)
+{
+    cr_assert_gt(n, sizeof "/tmp/tctest.XXXXXX");
+    snprintf(buf, n, "/tmp/tctest.XXXXXX");
+    cr_assert_not_null(mkdtemp(buf), "mkdtemp: %s", strerror(errno));
+}
+
+void tc_test_rmtree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        (void)unlink(path);
+    }
+    closedir(d);
+    (void)rmdir(dir);
+}
+
+int tc_test_have_ipv6(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
