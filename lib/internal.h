@@ -48,6 +48,15 @@ void tc__close(int fd);
 /* Resolve text into up to max addresses (all families); *count set on success. */
 int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count);
 
+/* ---- codecs (codec.c: pure) --------------------------------------------- */
+
+/* tc_codec_scan on a valid codec, resuming a delimiter search: the first
+ * from bytes are known to hold no complete delimiter. */
+int tc__codec_scan_from(const tc_codec *c, const void *buf, size_t len, size_t from,
+                        size_t *off, size_t *plen, size_t *flen);
+/* Framing bytes around a payload at most: delimiter or prefix length. */
+size_t tc__codec_overhead(const tc_codec *c);
+
 /* ---- channels (conn.c) -------------------------------------------------- */
 
 struct tc_conn {

@@ -35,7 +35,8 @@ extern "C" {
     XX(EBADFRAME, -4107, "malformed frame")                                    \
     XX(ECLOSED, -4108, "channel is closed")                                    \
     XX(EDENIED, -4109, "request denied by the server")                         \
-    XX(ECHILD, -4110, "forked child ended abnormally")
+    XX(ECHILD, -4110, "forked child ended abnormally")                         \
+    XX(EPARTIAL, -4111, "end of stream in the middle of a message")
 
 /** @brief The library's own error codes (all negative). */
 typedef enum tc_error {
