@@ -13,7 +13,7 @@
  * | TC_CODEC_LENGTH_PREFIXED   | a 1, 2, 4 or 8-byte length, then that many bytes | after the prefix |
  * | TC_CODEC_CUSTOM            | what the user's scan callback says           | the whole frame    |
  *
- * Every codec has a maximum payload size, @ref tc_codec::max_frame (0 means
+ * Every codec has a maximum payload size, its max_frame field (0 means
  * TC_CODEC_DEFAULT_MAX_FRAME, 1 MiB). A zero-initialised tc_codec (or
  * TC_CODEC_INIT) is the raw codec with the 1 MiB default, so a config
  * written as `= {0}` gets raw framing.
@@ -57,7 +57,7 @@ extern "C" {
 /** @brief The maximum payload used when @ref tc_codec::max_frame is 0: 1 MiB. */
 #define TC_CODEC_DEFAULT_MAX_FRAME ((size_t)1 << 20)
 
-/** @brief The largest value accepted for @ref tc_codec::max_frame: 1 TiB, or SIZE_MAX / 4 on 32-bit. */
+/** @brief The largest value accepted for @ref tc_codec::max_frame (1 TiB, or SIZE_MAX / 4 on 32-bit). */
 #define TC_CODEC_MAX_FRAME_LIMIT \
     ((size_t)(SIZE_MAX / 4 < ((uint64_t)1 << 40) ? SIZE_MAX / 4 : ((uint64_t)1 << 40)))
 

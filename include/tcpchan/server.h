@@ -125,11 +125,11 @@ typedef struct tc_server_hooks {
  * @brief A request handler: socketserver's BaseRequestHandler as callbacks,
  *        in one of two styles.
  *
- * **Stream style** (set @ref handle): for each accepted connection the
+ * **Stream style** (set @ref tc_handler::handle): for each accepted connection the
  * library calls setup, then handle, then finish, and closes the channel
  * itself afterwards. handle reads and writes the channel as it likes.
  *
- * **Message style** (set @ref on_message instead): the library reads frames
+ * **Message style** (set @ref tc_handler::on_message instead): the library reads frames
  * with the server's codec (@ref tc_server_config::codec) and calls
  * on_message once per frame; replies go out with tc_conn_send(). The order is
  * setup, on_open, on_message for each frame, on_close, finish. The loop ends
