@@ -627,6 +627,8 @@ ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n)
         return -EINVAL;
     if (conn->werr)
         return conn->werr;
+    if (n == 0)
+        return 0;
     size_t pending = conn->wlen - conn->woff;
     if (pending + n > conn->wsize) {
         if (n >= conn->wsize) {
