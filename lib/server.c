@@ -385,6 +385,14 @@ static int wait_ready(tc_server *srv, int timeout_ms)
     int r = poll(p, 3, timeout_ms);
     if (r < 0)
         return errno == EINTR ? 0 : -errno;
+    if (p[0].revents) {
+        /* Consume the wake-up (a connection ended at the limit, or a
+         * shutdown, which shutdown_req still records): left readable, the
+         * eventfd would make every later poll return at once. */
+        uint64_t v;
+        while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
+            ;
+    }
     if (p[1].revents && srv->mode->service)
         srv->mode->service(srv);
     return r > 0 && (p[2].revents & (POLLIN | POLLERR | POLLHUP)) ? 1 : 0;
