@@ -1,12 +1,22 @@
 /* SPDX-License-Identifier: MIT */
-/* The channel: a non-blocking socket whose blocking calls wait with poll
- * against a deadline, so timeouts are exact and signals never leak out. */
+/* The channel: a non-blocking socket with lazily allocated, bounded read and
+ * write buffers, whose blocking calls wait with poll against an absolute
+ * deadline, so timeouts are exact and signals never leak out. */
 #include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "internal.h"
+
+/* Entries of the caller's vector passed to one sendmsg; never over IOV_MAX. */
+#define IOV_WINDOW (64 < IOV_MAX ? 64 : IOV_MAX)
 
 int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer)
 {
@@ -20,6 +30,9 @@ int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer)
     if (peer)
         c->peer = *peer;
     (void)tc__sock_local(fd, &c->local);
+    c->deadline = TC__NO_DEADLINE;
+    c->rsize = c->wsize = TC__BUF_DEFAULT;
+    atomic_init(&c->idle, 0);
     *out = c;
     return 0;
 }
@@ -29,6 +42,8 @@ void tc__conn_free(tc_conn *conn)
     if (!conn)
         return;
     tc__close(conn->fd);
+    free(conn->rbuf);
+    free(conn->wbuf);
     free(conn);
 }
 
@@ -63,6 +78,8 @@ void *tc_conn_data(const tc_conn *conn)
     return conn ? conn->data : NULL;
 }
 
+/* ---- options ------------------------------------------------------------ */
+
 int tc_conn_set_timeout(tc_conn *conn, int ms)
 {
     if (!conn)
@@ -71,52 +88,687 @@ int tc_conn_set_timeout(tc_conn *conn, int ms)
     return 0;
 }
 
+int64_t tc_monotonic_ns(void)
+{
+    return tc__now_ns();
+}
+
+int tc_conn_set_deadline(tc_conn *conn, int64_t deadline_ns)
+{
+    if (!conn || deadline_ns < 0)
+        return -EINVAL;
+    conn->deadline = deadline_ns ? deadline_ns : TC__NO_DEADLINE;
+    return 0;
+}
+
+int tc_conn_set_buffer_sizes(tc_conn *conn, size_t read_size, size_t write_size)
+{
+    if (!conn || read_size > TC__BUF_MAX || write_size > TC__BUF_MAX)
+        return -EINVAL;
+    conn->rsize = read_size ? read_size : TC__BUF_DEFAULT;
+    conn->wsize = write_size ? write_size : TC__BUF_DEFAULT;
+    return 0;
+}
+
+int tc_conn_set_nodelay(tc_conn *conn, int on)
+{
+    if (!conn)
+        return -EINVAL;
+    int rc = tc__sock_setopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+    return rc == -ENOPROTOOPT ? -EOPNOTSUPP : rc;
+}
+
+int tc_conn_set_keepalive(tc_conn *conn, int on, int idle_s)
+{
+    if (!conn || idle_s < 0)
+        return -EINVAL;
+    int rc = tc__sock_setopt(conn->fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0);
+    if (rc == 0 && on && idle_s > 0) {
+        rc = tc__sock_setopt(conn->fd, IPPROTO_TCP, TCP_KEEPIDLE, idle_s);
+        if (rc == 0)
+            rc = tc__sock_setopt(conn->fd, IPPROTO_TCP, TCP_KEEPINTVL, idle_s);
+    }
+    return rc == -ENOPROTOOPT ? -EOPNOTSUPP : rc;
+}
+
+int tc_conn_set_codec(tc_conn *conn, const tc_codec *codec)
+{
+    if (!conn)
+        return -EINVAL;
+    if (!codec)
+        return tc_codec_raw(&conn->codec);
+    if (tc_codec_validate(codec) < 0)
+        return -EINVAL;
+    conn->codec = *codec;
+    return 0;
+}
+
+const tc_codec *tc_conn_codec(const tc_conn *conn)
+{
+    return conn ? &conn->codec : NULL;
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+/* The deadline of a call starting now: the earlier of timeout and deadline. */
+static int64_t op_deadline(const tc_conn *c)
+{
+    int64_t d = tc__deadline_ms(c->timeout_ms);
+    return c->deadline < d ? c->deadline : d;
+}
+
+/* Wait for input until the call's deadline, or idle_ms of silence. */
+static int wait_readable(tc_conn *c, int64_t deadline)
+{
+    if (c->idle_ms > 0) {
+        int64_t idle = tc__deadline_ms(c->idle_ms);
+        if (idle < deadline)
+            deadline = idle;
+    }
+    return tc__sock_wait(c->fd, POLLIN, deadline);
+}
+
+/* ---- read side ---------------------------------------------------------- */
+
+/* Drop the bytes of the last view: it ends with the next read call. */
+static void consume_view(tc_conn *c)
+{
+    c->roff += c->rview;
+    c->rlen -= c->rview;
+    c->rview = 0;
+    if (c->rlen == 0)
+        c->roff = 0;
+}
+
+/* An idle channel holds no buffer memory: free buffers that are empty. */
+static void trim(tc_conn *c)
+{
+    if (c->rlen == 0 && c->rbuf) {
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = c->roff = 0;
+    }
+    if (c->wlen == c->woff && c->wbuf) {
+        free(c->wbuf);
+        c->wbuf = NULL;
+        c->wcap = c->woff = c->wlen = 0;
+    }
+}
+
+/* Make room for more input: at least one byte, ideally rsize (or double what
+ * is buffered, to hold a growing frame), never a capacity over limit unless
+ * the buffer already had it. */
+static int make_room(tc_conn *c, size_t limit)
+{
+    size_t want = c->rlen < c->rsize ? c->rsize : c->rlen * 2;
+    if (want > limit)
+        want = limit;
+    if (want < c->rlen + 1)
+        want = c->rlen + 1;
+    if (c->rcap - c->roff - c->rlen >= want - c->rlen)
+        return 0;
+    if (c->roff > 0) {
+        memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
+        c->roff = 0;
+    }
+    if (c->rcap >= want)
+        return 0;
+    unsigned char *nb = realloc(c->rbuf, want);
+    if (!nb)
+        return -ENOMEM;
+    c->rbuf = nb;
+    c->rcap = want;
+    return 0;
+}
+
+/* One receive into the buffer without waiting: the number of bytes added,
+ * TC_EOF (and reof set), -EAGAIN, or an error. */
+static ssize_t fill_once(tc_conn *c, size_t limit)
+{
+    int rc = make_room(c, limit);
+    if (rc < 0)
+        return rc;
+    ssize_t r = tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, c->rcap - c->roff - c->rlen);
+    if (r > 0) {
+        c->rlen += (size_t)r;
+        return r;
+    }
+    if (r == 0) {
+        c->reof = 1;
+        return TC_EOF;
+    }
+    return r;
+}
+
+/* One receive into the buffer, waiting for input until the deadline:
+ * the number of bytes added, TC_EOF (and reof set), or an error. */
+static ssize_t fill(tc_conn *c, int64_t deadline, size_t limit)
+{
+    for (;;) {
+        ssize_t r = fill_once(c, limit);
+        if (r != -EAGAIN)
+            return r;
+        /* About to sleep: an empty buffer goes back to the allocator. */
+        trim(c);
+        int rc = wait_readable(c, deadline);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* Remember a hard read error: the read side stays broken with it. */
+static int broken(tc_conn *c, int err)
+{
+    if (err != -ETIMEDOUT && err != -ENOMEM && err != -EAGAIN)
+        c->rerr = err;
+    return err;
+}
+
+/* The common start of every read call: end the last view, report a broken side. */
+static int read_start(tc_conn *c)
+{
+    consume_view(c);
+    return c->rerr;
+}
+
 ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n)
 {
     if (!conn || (!buf && n))
         return -EINVAL;
+    int rc = read_start(conn);
+    if (rc < 0)
+        return rc;
     if (n == 0)
         return 0;
-    int64_t deadline = tc__deadline_ms(conn->timeout_ms);
-    for (;;) {
-        ssize_t r = tc__sock_recv(conn->fd, buf, n);
-        if (r > 0)
-            return r;
-        if (r == 0)
+    if (conn->rlen == 0) {
+        if (conn->reof)
             return TC_EOF;
-        if (r != -EAGAIN)
-            return r;
-        int w = tc__sock_wait(conn->fd, POLLIN, deadline);
-        if (w < 0)
-            return w;
+        int64_t deadline = op_deadline(conn);
+        if (n >= conn->rsize) {
+            /* A large read: straight into the caller's buffer, no copy. */
+            for (;;) {
+                ssize_t r = tc__sock_recv(conn->fd, buf, n);
+                if (r > 0)
+                    return r;
+                if (r == 0) {
+                    conn->reof = 1;
+                    return TC_EOF;
+                }
+                if (r != -EAGAIN)
+                    return broken(conn, (int)r);
+                trim(conn);
+                if ((rc = wait_readable(conn, deadline)) < 0)
+                    return rc;
+            }
+        }
+        ssize_t r = fill(conn, deadline, conn->rsize);
+        if (r < 0)
+            return r == TC_EOF ? r : broken(conn, (int)r);
     }
+    size_t k = conn->rlen < n ? conn->rlen : n;
+    memcpy(buf, conn->rbuf + conn->roff, k);
+    conn->rview = k; /* consumed now: the caller has its copy */
+    consume_view(conn);
+    return (ssize_t)k;
+}
+
+/* Put bytes the caller had already taken back in front of the (empty) buffer. */
+static int unread(tc_conn *c, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (c->rcap < n) {
+        unsigned char *nb = realloc(c->rbuf, n);
+        if (!nb)
+            return -ENOMEM;
+        c->rbuf = nb;
+        c->rcap = n;
+    }
+    memcpy(c->rbuf, p, n);
+    c->roff = 0;
+    c->rlen = n;
+    return 0;
+}
+
+ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n)
+{
+    if (!conn || (!buf && n))
+        return -EINVAL;
+    int rc = read_start(conn);
+    if (n == 0)
+        return 0;
+    if (rc < 0)
+        return rc;
+    unsigned char *dst = buf;
+    size_t got = 0;
+    int64_t deadline = op_deadline(conn);
+    while (got < n) {
+        if (conn->rlen > 0) {
+            size_t k = conn->rlen < n - got ? conn->rlen : n - got;
+            memcpy(dst + got, conn->rbuf + conn->roff, k);
+            got += k;
+            conn->rview = k;
+            consume_view(conn);
+            continue;
+        }
+        ssize_t r;
+        if (conn->reof) {
+            r = TC_EOF;
+        } else if (n - got >= conn->rsize) {
+            r = tc__sock_recv(conn->fd, dst + got, n - got);
+            if (r > 0) {
+                got += (size_t)r;
+                continue;
+            }
+            if (r == 0) {
+                conn->reof = 1;
+                r = TC_EOF;
+            } else if (r == -EAGAIN) {
+                trim(conn);
+                r = wait_readable(conn, deadline);
+                if (r == 0)
+                    continue;
+            }
+        } else {
+            r = fill(conn, deadline, conn->rsize);
+            if (r > 0)
+                continue;
+        }
+        if (r == TC_EOF)
+            return got == 0 ? TC_EOF : broken(conn, TC_EPARTIAL);
+        if (r == -ETIMEDOUT || r == -ENOMEM) {
+            /* Consume nothing: the caller can try again with the same n. */
+            rc = unread(conn, dst, got);
+            return rc < 0 ? broken(conn, rc) : (int)r;
+        }
+        return broken(conn, (int)r);
+    }
+    return (ssize_t)n;
+}
+
+/* Read one frame of codec into the buffer: on 0 the payload is at
+ * rbuf + roff + *off, *plen long, and the frame is the new view. */
+static int read_framed(tc_conn *c, const tc_codec *codec, size_t *off, size_t *plen)
+{
+    int rc = read_start(c);
+    if (rc < 0)
+        return rc;
+    size_t limit = tc_codec_max_frame(codec) + tc__codec_overhead(codec);
+    size_t scanned = 0, flen = 0;
+    int64_t deadline = op_deadline(c);
+    for (;;) {
+        rc = tc__codec_scan_from(codec, c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, scanned,
+                                 off, plen, &flen);
+        if (rc == 1) {
+            c->rview = flen;
+            return 0;
+        }
+        if (rc < 0)
+            return broken(c, rc);
+        scanned = c->rlen;
+        if (c->reof)
+            return c->rlen ? broken(c, TC_EPARTIAL) : TC_EOF;
+        ssize_t r = fill(c, deadline, limit);
+        if (r < 0 && r != TC_EOF)
+            return broken(c, (int)r);
+    }
+}
+
+int tc_conn_read_until(tc_conn *conn, const void *delim, size_t dlen, size_t max,
+                       const void **ptr, size_t *len)
+{
+    tc_codec codec;
+    if (!conn || !ptr || !len || tc_codec_delimited(&codec, delim, dlen) < 0 ||
+        tc_codec_set_max_frame(&codec, max) < 0)
+        return -EINVAL;
+    size_t off, plen;
+    int rc = read_framed(conn, &codec, &off, &plen);
+    if (rc < 0)
+        return rc;
+    *ptr = conn->rbuf + conn->roff + off;
+    *len = plen;
+    return 0;
+}
+
+int tc_conn_read_line(tc_conn *conn, size_t max, const char **line, size_t *len)
+{
+    const void *p;
+    if (!line)
+        return -EINVAL;
+    int rc = tc_conn_read_until(conn, "\n", 1, max, &p, len);
+    if (rc == 0)
+        *line = p;
+    return rc;
+}
+
+int tc_conn_read_frame(tc_conn *conn, const void **msg, size_t *len)
+{
+    if (!conn || !msg || !len)
+        return -EINVAL;
+    size_t off, plen;
+    int rc = read_framed(conn, &conn->codec, &off, &plen);
+    if (rc < 0)
+        return rc;
+    *msg = conn->rbuf + conn->roff + off;
+    *len = plen;
+    return 0;
+}
+
+int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len)
+{
+    if (!conn || !ptr || !len)
+        return -EINVAL;
+    int rc = read_start(conn);
+    if (rc < 0)
+        return rc;
+    size_t bound = tc_codec_max_frame(&conn->codec);
+    if (bound < conn->rsize)
+        bound = conn->rsize;
+    if (n > bound)
+        return TC_ETOOBIG;
+    int64_t deadline = op_deadline(conn);
+    while (conn->rlen < n) {
+        if (conn->reof)
+            break;
+        ssize_t r = fill(conn, deadline, bound);
+        if (r < 0 && r != TC_EOF)
+            return broken(conn, (int)r);
+    }
+    *ptr = conn->rbuf ? conn->rbuf + conn->roff : (const void *)"";
+    *len = conn->rlen;
+    return conn->rlen < n ? TC_EOF : 0;
+}
+
+int tc__conn_wait_message(tc_conn *c)
+{
+    int rc = read_start(c);
+    if (rc < 0)
+        return rc;
+    if (c->rlen > 0)
+        return 0;
+    if (c->reof)
+        return TC_EOF;
+    trim(c);
+    /* Idle, then look at the flag: a drain that starts after this store
+     * finds the channel idle and shuts it; one that started before it is
+     * seen here (both are sequentially consistent). */
+    atomic_store(&c->idle, 1);
+    int64_t deadline = op_deadline(c);
+    if (c->idle_ms > 0) {
+        int64_t idle = tc__deadline_ms(c->idle_ms);
+        if (idle < deadline)
+            deadline = idle;
+    }
+    for (;;) {
+        if (c->srv && tc_server_shutting_down(c->srv)) {
+            rc = TC_ESHUTDOWN;
+            break;
+        }
+        rc = tc__sock_wait_intr(c->fd, POLLIN, deadline);
+        if (rc == -EINTR)
+            continue; /* a signal: perhaps the one that asked for shutdown */
+        if (rc < 0)
+            break;
+        ssize_t r = fill_once(c, c->rsize);
+        if (r == -EAGAIN)
+            continue; /* a spurious wake-up */
+        rc = r > 0 ? 0 : (int)r;
+        if (rc == TC_EOF && c->srv && tc_server_shutting_down(c->srv))
+            rc = TC_ESHUTDOWN; /* our read side was shut by the drain */
+        break;
+    }
+    atomic_store(&c->idle, 0);
+    return rc == 0 || rc == TC_EOF || rc == TC_ESHUTDOWN || rc == -ETIMEDOUT ? rc
+                                                                            : broken(c, rc);
+}
+
+/* ---- write side --------------------------------------------------------- */
+
+/* Send everything in wbuf[woff, wlen) and vec (total bytes), as few sendmsg
+ * calls as the socket allows, advancing exactly through partial sends. */
+static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+{
+    if (c->werr)
+        return c->werr;
+    int64_t deadline = op_deadline(c);
+    struct iovec win[IOV_WINDOW];
+    int idx = 0;
+    size_t ioff = 0, sent = 0;
+    while (c->woff < c->wlen || sent < total) {
+        int k = 0;
+        if (c->woff < c->wlen)
+            win[k++] = (struct iovec){c->wbuf + c->woff, c->wlen - c->woff};
+        for (int i = idx; i < cnt && k < IOV_WINDOW; i++) {
+            size_t o = i == idx ? ioff : 0;
+            if (vec[i].iov_len > o)
+                win[k++] = (struct iovec){(char *)vec[i].iov_base + o, vec[i].iov_len - o};
+        }
+        ssize_t r = tc__sock_sendmsg(c->fd, win, k);
+        if (r > 0) {
+            size_t x = (size_t)r;
+            if (c->woff < c->wlen) {
+                size_t t = c->wlen - c->woff < x ? c->wlen - c->woff : x;
+                c->woff += t;
+                x -= t;
+                if (c->woff == c->wlen)
+                    c->woff = c->wlen = 0;
+            }
+            sent += x;
+            while (x > 0) {
+                size_t rem = vec[idx].iov_len - ioff;
+                if (x < rem) {
+                    ioff += x;
+                    x = 0;
+                } else {
+                    x -= rem;
+                    idx++;
+                    ioff = 0;
+                }
+            }
+            continue;
+        }
+        if (r == -EAGAIN)
+            r = tc__sock_wait(c->fd, POLLOUT, deadline);
+        if (r == 0)
+            continue;
+        /* A timeout before any of the caller's bytes left keeps the stream
+         * consistent (the buffer holds exactly the unsent rest); after some
+         * did, or on any other error, the write side is broken. */
+        if (r != -ETIMEDOUT || sent > 0)
+            c->werr = (int)r;
+        return r;
+    }
+    return (ssize_t)total;
+}
+
+static int flush_buffer(tc_conn *c)
+{
+    ssize_t r = send_vec(c, NULL, 0, 0);
+    return r < 0 ? (int)r : 0;
+}
+
+int tc_conn_flush(tc_conn *conn)
+{
+    if (!conn)
+        return -EINVAL;
+    return flush_buffer(conn);
+}
+
+void tc__conn_flush_quiet(tc_conn *conn)
+{
+    if (conn && conn->wlen > conn->woff)
+        (void)flush_buffer(conn);
+}
+
+/* Room for n more bytes in the write buffer (which is empty or has room). */
+static int wbuf_reserve(tc_conn *c, size_t n)
+{
+    if (c->wcap - c->wlen >= n)
+        return 0;
+    if (c->woff > 0) {
+        memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+        c->wlen -= c->woff;
+        c->woff = 0;
+        if (c->wcap - c->wlen >= n)
+            return 0;
+    }
+    size_t cap = c->wsize > c->wlen + n ? c->wsize : c->wlen + n;
+    unsigned char *nb = realloc(c->wbuf, cap);
+    if (!nb)
+        return -ENOMEM;
+    c->wbuf = nb;
+    c->wcap = cap;
+    return 0;
+}
+
+ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n)
+{
+    if (!conn || (!buf && n) || n > SSIZE_MAX)
+        return -EINVAL;
+    if (conn->werr)
+        return conn->werr;
+    if (n == 0)
+        return 0;
+    size_t pending = conn->wlen - conn->woff;
+    if (pending + n > conn->wsize) {
+        if (n >= conn->wsize) {
+            /* Larger than the buffer: send it directly, behind what is buffered. */
+            struct iovec v = {(void *)buf, n};
+            return send_vec(conn, &v, 1, n);
+        }
+        int rc = flush_buffer(conn);
+        if (rc < 0)
+            return rc; /* nothing of this call was taken */
+    }
+    int rc = wbuf_reserve(conn, n);
+    if (rc < 0)
+        return rc;
+    memcpy(conn->wbuf + conn->wlen, buf, n);
+    conn->wlen += n;
+    return (ssize_t)n;
+}
+
+int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
+{
+    if (!conn || !fmt)
+        return -EINVAL;
+    if (conn->werr)
+        return conn->werr;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -EINVAL;
+    size_t need = (size_t)n + 1; /* vsnprintf writes a NUL we then drop */
+    int rc;
+    if ((size_t)n < conn->wsize) {
+        if (conn->wlen - conn->woff + (size_t)n > conn->wsize && (rc = flush_buffer(conn)) < 0)
+            return rc;
+        if ((rc = wbuf_reserve(conn, need)) < 0)
+            return rc;
+        va_start(ap, fmt);
+        vsnprintf((char *)conn->wbuf + conn->wlen, need, fmt, ap);
+        va_end(ap);
+        conn->wlen += (size_t)n;
+        return n;
+    }
+    char *tmp = malloc(need);
+    if (!tmp)
+        return -ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(tmp, need, fmt, ap);
+    va_end(ap);
+    struct iovec v = {tmp, (size_t)n};
+    ssize_t r = send_vec(conn, &v, 1, (size_t)n);
+    free(tmp);
+    return r < 0 ? (int)r : n;
 }
 
 ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n)
 {
-    if (!conn || (!buf && n))
+    if (!conn || (!buf && n) || n > SSIZE_MAX)
         return -EINVAL;
-    const char *p = buf;
-    size_t done = 0;
-    int64_t deadline = tc__deadline_ms(conn->timeout_ms);
-    while (done < n) {
-        ssize_t r = tc__sock_send(conn->fd, p + done, n - done);
+    struct iovec v = {(void *)buf, n};
+    return send_vec(conn, &v, 1, n);
+}
+
+ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt)
+{
+    if (!conn || iovcnt < 0 || (!iov && iovcnt))
+        return -EINVAL;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return -EINVAL;
+        if (iov[i].iov_len > SSIZE_MAX - total)
+            return -EINVAL;
+        total += iov[i].iov_len;
+    }
+    return send_vec(conn, iov, iovcnt, total);
+}
+
+ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count)
+{
+    if (!conn || file_fd < 0 || offset < 0)
+        return -EINVAL;
+    if (count > SSIZE_MAX)
+        count = SSIZE_MAX;
+    int rc = flush_buffer(conn);
+    if (rc < 0)
+        return rc;
+    int64_t deadline = op_deadline(conn);
+    size_t sent = 0;
+    while (sent < count) {
+        ssize_t r = tc__sock_sendfile(conn->fd, file_fd, &offset, count - sent);
         if (r > 0) {
-            done += (size_t)r;
+            sent += (size_t)r;
             continue;
         }
-        if (r != -EAGAIN)
-            return r == 0 ? -EIO : r;
-        int w = tc__sock_wait(conn->fd, POLLOUT, deadline);
-        if (w < 0)
-            return w;
+        if (r == 0)
+            break; /* the file ended */
+        if (r == -EAGAIN && (r = tc__sock_wait(conn->fd, POLLOUT, deadline)) == 0)
+            continue;
+        if (r != -ETIMEDOUT || sent > 0)
+            conn->werr = (int)r;
+        return r;
     }
-    return (ssize_t)n;
+    return (ssize_t)sent;
+}
+
+int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
+{
+    if (!conn || (!buf && len))
+        return -EINVAL;
+    tc_codec_envelope env;
+    int rc = tc_codec_encode(&conn->codec, buf, len, &env);
+    if (rc < 0)
+        return rc;
+    struct iovec v[3] = {{env.head, env.head_len}, {(void *)buf, len}, {env.tail, env.tail_len}};
+    ssize_t r = tc_conn_writev(conn, v, 3);
+    return r < 0 ? (int)r : 0;
+}
+
+int tc_conn_send(tc_conn *conn, const void *buf, size_t len)
+{
+    return tc_conn_write_frame(conn, buf, len);
+}
+
+int tc_conn_shutdown_write(tc_conn *conn)
+{
+    if (!conn)
+        return -EINVAL;
+    int rc = flush_buffer(conn);
+    if (rc < 0)
+        return rc;
+    return tc__sock_shutdown_how(conn->fd, SHUT_WR);
 }
 
 void tc_conn_close(tc_conn *conn)
 {
     /* Server channels belong to the library, which closes them after finish. */
-    if (conn && !conn->srv)
+    if (conn && !conn->srv) {
+        tc__conn_flush_quiet(conn);
         tc__conn_free(conn);
+    }
 }

@@ -33,6 +33,9 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts)
                                                           : DIAL_DEFAULT_TIMEOUT_MS;
     if (!out || !address)
         return -EINVAL;
+    if (opts && (tc_codec_validate(&opts->codec) < 0 || opts->read_buffer_size > TC__BUF_MAX ||
+                 opts->write_buffer_size > TC__BUF_MAX))
+        return -EINVAL;
     if ((rc = tc__addr_resolve(address, addrs, DIAL_MAX_ADDRS, &n)) < 0)
         return rc;
     /* Keep the first failure that is not a refusal: it says more (a timeout
@@ -53,6 +56,10 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts)
     /* The peer is the address that answered, not necessarily the first. */
     (void)tc__sock_peer(fd, &c->peer);
     c->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : 0;
+    if (opts) {
+        c->codec = opts->codec;
+        (void)tc_conn_set_buffer_sizes(c, opts->read_buffer_size, opts->write_buffer_size);
+    }
     *out = c;
     return 0;
 }

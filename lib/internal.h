@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "tcpchan/tcpchan.h"
 
@@ -38,8 +39,21 @@ ssize_t tc__sock_send(int fd, const void *buf, size_t n);
 /* Wait until fd has one of events (POLLIN/POLLOUT) or an error condition,
  * or the deadline passes: 0 or -ETIMEDOUT. EINTR is retried against the deadline. */
 int tc__sock_wait(int fd, short events, int64_t deadline);
+/* Like tc__sock_wait, but an interrupting signal returns -EINTR (so the
+ * caller can look at a flag the signal handler set). */
+int tc__sock_wait_intr(int fd, short events, int64_t deadline);
 /* shutdown(SHUT_RDWR), ignoring errors: wakes whoever is blocked on the socket. */
 void tc__sock_shutdown(int fd);
+/* shutdown(how): 0 or a negated errno. */
+int tc__sock_shutdown_how(int fd, int how);
+/* sendmsg(MSG_NOSIGNAL) of at most IOV_MAX entries, EINTR retried: a count,
+ * -EAGAIN when the socket would block, or a negated errno. */
+ssize_t tc__sock_sendmsg(int fd, const struct iovec *iov, int cnt);
+/* sendfile with SIGPIPE blocked in the calling thread (sendfile has no
+ * MSG_NOSIGNAL): a count, 0 at the end of the file, -EAGAIN, or a negated errno. */
+ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n);
+/* setsockopt with an int value: 0 or a negated errno. */
+int tc__sock_setopt(int fd, int level, int opt, int value);
 /* close() that never reports EINTR (Linux frees the descriptor regardless). */
 void tc__close(int fd);
 
@@ -48,7 +62,19 @@ void tc__close(int fd);
 /* Resolve text into up to max addresses (all families); *count set on success. */
 int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count);
 
+/* ---- codecs (codec.c: pure) --------------------------------------------- */
+
+/* tc_codec_scan on a valid codec, resuming a delimiter search: the first
+ * from bytes are known to hold no complete delimiter. */
+int tc__codec_scan_from(const tc_codec *c, const void *buf, size_t len, size_t from,
+                        size_t *off, size_t *plen, size_t *flen);
+/* Framing bytes around a payload at most: delimiter or prefix length. */
+size_t tc__codec_overhead(const tc_codec *c);
+
 /* ---- channels (conn.c) -------------------------------------------------- */
+
+#define TC__BUF_DEFAULT (16 * 1024)
+#define TC__BUF_MAX (64 * 1024 * 1024)
 
 struct tc_conn {
     int fd;
@@ -57,14 +83,46 @@ struct tc_conn {
     tc_addr local;
     void *data;        /* user pointer */
     int timeout_ms;    /* per-operation timeout; <= 0 = none */
+    int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
+    int idle_ms;       /* message loop: most silence while waiting for input; 0 = none */
+    tc_codec codec;
     tc_conn *prev, *next; /* the server's list of live connections (srv->mu) */
     void *mode_data;   /* the mode's per-connection bookkeeping */
+
+    /* read side: data is rbuf[roff, roff + rlen); the last view covers the
+     * first rview bytes of it, consumed at the start of the next read call */
+    unsigned char *rbuf;
+    size_t rcap, roff, rlen, rview;
+    size_t rsize;      /* read buffer size (receive size) */
+    int reof;          /* the peer's end of stream was seen */
+    int rerr;          /* sticky: the read side is broken with this code */
+
+    /* write side: pending data is wbuf[woff, wlen) */
+    unsigned char *wbuf;
+    size_t wcap, woff, wlen;
+    size_t wsize;      /* write buffer size */
+    int werr;          /* sticky: the write side is broken with this code */
+
+    int msg_style;     /* run by the message loop (drain closes it when idle) */
+    atomic_int idle;   /* waiting for the first byte of the next message */
 };
 
 /* Wrap an accepted or connected socket (takes ownership of fd, even on failure). */
 int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer);
 /* Close the socket and free the channel. */
 void tc__conn_free(tc_conn *conn);
+/* Flush the write buffer, best effort (before the library closes a channel). */
+void tc__conn_flush_quiet(tc_conn *conn);
+/* The message loop's wait between messages: 0 once input is buffered;
+ * TC_EOF, TC_ESHUTDOWN (the server is draining), -ETIMEDOUT (silence for
+ * idle_ms or past the channel's timeout/deadline), or the read side's error.
+ * Marks the channel idle while it waits and frees its empty buffers. */
+int tc__conn_wait_message(tc_conn *conn);
+
+/* ---- message-style handlers (message.c) --------------------------------- */
+
+/* Run on_open, on_message per frame, on_close for a message-style handler. */
+void tc__conn_run_messages(tc_server *srv, tc_conn *conn);
 
 /* ---- concurrency modes (mode.c and mode_*.c) ---------------------------- */
 
@@ -145,6 +203,9 @@ void tc__server_ref(tc_server *srv);
 void tc__server_release(tc_server *srv);
 /* Shut down the sockets of all live connections (end of a drain). */
 void tc__server_shutdown_live(tc_server *srv);
+/* Shut down (SHUT_RD) the message-style connections idle between messages
+ * (start of a drain): they end at once instead of holding the drain open. */
+void tc__server_close_idle(tc_server *srv);
 
 /* tc__server_run_handler() then tc__server_conn_done(): a connection's
  * whole life, for the modes that run it in this process. */

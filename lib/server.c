@@ -59,12 +59,18 @@ void tc__server_run_handler(tc_server *srv, tc_conn *conn)
         tc__server_error(srv, conn, rc); /* refused: no handle, no finish */
         return;
     }
-    rc = h->handle(conn, h->ctx);
-    if (rc < 0)
-        tc__server_error(srv, conn, rc);
+    if (h->on_message) {
+        tc__conn_run_messages(srv, conn);
+    } else {
+        rc = h->handle(conn, h->ctx);
+        if (rc < 0)
+            tc__server_error(srv, conn, rc);
+    }
     rc = h->finish ? h->finish(conn, h->ctx) : 0;
     if (rc < 0)
         tc__server_error(srv, conn, rc);
+    /* What the handler wrote but did not flush still goes out. */
+    tc__conn_flush_quiet(conn);
 }
 
 void tc__server_run_conn(tc_server *srv, tc_conn *conn)
@@ -143,6 +149,15 @@ void tc__server_shutdown_live(tc_server *srv)
     pthread_mutex_unlock(&srv->mu);
 }
 
+void tc__server_close_idle(tc_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    for (tc_conn *c = srv->live; c; c = c->next)
+        if (c->msg_style && atomic_load(&c->idle))
+            (void)tc__sock_shutdown_how(c->fd, SHUT_RD);
+    pthread_mutex_unlock(&srv->mu);
+}
+
 static int bad(tc_server *srv, const char *field, const char *why)
 {
     tc__server_log(srv, TC_LOG_ERROR, "invalid configuration: %s %s", field, why);
@@ -158,8 +173,16 @@ static int valid_switch(int v)
 static int validate(tc_server *srv, const tc_handler *handler)
 {
     tc_server_config *c = &srv->cfg;
-    if (!handler->handle)
-        return bad(srv, "handler.handle", "is required");
+    if (!handler->handle && !handler->on_message)
+        return bad(srv, "handler", "needs handle (stream style) or on_message (message style)");
+    if (handler->handle && handler->on_message)
+        return bad(srv, "handler", "sets both handle and on_message; choose one style");
+    if (!handler->on_message && (handler->on_open || handler->on_close))
+        return bad(srv, "handler.on_open/on_close", "need on_message");
+    if (tc_codec_validate(&c->codec) < 0)
+        return bad(srv, "codec", "is not a valid tc_codec");
+    if (c->idle_timeout_ms < 0)
+        return bad(srv, "idle_timeout_ms", "is negative");
     if ((int)c->mode < TC_MODE_INLINE || (int)c->mode > TC_MODE_EVENT)
         return bad(srv, "mode", "is not a tc_mode value");
     if (c->backlog < 0)
@@ -318,6 +341,9 @@ static int accept_one(tc_server *srv)
         return 0;
     }
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
+    conn->codec = srv->cfg.codec;
+    /* Marked before the connection is visible to a drain, whatever its mode. */
+    conn->msg_style = srv->handler.on_message != NULL;
     conn_register(srv, conn);
     if ((rc = srv->mode->process_request(srv, conn)) < 0) {
         tc__server_error(srv, conn, rc);
@@ -375,6 +401,9 @@ static int wait_ready(tc_server *srv, int timeout_ms)
 /* After the loop: let connections finish, then cut them short (see server.h). */
 static void drain(tc_server *srv)
 {
+    /* Message-style connections idle between messages hold nothing in
+     * flight: end them now rather than let them hold the drain open. */
+    tc__server_close_idle(srv);
     if (!srv->mode->wait)
         return;
     int64_t deadline = tc__deadline_ms(srv->cfg.drain_timeout_ms);

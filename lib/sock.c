@@ -4,11 +4,16 @@
  * waits against absolute monotonic deadlines. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +37,16 @@ void tc__sock_shutdown(int fd)
 {
     if (fd >= 0)
         (void)shutdown(fd, SHUT_RDWR);
+}
+
+int tc__sock_shutdown_how(int fd, int how)
+{
+    return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+int tc__sock_setopt(int fd, int level, int opt, int value)
+{
+    return setsockopt(fd, level, opt, &value, sizeof value) < 0 ? -errno : 0;
 }
 
 void tc__close(int fd)
@@ -157,7 +172,50 @@ ssize_t tc__sock_send(int fd, const void *buf, size_t n)
     return r;
 }
 
-int tc__sock_wait(int fd, short events, int64_t deadline)
+ssize_t tc__sock_sendmsg(int fd, const struct iovec *iov, int cnt)
+{
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = (struct iovec *)iov; /* sendmsg does not write through it */
+    m.msg_iovlen = (size_t)(cnt < IOV_MAX ? cnt : IOV_MAX);
+    ssize_t r;
+    do
+        r = sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return r;
+}
+
+ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n)
+{
+    /* sendfile cannot take MSG_NOSIGNAL and a library must not change the
+     * process's disposition: block SIGPIPE in this thread for the call and
+     * swallow the one it raised, unless one was already pending before. */
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t r;
+    do
+        r = sendfile(fd, file_fd, offset, n);
+    while (r < 0 && errno == EINTR);
+    int err = r < 0 ? errno : 0;
+    if (err == EPIPE && !was_pending) {
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r < 0)
+        return err == EWOULDBLOCK ? -EAGAIN : -err;
+    return r;
+}
+
+static int wait_fd(int fd, short events, int64_t deadline, int report_eintr)
 {
     struct pollfd p = {.fd = fd, .events = events};
     for (;;) {
@@ -175,5 +233,17 @@ int tc__sock_wait(int fd, short events, int64_t deadline)
             return 0; /* ready, or an error the next call will report */
         if (r < 0 && errno != EINTR)
             return -errno;
+        if (r < 0 && report_eintr)
+            return -EINTR;
     }
+}
+
+int tc__sock_wait(int fd, short events, int64_t deadline)
+{
+    return wait_fd(fd, events, deadline, 0);
+}
+
+int tc__sock_wait_intr(int fd, short events, int64_t deadline)
+{
+    return wait_fd(fd, events, deadline, 1);
 }

@@ -20,10 +20,22 @@
 #include <sys/types.h>
 
 #include "addr.h"
+#include "codec.h"
 #include "common.h"
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/**
+ * @def TC_PRINTF_LIKE
+ * @brief Lets the compiler check a printf-style format (argument @p f) against
+ *        its arguments (from @p a on); empty for compilers without the attribute.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define TC_PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TC_PRINTF_LIKE(f, a)
 #endif
 
 /**
@@ -75,10 +87,10 @@ TC_API void *tc_conn_data(const tc_conn *conn);
 /**
  * @brief Set the per-operation timeout (socketserver's StreamRequestHandler.timeout).
  *
- * Each blocking call on the channel (one read, one whole send_all) gives up
- * with -ETIMEDOUT when it cannot complete within this time. The channel
- * stays usable after a read times out; after a send times out part of the
- * data may have gone out, so treat the channel as broken.
+ * Each blocking call on the channel (one read, one whole write, flush or
+ * send) gives up with -ETIMEDOUT when it cannot complete within this time,
+ * counted from the start of the call. See "Timeouts and deadlines" above for
+ * the state a timed-out call leaves.
  * @param conn The channel.
  * @param ms   Milliseconds; 0 or negative waits forever (the default, unless
  *             the server or dial options set one).
@@ -86,38 +98,334 @@ TC_API void *tc_conn_data(const tc_conn *conn);
  */
 TC_API int tc_conn_set_timeout(tc_conn *conn, int ms);
 
+/** @brief Nanoseconds in a millisecond, for building deadlines. */
+#define TC_NS_PER_MS INT64_C(1000000)
+
+/**
+ * @brief The current time on the clock deadlines use: CLOCK_MONOTONIC, in nanoseconds.
+ * @return Nanoseconds since an arbitrary fixed point (boot).
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API int64_t tc_monotonic_ns(void);
+
+/**
+ * @brief Set an overall deadline for the channel: an absolute point in time
+ *        after which every blocking call fails with -ETIMEDOUT.
+ *
+ * Unlike the per-operation timeout, it does not restart with each call, so
+ * it bounds a whole exchange (a request and its reply, a transfer):
+ * @code
+ * tc_conn_set_deadline(c, tc_monotonic_ns() + 2000 * TC_NS_PER_MS); // 2 s from now
+ * ... reads and writes ...
+ * tc_conn_set_deadline(c, 0);                                       // none again
+ * @endcode
+ * Both limits apply; the earlier wins. Calls that need not wait (data already
+ * buffered, room in the socket) still succeed after the deadline.
+ * @param conn        The channel.
+ * @param deadline_ns Absolute CLOCK_MONOTONIC time in nanoseconds, as
+ *                    tc_monotonic_ns() counts; 0 removes the deadline.
+ * @return 0, or -EINVAL for NULL or a negative deadline.
+ */
+TC_API int tc_conn_set_deadline(tc_conn *conn, int64_t deadline_ns);
+
+/**
+ * @brief Choose the sizes of the channel's read and write buffers.
+ *
+ * The read buffer size is how much one receive asks the kernel for (it grows
+ * past it only to hold one whole line or frame); the write buffer size is how
+ * much tc_conn_write() and tc_conn_printf() collect before sending. Buffers
+ * already holding data keep their size until they are empty.
+ * @param conn       The channel.
+ * @param read_size  Bytes, 1 to 64 MiB; 0 = the default, 16 KiB.
+ * @param write_size Bytes, 1 to 64 MiB; 0 = the default, 16 KiB.
+ * @return 0, or -EINVAL for NULL or a size over 64 MiB.
+ */
+TC_API int tc_conn_set_buffer_sizes(tc_conn *conn, size_t read_size, size_t write_size);
+
+/**
+ * @brief Turn Nagle's algorithm off (TCP_NODELAY on) or back on.
+ * @param conn The channel.
+ * @param on   Non-zero: send small writes at once (TCP_NODELAY); 0: coalesce.
+ * @return 0, or -EINVAL for NULL, -EOPNOTSUPP (or another negated errno
+ *         value) for a socket that is not TCP, such as a unix socket.
+ */
+TC_API int tc_conn_set_nodelay(tc_conn *conn, int on);
+
+/**
+ * @brief Turn TCP keepalive probes on or off.
+ * @param conn   The channel.
+ * @param on     Non-zero: SO_KEEPALIVE on; 0: off.
+ * @param idle_s When on and > 0: seconds of silence before the first probe
+ *               (TCP_KEEPIDLE), also used as the interval between probes
+ *               (TCP_KEEPINTVL); 0 keeps the system's defaults (two hours).
+ * @return 0, or -EINVAL for NULL or a negative @p idle_s, or a negated errno
+ *         value from setsockopt (a unix socket gives -EOPNOTSUPP for idle_s).
+ */
+TC_API int tc_conn_set_keepalive(tc_conn *conn, int on, int idle_s);
+
+/**
+ * @brief Set the framing used by tc_conn_read_frame() and tc_conn_write_frame().
+ *
+ * A server channel starts with @ref tc_server_config::codec, a dialled one
+ * with @ref tc_dial_options::codec (raw by default). Change it only between
+ * frames.
+ * @param conn  The channel.
+ * @param codec The codec (copied), or NULL for raw with the default maximum.
+ * @return 0, or -EINVAL for NULL @p conn or an invalid codec (see tc_codec_validate()).
+ */
+TC_API int tc_conn_set_codec(tc_conn *conn, const tc_codec *codec);
+
+/**
+ * @brief The channel's codec.
+ * @param conn The channel.
+ * @return A pointer valid while the channel lives (until the next
+ *         tc_conn_set_codec()); NULL for NULL.
+ */
+TC_API const tc_codec *tc_conn_codec(const tc_conn *conn);
+
 /**
  * @brief Read what is available, up to @p n bytes, waiting for at least one.
+ *
+ * Buffered bytes are returned first (without waiting); otherwise one receive
+ * is made.
  * @param conn The channel.
  * @param buf  Destination.
  * @param n    Its size; 0 returns 0 at once.
  * @return The number of bytes read (> 0), or TC_EOF when the peer closed its
- *         side, -ETIMEDOUT, -ECONNRESET or another negated errno value,
- *         -EINVAL for NULL arguments.
+ *         side and nothing is buffered, -ETIMEDOUT (nothing consumed),
+ *         -ECONNRESET or another negated errno value, the code that broke
+ *         the read side earlier (see "Broken channels"), -EINVAL for NULL
+ *         arguments.
  */
 TC_API ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n);
 
 /**
- * @brief Send all @p n bytes, waiting as long as the socket needs.
+ * @brief Read exactly @p n bytes, waiting as long as needed.
  *
- * Retries partial writes and signals until everything is sent or the
- * channel's timeout (for the whole call) expires.
+ * On -ETIMEDOUT nothing is consumed: the bytes that did arrive are kept in
+ * the read buffer for the next read call, and the channel stays usable.
+ * @param conn The channel.
+ * @param buf  Destination, @p n bytes.
+ * @param n    How many; 0 returns 0 at once.
+ * @return @p n; TC_EOF if the stream ended before any byte; TC_EPARTIAL if it
+ *         ended after some but fewer than @p n (the read side is then
+ *         broken); -ETIMEDOUT; -ECONNRESET or another negated errno value;
+ *         -ENOMEM if the bytes of a timed-out call could not be kept;
+ *         -EINVAL for NULL arguments.
+ */
+TC_API ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n);
+
+/**
+ * @brief Read up to and including a delimiter; return a view of the bytes before it.
+ *
+ * The view (@p *ptr, @p *len) excludes the delimiter, which follows it in the
+ * buffer; it is valid until the next read call on the channel. The limit is
+ * checked as bytes arrive: as soon as more than @p max bytes are buffered
+ * with no delimiter that could end a line of at most @p max bytes, the call
+ * fails, without waiting for the delimiter and without buffering more than
+ * @p max + @p dlen bytes.
+ * @code
+ * const void *p; size_t n;
+ * while (tc_conn_read_until(c, "\r\n", 2, 8192, &p, &n) == 0)
+ *     handle_line(p, n);
+ * @endcode
+ * @param conn  The channel.
+ * @param delim The delimiter.
+ * @param dlen  Its length, 1 to TC_CODEC_DELIM_MAX.
+ * @param max   Longest accepted content (delimiter excluded); 0 = 1 MiB.
+ * @param[out] ptr Receives the start of the view.
+ * @param[out] len Receives its length.
+ * @return 0; TC_EOF when the stream ended at a line boundary; TC_EPARTIAL
+ *         when it ended inside a line; TC_ETOOBIG over @p max; -ETIMEDOUT
+ *         (nothing consumed); -ENOMEM; -ECONNRESET or another negated errno
+ *         value; -EINVAL for NULL arguments, @p dlen out of range or @p max
+ *         over TC_CODEC_MAX_FRAME_LIMIT.
+ * @par Ownership
+ * The view points into the channel's buffer; the channel owns it.
+ */
+TC_API int tc_conn_read_until(tc_conn *conn, const void *delim, size_t dlen, size_t max,
+                              const void **ptr, size_t *len);
+
+/**
+ * @brief Read one "\n"-terminated line: tc_conn_read_until() with "\n".
+ *
+ * The view excludes the "\n" (a "\r" before it is kept) and is not
+ * NUL-terminated; it is valid until the next read call on the channel.
+ * @param conn The channel.
+ * @param max  Longest accepted line, "\n" excluded; 0 = 1 MiB.
+ * @param[out] line Receives the start of the line.
+ * @param[out] len  Receives its length.
+ * @return As tc_conn_read_until().
+ * @par Ownership
+ * The view points into the channel's buffer; the channel owns it.
+ */
+TC_API int tc_conn_read_line(tc_conn *conn, size_t max, const char **line, size_t *len);
+
+/**
+ * @brief Read one frame with the channel's codec; return a view of its payload.
+ *
+ * Raw codec: whatever is buffered or arrives with one receive, up to the
+ * maximum. Delimited: the payload without the delimiter. Length-prefixed: the
+ * payload after the prefix (a prefix over the maximum fails at once). Custom:
+ * the whole frame. The view is valid until the next read call on the channel.
+ * @code
+ * const void *msg; size_t n;
+ * while ((rc = tc_conn_read_frame(c, &msg, &n)) == 0)
+ *     if ((rc = tc_conn_write_frame(c, msg, n)) < 0) break;   // echo
+ * @endcode
+ * @param conn The channel.
+ * @param[out] msg Receives the start of the payload (valid even for length 0).
+ * @param[out] len Receives its length.
+ * @return 0; TC_EOF at a clean end of stream between frames; TC_EPARTIAL
+ *         when the stream ended inside a frame; TC_ETOOBIG for a frame over
+ *         the maximum; TC_EBADFRAME (or a custom scan's code) for malformed
+ *         bytes; -ETIMEDOUT (nothing consumed); -ENOMEM; -ECONNRESET or
+ *         another negated errno value; -EINVAL for NULL arguments.
+ *         After any failure but -ETIMEDOUT and -ENOMEM the read side is broken.
+ * @par Ownership
+ * The view points into the channel's buffer; the channel owns it.
+ */
+TC_API int tc_conn_read_frame(tc_conn *conn, const void **msg, size_t *len);
+
+/**
+ * @brief Look at buffered input without consuming it, waiting until at least
+ *        @p n bytes are buffered.
+ * @param conn The channel.
+ * @param n    Bytes wanted, at most the larger of the read buffer size and
+ *             the codec's maximum frame; 0 returns what is buffered at once.
+ * @param[out] ptr Receives the start of the buffered bytes.
+ * @param[out] len Receives how many are buffered (>= @p n on success).
+ * @return 0; TC_EOF if the stream ended with fewer than @p n bytes buffered
+ *         (*@p len then tells how many, still readable); TC_ETOOBIG for @p n
+ *         over the bound; -ETIMEDOUT; -ENOMEM; a socket error; -EINVAL for
+ *         NULL arguments.
+ * @par Ownership
+ * The view points into the channel's buffer, valid until the next read call.
+ */
+TC_API int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len);
+
+/**
+ * @brief Append bytes to the write buffer; send when it is full.
+ *
+ * Nothing is guaranteed to be sent until tc_conn_flush() (or an unbuffered
+ * write, which flushes first). A write at least as large as the buffer is
+ * sent directly after the buffered bytes.
+ * @param conn The channel.
+ * @param buf  The bytes.
+ * @param n    How many.
+ * @return @p n; -ETIMEDOUT (see "Timeouts and deadlines"); -EPIPE,
+ *         -ECONNRESET or another negated errno value; -ENOMEM; -EINVAL for
+ *         NULL arguments.
+ */
+TC_API ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n);
+
+/**
+ * @brief Format into the write buffer, like fprintf().
+ * @param conn The channel.
+ * @param fmt  A printf format.
+ * @param ...  Its arguments.
+ * @return The number of bytes appended, or the codes of tc_conn_write(),
+ *         or -EINVAL for NULL arguments or a format error.
+ */
+TC_API int tc_conn_printf(tc_conn *conn, const char *fmt, ...) TC_PRINTF_LIKE(2, 3);
+
+/**
+ * @brief Send everything in the write buffer.
+ * @param conn The channel.
+ * @return 0; -ETIMEDOUT (the unsent rest stays buffered: flush again later);
+ *         -EPIPE, -ECONNRESET or another negated errno value; -EINVAL for NULL.
+ */
+TC_API int tc_conn_flush(tc_conn *conn);
+
+/**
+ * @brief Send all @p n bytes, unbuffered, waiting as long as the socket needs.
+ *
+ * Sends what the write buffer holds first, then the bytes, retrying partial
+ * writes and signals until everything is sent or the call's deadline passes.
  * @param conn The channel.
  * @param buf  The bytes.
  * @param n    How many.
  * @return @p n, or -ETIMEDOUT, -EPIPE, -ECONNRESET or another negated errno
- *         value (some bytes may have been sent), -EINVAL for NULL arguments.
+ *         value (some bytes may have been sent: see "Timeouts and
+ *         deadlines"), -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n);
 
+/**
+ * @brief Send a vector of buffers completely, unbuffered (like header + payload).
+ *
+ * The write buffer's contents go first, in the same sendmsg() calls. Partial
+ * sends advance through the vector exactly; at most IOV_MAX entries are
+ * passed to one system call, so any @p iovcnt works.
+ * @param conn   The channel.
+ * @param iov    The buffers (not modified).
+ * @param iovcnt Their number, >= 0.
+ * @return The total number of bytes sent; -ETIMEDOUT, -EPIPE, -ECONNRESET or
+ *         another negated errno value; -EINVAL for NULL arguments, a
+ *         negative count or a total over SSIZE_MAX.
+ */
+TC_API ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt);
+
+/**
+ * @brief Send @p count bytes of a file, starting at @p offset, with sendfile(2).
+ *
+ * The write buffer is flushed first. The file's own offset is not changed.
+ * @param conn    The channel.
+ * @param file_fd An open, readable regular file.
+ * @param offset  Where to start in the file, >= 0.
+ * @param count   How many bytes.
+ * @return The number of bytes sent: @p count, or fewer if the file ends
+ *         first; -ETIMEDOUT, -EPIPE, -ECONNRESET, -EBADF, or another negated
+ *         errno value; -EINVAL for NULL, a negative offset or a negative @p file_fd.
+ */
+TC_API ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count);
+
+/**
+ * @brief Encode one frame with the channel's codec, send it and flush.
+ *
+ * Whatever the write buffer holds, the codec's header, the payload and its
+ * trailer go out in one vectored write (see tc_codec_encode()).
+ * @param conn The channel.
+ * @param buf  The payload.
+ * @param len  Its length.
+ * @return 0; TC_ETOOBIG or TC_EBADFRAME from the codec (nothing sent); the
+ *         codes of tc_conn_writev().
+ */
+TC_API int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
+
+/**
+ * @brief Send one message: the same as tc_conn_write_frame().
+ * @param conn The channel.
+ * @param buf  The payload.
+ * @param len  Its length.
+ * @return As tc_conn_write_frame().
+ */
+TC_API int tc_conn_send(tc_conn *conn, const void *buf, size_t len);
+
+/**
+ * @brief Half-close: flush, then send end of stream (shutdown SHUT_WR) and
+ *        keep reading.
+ *
+ * The peer reads end of stream; replies can still be read from this side.
+ * Later write calls fail with -EPIPE.
+ * @param conn The channel.
+ * @return 0, or a flush error, or a negated errno value from shutdown(),
+ *         -EINVAL for NULL.
+ */
+TC_API int tc_conn_shutdown_write(tc_conn *conn);
+
 /** @brief Options for tc_dial(). Zero-initialise, or use TC_DIAL_OPTIONS_INIT. */
 typedef struct tc_dial_options {
-    int connect_timeout_ms; /**< give up connecting after this long; 0 = 30000 ms */
-    int timeout_ms;         /**< per-operation timeout of the channel; 0 = none */
+    int connect_timeout_ms;   /**< give up connecting after this long; 0 = 30000 ms */
+    int timeout_ms;           /**< per-operation timeout of the channel; 0 = none */
+    tc_codec codec;           /**< framing of the channel; zero = raw, 1 MiB maximum */
+    size_t read_buffer_size;  /**< see tc_conn_set_buffer_sizes(); 0 = 16 KiB */
+    size_t write_buffer_size; /**< see tc_conn_set_buffer_sizes(); 0 = 16 KiB */
 } tc_dial_options;
 
 /** @brief Initialiser for tc_dial_options: every field at its default. */
-#define TC_DIAL_OPTIONS_INIT {0, 0}
+#define TC_DIAL_OPTIONS_INIT {0, 0, TC_CODEC_INIT, 0, 0}
 
 /**
  * @brief Connect to a server and return a client channel.
@@ -138,7 +446,8 @@ typedef struct tc_dial_options {
  * @return 0, or TC_EBADADDR / -ENAMETOOLONG for a malformed address,
  *         TC_ENORESOLVE for a name that does not resolve, -ECONNREFUSED,
  *         -ETIMEDOUT (connect timeout), -ENETUNREACH / -EHOSTUNREACH,
- *         -ENOMEM, -EMFILE or another negated errno value, -EINVAL for NULL.
+ *         -ENOMEM, -EMFILE or another negated errno value, -EINVAL for NULL
+ *         or invalid options (codec, buffer sizes).
  * @par Ownership
  * The caller owns the channel and releases it with tc_conn_close().
  */
@@ -147,7 +456,8 @@ TC_API int tc_dial(tc_conn **out, const char *address, const tc_dial_options *op
 /**
  * @brief Close a client channel from tc_dial() and free it.
  *
- * Server-side channels are closed by the library after the handler's finish
+ * What the write buffer still holds is flushed first, best effort, within
+ * the channel's timeout and deadline. Server-side channels are closed by the library after the handler's finish
  * and must not be passed here (the call is then ignored). NULL does nothing.
  * @param conn The channel.
  */

@@ -35,7 +35,8 @@ extern "C" {
     XX(EBADFRAME, -4107, "malformed frame")                                    \
     XX(ECLOSED, -4108, "channel is closed")                                    \
     XX(EDENIED, -4109, "request denied by the server")                         \
-    XX(ECHILD, -4110, "forked child ended abnormally")
+    XX(ECHILD, -4110, "forked child ended abnormally")                         \
+    XX(EPARTIAL, -4111, "end of stream in the middle of a message")
 
 /**
  * @brief The library's own error codes (all negative), generated from TC_ERROR_MAP.
@@ -53,6 +54,7 @@ extern "C" {
  * | TC_ECLOSED    | -4108 | the channel is closed |
  * | TC_EDENIED    | -4109 | the request was denied by the server |
  * | TC_ECHILD     | -4110 | a forked child ended abnormally (signal or non-zero exit) |
+ * | TC_EPARTIAL   | -4111 | end of stream in the middle of a message |
  */
 typedef enum tc_error {
 #define TC__ERR_ENUM(name, value, text) TC_##name = (value),

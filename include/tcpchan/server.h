@@ -30,6 +30,7 @@
 #define TCPCHAN_SERVER_H
 
 #include "addr.h"
+#include "codec.h"
 #include "common.h"
 #include "conn.h"
 
@@ -121,29 +122,78 @@ typedef struct tc_server_hooks {
 } tc_server_hooks;
 
 /**
- * @brief A request handler: socketserver's BaseRequestHandler as callbacks.
+ * @brief A request handler: socketserver's BaseRequestHandler as callbacks,
+ *        in one of two styles.
  *
- * For each accepted connection the library calls setup, then handle, then
- * finish, and closes the channel itself afterwards. If setup returns a
- * negative code the connection is refused: handle and finish are skipped and
- * the code reaches handle_error. finish runs whenever setup succeeded (or is
- * NULL), even when handle failed. A negative code returned by any callback
- * reaches the handle_error hook. All callbacks run in the thread (or process)
- * the mode gives the connection and receive @ref tc_handler::ctx last.
+ * **Stream style** (set @ref tc_handler::handle): for each accepted connection the
+ * library calls setup, then handle, then finish, and closes the channel
+ * itself afterwards. handle reads and writes the channel as it likes.
+ *
+ * **Message style** (set @ref tc_handler::on_message instead): the library reads frames
+ * with the server's codec (@ref tc_server_config::codec) and calls
+ * on_message once per frame; replies go out with tc_conn_send(). The order is
+ * setup, on_open, on_message for each frame, on_close, finish. The loop ends
+ * at a clean end of stream (on_close reason 0), when on_message returns a
+ * negative code, on a read error (a frame over the codec's maximum:
+ * TC_ETOOBIG; the stream ending inside a frame: TC_EPARTIAL; a socket error),
+ * after @ref tc_server_config::idle_timeout_ms (or the channel's timeout) of
+ * silence between messages (-ETIMEDOUT), or when a graceful shutdown drains
+ * the server while the connection is idle between messages (TC_ESHUTDOWN;
+ * a message being handled completes and its reply is flushed first).
+ * What the write buffer holds is flushed after each batch of messages.
+ *
+ * Setting both handle and on_message, or neither, is TC_EBADCONFIG, and so
+ * is on_open or on_close without on_message.
+ *
+ * If setup returns a negative code the connection is refused: everything else
+ * is skipped and the code reaches handle_error. finish runs whenever setup
+ * succeeded (or is NULL), even when handle failed. on_close runs whenever
+ * on_open succeeded (or is NULL). A negative code returned by any callback
+ * reaches the handle_error hook, and so does the error that ended a message
+ * loop, except a clean end of stream, a timeout between messages and a drain.
+ * Before closing the channel the library flushes its write buffer.
+ *
+ * All callbacks run in the thread (or process) the mode gives the
+ * connection, one at a time per connection, and receive @ref tc_handler::ctx last.
  */
 typedef struct tc_handler {
     /** @brief Prepare the connection (may be NULL). @return 0, or negative to refuse it. */
     int (*setup)(tc_conn *conn, void *ctx);
-    /** @brief Serve the connection (required). @return 0, or a negative code reported to handle_error. */
+    /** @brief Stream style: serve the connection. @return 0, or a negative code reported to handle_error. */
     int (*handle)(tc_conn *conn, void *ctx);
     /** @brief Clean up (may be NULL). @return 0, or a negative code reported to handle_error. */
     int (*finish)(tc_conn *conn, void *ctx);
+    /**
+     * @brief Message style: the connection opens, before its first message (may be NULL).
+     * @return 0, or a negative code: the connection is closed without
+     *         reading (on_close is not called) and the code reaches handle_error.
+     */
+    int (*on_open)(tc_conn *conn, void *ctx);
+    /**
+     * @brief Message style: one frame arrived.
+     *
+     * @p msg is the frame's payload (see tc_conn_read_frame()), a view into
+     * the channel's read buffer valid until this callback returns; copy what
+     * must live longer. Reply with tc_conn_send() (or tc_conn_write() and
+     * friends; the library flushes them before it waits for the next message).
+     * Calling read functions on the channel from here ends the view.
+     * @return 0 to go on, or a negative code to close the connection (the
+     *         code reaches handle_error and on_close).
+     */
+    int (*on_message)(tc_conn *conn, const void *msg, size_t len, void *ctx);
+    /**
+     * @brief Message style: the connection is about to close (may be NULL).
+     * @param reason 0 for a clean end of stream, else the code that ended
+     *               the loop: TC_ETOOBIG, TC_EPARTIAL, TC_EBADFRAME,
+     *               -ETIMEDOUT, TC_ESHUTDOWN, -ECONNRESET, on_message's code...
+     */
+    void (*on_close)(tc_conn *conn, int reason, void *ctx);
     /** @brief User pointer passed to every callback. */
     void *ctx;
 } tc_handler;
 
 /** @brief Initialiser for tc_handler: no callbacks, NULL ctx. */
-#define TC_HANDLER_INIT {0, 0, 0, 0}
+#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Server configuration. Every field's zero value means its default,
@@ -169,6 +219,13 @@ typedef struct tc_server_config {
     /** @brief Initial per-operation timeout of every accepted channel (see
      *         tc_conn_set_timeout()), in ms; 0 = none. */
     int conn_timeout_ms;
+    /** @brief Framing of every accepted channel (tc_conn_set_codec()), used by
+     *         message-style handlers; zero-initialised = raw, 1 MiB maximum. */
+    tc_codec codec;
+    /** @brief Message style: close a connection that sent nothing for this
+     *         long, in ms (between messages, on_close gets -ETIMEDOUT; inside
+     *         a frame it counts as an error too); 0 = never. */
+    int idle_timeout_ms;
     /** @brief Live connections at most; while that many run, the server stops
      *         accepting and further clients wait in the listen backlog (they are
      *         not refused). 0 = no limit, except forking: 40 (ForkingMixIn's
@@ -197,7 +254,8 @@ typedef struct tc_server_config {
 } tc_server_config;
 
 /** @brief Initialiser for tc_server_config: every field at its default. */
-#define TC_SERVER_CONFIG_INIT {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0}}
+#define TC_SERVER_CONFIG_INIT                                                                      \
+    {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0}}
 
 /** @brief Counters of a server, as tc_server_stats() reads them. */
 typedef struct tc_stats {
@@ -222,9 +280,10 @@ TC_API void tc_server_config_init(tc_server_config *cfg);
  * not outlive the call. A bad field is named through the log hook.
  * @param[out] out  Receives the server; written only on success.
  * @param cfg       Configuration, or NULL for all defaults.
- * @param handler   The request handler; its handle callback is required.
+ * @param handler   The request handler: handle or on_message, exactly one.
  * @return 0, or:
- *   - TC_EBADCONFIG: a field out of range, no handle callback;
+ *   - TC_EBADCONFIG: a field out of range, an invalid codec, neither or
+ *     both of handle and on_message, on_open/on_close without on_message;
  *   - TC_ENOMODE: the mode is not available in this build;
  *   - TC_EBADADDR, -ENAMETOOLONG, TC_ENORESOLVE: the listen address (see tc_addr_parse());
  *   - -EADDRINUSE: the address is taken (a unix path that exists counts);
@@ -244,7 +303,8 @@ TC_API int tc_server_create(tc_server **out, const tc_server_config *cfg, const 
  * before this call starts makes it return at once.
  *
  * On shutdown it stops accepting at once (clients still in the backlog are
- * never accepted), lets open connections finish for up to
+ * never accepted), closes the message-style connections that are idle
+ * between messages (and those that become idle later), lets open connections finish for up to
  * @ref tc_server_config::drain_timeout_ms, then shuts down the sockets of
  * those still open so that handlers blocked in a read see end of stream and
  * their finish runs, waits a short grace period for them, and returns. The

@@ -10,6 +10,7 @@
 #include "version.h"
 #include "error.h"
 #include "addr.h"
+#include "codec.h"
 #include "conn.h"
 #include "server.h"
 

@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+/* tcpchan-cat: a small nc. Sends standard input to a server and prints what
+ * comes back. With --framing line or len32, each stdin line is one frame and
+ * each reply frame is printed as one line. At the end of stdin the sending
+ * side is half-closed and replies are printed until the server closes. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tcpchan/tcpchan.h>
+
+static const char usage_text[] =
+    "usage: tcpchan-cat ADDR [--framing raw|line|len32] [--max-frame BYTES] [--timeout MS]\n"
+    "  ADDR               HOST:PORT, [IPV6]:PORT or unix:PATH\n"
+    "  --framing F        raw (default): bytes both ways; line: a line per message;\n"
+    "                     len32: each stdin line sent as a 4-byte big-endian length + payload,\n"
+    "                     each reply frame printed as a line\n"
+    "  --max-frame BYTES  largest reply frame accepted (default 1048576)\n"
+    "  --timeout MS       connect timeout, and how long a reply may stall (default 10000)\n";
+
+enum framing { RAW, LINE, LEN32 };
+
+static int fail(const char *what, int rc)
+{
+    fprintf(stderr, "tcpchan-cat: %s: %s\n", what, tc_strerror(rc));
+    return 1;
+}
+
+/* Print every reply that is complete or arriving; TC_EOF once the server is done. */
+static int print_replies(tc_conn *c, enum framing f)
+{
+    const void *msg;
+    size_t len;
+    if (f == RAW) {
+        char buf[65536];
+        ssize_t n = tc_conn_read(c, buf, sizeof buf);
+        if (n < 0)
+            return (int)n;
+        fwrite(buf, 1, (size_t)n, stdout);
+        fflush(stdout);
+        return 0;
+    }
+    do {
+        int rc = tc_conn_read_frame(c, &msg, &len);
+        if (rc < 0)
+            return rc;
+        fwrite(msg, 1, len, stdout);
+        putchar('\n');
+        /* More replies may already be buffered: poll() would not show them. */
+        rc = tc_conn_peek(c, 0, &msg, &len);
+        if (rc < 0)
+            return rc;
+    } while (len > 0);
+    fflush(stdout);
+    return 0;
+}
+
+/* Send what stdin gave: raw bytes as they are, else one frame per complete line. */
+static int send_input(tc_conn *c, enum framing f, char *pending, size_t *plen, int at_eof)
+{
+    if (f == RAW) {
+        ssize_t n = tc_conn_send_all(c, pending, *plen);
+        *plen = 0;
+        return n < 0 ? (int)n : 0;
+    }
+    size_t start = 0;
+    for (;;) {
+        char *nl = memchr(pending + start, '\n', *plen - start);
+        size_t end = nl ? (size_t)(nl - pending) : *plen;
+        if (!nl && (!at_eof || end == start))
+            break;
+        int rc = tc_conn_write_frame(c, pending + start, end - start);
+        if (rc < 0)
+            return rc;
+        start = nl ? end + 1 : end;
+    }
+    memmove(pending, pending + start, *plen - start);
+    *plen -= start;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum framing f = RAW;
+    const char *addr = NULL;
+    long max_frame = 0, timeout = 10000;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--framing") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "raw"))
+                f = RAW;
+            else if (!strcmp(v, "line"))
+                f = LINE;
+            else if (!strcmp(v, "len32"))
+                f = LEN32;
+            else
+                return fputs(usage_text, stderr), 2;
+        } else if (!strcmp(argv[i], "--max-frame") && i + 1 < argc) {
+            max_frame = strtol(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
+            timeout = strtol(argv[++i], NULL, 10);
+        } else if (!addr && argv[i][0] != '-') {
+            addr = argv[i];
+        } else {
+            return fputs(usage_text, stderr), 2;
+        }
+    }
+    if (!addr || max_frame < 0 || timeout < 0)
+        return fputs(usage_text, stderr), 2;
+
+    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    o.connect_timeout_ms = (int)timeout;
+    if (f == LINE)
+        tc_codec_delimited(&o.codec, "\n", 1);
+    else if (f == LEN32)
+        tc_codec_length_prefixed(&o.codec, 4, TC_BIG_ENDIAN);
+    if (tc_codec_set_max_frame(&o.codec, (size_t)max_frame) < 0)
+        return fputs(usage_text, stderr), 2;
+    tc_conn *c;
+    int rc = tc_dial(&c, addr, &o);
+    if (rc < 0)
+        return fail(addr, rc);
+    tc_conn_set_timeout(c, (int)timeout); /* a frame that stalls half-way */
+
+    static char pending[1 << 16];
+    size_t plen = 0;
+    int stdin_open = 1, status = 0;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = stdin_open ? STDIN_FILENO : -1, .events = POLLIN},
+                              {.fd = tc_conn_fd(c), .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            status = fail("poll", -errno);
+            break;
+        }
+        if (p[1].revents) {
+            rc = print_replies(c, f);
+            if (rc == TC_EOF)
+                break;
+            if (rc < 0) {
+                status = fail("receive", rc);
+                break;
+            }
+        }
+        if (p[0].revents) {
+            ssize_t n = read(STDIN_FILENO, pending + plen, sizeof pending - plen);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n > 0)
+                plen += (size_t)n;
+            /* At the end, or with a line longer than the buffer: send the rest as a frame. */
+            int whole = n <= 0 || plen == sizeof pending;
+            if ((rc = send_input(c, f, pending, &plen, whole)) < 0) {
+                status = fail("send", rc);
+                break;
+            }
+            if (n <= 0) {
+                stdin_open = 0;
+                tc_conn_shutdown_write(c); /* the server sees the end; replies still come */
+            }
+        }
+    }
+    tc_conn_close(c);
+    return status;
+}

@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: MIT */
+/* Message-style handlers (on_open / on_message / on_close) in inline and
+ * threading modes: order of callbacks, replies, configuration errors, an
+ * oversized frame closing only its connection, the idle timeout, and the
+ * graceful drain (idle connections closed at once, the in-flight message
+ * completed). Servers listen on 127.0.0.1:0 and run in a thread. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <tcpchan/tcpchan.h>
+
+TestSuite(message, .timeout = 20);
+
+static int64_t now_ms(void)
+{
+    return tc_monotonic_ns() / TC_NS_PER_MS;
+}
+
+/* What the callbacks saw, shared with the test thread. */
+struct rec {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char log[4096];
+    int opens, closes, errors;
+    int last_reason, last_error;
+    int blocked, release; /* an on_message holding a "block" message */
+    int fail_open;
+};
+
+static void rec_init(struct rec *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+}
+
+static void rec_add(struct rec *r, const char *fmt, const char *a, size_t alen)
+{
+    char item[256];
+    snprintf(item, sizeof item, fmt, (int)alen, a);
+    strncat(r->log, item, sizeof r->log - strlen(r->log) - 1);
+}
+
+/* Wait until cond(r) holds, up to 5 s; with the lock held. */
+static int rec_wait(struct rec *r, int (*cond)(struct rec *, int), int arg)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    int ok = 1;
+    pthread_mutex_lock(&r->mu);
+    while (!cond(r, arg))
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) != 0) {
+            ok = cond(r, arg);
+            break;
+        }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+static int closes_at_least(struct rec *r, int n) { return r->closes >= n; }
+static int is_blocked(struct rec *r, int n) { return r->blocked >= n; }
+
+static int on_open(tc_conn *c, void *ctx)
+{
+    struct rec *r = ctx;
+    (void)c;
+    pthread_mutex_lock(&r->mu);
+    r->opens++;
+    rec_add(r, "open;%.*s", "", 0);
+    int fail = r->fail_open;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return fail ? -EACCES : 0;
+}
+
+static int on_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    struct rec *r = ctx;
+    pthread_mutex_lock(&r->mu);
+    rec_add(r, "msg:%.*s;", msg, len);
+    if (len == 5 && memcmp(msg, "block", 5) == 0) {
+        r->blocked++;
+        pthread_cond_broadcast(&r->cv);
+        while (!r->release)
+            pthread_cond_wait(&r->cv, &r->mu);
+        pthread_mutex_unlock(&r->mu);
+        return tc_conn_send(c, "done", 4);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (len == 4 && memcmp(msg, "fail", 4) == 0)
+        return -EPROTO;
+    if (len == 4 && memcmp(msg, "buff", 4) == 0) {
+        /* Buffered replies are flushed by the loop before it waits. */
+        tc_conn_write(c, "bu", 2);
+        return tc_conn_printf(c, "ff\n") < 0 ? -EIO : 0;
+    }
+    return tc_conn_send(c, msg, len);
+}
+
+static void on_close(tc_conn *c, int reason, void *ctx)
+{
+    struct rec *r = ctx;
+    (void)c;
+    pthread_mutex_lock(&r->mu);
+    r->closes++;
+    r->last_reason = reason;
+    const char *name = tc_err_name(reason);
+    rec_add(r, "close:%.*s;", name, strlen(name));
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void on_error(tc_server *srv, tc_conn *conn, int err, void *ctx)
+{
+    struct rec *r = ctx;
+    (void)srv, (void)conn;
+    pthread_mutex_lock(&r->mu);
+    r->errors++;
+    r->last_error = err;
+    pthread_mutex_unlock(&r->mu);
+}
+
+struct srv {
+    tc_server *s;
+    pthread_t tid;
+    char addr[TC_ADDR_STRLEN];
+    int serve_rc;
+};
+
+static void *serve_main(void *arg)
+{
+    struct srv *v = arg;
+    v->serve_rc = tc_server_serve_forever(v->s);
+    return NULL;
+}
+
+static void line_codec(tc_codec *c, size_t max)
+{
+    tc_codec_delimited(c, "\n", 1);
+    tc_codec_set_max_frame(c, max);
+}
+
+static void start(struct srv *v, tc_mode mode, struct rec *r, tc_server_config *cfg)
+{
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_open = on_open;
+    h.on_message = on_message;
+    h.on_close = on_close;
+    h.ctx = r;
+    cfg->mode = mode;
+    cfg->hooks.handle_error = on_error;
+    cfg->hooks.ctx = r;
+    if (!cfg->conn_timeout_ms)
+        cfg->conn_timeout_ms = 5000;
+    cr_assert_eq(tc_server_create(&v->s, cfg, &h), 0);
+    tc_addr a;
+    tc_server_address(v->s, &a);
+    tc_addr_format(&a, v->addr, sizeof v->addr);
+    cr_assert_eq(pthread_create(&v->tid, NULL, serve_main, v), 0);
+}
+
+static void stop(struct srv *v)
+{
+    tc_server_shutdown(v->s);
+    pthread_join(v->tid, NULL);
+    tc_server_destroy(v->s);
+}
+
+static tc_conn *client(struct srv *v, const tc_codec *codec)
+{
+    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    o.timeout_ms = 5000;
+    if (codec)
+        o.codec = *codec;
+    tc_conn *c;
+    cr_assert_eq(tc_dial(&c, v->addr, &o), 0);
+    return c;
+}
+
+static void expect_reply(tc_conn *c, const char *want)
+{
+    const void *m;
+    size_t n;
+    int rc = tc_conn_read_frame(c, &m, &n);
+    cr_assert_eq(rc, 0, "reply: %s", tc_err_name(rc));
+    cr_assert(n == strlen(want) && memcmp(m, want, n) == 0, "got %.*s, want %s", (int)n,
+              (const char *)m, want);
+}
+
+/* ---- order and replies ---------------------------------------------------- */
+
+static void order_and_replies(tc_mode mode)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    rec_init(&r);
+    line_codec(&line, 1024);
+    cfg.codec = line;
+    start(&v, mode, &r, &cfg);
+    tc_conn *c = client(&v, &line);
+    cr_assert_eq(tc_conn_send_all(c, "a\nbb\nbuff\n", 10), 10, "pipelined in one burst");
+    expect_reply(c, "a");
+    expect_reply(c, "bb");
+    expect_reply(c, "buff");
+    cr_assert_eq(tc_conn_send(c, "ccc", 3), 0);
+    expect_reply(c, "ccc");
+    tc_conn_close(c);
+    cr_assert(rec_wait(&r, closes_at_least, 1));
+    stop(&v);
+    cr_assert_str_eq(r.log, "open;msg:a;msg:bb;msg:buff;msg:ccc;close:OK;");
+    cr_assert_eq(r.last_reason, 0);
+    cr_assert_eq(r.errors, 0);
+}
+
+Test(message, order_and_replies_inline) { order_and_replies(TC_MODE_INLINE); }
+Test(message, order_and_replies_threading) { order_and_replies(TC_MODE_THREADING); }
+
+static void len32_frames(tc_mode mode)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec len32;
+    rec_init(&r);
+    tc_codec_length_prefixed(&len32, 4, TC_BIG_ENDIAN);
+    cfg.codec = len32;
+    start(&v, mode, &r, &cfg);
+    tc_conn *c = client(&v, &len32);
+    /* Three frames in one write, one of them empty. */
+    cr_assert_eq(tc_conn_send_all(c, "\0\0\0\3one\0\0\0\0\0\0\0\5three", 20), 20);
+    expect_reply(c, "one");
+    expect_reply(c, "");
+    expect_reply(c, "three");
+    tc_conn_close(c);
+    cr_assert(rec_wait(&r, closes_at_least, 1));
+    stop(&v);
+    cr_assert_str_eq(r.log, "open;msg:one;msg:;msg:three;close:OK;");
+}
+
+Test(message, len32_frames_inline) { len32_frames(TC_MODE_INLINE); }
+Test(message, len32_frames_threading) { len32_frames(TC_MODE_THREADING); }
+
+/* ---- configuration --------------------------------------------------------- */
+
+static int dummy_handle(tc_conn *c, void *ctx)
+{
+    (void)c, (void)ctx;
+    return 0;
+}
+
+Test(message, handler_style_must_be_exactly_one)
+{
+    tc_server *s = NULL;
+    tc_handler h = TC_HANDLER_INIT;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    cr_assert_eq(tc_server_create(&s, &cfg, &h), TC_EBADCONFIG, "neither");
+    h.handle = dummy_handle;
+    h.on_message = on_message;
+    cr_assert_eq(tc_server_create(&s, &cfg, &h), TC_EBADCONFIG, "both");
+    h.on_message = NULL;
+    h.on_close = on_close;
+    cr_assert_eq(tc_server_create(&s, &cfg, &h), TC_EBADCONFIG, "on_close without on_message");
+    h.on_close = NULL;
+    h.handle = NULL;
+    h.on_message = on_message;
+    cfg.codec.kind = TC_CODEC_LENGTH_PREFIXED; /* width 0 */
+    cr_assert_eq(tc_server_create(&s, &cfg, &h), TC_EBADCONFIG, "invalid codec");
+    tc_codec_raw(&cfg.codec);
+    cfg.idle_timeout_ms = -1;
+    cr_assert_eq(tc_server_create(&s, &cfg, &h), TC_EBADCONFIG, "negative idle timeout");
+    cr_assert_null(s);
+    tc_server_config zero = {0};
+    cr_assert_eq(tc_server_create(&s, &zero, &h), 0, "= {0} is all defaults: raw codec");
+    tc_server_destroy(s);
+}
+
+/* ---- an oversized frame closes only its connection --------------------------- */
+
+static void oversized(tc_mode mode)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    char junk[64];
+    rec_init(&r);
+    line_codec(&line, 8);
+    cfg.codec = line;
+    start(&v, mode, &r, &cfg);
+    tc_conn *a = NULL;
+    if (mode != TC_MODE_INLINE) {
+        /* A stays connected, mid-conversation, while B misbehaves. */
+        a = client(&v, &line);
+        tc_conn_send(a, "hi", 2);
+        expect_reply(a, "hi");
+    }
+    tc_conn *b = client(&v, &line);
+    memset(junk, 'x', sizeof junk);
+    cr_assert_eq(tc_conn_send_all(b, junk, 9), 9, "over the limit, no newline ever");
+    const void *m;
+    size_t n;
+    int rc = tc_conn_read_frame(b, &m, &n);
+    cr_assert(rc == TC_EOF || rc == -ECONNRESET, "B is closed: %s", tc_err_name(rc));
+    cr_assert(rec_wait(&r, closes_at_least, 1));
+    cr_assert_eq(r.last_reason, TC_ETOOBIG);
+    cr_assert_eq(r.last_error, TC_ETOOBIG, "reported to handle_error too");
+    tc_conn_close(b);
+    if (!a)
+        a = client(&v, &line);
+    tc_conn_send(a, "still", 5);
+    expect_reply(a, "still");
+    tc_conn_close(a);
+    cr_assert(rec_wait(&r, closes_at_least, 2));
+    stop(&v);
+}
+
+Test(message, oversized_frame_closes_that_connection_inline) { oversized(TC_MODE_INLINE); }
+Test(message, oversized_frame_closes_that_connection_threading) { oversized(TC_MODE_THREADING); }
+
+/* ---- errors from callbacks ------------------------------------------------------ */
+
+Test(message, on_message_error_ends_the_connection)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    rec_init(&r);
+    line_codec(&line, 100);
+    cfg.codec = line;
+    start(&v, TC_MODE_THREADING, &r, &cfg);
+    tc_conn *c = client(&v, &line);
+    tc_conn_send(c, "fail", 4);
+    const void *m;
+    size_t n;
+    int rc = tc_conn_read_frame(c, &m, &n);
+    cr_assert(rc == TC_EOF || rc == -ECONNRESET, "%s", tc_err_name(rc));
+    cr_assert(rec_wait(&r, closes_at_least, 1));
+    cr_assert_eq(r.last_reason, -EPROTO);
+    cr_assert_eq(r.last_error, -EPROTO);
+    tc_conn_close(c);
+    stop(&v);
+}
+
+Test(message, on_open_failure_skips_the_connection)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    rec_init(&r);
+    r.fail_open = 1;
+    start(&v, TC_MODE_INLINE, &r, &cfg);
+    tc_conn *c = client(&v, NULL);
+    char b[4];
+    ssize_t rc = tc_conn_read(c, b, sizeof b);
+    cr_assert(rc == TC_EOF || rc == -ECONNRESET);
+    tc_conn_close(c);
+    stop(&v);
+    cr_assert_str_eq(r.log, "open;");
+    cr_assert_eq(r.closes, 0);
+    cr_assert_eq(r.last_error, -EACCES);
+}
+
+/* ---- idle timeout ------------------------------------------------------------------ */
+
+Test(message, idle_timeout_closes_a_silent_connection)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    rec_init(&r);
+    line_codec(&line, 100);
+    cfg.codec = line;
+    cfg.idle_timeout_ms = 200;
+    start(&v, TC_MODE_THREADING, &r, &cfg);
+    tc_conn *c = client(&v, &line);
+    tc_conn_send(c, "x", 1);
+    expect_reply(c, "x");
+    int64_t t0 = now_ms();
+    const void *m;
+    size_t n;
+    int rc = tc_conn_read_frame(c, &m, &n);
+    int64_t el = now_ms() - t0;
+    cr_assert(rc == TC_EOF || rc == -ECONNRESET, "%s", tc_err_name(rc));
+    cr_assert(el >= 190 && el < 2000, "closed after %lld ms", (long long)el);
+    cr_assert(rec_wait(&r, closes_at_least, 1));
+    cr_assert_eq(r.last_reason, -ETIMEDOUT);
+    cr_assert_eq(r.errors, 0, "an idle close is not an error");
+    tc_conn_close(c);
+    stop(&v);
+}
+
+/* ---- graceful drain --------------------------------------------------------------- */
+
+Test(message, drain_closes_idle_connections_at_once_and_completes_in_flight)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    rec_init(&r);
+    line_codec(&line, 100);
+    cfg.codec = line;
+    cfg.drain_timeout_ms = 10000; /* far more than the test waits */
+    start(&v, TC_MODE_THREADING, &r, &cfg);
+    tc_conn *idle = client(&v, &line);
+    tc_conn_send(idle, "hello", 5);
+    expect_reply(idle, "hello");
+    tc_conn *busy = client(&v, &line);
+    tc_conn_send(busy, "block", 5);
+    cr_assert(rec_wait(&r, is_blocked, 1));
+
+    int64_t t0 = now_ms();
+    tc_server_shutdown(v.s);
+    /* The idle connection ends at once, while the busy one is still inside on_message. */
+    cr_assert(rec_wait(&r, closes_at_least, 1), "idle connection not closed");
+    cr_assert_eq(r.last_reason, TC_ESHUTDOWN);
+    const void *m;
+    size_t n;
+    int rc = tc_conn_read_frame(idle, &m, &n);
+    cr_assert(rc == TC_EOF || rc == -ECONNRESET, "%s", tc_err_name(rc));
+
+    pthread_mutex_lock(&r.mu);
+    cr_assert_eq(r.closes, 1, "the in-flight message is not cut");
+    r.release = 1;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    expect_reply(busy, "done");
+    pthread_join(v.tid, NULL);
+    int64_t el = now_ms() - t0;
+    cr_assert(el < 3000, "the drain took %lld ms", (long long)el);
+    cr_assert_eq(r.closes, 2);
+    cr_assert_eq(r.last_reason, TC_ESHUTDOWN);
+    cr_assert_eq(r.errors, 0);
+    tc_conn_close(idle);
+    tc_conn_close(busy);
+    tc_server_destroy(v.s);
+}
