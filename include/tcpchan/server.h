@@ -67,6 +67,9 @@ extern "C" {
  *   A child killed by a signal or exiting with a non-zero status is reported
  *   to handle_error as TC_ECHILD with a NULL channel; the signal number or
  *   status is in the message passed to the log hook, not in the code.
+ *   Errors a handler returns are reported in the child (its handle_error and
+ *   log hooks run there), so the parent's tc_stats::handler_errors counts
+ *   only TC_ECHILD; accepted, active and peak_active count children exactly.
  * - max_conns defaults to 40 (ForkingMixIn.max_children).
  *
  * @par Pool
