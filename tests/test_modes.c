@@ -620,7 +620,7 @@ static void kill_children(void)
 
 TestSuite(modes, .timeout = 20, .fini = kill_children);
 
-Test(modes, available)
+Test(modes, available, .timeout = 5)
 {
     for (int m = TC_MODE_INLINE; m <= TC_MODE_POOL; m++)
         cr_expect_eq(tc_mode_available((tc_mode)m), 1, "%s", tc_mode_name((tc_mode)m));
