@@ -156,6 +156,8 @@ const tc__mode *tc__mode_find(tc_mode id);
 
 extern const tc__mode tc__mode_inline;
 extern const tc__mode tc__mode_threading;
+extern const tc__mode tc__mode_forking;
+extern const tc__mode tc__mode_pool;
 
 /* ---- server (server.c) -------------------------------------------------- */
 

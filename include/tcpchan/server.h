@@ -41,12 +41,49 @@ extern "C" {
 /**
  * @brief How connections are run: socketserver's mixins, chosen by configuration.
  *
- * The same handler runs unchanged in every mode that is available.
+ * The same handler runs unchanged in every mode that is available; see
+ * docs/modes.md for how to choose.
+ *
+ * @par Forking
+ * Each connection runs in a child process made with fork(), so:
+ * - the handler runs in the child: changes it makes to memory (counters,
+ *   caches, tc_conn_set_data()) are never seen by the parent or by other
+ *   connections; share state through files, pipes or shared memory. In the
+ *   child, tc_server_shutdown() and tc_server_shutting_down() act on the
+ *   child's copy of the server and have no effect on the parent: a handler
+ *   learns of a shutdown when the drain shuts its socket down (end of stream).
+ * - fork() copies only the serving thread. Do not use this mode while threads
+ *   of the application may hold locks (their own mutexes, or those of
+ *   libraries that are not fork-safe) at the moment of a fork: the child
+ *   would inherit them locked forever.
+ * - the child closes the server's descriptors (the listener, its wake-up and
+ *   mode descriptors, the other connections' sockets) but inherits every other
+ *   descriptor of the process, close-on-exec or not.
+ * - the child ends with _exit() after finish: atexit handlers do not run and
+ *   stdio buffers are not flushed, so a handler that writes with stdio should
+ *   fflush() itself (stderr is unbuffered).
+ * - children are watched with pidfds (or, where pidfd_open() is missing, a
+ *   pipe each) and reaped with waitpid() on their own pids only: the library
+ *   installs no SIGCHLD handler and never reaps a child it did not fork.
+ *   A child killed by a signal or exiting with a non-zero status is reported
+ *   to handle_error as TC_ECHILD with a NULL channel; the signal number or
+ *   status is in the message passed to the log hook, not in the code.
+ *   Errors a handler returns are reported in the child (its handle_error and
+ *   log hooks run there), so the parent's tc_stats::handler_errors counts
+ *   only TC_ECHILD; accepted, active and peak_active count children exactly.
+ * - max_conns defaults to 40 (ForkingMixIn.max_children).
+ *
+ * @par Pool
+ * @ref tc_server_config::workers threads, started by tc_server_create() and
+ * joined by tc_server_destroy(), take accepted connections from a queue of
+ * @ref tc_server_config::queue_len places; with workers + queue_len
+ * connections live the server stops accepting and clients wait in the listen
+ * backlog. A handler that blocks holds its worker.
  */
 typedef enum tc_mode {
     TC_MODE_INLINE = 0, /**< one connection at a time, in the serving thread (TCPServer); the default */
     TC_MODE_THREADING,  /**< a thread per connection (ThreadingMixIn) */
-    TC_MODE_FORKING,    /**< a process per connection (ForkingMixIn) */
+    TC_MODE_FORKING,    /**< a process per connection (ForkingMixIn); see the notes above */
     TC_MODE_POOL,       /**< a fixed set of worker threads and a bounded queue */
     TC_MODE_EVENT       /**< epoll event loops running message-style handlers */
 } tc_mode;
@@ -100,6 +137,10 @@ typedef struct tc_server_hooks {
      *
      * @p conn is the failing channel, still open; it is NULL when the error is
      * not tied to a live channel (an accept failure, a forked child that died).
+     * In forking mode a handler's errors are reported in the child process,
+     * and TC_ECHILD in the parent by the thread that reaps the child: the
+     * serving thread, the one calling tc_server_destroy(), or, after a destroy
+     * without block_on_close, the library's reaper thread.
      * Default: the error is passed to the log hook, if any.
      */
     void (*handle_error)(tc_server *srv, tc_conn *conn, int err, void *ctx);
@@ -240,10 +281,15 @@ typedef struct tc_server_config {
      *         connections finish before shutting down their sockets, in ms;
      *         0 = 5000, negative = do not wait. */
     int drain_timeout_ms;
-    /** @brief Threading and forking: whether tc_server_destroy() waits for the
-     *         connections still running (TC_DEFAULT = on, as ThreadingMixIn's
-     *         block_on_close; TC_OFF = daemon threads or children, whose sockets
-     *         destroy shuts down but does not wait for). */
+    /** @brief Threading, forking and pool: whether tc_server_destroy() waits
+     *         for the connections still running (TC_DEFAULT = on, as
+     *         ThreadingMixIn's block_on_close; TC_OFF = daemon threads or
+     *         children, whose sockets destroy shuts down but does not wait for).
+     *         With TC_OFF the server is freed when its last connection ends:
+     *         forking hands the remaining children to a detached reaper thread;
+     *         in pool mode the worker that ends the last connection joins the
+     *         other workers and exits. Handler and hook contexts must stay valid
+     *         until then. */
     int block_on_close;
     /** @brief Stack size of the threads running handlers, in bytes; 0 = 256 KiB
      *         (10,000 idle threads fit in 2.5 GiB of address space and far less

@@ -1,0 +1,1250 @@
+/* SPDX-License-Identifier: MIT */
+/* Concurrency modes: the same stream handler run in every mode (inline,
+ * threading, forking, pool): concurrency, max_conns, pool queueing, fork
+ * hygiene (reaping only our children, crashes, the pipe fallback), shutdown
+ * and destroy with and without block_on_close, resource counts and stats.
+ * Self-contained: its own helpers (prefix m_). TC_TEST_MODES=threading,pool
+ * restricts the modes (e.g. under TSan); TC_TEST_TIMEOUT_MULT scales waits. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <tcpchan/tcpchan.h>
+
+/* ---- time and bounded waits ----------------------------------------------- */
+
+static double m_mult(void)
+{
+    const char *s = getenv("TC_TEST_TIMEOUT_MULT");
+    double v = s && *s ? strtod(s, NULL) : 1.0;
+    return v > 0 ? v : 1.0;
+}
+
+static int m_ms(int base)
+{
+    return (int)(base * m_mult());
+}
+
+static int64_t m_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void m_nap(void)
+{
+    struct timespec ts = {0, 1000000}; /* a polling step, not a synchronisation */
+    nanosleep(&ts, NULL);
+}
+
+/* Poll cond (bounded, ms scaled): true once it holds, false on timeout. */
+#define M_WAIT_UNTIL(cond, ms)                                                                     \
+    do {                                                                                           \
+        int64_t m_deadline_ = m_now_ms() + m_ms(ms);                                               \
+        while (!(cond) && m_now_ms() < m_deadline_)                                                \
+            m_nap();                                                                               \
+    } while (0)
+
+#define WAIT_MS 5000 /* the bound of one wait that should succeed */
+#define QUIET_MS 150 /* the window in which something must NOT happen */
+#define HANDLER_MAX_MS 10000 /* no handler blocks longer than this */
+
+/* ---- modes under test -------------------------------------------------------- */
+
+static int mode_enabled(tc_mode m)
+{
+    const char *only = getenv("TC_TEST_MODES");
+    if (!only || !*only)
+        return 1;
+    const char *name = tc_mode_name(m);
+    size_t n = strlen(name);
+    for (const char *p = only; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return 1;
+    return 0;
+}
+
+/* Fill out with the enabled modes among want[]; returns how many. */
+static size_t enabled_modes(tc_mode *out, const tc_mode *want, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mode_enabled(want[i]))
+            out[k++] = want[i];
+    return k;
+}
+
+#define ALL_MODES {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING, TC_MODE_POOL}
+#define CONCURRENT_MODES {TC_MODE_THREADING, TC_MODE_FORKING, TC_MODE_POOL}
+
+#define MODE_PARAMS(suite, test, list)                                                             \
+    ParameterizedTestParameters(suite, test)                                                       \
+    {                                                                                              \
+        static const tc_mode want[] = list;                                                        \
+        static tc_mode params[sizeof want / sizeof want[0]];                                       \
+        size_t n = enabled_modes(params, want, sizeof want / sizeof want[0]);                      \
+        return cr_make_param_array(tc_mode, params, n);                                            \
+    }
+
+#define SKIP_UNLESS(mode)                                                                          \
+    do {                                                                                           \
+        if (!mode_enabled(mode))                                                                   \
+            cr_skip_test("mode %s not selected by TC_TEST_MODES", tc_mode_name(mode));             \
+    } while (0)
+
+/* ---- state shared with handlers (in threads or forked children) ------------- */
+
+/* MAP_SHARED: forked children update the same counters the test reads. */
+struct shared {
+    atomic_int cur, max;        /* handlers between setup and finish, and the peak */
+    atomic_int started, finished, saw_eof;
+    atomic_int in_finish;       /* handlers waiting on the gate in finish */
+    atomic_int gate_on;
+    int gate_rd;                /* finish reads one byte from it when gate_on */
+    atomic_int errors, echild, null_conn;
+    atomic_int refuse;          /* verify_request refuses while set */
+    atomic_int poll_shutdown;   /* inline: handlers poll tc_server_shutting_down() */
+    atomic_int fork_in_loop;    /* service_actions forks a child of the test's own ... */
+    atomic_int loop_child;      /* ... whose pid lands here ... */
+    int release_rd;             /* ... and which exits 43 once this is readable */
+    atomic_int log_pidfds, log_pipes, log_sigkill, log_sigabrt;
+    atomic_int probe;           /* setup inspects the descriptors it inherited */
+    atomic_int probed;
+    struct fdkinds {            /* the most any probed handler saw */
+        atomic_int listeners, siblings, anon, pipes;
+    } seen;
+};
+
+static struct shared *shared_new(void)
+{
+    void *p = mmap(NULL, sizeof(struct shared), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(p, MAP_FAILED);
+    return p; /* zero-filled: every counter starts at 0 */
+}
+
+static void shared_free(struct shared *sh)
+{
+    munmap(sh, sizeof *sh);
+}
+
+static void atomic_max(atomic_int *a, int v)
+{
+    int m = atomic_load(a);
+    while (v > m && !atomic_compare_exchange_weak(a, &m, v))
+        ;
+}
+
+/* Count this process's descriptors by kind: TCP sockets bound to `port`
+ * (listening, or accepted ones other than `own`), the library's kinds of
+ * anonymous descriptors (eventfd, epoll, timerfd, pidfd), and pipes. */
+static void fd_kinds(int port, int own, int *listeners, int *siblings, int *anon, int *pipes)
+{
+    *listeners = *siblings = *anon = *pipes = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd == dirfd(d) || fd == own)
+            continue;
+        char path[64], link[128];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n < 0)
+            continue;
+        link[n] = '\0';
+        if (!strncmp(link, "pipe:", 5)) {
+            (*pipes)++;
+        } else if (!strncmp(link, "anon_inode:", 11)) {
+            *anon += strstr(link, "eventfd") || strstr(link, "eventpoll") ||
+                     strstr(link, "timerfd") || strstr(link, "pidfd");
+        } else if (!strncmp(link, "socket:", 7)) {
+            struct sockaddr_in sin;
+            socklen_t len = sizeof sin;
+            int acc = 0;
+            socklen_t alen = sizeof acc;
+            if (getsockname(fd, (struct sockaddr *)&sin, &len) < 0 || sin.sin_family != AF_INET ||
+                ntohs(sin.sin_port) != port)
+                continue;
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen);
+            if (acc)
+                (*listeners)++;
+            else
+                (*siblings)++;
+        }
+    }
+    closedir(d);
+}
+
+static void probe_fds(struct shared *sh, tc_conn *conn)
+{
+    int l, s, a, p;
+    fd_kinds(tc_addr_port(tc_conn_local(conn)), tc_conn_fd(conn), &l, &s, &a, &p);
+    atomic_max(&sh->seen.listeners, l);
+    atomic_max(&sh->seen.siblings, s);
+    atomic_max(&sh->seen.anon, a);
+    atomic_max(&sh->seen.pipes, p);
+    atomic_fetch_add(&sh->probed, 1);
+}
+
+static int h_setup(tc_conn *conn, void *ctx)
+{
+    struct shared *sh = ctx;
+    if (atomic_load(&sh->probe))
+        probe_fds(sh, conn);
+    atomic_max(&sh->max, atomic_fetch_add(&sh->cur, 1) + 1);
+    atomic_fetch_add(&sh->started, 1);
+    return 0;
+}
+
+/* The stream handler every mode runs: echo until the end of the stream.
+ * Magic bytes (sent only to forking servers): 'K' SIGKILL, 'A' abort. */
+static int h_handle(tc_conn *conn, void *ctx)
+{
+    struct shared *sh = ctx;
+    char buf[256];
+    for (;;) {
+        ssize_t n = tc_conn_read(conn, buf, sizeof buf);
+        if (n == TC_EOF) {
+            atomic_fetch_add(&sh->saw_eof, 1);
+            return 0;
+        }
+        if (n == -ETIMEDOUT && atomic_load(&sh->poll_shutdown)) {
+            if (tc_server_shutting_down(tc_conn_server(conn)))
+                return 0;
+            continue;
+        }
+        if (n < 0)
+            return (int)n;
+        if (buf[0] == 'K')
+            raise(SIGKILL);
+        if (buf[0] == 'A') {
+            struct rlimit none = {0, 0};
+            setrlimit(RLIMIT_CORE, &none); /* no core file */
+            abort();
+        }
+        if ((n = tc_conn_send_all(conn, buf, (size_t)n)) < 0)
+            return (int)n;
+    }
+}
+
+static int h_finish(tc_conn *conn, void *ctx)
+{
+    struct shared *sh = ctx;
+    (void)conn;
+    if (atomic_load(&sh->gate_on)) {
+        /* Bounded, so that no child outlives a failed test for long. */
+        struct pollfd p = {.fd = sh->gate_rd, .events = POLLIN};
+        char c;
+        atomic_fetch_add(&sh->in_finish, 1);
+        if (poll(&p, 1, m_ms(HANDLER_MAX_MS)) == 1)
+            (void)!read(sh->gate_rd, &c, 1);
+    }
+    atomic_fetch_sub(&sh->cur, 1);
+    atomic_fetch_add(&sh->finished, 1);
+    return 0;
+}
+
+static void on_error(tc_server *srv, tc_conn *conn, int err, void *ctx)
+{
+    struct shared *sh = ctx;
+    (void)srv;
+    atomic_fetch_add(&sh->errors, 1);
+    if (err == TC_ECHILD)
+        atomic_fetch_add(&sh->echild, 1);
+    if (!conn)
+        atomic_fetch_add(&sh->null_conn, 1);
+}
+
+/* Wait (bounded) for one byte on fd, then _exit(status). */
+static void own_child_main(int fd, int status)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char c;
+    if (poll(&p, 1, m_ms(HANDLER_MAX_MS)) == 1)
+        (void)!read(fd, &c, 1);
+    _exit(status);
+}
+
+/* In the serving thread: fork a child that is not the server's, from the
+ * very thread that forks the server's children and waits for them. */
+static void on_service(tc_server *srv, void *ctx)
+{
+    struct shared *sh = ctx;
+    (void)srv;
+    if (!atomic_exchange(&sh->fork_in_loop, 0))
+        return;
+    pid_t pid = fork();
+    if (pid == 0)
+        own_child_main(sh->release_rd, 43);
+    atomic_store(&sh->loop_child, pid);
+}
+
+static int on_verify(tc_server *srv, const tc_addr *peer, void *ctx)
+{
+    struct shared *sh = ctx;
+    (void)srv, (void)peer;
+    return atomic_load(&sh->refuse) ? -1 : 0;
+}
+
+static void on_log(tc_server *srv, tc_log_level level, const char *msg, void *ctx)
+{
+    struct shared *sh = ctx;
+    (void)srv, (void)level;
+    if (strstr(msg, "watched with pidfds"))
+        atomic_fetch_add(&sh->log_pidfds, 1);
+    if (strstr(msg, "watched with pipes"))
+        atomic_fetch_add(&sh->log_pipes, 1);
+    if (strstr(msg, "killed by signal 9"))
+        atomic_fetch_add(&sh->log_sigkill, 1);
+    if (strstr(msg, "killed by signal 6"))
+        atomic_fetch_add(&sh->log_sigabrt, 1);
+}
+
+static tc_server_config base_config(tc_mode mode, struct shared *sh)
+{
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    cfg.listen = "127.0.0.1:0";
+    cfg.mode = mode;
+    cfg.hooks.handle_error = on_error;
+    cfg.hooks.verify_request = on_verify;
+    cfg.hooks.log = on_log;
+    cfg.hooks.service_actions = on_service;
+    cfg.hooks.ctx = sh;
+    /* Inline runs the handler in the serving thread: it polls for shutdown.
+     * Elsewhere a bound, so that a forked child orphaned by a failed test
+     * (holding copies of the test's client sockets) still ends. */
+    atomic_store(&sh->poll_shutdown, mode == TC_MODE_INLINE);
+    cfg.conn_timeout_ms = mode == TC_MODE_INLINE ? 50 : m_ms(HANDLER_MAX_MS);
+    return cfg;
+}
+
+static tc_handler base_handler(struct shared *sh)
+{
+    tc_handler h = TC_HANDLER_INIT;
+    h.setup = h_setup;
+    h.handle = h_handle;
+    h.finish = h_finish;
+    h.ctx = sh;
+    return h;
+}
+
+/* ---- a server serving in a background thread ----------------------------- */
+
+struct msrv {
+    tc_server *srv;
+    tc_addr addr;
+    pthread_t thread;
+    int running;
+    atomic_int done;
+    int rc;
+};
+
+static void *serve_main(void *arg)
+{
+    struct msrv *m = arg;
+    m->rc = tc_server_serve_forever(m->srv);
+    atomic_store(&m->done, 1);
+    return NULL;
+}
+
+static void srv_create(struct msrv *m, const tc_server_config *cfg, struct shared *sh)
+{
+    tc_handler h = base_handler(sh);
+    memset(m, 0, sizeof *m);
+    int rc = tc_server_create(&m->srv, cfg, &h);
+    cr_assert_eq(rc, 0, "tc_server_create(%s): %s", tc_mode_name(cfg->mode), tc_strerror(rc));
+    cr_assert_eq(tc_server_address(m->srv, &m->addr), 0);
+}
+
+/* The server listens once created: clients may connect before the thread runs. */
+static void srv_start(struct msrv *m, const tc_server_config *cfg, struct shared *sh)
+{
+    srv_create(m, cfg, sh);
+    cr_assert_eq(pthread_create(&m->thread, NULL, serve_main, m), 0);
+    m->running = 1;
+}
+
+/* Shut down and join; returns how long serve_forever took to return, in ms. */
+static int64_t srv_stop(struct msrv *m)
+{
+    int64_t t0 = m_now_ms();
+    cr_assert_eq(tc_server_shutdown(m->srv), 0);
+    M_WAIT_UNTIL(atomic_load(&m->done), WAIT_MS * 2);
+    cr_assert(atomic_load(&m->done), "serve_forever did not return");
+    int64_t took = m_now_ms() - t0;
+    pthread_join(m->thread, NULL);
+    m->running = 0;
+    cr_assert_eq(m->rc, 0);
+    return took;
+}
+
+static void srv_destroy(struct msrv *m)
+{
+    tc_server_destroy(m->srv);
+    m->srv = NULL;
+}
+
+static tc_stats srv_stats(struct msrv *m)
+{
+    tc_stats st;
+    cr_assert_eq(tc_server_stats(m->srv, &st), 0);
+    return st;
+}
+
+/* ---- raw clients ------------------------------------------------------------- */
+
+static int cl_connect(const tc_addr *a)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int ms = m_ms(WAIT_MS);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    cr_assert_eq(connect(fd, &a->u.sa, a->len), 0, "connect: %s", strerror(errno));
+    return fd;
+}
+
+static void cl_send(int fd, char c)
+{
+    cr_assert_eq(send(fd, &c, 1, MSG_NOSIGNAL), 1, "send: %s", strerror(errno));
+}
+
+/* Read one byte: the byte, -1 at EOF (or reset), -2 on timeout. */
+static int cl_recv1(int fd)
+{
+    unsigned char c;
+    ssize_t n;
+    do
+        n = recv(fd, &c, 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n == 1)
+        return c;
+    if (n == 0 || errno == ECONNRESET)
+        return -1;
+    return -2;
+}
+
+/* Whether fd becomes readable (data or EOF) within ms (scaled). */
+static int cl_readable(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, m_ms(ms)) > 0;
+}
+
+static void cl_expect_echo(int fd, char c)
+{
+    int r = cl_recv1(fd);
+    cr_assert_eq(r, (unsigned char)c, "expected echo '%c', got %d", c, r);
+}
+
+/* shutdown first: with a forking server, children forked meanwhile hold
+ * copies of this test's client sockets, so close alone ends nothing. */
+static void cl_close(int fd)
+{
+    shutdown(fd, SHUT_RDWR);
+    close(fd);
+}
+
+static void cl_roundtrip(const tc_addr *a, char c)
+{
+    int fd = cl_connect(a);
+    cl_send(fd, c);
+    cl_expect_echo(fd, c);
+    cl_close(fd);
+}
+
+/* ---- resources ----------------------------------------------------------- */
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static int count_fds(void)
+{
+    return count_dir("/proc/self/fd") - 1; /* the directory being listed */
+}
+
+static int count_threads(void)
+{
+    return count_dir("/proc/self/task");
+}
+
+/* Children the test forks itself, left out of count_children(). */
+static pid_t own_children[2];
+
+/* Our child processes (scanning /proc for ppid == getpid()) but own_children;
+ * *zombies receives how many of them are in state Z. */
+static int count_children(int *zombies)
+{
+    DIR *d = opendir("/proc");
+    cr_assert_not_null(d);
+    pid_t me = getpid();
+    int n = 0, z = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == own_children[0] || pid == own_children[1])
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue; /* gone meanwhile */
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')'); /* the command name may hold anything */
+        char state;
+        int ppid;
+        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2 || ppid != me)
+            continue;
+        n++;
+        z += state == 'Z';
+    }
+    closedir(d);
+    if (zombies)
+        *zombies = z;
+    return n;
+}
+
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return '?';
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' ? rp[2] : '?';
+}
+
+struct counts {
+    int fds, threads, children;
+};
+
+static struct counts counts_now(void)
+{
+    struct counts c = {count_fds(), count_threads(), count_children(NULL)};
+    return c;
+}
+
+/* Threads linger in /proc/self/task for a moment after they end, and detached
+ * threads, reapers and children end on their own: wait (bounded). */
+static void expect_counts(struct counts before, const char *when)
+{
+    struct counts now;
+    M_WAIT_UNTIL((now = counts_now(), now.fds == before.fds && now.threads <= before.threads &&
+                                          now.children == before.children),
+                 WAIT_MS);
+    cr_expect_eq(now.fds, before.fds, "%s: fds %d, before %d", when, now.fds, before.fds);
+    cr_expect_leq(now.threads, before.threads, "%s: threads %d, before %d", when, now.threads,
+                  before.threads);
+    cr_expect_eq(now.children, before.children, "%s: children %d, before %d", when, now.children,
+                 before.children);
+}
+
+/* ---- every mode -------------------------------------------------------------- */
+
+/* After each test, even a failed one: no child of ours may outlive it. */
+static void kill_children(void)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    pid_t me = getpid();
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[64], buf[512];
+        long pid = strtol(e->d_name, NULL, 10);
+        if (pid <= 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')');
+        int ppid;
+        char state;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me) {
+            kill((pid_t)pid, SIGKILL);
+            waitpid((pid_t)pid, NULL, 0);
+        }
+    }
+    closedir(d);
+}
+
+TestSuite(modes, .timeout = 20, .fini = kill_children);
+
+Test(modes, available, .timeout = 5)
+{
+    for (int m = TC_MODE_INLINE; m <= TC_MODE_POOL; m++)
+        cr_expect_eq(tc_mode_available((tc_mode)m), 1, "%s", tc_mode_name((tc_mode)m));
+}
+
+/* Eight clients holding their connections open are served at once (inline: in turn). */
+MODE_PARAMS(modes, concurrent_clients, ALL_MODES)
+ParameterizedTest(tc_mode *mode, modes, concurrent_clients, .timeout = 20)
+{
+    enum { N = 8 };
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    cfg.workers = N; /* pool */
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    int fd[N];
+    for (int i = 0; i < N; i++) {
+        fd[i] = cl_connect(&m.addr);
+        cl_send(fd[i], (char)('a' + i));
+    }
+    if (*mode == TC_MODE_INLINE) {
+        for (int i = 0; i < N; i++) {
+            cl_expect_echo(fd[i], (char)('a' + i));
+            cl_close(fd[i]);
+        }
+    } else {
+        for (int i = 0; i < N; i++)
+            cl_expect_echo(fd[i], (char)('a' + i)); /* all served, none closed */
+        cr_expect_eq(atomic_load(&sh->cur), N);
+        for (int i = 0; i < N; i++)
+            cl_close(fd[i]);
+    }
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == N, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->finished), N);
+    cr_expect_eq(atomic_load(&sh->max), *mode == TC_MODE_INLINE ? 1 : N);
+    srv_stop(&m);
+    tc_stats st = srv_stats(&m);
+    cr_expect_eq(st.accepted, N);
+    cr_expect_eq(st.peak_active, *mode == TC_MODE_INLINE ? 1u : (unsigned)N);
+    cr_expect_eq(st.handler_errors, 0);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* max_conns is never exceeded; a waiting client is served once a slot frees. */
+MODE_PARAMS(modes, max_conns, ALL_MODES)
+ParameterizedTest(tc_mode *mode, modes, max_conns, .timeout = 20)
+{
+    enum { N = 6, MAX = 3 };
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    cfg.max_conns = MAX;
+    cfg.workers = 4; /* pool: the limit is max_conns, not the workers */
+    int cap = *mode == TC_MODE_INLINE ? 1 : MAX;
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    int fd[N];
+    for (int i = 0; i < N; i++) {
+        fd[i] = cl_connect(&m.addr);
+        cl_send(fd[i], (char)('a' + i));
+    }
+    for (int i = 0; i < cap; i++)
+        cl_expect_echo(fd[i], (char)('a' + i));
+    /* Slots full: the next client waits in the backlog, unanswered. */
+    cr_expect_not(cl_readable(fd[cap], QUIET_MS), "client %d served beyond max_conns", cap);
+    for (int i = cap; i < N; i++) {
+        cl_close(fd[i - cap]); /* frees a slot ... */
+        cl_expect_echo(fd[i], (char)('a' + i)); /* ... for the next in line */
+    }
+    for (int i = N - cap; i < N; i++)
+        cl_close(fd[i]);
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == N, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->finished), N);
+    cr_expect_eq(atomic_load(&sh->max), cap);
+    srv_stop(&m);
+    tc_stats st = srv_stats(&m);
+    cr_expect_eq(st.accepted, N);
+    cr_expect_leq(st.peak_active, (unsigned)MAX);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* Shutdown with handlers blocked in read: serve_forever returns within the
+ * drain timeout plus a bound; handlers see the end of the stream, finish runs. */
+MODE_PARAMS(modes, shutdown_blocked_handlers, ALL_MODES)
+ParameterizedTest(tc_mode *mode, modes, shutdown_blocked_handlers, .timeout = 20)
+{
+    enum { DRAIN = 200 };
+    int n = *mode == TC_MODE_INLINE ? 1 : 3;
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    cfg.drain_timeout_ms = DRAIN;
+    cfg.workers = 3; /* pool */
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    int fd[3];
+    for (int i = 0; i < n; i++) {
+        fd[i] = cl_connect(&m.addr);
+        cl_send(fd[i], 'x');
+        cl_expect_echo(fd[i], 'x'); /* the handler now waits in read */
+    }
+    cr_expect_eq(tc_server_shutting_down(m.srv), 0);
+    int64_t t0 = m_now_ms();
+    cr_assert_eq(tc_server_shutdown(m.srv), 0);
+    /* The drain lasts at least until the handlers' sockets are cut. */
+    cr_expect_eq(tc_server_shutting_down(m.srv), 1);
+    M_WAIT_UNTIL(atomic_load(&m.done), WAIT_MS);
+    cr_assert(atomic_load(&m.done), "serve_forever did not return");
+    int64_t took = m_now_ms() - t0;
+    pthread_join(m.thread, NULL);
+    cr_expect_eq(m.rc, 0);
+    cr_expect_lt(took, DRAIN + m_ms(1500), "serve_forever took %lld ms", (long long)took);
+    cr_expect_eq(atomic_load(&sh->finished), n);
+    if (*mode == TC_MODE_INLINE) {
+        cr_expect_eq(atomic_load(&sh->saw_eof), 0); /* it returned on shutting_down */
+    } else {
+        cr_expect_geq(took, DRAIN - 20, "the drain did not wait (%lld ms)", (long long)took);
+        cr_expect_eq(atomic_load(&sh->saw_eof), n);
+    }
+    for (int i = 0; i < n; i++) {
+        cr_expect_eq(cl_recv1(fd[i]), -1, "client %d: no end of stream", i);
+        cl_close(fd[i]);
+    }
+    cr_expect_eq(tc_server_shutting_down(m.srv), 0, "the request is consumed");
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* destroy leaves descriptors, threads and children as they were. */
+MODE_PARAMS(modes, destroy_restores_counts, ALL_MODES)
+ParameterizedTest(tc_mode *mode, modes, destroy_restores_counts, .timeout = 20)
+{
+    struct shared *sh = shared_new();
+    struct counts before = counts_now();
+    tc_server_config cfg = base_config(*mode, sh);
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    for (int round = 0; round < 3; round++) {
+        int a = cl_connect(&m.addr);
+        cl_send(a, 'a');
+        cl_expect_echo(a, 'a');
+        if (*mode == TC_MODE_INLINE) {
+            cl_close(a);
+            cl_roundtrip(&m.addr, 'b');
+        } else {
+            cl_roundtrip(&m.addr, 'b'); /* while a is still open */
+            cl_close(a);
+        }
+    }
+    srv_stop(&m);
+    srv_destroy(&m);
+    expect_counts(before, tc_mode_name(*mode));
+    cr_expect_eq(atomic_load(&sh->finished), 6);
+    shared_free(sh);
+}
+
+/* accepted, refused and peak_active. */
+MODE_PARAMS(modes, stats, ALL_MODES)
+ParameterizedTest(tc_mode *mode, modes, stats, .timeout = 20)
+{
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    int a = cl_connect(&m.addr);
+    cl_send(a, 'a');
+    cl_expect_echo(a, 'a');
+    if (*mode != TC_MODE_INLINE) {
+        cl_roundtrip(&m.addr, 'b'); /* two live at once */
+        cl_close(a);
+    } else {
+        cl_close(a);
+        cl_roundtrip(&m.addr, 'b');
+    }
+    tc_stats st;
+    /* Closed clients end asynchronously: let them, or C could overlap them. */
+    M_WAIT_UNTIL((tc_server_stats(m.srv, &st), st.active == 0), WAIT_MS);
+    atomic_store(&sh->refuse, 1);
+    for (int i = 0; i < 2; i++) {
+        int r = cl_connect(&m.addr);
+        cl_send(r, 'r');
+        cr_expect_eq(cl_recv1(r), -1, "a refused client is closed without a reply");
+        cl_close(r);
+    }
+    atomic_store(&sh->refuse, 0);
+    cl_roundtrip(&m.addr, 'c');
+    M_WAIT_UNTIL((tc_server_stats(m.srv, &st), st.active == 0), WAIT_MS);
+    cr_expect_eq(st.accepted, 5);
+    cr_expect_eq(st.refused, 2);
+    cr_expect_eq(st.active, 0);
+    cr_expect_eq(st.peak_active, *mode == TC_MODE_INLINE ? 1u : 2u);
+    cr_expect_eq(st.handler_errors, 0);
+    cr_expect_eq(atomic_load(&sh->started), 3, "refused clients never reach the handler");
+    srv_stop(&m);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* ---- block_on_close: threading, forking, pool ------------------------------ */
+
+struct destroyer {
+    tc_server *srv;
+    struct shared *sh;
+    atomic_int done;
+    int finished_at_return;
+};
+
+static void *destroy_main(void *arg)
+{
+    struct destroyer *d = arg;
+    tc_server_destroy(d->srv);
+    d->finished_at_return = atomic_load(&d->sh->finished);
+    atomic_store(&d->done, 1);
+    return NULL;
+}
+
+/* On (the default): destroy waits for a handler that is still in finish. */
+MODE_PARAMS(modes, block_on_close_on, CONCURRENT_MODES)
+ParameterizedTest(tc_mode *mode, modes, block_on_close_on, .timeout = 20)
+{
+    struct shared *sh = shared_new();
+    int gate[2];
+    cr_assert_eq(pipe2(gate, O_CLOEXEC), 0);
+    sh->gate_rd = gate[0];
+    atomic_store(&sh->gate_on, 1);
+    struct counts before = counts_now();
+    tc_server_config cfg = base_config(*mode, sh);
+    struct msrv m;
+    srv_create(&m, &cfg, sh);
+    int fd = cl_connect(&m.addr);
+    cr_assert_eq(tc_server_handle_request(m.srv), 0); /* dispatched, not served */
+    cl_send(fd, 'x');
+    cl_expect_echo(fd, 'x');
+    cl_close(fd);
+    M_WAIT_UNTIL(atomic_load(&sh->in_finish) == 1, WAIT_MS);
+    cr_assert_eq(atomic_load(&sh->in_finish), 1);
+
+    struct destroyer d = {.srv = m.srv, .sh = sh};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, destroy_main, &d), 0);
+    M_WAIT_UNTIL(atomic_load(&d.done), QUIET_MS);
+    cr_expect_not(atomic_load(&d.done), "destroy returned while finish was running");
+    cr_assert_eq(write(gate[1], "g", 1), 1);
+    pthread_join(t, NULL);
+    cr_expect_eq(d.finished_at_return, 1, "destroy returned before finish ended");
+    expect_counts(before, tc_mode_name(*mode));
+    close(gate[0]);
+    close(gate[1]);
+    shared_free(sh);
+}
+
+/* Off: destroy returns at once while a handler is blocked in read; the
+ * handler then sees the end of the stream; everything is released later. */
+MODE_PARAMS(modes, block_on_close_off, CONCURRENT_MODES)
+ParameterizedTest(tc_mode *mode, modes, block_on_close_off, .timeout = 20)
+{
+    struct shared *sh = shared_new();
+    struct counts before = counts_now();
+    tc_server_config cfg = base_config(*mode, sh);
+    cfg.block_on_close = TC_OFF;
+    struct msrv m;
+    srv_create(&m, &cfg, sh);
+    int fd = cl_connect(&m.addr);
+    cr_assert_eq(tc_server_handle_request(m.srv), 0);
+    cl_send(fd, 'x');
+    cl_expect_echo(fd, 'x'); /* the handler now waits in read */
+    int64_t t0 = m_now_ms();
+    srv_destroy(&m);
+    int64_t took = m_now_ms() - t0;
+    cr_expect_lt(took, m_ms(300), "destroy took %lld ms", (long long)took);
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == 1, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->saw_eof), 1);
+    cr_expect_eq(atomic_load(&sh->finished), 1);
+    cr_expect_eq(cl_recv1(fd), -1, "the client sees the end of the stream");
+    cl_close(fd);
+    expect_counts(before, tc_mode_name(*mode));
+    shared_free(sh);
+}
+
+/* ---- pool ------------------------------------------------------------------ */
+
+TestSuite(pool, .fini = kill_children);
+
+/* Two workers: a third client waits until one finishes. The queue (here one
+ * place) takes one more; beyond it the server stops accepting (backpressure). */
+Test(pool, queue_and_backpressure, .timeout = 20)
+{
+    SKIP_UNLESS(TC_MODE_POOL);
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(TC_MODE_POOL, sh);
+    cfg.workers = 2;
+    cfg.queue_len = 1;
+    struct counts before = counts_now();
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    cr_expect_eq(count_threads(), before.threads + 3, "two workers and the serving thread");
+    int fd[4];
+    for (int i = 0; i < 4; i++) {
+        fd[i] = cl_connect(&m.addr);
+        cl_send(fd[i], (char)('a' + i));
+    }
+    cl_expect_echo(fd[0], 'a');
+    cl_expect_echo(fd[1], 'b');
+    tc_stats st;
+    M_WAIT_UNTIL((tc_server_stats(m.srv, &st), st.accepted == 3), WAIT_MS);
+    cr_expect_eq(st.accepted, 3, "two running and one queued");
+    cr_expect_not(cl_readable(fd[2], QUIET_MS), "the third client was served by a third worker");
+    tc_server_stats(m.srv, &st);
+    cr_expect_eq(st.accepted, 3, "accepted beyond workers + queue_len");
+    cl_close(fd[0]);
+    cl_expect_echo(fd[2], 'c');
+    cl_close(fd[1]);
+    cl_expect_echo(fd[3], 'd');
+    cl_close(fd[2]);
+    cl_close(fd[3]);
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == 4, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->max), 2);
+    srv_stop(&m);
+    srv_destroy(&m);
+    expect_counts(before, "pool");
+    shared_free(sh);
+}
+
+/* ---- forking ----------------------------------------------------------------- */
+
+TestSuite(forking, .fini = kill_children);
+
+/* n connect/echo/close rounds against a forking server limited to maxc
+ * children: never more children than that, none left behind. */
+static void churn(struct msrv *m, int n, int maxc)
+{
+    for (int i = 0; i < n; i++) {
+        cl_roundtrip(&m->addr, (char)('a' + i % 26));
+        if (i % 10 == 0) {
+            int alive = count_children(NULL);
+            cr_expect_leq(alive, maxc, "%d children alive, max_children %d", alive, maxc);
+        }
+    }
+    tc_stats st;
+    M_WAIT_UNTIL((tc_server_stats(m->srv, &st), st.active == 0), WAIT_MS);
+    cr_expect_eq(st.active, 0);
+    cr_expect_leq(st.peak_active, (unsigned)maxc);
+    int zombies, alive;
+    M_WAIT_UNTIL((alive = count_children(&zombies)) == 0, WAIT_MS);
+    cr_expect_eq(alive, 0, "%d children left (%d zombies)", alive, zombies);
+}
+
+/* A child holds only its own connection: not the listener, not its
+ * siblings' sockets, not the server's eventfd, epoll, timer or pidfds, nor
+ * the other children's pipes. Clients are opened one by one, so each later
+ * child is forked while the earlier ones are alive. */
+struct fdbase {
+    int anon, pipes; /* the test process's own, before the server exists */
+};
+
+static struct fdbase fd_base(void)
+{
+    int l, s;
+    struct fdbase b;
+    fd_kinds(0, -1, &l, &s, &b.anon, &b.pipes); /* port 0: no socket counted */
+    return b;
+}
+
+static void check_child_hygiene(struct msrv *m, struct shared *sh, int pipe_mode, struct fdbase b)
+{
+    enum { N = 3 }; /* within every max_conns used here */
+    atomic_store(&sh->probe, 1);
+    int fd[N];
+    for (int i = 0; i < N; i++) {
+        fd[i] = cl_connect(&m->addr);
+        cl_send(fd[i], 'h');
+        cl_expect_echo(fd[i], 'h');
+    }
+    for (int i = 0; i < N; i++)
+        cl_close(fd[i]);
+    atomic_store(&sh->probe, 0);
+    cr_expect_eq(atomic_load(&sh->probed), N);
+    cr_expect_eq(atomic_load(&sh->seen.listeners), 0, "a child kept the listener");
+    cr_expect_eq(atomic_load(&sh->seen.siblings), 0, "a child kept its siblings' sockets");
+    cr_expect_eq(atomic_load(&sh->seen.anon), b.anon,
+                 "a child kept the server's eventfd, epoll, timerfd or pidfds");
+    /* The test's own pipes are inherited; a pipe-mode child keeps its write end. */
+    cr_expect_eq(atomic_load(&sh->seen.pipes), b.pipes + pipe_mode,
+                 "a child kept other children's pipes");
+}
+
+Test(forking, child_hygiene, .timeout = 20)
+{
+    SKIP_UNLESS(TC_MODE_FORKING);
+    struct shared *sh = shared_new();
+    struct fdbase base = fd_base();
+    tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    check_child_hygiene(&m, sh, 0, base);
+    srv_stop(&m);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* Under churn: no zombies, never more than max_children, and children the
+ * application forked itself (one from another thread, one from the serving
+ * thread) are left alone: waitpid still finds them. */
+Test(forking, churn_reaps_only_its_children, .timeout = 30)
+{
+    SKIP_UNLESS(TC_MODE_FORKING);
+    enum { ROUNDS = 200, MAXC = 4 };
+    struct shared *sh = shared_new();
+    int release[2];
+    cr_assert_eq(pipe2(release, O_CLOEXEC), 0);
+    sh->release_rd = release[0];
+    pid_t own = fork();
+    if (own == 0) /* no Criterion call in a child: it would talk to the runner */
+        own_child_main(release[0], 42);
+    cr_assert_geq(own, 0);
+    own_children[0] = own;
+    atomic_store(&sh->fork_in_loop, 1);
+    struct counts before = counts_now();
+    tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
+    cfg.max_conns = MAXC;
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    cr_expect_eq(atomic_load(&sh->log_pidfds) + atomic_load(&sh->log_pipes), 1);
+    cl_roundtrip(&m.addr, 'f'); /* a loop turn: service_actions forks */
+    M_WAIT_UNTIL(atomic_load(&sh->loop_child) != 0, WAIT_MS);
+    own_children[1] = atomic_load(&sh->loop_child);
+    cr_assert_gt(own_children[1], 0);
+    churn(&m, ROUNDS, MAXC);
+    cr_expect_leq(atomic_load(&sh->max), MAXC);
+    cr_expect_eq(atomic_load(&sh->finished), ROUNDS + 1);
+
+    /* Our own children end and stay zombies while the server goes on serving. */
+    cr_assert_eq(write(release[1], "xx", 2), 2);
+    for (int k = 0; k < 2; k++) {
+        char state;
+        M_WAIT_UNTIL((state = proc_state(own_children[k])) == 'Z', WAIT_MS);
+        cr_expect_eq(state, 'Z');
+    }
+    for (int i = 0; i < 5; i++)
+        cl_roundtrip(&m.addr, 'z');
+    srv_stop(&m);
+    srv_destroy(&m);
+    for (int k = 0; k < 2; k++) {
+        int status = 0;
+        cr_expect_eq(waitpid(own_children[k], &status, WNOHANG), own_children[k],
+                     "the server reaped child %d, not its own", k);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 42 + k);
+    }
+    own_children[0] = own_children[1] = 0;
+    struct counts after = counts_now();
+    cr_expect_eq(after.fds, before.fds);
+    cr_expect_eq(after.children, 0);
+    close(release[0]);
+    close(release[1]);
+    shared_free(sh);
+}
+
+/* A child that crashes is reported as TC_ECHILD (conn NULL), with its signal
+ * in the log; the server goes on serving. */
+Test(forking, crashing_child_reported, .timeout = 20)
+{
+    SKIP_UNLESS(TC_MODE_FORKING);
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    const char magic[] = {'K', 'A'};
+    for (int i = 0; i < 2; i++) {
+        int fd = cl_connect(&m.addr);
+        cl_send(fd, magic[i]);
+        cr_expect_eq(cl_recv1(fd), -1, "the dead child's client sees the end");
+        cl_close(fd);
+        M_WAIT_UNTIL(atomic_load(&sh->echild) == i + 1, WAIT_MS);
+        cr_expect_eq(atomic_load(&sh->echild), i + 1);
+        cl_roundtrip(&m.addr, 'o'); /* still serving */
+    }
+    cr_expect_eq(atomic_load(&sh->null_conn), 2);
+    cr_expect_eq(atomic_load(&sh->errors), 2);
+    cr_expect_eq(atomic_load(&sh->log_sigkill), 1);
+    cr_expect_eq(atomic_load(&sh->log_sigabrt), 1);
+    srv_stop(&m);
+    tc_stats st = srv_stats(&m);
+    cr_expect_eq(st.handler_errors, 2);
+    cr_expect_eq(st.accepted, 4);
+    srv_destroy(&m);
+    cr_expect_eq(count_children(NULL), 0);
+    shared_free(sh);
+}
+
+/* max_children defaults to 40, as in ForkingMixIn. */
+Test(forking, default_max_children, .timeout = 30)
+{
+    SKIP_UNLESS(TC_MODE_FORKING);
+    enum { N = 41 };
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    int fd[N];
+    for (int i = 0; i < N; i++) {
+        fd[i] = cl_connect(&m.addr);
+        cl_send(fd[i], 'x');
+    }
+    for (int i = 0; i < N - 1; i++)
+        cl_expect_echo(fd[i], 'x');
+    cr_expect_not(cl_readable(fd[N - 1], QUIET_MS), "a 41st child was forked");
+    cl_close(fd[0]);
+    cl_expect_echo(fd[N - 1], 'x');
+    for (int i = 1; i < N; i++)
+        cl_close(fd[i]);
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == N, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->max), N - 1);
+    srv_stop(&m);
+    cr_expect_eq(srv_stats(&m).peak_active, N - 1);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* Make pidfd_open fail with ENOSYS in this test process, as under gVisor. */
+static int deny_pidfd_open(void)
+{
+#if defined(__x86_64__)
+    const unsigned arch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+    const unsigned arch = AUDIT_ARCH_AARCH64;
+#else
+    const unsigned arch = 0;
+#endif
+#ifndef SYS_pidfd_open
+    return -1;
+#else
+    if (!arch)
+        return -1;
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+#endif
+}
+
+/* Without pidfd_open each child holds a pipe: the same guarantees. */
+Test(forking, pipe_fallback, .timeout = 30)
+{
+    SKIP_UNLESS(TC_MODE_FORKING);
+    if (deny_pidfd_open() < 0)
+        cr_skip_test("cannot install a seccomp filter here");
+    errno = 0;
+    cr_assert_eq(syscall(SYS_pidfd_open, getpid(), 0), -1);
+    cr_assert_eq(errno, ENOSYS);
+    enum { MAXC = 3 };
+    struct shared *sh = shared_new();
+    struct counts before = counts_now();
+    struct fdbase base = fd_base();
+    tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
+    cfg.max_conns = MAXC;
+    cfg.drain_timeout_ms = 100;
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    cr_expect_eq(atomic_load(&sh->log_pipes), 1, "the fallback was not chosen");
+    check_child_hygiene(&m, sh, 1, base);
+    churn(&m, 60, MAXC);
+    int fd = cl_connect(&m.addr);
+    cl_send(fd, 'K');
+    cr_expect_eq(cl_recv1(fd), -1);
+    cl_close(fd);
+    M_WAIT_UNTIL(atomic_load(&sh->echild) == 1, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->echild), 1);
+    /* A handler blocked in read is still cut short by the drain. */
+    fd = cl_connect(&m.addr);
+    cl_send(fd, 'x');
+    cl_expect_echo(fd, 'x');
+    tc_server_shutdown(m.srv);
+    M_WAIT_UNTIL(atomic_load(&m.done), WAIT_MS * 2);
+    pthread_join(m.thread, NULL);
+    cr_expect_eq(cl_recv1(fd), -1);
+    cl_close(fd);
+    srv_destroy(&m);
+    expect_counts(before, "forking/pipes");
+    shared_free(sh);
+}
+
+/* Without block_on_close, destroy returns while children still run (here
+ * waiting in finish, which shutting their sockets down does not end); the
+ * reaper thread reaps them afterwards and the server is freed last. */
+Test(forking, abandoned_children_reaped, .timeout = 20)
+{
+    SKIP_UNLESS(TC_MODE_FORKING);
+    enum { N = 3 };
+    struct shared *sh = shared_new();
+    int gate[2];
+    cr_assert_eq(pipe2(gate, O_CLOEXEC), 0);
+    sh->gate_rd = gate[0];
+    atomic_store(&sh->gate_on, 1);
+    struct counts before = counts_now();
+    tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
+    cfg.block_on_close = TC_OFF;
+    struct msrv m;
+    srv_create(&m, &cfg, sh);
+    for (int i = 0; i < N; i++) {
+        int fd = cl_connect(&m.addr);
+        cr_assert_eq(tc_server_handle_request(m.srv), 0);
+        cl_send(fd, 'x');
+        cl_expect_echo(fd, 'x');
+        cl_close(fd);
+    }
+    M_WAIT_UNTIL(atomic_load(&sh->in_finish) == N, WAIT_MS);
+    cr_assert_eq(atomic_load(&sh->in_finish), N);
+    int64_t t0 = m_now_ms();
+    srv_destroy(&m);
+    cr_expect_lt(m_now_ms() - t0, m_ms(300), "destroy waited for the children");
+    cr_expect_eq(count_children(NULL), N, "children ended before the gate opened");
+    cr_assert_eq(write(gate[1], "ggg", N), N);
+    expect_counts(before, "forking/abandon");
+    cr_expect_eq(atomic_load(&sh->finished), N);
+    close(gate[0]);
+    close(gate[1]);
+    shared_free(sh);
+}
