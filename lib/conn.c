@@ -504,7 +504,7 @@ int tc__conn_wait_message(tc_conn *c)
             rc = TC_ESHUTDOWN;
             break;
         }
-        rc = tc__sock_wait_intr(c->fd, POLLIN, deadline);
+        rc = tc__sock_wait_stop(c->fd, POLLIN, c->srv ? c->srv->stopfd : -1, deadline);
         if (rc == -EINTR)
             continue; /* a signal: perhaps the one that asked for shutdown */
         if (rc < 0)

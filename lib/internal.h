@@ -40,8 +40,9 @@ ssize_t tc__sock_send(int fd, const void *buf, size_t n);
  * or the deadline passes: 0 or -ETIMEDOUT. EINTR is retried against the deadline. */
 int tc__sock_wait(int fd, short events, int64_t deadline);
 /* Like tc__sock_wait, but an interrupting signal returns -EINTR (so the
- * caller can look at a flag the signal handler set). */
-int tc__sock_wait_intr(int fd, short events, int64_t deadline);
+ * caller can look at a flag the signal handler set), and stopfd (if >= 0)
+ * becoming readable returns TC_ESHUTDOWN. */
+int tc__sock_wait_stop(int fd, short events, int stopfd, int64_t deadline);
 /* shutdown(SHUT_RDWR), ignoring errors: wakes whoever is blocked on the socket. */
 void tc__sock_shutdown(int fd);
 /* shutdown(how): 0 or a negated errno. */
@@ -179,6 +180,10 @@ struct tc_server {
     int mode_fd;          /* the mode's descriptor for the loop to poll, or -1 */
     int mode_limit;       /* the most connections the mode takes; 0 = any */
     int limit;            /* effective max live connections; 0 = none */
+
+    int stopfd;           /* eventfd, readable from tc_server_shutdown() until the request
+                           * is consumed: seen by message loops, also in forked children */
+    int in_child;         /* this copy of the server lives in a forked child */
 
     atomic_int shutdown_req;
     atomic_int stopping;  /* shutdown requested and not yet served out */

@@ -235,6 +235,7 @@ __attribute__((noreturn)) static void child_main(tc_server *srv, struct state *s
     /* -1, so that a handler calling tc_server_shutdown() on its copy of the
      * server cannot write into a descriptor that reuses the number. */
     srv->lfd = srv->wakefd = srv->spare_fd = srv->mode_fd = -1;
+    srv->in_child = 1; /* stopfd stays: the parent's drain reaches us through it */
     /* The siblings' sockets: kept open here, their clients would not see the
      * end of the stream until this child exits too. */
     for (struct child *c = st->children; c; c = c->next) {

@@ -92,6 +92,7 @@ static void server_free(tc_server *srv)
     if (srv->mode && srv->mode->stop)
         srv->mode->stop(srv);
     tc__close(srv->wakefd);
+    tc__close(srv->stopfd);
     tc__close(srv->spare_fd);
     pthread_mutex_destroy(&srv->mu);
     free(srv->listen_text);
@@ -272,7 +273,7 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
     tc_server *srv = calloc(1, sizeof *srv);
     if (!srv)
         return -ENOMEM;
-    srv->lfd = srv->wakefd = srv->spare_fd = srv->mode_fd = -1;
+    srv->lfd = srv->wakefd = srv->stopfd = srv->spare_fd = srv->mode_fd = -1;
     atomic_init(&srv->refs, 1);
     pthread_mutex_init(&srv->mu, NULL);
     if (cfg)
@@ -288,8 +289,9 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
     }
     srv->cfg.listen = srv->listen_text;
     srv->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    srv->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (srv->wakefd < 0 || srv->spare_fd < 0) {
+    if (srv->wakefd < 0 || srv->stopfd < 0 || srv->spare_fd < 0) {
         rc = -errno;
         goto fail;
     }
@@ -358,6 +360,8 @@ static int take_shutdown(tc_server *srv)
     uint64_t v;
     while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
         ;
+    while (read(srv->stopfd, &v, sizeof v) == (ssize_t)sizeof v)
+        ; /* served out: the next serve starts afresh */
     return atomic_exchange(&srv->shutdown_req, 0);
 }
 
@@ -497,7 +501,11 @@ int tc_server_shutdown(tc_server *srv)
     uint64_t one = 1;
     atomic_store(&srv->stopping, 1);
     atomic_store(&srv->shutdown_req, 1);
-    ssize_t w = write(srv->wakefd, &one, sizeof one);
+    /* stopfd first: message loops waiting for input, here, in handler
+     * threads or in forked children, see the drain begin. */
+    ssize_t w = write(srv->stopfd, &one, sizeof one);
+    (void)w;
+    w = write(srv->wakefd, &one, sizeof one);
     (void)w; /* EAGAIN means the counter is already non-zero: awake anyway */
     errno = saved;
     return 0;
@@ -518,7 +526,13 @@ int tc_server_fileno(const tc_server *srv)
 
 int tc_server_shutting_down(const tc_server *srv)
 {
-    return srv ? atomic_load(&srv->stopping) : 0;
+    if (!srv)
+        return 0;
+    if (!srv->in_child)
+        return atomic_load(&srv->stopping);
+    /* A forked child's copy of the flag never changes: ask the eventfd. */
+    struct pollfd p = {.fd = srv->stopfd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
 }
 
 int tc_server_stats(const tc_server *srv, tc_stats *out)

@@ -215,9 +215,10 @@ ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n)
     return r;
 }
 
-static int wait_fd(int fd, short events, int64_t deadline, int report_eintr)
+/* Wait for fd (or stopfd, if >= 0, to become readable: TC_ESHUTDOWN). */
+static int wait_fd(int fd, short events, int stopfd, int64_t deadline, int report_eintr)
 {
-    struct pollfd p = {.fd = fd, .events = events};
+    struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = stopfd, .events = POLLIN}};
     for (;;) {
         struct timespec ts, *tsp = NULL;
         if (deadline != TC__NO_DEADLINE) {
@@ -228,9 +229,11 @@ static int wait_fd(int fd, short events, int64_t deadline, int report_eintr)
             ts.tv_nsec = (long)(left % 1000000000);
             tsp = &ts;
         }
-        int r = ppoll(&p, 1, tsp, NULL);
-        if (r > 0)
+        int r = ppoll(p, stopfd >= 0 ? 2 : 1, tsp, NULL);
+        if (r > 0 && p[0].revents)
             return 0; /* ready, or an error the next call will report */
+        if (r > 0)
+            return TC_ESHUTDOWN;
         if (r < 0 && errno != EINTR)
             return -errno;
         if (r < 0 && report_eintr)
@@ -240,10 +243,10 @@ static int wait_fd(int fd, short events, int64_t deadline, int report_eintr)
 
 int tc__sock_wait(int fd, short events, int64_t deadline)
 {
-    return wait_fd(fd, events, deadline, 0);
+    return wait_fd(fd, events, -1, deadline, 0);
 }
 
-int tc__sock_wait_intr(int fd, short events, int64_t deadline)
+int tc__sock_wait_stop(int fd, short events, int stopfd, int64_t deadline)
 {
-    return wait_fd(fd, events, deadline, 1);
+    return wait_fd(fd, events, stopfd, deadline, 1);
 }
