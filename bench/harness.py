@@ -362,19 +362,73 @@ def run_idle(args, cfg, n, rnd):
     return res
 
 
-def run_syscalls(args, cfg, requests):
-    """Syscalls per request: the server under strace -c -f, a count-bounded rr run."""
+SYSCALLS = ["recvfrom", "sendto", "read", "write", "readv", "writev", "recvmsg", "sendmsg",
+            "poll", "ppoll", "epoll_wait", "epoll_pwait", "epoll_ctl", "futex", "accept4",
+            "getsockname", "setsockopt", "clone3", "mmap", "mprotect", "munmap", "close",
+            "rt_sigprocmask", "brk"]
+
+
+def count_requests(args, s, conns, requests):
+    return loadgen_json([args.loadgen, "--connect", "127.0.0.1:%d" % s.port, "--scenario", "rr",
+                         "--conns", str(conns), "--size", "64", "--warmup", "0",
+                         "--duration", "30", "--max-requests", str(requests)], 60)
+
+
+def run_syscalls(args, cfg, conns, requests):
+    """System calls per request, counted in the kernel by perf (the server keeps its
+    normal timing), or by strace -f -c when perf is missing or refuses."""
+    base = {"server": cfg.name, "point": "syscalls-%d" % conns, "conns": conns}
+    if shutil.which("perf"):
+        r = syscalls_perf(args, cfg, conns, requests)
+        if r.get("status") == "ok":
+            return dict(base, **r)
+    if shutil.which("strace"):
+        return dict(base, **syscalls_strace(args, cfg, conns, requests))
+    return dict(base, status="n/a", why="neither perf nor strace")
+
+
+def syscalls_perf(args, cfg, conns, requests):
+    s = start_server(cfg)
+    if isinstance(s, tuple):
+        return {"status": s[0], "why": s[1]}
+    out = tempfile.NamedTemporaryFile(prefix="perf-", suffix=".csv", delete=False)
+    out.close()
+    events = ["raw_syscalls:sys_enter"] + ["syscalls:sys_enter_" + n for n in SYSCALLS]
+    perf = spawn(["perf", "stat", "-x", ",", "-o", out.name, "-e", ",".join(events),
+                  "-p", str(s.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # perf attaches
+    res = count_requests(args, s, conns, requests)
+    kill_group(perf, signal.SIGINT)  # perf prints its counts on SIGINT
+    finish(perf, 5)
+    s.stop()
+    counts, total = {}, None
+    with open(out.name) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) < 3 or not parts[0].isdigit():
+                continue
+            if parts[2] == "raw_syscalls:sys_enter":
+                total = int(parts[0])
+            elif parts[2].startswith("syscalls:sys_enter_") and int(parts[0]):
+                counts[parts[2][len("syscalls:sys_enter_"):]] = int(parts[0])
+    os.unlink(out.name)
+    done = res.get("requests", 0)
+    if res.get("status") != "ok" or not done or total is None:
+        return {"status": "failed", "why": res.get("why", "perf gave no count")}
+    return {"status": "ok", "tool": "perf", "requests": done, "syscalls": counts,
+            "total": total, "per_request": total / done}
+
+
+def syscalls_strace(args, cfg, conns, requests):
     out = tempfile.NamedTemporaryFile(prefix="strace-", suffix=".txt", delete=False)
     out.close()
     s = start_server(cfg, wrap=["strace", "-f", "-c", "-o", out.name])
     if isinstance(s, tuple):
-        return {"server": cfg.name, "point": "syscalls", "status": s[0], "why": s[1]}
-    res = loadgen_json([args.loadgen, "--connect", "127.0.0.1:%d" % s.port, "--scenario", "rr",
-                        "--conns", "16", "--size", "64", "--warmup", "0", "--duration", "30",
-                        "--max-requests", str(requests)], 60)
+        return {"status": s[0], "why": s[1]}
+    res = count_requests(args, s, conns, requests)
     # SIGTERM the traced server itself: strace then writes its summary and exits.
-    traced = [p for p in tree(s.pid) if p != s.pid and proc_table().get(p) == s.pid]
-    for pid in traced:
+    table = proc_table()
+    for pid in [p for p, pp in table.items() if pp == s.pid]:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -392,10 +446,9 @@ def run_syscalls(args, cfg, requests):
     os.unlink(out.name)
     done = res.get("requests", 0)
     if res.get("status") != "ok" or not done:
-        return {"server": cfg.name, "point": "syscalls", "status": "failed",
-                "why": res.get("why", "no requests")}
-    return {"server": cfg.name, "point": "syscalls", "status": "ok", "requests": done,
-            "syscalls": calls, "per_request": sum(calls.values()) / done}
+        return {"status": "failed", "why": res.get("why", "no requests")}
+    return {"status": "ok", "tool": "strace", "requests": done, "syscalls": calls,
+            "total": sum(calls.values()), "per_request": sum(calls.values()) / done}
 
 
 # ---------------------------------------------------------------- statistics
@@ -482,6 +535,9 @@ def point_table(results, point, cfgs):
             notes.append("%d of %d connections never served†" % (stalled, point.conns))
         if (g("client_cpu_util") or 0) >= 0.9:
             notes.append("loadgen-bound‡")
+        if (g("lat_p50") or 0) >= 30000 and (g("server_cpu_util") or 0) < 0.3 and \
+                (g("client_cpu_util") or 0) < 0.3:
+            notes.append("both sides idle yet p50 ≥ 30 ms: timer stalls§")
         if any(r.get("stop_killed") for r in rs):
             notes.append("needed SIGKILL to stop")
         lines.append("| %s |" % " | ".join([
@@ -534,18 +590,26 @@ def idle_table(results, cfgs, sizes):
 def kib(b):
     if b is None:
         return "–"
+    if abs(b) >= 1 << 20:
+        return "%.1f MiB" % (b / (1 << 20))
     return "%.1f KiB" % (b / 1024) if abs(b) >= 1024 else "%.0f B" % b
 
 
-def syscall_table(sys_results):
-    lines = ["| server | syscalls/request | top calls per request |", "|---|---|---|"]
-    for r in sys_results:
-        if r.get("status") != "ok":
-            lines.append("| %s | %s | %s |" % (r["server"], r.get("status"), r.get("why", "")))
-            continue
-        top = sorted(r["syscalls"].items(), key=lambda kv: -kv[1])[:6]
-        lines.append("| %s | %.2f | %s |" % (r["server"], r["per_request"], ", ".join(
-            "%s %.2f" % (k, v / r["requests"]) for k, v in top)))
+def syscall_table(sys_results, conn_counts):
+    head = "| server |" + "".join(" calls/request @%d | most frequent per request @%d |" % (n, n)
+                                  for n in conn_counts)
+    lines = [head, "|---" * (1 + 2 * len(conn_counts)) + "|"]
+    for name in dict.fromkeys(r["server"] for r in sys_results):
+        row = [name]
+        for n in conn_counts:
+            r = next((r for r in sys_results if r["server"] == name and r["conns"] == n), None)
+            if not r or r.get("status") != "ok":
+                row += [(r or {}).get("status", "–"), (r or {}).get("why", "")]
+                continue
+            top = sorted(r["syscalls"].items(), key=lambda kv: -kv[1])[:5]
+            row += ["%.2f" % r["per_request"], ", ".join(
+                "%s %.2f" % (k, v / r["requests"]) for k, v in top)]
+        lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
@@ -617,8 +681,8 @@ def write_report(args, meta, cfgs, points, results, idle_sizes, sys_results, cha
         L.append("## Headline: 64 B request/response, 16 connections; idle memory at 1,000")
         L.append("")
         L.append("| server | req/s | ×floor | ×py | CPU µs/req | ×floor | ×py | p99 µs | ×floor "
-                 "| ×py | idle RSS/conn | ×py |")
-        L.append("|---" * 12 + "|")
+                 "| ×py | idle RSS/conn | ×py | idle PSS/conn |")
+        L.append("|---" * 13 + "|")
         for c in [c for c in cfgs if c.framing == "raw" and c.status == "ok"]:
             g = lambda k: summarize(results, hp, c.name, k)
             rf = lambda k, ref: ratio(results, hp, c.name, ref, k)
@@ -633,7 +697,8 @@ def write_report(args, meta, cfgs, points, results, idle_sizes, sys_results, cha
                 "–†" if stalled else fmt(g("lat_p99")),
                 "–" if stalled else fmt(rf("lat_p99", FLOOR), "x"),
                 "–" if stalled else fmt(rf("lat_p99", PY), "x"),
-                kib(m), fmt(m / mp, "x") if m is not None and mp else "–"]))
+                kib(m), fmt(m / mp, "x") if m is not None and mp else "–",
+                kib(idle_value(results, c.name, 1000, "pss_per_conn_b"))]))
         L.append("")
     L.append("## Charts")
     L.append("")
@@ -653,7 +718,12 @@ def write_report(args, meta, cfgs, points, results, idle_sizes, sys_results, cha
              "connection at a time; forking servers cap live connections at 40 by default): "
              "their latency is unbounded, so percentiles are left out.  ")
     L.append("‡ The load generator used ≥ 90% of its CPU: the figure is a lower bound of what "
-             "the server could do, and ratios near the top are compressed.")
+             "the server could do, and ratios near the top are compressed.  ")
+    L.append("§ Server and loadgen both mostly idle while requests take tens of milliseconds: "
+             "the echo waits on a TCP timer, typically Nagle's algorithm holding the last "
+             "small segment of a message written in pieces until the client's delayed ACK "
+             "(about 40 ms). Every server here runs with the kernel's default socket options "
+             "(no TCP_NODELAY), as tcpchan-echo does.")
     L.append("")
     for p in points:
         L.append("### %s" % p.title[0].upper() + p.title[1:])
@@ -672,15 +742,21 @@ def write_report(args, meta, cfgs, points, results, idle_sizes, sys_results, cha
     L += idle_table(results, cfgs, idle_sizes)
     L.append("")
     if sys_results:
+        tools = sorted({r.get("tool") for r in sys_results if r.get("tool")})
         L.append("## System calls per request")
         L.append("")
-        L.append("The server under `strace -f -c` while the loadgen makes %s 64 B "
-                 "request/response exchanges over 16 connections; every system call of the "
-                 "server's life (start-up, accepts, shutdown) is divided by the requests. "
-                 "strace slows the server; only the counts are meaningful." % "{:,}".format(
-                     args.syscall_requests))
+        L.append("System calls the server (all its threads and children) entered while the "
+                 "loadgen made %s 64 B request/response exchanges, over 1 connection (the "
+                 "server waits for every request, as at low load) and over 16, divided by "
+                 "the requests; counted by %s. The count includes accepting the connections "
+                 "and the server's idle wake-ups during the run; @N is the number of "
+                 "connections." % ("{:,}".format(args.syscall_requests), " and ".join(
+                     "`perf stat -e raw_syscalls:sys_enter` (in the kernel; the server keeps "
+                     "its normal timing)" if t == "perf" else "`strace -f -c` (slows the "
+                     "server, which changes how often it finds a request already waiting)"
+                     for t in tools)))
         L.append("")
-        L += syscall_table(sys_results)
+        L += syscall_table(sys_results, [1, 16])
         L.append("")
     L.append("Raw data: [latest.jsonl](latest.jsonl) (one JSON line per measurement; the "
              "first line describes the run).")
@@ -702,8 +778,17 @@ def plot(args, cfgs, results, idle_sizes):
     raw = [c for c in cfgs if c.framing == "raw" and c.status == "ok"]
     charts = []
     styles = ("set terminal pngcairo size 1100,650 font 'DejaVu Sans,11' noenhanced\n"
-              "set key outside right top\nset grid\nset logscale x\n"
-              "set xtics (1,16,128,1000)\nset xlabel 'concurrent connections'\n")
+              "set key outside right top\nset grid\nset logscale x\nset xrange [0.8:1300]\n"
+              "set xtics ('1' 1, '16' 16, '128' 128, '1000' 1000)\n"
+              "set xlabel 'concurrent connections'\n")
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+               "#17becf", "#7f7f7f", "#bcbd22", "#000000", "#393b79"]
+
+    def style(i, name):
+        # tcpchan configurations solid and thick, the peers dashed
+        thick = name.startswith("tcpchan")
+        return "lw %s dt %d lc rgb '%s' pt %d" % (3 if thick else 1.5, 1 if thick else 2,
+                                                palette[i % len(palette)], 7 if thick else 6)
 
     def series(size, key, skip_stalled):
         blocks = []
@@ -729,8 +814,8 @@ def plot(args, cfgs, results, idle_sizes):
                 for n, v in pts:
                     f.write("%d %g\n" % (n, v))
                 f.write("\n\n")
-        plots = ", ".join("'%s' index %d using 1:2 with linespoints lw 2 pt 7 title '%s'"
-                          % (dat, i, name) for i, (name, _) in enumerate(blocks))
+        plots = ", ".join("'%s' index %d using 1:2 with linespoints %s title '%s'"
+                          % (dat, i, style(i, name), name) for i, (name, _) in enumerate(blocks))
         script = styles + ("set logscale y\n" if logy else "set yrange [0:*]\n") + (
             "set title '%s'\nset ylabel '%s'\nset output '%s'\nplot %s\n" % (
                 title, ylabel, os.path.join(args.out, fn), plots))
@@ -756,17 +841,19 @@ def plot(args, cfgs, results, idle_sizes):
         dat = os.path.join(tmp, "idle.dat")
         with open(dat, "w") as f:
             for name, vals in rows:
+                # log scale: below 0.1 KiB is drawn at 0.1 (the floor keeps ~nothing per fd)
                 f.write('"%s" %s\n' % (name, " ".join(
-                    "%.3f" % (v / 1024) if v is not None else "NaN" for v in vals)))
+                    "%.3f" % max(v / 1024, 0.1) if v is not None else "NaN" for v in vals)))
         cols = ", ".join("'%s' using %d%s title '%s connections'" % (
             dat if i == 0 else "", i + 2, ":xtic(1)" if i == 0 else "", "{:,}".format(n))
             for i, n in enumerate(idle_sizes))
         script = ("set terminal pngcairo size 1100,650 font 'DejaVu Sans,11' noenhanced\n"
                   "set style data histograms\nset style histogram clustered gap 1\n"
                   "set style fill solid 0.8 border -1\nset grid ytics\nset key top left\n"
-                  "set xtics rotate by -30\nset yrange [0:*]\n"
-                  "set title 'Server memory per idle connection (RSS, summed over the "
-                  "process tree)%s'\nset ylabel 'KiB per connection'\nset output '%s'\n"
+                  "set xtics rotate by -30\nset logscale y\nset yrange [0.1:*]\n"
+                  "set title 'Server memory per idle connection (RSS summed over the process "
+                  "tree; log scale, values under 0.1 KiB drawn at 0.1)%s'\n"
+                  "set ylabel 'KiB per connection (log)'\nset output '%s'\n"
                   "plot %s\n" % (when, os.path.join(args.out, "idle-memory.png"), cols))
         subprocess.run(["gnuplot"], input=script, text=True, check=False)
         charts.append(("Memory per idle connection" + when, "idle-memory.png"))
@@ -785,11 +872,12 @@ def main():
     ap.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
     ap.add_argument("--budget", type=float,
                     help="seconds for the load matrix; sets the measurement length "
-                         "(default 840, quick 55)")
+                         "(default 720, quick 55)")
     ap.add_argument("--only", help="regex: run only the servers whose name matches")
-    ap.add_argument("--syscalls", choices=("on", "off"), help="strace phase (default: on "
-                    "for the full run, off for --quick)")
-    ap.add_argument("--syscall-requests", type=int, default=20000)
+    ap.add_argument("--syscalls", choices=("on", "off"), help="count system calls per "
+                    "request with perf or strace (default: on for the full run, off for "
+                    "--quick)")
+    ap.add_argument("--syscall-requests", type=int, default=10000)
     ap.add_argument("--fork-idle-max", type=int, default=1000,
                     help="largest idle test for forking servers (one process per connection)")
     ap.add_argument("--shared", action="store_true",
@@ -799,11 +887,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
-    budget = args.budget or (55.0 if args.quick else 840.0)
+    budget = args.budget or (55.0 if args.quick else 720.0)
     warmup = 0.2 if args.quick else 0.5
-    dmin, dmax = (0.3, 1.0) if args.quick else (1.0, 3.0)
-    syscalls = (args.syscalls or ("off" if args.quick else "on")) == "on" and \
-        shutil.which("strace")
+    dmin, dmax = (0.3, 1.0) if args.quick else (0.8, 3.0)
+    syscalls = (args.syscalls or ("off" if args.quick else "on")) == "on"
     os.makedirs(args.out, exist_ok=True)
 
     atexit.register(cleanup)
@@ -860,6 +947,8 @@ def main():
     idle_rounds = 1 if args.quick else min(args.rounds, 2)
     for rnd in range(idle_rounds):
         for n in idle_sizes:
+            if n > 1000 and rnd > 0:
+                continue  # 10,000 connections: once (slow to set up, steady result)
             order = [c for c in cfgs if c.framing == "raw" and c.status == "ok"]
             k = rnd % max(len(order), 1)
             for c in order[k:] + order[:k]:
@@ -873,12 +962,13 @@ def main():
     sys_results = []
     if syscalls:
         for c in [c for c in cfgs if c.framing == "raw" and c.status == "ok"]:
-            r = run_syscalls(args, c, args.syscall_requests)
-            sys_results.append(r)
-            record(r)
-            print("syscalls %-24s %s" % (c.name, "%.2f per request" % r["per_request"]
-                                         if r["status"] == "ok" else r.get("why")),
-                  file=sys.stderr)
+            for n in (1, 16):
+                r = run_syscalls(args, c, n, args.syscall_requests)
+                sys_results.append(r)
+                record(r)
+                print("syscalls %-24s @%-3d %s" % (c.name, n, "%.2f per request (%s)" % (
+                    r["per_request"], r["tool"]) if r["status"] == "ok" else r.get("why")),
+                    file=sys.stderr)
     for c in cfgs:  # configurations not run are in the raw data too
         if c.status != "ok":
             record({"server": c.name, "point": "config", "status": c.status, "why": c.why})
