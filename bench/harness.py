@@ -653,7 +653,7 @@ def write_report(args, meta, cfgs, points, results, idle_sizes, sys_results, cha
     L.append("Produced by `bench/run%s` on %s. Do not edit: rerun the script." % (
         " --quick" if args.quick else "", meta["date"]))
     L.append("")
-    L.append("- Machine: %s, %d cores, %.1f GiB, Linux %s; load average at start %s, at end %s."
+    L.append("- Machine: %s, %d cores, %.1f GiB, Linux %s; load average (1/5/15 min) before the load matrix %s, after it %s."
              % (meta["cpu_model"], meta["cores"], meta["mem_gib"], meta["kernel"],
                 meta["loadavg_start"], meta["loadavg_end"]))
     L.append("- The load generator and the server share this machine%s: %s. "
@@ -702,6 +702,9 @@ def write_report(args, meta, cfgs, points, results, idle_sizes, sys_results, cha
         L.append("")
     L.append("## Charts")
     L.append("")
+    L.append("Request rates of servers that left connections unserved († in the tables: "
+             "inline, forking servers capped at 40) count only the connections served.")
+    L.append("")
     for title, fn in charts:
         L.append("![%s](%s)" % (title, fn))
         L.append("")
@@ -737,7 +740,8 @@ def write_report(args, meta, cfgs, points, results, idle_sizes, sys_results, cha
              "/proc/PID/status summed over the process tree (pages shared by forked children "
              "count once per process); PSS from smaps_rollup splits shared pages fairly. "
              "Kernel socket buffers are not in either. Forking servers run this test with "
-             "their connection cap raised to N.")
+             "their connection cap raised to N. ×floor is left out where the floor keeps "
+             "almost nothing per connection in user space (under 64 B).")
     L.append("")
     L += idle_table(results, cfgs, idle_sizes)
     L.append("")
@@ -850,9 +854,9 @@ def plot(args, cfgs, results, idle_sizes):
         script = ("set terminal pngcairo size 1100,650 font 'DejaVu Sans,11' noenhanced\n"
                   "set style data histograms\nset style histogram clustered gap 1\n"
                   "set style fill solid 0.8 border -1\nset grid ytics\nset key top left\n"
-                  "set xtics rotate by -30\nset logscale y\nset yrange [0.1:*]\n"
-                  "set title 'Server memory per idle connection (RSS summed over the process "
-                  "tree; log scale, values under 0.1 KiB drawn at 0.1)%s'\n"
+                  "set xtics rotate by -30\nset logscale y\nset yrange [0.05:*]\n"
+                  "set title 'Server memory per idle connection, RSS over the process tree "
+                  "(under 0.1 KiB drawn at 0.1)%s'\n"
                   "set ylabel 'KiB per connection (log)'\nset output '%s'\n"
                   "plot %s\n" % (when, os.path.join(args.out, "idle-memory.png"), cols))
         subprocess.run(["gnuplot"], input=script, text=True, check=False)
@@ -944,6 +948,8 @@ def main():
                         r["rps"], r["lat_us"]["p99"], r.get("cpu_us_per_req", 0))
                     if r.get("status") == "ok" else r.get("status") + " " + r.get("why", "")),
                     file=sys.stderr)
+    with open("/proc/loadavg") as f:  # before the idle test's thousands of threads
+        META["loadavg_end"] = " ".join(f.read().split()[:3])
     idle_rounds = 1 if args.quick else min(args.rounds, 2)
     for rnd in range(idle_rounds):
         for n in idle_sizes:
@@ -974,8 +980,6 @@ def main():
             record({"server": c.name, "point": "config", "status": c.status, "why": c.why})
     jsonl.close()
 
-    with open("/proc/loadavg") as f:
-        META["loadavg_end"] = " ".join(f.read().split()[:3])
     META["wall_s"] = time.monotonic() - t_start
     charts = plot(args, cfgs, results, idle_sizes)
     with open(os.path.join(args.out, "latest.jsonl"), "w") as out:
