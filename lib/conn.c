@@ -18,7 +18,7 @@
 /* Entries of the caller's vector passed to one sendmsg; never over IOV_MAX. */
 #define IOV_WINDOW (64 < IOV_MAX ? 64 : IOV_MAX)
 
-int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer)
+int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer, const tc_addr *local)
 {
     tc_conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -29,7 +29,10 @@ int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer)
     c->srv = srv;
     if (peer)
         c->peer = *peer;
-    (void)tc__sock_local(fd, &c->local);
+    if (local)
+        c->local = *local;
+    else
+        (void)tc__sock_local(fd, &c->local);
     c->deadline = TC__NO_DEADLINE;
     c->rsize = c->wsize = TC__BUF_DEFAULT;
     atomic_init(&c->idle, 0);
@@ -228,11 +231,17 @@ static ssize_t fill_once(tc_conn *c, size_t limit)
     int rc = make_room(c, limit);
     if (rc < 0)
         return rc;
-    ssize_t r = tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, c->rcap - c->roff - c->rlen);
+    size_t room = c->rcap - c->roff - c->rlen;
+    ssize_t r = tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, room);
     if (r > 0) {
         c->rlen += (size_t)r;
+        /* Less than asked: the socket is most likely empty now, so the next
+         * blocking read waits before it tries (saves a failing recv). */
+        c->rdry = (size_t)r < room;
         return r;
     }
+    if (r == -EAGAIN)
+        c->rdry = 1;
     if (r == 0) {
         c->reof = 1;
         return TC_EOF;
@@ -245,14 +254,17 @@ static ssize_t fill_once(tc_conn *c, size_t limit)
 static ssize_t fill(tc_conn *c, int64_t deadline, size_t limit)
 {
     for (;;) {
+        if (c->rdry) {
+            /* About to sleep: an empty buffer goes back to the allocator. */
+            trim(c);
+            int rc = wait_readable(c, deadline);
+            if (rc < 0)
+                return rc;
+            c->rdry = 0;
+        }
         ssize_t r = fill_once(c, limit);
         if (r != -EAGAIN)
             return r;
-        /* About to sleep: an empty buffer goes back to the allocator. */
-        trim(c);
-        int rc = wait_readable(c, deadline);
-        if (rc < 0)
-            return rc;
     }
 }
 
@@ -287,18 +299,24 @@ ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n)
         if (n >= conn->rsize) {
             /* A large read: straight into the caller's buffer, no copy. */
             for (;;) {
+                if (conn->rdry) {
+                    trim(conn);
+                    if ((rc = wait_readable(conn, deadline)) < 0)
+                        return rc;
+                    conn->rdry = 0;
+                }
                 ssize_t r = tc__sock_recv(conn->fd, buf, n);
-                if (r > 0)
+                if (r > 0) {
+                    conn->rdry = (size_t)r < n;
                     return r;
+                }
                 if (r == 0) {
                     conn->reof = 1;
                     return TC_EOF;
                 }
                 if (r != -EAGAIN)
                     return broken(conn, (int)r);
-                trim(conn);
-                if ((rc = wait_readable(conn, deadline)) < 0)
-                    return rc;
+                conn->rdry = 1;
             }
         }
         ssize_t r = fill(conn, deadline, conn->rsize);

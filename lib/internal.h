@@ -96,6 +96,7 @@ struct tc_conn {
     size_t rcap, roff, rlen, rview;
     size_t rsize;      /* read buffer size (receive size) */
     int reof;          /* the peer's end of stream was seen */
+    int rdry;          /* the last receive drained the socket: wait before the next */
     int rerr;          /* sticky: the read side is broken with this code */
 
     /* write side: pending data is wbuf[woff, wlen) */
@@ -109,7 +110,7 @@ struct tc_conn {
 };
 
 /* Wrap an accepted or connected socket (takes ownership of fd, even on failure). */
-int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer);
+int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer, const tc_addr *local);
 /* Close the socket and free the channel. */
 void tc__conn_free(tc_conn *conn);
 /* Flush the write buffer, best effort (before the library closes a channel). */
@@ -171,6 +172,7 @@ struct tc_server {
 
     int lfd;              /* listening socket */
     tc_addr addr;         /* bound address, real port */
+    int local_known;      /* addr is every accepted socket's local address (no wildcard) */
     int wakefd;           /* eventfd written by tc_server_shutdown() */
     int spare_fd;         /* reserve descriptor for EMFILE on accept */
     int unix_created;     /* we created a unix socket file ... */

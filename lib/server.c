@@ -2,6 +2,7 @@
 /* BaseServer: validate, bind and listen; the accept loop with its hooks;
  * shutdown through an eventfd; the request handler lifecycle. How an accepted
  * connection runs is the mode's business (mode_*.c). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -248,6 +249,12 @@ static int bind_listener(tc_server *srv)
     }
     if ((rc = tc__sock_local(srv->lfd, &srv->addr)) < 0)
         return rc;
+    /* Bound to one address, every accepted socket's local address is the
+     * listener's: no getsockname per connection. A wildcard needs it. */
+    srv->local_known = !((tc_addr_family(&srv->addr) == AF_INET &&
+                          srv->addr.u.in4.sin_addr.s_addr == htonl(INADDR_ANY)) ||
+                         (tc_addr_family(&srv->addr) == AF_INET6 &&
+                          IN6_IS_ADDR_UNSPECIFIED(&srv->addr.u.in6.sin6_addr)));
     /* Remember which file we created, so destroy never removes someone else's. */
     if (tc_addr_family(&addr) == AF_UNIX && addr.u.un.sun_path[0] != '\0') {
         struct stat st;
@@ -338,7 +345,7 @@ static int accept_one(tc_server *srv)
         return 0;
     }
     tc_conn *conn;
-    if ((rc = tc__conn_new(&conn, srv, fd, &peer)) < 0) {
+    if ((rc = tc__conn_new(&conn, srv, fd, &peer, srv->local_known ? &srv->addr : NULL)) < 0) {
         tc__server_error(srv, NULL, rc);
         return 0;
     }
