@@ -376,7 +376,7 @@ typedef struct tc_server_config {
      * NULL = "127.0.0.0/8,::1/128": loopback only, so that turning the
      * protocol on never lets a remote client choose the address it appears
      * to have. An empty string trusts nobody. IPv4 blocks also match
-     * IPv4-mapped IPv6 peers (::ffff:a.b.c.d). A malformed entry is
+     * IPv4-mapped IPv6 peers (such as \::ffff:192.0.2.1). A malformed entry is
      * TC_EBADCONFIG (the log hook names it). Copied by tc_server_create().
      */
     const char *proxy_trusted;
@@ -574,7 +574,7 @@ TC_API int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *
  * every passed descriptor close-on-exec. The variables are left in the
  * environment (unsetting is not thread-safe): calling it again gives the
  * same answer, and the pid check keeps children out. Serve a socket with
- * @ref tc_server_config::adopt_fd:
+ * @ref tc_server_config::adopt_fd, as here:
  * @code
  * int fd;
  * int n = tc_listen_fds("echo", &fd, 1);     // FileDescriptorName=echo
