@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Build the codec fuzz targets with libFuzzer, ASan and UBSan and run each for
+# Build the codec and PROXY protocol fuzz targets with libFuzzer, ASan and UBSan and run each for
 # a bounded time (FUZZ_TIME seconds, default 20). Exits non-zero on any
 # crash, leak or undefined behaviour. Usage: fuzz/run.sh [OUTDIR]
 set -eu
@@ -14,6 +14,7 @@ flags="$flags -Wall -Wextra -Werror -I$root/include -I$root/lib -I$root/examples
 for t in delim len netstring; do
   $cc $flags "$root/fuzz/fuzz_codec_$t.c" "$root/lib/codec.c" -o "$out/fuzz_codec_$t"
 done
+$cc $flags "$root/fuzz/fuzz_proxy.c" "$root/lib/proxy.c" "$root/lib/addr.c" -o "$out/fuzz_proxy"
 # Seeds: a few well-formed streams, so the fuzzer starts past the headers.
 seed() { mkdir -p "$out/corpus_$1"; printf "$2" > "$out/corpus_$1/seed$3"; }
 seed delim '\001\r\n\000\000\003a\r\nbb\r\n\r\n' 1
@@ -21,14 +22,21 @@ seed delim '\000\n\010\000\001one\ntwo\n' 2
 seed len '\000\020\000\000\001\003abc\000' 1
 seed len '\007\377\377\001\002\004\000\000\000\005hello' 2
 seed netstring '\100\000\001\002\065:hello,0:,3:abc,' 1
+seed proxy '\001PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\r\nGET /' 1
+seed proxy '\007PROXY TCP6 2001:db8::1 ::1 0 65535\r\n' 2
+seed proxy '\003PROXY UNKNOWN\r\n' 3
+seed proxy '\002\r\n\r\n\000\r\nQUIT\n\041\021\000\014\n\001\002\003\n\t\t\t\234\100\033\130x' 4
+seed proxy '\005\r\n\r\n\000\r\nQUIT\n\040\000\000\000' 5
+seed proxy '\00110.0.0.0/8, ::1/128,unix' 6
 status=0
-for t in delim len netstring; do
-  echo "== fuzz_codec_$t for ${time}s"
-  if ! "$out/fuzz_codec_$t" -max_total_time="$time" -print_final_stats=1 \
-       -artifact_prefix="$out/crash_$t-" "$out/corpus_$t" 2> "$out/fuzz_codec_$t.log"; then
+for t in codec_delim codec_len codec_netstring proxy; do
+  c=${t#codec_}
+  echo "== fuzz_$t for ${time}s"
+  if ! "$out/fuzz_$t" -max_total_time="$time" -print_final_stats=1 \
+       -artifact_prefix="$out/crash_$c-" "$out/corpus_$c" 2> "$out/fuzz_$t.log"; then
     status=1
-    tail -40 "$out/fuzz_codec_$t.log"
+    tail -40 "$out/fuzz_$t.log"
   fi
-  grep -E "^stat::number_of_executed_units|^stat::average_exec_per_sec|^Done" "$out/fuzz_codec_$t.log" || true
+  grep -E "^stat::number_of_executed_units|^stat::average_exec_per_sec|^Done" "$out/fuzz_$t.log" || true
 done
 exit $status

@@ -65,6 +65,16 @@ const tc_addr *tc_conn_local(const tc_conn *conn)
     return conn ? &conn->local : NULL;
 }
 
+const tc_addr *tc_conn_proxy_peer(const tc_conn *conn)
+{
+    return conn && conn->proxy_peer.len ? &conn->proxy_peer : NULL;
+}
+
+const tc_addr *tc_conn_proxy_dest(const tc_conn *conn)
+{
+    return conn && conn->proxy_dest.len ? &conn->proxy_dest : NULL;
+}
+
 tc_server *tc_conn_server(const tc_conn *conn)
 {
     return conn ? conn->srv : NULL;
@@ -495,6 +505,33 @@ int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len)
     *ptr = conn->rbuf ? conn->rbuf + conn->roff : (const void *)"";
     *len = conn->rlen;
     return conn->rlen < n ? TC_EOF : 0;
+}
+
+int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h)
+{
+    for (;;) {
+        int rc = tc__proxy_parse(c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, h);
+        if (rc == TC__PROXY_DONE) {
+            c->roff += h->len;
+            c->rlen -= h->len;
+            if (c->rlen == 0)
+                c->roff = 0;
+            return rc;
+        }
+        if (rc != TC__PROXY_MORE)
+            return rc;
+        if (c->reof) {
+            if (c->rlen == 0)
+                return TC_EOF;
+            h->why = "the stream ended inside the header";
+            return TC_EPROXY;
+        }
+        /* Never more than the longest header in one receive: what follows
+         * the header is read, but stays in the buffer for the handler. */
+        ssize_t r = fill(c, deadline, TC__PROXY_MAX);
+        if (r < 0 && r != TC_EOF)
+            return r == -ETIMEDOUT || r == -ENOMEM ? (int)r : broken(c, (int)r);
+    }
 }
 
 int tc__conn_wait_message(tc_conn *c)

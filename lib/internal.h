@@ -24,6 +24,11 @@ int64_t tc__deadline_ms(int ms);
 
 /* Create a listening socket bound to addr; *out_fd set on success. */
 int tc__sock_listen(const tc_addr *addr, int backlog, int reuse_addr, int reuse_port, int *out_fd);
+/* Take over a socket the process was given: check that it is a SOCK_STREAM
+ * socket, listening or (listening 0) not, and make it non-blocking and
+ * close-on-exec. 0, -EBADF, -ENOTSOCK, -EPROTOTYPE (not a stream socket),
+ * -EINVAL (listening or not, against the wish), or another negated errno. */
+int tc__sock_adopt(int fd, int listening);
 /* Accept one connection (non-blocking, close-on-exec); -EAGAIN when none is pending. */
 int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd);
 /* Start a non-blocking connect; 0 if connected at once, -EINPROGRESS, or an error. */
@@ -72,6 +77,48 @@ int tc__codec_scan_from(const tc_codec *c, const void *buf, size_t len, size_t f
 /* Framing bytes around a payload at most: delimiter or prefix length. */
 size_t tc__codec_overhead(const tc_codec *c);
 
+/* ---- PROXY protocol (proxy.c: pure) --------------------------------------- */
+
+#define TC__PROXY_V1_MAX 107           /* a v1 line at most, CRLF included (the spec's bound) */
+#define TC__PROXY_V2_MAX_PAYLOAD 2048  /* v2: addresses and TLVs after the 16-byte head */
+#define TC__PROXY_MAX (16 + TC__PROXY_V2_MAX_PAYLOAD) /* the longest header accepted */
+#define TC__PROXY_DEFAULT_TRUSTED "127.0.0.0/8,::1/128"
+
+/* Answers of tc__proxy_parse besides TC_EPROXY. */
+enum { TC__PROXY_MORE = 0, TC__PROXY_DONE = 1, TC__PROXY_NONE = 2 };
+
+typedef struct tc__proxy_hdr {
+    size_t len;       /* DONE: bytes of the header, to consume */
+    int version;      /* 1 or 2 */
+    int local;        /* v2 LOCAL command: the proxy speaks for itself */
+    int has_addr;     /* src and dst hold the client's and the destination's addresses
+                       * (0: LOCAL, v1 UNKNOWN, v2 UNSPEC or datagram: keep the real ones) */
+    tc_addr src, dst;
+    const char *why;  /* TC_EPROXY: what is wrong, a static string */
+} tc__proxy_hdr;
+
+/* Look for a PROXY header at the start of buf: TC__PROXY_DONE (*out filled),
+ * TC__PROXY_MORE (a valid prefix, or nothing yet: read more), TC__PROXY_NONE
+ * (the bytes start with neither signature) or TC_EPROXY (out->why). Reads at
+ * most TC__PROXY_MAX bytes; MORE is never the answer for len >= TC__PROXY_MAX. */
+int tc__proxy_parse(const void *buf, size_t len, tc__proxy_hdr *out);
+
+/* One entry of the trusted-proxy list. */
+typedef struct tc__cidr {
+    int family;              /* AF_INET, AF_INET6, or AF_UNIX: every unix-socket peer */
+    unsigned char addr[16];  /* network byte order, host bits cleared */
+    int bits;                /* prefix length */
+} tc__cidr;
+
+/* Entries "text" can hold at most (commas + 1). */
+size_t tc__cidr_count(const char *text);
+/* Parse "127.0.0.0/8, ::1/128, unix" into list (max entries): 0 with *count
+ * set (an empty or blank text gives 0 entries), or TC_EBADCONFIG with *count
+ * the index of the bad entry. */
+int tc__cidr_parse(const char *text, tc__cidr *list, size_t max, size_t *count);
+/* Whether a is in one of the n blocks (an IPv4-mapped IPv6 address matches IPv4 blocks). */
+int tc__cidr_match(const tc__cidr *list, size_t n, const tc_addr *a);
+
 /* ---- channels (conn.c) -------------------------------------------------- */
 
 #define TC__BUF_DEFAULT (16 * 1024)
@@ -82,6 +129,8 @@ struct tc_conn {
     tc_server *srv;    /* NULL for a dialled (client) channel */
     tc_addr peer;
     tc_addr local;
+    tc_addr proxy_peer; /* the proxy that sent a PROXY header (len 0: no header) */
+    tc_addr proxy_dest; /* the destination the header carried (len 0: none) */
     void *data;        /* user pointer */
     int timeout_ms;    /* per-operation timeout; <= 0 = none */
     int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
@@ -113,6 +162,12 @@ struct tc_conn {
 int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer, const tc_addr *local);
 /* Close the socket and free the channel. */
 void tc__conn_free(tc_conn *conn);
+/* Read a PROXY header through the channel's buffer until deadline:
+ * TC__PROXY_DONE (*h filled, the header consumed, the bytes after it still
+ * buffered), TC__PROXY_NONE (no header: nothing consumed), TC_EPROXY (h->why),
+ * TC_EOF (the stream ended before any byte), -ETIMEDOUT (conn->rlen tells
+ * whether anything came), or a socket error. */
+int tc__conn_read_proxy(tc_conn *conn, int64_t deadline, tc__proxy_hdr *h);
 /* Flush the write buffer, best effort (before the library closes a channel). */
 void tc__conn_flush_quiet(tc_conn *conn);
 /* The message loop's wait between messages: 0 once input is buffered;
@@ -198,6 +253,10 @@ struct tc_server {
 
     atomic_uint active, peak;
     atomic_ullong accepted, refused, errors;
+
+    char *proxy_trusted_text; /* owned copy of cfg.proxy_trusted */
+    tc__cidr *proxy_trusted;  /* the parsed list ... */
+    size_t proxy_ntrusted;    /* ... of this many entries */
 };
 
 /* Run the handler's setup / handle / finish, reporting errors; the channel

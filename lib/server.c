@@ -25,6 +25,7 @@
 #define DEFAULT_STACK_SIZE (256 * 1024)
 #define DRAIN_GRACE_MS 1000 /* after the sockets are shut down, for finish to run */
 #define ACCEPTS_PER_TURN 32 /* fairness: the loop's other duties run between batches */
+#define DEFAULT_PROXY_TIMEOUT_MS 5000
 
 void tc__server_log(tc_server *srv, tc_log_level level, const char *fmt, ...)
 {
@@ -52,10 +53,71 @@ void tc__server_error(tc_server *srv, tc_conn *conn, int err)
                    tc_err_name(err));
 }
 
+/* The PROXY protocol step, before setup: 0 to go on, 1 to close quietly
+ * (a peer that left without a byte), or the code to close with. */
+static int proxy_step(tc_server *srv, tc_conn *conn)
+{
+    int required = srv->cfg.proxy_protocol == TC_PROXY_REQUIRED;
+    int trusted = tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &conn->peer);
+    char peer[TC_ADDR_STRLEN] = "-";
+    (void)tc_addr_format(&conn->peer, peer, sizeof peer);
+    if (required && !trusted) {
+        tc__server_log(srv, TC_LOG_WARN, "PROXY header required, but %s is not a trusted proxy",
+                       peer);
+        return TC_EUNTRUSTED;
+    }
+    tc__proxy_hdr h;
+    int rc = tc__conn_read_proxy(conn, tc__deadline_ms(srv->cfg.proxy_timeout_ms), &h);
+    switch (rc) {
+    case TC__PROXY_DONE:
+        break;
+    case TC__PROXY_NONE:
+        if (!required)
+            return 0;
+        tc__server_log(srv, TC_LOG_WARN, "PROXY header required, but %s sent none", peer);
+        return TC_EPROXY;
+    case TC_EOF:
+        return required ? 1 : 0;
+    case TC_EPROXY:
+        tc__server_log(srv, TC_LOG_WARN, "PROXY header from %s: %s", peer, h.why);
+        return rc;
+    case -ETIMEDOUT:
+        if (!required && conn->rlen == 0)
+            return 0; /* a silent client: served without a header */
+        tc__server_log(srv, TC_LOG_WARN, "PROXY header from %s: none complete within %d ms",
+                       peer, srv->cfg.proxy_timeout_ms);
+        return rc;
+    default:
+        return rc;
+    }
+    if (!trusted) {
+        tc__server_log(srv, TC_LOG_WARN, "PROXY header from %s, which is not a trusted proxy",
+                       peer);
+        return TC_EUNTRUSTED;
+    }
+    conn->proxy_peer = conn->peer;
+    if (h.has_addr) {
+        conn->peer = h.src;
+        conn->proxy_dest = h.dst;
+    }
+    char client[TC_ADDR_STRLEN] = "-";
+    (void)tc_addr_format(&conn->peer, client, sizeof client);
+    tc__server_log(srv, TC_LOG_DEBUG, "PROXY v%d header from %s: client %s%s", h.version, peer,
+                   client, h.has_addr ? "" : " (no addresses: the proxy itself)");
+    return 0;
+}
+
 void tc__server_run_handler(tc_server *srv, tc_conn *conn)
 {
     const tc_handler *h = &srv->handler;
-    int rc = h->setup ? h->setup(conn, h->ctx) : 0;
+    int rc;
+    /* The header comes before anything the handler may see or send. */
+    if (srv->cfg.proxy_protocol != TC_PROXY_OFF && (rc = proxy_step(srv, conn)) != 0) {
+        if (rc < 0)
+            tc__server_error(srv, conn, rc);
+        return;
+    }
+    rc = h->setup ? h->setup(conn, h->ctx) : 0;
     if (rc < 0) {
         tc__server_error(srv, conn, rc); /* refused: no handle, no finish */
         return;
@@ -97,6 +159,8 @@ static void server_free(tc_server *srv)
     tc__close(srv->spare_fd);
     pthread_mutex_destroy(&srv->mu);
     free(srv->listen_text);
+    free(srv->proxy_trusted_text);
+    free(srv->proxy_trusted);
     free(srv);
 }
 
@@ -187,6 +251,20 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "idle_timeout_ms", "is negative");
     if ((int)c->mode < TC_MODE_INLINE || (int)c->mode > TC_MODE_EVENT)
         return bad(srv, "mode", "is not a tc_mode value");
+    if ((int)c->proxy_protocol < TC_PROXY_OFF || (int)c->proxy_protocol > TC_PROXY_OPTIONAL)
+        return bad(srv, "proxy_protocol", "is not a tc_proxy_mode value");
+    if (c->proxy_protocol != TC_PROXY_OFF && c->mode == TC_MODE_EVENT)
+        return bad(srv, "proxy_protocol", "is not yet supported in event mode");
+    if (c->proxy_timeout_ms < 0)
+        return bad(srv, "proxy_timeout_ms", "is negative");
+    if (!valid_switch(c->adopt_fd))
+        return bad(srv, "adopt_fd", "is not TC_DEFAULT, TC_ON or TC_OFF");
+    if (c->adopt_fd == TC_ON && c->listen)
+        return bad(srv, "listen", "must be NULL with adopt_fd (the socket is already bound)");
+    if (c->adopt_fd == TC_ON && c->listen_fd < 0)
+        return bad(srv, "listen_fd", "is negative");
+    if (c->adopt_fd != TC_ON && c->listen_fd != 0)
+        return bad(srv, "listen_fd", "is set, but adopt_fd is not TC_ON");
     if (c->backlog < 0)
         return bad(srv, "backlog", "is negative");
     if (!valid_switch(c->reuse_addr))
@@ -228,6 +306,50 @@ static int validate(tc_server *srv, const tc_handler *handler)
         c->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
     if (c->thread_stack_size == 0)
         c->thread_stack_size = DEFAULT_STACK_SIZE;
+    if (c->proxy_timeout_ms == 0)
+        c->proxy_timeout_ms = DEFAULT_PROXY_TIMEOUT_MS;
+    return 0;
+}
+
+/* Copy and parse the trusted-proxy list. */
+static int load_trusted(tc_server *srv)
+{
+    tc_server_config *c = &srv->cfg;
+    srv->proxy_trusted_text = strdup(c->proxy_trusted ? c->proxy_trusted
+                                                      : TC__PROXY_DEFAULT_TRUSTED);
+    c->proxy_trusted = srv->proxy_trusted_text;
+    if (!srv->proxy_trusted_text)
+        return -ENOMEM;
+    size_t max = tc__cidr_count(srv->proxy_trusted_text), n;
+    if (!(srv->proxy_trusted = calloc(max, sizeof *srv->proxy_trusted)))
+        return -ENOMEM;
+    if (tc__cidr_parse(srv->proxy_trusted_text, srv->proxy_trusted, max, &n) < 0) {
+        tc__server_log(srv, TC_LOG_ERROR,
+                       "invalid configuration: proxy_trusted entry %zu of \"%s\" is not an "
+                       "address, a CIDR block or \"unix\"",
+                       n + 1, srv->proxy_trusted_text);
+        return TC_EBADCONFIG;
+    }
+    srv->proxy_ntrusted = n;
+    return 0;
+}
+
+/* adopt_fd: serve a socket that is already listening. */
+static int adopt_listener(tc_server *srv)
+{
+    int fd = srv->cfg.listen_fd, rc = tc__sock_adopt(fd, 1);
+    if (rc < 0) {
+        const char *why = rc == -EBADF        ? "is not an open descriptor"
+                          : rc == -ENOTSOCK   ? "is not a socket"
+                          : rc == -EPROTOTYPE ? "is not a stream (SOCK_STREAM) socket"
+                          : rc == -EINVAL     ? "is not listening"
+                                              : tc_strerror(rc);
+        tc__server_log(srv, TC_LOG_ERROR, "invalid configuration: listen_fd %d %s", fd, why);
+        return TC_EBADCONFIG;
+    }
+    if ((rc = tc__sock_local(fd, &srv->addr)) < 0)
+        return rc;
+    srv->lfd = fd;
     return 0;
 }
 
@@ -273,10 +395,10 @@ void tc_server_config_init(tc_server_config *cfg)
         memset(cfg, 0, sizeof *cfg);
 }
 
-int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_handler *handler)
+/* tc_server_create(); without a listener (listener 0) for tc_server_serve_inetd(). */
+static int create_server(tc_server **out, const tc_server_config *cfg, const tc_handler *handler,
+                         int listener)
 {
-    if (!out || !handler)
-        return -EINVAL;
     tc_server *srv = calloc(1, sizeof *srv);
     if (!srv)
         return -ENOMEM;
@@ -286,15 +408,23 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
     if (cfg)
         srv->cfg = *cfg;
     srv->handler = *handler;
+    srv->cfg.proxy_trusted = NULL; /* the caller's until load_trusted copies it */
     int rc = validate(srv, handler);
     if (rc < 0)
         goto fail;
-    srv->listen_text = strdup(srv->cfg.listen ? srv->cfg.listen : DEFAULT_LISTEN);
-    if (!srv->listen_text) {
-        rc = -ENOMEM;
-        goto fail;
+    if ((cfg && cfg->proxy_trusted) || srv->cfg.proxy_protocol != TC_PROXY_OFF) {
+        srv->cfg.proxy_trusted = cfg ? cfg->proxy_trusted : NULL;
+        if ((rc = load_trusted(srv)) < 0)
+            goto fail;
     }
-    srv->cfg.listen = srv->listen_text;
+    if (listener && srv->cfg.adopt_fd != TC_ON) {
+        srv->listen_text = strdup(srv->cfg.listen ? srv->cfg.listen : DEFAULT_LISTEN);
+        if (!srv->listen_text) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        srv->cfg.listen = srv->listen_text;
+    }
     srv->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -302,7 +432,7 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
         rc = -errno;
         goto fail;
     }
-    if ((rc = bind_listener(srv)) < 0)
+    if (listener && (rc = srv->cfg.adopt_fd == TC_ON ? adopt_listener(srv) : bind_listener(srv)) < 0)
         goto fail;
     if (srv->mode->start && (rc = srv->mode->start(srv)) < 0)
         goto fail;
@@ -313,8 +443,17 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
     return 0;
 fail:
     srv->mode = NULL; /* never started (or start cleaned up): nothing to wait for or stop */
+    if (srv->cfg.adopt_fd == TC_ON)
+        srv->lfd = -1; /* still the caller's */
     tc_server_destroy(srv);
     return rc;
+}
+
+int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_handler *handler)
+{
+    if (!out || !handler)
+        return -EINVAL;
+    return create_server(out, cfg, handler, 1);
 }
 
 /* Accept one connection, filter it and hand it to the mode.
@@ -577,4 +716,54 @@ void tc_server_destroy(tc_server *srv)
             (void)unlink(path);
     }
     tc__server_release(srv);
+}
+
+int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler, int fd)
+{
+    if (!handler || fd < 0)
+        return -EINVAL;
+    tc_server_config c;
+    if (cfg)
+        c = *cfg;
+    else
+        tc_server_config_init(&c);
+    /* One connection, in this thread: no listener, no mode to speak of. */
+    c.mode = TC_MODE_INLINE;
+    c.listen = NULL;
+    c.adopt_fd = TC_DEFAULT;
+    c.listen_fd = 0;
+    tc_server *srv;
+    int rc = create_server(&srv, &c, handler, 0);
+    if (rc < 0) {
+        tc__close(fd);
+        return rc;
+    }
+    tc_addr peer;
+    if ((rc = tc__sock_adopt(fd, 0)) < 0 || (rc = tc__sock_peer(fd, &peer)) < 0) {
+        tc__server_log(srv, TC_LOG_ERROR, "inetd: descriptor %d is not a connected stream socket: %s",
+                       fd, tc_strerror(rc));
+        tc__close(fd);
+        tc_server_destroy(srv);
+        return rc;
+    }
+    atomic_fetch_add(&srv->accepted, 1);
+    tc_conn *conn;
+    if (srv->cfg.hooks.verify_request &&
+        srv->cfg.hooks.verify_request(srv, &peer, srv->cfg.hooks.ctx) < 0) {
+        atomic_fetch_add(&srv->refused, 1);
+        tc__close(fd);
+    } else if ((rc = tc__conn_new(&conn, srv, fd, &peer)) == 0) {
+        srv->addr = conn->local;
+        conn->timeout_ms = srv->cfg.conn_timeout_ms;
+        conn->codec = srv->cfg.codec;
+        conn->msg_style = srv->handler.on_message != NULL;
+        conn_register(srv, conn);
+        tc__server_run_handler(srv, conn);
+        /* inetd also hands the socket over as stdout: closing our descriptor
+         * alone would not end the stream for the client. */
+        tc__sock_shutdown(conn->fd);
+        tc__server_conn_done(srv, conn);
+    }
+    tc_server_destroy(srv);
+    return rc;
 }

@@ -87,6 +87,28 @@ fail:
     return rc;
 }
 
+int tc__sock_adopt(int fd, int listening)
+{
+    int type = 0, acc = 0;
+    socklen_t len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        return -errno; /* EBADF, ENOTSOCK */
+    if (type != SOCK_STREAM)
+        return -EPROTOTYPE;
+    len = sizeof acc;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0)
+        return -errno;
+    if (!acc != !listening)
+        return -EINVAL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+        return -errno;
+    int fdfl = fcntl(fd, F_GETFD);
+    if (fdfl < 0 || (!(fdfl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0))
+        return -errno;
+    return 0;
+}
+
 int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd)
 {
     struct sockaddr_storage ss;

@@ -49,11 +49,41 @@ extern "C" {
 TC_API int tc_conn_fd(const tc_conn *conn);
 
 /**
- * @brief The address of the other end.
+ * @brief The address of the other end: the client.
+ *
+ * On a server whose @ref tc_server_config::proxy_protocol is on, and a
+ * connection that came with a PROXY header carrying addresses, this is the
+ * client's address and port as the proxy saw them, from setup on (the proxy's
+ * own address is tc_conn_proxy_peer()). Otherwise it is the socket's peer.
  * @param conn The channel.
  * @return A pointer valid while the channel lives; NULL for a NULL channel.
  */
 TC_API const tc_addr *tc_conn_peer(const tc_conn *conn);
+
+/**
+ * @brief The address of the proxy that sent this connection's PROXY header:
+ *        the socket's real peer.
+ * @param conn The channel.
+ * @return A pointer valid while the channel lives, or NULL when the
+ *         connection carried no PROXY header (the protocol is off, or optional
+ *         and the client connected directly) and for a NULL channel. After a
+ *         header without addresses (v2 LOCAL, v1 UNKNOWN) it equals
+ *         tc_conn_peer().
+ * @par Thread safety
+ * As the other accessors: from the connection's handler, or any thread while
+ * the channel lives.
+ */
+TC_API const tc_addr *tc_conn_proxy_peer(const tc_conn *conn);
+
+/**
+ * @brief The destination the client connected to, as a PROXY header gave it
+ *        (the proxy's frontend address and port).
+ * @param conn The channel.
+ * @return A pointer valid while the channel lives, or NULL when the
+ *         connection's header carried no addresses, when it had no header,
+ *         and for a NULL channel.
+ */
+TC_API const tc_addr *tc_conn_proxy_dest(const tc_conn *conn);
 
 /**
  * @brief The address of this end (the server's listening address and port

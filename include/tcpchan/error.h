@@ -36,7 +36,11 @@ extern "C" {
     XX(ECLOSED, -4108, "channel is closed")                                    \
     XX(EDENIED, -4109, "request denied by the server")                         \
     XX(ECHILD, -4110, "forked child ended abnormally")                         \
-    XX(EPARTIAL, -4111, "end of stream in the middle of a message")
+    XX(EPARTIAL, -4111, "end of stream in the middle of a message")            \
+    XX(EPROXY, -4112, "malformed or missing PROXY protocol header")            \
+    XX(EUNTRUSTED, -4113, "PROXY protocol header from an untrusted peer")      \
+    XX(ENOLISTENFDS, -4114, "no listening sockets passed to this process")     \
+    XX(ENOFDNAME, -4115, "no passed socket has that name")
 
 /**
  * @brief The library's own error codes (all negative), generated from TC_ERROR_MAP.
@@ -55,6 +59,10 @@ extern "C" {
  * | TC_EDENIED    | -4109 | the request was denied by the server |
  * | TC_ECHILD     | -4110 | a forked child ended abnormally (signal or non-zero exit) |
  * | TC_EPARTIAL   | -4111 | end of stream in the middle of a message |
+ * | TC_EPROXY     | -4112 | a PROXY protocol header that is malformed, truncated, oversized, or missing where required |
+ * | TC_EUNTRUSTED | -4113 | a PROXY protocol header (or a connection that needs one) from a peer not in the trusted list |
+ * | TC_ENOLISTENFDS | -4114 | tc_listen_fds(): the service manager passed no sockets to this process (LISTEN_PID, LISTEN_FDS) |
+ * | TC_ENOFDNAME  | -4115 | tc_listen_fds(): no passed socket has the requested name (LISTEN_FDNAMES) |
  */
 typedef enum tc_error {
 #define TC__ERR_ENUM(name, value, text) TC_##name = (value),

@@ -237,11 +237,27 @@ typedef struct tc_handler {
 #define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0}
 
 /**
+ * @brief Whether a server expects the PROXY protocol header that load
+ *        balancers such as HAProxy put before a client's bytes
+ *        (@ref tc_server_config::proxy_protocol).
+ *
+ * With a header, tc_conn_peer() is the client's address as the proxy saw it
+ * and tc_conn_proxy_peer() the proxy's own. Versions 1 (text) and 2 (binary)
+ * are both understood. See docs/deploy.md.
+ */
+typedef enum tc_proxy_mode {
+    TC_PROXY_OFF = 0,  /**< no PROXY protocol (the default): the first bytes belong to the handler */
+    TC_PROXY_REQUIRED, /**< every connection starts with a header from a trusted proxy, or is closed */
+    TC_PROXY_OPTIONAL  /**< a header is used when there is one; connections without one are served as they are */
+} tc_proxy_mode;
+
+/**
  * @brief Server configuration. Every field's zero value means its default,
  *        so `= {0}`, TC_SERVER_CONFIG_INIT and tc_server_config_init() agree.
  */
 typedef struct tc_server_config {
-    /** @brief Listen address (see tc_addr_parse()); NULL = "127.0.0.1:0", any free loopback port. */
+    /** @brief Listen address (see tc_addr_parse()); NULL = "127.0.0.1:0", any free loopback port.
+     *         Must be NULL when @ref tc_server_config::adopt_fd is TC_ON. */
     const char *listen;
     /** @brief Concurrency mode; default TC_MODE_INLINE. */
     tc_mode mode;
@@ -297,11 +313,82 @@ typedef struct tc_server_config {
     size_t thread_stack_size;
     /** @brief Server hooks. */
     tc_server_hooks hooks;
+    /**
+     * @brief TC_ON: serve the listening socket @ref tc_server_config::listen_fd
+     *        instead of binding @ref tc_server_config::listen (TC_DEFAULT = off).
+     *
+     * A switch rather than a descriptor value, because 0 is both "the default"
+     * in a config and a valid descriptor (inetd passes sockets on stdin).
+     * The socket is one the process was given already listening: by systemd
+     * (see tc_listen_fds()), by a supervisor, by a parent before fork().
+     * tc_server_create() checks that it is a listening SOCK_STREAM socket
+     * (SO_TYPE, SO_ACCEPTCONN), makes it non-blocking and close-on-exec, and
+     * does not bind, listen, or set any socket option on it; backlog,
+     * reuse_addr and reuse_port are then ignored, and listen must stay NULL.
+     * @par Ownership
+     * On success the server owns the descriptor: tc_server_destroy() closes
+     * it (a unix socket's file is never removed: the server did not create it).
+     * When tc_server_create() fails the descriptor stays the caller's and stays
+     * open (its O_NONBLOCK and FD_CLOEXEC flags may have been set).
+     */
+    int adopt_fd;
+    /** @brief The listening descriptor served when @ref tc_server_config::adopt_fd is TC_ON
+     *         (0 is a valid value then); must be 0 otherwise. */
+    int listen_fd;
+    /**
+     * @brief PROXY protocol (tc_proxy_mode): TC_PROXY_OFF (the default),
+     *        TC_PROXY_REQUIRED or TC_PROXY_OPTIONAL.
+     *
+     * When on, the library reads the header before the handler's setup (in the
+     * thread or process that runs the connection), within
+     * @ref tc_server_config::proxy_timeout_ms, through the channel's buffer:
+     * the bytes after the header stay buffered for the handler. Only peers in
+     * @ref tc_server_config::proxy_trusted may send one. The connection is
+     * closed before setup, with the code reported to handle_error, when:
+     * - the peer is not trusted: TC_EUNTRUSTED (required: at once, without
+     *   reading; optional: when what it sends starts like a header);
+     * - the header is malformed, truncated by the end of the stream, longer
+     *   than the limits (v1: 107 bytes; v2: 16 + 2048 bytes), or (required)
+     *   missing: TC_EPROXY; the log hook says what is wrong;
+     * - required: no complete header within the timeout: -ETIMEDOUT.
+     * A peer that closes before sending any byte (a TCP health check) is
+     * closed quietly when the header is required. In optional mode a
+     * connection whose first bytes are not a header, or that sends nothing
+     * within the timeout, is served without one; so optional suits protocols
+     * in which the client speaks first.
+     *
+     * A v2 LOCAL header (the proxy's own health checks), a v1 UNKNOWN header
+     * and a v2 header without stream addresses (UNSPEC family, datagrams)
+     * are accepted, as the specification asks, and the connection keeps the
+     * real endpoints: tc_conn_peer() is then the proxy's address.
+     *
+     * verify_request runs before the header is read and sees the proxy's
+     * address; filter on the client's address in setup. Not yet available in
+     * TC_MODE_EVENT: tc_server_create() fails with TC_EBADCONFIG.
+     */
+    tc_proxy_mode proxy_protocol;
+    /**
+     * @brief The proxies allowed to send a PROXY header: a comma-separated
+     *        list of IPv4 and IPv6 addresses or CIDR blocks, and the word
+     *        `unix` for every peer of a unix socket, such as
+     *        "10.0.0.0/8, 192.168.1.10, ::1/128, unix".
+     *
+     * NULL = "127.0.0.0/8,::1/128": loopback only, so that turning the
+     * protocol on never lets a remote client choose the address it appears
+     * to have. An empty string trusts nobody. IPv4 blocks also match
+     * IPv4-mapped IPv6 peers (such as \::ffff:192.0.2.1). A malformed entry is
+     * TC_EBADCONFIG (the log hook names it). Copied by tc_server_create().
+     */
+    const char *proxy_trusted;
+    /** @brief Longest wait for the whole PROXY header, from the start of the
+     *         connection's run, in ms; 0 = 5000. */
+    int proxy_timeout_ms;
 } tc_server_config;
 
 /** @brief Initialiser for tc_server_config: every field at its default. */
 #define TC_SERVER_CONFIG_INIT                                                                      \
-    {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0}}
+    {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0},  \
+     0, 0, TC_PROXY_OFF, 0, 0}
 
 /** @brief Counters of a server, as tc_server_stats() reads them. */
 typedef struct tc_stats {
@@ -327,9 +414,14 @@ TC_API void tc_server_config_init(tc_server_config *cfg);
  * @param[out] out  Receives the server; written only on success.
  * @param cfg       Configuration, or NULL for all defaults.
  * @param handler   The request handler: handle or on_message, exactly one.
+ * With @ref tc_server_config::adopt_fd, nothing is bound: the given
+ * listening socket is checked and adopted instead.
  * @return 0, or:
  *   - TC_EBADCONFIG: a field out of range, an invalid codec, neither or
  *     both of handle and on_message, on_open/on_close without on_message;
+ *     adopt_fd with a descriptor that is not an open, listening SOCK_STREAM
+ *     socket, or with listen set, or listen_fd set without adopt_fd; a
+ *     malformed proxy_trusted entry; proxy_protocol with TC_MODE_EVENT (not yet);
  *   - TC_ENOMODE: the mode is not available in this build;
  *   - TC_EBADADDR, -ENAMETOOLONG, TC_ENORESOLVE: the listen address (see tc_addr_parse());
  *   - -EADDRINUSE: the address is taken (a unix path that exists counts);
@@ -429,9 +521,94 @@ TC_API int tc_server_address(const tc_server *srv, tc_addr *out);
 TC_API int tc_server_fileno(const tc_server *srv);
 
 /**
+ * @brief Serve one connection that is already open, inetd-style, in the
+ *        calling thread, then return.
+ *
+ * For a program started per connection: by inetd or xinetd (`nowait`; the
+ * socket is stdin, pass 0), or by a systemd socket unit with `Accept=yes`
+ * (the socket is fd 3 with the default `StandardInput=null`, or stdin with
+ * `StandardInput=socket`). The handler runs exactly as in a server created
+ * with @p cfg: verify_request, the PROXY header if
+ * @ref tc_server_config::proxy_protocol asks for one, setup, handle or the
+ * message loop, finish, with the config's codec and timeouts and its hooks.
+ * The listener fields (listen, adopt_fd, listen_fd, backlog, reuse_*) and the
+ * mode are ignored. At the end the socket is shut down, so that the client
+ * sees the end of the stream even though inetd also passed it as stdout,
+ * then closed. A handler calling tc_server_shutdown() on tc_conn_server()
+ * ends a message loop as a drain would.
+ * @code
+ * int main(void) { // in inetd.conf: echo stream tcp nowait nobody /usr/bin/myecho myecho
+ *     tc_handler h = TC_HANDLER_INIT;
+ *     h.handle = echo;
+ *     return tc_server_serve_inetd(NULL, &h, 0) < 0;
+ * }
+ * @endcode
+ * @param cfg     Configuration, or NULL for the defaults.
+ * @param handler The request handler.
+ * @param fd      The connected socket: 0 for inetd's stdin.
+ * @return 0 once the connection was served (or refused by verify_request;
+ *         the handler's own errors went to handle_error), or TC_EBADCONFIG
+ *         and the other codes of tc_server_create(); -ENOTSOCK, -EPROTOTYPE
+ *         (not a stream socket), -EINVAL (a listening socket), -ENOTCONN, -EBADF
+ *         for an @p fd that is not a connected stream socket; -ENOMEM;
+ *         -EINVAL for a NULL handler or a negative @p fd.
+ * @par Ownership
+ * The call takes @p fd over and closes it before returning, whatever the
+ * result (except -EINVAL for bad arguments); it also makes it non-blocking.
+ * @par Thread safety
+ * Any thread; the connection runs in the calling one.
+ */
+TC_API int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler, int fd);
+
+/**
+ * @brief Find the listening sockets that systemd (or any service manager
+ *        speaking its protocol) passed to this process: socket activation
+ *        without libsystemd.
+ *
+ * Reads `LISTEN_PID`, which must be this process's pid (so a child that
+ * inherited the environment ignores it), `LISTEN_FDS` (how many sockets,
+ * starting at descriptor 3) and `LISTEN_FDNAMES` (their names, separated by
+ * colons: each socket unit's `FileDescriptorName=`, by default the unit's
+ * name such as "echo.socket"). Without `LISTEN_FDNAMES` every socket is named
+ * "unknown", as in sd_listen_fds_with_names(). Like sd_listen_fds(), it marks
+ * every passed descriptor close-on-exec. The variables are left in the
+ * environment (unsetting is not thread-safe): calling it again gives the
+ * same answer, and the pid check keeps children out. Serve a socket with
+ * @ref tc_server_config::adopt_fd, as here:
+ * @code
+ * int fd;
+ * int n = tc_listen_fds("echo", &fd, 1);     // FileDescriptorName=echo
+ * if (n < 0) { fprintf(stderr, "%s
+", tc_strerror(n)); return 1; }
+ * cfg.adopt_fd = TC_ON;
+ * cfg.listen_fd = fd;
+ * @endcode
+ * With tc_prefork_run(), call it in the parent, before the workers are
+ * forked (their pids differ from `LISTEN_PID`), and let every worker adopt
+ * the same descriptor: they then accept from one shared queue.
+ * @param name The `FileDescriptorName=` to look for, or NULL for every passed socket.
+ * @param[out] fds Receives up to @p max descriptors, in the order they were passed.
+ * @param max  Room in @p fds (0: just count them).
+ * @return The number of matching sockets (>= 1; more than @p max means only
+ *         the first @p max were stored), or:
+ *   - TC_ENOLISTENFDS: the process was not given sockets: `LISTEN_PID` or
+ *     `LISTEN_FDS` missing, malformed or 0, or `LISTEN_PID` naming another process;
+ *   - TC_ENOFDNAME: no passed socket is named @p name;
+ *   - TC_EBADCONFIG: `LISTEN_FDNAMES` has a different number of names than
+ *     `LISTEN_FDS` says, or `LISTEN_FDS` is out of range;
+ *   - -EBADF: a passed descriptor is not open;
+ *   - -EINVAL: @p fds is NULL while @p max > 0, or @p max is negative.
+ * @par Ownership
+ * The descriptors stay the caller's until a server adopts one.
+ * @par Thread safety
+ * As getenv(): not while another thread changes the environment.
+ */
+TC_API int tc_listen_fds(const char *name, int *fds, int max);
+
+/**
  * @brief Close the server and free it (server_close).
  *
- * Closes the listener, waits for the connections the mode still runs,
+ * Closes the listener (an adopted one too), waits for the connections the mode still runs,
  * closes the wake-up descriptor, removes the unix socket file the server
  * created (if it is still the same file) and frees everything. NULL does
  * nothing. serve_forever must have returned; never call it from a handler.

@@ -13,5 +13,6 @@
 #include "codec.h"
 #include "conn.h"
 #include "server.h"
+#include "prefork.h"
 
 #endif /* TCPCHAN_TCPCHAN_H */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # The command-line contract of the examples: tcpchan-echo's "listening on"
-# line, echo, graceful SIGTERM, unix socket cleanup, exit codes 1 and 2; and
+# line, echo, graceful SIGTERM, unix socket cleanup, exit codes 1 and 2,
+# --processes (workers, --greet, stop); and
 # the tutorial's hello_server / hello_client exchange. Loopback and port 0 only.
 # Usage: cli_test.sh EXAMPLES_DIR
 set -u
@@ -81,7 +82,56 @@ busy_pid=$pid
 if [ "$rc" -eq 1 ] && [ "$(wc -l <"$tmp/inuse.err")" -eq 1 ]; then ok "address in use -> exit 1"; else fail "address in use: exit $rc"; fi
 stop "$busy_pid"
 
-# 5. the tutorial's first exchange.
+# 5. --processes: workers on one port (SO_REUSEPORT), --greet names the worker,
+#    SIGTERM stops them all and exits 0.
+children() { # children PID: the pids whose parent is PID
+    local st
+    for st in /proc/[0-9]*/stat; do
+        read -r -a f <"$st" 2>/dev/null || continue
+        # Field 4 is the parent; the command in field 2 has no spaces here.
+        [ "${f[3]}" = "$1" ] && echo "${f[0]}"
+    done
+}
+start procs "$bin/tcpchan-echo" --listen 127.0.0.1:0 --processes 3 --greet
+procs_pid=$pid
+port=${line##*:}
+if [[ $line =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ ]]; then ok "--processes listening line: $line"; else fail "--processes line: '$line'"; fi
+# The first worker to listen prints the line; the others may still be forking.
+for _ in $(seq 100); do
+    workers=$(children "$procs_pid" | wc -l)
+    [ "$workers" -ge 3 ] && break
+    sleep 0.05
+done
+[ "$workers" -eq 3 ] && ok "--processes 3 forks 3 workers" || fail "--processes 3: $workers children"
+worker_pids=$(children "$procs_pid" | tr '\n' ' ')
+for i in 1 2 3 4 5 6; do
+    exec {c}<>"/dev/tcp/127.0.0.1/$port"
+    greeting=; read -r -t 5 greeting <&"$c" || true
+    printf 'through worker\n' >&"$c"
+    reply=; read -r -t 5 reply <&"$c" || true
+    exec {c}>&-
+    wpid=${greeting##*pid=}
+    if [[ $greeting =~ ^peer=127\.0\.0\.1:[0-9]+\ proxy=-\ pid=[0-9]+$ && " $worker_pids" == *" $wpid "* &&
+          $reply == "through worker" ]]; then
+        ok "--processes: connection $i served by worker $wpid"
+    else
+        fail "--processes: connection $i: '$greeting' / '$reply' (workers: $worker_pids)"
+    fi
+done
+stop "$procs_pid"
+[ "$rc" -eq 0 ] && ok "--processes: SIGTERM exits 0" || fail "--processes: SIGTERM exit code $rc"
+left=0
+for w in $worker_pids; do [ -d "/proc/$w" ] && left=$((left + 1)); done
+[ "$left" -eq 0 ] && ok "--processes: no worker left" || fail "--processes: $left workers left"
+
+# 6. deployment arguments that cannot work: exit 2 naming them.
+check_bad --processes --processes 0
+check_bad --processes --processes 2 --listen "unix:$tmp/p.sock"
+check_bad --processes --processes 2 --inetd
+check_bad --proxy --proxy sometimes
+check_bad --proxy-trusted --proxy required --proxy-trusted 10.0.0.0/99
+
+# 7. the tutorial's first exchange.
 start hello "$bin/hello_server" 127.0.0.1:0
 out=$("$bin/hello_client" "127.0.0.1:${line##*:}" 2>&1)
 grep -qx 'Received from server: Hello from the server!' <<<"$out" && ok "hello_client got the greeting" || fail "hello_client: $out"
