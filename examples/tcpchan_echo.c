@@ -181,12 +181,6 @@ static int greet(tc_conn *conn)
     return rc < 0 ? rc : tc_conn_flush(conn);
 }
 
-static int greet_raw(tc_conn *conn, void *ctx)
-{
-    int rc = greet(conn);
-    return rc < 0 ? rc : echo_raw(conn, ctx);
-}
-
 static int greet_open(tc_conn *conn, void *ctx)
 {
     (void)ctx;
@@ -369,12 +363,8 @@ int main(int argc, char **argv)
     cfg.idle_timeout_ms = (int)o.idle_timeout;
     handler.on_message = strcmp(o.framing, "raw") ? echo_message : echo_send;
 
-    if (o.greet) {
-        if (handler.handle)
-            handler.handle = greet_raw;
-        else
-            handler.on_open = greet_open;
-    }
+    if (o.greet)
+        handler.on_open = greet_open;
     cfg.proxy_protocol = o.proxy;
     cfg.proxy_trusted = o.proxy_trusted;
 

@@ -752,7 +752,7 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
         srv->cfg.hooks.verify_request(srv, &peer, srv->cfg.hooks.ctx) < 0) {
         atomic_fetch_add(&srv->refused, 1);
         tc__close(fd);
-    } else if ((rc = tc__conn_new(&conn, srv, fd, &peer)) == 0) {
+    } else if ((rc = tc__conn_new(&conn, srv, fd, &peer, NULL)) == 0) {
         srv->addr = conn->local;
         conn->timeout_ms = srv->cfg.conn_timeout_ms;
         conn->codec = srv->cfg.codec;
