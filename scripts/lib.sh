@@ -13,7 +13,8 @@ TC_BUILD_DIR=${TC_BUILD_DIR:-$TC_ROOT/build}
 TC_DEMO_PACKAGES=(cmake:cmake make:make gcc:gcc libc6-dev pkg-config:pkg-config netcat-openbsd:nc)
 # shellcheck disable=SC2034
 TC_TEST_PACKAGES=("${TC_DEMO_PACKAGES[@]}" g++:g++ clang:clang binutils:nm
-                  libclang-rt-14-dev libcriterion-dev doxygen:doxygen haproxy:haproxy)
+                  libclang-rt-14-dev libcriterion-dev doxygen:doxygen haproxy:haproxy
+                  systemd:systemd-analyze)
 
 tc_say() { printf '==> %s\n' "$*"; }
 tc_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
