@@ -11,6 +11,7 @@ static const char *const names[] = {"inline", "threading", "forking", "pool", "e
 static const tc__mode *const modes[] = {
     [TC_MODE_INLINE] = &tc__mode_inline,
     [TC_MODE_THREADING] = &tc__mode_threading,
+    [TC_MODE_EVENT] = &tc__mode_event,
 };
 
 const tc__mode *tc__mode_find(tc_mode id)
