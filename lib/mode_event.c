@@ -115,21 +115,6 @@ static void ev_close(struct tc__evconn *ec, int reason)
     (void)tc__poller_del(lp->poller, c->fd);
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
-    /* Sends other threads queued for it die with it (see tc_conn_send). */
-    pthread_mutex_lock(&lp->mu);
-    for (struct mail **pm = &lp->mail; *pm;) {
-        struct mail *m = *pm;
-        if (m->ec == ec) {
-            *pm = m->next;
-            free(m);
-        } else {
-            pm = &m->next;
-        }
-    }
-    lp->mail_tail = &lp->mail;
-    while (*lp->mail_tail)
-        lp->mail_tail = &(*lp->mail_tail)->next;
-    pthread_mutex_unlock(&lp->mu);
 
     if (reason == TC_EOF)
         reason = 0;
@@ -145,6 +130,24 @@ static void ev_close(struct tc__evconn *ec, int reason)
         if (rc < 0)
             tc__server_error(srv, c, rc);
     }
+    /* Sends other threads queued for it die with it (see tc_conn_send). Only
+     * now: a foreign thread may send until on_close returns, and a mail left
+     * behind would point at this record after it is freed. */
+    pthread_mutex_lock(&lp->mu);
+    for (struct mail **pm = &lp->mail; *pm;) {
+        struct mail *m = *pm;
+        if (m->ec == ec) {
+            *pm = m->next;
+            free(m);
+        } else {
+            pm = &m->next;
+        }
+    }
+    lp->mail_tail = &lp->mail;
+    while (*lp->mail_tail)
+        lp->mail_tail = &(*lp->mail_tail)->next;
+    pthread_mutex_unlock(&lp->mu);
+
     if (ec->prev)
         ec->prev->next = ec->next;
     else
