@@ -173,6 +173,10 @@ static void ev_close_after_flush(struct tc__evconn *ec, int reason)
         return;
     }
     ec->linger_reason = reason == 0 ? 1 : reason; /* non-zero marks "closing" */
+    /* No more callbacks but on_close: a periodic timer would call on_timer on
+     * a connection the handler has asked to close, for as long as its output
+     * takes to drain (and each call may queue more). */
+    tc__theap_cancel(&ec->loop->timers, &ec->user.t);
     set_interest(ec);
 }
 
