@@ -94,7 +94,10 @@ static void set_interest(struct tc__evconn *ec)
     unsigned want = 0;
     if (!ec->paused && !ec->linger_reason)
         want |= TC__POLL_IN;
-    if (tc__conn_pending(c))
+    /* Paused or closing, on_writable resumes reading or ends the connection;
+     * wait for it even when another path (process_input's flush, a mail, a
+     * timer) already emptied the output, or nothing would ever wake us. */
+    if (tc__conn_pending(c) || ec->paused || ec->linger_reason)
         want |= TC__POLL_OUT;
     if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, want, ec) == 0)
         ec->interest = want;
