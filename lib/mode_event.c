@@ -91,6 +91,11 @@ static int quiet_end(int reason)
 static void set_interest(struct tc__evconn *ec)
 {
     tc_conn *c = ec->conn;
+    if (ec->shut_wr && tc__conn_pending(c) == 0) {
+        /* A half-close waited for the queued output, whichever path sent it. */
+        (void)tc__sock_shutdown_how(c->fd, SHUT_WR);
+        ec->shut_wr = 0;
+    }
     unsigned want = 0;
     if (!ec->paused && !ec->linger_reason)
         want |= TC__POLL_IN;
@@ -257,8 +262,6 @@ static void on_writable(struct tc__evconn *ec)
         ev_close(ec, ec->linger_reason == 1 ? 0 : ec->linger_reason);
         return;
     }
-    if (rc == 0 && ec->shut_wr)
-        tc__sock_shutdown_how(ec->conn->fd, SHUT_WR);
     if (ec->paused && tc__conn_pending(ec->conn) < OUTPUT_LWM) {
         ec->paused = 0;
         process_input(ec); /* frames that waited in the buffer */
