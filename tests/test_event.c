@@ -207,7 +207,7 @@ static void expect_closed(tc_conn *c)
 }
 
 /* Send one line and expect it back. */
-__attribute__((unused)) static void exchange(tc_conn *c, const char *line)
+static void exchange(tc_conn *c, const char *line)
 {
     cr_assert_eq(tc_conn_send(c, line, strlen(line)), 0);
     expect_frame(c, line);
@@ -1278,4 +1278,460 @@ Test(event, set_timer_outside_event_mode_or_without_on_timer)
     probe(TC_MODE_THREADING, 1, -ENOTSUP);
     probe(TC_MODE_EVENT, 0, TC_EBADCONFIG); /* the handler has no on_timer */
     cr_assert_eq(tc_conn_set_timer(NULL, 10, 0), -EINVAL);
+}
+
+/* ---- idle timeout ----------------------------------------------------------------------- */
+
+/* a and c are silent, b keeps talking. c connected after b, so its idle
+ * deadline is later than b's would be without traffic: b still open when c
+ * is closed shows that messages push the idle deadline back. One loop, one heap. */
+Test(event, idle_timeout_closes_silent_connections_only)
+{
+    struct hs h;
+    hs_init(&h);
+    tc_server_config cfg = ev_config(&h, 1);
+    cfg.idle_timeout_ms = tc_test_ms(300);
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    tc_codec line = line_codec();
+    tc_conn *a = dial(&ts, &line);
+    exchange(a, "a");
+    tc_conn *b = dial(&ts, &line);
+    exchange(b, "b");
+    tc_conn *c = dial(&ts, &line);
+    exchange(c, "c");
+    int talks = 0;
+    int64_t end = tc_test_now_ms() + TC_TEST_WAIT_MS;
+    for (;;) {
+        struct pollfd p = {.fd = tc_conn_fd(c), .events = POLLIN};
+        if (poll(&p, 1, 10) == 1)
+            break;
+        cr_assert_lt(tc_test_now_ms(), end, "the silent connection was never closed");
+        exchange(b, "b");
+        talks++;
+    }
+    expect_closed(c);
+    expect_closed(a);
+    exchange(b, "still here");
+    cr_assert_eq(tc_test_event_wait(&h.closed, 2, TC_TEST_WAIT_MS), 0);
+    char log[256];
+    tc_test_event_log(&h.closed, log, sizeof log);
+    cr_assert_str_eq(log, "ETIMEDOUT,ETIMEDOUT", "a, then c");
+    cr_assert_eq(hs_get(&h, &h.errors), 0, "an idle close is not an error");
+    cr_assert_gt(talks, 0);
+    tc_conn_close(a);
+    tc_conn_close(b);
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 3, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&h);
+}
+
+/* ---- shutdown: queued output is flushed, idle connections closed at once ----------------- */
+
+#define BIG_REPLY ((size_t)16 << 20)
+
+static unsigned char big_byte(size_t i)
+{
+    return (unsigned char)('a' + (i * 7 + (i >> 12)) % 26); /* never '\n' */
+}
+
+struct bigstate {
+    struct hs hs;
+    tc_test_event queued;
+};
+
+/* "big": one reply much larger than the socket buffers, queued at once. */
+static int big_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    struct bigstate *b = ctx;
+    if (len != 3 || memcmp(msg, "big", 3) != 0)
+        return echo_message(c, msg, len, &b->hs);
+    unsigned char *p = malloc(BIG_REPLY);
+    if (!p)
+        return -ENOMEM;
+    for (size_t i = 0; i < BIG_REPLY; i++)
+        p[i] = big_byte(i);
+    ssize_t n = tc_conn_send_all(c, p, BIG_REPLY);
+    free(p);
+    tc_test_event_post(&b->queued, NULL);
+    return n < 0 ? (int)n : 0;
+}
+
+static void big_server(tc_test_server *ts, struct bigstate *b, int workers, int drain_ms)
+{
+    hs_init(&b->hs);
+    tc_test_event_init(&b->queued);
+    tc_server_config cfg = ev_config(&b->hs, workers);
+    cfg.drain_timeout_ms = drain_ms;
+    tc_handler hd = echo_handler(&b->hs);
+    hd.on_message = big_message;
+    hd.ctx = b;
+    tc_test_server_start(ts, NULL, &cfg, &hd);
+}
+
+/* Read the whole big reply from a raw socket; the count read. */
+static size_t read_big(int fd)
+{
+    unsigned char buf[65536];
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return got;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != big_byte(got + (size_t)i) && got + (size_t)i < BIG_REPLY)
+                cr_assert_fail("reply differs at byte %zu", got + (size_t)i);
+        got += (size_t)n;
+    }
+}
+
+static void shutdown_flushes(int workers)
+{
+    struct bigstate b;
+    tc_test_server ts;
+    big_server(&ts, &b, workers, tc_test_ms(30000));
+    /* First to loop 0, second to loop 1 when there are two. */
+    int canary = tc_test_connect_ok(&ts.addr);
+    cr_assert_eq(tc_test_event_wait(&b.hs.opened, 1, TC_TEST_WAIT_MS), 0);
+    int fd = tc_test_connect_ok(&ts.addr);
+    cr_assert_eq(tc_test_send_all(fd, "big\n", 4), 0);
+    cr_assert_eq(tc_test_event_wait(&b.queued, 1, TC_TEST_WAIT_MS), 0);
+
+    cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+    /* The drain has begun once the idle canary is closed... */
+    cr_assert_eq(tc_test_event_wait(&b.hs.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_recv_eof(canary), 0);
+    cr_assert_eq(tc_test_event_count(&b.hs.closed), 1, "the connection with output is kept");
+    /* ... and the reply still arrives whole, then end of stream. */
+    size_t got = read_big(fd);
+    cr_assert_eq(got, BIG_REPLY, "received %zu of %zu bytes", got, BIG_REPLY);
+    cr_assert_eq(tc_test_server_join(&ts), 0);
+    char log[64];
+    tc_test_event_log(&b.hs.closed, log, sizeof log);
+    cr_assert_str_eq(log, "TC_ESHUTDOWN,TC_ESHUTDOWN");
+    cr_assert_eq(hs_get(&b.hs, &b.hs.errors), 0);
+    close(fd);
+    close(canary);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&b.hs);
+}
+
+Test(event, shutdown_flushes_queued_output_one_loop, .timeout = 60) { shutdown_flushes(1); }
+Test(event, shutdown_flushes_queued_output_two_loops, .timeout = 60) { shutdown_flushes(2); }
+
+/* A client that never reads cannot hold the drain open past its deadline. */
+Test(event, drain_deadline_cuts_unread_output)
+{
+    struct bigstate b;
+    tc_test_server ts;
+    big_server(&ts, &b, 2, 200);
+    int fd = tc_test_connect_ok(&ts.addr);
+    cr_assert_eq(tc_test_send_all(fd, "big\n", 4), 0);
+    cr_assert_eq(tc_test_event_wait(&b.queued, 1, TC_TEST_WAIT_MS), 0);
+    int64_t t0 = tc_test_now_ms();
+    cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+    cr_assert_eq(tc_test_server_join(&ts), 0);
+    int64_t el = tc_test_now_ms() - t0;
+    cr_assert_lt(el, TC_TEST_WAIT_MS, "the drain took %lld ms", (long long)el);
+    size_t got = read_big(fd);
+    cr_assert_lt(got, BIG_REPLY, "the reply was cut");
+    cr_assert_eq(hs_get(&b.hs, &b.hs.last_reason), TC_ESHUTDOWN);
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&b.hs);
+}
+
+/* ---- max_conns, verify_request, stats --------------------------------------------------- */
+
+Test(event, max_conns_holds_the_next_client_until_a_slot_frees)
+{
+    struct hs h;
+    hs_init(&h);
+    tc_server_config cfg = ev_config(&h, 2);
+    cfg.max_conns = 2;
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    tc_codec line = line_codec();
+    tc_conn *a = dial(&ts, &line), *b = dial(&ts, &line);
+    exchange(a, "a");
+    exchange(b, "b");
+    tc_conn *c = dial(&ts, &line); /* connected in the backlog, not accepted */
+    cr_assert_eq(tc_conn_send(c, "c", 1), 0);
+    struct pollfd p = {.fd = tc_conn_fd(c), .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, tc_test_ms(100)), 0, "served beyond max_conns");
+    cr_assert_eq(stats_of(&ts).accepted, 2);
+    tc_conn_close(a);
+    expect_frame(c, "c");
+    exchange(b, "b");
+    tc_stats s = stats_of(&ts);
+    cr_assert_eq(s.accepted, 3);
+    cr_assert_eq(s.peak_active, 2);
+    cr_assert_eq(hs_get(&h, &h.max_open), 2);
+    tc_conn_close(b);
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 3, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&h);
+}
+
+Test(event, max_conns_never_exceeded_by_a_crowd)
+{
+    enum { N = 40, MAX = 3 };
+    struct hs h;
+    hs_init(&h);
+    tc_server_config cfg = ev_config(&h, 2);
+    cfg.max_conns = MAX;
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    struct fleet f;
+    fleet_run(&f, &ts.addr, N, 3, 1, TC_TEST_WAIT_MS * 2);
+    cr_assert_eq(f.failed, 0, "%s", f.why);
+    cr_assert_eq(f.finished, N);
+    fleet_close(&f);
+    cr_assert_eq(tc_test_event_wait(&h.closed, N, TC_TEST_WAIT_MS), 0);
+    tc_stats s = stats_of(&ts);
+    cr_assert_eq(s.accepted, N);
+    cr_assert_leq(s.peak_active, MAX);
+    cr_assert_leq(hs_get(&h, &h.max_open), MAX);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&h);
+}
+
+Test(event, verify_request_refuses_and_stats_count)
+{
+    struct hs h;
+    hs_init(&h);
+    tc_server_config cfg = ev_config(&h, 2);
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    atomic_store(&h.refuse, 1);
+    int r = tc_test_connect_ok(&ts.addr);
+    int rc = tc_test_recv_eof(r);
+    cr_assert(rc == 0 || rc == -ECONNRESET, "refused: %d", rc);
+    close(r);
+    atomic_store(&h.refuse, 0);
+
+    tc_codec line = line_codec();
+    tc_conn *c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = dial(&ts, &line);
+        exchange(c[i], "hello");
+    }
+    tc_stats s = stats_of(&ts);
+    cr_assert_eq(s.accepted, 4, "refused connections count as accepted");
+    cr_assert_eq(s.refused, 1);
+    cr_assert_eq(s.active, 3);
+    cr_assert_eq(s.peak_active, 3);
+    cr_assert_eq(s.handler_errors, 0);
+    cr_assert_eq(hs_get(&h, &h.opens), 3, "the refused one never reached the handler");
+
+    cr_assert_eq(tc_conn_send(c[0], "fail", 4), 0);
+    expect_closed(c[0]);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(hs_get(&h, &h.last_reason), -EPROTO);
+    for (int i = 0; i < 3; i++)
+        tc_conn_close(c[i]);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 3, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_join(&ts), 0 * tc_server_shutdown(ts.srv));
+    s = stats_of(&ts);
+    cr_assert_eq(s.handler_errors, 1);
+    cr_assert_eq(hs_get(&h, &h.last_error), -EPROTO);
+    cr_assert_eq(s.active, 0);
+    cr_assert_eq(s.peak_active, 3);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&h);
+}
+
+/* ---- teardown ------------------------------------------------------------------------------ */
+
+Test(event, destroy_restores_fds_and_threads)
+{
+    int fds0 = tc_test_count_fds();
+    int threads0 = tc_test_count_threads();
+    struct hs h;
+    hs_init(&h);
+    tc_server_config cfg = ev_config(&h, 3);
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    struct fleet f;
+    fleet_run(&f, &ts.addr, 30, 2, 1, TC_TEST_WAIT_MS);
+    cr_assert_eq(f.finished, 30, "%s", f.why);
+    fleet_close(&f);
+    /* Shut down with connections still open, then serve again. */
+    tc_codec line = line_codec();
+    tc_conn *c = dial(&ts, &line);
+    exchange(c, "before");
+    cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+    cr_assert_eq(tc_test_server_join(&ts), 0);
+    expect_closed(c);
+    tc_conn_close(c);
+    cr_assert_eq(stats_of(&ts).active, 0);
+    tc_test_server_run(&ts);
+    c = dial(&ts, &line);
+    exchange(c, "after");
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    expect_closed(c);
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_wait_threads(threads0, TC_TEST_WAIT_MS), threads0, "threads leaked");
+    cr_assert_eq(tc_test_count_fds(), fds0, "descriptors leaked");
+    cr_assert_eq(hs_get(&h, &h.errors), 0);
+    hs_destroy(&h);
+}
+
+Test(event, shutdown_before_serving_returns_at_once)
+{
+    int fds0 = tc_test_count_fds();
+    int threads0 = tc_test_count_threads();
+    struct hs h;
+    hs_init(&h);
+    tc_server_config cfg = ev_config(&h, 4);
+    tc_handler hd = echo_handler(&h);
+    tc_server *s;
+    cr_assert_eq(tc_server_create(&s, &cfg, &hd), 0);
+    cr_assert_eq(tc_server_shutdown(s), 0);
+    cr_assert_eq(tc_server_serve_forever(s), 0);
+    tc_server_destroy(s);
+    cr_assert_eq(tc_server_create(&s, &cfg, &hd), 0);
+    tc_server_destroy(s); /* never served */
+    cr_assert_eq(tc_test_wait_threads(threads0, TC_TEST_WAIT_MS), threads0);
+    cr_assert_eq(tc_test_count_fds(), fds0);
+    hs_destroy(&h);
+}
+
+/* ---- output ordering details ------------------------------------------------------------------ */
+
+/* "hc": a buffered write, then a half-close: the peer reads it, then end of
+ * stream, while the server still reads. "blob": a buffered reply over the
+ * high-water mark (the loop stops reading), several pipelined. */
+#define BLOB ((size_t)1536 * 1024)
+
+static int detail_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    struct hs *h = ctx;
+    if (len == 2 && memcmp(msg, "hc", 2) == 0) {
+        ssize_t n = tc_conn_write(c, "hello\n", 6);
+        if (n < 0)
+            return (int)n;
+        return tc_conn_shutdown_write(c);
+    }
+    if (len == 4 && memcmp(msg, "blob", 4) == 0) {
+        tc_conn_set_buffer_sizes(c, 0, 4 * BLOB); /* so the write is only buffered */
+        unsigned char *p = malloc(BLOB);
+        if (!p)
+            return -ENOMEM;
+        for (size_t i = 0; i < BLOB; i++)
+            p[i] = big_byte(i);
+        ssize_t n = tc_conn_write(c, p, BLOB);
+        free(p);
+        return n < 0 ? (int)n : 0;
+    }
+    return echo_message(c, msg, len, h);
+}
+
+static void detail_server(tc_test_server *ts, struct hs *h, tc_codec codec)
+{
+    hs_init(h);
+    tc_server_config cfg = ev_config(h, 1);
+    cfg.codec = codec;
+    tc_handler hd = echo_handler(h);
+    hd.on_message = detail_message;
+    tc_test_server_start(ts, NULL, &cfg, &hd);
+}
+
+Test(event, half_close_after_buffered_output)
+{
+    struct hs h;
+    tc_test_server ts;
+    detail_server(&ts, &h, line_codec());
+    int fd = tc_test_connect_ok(&ts.addr);
+    cr_assert_eq(tc_test_send_all(fd, "hc\n", 3), 0);
+    char buf[16];
+    cr_assert_eq(tc_test_recv_full(fd, buf, 6), 6);
+    cr_assert_eq(memcmp(buf, "hello\n", 6), 0);
+    cr_assert_eq(tc_test_recv_eof(fd), 0, "no end of stream after the half-close");
+    cr_assert_eq(tc_test_event_count(&h.closed), 0, "only the write side is closed");
+    close(fd);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&h);
+}
+
+Test(event, pipelined_replies_over_the_high_water_mark)
+{
+    enum { N = 4 };
+    struct hs h;
+    tc_test_server ts;
+    detail_server(&ts, &h, line_codec());
+    int fd = tc_test_connect_ok(&ts.addr);
+    cr_assert_eq(tc_test_send_all(fd, "blob\nblob\nblob\nblob\nx\n", 22), 0);
+    unsigned char *buf = malloc(BLOB);
+    cr_assert_not_null(buf);
+    for (int k = 0; k < N; k++) {
+        ssize_t n = tc_test_recv_full(fd, buf, BLOB);
+        cr_assert_eq(n, (ssize_t)BLOB, "reply %d: %zd bytes", k, n);
+        for (size_t i = 0; i < BLOB; i++)
+            if (buf[i] != big_byte(i))
+                cr_assert_fail("reply %d differs at byte %zu", k, i);
+    }
+    cr_assert_eq(tc_test_recv_full(fd, buf, 2), 2);
+    cr_assert_eq(memcmp(buf, "x\n", 2), 0);
+    free(buf);
+    close(fd);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    cr_assert_eq(hs_get(&h, &h.errors), 0);
+    hs_destroy(&h);
+}
+
+/* Frames larger than the loop's 64 KiB receive buffer, and one dribbled a
+ * byte at a time, all echoed intact; a length prefix over the maximum ends
+ * the connection at once with TC_ETOOBIG. */
+Test(event, large_and_dribbled_frames)
+{
+    enum { NBIG = 3 };
+    const size_t blen = 300 * 1024;
+    struct hs h;
+    tc_test_server ts;
+    detail_server(&ts, &h, len32_codec());
+    int fd = tc_test_connect_ok(&ts.addr);
+    size_t total = NBIG * (4 + blen);
+    unsigned char *out = malloc(total), *in = malloc(4 + blen);
+    cr_assert(out && in);
+    for (int k = 0; k < NBIG; k++) {
+        unsigned char *f = out + (size_t)k * (4 + blen);
+        f[0] = 0, f[1] = (unsigned char)(blen >> 16), f[2] = (unsigned char)(blen >> 8);
+        f[3] = (unsigned char)blen;
+        for (size_t i = 0; i < blen; i++)
+            f[4 + i] = bp_byte((unsigned)k, i);
+    }
+    cr_assert_eq(tc_test_send_all(fd, out, total), 0);
+    for (int k = 0; k < NBIG; k++) {
+        cr_assert_eq(tc_test_recv_full(fd, in, 4 + blen), (ssize_t)(4 + blen));
+        cr_assert_eq(memcmp(in, out + (size_t)k * (4 + blen), 4 + blen), 0, "frame %d", k);
+    }
+    static const unsigned char small[] = {0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o'};
+    for (size_t i = 0; i < sizeof small; i++)
+        cr_assert_eq(tc_test_send_all(fd, small + i, 1), 0);
+    cr_assert_eq(tc_test_recv_full(fd, in, sizeof small), (ssize_t)sizeof small);
+    cr_assert_eq(memcmp(in, small, sizeof small), 0);
+    static const unsigned char huge[] = {0, 0x20, 0, 0}; /* 2 MiB > 1 MiB */
+    cr_assert_eq(tc_test_send_all(fd, huge, sizeof huge), 0);
+    int rc = tc_test_recv_eof(fd);
+    cr_assert(rc == 0 || rc == -ECONNRESET, "closed: %d", rc);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(hs_get(&h, &h.last_reason), TC_ETOOBIG);
+    cr_assert_eq(hs_get(&h, &h.last_error), TC_ETOOBIG);
+    free(out);
+    free(in);
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&h);
 }
