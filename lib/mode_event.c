@@ -419,6 +419,9 @@ static void fire_timers(struct loop *lp)
         struct tc__evconn *ec = et->ec;
         tc__theap_cancel(&lp->timers, t);
         if (et->kind == TIMER_IDLE) {
+            /* Silence inside a frame is an error; between frames it is not. */
+            if (ec->conn->rlen > 0)
+                tc__server_error(lp->srv, ec->conn, -ETIMEDOUT);
             ev_close(ec, -ETIMEDOUT);
             continue;
         }
