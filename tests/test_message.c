@@ -493,6 +493,37 @@ static void idle_timeout(tc_mode mode)
 
 PER_MODE(idle_timeout_closes_a_silent_connection, idle_timeout)
 
+/* Silence inside a frame is an error (server.h: idle_timeout_ms), unlike
+ * silence between frames. */
+static void idle_inside_a_frame(tc_mode mode)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    rec_init(&r);
+    line_codec(&line, 100);
+    cfg.codec = line;
+    cfg.idle_timeout_ms = 100;
+    start(&v, mode, &r, &cfg);
+    tc_conn *c = client(&v, &line);
+    cr_assert_eq(tc_conn_send_all(c, "half a li", 9), 9);
+    const void *m;
+    size_t n;
+    int rc = tc_conn_read_frame(c, &m, &n);
+    cr_assert(rc == TC_EOF || rc == -ECONNRESET, "%s", tc_err_name(rc));
+    cr_assert(rec_wait(&r, closes_at_least, 1));
+    cr_assert_eq(r.last_reason, -ETIMEDOUT);
+    pthread_mutex_lock(&r.mu);
+    cr_assert_eq(r.errors, 1, "reported to handle_error");
+    cr_assert_eq(r.last_error, -ETIMEDOUT);
+    pthread_mutex_unlock(&r.mu);
+    tc_conn_close(c);
+    stop(&v);
+}
+
+PER_MODE(idle_timeout_inside_a_frame_is_an_error, idle_inside_a_frame)
+
 /* ---- graceful drain --------------------------------------------------------------- */
 
 /* Two connections at once, one blocked in on_message: not for inline mode.
