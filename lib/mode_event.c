@@ -55,7 +55,8 @@ struct tc__evconn {
 struct loop {
     tc_server *srv;
     int idx;
-    pthread_t tid;
+    pthread_t tid;            /* the thread running the loop, as it stores it itself */
+    pthread_t thread;         /* loops 1..: pthread_create's handle, for the join */
     int running;
     tc__poller *poller;
     int mailfd;               /* eventfd: mail arrived, or stop */
@@ -621,7 +622,9 @@ static int event_serve(tc_server *srv)
     int started = 1;
     for (; started < st->nloops; started++) {
         struct loop *lp = &st->loops[started];
-        if ((rc = -pthread_create(&lp->tid, &attr, loop_main, lp)) < 0)
+        /* Not into lp->tid: the new thread writes that one (it needs it at
+         * once), and two unordered writes of it would race. */
+        if ((rc = -pthread_create(&lp->thread, &attr, loop_main, lp)) < 0)
             break;
     }
     pthread_attr_destroy(&attr);
@@ -633,7 +636,7 @@ static int event_serve(tc_server *srv)
     update_listener(l0);
     run_loop(l0);
     for (int i = 1; i < started; i++)
-        pthread_join(st->loops[i].tid, NULL);
+        pthread_join(st->loops[i].thread, NULL);
     if (st->listening) {
         (void)tc__poller_del(l0->poller, srv->lfd);
         st->listening = 0;
