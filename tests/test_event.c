@@ -1539,7 +1539,8 @@ Test(event, verify_request_refuses_and_stats_count)
     for (int i = 0; i < 3; i++)
         tc_conn_close(c[i]);
     cr_assert_eq(tc_test_event_wait(&h.closed, 3, TC_TEST_WAIT_MS), 0);
-    cr_assert_eq(tc_test_server_join(&ts), 0 * tc_server_shutdown(ts.srv));
+    cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+    cr_assert_eq(tc_test_server_join(&ts), 0);
     s = stats_of(&ts);
     cr_assert_eq(s.handler_errors, 1);
     cr_assert_eq(hs_get(&h, &h.last_error), -EPROTO);
