@@ -531,10 +531,12 @@ int tc__conn_wait_message(tc_conn *c)
  * calls as the socket allows, advancing exactly through partial sends. */
 static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
-    if (c->werr)
-        return c->werr;
+    /* Event mode first: the caller may be a foreign thread, and the write
+     * side (werr included) belongs to the loop, which checks it itself. */
     if (c->ev)
         return tc__event_send(c, vec, cnt, total); /* queued, never blocks the loop */
+    if (c->werr)
+        return c->werr;
     int64_t deadline = op_deadline(c);
     struct iovec win[IOV_WINDOW];
     int idx = 0;
