@@ -20,6 +20,8 @@
 
 #include "helpers.h"
 
+/* Loops assert with `if (...) cr_assert_fail()`: ctest runs suites with
+ * --full-stats, which records every passing assertion too. */
 TestSuite(event, .timeout = 30);
 
 /* Memory figures mean little under a sanitizer (shadow memory, ASan's
@@ -297,7 +299,8 @@ static int fc_send(struct fc *c)
 static void fc_interest(struct fleet *f, int i, uint32_t events)
 {
     struct epoll_event ev = {.events = events, .data.u32 = (uint32_t)i};
-    cr_assert_eq(epoll_ctl(f->epfd, EPOLL_CTL_MOD, f->c[i].fd, &ev), 0);
+    if (epoll_ctl(f->epfd, EPOLL_CTL_MOD, f->c[i].fd, &ev) != 0)
+        cr_assert_fail("epoll_ctl: %s", strerror(errno));
 }
 
 static void fc_start_exchange(struct fleet *f, int i)
@@ -361,11 +364,13 @@ static void fleet_run(struct fleet *f, const tc_addr *addr, int n, int exchanges
     for (int i = 0; i < n; i++) {
         struct fc *c = &f->c[i];
         c->fd = socket(tc_addr_family(addr), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        cr_assert_geq(c->fd, 0, "socket %d: %s", i, strerror(errno));
-        int rc = connect(c->fd, &addr->u.sa, addr->len);
-        cr_assert(rc == 0 || errno == EINPROGRESS, "connect %d: %s", i, strerror(errno));
+        if (c->fd < 0)
+            cr_assert_fail("socket %d: %s", i, strerror(errno));
+        if (connect(c->fd, &addr->u.sa, addr->len) != 0 && errno != EINPROGRESS)
+            cr_assert_fail("connect %d: %s", i, strerror(errno));
         struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
-        cr_assert_eq(epoll_ctl(f->epfd, EPOLL_CTL_ADD, c->fd, &ev), 0);
+        if (epoll_ctl(f->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+            cr_assert_fail("epoll_ctl %d: %s", i, strerror(errno));
     }
     int64_t end = tc_test_now_ms() + ms;
     struct epoll_event evs[256];
@@ -376,7 +381,8 @@ static void fleet_run(struct fleet *f, const tc_addr *addr, int n, int exchanges
         int k = epoll_wait(f->epfd, evs, 256, (int)left);
         if (k < 0 && errno == EINTR)
             continue;
-        cr_assert_geq(k, 0, "epoll_wait: %s", strerror(errno));
+        if (k < 0)
+            cr_assert_fail("epoll_wait: %s", strerror(errno));
         for (int j = 0; j < k; j++) {
             int i = (int)evs[j].data.u32;
             struct fc *c = &f->c[i];
@@ -614,8 +620,8 @@ Test(event, backpressure_bounds_server_memory, .timeout = 120)
     for (;;) {
         if (tc_test_event_count(&w.finished) && verified == atomic_load(&w.pushed))
             break;
-        cr_assert_lt(tc_test_now_ms(), end, "read %zu of %zu bytes", verified,
-                     atomic_load(&w.pushed));
+        if (tc_test_now_ms() >= end)
+            cr_assert_fail("read %zu of %zu bytes in time", verified, atomic_load(&w.pushed));
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int r = poll(&p, 1, 50);
         if (r <= 0)
@@ -623,13 +629,15 @@ Test(event, backpressure_bounds_server_memory, .timeout = 120)
         ssize_t n = recv(fd, in + have, cap - have, 0);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
-        cr_assert_gt(n, 0, "recv after %zu bytes: %s", verified, n ? strerror(errno) : "EOF");
+        if (n <= 0)
+            cr_assert_fail("recv after %zu bytes: %s", verified, n ? strerror(errno) : "EOF");
         have += (size_t)n;
         size_t pos = 0;
         while (have - pos >= 4) {
             size_t len = (size_t)in[pos] << 24 | (size_t)in[pos + 1] << 16 |
                          (size_t)in[pos + 2] << 8 | in[pos + 3];
-            cr_assert_eq(len, bp_len(j), "frame %u: length %zu, want %zu", j, len, bp_len(j));
+            if (len != bp_len(j))
+                cr_assert_fail("frame %u: length %zu, want %zu", j, len, bp_len(j));
             if (have - pos < 4 + len)
                 break;
             for (size_t k = 0; k < len; k++)
