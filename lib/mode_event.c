@@ -442,6 +442,11 @@ static void accept_batch(struct loop *lp)
 {
     tc_server *srv = lp->srv;
     struct state *st = st_of(srv);
+    /* The listener's event can come in the same batch as the shutdown's
+     * (even after it): once a shutdown is asked for, nothing more is
+     * accepted, and nothing is dealt to loops that may have finished. */
+    if (atomic_load(&srv->shutdown_req) || atomic_load(&lp->draining))
+        return;
     for (int i = 0; i < ACCEPT_BATCH && tc__server_may_accept(srv); i++) {
         tc_conn *c;
         int rc = tc__server_accept(srv, &c);
