@@ -53,7 +53,7 @@ struct hs {
     tc_test_event opened, closed; /* posted by on_open / on_close (tag: reason) */
     atomic_llong consumed;        /* payload bytes on_message saw */
     atomic_int refuse;            /* verify_request refuses while set */
-    void *extra;                  /* the test's own state */
+    atomic_int dropped;           /* log messages about dropped connections */
 };
 
 static void hs_init(struct hs *h)
@@ -64,6 +64,7 @@ static void hs_init(struct hs *h)
     tc_test_event_init(&h->closed);
     atomic_init(&h->consumed, 0);
     atomic_init(&h->refuse, 0);
+    atomic_init(&h->dropped, 0);
 }
 
 static void hs_destroy(struct hs *h)
@@ -132,6 +133,14 @@ static int hs_verify(tc_server *srv, const tc_addr *peer, void *ctx)
     return atomic_load(&h->refuse) ? -EACCES : 0;
 }
 
+static void hs_log(tc_server *srv, tc_log_level level, const char *msg, void *ctx)
+{
+    struct hs *h = ctx;
+    (void)srv;
+    if (level == TC_LOG_WARN && strstr(msg, "dropping"))
+        atomic_fetch_add(&h->dropped, 1);
+}
+
 static int hs_get(struct hs *h, const int *field)
 {
     pthread_mutex_lock(&h->mu);
@@ -173,6 +182,7 @@ static tc_server_config ev_config(struct hs *h, int workers)
     cfg.codec = line_codec();
     cfg.hooks.handle_error = hs_error;
     cfg.hooks.verify_request = hs_verify;
+    cfg.hooks.log = hs_log;
     cfg.hooks.ctx = h;
     return cfg;
 }
@@ -1172,7 +1182,8 @@ Test(event, timer_cancel_and_rearm)
 
     /* Arming again moves the timer: 100 s, then 20 ms. */
     command(c2, "rearm", "armed 0");
-    cr_assert_eq(tc_test_event_wait(&t.fired, 1, TC_TEST_WAIT_MS), 0, "the moved timer never fired");
+    cr_assert_eq(tc_test_event_wait(&t.fired, 1, TC_TEST_WAIT_MS), 0,
+                 "the moved timer never fired");
     assert_on_time(&t.slot[2], 0, 20, "re-armed");
 
     char want[64];
@@ -1615,7 +1626,7 @@ Test(event, shutdown_before_serving_returns_at_once)
     hs_destroy(&h);
 }
 
-/* ---- output ordering details ------------------------------------------------------------------ */
+/* ---- output ordering details ------------------------------------------------------------- */
 
 /* "hc": a buffered write, then a half-close: the peer reads it, then end of
  * stream, while the server still reads. "blob": a buffered reply over the
@@ -1741,6 +1752,137 @@ Test(event, large_and_dribbled_frames)
     free(out);
     free(in);
     close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&h);
+}
+
+/* ---- accepting: never after shutdown, and out of descriptors -------------------------------- */
+
+struct gate {
+    struct hs hs; /* first: the hooks' ctx */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int arm, blocked, release;
+};
+
+/* service_actions runs at the end of each turn of loop 0, after the loop
+ * looked for a shutdown request: once armed, it holds the loop there. */
+static void gate_service(tc_server *srv, void *ctx)
+{
+    struct gate *g = ctx;
+    (void)srv;
+    pthread_mutex_lock(&g->mu);
+    if (g->arm) {
+        g->arm = 0;
+        g->blocked = 1;
+        pthread_cond_broadcast(&g->cv);
+        while (!g->release)
+            pthread_cond_wait(&g->cv, &g->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* tc_server_shutdown() and a new client both arrive while loop 0 is busy:
+ * its next wait sees the shutdown and the listener ready together, and the
+ * client must stay unaccepted (server.h: clients still in the backlog are
+ * never accepted), in particular not dealt to a loop that is already gone. */
+static void no_accept_after_shutdown(int workers)
+{
+    struct gate g;
+    memset(&g, 0, sizeof g);
+    hs_init(&g.hs);
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    tc_server_config cfg = ev_config(&g.hs, workers);
+    cfg.drain_timeout_ms = tc_test_ms(10000);
+    cfg.hooks.service_actions = gate_service;
+    tc_handler hd = echo_handler(&g.hs);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    tc_codec line = line_codec();
+    tc_conn *a = dial(&ts, &line); /* loop 0 */
+    exchange(a, "one");
+    pthread_mutex_lock(&g.mu);
+    g.arm = 1;
+    pthread_mutex_unlock(&g.mu);
+    cr_assert_eq(tc_conn_send(a, "two", 3), 0); /* a turn of loop 0, which then blocks */
+    pthread_mutex_lock(&g.mu);
+    while (!g.blocked)
+        pthread_cond_wait(&g.cv, &g.mu); /* bounded by the test's timeout */
+    pthread_mutex_unlock(&g.mu);
+
+    cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+    int late = tc_test_connect_ok(&ts.addr); /* completes in the backlog */
+    pthread_mutex_lock(&g.mu);
+    g.release = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    expect_frame(a, "two");
+    cr_assert_eq(tc_test_server_join(&ts), 0);
+    tc_stats s = stats_of(&ts);
+    cr_assert_eq(s.accepted, 1, "a client was accepted after the shutdown");
+    cr_assert_eq(s.active, 0);
+    cr_assert_eq(hs_get(&g.hs, &g.hs.opens), 1);
+    close(late);
+    tc_conn_close(a);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&g.hs);
+}
+
+Test(event, no_accept_after_shutdown_one_loop) { no_accept_after_shutdown(1); }
+Test(event, no_accept_after_shutdown_two_loops) { no_accept_after_shutdown(2); }
+
+/* Out of descriptors: the loop drops the clients it cannot take (the spare
+ * descriptor trick) instead of waking forever on the listener, serves the
+ * ones it took, and takes new clients once descriptors are free again. */
+Test(event, accept_out_of_descriptors_drops_and_recovers)
+{
+    enum { N = 8, ROOM = 2 };
+    struct hs h;
+    hs_init(&h);
+    tc_server_config cfg = ev_config(&h, 1);
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(fds[i], 0);
+    }
+    /* Lower the limit so that exactly ROOM descriptor numbers stay free. */
+    struct rlimit old, rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rlim_t lim = 0;
+    for (int free_below = 0; free_below < ROOM; lim++)
+        if (fcntl((int)lim, F_GETFD) < 0)
+            free_below++;
+    rl = old;
+    rl.rlim_cur = lim;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(connect(fds[i], &ts.addr.u.sa, ts.addr.len), 0);
+    /* The first ROOM are served; the rest are dropped (end of stream or reset). */
+    for (int i = 0; i < N; i++) {
+        if (i < ROOM) {
+            cr_assert_eq(tc_test_send_all(fds[i], "hi\n", 3), 0);
+            char b[3];
+            cr_assert_eq(tc_test_recv_full(fds[i], b, 3), 3, "client %d not served", i);
+        } else {
+            int rc = tc_test_recv_eof(fds[i]);
+            cr_assert(rc == 0 || rc == -ECONNRESET, "client %d: %d", i, rc);
+        }
+    }
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    cr_assert_eq(stats_of(&ts).accepted, ROOM);
+    cr_assert_geq(atomic_load(&h.dropped), N - ROOM, "%d dropped clients logged",
+                  atomic_load(&h.dropped));
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    tc_codec line = line_codec();
+    tc_conn *c = dial(&ts, &line);
+    exchange(c, "recovered");
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_event_wait(&h.closed, ROOM + 1, TC_TEST_WAIT_MS), 0);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
     hs_destroy(&h);
 }
