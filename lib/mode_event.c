@@ -254,11 +254,17 @@ static void on_readable(struct tc__evconn *ec)
 
 static void on_writable(struct tc__evconn *ec)
 {
+    size_t before = tc__conn_pending(ec->conn);
     int rc = tc__conn_flush_nb(ec->conn);
     if (rc < 0) {
         ev_close(ec, rc);
         return;
     }
+    /* A peer reading a long reply is not idle: the idle timeout counts
+     * silence while we wait for a message, as in the other modes. A peer
+     * that stops reading still runs into it. */
+    if (tc__conn_pending(ec->conn) < before)
+        schedule_idle(ec);
     if (rc == 0 && ec->linger_reason) {
         ev_close(ec, ec->linger_reason == 1 ? 0 : ec->linger_reason);
         return;
