@@ -1464,6 +1464,51 @@ Test(event, drain_deadline_cuts_unread_output)
     hs_destroy(&b.hs);
 }
 
+/* The idle timeout counts silence while the server waits for a message, as
+ * in the other modes: a client slowly reading a long reply is not idle. The
+ * pauses make the reader slow; they synchronise nothing. */
+Test(event, idle_timeout_spares_a_slow_reader, .timeout = 60)
+{
+    struct bigstate b;
+    tc_test_server ts;
+    hs_init(&b.hs);
+    tc_test_event_init(&b.queued);
+    tc_server_config cfg = ev_config(&b.hs, 1);
+    int idle = tc_test_ms(200);
+    cfg.idle_timeout_ms = idle;
+    tc_handler hd = echo_handler(&b.hs);
+    hd.on_message = big_message;
+    hd.ctx = &b;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    int fd = tc_test_connect_ok(&ts.addr);
+    cr_assert_eq(tc_test_send_all(fd, "big\n", 4), 0);
+    static unsigned char buf[256 * 1024];
+    size_t got = 0;
+    int64_t t0 = tc_test_now_ms();
+    while (got < BIG_REPLY) {
+        ssize_t n = tc_test_recv_full(fd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != big_byte(got + (size_t)i))
+                cr_assert_fail("reply differs at byte %zu", got + (size_t)i);
+        got += (size_t)n;
+        struct timespec pause = {0, (long)idle * 1000000 / 8};
+        nanosleep(&pause, NULL);
+    }
+    int64_t el = tc_test_now_ms() - t0;
+    cr_assert_eq(got, BIG_REPLY, "cut after %zu bytes and %lld ms (idle timeout %d ms)", got,
+                 (long long)el, idle);
+    cr_assert_gt(el, idle, "the reader was not slow enough to test anything");
+    /* Once the reply is out, silence counts again. */
+    cr_assert_eq(tc_test_recv_eof(fd), 0);
+    cr_assert_eq(tc_test_event_wait(&b.hs.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(hs_get(&b.hs, &b.hs.last_reason), -ETIMEDOUT);
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&b.hs);
+}
+
 /* ---- max_conns, verify_request, stats --------------------------------------------------- */
 
 Test(event, max_conns_holds_the_next_client_until_a_slot_frees)
