@@ -671,7 +671,7 @@ Test(event, backpressure_bounds_server_memory, .timeout = 120)
                 verified);
     cr_assert_geq(verified, target);
     if (SANITIZED) {
-        cr_log_warn("sanitized build: memory growth not asserted");
+        cr_log_info("sanitized build: memory growth not asserted");
     } else {
         cr_assert_lt(rss1 - rss0, bound_kb, "RSS grew by %ld kB with %zu bytes pushed",
                      rss1 - rss0, pushed1);
