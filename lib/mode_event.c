@@ -89,6 +89,13 @@ static int quiet_end(int reason)
     return reason == 0 || reason == TC_EOF || reason == TC_ESHUTDOWN || reason == -ETIMEDOUT;
 }
 
+static void schedule_idle(struct tc__evconn *ec)
+{
+    int ms = ec->loop->srv->cfg.idle_timeout_ms;
+    if (ms > 0)
+        (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t, tc__deadline_ms(ms));
+}
+
 static void set_interest(struct tc__evconn *ec)
 {
     tc_conn *c = ec->conn;
@@ -97,6 +104,9 @@ static void set_interest(struct tc__evconn *ec)
         (void)tc__sock_shutdown_how(c->fd, SHUT_WR);
         ec->shut_wr = 0;
     }
+    if (ec->idle.t.slot == TC__TIMER_IDLE && ec->opened && !ec->linger_reason &&
+        tc__conn_pending(c) == 0)
+        schedule_idle(ec); /* the idle clock stopped while output was pending */
     unsigned want = 0;
     if (!ec->paused && !ec->linger_reason)
         want |= TC__POLL_IN;
@@ -189,13 +199,6 @@ static void ev_close_after_flush(struct tc__evconn *ec, int reason)
     set_interest(ec);
 }
 
-static void schedule_idle(struct tc__evconn *ec)
-{
-    int ms = ec->loop->srv->cfg.idle_timeout_ms;
-    if (ms > 0)
-        (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t, tc__deadline_ms(ms));
-}
-
 /* Run on_message for every complete frame buffered, unless paused. */
 static void process_input(struct tc__evconn *ec)
 {
@@ -254,17 +257,11 @@ static void on_readable(struct tc__evconn *ec)
 
 static void on_writable(struct tc__evconn *ec)
 {
-    size_t before = tc__conn_pending(ec->conn);
     int rc = tc__conn_flush_nb(ec->conn);
     if (rc < 0) {
         ev_close(ec, rc);
         return;
     }
-    /* A peer reading a long reply is not idle: the idle timeout counts
-     * silence while we wait for a message, as in the other modes. A peer
-     * that stops reading still runs into it. */
-    if (tc__conn_pending(ec->conn) < before)
-        schedule_idle(ec);
     if (rc == 0 && ec->linger_reason) {
         ev_close(ec, ec->linger_reason == 1 ? 0 : ec->linger_reason);
         return;
@@ -426,6 +423,12 @@ static void fire_timers(struct loop *lp)
         struct tc__evconn *ec = et->ec;
         tc__theap_cancel(&lp->timers, t);
         if (et->kind == TIMER_IDLE) {
+            /* Not idle while a reply is still going out (the peer may be
+             * reading it slowly): the clock restarts once it is out (see
+             * set_interest), as the other modes wait for the next message
+             * only after flushing. */
+            if (tc__conn_pending(ec->conn) > 0)
+                continue;
             /* Silence inside a frame is an error; between frames it is not. */
             if (ec->conn->rlen > 0)
                 tc__server_error(lp->srv, ec->conn, -ETIMEDOUT);
