@@ -361,7 +361,9 @@ int main(int argc, char **argv)
     if (o.set_max_frame && tc_codec_set_max_frame(&cfg.codec, (size_t)o.max_frame) < 0)
         return bad_arg("--max-frame", "too large");
     cfg.idle_timeout_ms = (int)o.idle_timeout;
-    handler.on_message = strcmp(o.framing, "raw") ? echo_message : echo_send;
+    /* Event loops send at once what the socket takes: no buffer to fill. */
+    handler.on_message = strcmp(o.framing, "raw") && o.mode != TC_MODE_EVENT ? echo_message
+                                                                               : echo_send;
 
     if (o.greet)
         handler.on_open = greet_open;

@@ -45,7 +45,8 @@ void tc__conn_free(tc_conn *conn)
     if (!conn)
         return;
     tc__close(conn->fd);
-    free(conn->rbuf);
+    if (!conn->rborrowed)
+        free(conn->rbuf);
     free(conn->wbuf);
     free(conn);
 }
@@ -196,7 +197,7 @@ static void consume_view(tc_conn *c)
 /* An idle channel holds no buffer memory: free buffers that are empty. */
 static void trim(tc_conn *c)
 {
-    if (c->rlen == 0 && c->rbuf) {
+    if (c->rlen == 0 && c->rbuf && !c->rborrowed) {
         free(c->rbuf);
         c->rbuf = NULL;
         c->rcap = c->roff = 0;
@@ -289,6 +290,8 @@ static int broken(tc_conn *c, int err)
 /* The common start of every read call: end the last view, report a broken side. */
 static int read_start(tc_conn *c)
 {
+    if (c->ev)
+        return -ENOTSUP; /* the event loop reads for the handler */
     consume_view(c);
     return c->rerr;
 }
@@ -583,6 +586,10 @@ int tc__conn_wait_message(tc_conn *c)
  * calls as the socket allows, advancing exactly through partial sends. */
 static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
+    /* Event mode first: the caller may be a foreign thread, and the write
+     * side (werr included) belongs to the loop, which checks it itself. */
+    if (c->ev)
+        return tc__event_send(c, vec, cnt, total); /* queued, never blocks the loop */
     if (c->werr)
         return c->werr;
     int64_t deadline = op_deadline(c);
@@ -767,6 +774,8 @@ ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count)
 {
     if (!conn || file_fd < 0 || offset < 0)
         return -EINVAL;
+    if (conn->ev)
+        return -ENOTSUP; /* it would block the event loop */
     if (count > SSIZE_MAX)
         count = SSIZE_MAX;
     int rc = flush_buffer(conn);
@@ -813,6 +822,8 @@ int tc_conn_shutdown_write(tc_conn *conn)
 {
     if (!conn)
         return -EINVAL;
+    if (conn->ev)
+        return tc__event_shutdown_write(conn); /* after the queued output */
     int rc = flush_buffer(conn);
     if (rc < 0)
         return rc;
@@ -826,4 +837,181 @@ void tc_conn_close(tc_conn *conn)
         tc__conn_flush_quiet(conn);
         tc__conn_free(conn);
     }
+}
+
+/* ---- the event loop's side (mode_event.c) -------------------------------- */
+
+ssize_t tc__conn_fill_nb(tc_conn *c, unsigned char *scratch, size_t scratch_len)
+{
+    consume_view(c);
+    if (c->rerr)
+        return c->rerr;
+    if (c->rlen == 0 && !c->rbuf && scratch) {
+        /* Nothing buffered: receive into the loop's scratch buffer, so that
+         * a complete request costs no allocation; settle keeps the rest. */
+        c->rbuf = scratch;
+        c->rcap = scratch_len;
+        c->roff = 0;
+        c->rborrowed = 1;
+    }
+    if (c->rborrowed) {
+        /* The scratch never grows (it is not ours to realloc): compact it,
+         * and when it is full let the frames go first, then settle. */
+        if (c->roff > 0 && c->roff + c->rlen == c->rcap) {
+            memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
+            c->roff = 0;
+        }
+        size_t room = c->rcap - c->roff - c->rlen;
+        if (room == 0)
+            return 0;
+        ssize_t r = tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, room);
+        if (r > 0)
+            c->rlen += (size_t)r;
+        else if (r == 0)
+            c->reof = 1;
+        return r == 0 ? TC_EOF : r;
+    }
+    size_t limit = tc_codec_max_frame(&c->codec) + tc__codec_overhead(&c->codec);
+    return fill_once(c, limit);
+}
+
+int tc__conn_frame_nb(tc_conn *c, const void **msg, size_t *len)
+{
+    consume_view(c);
+    if (c->rerr)
+        return c->rerr;
+    size_t off, plen, flen;
+    int rc = tc__codec_scan_from(&c->codec, c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, c->rscan,
+                                 &off, &plen, &flen);
+    if (rc < 0)
+        return broken(c, rc);
+    if (rc == 0) {
+        c->rscan = c->rlen; /* resume there: a slow frame is not rescanned */
+        return c->reof && c->rlen ? broken(c, TC_EPARTIAL) : 0;
+    }
+    c->rscan = 0;
+    c->rview = flen;
+    *msg = c->rbuf + c->roff + off;
+    *len = plen;
+    return 1;
+}
+
+int tc__conn_settle(tc_conn *c)
+{
+    consume_view(c);
+    if (!c->rborrowed) {
+        trim(c);
+        return 0;
+    }
+    unsigned char *scratch = c->rbuf;
+    c->rbuf = NULL;
+    c->rcap = 0;
+    c->rborrowed = 0;
+    if (c->rlen == 0) {
+        c->roff = 0;
+        return 0;
+    }
+    /* Part of a frame is left: it moves into the channel's own buffer. */
+    size_t cap = c->rlen > c->rsize ? c->rlen : c->rsize;
+    unsigned char *nb = malloc(cap);
+    if (!nb) {
+        c->rlen = 0;
+        return broken(c, -ENOMEM);
+    }
+    memcpy(nb, scratch + c->roff, c->rlen);
+    c->rbuf = nb;
+    c->rcap = cap;
+    c->roff = 0;
+    return 0;
+}
+
+size_t tc__conn_pending(const tc_conn *c)
+{
+    return c->wlen - c->woff;
+}
+
+ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+{
+    if (c->werr)
+        return c->werr;
+    struct iovec win[IOV_WINDOW];
+    size_t sent = 0;
+    int idx = 0;
+    size_t ioff = 0;
+    /* Try the socket first, behind anything already queued; what it does not
+     * take is appended to the write buffer (never blocks). */
+    for (;;) {
+        int k = 0;
+        if (c->woff < c->wlen)
+            win[k++] = (struct iovec){c->wbuf + c->woff, c->wlen - c->woff};
+        for (int i = idx; i < cnt && k < IOV_WINDOW; i++) {
+            size_t o = i == idx ? ioff : 0;
+            if (vec[i].iov_len > o)
+                win[k++] = (struct iovec){(char *)vec[i].iov_base + o, vec[i].iov_len - o};
+        }
+        if (k == 0)
+            return (ssize_t)total;
+        ssize_t r = tc__sock_sendmsg(c->fd, win, k);
+        if (r == -EAGAIN || r == 0)
+            break;
+        if (r < 0) {
+            c->werr = (int)r;
+            return r;
+        }
+        size_t x = (size_t)r;
+        if (c->woff < c->wlen) {
+            size_t t = c->wlen - c->woff < x ? c->wlen - c->woff : x;
+            c->woff += t;
+            x -= t;
+            if (c->woff == c->wlen)
+                c->woff = c->wlen = 0;
+        }
+        sent += x;
+        while (x > 0) {
+            size_t rem = vec[idx].iov_len - ioff;
+            if (x < rem) {
+                ioff += x;
+                x = 0;
+            } else {
+                x -= rem;
+                idx++;
+                ioff = 0;
+            }
+        }
+    }
+    size_t rest = total - sent;
+    int rc = wbuf_reserve(c, rest);
+    if (rc < 0)
+        return rc;
+    for (int i = idx; i < cnt; i++) {
+        size_t o = i == idx ? ioff : 0;
+        if (vec[i].iov_len > o) {
+            memcpy(c->wbuf + c->wlen, (char *)vec[i].iov_base + o, vec[i].iov_len - o);
+            c->wlen += vec[i].iov_len - o;
+        }
+    }
+    return (ssize_t)total;
+}
+
+int tc__conn_append(tc_conn *c, const void *buf, size_t n)
+{
+    if (c->werr)
+        return c->werr;
+    int rc = wbuf_reserve(c, n);
+    if (rc < 0)
+        return rc;
+    memcpy(c->wbuf + c->wlen, buf, n);
+    c->wlen += n;
+    return 0;
+}
+
+int tc__conn_flush_nb(tc_conn *c)
+{
+    ssize_t r = tc__conn_send_nb(c, NULL, 0, 0);
+    if (r < 0)
+        return (int)r;
+    if (c->wlen > c->woff)
+        return 1;
+    trim(c);
+    return 0;
 }

@@ -155,8 +155,31 @@ struct tc_conn {
     int werr;          /* sticky: the write side is broken with this code */
 
     int msg_style;     /* run by the message loop (drain closes it when idle) */
+    struct tc__evconn *ev; /* set while an event loop runs the channel */
+    size_t rscan;      /* bytes of rbuf already scanned for the next frame */
+    int rborrowed;     /* rbuf is the event loop's scratch buffer, not ours */
     atomic_int idle;   /* waiting for the first byte of the next message */
 };
+
+/* The event loop's side of a channel (conn.c). Non-blocking throughout. */
+/* One receive; with nothing buffered it lands in the loop's scratch buffer.
+ * Bytes added, 0 if the buffer is full, TC_EOF, -EAGAIN or an error. */
+ssize_t tc__conn_fill_nb(tc_conn *c, unsigned char *scratch, size_t scratch_len);
+/* The next buffered frame: 1 (msg, len: a view until the next call), 0 need
+ * more, or the (sticky) error; TC_EPARTIAL once the peer ended mid-frame. */
+int tc__conn_frame_nb(tc_conn *c, const void **msg, size_t *len);
+/* After a batch of frames: move leftovers out of the scratch buffer, free empty buffers. */
+int tc__conn_settle(tc_conn *c);
+/* Send what the socket takes now, queue the rest; total or an error. */
+ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total);
+/* Queue bytes behind the pending output without sending. */
+int tc__conn_append(tc_conn *c, const void *buf, size_t n);
+/* Send queued output: 0 all gone (buffer freed), 1 some left, or an error. */
+int tc__conn_flush_nb(tc_conn *c);
+size_t tc__conn_pending(const tc_conn *c);
+/* mode_event.c: a send or half-close on a channel an event loop runs. */
+ssize_t tc__event_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total);
+int tc__event_shutdown_write(tc_conn *c);
 
 /* Wrap an accepted or connected socket (takes ownership of fd, even on failure). */
 int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer, const tc_addr *local);
@@ -181,6 +204,40 @@ int tc__conn_wait_message(tc_conn *conn);
 /* Run on_open, on_message per frame, on_close for a message-style handler. */
 void tc__conn_run_messages(tc_server *srv, tc_conn *conn);
 
+/* ---- readiness poller (poller.c: epoll) ---------------------------------- */
+
+typedef struct tc__poller tc__poller;
+enum { TC__POLL_IN = 1, TC__POLL_OUT = 2 };
+#define TC__POLL_BATCH 256 /* events taken per wait: bounds one loop turn */
+typedef struct tc__pevent {
+    void *ptr;        /* what was registered with the descriptor */
+    unsigned events;  /* TC__POLL_IN / TC__POLL_OUT; errors and hang-ups set both */
+} tc__pevent;
+int tc__poller_create(tc__poller **out);
+void tc__poller_destroy(tc__poller *p);
+int tc__poller_add(tc__poller *p, int fd, unsigned events, void *ptr);
+int tc__poller_mod(tc__poller *p, int fd, unsigned events, void *ptr);
+int tc__poller_del(tc__poller *p, int fd);
+/* Wait up to timeout_ms (-1: forever): the number of events, 0 on timeout or EINTR. */
+int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms);
+
+/* ---- timers (timer.c: a min-heap on absolute deadlines) --------------------- */
+
+#define TC__TIMER_IDLE SIZE_MAX /* slot of a timer that is not scheduled */
+typedef struct tc__timer {
+    int64_t when;     /* absolute CLOCK_MONOTONIC ns */
+    size_t slot;      /* index in the heap, or TC__TIMER_IDLE */
+} tc__timer;
+typedef struct tc__theap {
+    tc__timer **v;
+    size_t n, cap;
+} tc__theap;
+/* Add or move a timer (set slot = TC__TIMER_IDLE before first use). */
+int tc__theap_schedule(tc__theap *h, tc__timer *t, int64_t when);
+void tc__theap_cancel(tc__theap *h, tc__timer *t);
+tc__timer *tc__theap_next(const tc__theap *h);
+void tc__theap_free(tc__theap *h);
+
 /* ---- concurrency modes (mode.c and mode_*.c) ---------------------------- */
 
 /* The C form of socketserver's mixins: the core calls only these. A mode
@@ -195,6 +252,11 @@ typedef struct tc__mode {
     int (*start)(tc_server *srv);
     /* Take ownership of an accepted, verified connection (process_request). */
     int (*process_request)(tc_server *srv, tc_conn *conn);
+    /* A mode with its own loop (event): serve_forever calls this instead of
+     * the core loop; it accepts with tc__server_accept(), honours
+     * tc__server_may_accept(), drains on shutdown and returns 0 or an error.
+     * handle_request is then not available. May be NULL. */
+    int (*serve)(tc_server *srv);
     /* Housekeeping in the serving thread: each loop turn and when mode_fd is
      * readable (reap finished threads or children). May be NULL. */
     void (*service)(tc_server *srv);
@@ -215,6 +277,7 @@ extern const tc__mode tc__mode_inline;
 extern const tc__mode tc__mode_threading;
 extern const tc__mode tc__mode_forking;
 extern const tc__mode tc__mode_pool;
+extern const tc__mode tc__mode_event;
 
 /* ---- server (server.c) -------------------------------------------------- */
 
@@ -265,6 +328,12 @@ void tc__server_run_handler(tc_server *srv, tc_conn *conn);
 /* Unregister, close and free a connection and drop its server reference;
  * wakes the loop if it was waiting at the connection limit. */
 void tc__server_conn_done(tc_server *srv, tc_conn *conn);
+/* Accept one pending connection, apply verify_request, wrap and register it:
+ * 0 with *out set, 0 with *out NULL (refused or dropped), -EAGAIN (none), or an error. */
+int tc__server_accept(tc_server *srv, tc_conn **out);
+/* Whether the connection limit allows another accept; if not, the next
+ * connection to end writes the server's wake-up eventfd. */
+int tc__server_may_accept(tc_server *srv);
 /* Hold and drop a reference on the server: the last drop frees it (after
  * destroy, with daemon connections, that may be in a handler thread). */
 void tc__server_ref(tc_server *srv);

@@ -13,6 +13,7 @@ static const tc__mode *const modes[] = {
     [TC_MODE_THREADING] = &tc__mode_threading,
     [TC_MODE_FORKING] = &tc__mode_forking,
     [TC_MODE_POOL] = &tc__mode_pool,
+    [TC_MODE_EVENT] = &tc__mode_event,
 };
 
 const tc__mode *tc__mode_find(tc_mode id)

@@ -458,9 +458,10 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
 
 /* Accept one connection, filter it and hand it to the mode.
  * 0 when one was taken (served or refused), -EAGAIN when none was pending. */
-static int accept_one(tc_server *srv)
+int tc__server_accept(tc_server *srv, tc_conn **out)
 {
     tc_addr peer;
+    *out = NULL;
     int fd, rc = tc__sock_accept(srv->lfd, &peer, &fd);
     if (rc == -EMFILE || rc == -ENFILE) {
         /* Out of descriptors: without this the level-triggered listener
@@ -493,6 +494,18 @@ static int accept_one(tc_server *srv)
     /* Marked before the connection is visible to a drain, whatever its mode. */
     conn->msg_style = srv->handler.on_message != NULL;
     conn_register(srv, conn);
+    *out = conn;
+    return 0;
+}
+
+/* Accept one connection, filter it and hand it to the mode.
+ * 0 when one was taken (served or refused), -EAGAIN when none was pending. */
+static int accept_one(tc_server *srv)
+{
+    tc_conn *conn;
+    int rc = tc__server_accept(srv, &conn);
+    if (rc < 0 || !conn)
+        return rc;
     if ((rc = srv->mode->process_request(srv, conn)) < 0) {
         tc__server_error(srv, conn, rc);
         tc__server_conn_done(srv, conn);
@@ -511,8 +524,7 @@ static int take_shutdown(tc_server *srv)
     return atomic_exchange(&srv->shutdown_req, 0);
 }
 
-/* Whether the server may accept now; if not, the next connection to end wakes the loop. */
-static int may_accept(tc_server *srv)
+int tc__server_may_accept(tc_server *srv)
 {
     if (!srv->limit || atomic_load(&srv->active) < (unsigned)srv->limit)
         return 1;
@@ -531,7 +543,7 @@ static int wait_ready(tc_server *srv, int timeout_ms)
 {
     struct pollfd p[3] = {{.fd = srv->wakefd, .events = POLLIN},
                           {.fd = srv->mode_fd, .events = POLLIN},
-                          {.fd = may_accept(srv) ? srv->lfd : -1, .events = POLLIN}};
+                          {.fd = tc__server_may_accept(srv) ? srv->lfd : -1, .events = POLLIN}};
     int r = poll(p, 3, timeout_ms);
     if (r < 0)
         return errno == EINTR ? 0 : -errno;
@@ -570,6 +582,14 @@ int tc_server_serve_forever(tc_server *srv)
     if (atomic_exchange(&srv->serving, 1))
         return -EBUSY;
     int rc = 0;
+    if (srv->mode->serve) {
+        /* The mode runs its own loop (event): accept, dispatch, drain. */
+        rc = srv->mode->serve(srv);
+        (void)take_shutdown(srv);
+        atomic_store(&srv->stopping, 0);
+        atomic_store(&srv->serving, 0);
+        return rc;
+    }
     while (!atomic_load(&srv->shutdown_req)) {
         int ready = wait_ready(srv, srv->cfg.poll_interval_ms);
         if (ready < 0) {
@@ -584,7 +604,7 @@ int tc_server_serve_forever(tc_server *srv)
                 tc__server_log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(a));
                 break;
             }
-            if (!may_accept(srv))
+            if (!tc__server_may_accept(srv))
                 break;
         }
         if (srv->mode->service)
@@ -603,6 +623,8 @@ int tc_server_handle_request(tc_server *srv)
 {
     if (!srv)
         return -EINVAL;
+    if (srv->mode->serve)
+        return -ENOTSUP; /* a mode with its own loop serves only through serve_forever */
     if (atomic_exchange(&srv->serving, 1))
         return -EBUSY;
     int64_t deadline = tc__deadline_ms(srv->cfg.timeout_ms);

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Message-style handlers (on_open / on_message / on_close) in inline and
- * threading modes: order of callbacks, replies, configuration errors, an
- * oversized frame closing only its connection, the idle timeout, and the
- * graceful drain (idle connections closed at once, the in-flight message
- * completed). Servers listen on 127.0.0.1:0 and run in a thread. */
+/* Message-style handlers (on_open / on_message / on_close), the same tests in
+ * every in-process mode (inline, threading, event): order of callbacks,
+ * replies, configuration errors, an oversized frame closing only its
+ * connection, the idle timeout, and the graceful drain (idle connections
+ * closed at once, the in-flight message completed). Servers listen on
+ * 127.0.0.1:0 and run in a thread. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
@@ -15,6 +16,14 @@
 #include <tcpchan/tcpchan.h>
 
 TestSuite(message, .timeout = 20);
+
+/* One test per mode for a function taking the mode: name_inline,
+ * name_threading, name_event. Forking runs callbacks in a child, where the
+ * shared record below is not shared, so it is not among them. */
+#define PER_MODE(name, fn)                                                                         \
+    Test(message, name##_inline) { fn(TC_MODE_INLINE); }                                           \
+    Test(message, name##_threading) { fn(TC_MODE_THREADING); }                                     \
+    Test(message, name##_event) { fn(TC_MODE_EVENT); }
 
 static int64_t now_ms(void)
 {
@@ -220,8 +229,7 @@ static void order_and_replies(tc_mode mode)
     cr_assert_eq(r.errors, 0);
 }
 
-Test(message, order_and_replies_inline) { order_and_replies(TC_MODE_INLINE); }
-Test(message, order_and_replies_threading) { order_and_replies(TC_MODE_THREADING); }
+PER_MODE(order_and_replies, order_and_replies)
 
 static void len32_frames(tc_mode mode)
 {
@@ -245,8 +253,7 @@ static void len32_frames(tc_mode mode)
     cr_assert_str_eq(r.log, "open;msg:one;msg:;msg:three;close:OK;");
 }
 
-Test(message, len32_frames_inline) { len32_frames(TC_MODE_INLINE); }
-Test(message, len32_frames_threading) { len32_frames(TC_MODE_THREADING); }
+PER_MODE(len32_frames, len32_frames)
 
 /* ---- configuration --------------------------------------------------------- */
 
@@ -280,6 +287,88 @@ Test(message, handler_style_must_be_exactly_one)
     tc_server_config zero = {0};
     cr_assert_eq(tc_server_create(&s, &zero, &h), 0, "= {0} is all defaults: raw codec");
     tc_server_destroy(s);
+}
+
+/* Event mode runs message-style handlers only, and only through serve_forever. */
+static void count_log(tc_server *srv, tc_log_level level, const char *msg, void *ctx)
+{
+    (void)srv, (void)level;
+    if (strstr(msg, "event mode"))
+        ++*(int *)ctx;
+}
+
+Test(message, event_mode_refuses_a_stream_handler)
+{
+    tc_server *s = NULL;
+    tc_handler h = TC_HANDLER_INIT;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    int logged = 0;
+    cfg.mode = TC_MODE_EVENT;
+    cfg.hooks.log = count_log;
+    cfg.hooks.ctx = &logged;
+    h.handle = dummy_handle;
+    cr_assert_eq(tc_server_create(&s, &cfg, &h), TC_EBADCONFIG);
+    cr_assert_null(s, "out untouched on failure");
+    cr_assert_eq(logged, 1, "the log hook names the reason");
+}
+
+Test(message, event_mode_has_no_handle_request)
+{
+    struct rec r;
+    tc_server *s = NULL;
+    tc_handler h = TC_HANDLER_INIT;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    rec_init(&r);
+    cfg.mode = TC_MODE_EVENT;
+    cfg.timeout_ms = 10;
+    h.on_message = on_message;
+    h.ctx = &r;
+    cr_assert_eq(tc_server_create(&s, &cfg, &h), 0);
+    cr_assert_eq(tc_server_handle_request(s), -ENOTSUP);
+    cr_assert_eq(tc_server_handle_request(s), -ENOTSUP, "and it does not mark the server busy");
+    tc_server_destroy(s);
+}
+
+/* In event mode the loop reads for the handler: read calls, and sendfile
+ * (which would block the loop), are refused inside on_message. */
+static int reader_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    char buf[8];
+    const void *p;
+    size_t n;
+    (void)msg, (void)len, (void)ctx;
+    char out[128];
+    snprintf(out, sizeof out, "%zd %d %d %zd", tc_conn_read(c, buf, sizeof buf),
+             tc_conn_read_frame(c, &p, &n), tc_conn_peek(c, 1, &p, &n),
+             tc_conn_sendfile(c, 0, 0, 1));
+    return tc_conn_send(c, out, strlen(out));
+}
+
+Test(message, event_mode_refuses_reads_inside_on_message)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    rec_init(&r);
+    line_codec(&line, 100);
+    cfg.codec = line;
+    cfg.mode = TC_MODE_EVENT;
+    cfg.conn_timeout_ms = 5000;
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_message = reader_message;
+    cr_assert_eq(tc_server_create(&v.s, &cfg, &h), 0);
+    tc_addr a;
+    tc_server_address(v.s, &a);
+    tc_addr_format(&a, v.addr, sizeof v.addr);
+    cr_assert_eq(pthread_create(&v.tid, NULL, serve_main, &v), 0);
+    tc_conn *c = client(&v, &line);
+    cr_assert_eq(tc_conn_send(c, "x", 1), 0);
+    char want[64];
+    snprintf(want, sizeof want, "%d %d %d %d", -ENOTSUP, -ENOTSUP, -ENOTSUP, -ENOTSUP);
+    expect_reply(c, want);
+    tc_conn_close(c);
+    stop(&v);
 }
 
 /* ---- an oversized frame closes only its connection --------------------------- */
@@ -322,12 +411,11 @@ static void oversized(tc_mode mode)
     stop(&v);
 }
 
-Test(message, oversized_frame_closes_that_connection_inline) { oversized(TC_MODE_INLINE); }
-Test(message, oversized_frame_closes_that_connection_threading) { oversized(TC_MODE_THREADING); }
+PER_MODE(oversized_frame_closes_that_connection, oversized)
 
 /* ---- errors from callbacks ------------------------------------------------------ */
 
-Test(message, on_message_error_ends_the_connection)
+static void on_message_error(tc_mode mode)
 {
     struct rec r;
     struct srv v;
@@ -336,7 +424,7 @@ Test(message, on_message_error_ends_the_connection)
     rec_init(&r);
     line_codec(&line, 100);
     cfg.codec = line;
-    start(&v, TC_MODE_THREADING, &r, &cfg);
+    start(&v, mode, &r, &cfg);
     tc_conn *c = client(&v, &line);
     tc_conn_send(c, "fail", 4);
     const void *m;
@@ -350,14 +438,16 @@ Test(message, on_message_error_ends_the_connection)
     stop(&v);
 }
 
-Test(message, on_open_failure_skips_the_connection)
+PER_MODE(on_message_error_ends_the_connection, on_message_error)
+
+static void on_open_failure(tc_mode mode)
 {
     struct rec r;
     struct srv v;
     tc_server_config cfg = TC_SERVER_CONFIG_INIT;
     rec_init(&r);
     r.fail_open = 1;
-    start(&v, TC_MODE_INLINE, &r, &cfg);
+    start(&v, mode, &r, &cfg);
     tc_conn *c = client(&v, NULL);
     char b[4];
     ssize_t rc = tc_conn_read(c, b, sizeof b);
@@ -369,9 +459,11 @@ Test(message, on_open_failure_skips_the_connection)
     cr_assert_eq(r.last_error, -EACCES);
 }
 
+PER_MODE(on_open_failure_skips_the_connection, on_open_failure)
+
 /* ---- idle timeout ------------------------------------------------------------------ */
 
-Test(message, idle_timeout_closes_a_silent_connection)
+static void idle_timeout(tc_mode mode)
 {
     struct rec r;
     struct srv v;
@@ -381,7 +473,7 @@ Test(message, idle_timeout_closes_a_silent_connection)
     line_codec(&line, 100);
     cfg.codec = line;
     cfg.idle_timeout_ms = 200;
-    start(&v, TC_MODE_THREADING, &r, &cfg);
+    start(&v, mode, &r, &cfg);
     tc_conn *c = client(&v, &line);
     tc_conn_send(c, "x", 1);
     expect_reply(c, "x");
@@ -399,9 +491,45 @@ Test(message, idle_timeout_closes_a_silent_connection)
     stop(&v);
 }
 
+PER_MODE(idle_timeout_closes_a_silent_connection, idle_timeout)
+
+/* Silence inside a frame is an error (server.h: idle_timeout_ms), unlike
+ * silence between frames. */
+static void idle_inside_a_frame(tc_mode mode)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    rec_init(&r);
+    line_codec(&line, 100);
+    cfg.codec = line;
+    cfg.idle_timeout_ms = 100;
+    start(&v, mode, &r, &cfg);
+    tc_conn *c = client(&v, &line);
+    cr_assert_eq(tc_conn_send_all(c, "half a li", 9), 9);
+    const void *m;
+    size_t n;
+    int rc = tc_conn_read_frame(c, &m, &n);
+    cr_assert(rc == TC_EOF || rc == -ECONNRESET, "%s", tc_err_name(rc));
+    cr_assert(rec_wait(&r, closes_at_least, 1));
+    cr_assert_eq(r.last_reason, -ETIMEDOUT);
+    pthread_mutex_lock(&r.mu);
+    cr_assert_eq(r.errors, 1, "reported to handle_error");
+    cr_assert_eq(r.last_error, -ETIMEDOUT);
+    pthread_mutex_unlock(&r.mu);
+    tc_conn_close(c);
+    stop(&v);
+}
+
+PER_MODE(idle_timeout_inside_a_frame_is_an_error, idle_inside_a_frame)
+
 /* ---- graceful drain --------------------------------------------------------------- */
 
-Test(message, drain_closes_idle_connections_at_once_and_completes_in_flight)
+/* Two connections at once, one blocked in on_message: not for inline mode.
+ * In event mode the blocked callback holds its loop, so the idle connection
+ * must be on another: two loops, dealt round-robin (first to loop 0). */
+static void drain(tc_mode mode)
 {
     struct rec r;
     struct srv v;
@@ -411,7 +539,8 @@ Test(message, drain_closes_idle_connections_at_once_and_completes_in_flight)
     line_codec(&line, 100);
     cfg.codec = line;
     cfg.drain_timeout_ms = 10000; /* far more than the test waits */
-    start(&v, TC_MODE_THREADING, &r, &cfg);
+    cfg.workers = 2;
+    start(&v, mode, &r, &cfg);
     tc_conn *idle = client(&v, &line);
     tc_conn_send(idle, "hello", 5);
     expect_reply(idle, "hello");
@@ -444,4 +573,14 @@ Test(message, drain_closes_idle_connections_at_once_and_completes_in_flight)
     tc_conn_close(idle);
     tc_conn_close(busy);
     tc_server_destroy(v.s);
+}
+
+Test(message, drain_closes_idle_connections_at_once_and_completes_in_flight_threading)
+{
+    drain(TC_MODE_THREADING);
+}
+
+Test(message, drain_closes_idle_connections_at_once_and_completes_in_flight_event)
+{
+    drain(TC_MODE_EVENT);
 }

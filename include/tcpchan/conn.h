@@ -445,6 +445,24 @@ TC_API int tc_conn_send(tc_conn *conn, const void *buf, size_t len);
  */
 TC_API int tc_conn_shutdown_write(tc_conn *conn);
 
+/**
+ * @brief Event mode: arm the channel's timer, which calls the handler's
+ *        on_timer in the channel's loop thread.
+ *
+ * Each channel has one timer; arming it again moves it. Timers live in a
+ * heap per loop (O(log n) to arm, move or cancel) and fire in deadline order,
+ * never early.
+ * @param conn        A channel run by an event loop, from one of its callbacks.
+ * @param delay_ms    First firing, in ms from now; 0 cancels the timer.
+ * @param interval_ms Period after that, in ms; 0 = fire once.
+ * @return 0, or -ENOTSUP outside event mode, -EPERM from a thread other than
+ *         the channel's loop, TC_EBADCONFIG if the handler has no on_timer,
+ *         -EINVAL for NULL or negative times, -ENOMEM.
+ * @par Thread safety
+ * Only from the loop thread that runs the channel (inside its callbacks).
+ */
+TC_API int tc_conn_set_timer(tc_conn *conn, int delay_ms, int interval_ms);
+
 /** @brief Options for tc_dial(). Zero-initialise, or use TC_DIAL_OPTIONS_INIT. */
 typedef struct tc_dial_options {
     int connect_timeout_ms;   /**< give up connecting after this long; 0 = 30000 ms */

@@ -229,12 +229,18 @@ typedef struct tc_handler {
      *               -ETIMEDOUT, TC_ESHUTDOWN, -ECONNRESET, on_message's code...
      */
     void (*on_close)(tc_conn *conn, int reason, void *ctx);
+    /**
+     * @brief Event mode: the connection's timer fired (see tc_conn_set_timer()); may be NULL.
+     * @return 0 to go on, or a negative code to close the connection (after
+     *         its queued output), which reaches handle_error and on_close.
+     */
+    int (*on_timer)(tc_conn *conn, void *ctx);
     /** @brief User pointer passed to every callback. */
     void *ctx;
 } tc_handler;
 
 /** @brief Initialiser for tc_handler: no callbacks, NULL ctx. */
-#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0}
+#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Whether a server expects the PROXY protocol header that load

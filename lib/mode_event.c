@@ -1,0 +1,737 @@
+/* SPDX-License-Identifier: MIT */
+/* Event mode: `workers` epoll loops run message-style handlers, each
+ * connection owned by one loop. Loop 0 runs in the thread that called
+ * serve_forever, accepts, and deals connections round-robin (to itself
+ * directly, to the others through their mailboxes). Replies are sent at once
+ * when the socket takes them and queued otherwise; above a high-water mark
+ * of queued output a connection is not read until it drains. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define SCRATCH_SIZE (64 * 1024) /* per loop: receives land here, not in per-connection buffers */
+#define OUTPUT_HWM (1024 * 1024) /* stop reading a connection above this much queued output ... */
+#define OUTPUT_LWM (256 * 1024)  /* ... and read again below this */
+#define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
+
+enum { TIMER_IDLE, TIMER_USER };
+
+struct etimer {
+    tc__timer t; /* first: the heap hands back a tc__timer pointer */
+    struct tc__evconn *ec;
+    int kind;
+};
+
+struct mail {
+    struct mail *next;
+    struct tc__evconn *ec; /* a send from another thread, or */
+    tc_conn *newconn;      /* a connection dealt to this loop */
+    size_t len;
+    unsigned char data[];
+};
+
+struct loop;
+
+struct tc__evconn {
+    tc_conn *conn;
+    struct loop *loop;
+    struct tc__evconn *prev, *next; /* the loop's connections */
+    struct tc__evconn *dead_next;   /* freed at the end of the turn */
+    struct etimer idle, user;
+    int interval_ms;     /* user timer: period, 0 = one-shot */
+    unsigned interest;   /* TC__POLL_* registered now */
+    int paused;          /* not read: too much output queued */
+    int shut_wr;         /* half-close once the output is out */
+    int linger_reason;   /* closing: flush first, then close with this (+1 offset) */
+    int setup_done, opened, closed;
+};
+
+struct loop {
+    tc_server *srv;
+    int idx;
+    pthread_t tid;            /* the thread running the loop, as it stores it itself */
+    pthread_t thread;         /* loops 1..: pthread_create's handle, for the join */
+    int running;
+    tc__poller *poller;
+    int mailfd;               /* eventfd: mail arrived, or stop */
+    pthread_mutex_t mu;       /* guards the mailbox */
+    struct mail *mail, **mail_tail;
+    tc__theap timers;
+    struct tc__evconn *conns, *dead;
+    unsigned nconns;
+    atomic_int draining;      /* set by loop 0 when the server shuts down */
+    int64_t drain_deadline;
+    unsigned char *scratch;
+};
+
+struct state {
+    int nloops;
+    struct loop *loops;
+    unsigned next;   /* round-robin dealer */
+    int listening;   /* the listener is in loop 0's poller */
+};
+
+static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
+
+static struct state *st_of(tc_server *srv)
+{
+    return srv->mode_state;
+}
+
+static int quiet_end(int reason)
+{
+    return reason == 0 || reason == TC_EOF || reason == TC_ESHUTDOWN || reason == -ETIMEDOUT;
+}
+
+static void schedule_idle(struct tc__evconn *ec)
+{
+    int ms = ec->loop->srv->cfg.idle_timeout_ms;
+    if (ms > 0)
+        (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t, tc__deadline_ms(ms));
+}
+
+static void set_interest(struct tc__evconn *ec)
+{
+    tc_conn *c = ec->conn;
+    if (ec->shut_wr && tc__conn_pending(c) == 0) {
+        /* A half-close waited for the queued output, whichever path sent it. */
+        (void)tc__sock_shutdown_how(c->fd, SHUT_WR);
+        ec->shut_wr = 0;
+    }
+    if (ec->idle.t.slot == TC__TIMER_IDLE && ec->opened && !ec->linger_reason &&
+        tc__conn_pending(c) == 0)
+        schedule_idle(ec); /* the idle clock stopped while output was pending */
+    unsigned want = 0;
+    if (!ec->paused && !ec->linger_reason)
+        want |= TC__POLL_IN;
+    /* Paused or closing, on_writable resumes reading or ends the connection;
+     * wait for it even when another path (process_input's flush, a mail, a
+     * timer) already emptied the output, or nothing would ever wake us. */
+    if (tc__conn_pending(c) || ec->paused || ec->linger_reason)
+        want |= TC__POLL_OUT;
+    if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, want, ec) == 0)
+        ec->interest = want;
+}
+
+/* End a connection: its callbacks, then the core's bookkeeping. The record
+ * itself is freed at the end of the turn (other lists may still point at it). */
+static void ev_close(struct tc__evconn *ec, int reason)
+{
+    if (ec->closed)
+        return;
+    ec->closed = 1;
+    struct loop *lp = ec->loop;
+    tc_server *srv = lp->srv;
+    tc_conn *c = ec->conn;
+    const tc_handler *h = &srv->handler;
+
+    (void)tc__poller_del(lp->poller, c->fd);
+    tc__theap_cancel(&lp->timers, &ec->idle.t);
+    tc__theap_cancel(&lp->timers, &ec->user.t);
+
+    if (reason == TC_EOF)
+        reason = 0;
+    if (ec->opened) {
+        if (!quiet_end(reason))
+            tc__server_error(srv, c, reason);
+        (void)tc__conn_flush_nb(c); /* best effort: whatever on_close queued */
+        if (h->on_close)
+            h->on_close(c, reason, h->ctx);
+    }
+    if (ec->setup_done && h->finish) {
+        int rc = h->finish(c, h->ctx);
+        if (rc < 0)
+            tc__server_error(srv, c, rc);
+    }
+    /* Sends other threads queued for it die with it (see tc_conn_send). Only
+     * now: a foreign thread may send until on_close returns, and a mail left
+     * behind would point at this record after it is freed. */
+    pthread_mutex_lock(&lp->mu);
+    for (struct mail **pm = &lp->mail; *pm;) {
+        struct mail *m = *pm;
+        if (m->ec == ec) {
+            *pm = m->next;
+            free(m);
+        } else {
+            pm = &m->next;
+        }
+    }
+    lp->mail_tail = &lp->mail;
+    while (*lp->mail_tail)
+        lp->mail_tail = &(*lp->mail_tail)->next;
+    pthread_mutex_unlock(&lp->mu);
+
+    if (ec->prev)
+        ec->prev->next = ec->next;
+    else
+        lp->conns = ec->next;
+    if (ec->next)
+        ec->next->prev = ec->prev;
+    lp->nconns--;
+    c->ev = NULL;
+    (void)tc__conn_settle(c);
+    tc__server_conn_done(srv, c);
+    ec->conn = NULL;
+    ec->dead_next = lp->dead;
+    lp->dead = ec;
+}
+
+/* Close once the queued output is out (or at once if there is none). */
+static void ev_close_after_flush(struct tc__evconn *ec, int reason)
+{
+    (void)tc__conn_settle(ec->conn); /* give the loop's scratch buffer back first */
+    int rc = tc__conn_flush_nb(ec->conn);
+    if (rc <= 0) {
+        ev_close(ec, rc < 0 && quiet_end(reason) ? rc : reason);
+        return;
+    }
+    ec->linger_reason = reason == 0 ? 1 : reason; /* non-zero marks "closing" */
+    /* No more callbacks but on_close: a periodic timer would call on_timer on
+     * a connection the handler has asked to close, for as long as its output
+     * takes to drain (and each call may queue more). */
+    tc__theap_cancel(&ec->loop->timers, &ec->user.t);
+    set_interest(ec);
+}
+
+/* Run on_message for every complete frame buffered, unless paused. */
+static void process_input(struct tc__evconn *ec)
+{
+    tc_server *srv = ec->loop->srv;
+    const tc_handler *h = &srv->handler;
+    tc_conn *c = ec->conn;
+    const void *msg;
+    size_t len;
+    while (!ec->closed && !ec->paused && !ec->linger_reason) {
+        int rc = tc__conn_frame_nb(c, &msg, &len);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            ev_close_after_flush(ec, rc);
+            return;
+        }
+        if ((rc = h->on_message(c, msg, len, h->ctx)) < 0) {
+            ev_close_after_flush(ec, rc);
+            return;
+        }
+        if (tc__conn_pending(c) > OUTPUT_HWM)
+            ec->paused = 1; /* backpressure: read again once it drains */
+    }
+    if (ec->closed || ec->linger_reason)
+        return;
+    if (tc__conn_settle(c) < 0) {
+        ev_close(ec, -ENOMEM);
+        return;
+    }
+    if (c->reof) {
+        /* The peer finished sending; a frame cut short was caught above. */
+        ev_close_after_flush(ec, 0);
+        return;
+    }
+    /* Buffered replies (tc_conn_write) go out now, not a poll turn later. */
+    if (tc__conn_pending(c) && tc__conn_flush_nb(c) < 0) {
+        ev_close(ec, c->werr);
+        return;
+    }
+    set_interest(ec);
+}
+
+static void on_readable(struct tc__evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    ssize_t r = tc__conn_fill_nb(ec->conn, lp->scratch, SCRATCH_SIZE);
+    if (r == -EAGAIN)
+        return;
+    if (r < 0 && r != TC_EOF) {
+        ev_close(ec, (int)r);
+        return;
+    }
+    schedule_idle(ec);
+    process_input(ec);
+}
+
+static void on_writable(struct tc__evconn *ec)
+{
+    int rc = tc__conn_flush_nb(ec->conn);
+    if (rc < 0) {
+        ev_close(ec, rc);
+        return;
+    }
+    if (rc == 0 && ec->linger_reason) {
+        ev_close(ec, ec->linger_reason == 1 ? 0 : ec->linger_reason);
+        return;
+    }
+    if (ec->paused && tc__conn_pending(ec->conn) < OUTPUT_LWM) {
+        ec->paused = 0;
+        process_input(ec); /* frames that waited in the buffer */
+        return;
+    }
+    set_interest(ec);
+}
+
+/* Take a connection into this loop: setup, register, on_open. */
+static void ev_open(struct loop *lp, tc_conn *c)
+{
+    tc_server *srv = lp->srv;
+    const tc_handler *h = &srv->handler;
+    struct tc__evconn *ec = calloc(1, sizeof *ec);
+    if (!ec) {
+        tc__server_error(srv, c, -ENOMEM);
+        tc__server_conn_done(srv, c);
+        return;
+    }
+    ec->conn = c;
+    ec->loop = lp;
+    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_IDLE};
+    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_USER};
+    c->ev = ec;
+    c->mode_data = ec;
+    ec->next = lp->conns;
+    if (lp->conns)
+        lp->conns->prev = ec;
+    lp->conns = ec;
+    lp->nconns++;
+    int rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec);
+    if (rc < 0) {
+        tc__server_error(srv, c, rc);
+        ev_close(ec, rc);
+        return;
+    }
+    ec->interest = TC__POLL_IN;
+    if (h->setup && (rc = h->setup(c, h->ctx)) < 0) {
+        tc__server_error(srv, c, rc); /* refused: no on_open, no finish */
+        ev_close(ec, 0);
+        return;
+    }
+    ec->setup_done = 1;
+    if (h->on_open && (rc = h->on_open(c, h->ctx)) < 0) {
+        tc__server_error(srv, c, rc);
+        ev_close(ec, 0);
+        return;
+    }
+    ec->opened = 1;
+    schedule_idle(ec);
+    set_interest(ec);
+}
+
+static void post(struct loop *lp, struct mail *m)
+{
+    m->next = NULL;
+    pthread_mutex_lock(&lp->mu);
+    *lp->mail_tail = m;
+    lp->mail_tail = &m->next;
+    pthread_mutex_unlock(&lp->mu);
+    uint64_t one = 1;
+    ssize_t w = write(lp->mailfd, &one, sizeof one);
+    (void)w; /* EAGAIN: already signalled */
+}
+
+static void read_mail(struct loop *lp)
+{
+    uint64_t v;
+    while (read(lp->mailfd, &v, sizeof v) == (ssize_t)sizeof v)
+        ;
+    pthread_mutex_lock(&lp->mu);
+    struct mail *m = lp->mail;
+    lp->mail = NULL;
+    lp->mail_tail = &lp->mail;
+    pthread_mutex_unlock(&lp->mu);
+    while (m) {
+        struct mail *next = m->next;
+        if (m->newconn) {
+            ev_open(lp, m->newconn);
+        } else if (!m->ec->closed) {
+            struct iovec v1 = {m->data, m->len};
+            if (tc__conn_send_nb(m->ec->conn, &v1, 1, m->len) < 0)
+                ev_close(m->ec, m->ec->conn->werr);
+            else
+                set_interest(m->ec);
+        }
+        free(m);
+        m = next;
+    }
+}
+
+ssize_t tc__event_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+{
+    struct tc__evconn *ec = c->ev;
+    if (pthread_equal(pthread_self(), ec->loop->tid)) {
+        ssize_t r = tc__conn_send_nb(c, vec, cnt, total);
+        if (r >= 0 && tc__conn_pending(c) && !(ec->interest & TC__POLL_OUT))
+            set_interest(ec);
+        return r;
+    }
+    /* Another thread: copy the bytes into the loop's mailbox. */
+    if (total > SIZE_MAX - sizeof(struct mail))
+        return -EINVAL;
+    struct mail *m = malloc(sizeof *m + total);
+    if (!m)
+        return -ENOMEM;
+    m->ec = ec;
+    m->newconn = NULL;
+    m->len = total;
+    size_t off = 0;
+    for (int i = 0; i < cnt; i++) {
+        memcpy(m->data + off, vec[i].iov_base, vec[i].iov_len);
+        off += vec[i].iov_len;
+    }
+    post(ec->loop, m);
+    return (ssize_t)total;
+}
+
+int tc__event_shutdown_write(tc_conn *c)
+{
+    struct tc__evconn *ec = c->ev;
+    if (!pthread_equal(pthread_self(), ec->loop->tid))
+        return -EPERM;
+    if (tc__conn_pending(c) == 0)
+        return tc__sock_shutdown_how(c->fd, SHUT_WR);
+    ec->shut_wr = 1;
+    return 0;
+}
+
+int tc_conn_set_timer(tc_conn *conn, int delay_ms, int interval_ms)
+{
+    if (!conn || delay_ms < 0 || interval_ms < 0)
+        return -EINVAL;
+    struct tc__evconn *ec = conn->ev;
+    if (!ec)
+        return -ENOTSUP;
+    if (!pthread_equal(pthread_self(), ec->loop->tid))
+        return -EPERM;
+    if (!conn->srv->handler.on_timer)
+        return TC_EBADCONFIG;
+    if (delay_ms == 0) {
+        tc__theap_cancel(&ec->loop->timers, &ec->user.t);
+        return 0;
+    }
+    ec->interval_ms = interval_ms;
+    return tc__theap_schedule(&ec->loop->timers, &ec->user.t, tc__deadline_ms(delay_ms));
+}
+
+static void fire_timers(struct loop *lp)
+{
+    int64_t now = tc__now_ns();
+    tc__timer *t;
+    while ((t = tc__theap_next(&lp->timers)) && t->when <= now) {
+        struct etimer *et = (struct etimer *)t;
+        struct tc__evconn *ec = et->ec;
+        tc__theap_cancel(&lp->timers, t);
+        if (et->kind == TIMER_IDLE) {
+            /* Not idle while a reply is still going out (the peer may be
+             * reading it slowly): the clock restarts once it is out (see
+             * set_interest), as the other modes wait for the next message
+             * only after flushing. */
+            if (tc__conn_pending(ec->conn) > 0)
+                continue;
+            /* Silence inside a frame is an error; between frames it is not. */
+            if (ec->conn->rlen > 0)
+                tc__server_error(lp->srv, ec->conn, -ETIMEDOUT);
+            ev_close(ec, -ETIMEDOUT);
+            continue;
+        }
+        const tc_handler *h = &lp->srv->handler;
+        if (ec->interval_ms > 0)
+            (void)tc__theap_schedule(&lp->timers, t, t->when + (int64_t)ec->interval_ms * 1000000);
+        int rc = h->on_timer(ec->conn, h->ctx);
+        if (rc < 0)
+            ev_close_after_flush(ec, rc);
+        else if (!ec->closed)
+            set_interest(ec);
+    }
+}
+
+/* Loop 0: take what the listener has, while the connection limit allows. */
+static void accept_batch(struct loop *lp)
+{
+    tc_server *srv = lp->srv;
+    struct state *st = st_of(srv);
+    /* The listener's event can come in the same batch as the shutdown's
+     * (even after it): once a shutdown is asked for, nothing more is
+     * accepted, and nothing is dealt to loops that may have finished. */
+    if (atomic_load(&srv->shutdown_req) || atomic_load(&lp->draining))
+        return;
+    for (int i = 0; i < ACCEPT_BATCH && tc__server_may_accept(srv); i++) {
+        tc_conn *c;
+        int rc = tc__server_accept(srv, &c);
+        if (rc == -EAGAIN)
+            break;
+        if (rc < 0) {
+            tc__server_log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(rc));
+            break;
+        }
+        if (!c)
+            continue;
+        struct loop *to = &st->loops[st->next++ % (unsigned)st->nloops];
+        if (to == lp) {
+            ev_open(lp, c);
+            continue;
+        }
+        struct mail *m = malloc(sizeof *m);
+        if (!m) {
+            tc__server_error(srv, c, -ENOMEM);
+            tc__server_conn_done(srv, c);
+            continue;
+        }
+        m->ec = NULL;
+        m->newconn = c;
+        m->len = 0;
+        post(to, m);
+    }
+}
+
+/* Loop 0: poll the listener only while accepting is allowed. */
+static void update_listener(struct loop *lp)
+{
+    tc_server *srv = lp->srv;
+    struct state *st = st_of(srv);
+    int want = !atomic_load(&lp->draining) && tc__server_may_accept(srv);
+    if (want == st->listening)
+        return;
+    if (want)
+        (void)tc__poller_add(lp->poller, srv->lfd, TC__POLL_IN, &tag_listener);
+    else
+        (void)tc__poller_del(lp->poller, srv->lfd);
+    st->listening = want;
+}
+
+/* Loop 0, on shutdown: stop accepting and tell every loop to drain. */
+static void start_drain(struct loop *lp)
+{
+    tc_server *srv = lp->srv;
+    struct state *st = st_of(srv);
+    int ms = srv->cfg.drain_timeout_ms;
+    int64_t deadline = ms < 0 ? tc__now_ns() : tc__deadline_ms(ms);
+    for (int i = 0; i < st->nloops; i++) {
+        struct loop *o = &st->loops[i];
+        o->drain_deadline = deadline; /* published by the atomic store below */
+        atomic_store(&o->draining, 1);
+        uint64_t one = 1;
+        ssize_t w = write(o->mailfd, &one, sizeof one);
+        (void)w;
+    }
+    update_listener(lp);
+}
+
+/* While draining: close what is idle; at the deadline, close everything. */
+static void drain_sweep(struct loop *lp)
+{
+    int late = tc__now_ns() >= lp->drain_deadline;
+    for (struct tc__evconn *ec = lp->conns, *next; ec; ec = next) {
+        next = ec->next;
+        tc_conn *c = ec->conn;
+        int idle = c->rlen == 0 && tc__conn_pending(c) == 0;
+        if (idle || late)
+            ev_close(ec, TC_ESHUTDOWN);
+    }
+}
+
+static void free_dead(struct loop *lp)
+{
+    while (lp->dead) {
+        struct tc__evconn *ec = lp->dead;
+        lp->dead = ec->dead_next;
+        free(ec);
+    }
+}
+
+static int next_timeout_ms(struct loop *lp)
+{
+    int64_t when = TC__NO_DEADLINE;
+    tc__timer *t = tc__theap_next(&lp->timers);
+    if (t)
+        when = t->when;
+    if (atomic_load(&lp->draining) && lp->drain_deadline < when)
+        when = lp->drain_deadline;
+    if (when == TC__NO_DEADLINE)
+        return -1;
+    int64_t left = when - tc__now_ns();
+    if (left <= 0)
+        return 0;
+    return (int)((left + 999999) / 1000000); /* round up: never wake early */
+}
+
+static void run_loop(struct loop *lp)
+{
+    tc_server *srv = lp->srv;
+    tc__pevent ev[TC__POLL_BATCH];
+    for (;;) {
+        int n = tc__poller_wait(lp->poller, ev, TC__POLL_BATCH, next_timeout_ms(lp));
+        if (n < 0) {
+            tc__server_log(srv, TC_LOG_ERROR, "event loop %d: %s", lp->idx, tc_strerror(n));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            void *p = ev[i].ptr;
+            if (p == &tag_listener) {
+                accept_batch(lp);
+            } else if (p == &tag_wake) {
+                uint64_t v;
+                while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
+                    ;
+                if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
+                    start_drain(lp);
+            } else if (p == &tag_mail) {
+                read_mail(lp);
+            } else {
+                struct tc__evconn *ec = p;
+                if (ec->closed)
+                    continue;
+                if (ev[i].events & TC__POLL_OUT)
+                    on_writable(ec);
+                if (!ec->closed && (ev[i].events & TC__POLL_IN))
+                    on_readable(ec);
+            }
+        }
+        fire_timers(lp);
+        if (lp->idx == 0) {
+            if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
+                start_drain(lp);
+            update_listener(lp);
+            if (srv->cfg.hooks.service_actions)
+                srv->cfg.hooks.service_actions(srv, srv->cfg.hooks.ctx);
+        }
+        if (atomic_load(&lp->draining)) {
+            read_mail(lp); /* connections dealt just before the drain started */
+            drain_sweep(lp);
+        }
+        free_dead(lp);
+        if (atomic_load(&lp->draining) && lp->nconns == 0)
+            break;
+    }
+    /* An error ended the loop early: nothing may outlive it. */
+    for (struct tc__evconn *ec = lp->conns, *next; ec; ec = next) {
+        next = ec->next;
+        ev_close(ec, TC_ESHUTDOWN);
+    }
+    free_dead(lp);
+}
+
+static void *loop_main(void *arg)
+{
+    struct loop *lp = arg;
+    lp->tid = pthread_self();
+    run_loop(lp);
+    return NULL;
+}
+
+static int event_serve(tc_server *srv)
+{
+    struct state *st = st_of(srv);
+    struct loop *l0 = &st->loops[0];
+    int rc = tc__poller_add(l0->poller, srv->wakefd, TC__POLL_IN, &tag_wake);
+    if (rc < 0)
+        return rc;
+    l0->tid = pthread_self();
+    for (int i = 0; i < st->nloops; i++)
+        atomic_store(&st->loops[i].draining, 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, srv->cfg.thread_stack_size);
+    int started = 1;
+    for (; started < st->nloops; started++) {
+        struct loop *lp = &st->loops[started];
+        /* Not into lp->tid: the new thread writes that one (it needs it at
+         * once), and two unordered writes of it would race. */
+        if ((rc = -pthread_create(&lp->thread, &attr, loop_main, lp)) < 0)
+            break;
+    }
+    pthread_attr_destroy(&attr);
+    if (rc < 0) {
+        tc__server_log(srv, TC_LOG_ERROR, "event mode: cannot start loop threads: %s",
+                       tc_strerror(rc));
+        (void)tc_server_shutdown(srv); /* the loops that did start drain at once */
+    }
+    update_listener(l0);
+    run_loop(l0);
+    for (int i = 1; i < started; i++)
+        pthread_join(st->loops[i].thread, NULL);
+    if (st->listening) {
+        (void)tc__poller_del(l0->poller, srv->lfd);
+        st->listening = 0;
+    }
+    (void)tc__poller_del(l0->poller, srv->wakefd);
+    return rc;
+}
+
+static void free_loops(struct state *st)
+{
+    for (int i = 0; i < st->nloops; i++) {
+        struct loop *lp = &st->loops[i];
+        tc__poller_destroy(lp->poller);
+        tc__close(lp->mailfd);
+        pthread_mutex_destroy(&lp->mu);
+        tc__theap_free(&lp->timers);
+        free(lp->scratch);
+    }
+    free(st->loops);
+    free(st);
+}
+
+static int event_start(tc_server *srv)
+{
+    if (srv->handler.handle || !srv->handler.on_message) {
+        tc__server_log(srv, TC_LOG_ERROR, "invalid configuration: event mode runs message-style "
+                                          "handlers only (set on_message, not handle)");
+        return TC_EBADCONFIG;
+    }
+    struct state *st = calloc(1, sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    st->nloops = srv->cfg.workers;
+    st->loops = calloc((size_t)st->nloops, sizeof *st->loops);
+    if (!st->loops) {
+        free(st);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    for (int i = 0; i < st->nloops; i++) {
+        struct loop *lp = &st->loops[i];
+        lp->srv = srv;
+        lp->idx = i;
+        lp->mailfd = -1;
+        lp->mail_tail = &lp->mail;
+        pthread_mutex_init(&lp->mu, NULL);
+        atomic_init(&lp->draining, 0);
+        if (rc == 0)
+            rc = tc__poller_create(&lp->poller);
+        if (rc == 0 && (lp->mailfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+            rc = -errno;
+        if (rc == 0 && !(lp->scratch = malloc(SCRATCH_SIZE)))
+            rc = -ENOMEM;
+        if (rc == 0)
+            rc = tc__poller_add(lp->poller, lp->mailfd, TC__POLL_IN, &tag_mail);
+    }
+    if (rc < 0) {
+        free_loops(st);
+        return rc;
+    }
+    srv->mode_state = st;
+    return 0;
+}
+
+static int event_process_request(tc_server *srv, tc_conn *conn)
+{
+    (void)srv, (void)conn;
+    return -ENOTSUP; /* never called: the mode accepts in its own loop */
+}
+
+static void event_stop(tc_server *srv)
+{
+    if (srv->mode_state)
+        free_loops(st_of(srv));
+    srv->mode_state = NULL;
+}
+
+const tc__mode tc__mode_event = {
+    .id = TC_MODE_EVENT,
+    .start = event_start,
+    .process_request = event_process_request,
+    .serve = event_serve,
+    .stop = event_stop,
+};

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/* The readiness poller behind the event mode: epoll here, behind a small
+ * interface (create / add / mod / del / wait) so kqueue could stand in. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct tc__poller {
+    int epfd;
+};
+
+static uint32_t to_epoll(unsigned events)
+{
+    uint32_t e = 0;
+    if (events & TC__POLL_IN)
+        e |= EPOLLIN | EPOLLRDHUP;
+    if (events & TC__POLL_OUT)
+        e |= EPOLLOUT;
+    return e;
+}
+
+int tc__poller_create(tc__poller **out)
+{
+    tc__poller *p = malloc(sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (p->epfd < 0) {
+        int err = -errno;
+        free(p);
+        return err;
+    }
+    *out = p;
+    return 0;
+}
+
+void tc__poller_destroy(tc__poller *p)
+{
+    if (!p)
+        return;
+    tc__close(p->epfd);
+    free(p);
+}
+
+static int ctl(tc__poller *p, int op, int fd, unsigned events, void *ptr)
+{
+    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = ptr};
+    return epoll_ctl(p->epfd, op, fd, &ev) < 0 ? -errno : 0;
+}
+
+int tc__poller_add(tc__poller *p, int fd, unsigned events, void *ptr)
+{
+    return ctl(p, EPOLL_CTL_ADD, fd, events, ptr);
+}
+
+int tc__poller_mod(tc__poller *p, int fd, unsigned events, void *ptr)
+{
+    return ctl(p, EPOLL_CTL_MOD, fd, events, ptr);
+}
+
+int tc__poller_del(tc__poller *p, int fd)
+{
+    return ctl(p, EPOLL_CTL_DEL, fd, 0, NULL);
+}
+
+int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms)
+{
+    struct epoll_event ev[TC__POLL_BATCH];
+    if (max > TC__POLL_BATCH)
+        max = TC__POLL_BATCH;
+    int n = epoll_wait(p->epfd, ev, max, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    for (int i = 0; i < n; i++) {
+        unsigned e = 0;
+        if (ev[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            e |= TC__POLL_IN;
+        if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+            e |= TC__POLL_OUT;
+        out[i].ptr = ev[i].data.ptr;
+        out[i].events = e;
+    }
+    return n;
+}
