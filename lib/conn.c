@@ -510,25 +510,31 @@ int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len)
     return conn->rlen < n ? TC_EOF : 0;
 }
 
+int tc__conn_proxy_nb(tc_conn *c, tc__proxy_hdr *h)
+{
+    int rc = tc__proxy_parse(c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, h);
+    if (rc == TC__PROXY_DONE) {
+        c->roff += h->len;
+        c->rlen -= h->len;
+        if (c->rlen == 0)
+            c->roff = 0;
+        return rc;
+    }
+    if (rc == TC__PROXY_MORE && c->reof) {
+        if (c->rlen == 0)
+            return TC_EOF;
+        h->why = "the stream ended inside the header";
+        return TC_EPROXY;
+    }
+    return rc;
+}
+
 int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h)
 {
     for (;;) {
-        int rc = tc__proxy_parse(c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, h);
-        if (rc == TC__PROXY_DONE) {
-            c->roff += h->len;
-            c->rlen -= h->len;
-            if (c->rlen == 0)
-                c->roff = 0;
-            return rc;
-        }
+        int rc = tc__conn_proxy_nb(c, h);
         if (rc != TC__PROXY_MORE)
             return rc;
-        if (c->reof) {
-            if (c->rlen == 0)
-                return TC_EOF;
-            h->why = "the stream ended inside the header";
-            return TC_EPROXY;
-        }
         /* Never more than the longest header in one receive: what follows
          * the header is read, but stays in the buffer for the handler. */
         ssize_t r = fill(c, deadline, TC__PROXY_MAX);

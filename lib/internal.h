@@ -191,6 +191,9 @@ void tc__conn_free(tc_conn *conn);
  * TC_EOF (the stream ended before any byte), -ETIMEDOUT (conn->rlen tells
  * whether anything came), or a socket error. */
 int tc__conn_read_proxy(tc_conn *conn, int64_t deadline, tc__proxy_hdr *h);
+/* The same without waiting, on what is buffered: TC__PROXY_MORE until a
+ * header is complete (then consumed: TC__PROXY_DONE), or as above. */
+int tc__conn_proxy_nb(tc_conn *conn, tc__proxy_hdr *h);
 /* Flush the write buffer, best effort (before the library closes a channel). */
 void tc__conn_flush_quiet(tc_conn *conn);
 /* The message loop's wait between messages: 0 once input is buffered;
@@ -328,6 +331,13 @@ void tc__server_run_handler(tc_server *srv, tc_conn *conn);
 /* Unregister, close and free a connection and drop its server reference;
  * wakes the loop if it was waiting at the connection limit. */
 void tc__server_conn_done(tc_server *srv, tc_conn *conn);
+/* PROXY protocol, shared by the blocking step and the event loop: before
+ * reading, refuse an untrusted peer when the header is required (0 or
+ * TC_EUNTRUSTED); after, judge what the read found (rc: TC__PROXY_DONE /
+ * TC__PROXY_NONE / TC_EOF / TC_EPROXY / -ETIMEDOUT / error) and adopt the
+ * addresses: 0 go on, 1 close quietly, or the code to close with. */
+int tc__server_proxy_precheck(tc_server *srv, tc_conn *conn);
+int tc__server_proxy_verdict(tc_server *srv, tc_conn *conn, int rc, const tc__proxy_hdr *h);
 /* Accept one pending connection, apply verify_request, wrap and register it:
  * 0 with *out set, 0 with *out NULL (refused or dropped), -EAGAIN (none), or an error. */
 int tc__server_accept(tc_server *srv, tc_conn **out);

@@ -50,6 +50,7 @@ struct tc__evconn {
     int shut_wr;         /* half-close once the output is out */
     int linger_reason;   /* closing: flush first, then close with this (+1 offset) */
     int setup_done, opened, closed;
+    int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
 };
 
 struct loop {
@@ -241,6 +242,8 @@ static void process_input(struct tc__evconn *ec)
     set_interest(ec);
 }
 
+static void proxy_done(struct tc__evconn *ec, int rc, const tc__proxy_hdr *hdr);
+
 static void on_readable(struct tc__evconn *ec)
 {
     struct loop *lp = ec->loop;
@@ -249,6 +252,16 @@ static void on_readable(struct tc__evconn *ec)
         return;
     if (r < 0 && r != TC_EOF) {
         ev_close(ec, (int)r);
+        return;
+    }
+    if (ec->proxy_wait) {
+        tc__proxy_hdr hdr;
+        int rc = tc__conn_proxy_nb(ec->conn, &hdr);
+        if (rc == TC__PROXY_MORE) {
+            (void)tc__conn_settle(ec->conn); /* the scratch buffer is shared */
+            return;
+        }
+        proxy_done(ec, rc, &hdr);
         return;
     }
     schedule_idle(ec);
@@ -274,11 +287,53 @@ static void on_writable(struct tc__evconn *ec)
     set_interest(ec);
 }
 
-/* Take a connection into this loop: setup, register, on_open. */
+/* setup, then on_open: the connection is the handler's from here on. */
+static void ev_start(struct tc__evconn *ec)
+{
+    tc_server *srv = ec->loop->srv;
+    const tc_handler *h = &srv->handler;
+    tc_conn *c = ec->conn;
+    int rc;
+    if (h->setup && (rc = h->setup(c, h->ctx)) < 0) {
+        tc__server_error(srv, c, rc); /* refused: no on_open, no finish */
+        ev_close(ec, 0);
+        return;
+    }
+    ec->setup_done = 1;
+    if (h->on_open && (rc = h->on_open(c, h->ctx)) < 0) {
+        tc__server_error(srv, c, rc);
+        ev_close(ec, 0);
+        return;
+    }
+    ec->opened = 1;
+    schedule_idle(ec);
+    set_interest(ec);
+}
+
+/* The PROXY header, or what stands instead (rc as tc__server_proxy_verdict
+ * takes it); on success the handler starts and the bytes after the header
+ * become its first input. */
+static void proxy_done(struct tc__evconn *ec, int rc, const tc__proxy_hdr *hdr)
+{
+    tc_server *srv = ec->loop->srv;
+    tc__theap_cancel(&ec->loop->timers, &ec->idle.t);
+    ec->proxy_wait = 0;
+    int verdict = tc__server_proxy_verdict(srv, ec->conn, rc, hdr);
+    if (verdict != 0) {
+        if (verdict < 0)
+            tc__server_error(srv, ec->conn, verdict);
+        ev_close(ec, 0);
+        return;
+    }
+    ev_start(ec);
+    if (!ec->closed)
+        process_input(ec);
+}
+
+/* Take a connection into this loop: register, then the PROXY header or setup and on_open. */
 static void ev_open(struct loop *lp, tc_conn *c)
 {
     tc_server *srv = lp->srv;
-    const tc_handler *h = &srv->handler;
     struct tc__evconn *ec = calloc(1, sizeof *ec);
     if (!ec) {
         tc__server_error(srv, c, -ENOMEM);
@@ -303,20 +358,19 @@ static void ev_open(struct loop *lp, tc_conn *c)
         return;
     }
     ec->interest = TC__POLL_IN;
-    if (h->setup && (rc = h->setup(c, h->ctx)) < 0) {
-        tc__server_error(srv, c, rc); /* refused: no on_open, no finish */
-        ev_close(ec, 0);
+    if (srv->cfg.proxy_protocol != TC_PROXY_OFF) {
+        /* The header comes first; setup and on_open wait for it. */
+        if ((rc = tc__server_proxy_precheck(srv, c)) < 0) {
+            tc__server_error(srv, c, rc);
+            ev_close(ec, 0);
+            return;
+        }
+        ec->proxy_wait = 1;
+        (void)tc__theap_schedule(&lp->timers, &ec->idle.t,
+                                 tc__deadline_ms(srv->cfg.proxy_timeout_ms));
         return;
     }
-    ec->setup_done = 1;
-    if (h->on_open && (rc = h->on_open(c, h->ctx)) < 0) {
-        tc__server_error(srv, c, rc);
-        ev_close(ec, 0);
-        return;
-    }
-    ec->opened = 1;
-    schedule_idle(ec);
-    set_interest(ec);
+    ev_start(ec);
 }
 
 static void post(struct loop *lp, struct mail *m)
@@ -422,6 +476,11 @@ static void fire_timers(struct loop *lp)
         struct etimer *et = (struct etimer *)t;
         struct tc__evconn *ec = et->ec;
         tc__theap_cancel(&lp->timers, t);
+        if (et->kind == TIMER_IDLE && ec->proxy_wait) {
+            tc__proxy_hdr hdr = {.why = "no complete header in time"};
+            proxy_done(ec, -ETIMEDOUT, &hdr);
+            continue;
+        }
         if (et->kind == TIMER_IDLE) {
             /* Not idle while a reply is still going out (the peer may be
              * reading it slowly): the clock restarts once it is out (see

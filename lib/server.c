@@ -53,21 +53,23 @@ void tc__server_error(tc_server *srv, tc_conn *conn, int err)
                    tc_err_name(err));
 }
 
-/* The PROXY protocol step, before setup: 0 to go on, 1 to close quietly
- * (a peer that left without a byte), or the code to close with. */
-static int proxy_step(tc_server *srv, tc_conn *conn)
+int tc__server_proxy_precheck(tc_server *srv, tc_conn *conn)
+{
+    if (srv->cfg.proxy_protocol != TC_PROXY_REQUIRED ||
+        tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &conn->peer))
+        return 0;
+    char peer[TC_ADDR_STRLEN] = "-";
+    (void)tc_addr_format(&conn->peer, peer, sizeof peer);
+    tc__server_log(srv, TC_LOG_WARN, "PROXY header required, but %s is not a trusted proxy", peer);
+    return TC_EUNTRUSTED;
+}
+
+int tc__server_proxy_verdict(tc_server *srv, tc_conn *conn, int rc, const tc__proxy_hdr *h)
 {
     int required = srv->cfg.proxy_protocol == TC_PROXY_REQUIRED;
     int trusted = tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &conn->peer);
     char peer[TC_ADDR_STRLEN] = "-";
     (void)tc_addr_format(&conn->peer, peer, sizeof peer);
-    if (required && !trusted) {
-        tc__server_log(srv, TC_LOG_WARN, "PROXY header required, but %s is not a trusted proxy",
-                       peer);
-        return TC_EUNTRUSTED;
-    }
-    tc__proxy_hdr h;
-    int rc = tc__conn_read_proxy(conn, tc__deadline_ms(srv->cfg.proxy_timeout_ms), &h);
     switch (rc) {
     case TC__PROXY_DONE:
         break;
@@ -79,7 +81,7 @@ static int proxy_step(tc_server *srv, tc_conn *conn)
     case TC_EOF:
         return required ? 1 : 0;
     case TC_EPROXY:
-        tc__server_log(srv, TC_LOG_WARN, "PROXY header from %s: %s", peer, h.why);
+        tc__server_log(srv, TC_LOG_WARN, "PROXY header from %s: %s", peer, h->why);
         return rc;
     case -ETIMEDOUT:
         if (!required && conn->rlen == 0)
@@ -96,15 +98,27 @@ static int proxy_step(tc_server *srv, tc_conn *conn)
         return TC_EUNTRUSTED;
     }
     conn->proxy_peer = conn->peer;
-    if (h.has_addr) {
-        conn->peer = h.src;
-        conn->proxy_dest = h.dst;
+    if (h->has_addr) {
+        conn->peer = h->src;
+        conn->proxy_dest = h->dst;
     }
     char client[TC_ADDR_STRLEN] = "-";
     (void)tc_addr_format(&conn->peer, client, sizeof client);
-    tc__server_log(srv, TC_LOG_DEBUG, "PROXY v%d header from %s: client %s%s", h.version, peer,
-                   client, h.has_addr ? "" : " (no addresses: the proxy itself)");
+    tc__server_log(srv, TC_LOG_DEBUG, "PROXY v%d header from %s: client %s%s", h->version, peer,
+                   client, h->has_addr ? "" : " (no addresses: the proxy itself)");
     return 0;
+}
+
+/* The PROXY protocol step of the blocking modes, before setup: 0 to go on,
+ * 1 to close quietly (a peer that left without a byte), or the code to close with. */
+static int proxy_step(tc_server *srv, tc_conn *conn)
+{
+    int rc = tc__server_proxy_precheck(srv, conn);
+    if (rc < 0)
+        return rc;
+    tc__proxy_hdr h;
+    rc = tc__conn_read_proxy(conn, tc__deadline_ms(srv->cfg.proxy_timeout_ms), &h);
+    return tc__server_proxy_verdict(srv, conn, rc, &h);
 }
 
 void tc__server_run_handler(tc_server *srv, tc_conn *conn)
@@ -253,8 +267,6 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "mode", "is not a tc_mode value");
     if ((int)c->proxy_protocol < TC_PROXY_OFF || (int)c->proxy_protocol > TC_PROXY_OPTIONAL)
         return bad(srv, "proxy_protocol", "is not a tc_proxy_mode value");
-    if (c->proxy_protocol != TC_PROXY_OFF && c->mode == TC_MODE_EVENT)
-        return bad(srv, "proxy_protocol", "is not yet supported in event mode");
     if (c->proxy_timeout_ms < 0)
         return bad(srv, "proxy_timeout_ms", "is negative");
     if (!valid_switch(c->adopt_fd))

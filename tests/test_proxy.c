@@ -384,6 +384,27 @@ static int peer_handle(tc_conn *c, void *ctx)
     return tc_test_echo_handle(c, NULL);
 }
 
+/* The same for event mode, message style: the line from on_open, then each
+ * message echoed. */
+static int peer_open(tc_conn *c, void *ctx)
+{
+    char p[TC_ADDR_STRLEN] = "-", x[TC_ADDR_STRLEN] = "-", d[TC_ADDR_STRLEN] = "-";
+    (void)ctx;
+    (void)tc_addr_format(tc_conn_peer(c), p, sizeof p);
+    if (tc_conn_proxy_peer(c))
+        (void)tc_addr_format(tc_conn_proxy_peer(c), x, sizeof x);
+    if (tc_conn_proxy_dest(c))
+        (void)tc_addr_format(tc_conn_proxy_dest(c), d, sizeof d);
+    int rc = tc_conn_printf(c, "peer=%s proxy=%s dest=%s\n", p, x, d);
+    return rc < 0 ? rc : 0;
+}
+
+static int echo_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    (void)ctx;
+    return tc_conn_send(c, msg, len);
+}
+
 static tc_test_event errors;
 
 static void record_error(tc_server *srv, tc_conn *conn, int err, void *ctx)
@@ -409,7 +430,12 @@ static void start(tc_test_server *ts, tc_mode mode, tc_proxy_mode pm, const char
     tc_server_config cfg = proxy_config(pm, list);
     cfg.mode = mode;
     tc_handler h = TC_HANDLER_INIT;
-    h.handle = peer_handle;
+    if (mode == TC_MODE_EVENT) {
+        h.on_open = peer_open;
+        h.on_message = echo_message;
+    } else {
+        h.handle = peer_handle;
+    }
     tc_test_server_start(ts, NULL, &cfg, &h);
 }
 
@@ -453,7 +479,7 @@ static void local_of(int fd, char *buf)
     fmt(&a, buf);
 }
 
-#define PROXY_MODES {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING, TC_MODE_POOL}
+#define PROXY_MODES {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING, TC_MODE_POOL, TC_MODE_EVENT}
 
 ParameterizedTestParameters(proxy, v1_and_v2_in_every_mode)
 {
@@ -515,10 +541,10 @@ static void expect_refused(tc_test_server *ts, const void *hdr, size_t n, const 
     cr_assert_str_eq(last ? last + 1 : log, code);
 }
 
-Test(proxy, rejects_malformed_untrusted_and_missing)
+static void rejects_malformed_untrusted_and_missing(tc_mode mode)
 {
     tc_test_server ts;
-    start(&ts, TC_MODE_THREADING, TC_PROXY_REQUIRED, NULL);
+    start(&ts, mode, TC_PROXY_REQUIRED, NULL);
     const char *bad = "PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n";
     expect_refused(&ts, bad, strlen(bad), "TC_EPROXY");
     expect_refused(&ts, "GET / HTTP/1.0\r\n\r\n", 18, "TC_EPROXY");
@@ -531,13 +557,13 @@ Test(proxy, rejects_malformed_untrusted_and_missing)
     tc_test_server_stop(&ts);
 
     /* Trusting only 10/8: our loopback peer is refused at once. */
-    start(&ts, TC_MODE_THREADING, TC_PROXY_REQUIRED, "10.0.0.0/8");
+    start(&ts, mode, TC_PROXY_REQUIRED, "10.0.0.0/8");
     const char *v1 = "PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\r\n";
     expect_refused(&ts, v1, strlen(v1), "TC_EUNTRUSTED");
     tc_test_server_stop(&ts);
 
     /* Optional and untrusted: a plain client is served, a header is refused. */
-    start(&ts, TC_MODE_THREADING, TC_PROXY_OPTIONAL, "");
+    start(&ts, mode, TC_PROXY_OPTIONAL, "");
     char reply[256];
     exchange(&ts.addr, "", 0, "plain", 0, reply, sizeof reply, NULL);
     cr_assert(strstr(reply, "proxy=- dest=-\nplain"), "reply: %s", reply);
@@ -545,10 +571,10 @@ Test(proxy, rejects_malformed_untrusted_and_missing)
     tc_test_server_stop(&ts);
 }
 
-Test(proxy, optional_with_and_without_header)
+static void optional_with_and_without_header(tc_mode mode)
 {
     tc_test_server ts;
-    start(&ts, TC_MODE_THREADING, TC_PROXY_OPTIONAL, NULL);
+    start(&ts, mode, TC_PROXY_OPTIONAL, NULL);
     char reply[256], want[300], me[TC_ADDR_STRLEN];
     int fd;
     exchange(&ts.addr, "", 0, "no header here", 0, reply, sizeof reply, &fd);
@@ -566,14 +592,38 @@ Test(proxy, optional_with_and_without_header)
     cr_assert_eq(tc_test_event_count(&errors), 0);
 }
 
-Test(proxy, timeouts_and_early_close)
+/* The same in a blocking mode and in the event loop, which reads the header
+ * without blocking, from whatever pieces arrive. */
+Test(proxy, rejects_malformed_untrusted_and_missing_threading)
+{
+    rejects_malformed_untrusted_and_missing(TC_MODE_THREADING);
+}
+Test(proxy, rejects_malformed_untrusted_and_missing_event)
+{
+    rejects_malformed_untrusted_and_missing(TC_MODE_EVENT);
+}
+Test(proxy, optional_with_and_without_header_threading)
+{
+    optional_with_and_without_header(TC_MODE_THREADING);
+}
+Test(proxy, optional_with_and_without_header_event)
+{
+    optional_with_and_without_header(TC_MODE_EVENT);
+}
+
+static void timeouts_and_early_close(tc_mode mode)
 {
     tc_test_event_init(&errors);
     tc_server_config cfg = proxy_config(TC_PROXY_REQUIRED, NULL);
-    cfg.mode = TC_MODE_THREADING;
+    cfg.mode = mode;
     cfg.proxy_timeout_ms = 150;
     tc_handler h = TC_HANDLER_INIT;
-    h.handle = peer_handle;
+    if (mode == TC_MODE_EVENT) {
+        h.on_open = peer_open;
+        h.on_message = echo_message;
+    } else {
+        h.handle = peer_handle;
+    }
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &h);
     /* A silent client: closed after the timeout with -ETIMEDOUT. */
@@ -611,6 +661,15 @@ Test(proxy, timeouts_and_early_close)
     cr_assert(strstr(reply, "proxy=- dest=-\n"), "reply: %s", reply);
     close(fd);
     tc_test_server_stop(&ts);
+}
+
+Test(proxy, timeouts_and_early_close_threading)
+{
+    timeouts_and_early_close(TC_MODE_THREADING);
+}
+Test(proxy, timeouts_and_early_close_event)
+{
+    timeouts_and_early_close(TC_MODE_EVENT);
 }
 
 /* Message style: each line back, prefixed with the peer. */
@@ -664,11 +723,6 @@ Test(proxy, configuration)
     cfg.proxy_timeout_ms = -1;
     cr_assert_eq(tc_server_create(&srv, &cfg, &h), TC_EBADCONFIG);
     cfg.proxy_timeout_ms = 0;
-    /* Event mode: not yet, and said so, even where event mode is built. */
-    cfg.mode = TC_MODE_EVENT;
-    cr_assert_eq(tc_server_create(&srv, &cfg, &h), TC_EBADCONFIG);
-    tc_test_event_log(&log, text, sizeof text);
-    cr_assert(strstr(text, "not yet supported in event mode"), "log: %s", text);
     /* A bad list is refused even with the protocol off. */
     cfg.mode = TC_MODE_INLINE;
     cfg.proxy_protocol = TC_PROXY_OFF;

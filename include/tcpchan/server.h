@@ -427,7 +427,7 @@ TC_API void tc_server_config_init(tc_server_config *cfg);
  *     both of handle and on_message, on_open/on_close without on_message;
  *     adopt_fd with a descriptor that is not an open, listening SOCK_STREAM
  *     socket, or with listen set, or listen_fd set without adopt_fd; a
- *     malformed proxy_trusted entry; proxy_protocol with TC_MODE_EVENT (not yet);
+ *     malformed proxy_trusted entry;
  *   - TC_ENOMODE: the mode is not available in this build;
  *   - TC_EBADADDR, -ENAMETOOLONG, TC_ENORESOLVE: the listen address (see tc_addr_parse());
  *   - -EADDRINUSE: the address is taken (a unix path that exists counts);
