@@ -611,7 +611,9 @@ static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t tot
             if (vec[i].iov_len > o)
                 win[k++] = (struct iovec){(char *)vec[i].iov_base + o, vec[i].iov_len - o};
         }
-        ssize_t r = tc__sock_sendmsg(c->fd, win, k);
+        /* One piece (the usual reply): send() costs the kernel less than sendmsg(). */
+        ssize_t r = k == 1 ? tc__sock_send(c->fd, win[0].iov_base, win[0].iov_len)
+                           : tc__sock_sendmsg(c->fd, win, k);
         if (r > 0) {
             size_t x = (size_t)r;
             if (c->woff < c->wlen) {
@@ -957,7 +959,9 @@ ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
         }
         if (k == 0)
             return (ssize_t)total;
-        ssize_t r = tc__sock_sendmsg(c->fd, win, k);
+        /* One piece (the usual reply): send() costs the kernel less than sendmsg(). */
+        ssize_t r = k == 1 ? tc__sock_send(c->fd, win[0].iov_base, win[0].iov_len)
+                           : tc__sock_sendmsg(c->fd, win, k);
         if (r == -EAGAIN || r == 0)
             break;
         if (r < 0) {
