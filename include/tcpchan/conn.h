@@ -13,6 +13,9 @@
  * @par Thread safety
  * A channel is used by one thread at a time (the handler's, or the client's).
  * The accessors are safe from any thread while the channel is alive.
+ * Event mode adds one exception: the unbuffered sends (tc_conn_send(),
+ * tc_conn_write_frame(), tc_conn_writev(), tc_conn_send_all()) may be called
+ * from any thread; see tc_conn_send().
  */
 #ifndef TCPCHAN_CONN_H
 #define TCPCHAN_CONN_H
@@ -426,10 +429,24 @@ TC_API int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
 
 /**
  * @brief Send one message: the same as tc_conn_write_frame().
+ *
+ * In event mode, from the channel's own loop (inside its callbacks), the
+ * frame goes out at once as far as the socket takes it and the rest is
+ * queued; the call never blocks. Above 1 MiB of queued output the loop stops
+ * reading the channel until it drains to 256 KiB (backpressure).
  * @param conn The channel.
  * @param buf  The payload.
  * @param len  Its length.
  * @return As tc_conn_write_frame().
+ * @par Thread safety
+ * In event mode this (and tc_conn_write_frame(), tc_conn_writev(),
+ * tc_conn_send_all()) may be called from any thread: the bytes are copied
+ * into the loop's mailbox and sent by the loop, in order with the loop's own
+ * sends, and the call returns at once with @p len. It is allowed until the
+ * channel's on_close returns: stop using the pointer then (for example, take
+ * a lock in on_close that the sending thread also holds). Buffered writes
+ * (tc_conn_write(), tc_conn_printf(), tc_conn_flush()) stay loop-only. In
+ * the other modes a channel belongs to its handler's thread.
  */
 TC_API int tc_conn_send(tc_conn *conn, const void *buf, size_t len);
 
