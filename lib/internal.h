@@ -121,8 +121,8 @@ int tc__cidr_match(const tc__cidr *list, size_t n, const tc_addr *a);
 
 /* ---- channels (conn.c) -------------------------------------------------- */
 
-#define TC__BUF_DEFAULT (16 * 1024)
-#define TC__BUF_MAX (64 * 1024 * 1024)
+#define TC__BUF_DEFAULT ((size_t)16 * 1024)
+#define TC__BUF_MAX ((size_t)64 * 1024 * 1024)
 
 struct tc_conn {
     int fd;

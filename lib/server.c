@@ -22,7 +22,7 @@
 #define DEFAULT_LISTEN "127.0.0.1:0"
 #define DEFAULT_POLL_INTERVAL_MS 500
 #define DEFAULT_DRAIN_TIMEOUT_MS 5000
-#define DEFAULT_STACK_SIZE (256 * 1024)
+#define DEFAULT_STACK_SIZE ((size_t)256 * 1024)
 #define DRAIN_GRACE_MS 1000 /* after the sockets are shut down, for finish to run */
 #define ACCEPTS_PER_TURN 32 /* fairness: the loop's other duties run between batches */
 #define DEFAULT_PROXY_TIMEOUT_MS 5000
