@@ -730,7 +730,8 @@ int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
         if ((rc = wbuf_reserve(conn, need)) < 0)
             return rc;
         va_start(ap, fmt);
-        vsnprintf((char *)conn->wbuf + conn->wlen, need, fmt, ap);
+        /* n bytes, as measured above */
+        (void)vsnprintf((char *)conn->wbuf + conn->wlen, need, fmt, ap);
         va_end(ap);
         conn->wlen += (size_t)n;
         return n;
@@ -739,7 +740,7 @@ int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
     if (!tmp)
         return -ENOMEM;
     va_start(ap, fmt);
-    vsnprintf(tmp, need, fmt, ap);
+    (void)vsnprintf(tmp, need, fmt, ap); /* n bytes, measured above */
     va_end(ap);
     struct iovec v = {tmp, (size_t)n};
     ssize_t r = send_vec(conn, &v, 1, (size_t)n);

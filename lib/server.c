@@ -34,7 +34,7 @@ void tc__server_log(tc_server *srv, tc_log_level level, const char *fmt, ...)
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    (void)vsnprintf(msg, sizeof msg, fmt, ap); /* a longer message is cut */
     va_end(ap);
     srv->cfg.hooks.log(srv, level, msg, srv->cfg.hooks.ctx);
 }
