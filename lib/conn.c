@@ -616,7 +616,7 @@ static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t tot
                     c->woff = c->wlen = 0;
             }
             sent += x;
-            while (x > 0) {
+            while (x > 0 && idx < cnt) { /* sendmsg never takes more than it was given */
                 size_t rem = vec[idx].iov_len - ioff;
                 if (x < rem) {
                     ioff += x;
@@ -968,7 +968,7 @@ ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
                 c->woff = c->wlen = 0;
         }
         sent += x;
-        while (x > 0) {
+        while (x > 0 && idx < cnt) { /* sendmsg never takes more than it was given */
             size_t rem = vec[idx].iov_len - ioff;
             if (x < rem) {
                 ioff += x;
