@@ -754,9 +754,9 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
     c.listen = NULL;
     c.adopt_fd = TC_DEFAULT;
     c.listen_fd = 0;
-    tc_server *srv;
+    tc_server *srv = NULL;
     int rc = create_server(&srv, &c, handler, 0);
-    if (rc < 0) {
+    if (rc < 0 || !srv) { /* !srv never happens: the analyzer cannot tell */
         tc__close(fd);
         return rc;
     }
