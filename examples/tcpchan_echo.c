@@ -128,7 +128,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         if (rc)
             return rc;
     }
-    if (strcmp(o->framing, "raw") && strcmp(o->framing, "line") && strcmp(o->framing, "len32"))
+    if (strcmp(o->framing, "raw") != 0 && strcmp(o->framing, "line") != 0 &&
+        strcmp(o->framing, "len32") != 0)
         return bad_arg("--framing", "must be raw, line or len32");
     if (!strcmp(o->listen, "systemd") || !strncmp(o->listen, "systemd:", 8)) {
         o->systemd = 1;
@@ -290,7 +291,7 @@ static int reserve_port(const char *listen, char *real, size_t n, int *fd_out)
 
 static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_handler *handler)
 {
-    char listen[TC_ADDR_STRLEN];
+    static char listen[TC_ADDR_STRLEN]; /* static: cfg (the caller's) keeps pointing at it */
     int rc, reserve_fd = -1, token[2];
     if (!o->systemd) {
         if ((rc = reserve_port(o->listen, listen, sizeof listen, &reserve_fd)) != 0)
@@ -362,8 +363,8 @@ int main(int argc, char **argv)
         return bad_arg("--max-frame", "too large");
     cfg.idle_timeout_ms = (int)o.idle_timeout;
     /* Event loops send at once what the socket takes: no buffer to fill. */
-    handler.on_message = strcmp(o.framing, "raw") && o.mode != TC_MODE_EVENT ? echo_message
-                                                                               : echo_send;
+    handler.on_message = strcmp(o.framing, "raw") != 0 && o.mode != TC_MODE_EVENT ? echo_message
+                                                                                    : echo_send;
 
     if (o.greet)
         handler.on_open = greet_open;
