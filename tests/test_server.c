@@ -695,7 +695,7 @@ Test(server, destroy_releases_every_fd, .timeout = 30)
 
 Test(server, failing_creates_leak_nothing, .timeout = 60)
 {
-    char dir[64], file[128], file_listen[140], long_listen[300];
+    char dir[64], file[128], file_listen[140], long_listen[300] = {0}; /* 0: NUL after the x's */
     tc_test_tmpdir(dir, sizeof dir);
     snprintf(file, sizeof file, "%s/taken", dir);
     FILE *f = fopen(file, "w");
