@@ -247,8 +247,6 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "handler.on_open/on_close", "need on_message");
     if (tc_codec_validate(&c->codec) < 0)
         return bad(srv, "codec", "is not a valid tc_codec");
-    if (c->idle_timeout_ms < 0)
-        return bad(srv, "idle_timeout_ms", "is negative");
     if ((int)c->mode < TC_MODE_INLINE || (int)c->mode > TC_MODE_EVENT)
         return bad(srv, "mode", "is not a tc_mode value");
     if ((int)c->proxy_protocol < TC_PROXY_OFF || (int)c->proxy_protocol > TC_PROXY_OPTIONAL)
@@ -273,10 +271,6 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "reuse_port", "is not TC_DEFAULT, TC_ON or TC_OFF");
     if (c->timeout_ms < 0)
         return bad(srv, "timeout_ms", "is negative");
-    if (c->conn_timeout_ms < 0)
-        return bad(srv, "conn_timeout_ms", "is negative");
-    if (c->max_conns < 0)
-        return bad(srv, "max_conns", "is negative");
     if (c->workers < 0)
         return bad(srv, "workers", "is negative");
     if (c->queue_len < 0)
@@ -294,8 +288,21 @@ static int validate(tc_server *srv, const tc_handler *handler)
         c->backlog = SOMAXCONN;
     if (c->poll_interval_ms == 0)
         c->poll_interval_ms = DEFAULT_POLL_INTERVAL_MS;
+    /* Every limit is finite unless the config says otherwise with a negative
+     * value; from here on 0 means "none", as the rest of the library reads it. */
     if (c->max_conns == 0)
-        c->max_conns = srv->mode->default_max_conns;
+        c->max_conns = srv->mode->default_max_conns ? srv->mode->default_max_conns
+                                                    : TC_DEFAULT_MAX_CONNS;
+    else if (c->max_conns < 0)
+        c->max_conns = 0;
+    if (c->idle_timeout_ms == 0)
+        c->idle_timeout_ms = TC_DEFAULT_IDLE_TIMEOUT_MS;
+    else if (c->idle_timeout_ms < 0)
+        c->idle_timeout_ms = 0;
+    if (c->conn_timeout_ms == 0)
+        c->conn_timeout_ms = TC_DEFAULT_CONN_TIMEOUT_MS;
+    else if (c->conn_timeout_ms < 0)
+        c->conn_timeout_ms = 0;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n > 0 ? (int)n : 1;
