@@ -351,7 +351,10 @@ int main(int argc, char **argv)
     cfg.listen = o.listen;
     cfg.mode = o.mode;
     cfg.workers = (int)o.workers;
-    cfg.max_conns = (int)o.max_conns;
+    /* The library's defaults are finite (server.h); this tool's command line
+     * promises "no limit" and "never" unless asked, so it says so explicitly
+     * with negative values. Forking keeps its default of 40 children. */
+    cfg.max_conns = o.max_conns ? (int)o.max_conns : o.mode == TC_MODE_FORKING ? 0 : -1;
     cfg.drain_timeout_ms = o.drain_timeout ? (int)o.drain_timeout : -1; /* 0: no wait */
     /* Every framing runs as a message-style handler: raw is the codec that
      * hands over whatever bytes arrived (--max-frame bounds one read). */
@@ -361,7 +364,8 @@ int main(int argc, char **argv)
         tc_codec_length_prefixed(&cfg.codec, 4, TC_BIG_ENDIAN);
     if (o.set_max_frame && tc_codec_set_max_frame(&cfg.codec, (size_t)o.max_frame) < 0)
         return bad_arg("--max-frame", "too large");
-    cfg.idle_timeout_ms = (int)o.idle_timeout;
+    cfg.idle_timeout_ms = o.idle_timeout ? (int)o.idle_timeout : -1; /* 0: never */
+    cfg.conn_timeout_ms = -1; /* no flag: a silence is bounded by --idle-timeout alone */
     /* Event loops send at once what the socket takes: no buffer to fill. */
     handler.on_message = strcmp(o.framing, "raw") != 0 && o.mode != TC_MODE_EVENT ? echo_message
                                                                                     : echo_send;
