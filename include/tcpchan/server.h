@@ -257,9 +257,9 @@ typedef enum tc_proxy_mode {
     TC_PROXY_OPTIONAL  /**< a header is used when there is one; connections without one are served as they are */
 } tc_proxy_mode;
 
-/** @brief Default of @ref tc_server_config::idle_timeout_ms: 5 minutes. */
+/** @brief Default of @ref tc_server_config::idle_timeout_ms (5 minutes). */
 #define TC_DEFAULT_IDLE_TIMEOUT_MS 300000
-/** @brief Default of @ref tc_server_config::conn_timeout_ms: 5 minutes. */
+/** @brief Default of @ref tc_server_config::conn_timeout_ms (5 minutes). */
 #define TC_DEFAULT_CONN_TIMEOUT_MS 300000
 /** @brief Default of @ref tc_server_config::max_conns in every mode but forking (40). */
 #define TC_DEFAULT_MAX_CONNS 4096
