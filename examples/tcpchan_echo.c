@@ -128,7 +128,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         if (rc)
             return rc;
     }
-    if (strcmp(o->framing, "raw") && strcmp(o->framing, "line") && strcmp(o->framing, "len32"))
+    if (strcmp(o->framing, "raw") != 0 && strcmp(o->framing, "line") != 0 &&
+        strcmp(o->framing, "len32") != 0)
         return bad_arg("--framing", "must be raw, line or len32");
     if (!strcmp(o->listen, "systemd") || !strncmp(o->listen, "systemd:", 8)) {
         o->systemd = 1;
@@ -290,7 +291,7 @@ static int reserve_port(const char *listen, char *real, size_t n, int *fd_out)
 
 static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_handler *handler)
 {
-    char listen[TC_ADDR_STRLEN];
+    static char listen[TC_ADDR_STRLEN]; /* static: cfg (the caller's) keeps pointing at it */
     int rc, reserve_fd = -1, token[2];
     if (!o->systemd) {
         if ((rc = reserve_port(o->listen, listen, sizeof listen, &reserve_fd)) != 0)
@@ -350,7 +351,10 @@ int main(int argc, char **argv)
     cfg.listen = o.listen;
     cfg.mode = o.mode;
     cfg.workers = (int)o.workers;
-    cfg.max_conns = (int)o.max_conns;
+    /* The library's defaults are finite (server.h); this tool's command line
+     * promises "no limit" and "never" unless asked, so it says so explicitly
+     * with negative values. Forking keeps its default of 40 children. */
+    cfg.max_conns = o.max_conns ? (int)o.max_conns : o.mode == TC_MODE_FORKING ? 0 : -1;
     cfg.drain_timeout_ms = o.drain_timeout ? (int)o.drain_timeout : -1; /* 0: no wait */
     /* Every framing runs as a message-style handler: raw is the codec that
      * hands over whatever bytes arrived (--max-frame bounds one read). */
@@ -360,10 +364,11 @@ int main(int argc, char **argv)
         tc_codec_length_prefixed(&cfg.codec, 4, TC_BIG_ENDIAN);
     if (o.set_max_frame && tc_codec_set_max_frame(&cfg.codec, (size_t)o.max_frame) < 0)
         return bad_arg("--max-frame", "too large");
-    cfg.idle_timeout_ms = (int)o.idle_timeout;
+    cfg.idle_timeout_ms = o.idle_timeout ? (int)o.idle_timeout : -1; /* 0: never */
+    cfg.conn_timeout_ms = -1; /* no flag: a silence is bounded by --idle-timeout alone */
     /* Event loops send at once what the socket takes: no buffer to fill. */
-    handler.on_message = strcmp(o.framing, "raw") && o.mode != TC_MODE_EVENT ? echo_message
-                                                                               : echo_send;
+    handler.on_message = strcmp(o.framing, "raw") != 0 && o.mode != TC_MODE_EVENT ? echo_message
+                                                                                    : echo_send;
 
     if (o.greet)
         handler.on_open = greet_open;

@@ -624,7 +624,7 @@ static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t tot
                     c->woff = c->wlen = 0;
             }
             sent += x;
-            while (x > 0) {
+            while (x > 0 && idx < cnt) { /* sendmsg never takes more than it was given */
                 size_t rem = vec[idx].iov_len - ioff;
                 if (x < rem) {
                     ioff += x;
@@ -738,7 +738,8 @@ int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
         if ((rc = wbuf_reserve(conn, need)) < 0)
             return rc;
         va_start(ap, fmt);
-        vsnprintf((char *)conn->wbuf + conn->wlen, need, fmt, ap);
+        /* n bytes, as measured above */
+        (void)vsnprintf((char *)conn->wbuf + conn->wlen, need, fmt, ap);
         va_end(ap);
         conn->wlen += (size_t)n;
         return n;
@@ -747,7 +748,7 @@ int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
     if (!tmp)
         return -ENOMEM;
     va_start(ap, fmt);
-    vsnprintf(tmp, need, fmt, ap);
+    (void)vsnprintf(tmp, need, fmt, ap); /* n bytes, measured above */
     va_end(ap);
     struct iovec v = {tmp, (size_t)n};
     ssize_t r = send_vec(conn, &v, 1, (size_t)n);
@@ -977,7 +978,7 @@ ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
                 c->woff = c->wlen = 0;
         }
         sent += x;
-        while (x > 0) {
+        while (x > 0 && idx < cnt) { /* sendmsg never takes more than it was given */
             size_t rem = vec[idx].iov_len - ioff;
             if (x < rem) {
                 ioff += x;

@@ -121,8 +121,8 @@ int tc__cidr_match(const tc__cidr *list, size_t n, const tc_addr *a);
 
 /* ---- channels (conn.c) -------------------------------------------------- */
 
-#define TC__BUF_DEFAULT (16 * 1024)
-#define TC__BUF_MAX (64 * 1024 * 1024)
+#define TC__BUF_DEFAULT ((size_t)16 * 1024)
+#define TC__BUF_MAX ((size_t)64 * 1024 * 1024)
 
 struct tc_conn {
     int fd;
@@ -248,7 +248,7 @@ void tc__theap_free(tc__theap *h);
  * child, tc__server_run_handler()) and ends it with tc__server_conn_done(). */
 typedef struct tc__mode {
     tc_mode id;
-    int default_max_conns; /* used when the config says 0 (forking: 40) */
+    int default_max_conns; /* used when the config says 0 (forking: 40); 0 = TC_DEFAULT_MAX_CONNS */
     /* Prepare the mode's state once the server is bound (may be NULL). May
      * set srv->mode_fd (polled by the loop; service runs when it is readable)
      * and srv->mode_limit (the most connections the mode takes at once). */

@@ -15,9 +15,11 @@
 
 #include "internal.h"
 
-#define SCRATCH_SIZE (64 * 1024) /* per loop: receives land here, not in per-connection buffers */
-#define OUTPUT_HWM (1024 * 1024) /* stop reading a connection above this much queued output ... */
-#define OUTPUT_LWM (256 * 1024)  /* ... and read again below this */
+/* per loop: receives land here, not in per-connection buffers */
+#define SCRATCH_SIZE ((size_t)64 * 1024)
+/* stop reading a connection above this much queued output, and read again below LWM */
+#define OUTPUT_HWM ((size_t)1024 * 1024)
+#define OUTPUT_LWM ((size_t)256 * 1024)
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
 
 enum { TIMER_IDLE, TIMER_USER };

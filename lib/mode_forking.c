@@ -269,8 +269,10 @@ static int forking_process_request(tc_server *srv, tc_conn *conn)
         free(c);
         return rc; /* the core reports it and closes the connection */
     }
-    if (pid == 0)
+    if (pid == 0) {
+        free(c); /* the parent's record of the child: nothing to the child itself */
         child_main(srv, st, conn, p[0]);
+    }
 
     tc__close(p[1]); /* the child's end: EOF here once the child is gone */
     c->pid = pid;

@@ -103,7 +103,7 @@ static int pool_start(tc_server *srv)
     st->srv = srv;
     /* The core keeps at most cap connections live, so the ring never overflows. */
     st->cap = workers + queue_len;
-    st->queue = calloc((size_t)st->cap, sizeof *st->queue);
+    st->queue = calloc((size_t)st->cap, sizeof *st->queue); /* NOLINT(bugprone-sizeof-expression) */
     st->tids = calloc((size_t)workers, sizeof *st->tids);
     if (!st->queue || !st->tids) {
         free(st->queue);

@@ -56,7 +56,7 @@ static void plog(tc_prefork *pf, tc_log_level level, const char *fmt, ...)
     char msg[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    (void)vsnprintf(msg, sizeof msg, fmt, ap); /* a longer message is cut */
     va_end(ap);
     pf->o.log(pf, level, msg, pf->o.ctx);
 }
@@ -198,11 +198,11 @@ static int reap(struct worker *w, int block, int *status, int *known)
 static void describe(int status, int known, char *buf, size_t n)
 {
     if (!known)
-        snprintf(buf, n, "exited (reaped elsewhere: status unknown)");
+        (void)snprintf(buf, n, "exited (reaped elsewhere: status unknown)");
     else if (WIFSIGNALED(status))
-        snprintf(buf, n, "was killed by signal %d", WTERMSIG(status));
+        (void)snprintf(buf, n, "was killed by signal %d", WTERMSIG(status));
     else
-        snprintf(buf, n, "exited with status %d", WEXITSTATUS(status));
+        (void)snprintf(buf, n, "exited with status %d", WEXITSTATUS(status));
 }
 
 /* A worker crashed: 1 if it may be restarted now (the restart is recorded),

@@ -63,7 +63,7 @@ int tc__theap_schedule(tc__theap *h, tc__timer *t, int64_t when)
     }
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 64;
-        tc__timer **v = realloc(h->v, cap * sizeof *v);
+        tc__timer **v = realloc(h->v, cap * sizeof *v); /* NOLINT(bugprone-sizeof-expression) */
         if (!v)
             return -ENOMEM;
         h->v = v;

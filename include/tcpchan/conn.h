@@ -125,8 +125,10 @@ TC_API void *tc_conn_data(const tc_conn *conn);
  * counted from the start of the call. See "Timeouts and deadlines" above for
  * the state a timed-out call leaves.
  * @param conn The channel.
- * @param ms   Milliseconds; 0 or negative waits forever (the default, unless
- *             the server or dial options set one).
+ * @param ms   Milliseconds; 0 or negative waits forever. Accepted channels
+ *             start with the server's @ref tc_server_config::conn_timeout_ms
+ *             (5 minutes by default); dialled ones with
+ *             @ref tc_dial_options::timeout_ms (none by default).
  * @return 0, or -EINVAL for NULL.
  */
 TC_API int tc_conn_set_timeout(tc_conn *conn, int ms);

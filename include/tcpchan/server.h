@@ -71,7 +71,7 @@ extern "C" {
  *   Errors a handler returns are reported in the child (its handle_error and
  *   log hooks run there), so the parent's tc_stats::handler_errors counts
  *   only TC_ECHILD; accepted, active and peak_active count children exactly.
- * - max_conns defaults to 40 (ForkingMixIn.max_children).
+ * - max_conns defaults to 40 (ForkingMixIn.max_children), not TC_DEFAULT_MAX_CONNS.
  *
  * @par Pool
  * @ref tc_server_config::workers threads, started by tc_server_create() and
@@ -257,9 +257,33 @@ typedef enum tc_proxy_mode {
     TC_PROXY_OPTIONAL  /**< a header is used when there is one; connections without one are served as they are */
 } tc_proxy_mode;
 
+/** @brief Default of @ref tc_server_config::idle_timeout_ms (5 minutes). */
+#define TC_DEFAULT_IDLE_TIMEOUT_MS 300000
+/** @brief Default of @ref tc_server_config::conn_timeout_ms (5 minutes). */
+#define TC_DEFAULT_CONN_TIMEOUT_MS 300000
+/** @brief Default of @ref tc_server_config::max_conns in every mode but forking (40). */
+#define TC_DEFAULT_MAX_CONNS 4096
+
 /**
  * @brief Server configuration. Every field's zero value means its default,
  *        so `= {0}`, TC_SERVER_CONFIG_INIT and tc_server_config_init() agree.
+ *
+ * Every limit has a finite default, so that a server configured with `= {0}`
+ * cannot be made to hold resources forever by clients that connect and go
+ * silent, or by many clients at once:
+ *
+ * | limit                          | default                        | "none"      |
+ * |--------------------------------|--------------------------------|-------------|
+ * | codec's max_frame (message size) | 1 MiB (TC_CODEC_DEFAULT_MAX_FRAME) | no such value (at most TC_CODEC_MAX_FRAME_LIMIT) |
+ * | idle_timeout_ms (between messages) | 300 000 ms (TC_DEFAULT_IDLE_TIMEOUT_MS) | negative |
+ * | conn_timeout_ms (each read, write, flush) | 300 000 ms (TC_DEFAULT_CONN_TIMEOUT_MS) | negative |
+ * | max_conns (live connections)   | 4096 (TC_DEFAULT_MAX_CONNS); forking: 40 | negative |
+ * | queue_len (pool's waiting connections) | the number of workers   | no such value |
+ * | proxy_timeout_ms (PROXY header) | 5000 ms                       | no such value |
+ * | drain_timeout_ms (shutdown)    | 5000 ms                        | negative = do not wait |
+ * | backlog (listen queue)         | SOMAXCONN                      | no such value |
+ *
+ * docs/production.md explains how to choose them.
  */
 typedef struct tc_server_config {
     /** @brief Listen address (see tc_addr_parse()); NULL = "127.0.0.1:0", any free loopback port.
@@ -279,20 +303,35 @@ typedef struct tc_server_config {
      *         0 = 500 (socketserver's poll_interval), negative = wake only for events.
      *         Shutdown never waits for it. */
     int poll_interval_ms;
-    /** @brief Initial per-operation timeout of every accepted channel (see
-     *         tc_conn_set_timeout()), in ms; 0 = none. */
+    /**
+     * @brief Initial per-operation timeout of every accepted channel (see
+     *        tc_conn_set_timeout()), in ms; 0 = TC_DEFAULT_CONN_TIMEOUT_MS
+     *        (5 minutes), negative = none.
+     *
+     * One read, one whole write, a flush or a send that cannot complete
+     * within it fails with -ETIMEDOUT, so that a peer which stops sending or
+     * stops reading cannot hold a stream handler (and its thread or process)
+     * forever. A stream handler that must wait longer for a quiet peer sets
+     * its own with tc_conn_set_timeout(), or the server sets a negative value
+     * and bounds connections some other way. Message style: it bounds the
+     * wait between messages too, as @ref tc_server_config::idle_timeout_ms
+     * does (the shorter of the two applies). Event mode never blocks on a
+     * channel, so there it has no effect.
+     */
     int conn_timeout_ms;
     /** @brief Framing of every accepted channel (tc_conn_set_codec()), used by
      *         message-style handlers; zero-initialised = raw, 1 MiB maximum. */
     tc_codec codec;
     /** @brief Message style: close a connection that sent nothing for this
      *         long, in ms (between messages, on_close gets -ETIMEDOUT; inside
-     *         a frame it counts as an error too); 0 = never. */
+     *         a frame it counts as an error too); 0 = TC_DEFAULT_IDLE_TIMEOUT_MS
+     *         (5 minutes), negative = never. */
     int idle_timeout_ms;
     /** @brief Live connections at most; while that many run, the server stops
      *         accepting and further clients wait in the listen backlog (they are
-     *         not refused). 0 = no limit, except forking: 40 (ForkingMixIn's
-     *         max_children). */
+     *         not refused). 0 = TC_DEFAULT_MAX_CONNS (4096), except forking: 40
+     *         (ForkingMixIn's max_children); negative = no limit (threads,
+     *         processes, memory and descriptors are then the only bounds). */
     int max_conns;
     /** @brief Pool: worker threads; event: loop threads. 0 = the number of CPUs. */
     int workers;
