@@ -280,7 +280,11 @@ typedef struct tc_server_config {
      *         Shutdown never waits for it. */
     int poll_interval_ms;
     /** @brief Initial per-operation timeout of every accepted channel (see
-     *         tc_conn_set_timeout()), in ms; 0 = none. */
+     *         tc_conn_set_timeout()), in ms; 0 = none. In the message loop it
+     *         bounds the arrival of each frame, from its first byte, so that a
+     *         client sending a byte now and then cannot hold a frame open
+     *         forever (-ETIMEDOUT, reported as an error); TC_MODE_EVENT
+     *         applies it that way too. */
     int conn_timeout_ms;
     /** @brief Framing of every accepted channel (tc_conn_set_codec()), used by
      *         message-style handlers; zero-initialised = raw, 1 MiB maximum. */
