@@ -501,6 +501,7 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
     }
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
     conn->codec = srv->cfg.codec;
+    conn->idle_since = tc__now_ns(); /* a queue (pool) counts as silence */
     /* Marked before the connection is visible to a drain, whatever its mode. */
     conn->msg_style = srv->handler.on_message != NULL;
     conn_register(srv, conn);
