@@ -236,6 +236,8 @@ typedef struct tc__theap {
     tc__timer **v;
     size_t n, cap;
 } tc__theap;
+/* Make room for n timers, so that adding up to that many cannot fail. */
+int tc__theap_reserve(tc__theap *h, size_t n);
 /* Add or move a timer (set slot = TC__TIMER_IDLE before first use). */
 int tc__theap_schedule(tc__theap *h, tc__timer *t, int64_t when);
 void tc__theap_cancel(tc__theap *h, tc__timer *t);

@@ -340,6 +340,13 @@ static void ev_open(struct loop *lp, tc_conn *c)
         return;
     }
     ec->interest = TC__POLL_IN;
+    /* Room for every connection's two timers now: arming one later (an idle
+     * clock restarting, a frame starting) can then never fail for memory. */
+    if ((rc = tc__theap_reserve(&lp->timers, 2 * (size_t)lp->nconns)) < 0) {
+        tc__server_error(srv, c, rc);
+        ev_close(ec, rc);
+        return;
+    }
     if (h->setup && (rc = h->setup(c, h->ctx)) < 0) {
         tc__server_error(srv, c, rc); /* refused: no on_open, no finish */
         ev_close(ec, 0);
