@@ -4,7 +4,9 @@
  * process, libtcpchan included; each asks the hook, then calls the real one. */
 #include "alloc_hook.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -50,8 +52,9 @@ void *__libc_realloc(void *p, size_t n);
  * can track anything: the hook itself must not be instrumented (TSan would
  * record a function entry into a thread state that does not exist yet). */
 #if defined(__has_attribute)
-#if __has_attribute(disable_sanitizer_instrumentation)
-#define AH_RAW __attribute__((disable_sanitizer_instrumentation))
+#if __has_attribute(disable_sanitizer_instrumentation) && defined(AH_SANITIZED)
+#define AH_RAW                                                                                     \
+    __attribute__((disable_sanitizer_instrumentation, no_sanitize("address", "thread")))
 #endif
 #endif
 #ifndef AH_RAW
@@ -71,6 +74,26 @@ struct ah_state {
 static struct ah_state *_Atomic ah;
 static _Thread_local int tl_armer; /* this thread armed the countdown */
 
+#ifdef AH_SANITIZED
+/* Whether the sanitizer's runtime is starting a thread: it asks
+ * pthread_getattr_np for the new thread's stack before the thread runs
+ * anything, and cannot survive an allocation failing there. (backtrace()
+ * was called once by ah_init(), so it does not allocate here.) */
+AH_RAW static int ah_runtime_internal(void)
+{
+    void *bt[12];
+    int k = backtrace(bt, 12);
+    for (int i = 2; i < k; i++) {
+        Dl_info di;
+        if (dladdr(bt[i], &di) && di.dli_sname && strstr(di.dli_sname, "pthread_getattr_np"))
+            return 1;
+    }
+    return 0;
+}
+#else
+#define ah_runtime_internal() 0
+#endif
+
 /* 1 if this request must fail. */
 AH_RAW static int ah_check(size_t n)
 {
@@ -86,6 +109,8 @@ AH_RAW static int ah_check(size_t n)
         return 0;
     int mine = tl_armer;
     if ((atomic_load(&s->scope) == AH_THIS_THREAD) != (mine != 0))
+        return 0;
+    if (ah_runtime_internal())
         return 0;
     atomic_fetch_add(&s->counted, 1);
     if (atomic_fetch_sub(&s->countdown, 1) != 1)
@@ -139,6 +164,10 @@ AH_RAW char *strdup(const char *s)
 
 void ah_init(void)
 {
+#ifdef AH_SANITIZED
+    void *warm[2];
+    (void)backtrace(warm, 2); /* its first call loads the unwinder, allocating */
+#endif
     struct ah_state *s = atomic_load(&ah);
     if (!s) {
         void *p = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
