@@ -545,6 +545,8 @@ int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h)
 
 int tc__conn_wait_message(tc_conn *c)
 {
+    int64_t since = c->idle_since;
+    c->idle_since = 0; /* only the first wait counts from the accept */
     int rc = read_start(c);
     if (rc < 0)
         return rc;
@@ -559,7 +561,8 @@ int tc__conn_wait_message(tc_conn *c)
     atomic_store(&c->idle, 1);
     int64_t deadline = op_deadline(c);
     if (c->idle_ms > 0) {
-        int64_t idle = tc__deadline_ms(c->idle_ms);
+        int64_t idle = since ? since + (int64_t)c->idle_ms * TC_NS_PER_MS
+                             : tc__deadline_ms(c->idle_ms);
         if (idle < deadline)
             deadline = idle;
     }
@@ -569,6 +572,8 @@ int tc__conn_wait_message(tc_conn *c)
             break;
         }
         rc = tc__sock_wait_stop(c->fd, POLLIN, c->srv ? c->srv->stopfd : -1, deadline);
+        if (rc == -ETIMEDOUT && tc__sock_readable(c->fd))
+            rc = 0; /* input was there as the clock ran out (a queued first wait) */
         if (rc == -EINTR)
             continue; /* a signal: perhaps the one that asked for shutdown */
         if (rc < 0)

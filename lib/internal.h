@@ -48,6 +48,8 @@ int tc__sock_wait(int fd, short events, int64_t deadline);
  * caller can look at a flag the signal handler set), and stopfd (if >= 0)
  * becoming readable returns TC_ESHUTDOWN. */
 int tc__sock_wait_stop(int fd, short events, int stopfd, int64_t deadline);
+/* Whether fd has input, an end of stream or an error to report now (no waiting). */
+int tc__sock_readable(int fd);
 /* shutdown(SHUT_RDWR), ignoring errors: wakes whoever is blocked on the socket. */
 void tc__sock_shutdown(int fd);
 /* shutdown(how): 0 or a negated errno. */
@@ -135,6 +137,8 @@ struct tc_conn {
     int timeout_ms;    /* per-operation timeout; <= 0 = none */
     int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
     int idle_ms;       /* message loop: most silence while waiting for input; 0 = none */
+    int64_t idle_since; /* accept time: the first wait for a message counts silence
+                         * from here, not from its own start (0 after it, and for clients) */
     tc_codec codec;
     tc_conn *prev, *next; /* the server's list of live connections (srv->mu) */
     void *mode_data;   /* the mode's per-connection bookkeeping */
@@ -235,6 +239,8 @@ typedef struct tc__theap {
     tc__timer **v;
     size_t n, cap;
 } tc__theap;
+/* Make room for n timers, so that adding up to that many cannot fail. */
+int tc__theap_reserve(tc__theap *h, size_t n);
 /* Add or move a timer (set slot = TC__TIMER_IDLE before first use). */
 int tc__theap_schedule(tc__theap *h, tc__timer *t, int64_t when);
 void tc__theap_cancel(tc__theap *h, tc__timer *t);

@@ -51,6 +51,8 @@ struct tc__evconn {
     int paused;          /* not read: too much output queued */
     int shut_wr;         /* half-close once the output is out */
     int linger_reason;   /* closing: flush first, then close with this (+1 offset) */
+    int64_t idle_from;   /* the idle clock runs from here: the last input, or output drained */
+    int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
     int setup_done, opened, closed;
     int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
 };
@@ -92,11 +94,38 @@ static int quiet_end(int reason)
     return reason == 0 || reason == TC_EOF || reason == TC_ESHUTDOWN || reason == -ETIMEDOUT;
 }
 
+/* When the connection times out: after idle_timeout_ms of silence, or when
+ * an incomplete frame has taken conn_timeout_ms to arrive (a client sending
+ * a byte now and then is not silent, but holds a frame open forever). */
+static int64_t idle_due(const struct tc__evconn *ec)
+{
+    const tc_server_config *cfg = &ec->loop->srv->cfg;
+    int64_t due = TC__NO_DEADLINE;
+    if (cfg->idle_timeout_ms > 0)
+        due = ec->idle_from + (int64_t)cfg->idle_timeout_ms * TC_NS_PER_MS;
+    if (cfg->conn_timeout_ms > 0 && ec->frame_from) {
+        int64_t f = ec->frame_from + (int64_t)cfg->conn_timeout_ms * TC_NS_PER_MS;
+        if (f < due)
+            due = f;
+    }
+    return due;
+}
+
 static void schedule_idle(struct tc__evconn *ec)
 {
-    int ms = ec->loop->srv->cfg.idle_timeout_ms;
-    if (ms > 0)
-        (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t, tc__deadline_ms(ms));
+    int64_t due = idle_due(ec);
+    if (due != TC__NO_DEADLINE)
+        (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t, due);
+}
+
+/* Restart the idle clock now (input arrived, or the output drained). */
+static void restart_idle(struct tc__evconn *ec)
+{
+    const tc_server_config *cfg = &ec->loop->srv->cfg;
+    if (cfg->idle_timeout_ms > 0 || cfg->conn_timeout_ms > 0) {
+        ec->idle_from = tc__now_ns();
+        schedule_idle(ec);
+    }
 }
 
 static void set_interest(struct tc__evconn *ec)
@@ -109,7 +138,7 @@ static void set_interest(struct tc__evconn *ec)
     }
     if (ec->idle.t.slot == TC__TIMER_IDLE && ec->opened && !ec->linger_reason &&
         tc__conn_pending(c) == 0)
-        schedule_idle(ec); /* the idle clock stopped while output was pending */
+        restart_idle(ec); /* the idle clock stopped while output was pending */
     unsigned want = 0;
     if (!ec->paused && !ec->linger_reason)
         want |= TC__POLL_IN;
@@ -212,12 +241,18 @@ static void process_input(struct tc__evconn *ec)
     size_t len;
     while (!ec->closed && !ec->paused && !ec->linger_reason) {
         int rc = tc__conn_frame_nb(c, &msg, &len);
-        if (rc == 0)
+        if (rc == 0) {
+            if (c->rlen > 0 && !ec->frame_from && srv->cfg.conn_timeout_ms > 0) {
+                ec->frame_from = tc__now_ns(); /* the frame's clock starts */
+                schedule_idle(ec);
+            }
             break;
+        }
         if (rc < 0) {
             ev_close_after_flush(ec, rc);
             return;
         }
+        ec->frame_from = 0;
         if ((rc = h->on_message(c, msg, len, h->ctx)) < 0) {
             ev_close_after_flush(ec, rc);
             return;
@@ -225,6 +260,8 @@ static void process_input(struct tc__evconn *ec)
         if (tc__conn_pending(c) > OUTPUT_HWM)
             ec->paused = 1; /* backpressure: read again once it drains */
     }
+    if (ec->paused)
+        ec->frame_from = 0; /* we stopped reading: not the peer's delay */
     if (ec->closed || ec->linger_reason)
         return;
     if (tc__conn_settle(c) < 0) {
@@ -266,7 +303,7 @@ static void on_readable(struct tc__evconn *ec)
         proxy_done(ec, rc, &hdr);
         return;
     }
-    schedule_idle(ec);
+    restart_idle(ec);
     process_input(ec);
 }
 
@@ -308,7 +345,7 @@ static void ev_start(struct tc__evconn *ec)
         return;
     }
     ec->opened = 1;
-    schedule_idle(ec);
+    restart_idle(ec);
     set_interest(ec);
 }
 
@@ -360,6 +397,13 @@ static void ev_open(struct loop *lp, tc_conn *c)
         return;
     }
     ec->interest = TC__POLL_IN;
+    /* Room for every connection's two timers now: arming one later (an idle
+     * clock restarting, a frame starting) can then never fail for memory. */
+    if ((rc = tc__theap_reserve(&lp->timers, 2 * (size_t)lp->nconns)) < 0) {
+        tc__server_error(srv, c, rc);
+        ev_close(ec, rc);
+        return;
+    }
     if (srv->cfg.proxy_protocol != TC_PROXY_OFF) {
         /* The header comes first; setup and on_open wait for it. */
         if ((rc = tc__server_proxy_precheck(srv, c)) < 0) {
@@ -490,6 +534,11 @@ static void fire_timers(struct loop *lp)
              * only after flushing. */
             if (tc__conn_pending(ec->conn) > 0)
                 continue;
+            int64_t due = idle_due(ec);
+            if (due > now) { /* moved on meanwhile: a frame completed, say */
+                (void)tc__theap_schedule(&lp->timers, t, due);
+                continue;
+            }
             /* Silence inside a frame is an error; between frames it is not. */
             if (ec->conn->rlen > 0)
                 tc__server_error(lp->srv, ec->conn, -ETIMEDOUT);

@@ -31,6 +31,17 @@ static struct state *st_of(tc_server *srv)
     return srv->mode_state;
 }
 
+/* Whether a dequeued connection already spent its idle timeout (message
+ * style; stream style: the per-operation timeout) in the queue, counted from
+ * the accept, and sent nothing: no byte, no end of stream. */
+static int waited_out(tc_server *srv, tc_conn *conn)
+{
+    int ms = srv->handler.on_message ? srv->cfg.idle_timeout_ms : srv->cfg.conn_timeout_ms;
+    if (ms <= 0 || tc__now_ns() - conn->idle_since < (int64_t)ms * TC_NS_PER_MS)
+        return 0;
+    return !tc__sock_readable(conn->fd);
+}
+
 static void *worker_main(void *arg)
 {
     struct state *st = arg;
@@ -47,7 +58,14 @@ static void *worker_main(void *arg)
         st->busy++;
         pthread_mutex_unlock(&st->mu);
 
-        tc__server_run_conn(srv, conn);
+        if (waited_out(srv, conn)) {
+            /* Silent for its whole timeout while queued: close it without
+             * running it, rather than give it a worker for another period. */
+            tc__server_error(srv, conn, -ETIMEDOUT);
+            tc__server_conn_done(srv, conn);
+        } else {
+            tc__server_run_conn(srv, conn);
+        }
         if (tl_freed_server)
             return NULL; /* srv and st are gone; this thread is detached */
 

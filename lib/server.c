@@ -481,16 +481,26 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
 {
     tc_addr peer;
     *out = NULL;
+    if (srv->spare_fd < 0) /* lost to a race for the last descriptor: take it back */
+        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int fd, rc = tc__sock_accept(srv->lfd, &peer, &fd);
     if (rc == -EMFILE || rc == -ENFILE) {
         /* Out of descriptors: without this the level-triggered listener
-         * would wake us forever. Free the spare, take the client and drop it. */
-        tc__server_log(srv, TC_LOG_WARN, "accept: %s; dropping a connection", tc_strerror(rc));
+         * would wake us forever. Linux looks for a free descriptor before it
+         * looks at the queue, so the error says nothing about a waiting
+         * client: free the spare and ask again; take a client and drop it. */
+        int err = rc;
         tc__close(srv->spare_fd);
-        if (tc__sock_accept(srv->lfd, &peer, &fd) == 0)
+        srv->spare_fd = -1;
+        rc = tc__sock_accept(srv->lfd, &peer, &fd);
+        if (rc == 0) {
             tc__close(fd);
+            tc__server_log(srv, TC_LOG_WARN, "accept: %s; dropping a connection",
+                           tc_strerror(err));
+        }
         srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        return 0;
+        if (rc == 0)
+            return 0; /* -EAGAIN below: nobody was waiting, nothing to report */
     }
     if (rc == -ECONNABORTED || rc == -EPROTO || rc == -EPERM)
         return 0; /* that client is gone; others may be waiting */
@@ -510,6 +520,7 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
     }
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
     conn->codec = srv->cfg.codec;
+    conn->idle_since = tc__now_ns(); /* a queue (pool) counts as silence */
     /* Marked before the connection is visible to a drain, whatever its mode. */
     conn->msg_style = srv->handler.on_message != NULL;
     conn_register(srv, conn);

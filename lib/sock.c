@@ -33,6 +33,16 @@ int64_t tc__deadline_ms(int ms)
     return tc__now_ns() + (int64_t)ms * 1000000;
 }
 
+int tc__sock_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r;
+    do
+        r = poll(&p, 1, 0);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
 void tc__sock_shutdown(int fd)
 {
     if (fd >= 0)

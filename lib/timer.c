@@ -43,6 +43,21 @@ static void sift_down(tc__theap *h, size_t i)
     put(h, i, t);
 }
 
+int tc__theap_reserve(tc__theap *h, size_t n)
+{
+    if (h->cap >= n)
+        return 0;
+    size_t cap = h->cap ? h->cap : 64;
+    while (cap < n)
+        cap *= 2;
+    tc__timer **v = realloc(h->v, cap * sizeof *v); /* NOLINT(bugprone-sizeof-expression) */
+    if (!v)
+        return -ENOMEM;
+    h->v = v;
+    h->cap = cap;
+    return 0;
+}
+
 void tc__theap_free(tc__theap *h)
 {
     free(h->v);
@@ -61,14 +76,9 @@ int tc__theap_schedule(tc__theap *h, tc__timer *t, int64_t when)
             sift_down(h, t->slot);
         return 0;
     }
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        tc__timer **v = realloc(h->v, cap * sizeof *v); /* NOLINT(bugprone-sizeof-expression) */
-        if (!v)
-            return -ENOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
+    int rc = tc__theap_reserve(h, h->n + 1);
+    if (rc < 0)
+        return rc;
     t->when = when;
     put(h, h->n++, t);
     sift_up(h, t->slot);

@@ -79,6 +79,17 @@ extern "C" {
  * @ref tc_server_config::queue_len places; with workers + queue_len
  * connections live the server stops accepting and clients wait in the listen
  * backlog. A handler that blocks holds its worker.
+ *
+ * The idle clock starts at the accept, not when a worker takes the
+ * connection: time spent in the queue counts as silence. A message-style
+ * connection that has sent nothing (no byte, no end of stream) for
+ * @ref tc_server_config::idle_timeout_ms by the time a worker takes it is
+ * closed at once, without setup or any other callback: -ETIMEDOUT reaches
+ * handle_error with the connection. A stream-style one is treated the same
+ * way after @ref tc_server_config::conn_timeout_ms (so with a protocol in
+ * which the server speaks first, keep conn_timeout_ms above the queueing a
+ * client may see). A queue of silent clients thus costs the clients behind
+ * it one timeout, not one per silent client.
  */
 typedef enum tc_mode {
     TC_MODE_INLINE = 0, /**< one connection at a time, in the serving thread (TCPServer); the default */
@@ -315,8 +326,10 @@ typedef struct tc_server_config {
      * its own with tc_conn_set_timeout(), or the server sets a negative value
      * and bounds connections some other way. Message style: it bounds the
      * wait between messages too, as @ref tc_server_config::idle_timeout_ms
-     * does (the shorter of the two applies). Event mode never blocks on a
-     * channel, so there it has no effect.
+     * does (the shorter of the two applies), and the arrival of each frame
+     * from its first byte, so that a client sending a byte now and then
+     * cannot hold a frame open forever (-ETIMEDOUT, reported as an error);
+     * TC_MODE_EVENT applies it that way too. Pool: see also the queue, in tc_mode.
      */
     int conn_timeout_ms;
     /** @brief Framing of every accepted channel (tc_conn_set_codec()), used by
@@ -325,7 +338,9 @@ typedef struct tc_server_config {
     /** @brief Message style: close a connection that sent nothing for this
      *         long, in ms (between messages, on_close gets -ETIMEDOUT; inside
      *         a frame it counts as an error too); 0 = TC_DEFAULT_IDLE_TIMEOUT_MS
-     *         (5 minutes), negative = never. */
+     *         (5 minutes), negative = never. Before the first message the
+     *         silence is counted from the accept (pool: the time in the queue
+     *         counts). */
     int idle_timeout_ms;
     /** @brief Live connections at most; while that many run, the server stops
      *         accepting and further clients wait in the listen backlog (they are

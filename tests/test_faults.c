@@ -1,0 +1,1348 @@
+/* SPDX-License-Identifier: MIT */
+/* Faults from the system: out of descriptors on accept (no busy loop, only
+ * real drops reported, recovery), allocation failures walked site by site
+ * (tc_server_create, tc_dial, serving a connection, the channel's buffers)
+ * with a failing-malloc hook (tests/alloc_hook.c), signals interrupting
+ * every blocking call, SIGPIPE never raised, and a shutdown arriving while a
+ * handler is in the middle of a large write. TC_TEST_MODES restricts modes. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc_hook.h"
+#include "helpers.h"
+
+/* ---- modes --------------------------------------------------------------------------- */
+
+static int mode_enabled(tc_mode m)
+{
+    const char *only = getenv("TC_TEST_MODES");
+    if (!only || !*only)
+        return 1;
+    const char *name = tc_mode_name(m);
+    size_t n = strlen(name);
+    for (const char *p = only; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return 1;
+    return 0;
+}
+
+#define MODE_PARAMS(suite, test, ...)                                                              \
+    ParameterizedTestParameters(suite, test)                                                       \
+    {                                                                                              \
+        static const tc_mode want[] = {__VA_ARGS__};                                              \
+        static tc_mode params[sizeof want / sizeof want[0]];                                       \
+        size_t n = 0;                                                                              \
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)                                  \
+            if (mode_enabled(want[i]))                                                             \
+                params[n++] = want[i];                                                             \
+        return cr_make_param_array(tc_mode, params, n);                                            \
+    }
+
+/* ---- time -------------------------------------------------------------------------------- */
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* Poll cond (bounded): a polling step, not a synchronisation (forked
+ * children report through shared memory, which nothing signals). */
+#define WAIT_UNTIL(cond, ms)                                                                       \
+    do {                                                                                           \
+        int64_t wu_end_ = tc_test_now_ms() + (ms);                                                 \
+        while (!(cond) && tc_test_now_ms() < wu_end_)                                              \
+            nap_ms(1);                                                                             \
+    } while (0)
+
+/* ---- what the server saw (shared with forked children) -------------------------------------- */
+
+#define NREC 256
+
+struct fx {
+    atomic_int drops;                /* log: "dropping a connection" */
+    atomic_int other_logs;           /* log: any other warning or error */
+    char first_log[256];             /* the first of those */
+    atomic_int nerr, err[NREC];      /* handle_error's codes */
+    atomic_int nclose, reason[NREC]; /* on_close's reasons */
+    atomic_int setups, finishes, messages;
+    atomic_int nres, res[NREC];      /* results recorded by handlers */
+    atomic_int started;              /* a handler began its long write */
+    atomic_uint handler_tid_set;
+    pthread_t handler_tid;           /* the thread running the last handler (threading, pool) */
+};
+
+static struct fx *fx_new(void)
+{
+    void *p = mmap(NULL, sizeof(struct fx), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                   -1, 0);
+    cr_assert_neq(p, MAP_FAILED);
+    return p;
+}
+
+static void fx_free(struct fx *x)
+{
+    munmap(x, sizeof *x);
+}
+
+static void rec(atomic_int *n, atomic_int *arr, int v)
+{
+    int i = atomic_fetch_add(n, 1);
+    if (i < NREC)
+        atomic_store(&arr[i], v);
+}
+
+static int last_of(atomic_int *n, atomic_int *arr)
+{
+    int k = atomic_load(n);
+    return k > 0 && k <= NREC ? atomic_load(&arr[k - 1]) : 0;
+}
+
+static void f_log(tc_server *srv, tc_log_level level, const char *msg, void *ctx)
+{
+    struct fx *x = ctx;
+    (void)srv;
+    if (strstr(msg, "dropping a connection")) {
+        atomic_fetch_add(&x->drops, 1);
+    } else if (level <= TC_LOG_WARN && atomic_fetch_add(&x->other_logs, 1) == 0) {
+        snprintf(x->first_log, sizeof x->first_log, "%s", msg);
+    }
+}
+
+static void f_error(tc_server *srv, tc_conn *conn, int err, void *ctx)
+{
+    struct fx *x = ctx;
+    (void)srv, (void)conn;
+    rec(&x->nerr, x->err, err);
+}
+
+static int f_setup(tc_conn *c, void *ctx)
+{
+    struct fx *x = ctx;
+    (void)c;
+    atomic_fetch_add(&x->setups, 1);
+    return 0;
+}
+
+static int f_finish(tc_conn *c, void *ctx)
+{
+    struct fx *x = ctx;
+    (void)c;
+    atomic_fetch_add(&x->finishes, 1);
+    return 0;
+}
+
+static void f_close(tc_conn *c, int reason, void *ctx)
+{
+    struct fx *x = ctx;
+    (void)c;
+    rec(&x->nclose, x->reason, reason);
+}
+
+#define BIG ((size_t)64 << 20)
+static unsigned char big_buf[BIG]; /* zero pages: costs address space only */
+
+/* Echo each line; "big" is answered with BIG bytes (raw). */
+static int f_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    struct fx *x = ctx;
+    atomic_fetch_add(&x->messages, 1);
+    if (len == 3 && memcmp(msg, "big", 3) == 0) {
+        atomic_store(&x->started, 1);
+        ssize_t n = tc_conn_send_all(c, big_buf, BIG);
+        return n < 0 ? (int)n : 0;
+    }
+    return tc_conn_send(c, msg, len);
+}
+
+static tc_handler f_handler(struct fx *x)
+{
+    tc_handler h = TC_HANDLER_INIT;
+    h.setup = f_setup;
+    h.finish = f_finish;
+    h.on_message = f_message;
+    h.on_close = f_close;
+    h.ctx = x;
+    return h;
+}
+
+static tc_server_config f_config(tc_mode mode, struct fx *x)
+{
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = mode;
+    cfg.workers = 2;
+    cfg.drain_timeout_ms = tc_test_ms(2000);
+    cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+    cfg.hooks.log = f_log;
+    cfg.hooks.handle_error = f_error;
+    cfg.hooks.ctx = x;
+    return cfg;
+}
+
+static void wait_idle(tc_test_server *ts)
+{
+    tc_stats st;
+    WAIT_UNTIL((tc_server_stats(ts->srv, &st), st.active == 0), TC_TEST_WAIT_MS);
+    cr_assert_eq(st.active, 0, "%u connections still live", st.active);
+}
+
+/* ---- raw clients ---------------------------------------------------------------------------- */
+
+static void cl_close(int fd)
+{
+    shutdown(fd, SHUT_RDWR);
+    close(fd);
+}
+
+/* Send line + "\n", expect it back: 0, or -1 if the echo did not come. */
+static int cl_try_echo(int fd, const char *line)
+{
+    char want[128], got[128];
+    int n = snprintf(want, sizeof want, "%s\n", line);
+    if (tc_test_send_all(fd, want, (size_t)n) < 0)
+        return -1;
+    ssize_t r = tc_test_recv_full(fd, got, (size_t)n);
+    return r == n && memcmp(got, want, (size_t)n) == 0 ? 0 : -1;
+}
+
+static void cl_echo(int fd, const char *line)
+{
+    cr_assert_eq(cl_try_echo(fd, line), 0, "no echo of \"%s\"", line);
+}
+
+static void cl_roundtrip(const tc_addr *a, const char *line)
+{
+    int fd = tc_test_connect_ok(a);
+    cl_echo(fd, line);
+    cl_close(fd);
+}
+
+/* The server ended the connection: 0 for end of stream or a reset. */
+static int cl_closed(int fd)
+{
+    char c;
+    for (;;) {
+        ssize_t n = recv(fd, &c, 1, 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+/* ---- resources -------------------------------------------------------------------------------- */
+
+static int count_children(void)
+{
+    DIR *d = opendir("/proc");
+    cr_assert_not_null(d);
+    pid_t me = getpid();
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end, path[64], buf[512];
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+struct counts {
+    int fds, threads, children;
+};
+
+static struct counts counts_now(void)
+{
+    struct counts c = {tc_test_count_fds(), tc_test_count_threads(), count_children()};
+    return c;
+}
+
+static void expect_counts(struct counts before, const char *what)
+{
+    struct counts now;
+    WAIT_UNTIL((now = counts_now(), now.fds == before.fds && now.threads <= before.threads &&
+                                        now.children == before.children),
+               TC_TEST_WAIT_MS);
+    cr_expect_eq(now.fds, before.fds, "%s: %d descriptors, %d before", what, now.fds, before.fds);
+    cr_expect_leq(now.threads, before.threads, "%s: %d threads, %d before", what, now.threads,
+                  before.threads);
+    cr_expect_eq(now.children, before.children, "%s: %d children, %d before", what, now.children,
+                 before.children);
+}
+
+static void expect_no_leak(const char *what)
+{
+    cr_expect_eq(ah_leak_check(), 0, "%s: LeakSanitizer found leaks (see above)", what);
+}
+
+static void kill_children(void)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    pid_t me = getpid();
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[320], buf[512];
+        long pid = strtol(e->d_name, NULL, 10);
+        if (pid <= 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')');
+        int ppid;
+        char state;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me) {
+            kill((pid_t)pid, SIGKILL);
+            waitpid((pid_t)pid, NULL, 0);
+        }
+    }
+    closedir(d);
+}
+
+TestSuite(faults, .timeout = 30, .fini = kill_children);
+
+/* ---- out of descriptors on accept ------------------------------------------------------------ */
+
+static int64_t thread_cpu_ns(pthread_t t)
+{
+    clockid_t cid;
+    struct timespec ts;
+    cr_assert_eq(pthread_getcpuclockid(t, &cid), 0);
+    cr_assert_eq(clock_gettime(cid, &ts), 0);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The process runs out of descriptors (RLIMIT_NOFILE lowered to the lowest
+ * free one: this test's process only) while clients keep connecting. The
+ * serving thread must not spin on the ready listener: its CPU time over the
+ * window stays under a fifth of the wall time. Each waiting client is
+ * dropped and logged once, and only those (Linux fails accept with EMFILE
+ * before looking at the queue, so an accept with nobody waiting must not
+ * count as a drop); a connection accepted before keeps being served; once
+ * descriptors are free again, clients are accepted again. */
+MODE_PARAMS(faults, accept_out_of_descriptors, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
+            TC_MODE_EVENT)
+ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 30)
+{
+    enum { K = 8 };
+    const int W = tc_test_ms(500);
+    const char *name = tc_mode_name(*mode);
+    struct fx *x = fx_new();
+    struct counts before = counts_now();
+    tc_server_config cfg = f_config(*mode, x);
+    cfg.workers = 1;
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int a = -1;
+    if (*mode != TC_MODE_INLINE) { /* inline serves one connection at a time */
+        a = tc_test_connect_ok(&ts.addr);
+        cl_echo(a, "before");
+    }
+    int cl[K + 1];
+    for (int i = 0; i <= K; i++) {
+        cl[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(cl[i], 0);
+        struct timeval tv = {TC_TEST_WAIT_MS / 1000, 0};
+        setsockopt(cl[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    struct rlimit old, rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rlim_t lim = 0;
+    while (fcntl((int)lim, F_GETFD) >= 0)
+        lim++;
+    rl = old;
+    rl.rlim_cur = lim;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int probe = dup(0);
+    int probe_err = errno;
+
+    int64_t cpu0 = thread_cpu_ns(ts.thread), t0 = tc_test_now_ns();
+    int during = 0;
+    for (int i = 0; i < K; i++) {
+        if (connect(cl[i], &ts.addr.u.sa, ts.addr.len) < 0)
+            break;
+        if (a >= 0 && cl_try_echo(a, "during") == 0)
+            during++;
+        nap_ms(W / K); /* pacing: clients keep arriving through the window */
+    }
+    int64_t cpu = thread_cpu_ns(ts.thread) - cpu0, wall = tc_test_now_ns() - t0;
+    int closed = 0;
+    for (int i = 0; i < K; i++)
+        closed += cl_closed(cl[i]) == 0;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+    cr_assert_lt(probe, 0, "descriptors were not exhausted");
+    cr_assert_eq(probe_err, EMFILE);
+    cr_assert_lt(cpu * 5, wall, "%s: the serving thread used %lld ms of CPU in %lld ms", name,
+                 (long long)(cpu / 1000000), (long long)(wall / 1000000));
+    cr_assert_eq(closed, K, "%s: %d of %d clients dropped", name, closed, K);
+    cr_assert_eq(atomic_load(&x->drops), K, "%s: %d drops logged for %d clients", name,
+                 atomic_load(&x->drops), K);
+    cr_assert_eq(atomic_load(&x->other_logs), 0, "%s: logged \"%s\"", name, x->first_log);
+    if (a >= 0)
+        cr_assert_eq(during, K, "%s: the connection accepted before was not served", name);
+
+    /* Descriptors are back: the next client is accepted and served. */
+    cr_assert_eq(connect(cl[K], &ts.addr.u.sa, ts.addr.len), 0);
+    if (a >= 0)
+        cl_echo(a, "still");
+    if (a >= 0)
+        cl_close(a);
+    cl_echo(cl[K], "recovered");
+    for (int i = 0; i <= K; i++)
+        cl_close(cl[i]);
+    wait_idle(&ts);
+    tc_stats st;
+    cr_assert_eq(tc_server_stats(ts.srv, &st), 0);
+    cr_assert_eq(st.accepted, a >= 0 ? 2u : 1u, "%s: %llu accepted", name, st.accepted);
+    cr_assert_eq(atomic_load(&x->nerr), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    expect_counts(before, name);
+    fx_free(x);
+}
+
+/* ---- allocation failures, site by site -------------------------------------------------------- */
+
+#define WALK_MAX 2000
+
+static const tc_mode all_modes[] = {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING,
+                                    TC_MODE_POOL, TC_MODE_EVENT};
+
+/* The number of this process's threads if all but the caller are asleep
+ * (blocked: the server's threads waiting for work, past their start, which
+ * under ASan allocates), else 0. */
+static int threads_asleep(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    pid_t me = (pid_t)syscall(SYS_gettid);
+    int n = 0, awake = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        n++;
+        char path[320], buf[256];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')');
+        if (atoi(e->d_name) != me && rp && rp[1] == ' ' && rp[2] != 'S')
+            awake++;
+    }
+    closedir(d);
+    return awake ? 0 : n;
+}
+
+/* tc_server_create in every mode, with a trusted-proxy list to copy: every
+ * allocation fails in turn; each failure is -ENOMEM (-EAGAIN when a pool
+ * worker cannot be started), leaves *out alone, and releases everything
+ * (descriptors, threads, memory). */
+Test(faults, server_create_out_of_memory, .timeout = 60)
+{
+    ah_init();
+    for (size_t m = 0; m < sizeof all_modes / sizeof all_modes[0]; m++) {
+        if (!mode_enabled(all_modes[m]))
+            continue;
+        const char *name = tc_mode_name(all_modes[m]);
+        struct fx *x = fx_new();
+        struct counts before = counts_now();
+        tc_server_config cfg = f_config(all_modes[m], x);
+        cfg.proxy_trusted = "10.0.0.0/8, ::1/128, unix";
+        tc_handler h = f_handler(x);
+        long n;
+        for (n = 1; n < WALK_MAX; n++) {
+            tc_server *srv = (tc_server *)&n; /* must stay untouched on failure */
+            ah_fail_nth(n, AH_THIS_THREAD);
+            int rc = tc_server_create(&srv, &cfg, &h);
+            int fired = ah_disarm();
+            if (!fired) {
+                cr_assert_eq(rc, 0, "%s: %s with no failure", name, tc_err_name(rc));
+                tc_server_destroy(srv);
+                break;
+            }
+            cr_assert(rc == -ENOMEM || rc == -EAGAIN, "%s: allocation %ld failed: %s", name, n,
+                      tc_err_name(rc));
+            cr_assert_eq(srv, (tc_server *)&n, "%s: *out written on failure", name);
+            expect_counts(before, name);
+        }
+        cr_assert_gt(n, 1, "%s: tc_server_create allocates nothing?", name);
+        cr_log_info("%s: tc_server_create makes %ld allocations", name, n - 1);
+        expect_counts(before, name);
+        fx_free(x);
+    }
+    expect_no_leak("tc_server_create");
+}
+
+/* tc_dial to a numeric address and to a name (getaddrinfo allocates too):
+ * each failure is -ENOMEM (a resolver that could not allocate may also say
+ * the name does not resolve), *out stays alone, nothing leaks; then the
+ * channel works. */
+Test(faults, dial_out_of_memory, .timeout = 60)
+{
+    ah_init();
+    struct fx *x = fx_new();
+    tc_server_config cfg = f_config(TC_MODE_THREADING, x);
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    o.timeout_ms = TC_TEST_WAIT_MS;
+    cr_assert_eq(tc_codec_delimited(&o.codec, "\n", 1), 0);
+    char byname[TC_ADDR_STRLEN];
+    snprintf(byname, sizeof byname, "localhost:%d", tc_addr_port(&ts.addr));
+    const char *targets[] = {ts.addr_str, byname};
+    for (int t = 0; t < 2; t++) {
+        tc_conn *c;
+        if (t == 1) { /* the resolver's first use loads modules for good: not a leak */
+            if (tc_dial(&c, byname, &o) < 0)
+                cr_skip_test("localhost does not resolve here");
+            tc_conn_close(c);
+        }
+        wait_idle(&ts); /* the server's side of the last channel closed too */
+        struct counts before = counts_now();
+        long n;
+        for (n = 1; n < WALK_MAX; n++) {
+            c = (tc_conn *)&n;
+            ah_fail_nth(n, AH_THIS_THREAD);
+            int rc = tc_dial(&c, targets[t], &o);
+            int fired = ah_disarm();
+            if (!fired) {
+                cr_assert_eq(rc, 0, "%s: %s with no failure", targets[t], tc_err_name(rc));
+                break;
+            }
+            if (rc == 0) { /* the resolver had another way */
+                tc_conn_close(c);
+                continue;
+            }
+            cr_assert(rc == -ENOMEM || (t == 1 && rc == TC_ENORESOLVE),
+                      "%s: allocation %ld failed: %s", targets[t], n, tc_err_name(rc));
+            cr_assert_eq(c, (tc_conn *)&n, "*out written on failure");
+            if (t == 0) {
+                expect_counts(before, targets[t]);
+            } else {
+                /* The resolver may drop a descriptor it keeps (glibc's own
+                 * cache) when it fails: none more than before, then. */
+                int fds;
+                WAIT_UNTIL((fds = tc_test_count_fds()) <= before.fds, TC_TEST_WAIT_MS);
+                cr_assert_leq(fds, before.fds, "%s: %d descriptors, %d before", targets[t], fds,
+                              before.fds);
+            }
+        }
+        cr_log_info("tc_dial(%s) makes %ld allocations", targets[t], n - 1);
+        cr_assert_eq(tc_conn_send(c, "dialled", 7), 0);
+        const void *m;
+        size_t len;
+        cr_assert_eq(tc_conn_read_frame(c, &m, &len), 0);
+        cr_assert(len == 7 && memcmp(m, "dialled", 7) == 0);
+        tc_conn_close(c);
+    }
+    wait_idle(&ts);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    fx_free(x);
+    expect_no_leak("tc_dial");
+}
+
+/* Accepting a connection and one echo exchange, with each allocation the
+ * server makes for it failing in turn (in its threads: the serving thread,
+ * handler threads, event loops). Either the exchange still works, or the
+ * connection is closed and -ENOMEM (-EAGAIN: no thread for it) reported;
+ * never a crash or a leak, and the next client is served. */
+MODE_PARAMS(faults, serve_out_of_memory, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
+            TC_MODE_EVENT)
+ParameterizedTest(tc_mode *mode, faults, serve_out_of_memory, .timeout = 60)
+{
+    const char *name = tc_mode_name(*mode);
+    ah_init();
+    struct fx *x = fx_new();
+    struct counts before = counts_now();
+    tc_server_config cfg = f_config(*mode, x);
+    cfg.idle_timeout_ms = tc_test_ms(20000); /* timers: the event loop's heap */
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    int threads = tc_test_count_threads();
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    /* Serving, with its threads started, before anything may fail (a loop
+     * thread that cannot start stops the server: a different test). */
+    int want = threads + 1 + (*mode == TC_MODE_POOL ? cfg.workers : 0) +
+               (*mode == TC_MODE_EVENT ? cfg.workers - 1 : 0);
+    WAIT_UNTIL(threads_asleep() >= want, TC_TEST_WAIT_MS);
+    cr_assert_geq(threads_asleep(), want, "the server's threads did not settle");
+    long n;
+    int failed_exchanges = 0;
+    for (n = 1; n < WALK_MAX; n++) {
+        int errs = atomic_load(&x->nerr);
+        ah_fail_nth(n, AH_OTHER_THREADS);
+        int fd = tc_test_connect_ok(&ts.addr);
+        int ok = cl_try_echo(fd, "ping") == 0;
+        cl_close(fd);
+        wait_idle(&ts);
+        int fired = ah_disarm();
+        if (!fired) {
+            cr_assert(ok, "%s: no echo with no failure", name);
+            break;
+        }
+        if (!ok) {
+            failed_exchanges++;
+            WAIT_UNTIL(atomic_load(&x->nerr) > errs, TC_TEST_WAIT_MS);
+            cr_assert_gt(atomic_load(&x->nerr), errs, "%s: allocation %ld failed silently",
+                         name, n);
+            int e = last_of(&x->nerr, x->err);
+            cr_assert(e == -ENOMEM || e == -EAGAIN, "%s: allocation %ld: reported %s", name, n,
+                      tc_err_name(e));
+        }
+        cl_roundtrip(&ts.addr, "after"); /* the server goes on */
+        wait_idle(&ts);
+    }
+    cr_log_info("%s: %ld allocations to serve one exchange, %d failures cost it", name, n - 1,
+                failed_exchanges);
+    cr_assert_gt(n, 1);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    expect_counts(before, name);
+    fx_free(x);
+    expect_no_leak(name);
+}
+
+/* The channel's buffers: each call whose allocation fails returns -ENOMEM
+ * and takes or consumes nothing, so that the same call made again succeeds
+ * and the peer sees each byte exactly once. A fresh channel for each call,
+ * since buffers are allocated when first needed. */
+enum op { OP_WRITE, OP_PRINTF, OP_PRINTF_LARGE, OP_READ_LINE, OP_READ_EXACT, OP_READ_FRAME,
+          OP_PEEK, OP_READ, OP_SEND_ALL, OP_COUNT };
+static const char *const op_names[] = {"write", "printf", "printf (large)", "read_line",
+                                       "read_exact", "read_frame", "peek", "read", "send_all"};
+
+#define LARGE (20 * 1024) /* over the write buffer: printf formats in a temporary */
+static char large_line[LARGE + 2];
+
+/* Run op on c: its result (< 0 an error). */
+static long do_op(enum op op, tc_conn *c, char *out, size_t *outlen)
+{
+    const void *v;
+    const char *l;
+    size_t n;
+    ssize_t r;
+    int rc;
+    switch (op) {
+    case OP_WRITE:
+        return (long)tc_conn_write(c, "w\n", 2);
+    case OP_PRINTF:
+        return tc_conn_printf(c, "p%d\n", 1);
+    case OP_PRINTF_LARGE:
+        return tc_conn_printf(c, "%s\n", large_line);
+    case OP_READ_LINE:
+        rc = tc_conn_read_line(c, 0, &l, &n);
+        if (rc == 0)
+            memcpy(out, l, *outlen = n);
+        return rc;
+    case OP_READ_EXACT:
+        r = tc_conn_read_exact(c, out, 3);
+        *outlen = r > 0 ? (size_t)r : 0;
+        return (long)r;
+    case OP_READ_FRAME:
+        rc = tc_conn_read_frame(c, &v, &n);
+        if (rc == 0)
+            memcpy(out, v, *outlen = n);
+        return rc;
+    case OP_PEEK:
+        rc = tc_conn_peek(c, 3, &v, &n);
+        if (rc == 0)
+            memcpy(out, v, *outlen = n);
+        return rc;
+    case OP_READ:
+        r = tc_conn_read(c, out, 3);
+        *outlen = r > 0 ? (size_t)r : 0;
+        return (long)r;
+    case OP_SEND_ALL:
+        return (long)tc_conn_send_all(c, "s\n", 2);
+    default:
+        return -EINVAL;
+    }
+}
+
+Test(faults, channel_buffers_out_of_memory, .timeout = 60)
+{
+    ah_init();
+    memset(large_line, 'L', LARGE);
+    struct fx *x = fx_new();
+    tc_server_config cfg = f_config(TC_MODE_THREADING, x);
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    o.timeout_ms = TC_TEST_WAIT_MS;
+    cr_assert_eq(tc_codec_delimited(&o.codec, "\n", 1), 0);
+    tc_codec_set_max_frame(&o.codec, 2 * LARGE);
+    for (int op = 0; op < OP_COUNT; op++) {
+        tc_conn *c;
+        cr_assert_eq(tc_dial(&c, ts.addr_str, &o), 0);
+        int reading = op >= OP_READ_LINE && op <= OP_READ;
+        if (reading) { /* something to read: "abc" echoed, waiting in the socket */
+            cr_assert_eq(tc_conn_send_all(c, "abc\n", 4), 0 + 4);
+            struct pollfd p = {.fd = tc_conn_fd(c), .events = POLLIN};
+            cr_assert_eq(poll(&p, 1, TC_TEST_WAIT_MS), 1);
+        }
+        static char out[LARGE + 8];
+        size_t outlen = 0;
+        long n, r = 0;
+        int failures = 0;
+        for (n = 1; n < WALK_MAX; n++) {
+            ah_fail_nth(n, AH_THIS_THREAD);
+            r = do_op((enum op)op, c, out, &outlen);
+            int fired = ah_disarm();
+            if (!fired)
+                break;
+            failures++;
+            cr_assert_eq(r, -ENOMEM, "%s: allocation %ld failed: %s", op_names[op], n,
+                         tc_err_name((int)r));
+        }
+        cr_assert_geq(r, 0, "%s: %s with no failure", op_names[op], tc_err_name((int)r));
+        cr_log_info("%s: %d allocation(s) walked", op_names[op], failures);
+        if (reading) {
+            if (op == OP_PEEK)
+                cr_assert_geq(outlen, 3, "%s: %zu bytes", op_names[op], outlen);
+            else
+                cr_assert_eq(outlen, 3, "%s: %zu bytes", op_names[op], outlen);
+            cr_assert_eq(memcmp(out, "abc", 3), 0, "%s: wrong bytes", op_names[op]);
+        } else {
+            /* Sent (or buffered) once: the echo comes back once. */
+            cr_assert_eq(tc_conn_flush(c), 0);
+            cr_assert_eq(tc_conn_send_all(c, "end\n", 4), 4);
+            const char *want = op == OP_WRITE ? "w" : op == OP_PRINTF ? "p1"
+                               : op == OP_SEND_ALL ? "s" : large_line;
+            const void *m;
+            size_t len;
+            cr_assert_eq(tc_conn_read_frame(c, &m, &len), 0);
+            cr_assert(len == strlen(want) && memcmp(m, want, len) == 0, "%s: echo of %zu bytes",
+                      op_names[op], len);
+            cr_assert_eq(tc_conn_read_frame(c, &m, &len), 0);
+            cr_assert(len == 3 && memcmp(m, "end", 3) == 0, "%s: sent twice?", op_names[op]);
+        }
+        tc_conn_close(c);
+    }
+    wait_idle(&ts);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    fx_free(x);
+    expect_no_leak("channel buffers");
+}
+
+/* ---- signals: EINTR everywhere, SIGPIPE never ------------------------------------------------ */
+
+static atomic_int g_usr2;
+
+static void on_usr2(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&g_usr2, 1);
+}
+
+/* A no-op SIGUSR2 without SA_RESTART: every blocking call it lands in fails with EINTR. */
+static void install_usr2(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr2;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    cr_assert_eq(sigaction(SIGUSR2, &sa, NULL), 0);
+}
+
+/* A thread sending SIGUSR2 to a target thread every 200 us. */
+struct hammer {
+    pthread_t target, thread;
+    atomic_int stop;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *hm = arg;
+    while (!atomic_load(&hm->stop)) {
+        pthread_kill(hm->target, SIGUSR2);
+        struct timespec ts = {0, 200000}; /* pacing, not synchronisation */
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void hammer_start(struct hammer *hm, pthread_t target)
+{
+    hm->target = target;
+    atomic_init(&hm->stop, 0);
+    cr_assert_eq(pthread_create(&hm->thread, NULL, hammer_main, hm), 0);
+}
+
+static void hammer_stop(struct hammer *hm)
+{
+    atomic_store(&hm->stop, 1);
+    pthread_join(hm->thread, NULL);
+}
+
+/* A stream handler obeying commands, one per line:
+ *   "slow N"  send N bytes of a pattern in 5 pieces, 30 ms apart;
+ *   "split"   send "abc", then 50 ms later "def\n";
+ *   "sink N"  read N bytes, then answer "ok";
+ *   "mute"    never read again: wait for the end of the stream.
+ * It records its thread and each command's result in fx->res. */
+static unsigned char pattern(size_t i)
+{
+    return (unsigned char)('a' + (i * 7 + (i >> 10)) % 26);
+}
+
+static int cmd_handle(tc_conn *c, void *ctx)
+{
+    struct fx *x = ctx;
+    x->handler_tid = pthread_self();
+    atomic_store(&x->handler_tid_set, 1);
+    static unsigned char buf[1 << 16];
+    for (;;) {
+        const char *l;
+        size_t n;
+        int rc = tc_conn_read_line(c, 64, &l, &n);
+        if (rc == TC_EOF)
+            return 0;
+        if (rc < 0)
+            return rc;
+        char cmd[65];
+        memcpy(cmd, l, n);
+        cmd[n] = '\0';
+        long arg = 0;
+        char *sp = strchr(cmd, ' ');
+        if (sp)
+            arg = strtol(sp + 1, NULL, 10);
+        ssize_t r = 0;
+        if (!strncmp(cmd, "slow", 4)) {
+            unsigned char *p = malloc((size_t)arg);
+            for (long i = 0; i < arg; i++)
+                p[i] = pattern((size_t)i);
+            for (int k = 0; k < 5 && r >= 0; k++) {
+                size_t from = (size_t)arg * (size_t)k / 5, to = (size_t)arg * (size_t)(k + 1) / 5;
+                r = tc_conn_send_all(c, p + from, to - from);
+                nap_ms(30);
+            }
+            free(p);
+        } else if (!strcmp(cmd, "split")) {
+            r = tc_conn_send_all(c, "abc", 3);
+            nap_ms(50);
+            if (r >= 0)
+                r = tc_conn_send_all(c, "def\n", 4);
+        } else if (!strncmp(cmd, "sink", 4)) {
+            size_t left = (size_t)arg;
+            while (left > 0 && r >= 0) {
+                r = tc_conn_read_exact(c, buf, left < sizeof buf ? left : sizeof buf);
+                if (r > 0)
+                    left -= (size_t)r;
+            }
+            rec(&x->nres, x->res, r < 0 ? (int)r : (int)arg);
+            if (r >= 0)
+                r = tc_conn_send_all(c, "ok\n", 3);
+        } else if (!strcmp(cmd, "mute")) {
+            /* Read nothing more: wait (bounded) for the peer to go. */
+            struct pollfd p = {.fd = tc_conn_fd(c), .events = POLLRDHUP};
+            while (poll(&p, 1, TC_TEST_WAIT_MS) < 0 && errno == EINTR)
+                ;
+            return 0;
+        }
+        if (r < 0)
+            return (int)r;
+    }
+}
+
+static tc_handler cmd_handler(struct fx *x)
+{
+    tc_handler h = TC_HANDLER_INIT;
+    h.handle = cmd_handle;
+    h.setup = f_setup;
+    h.finish = f_finish;
+    h.ctx = x;
+    return h;
+}
+
+static void cmd(tc_conn *c, const char *text)
+{
+    cr_assert_eq(tc_conn_printf(c, "%s\n", text), (int)strlen(text) + 1);
+    cr_assert_eq(tc_conn_flush(c), 0);
+}
+
+/* Wait for the end of an elapsed time measured from t0 (ms) to land within
+ * [ms, ms + slack]. */
+static void expect_took(int64_t t0, int ms, const char *what)
+{
+    int64_t took = tc_test_now_ms() - t0;
+    cr_assert_geq(took, ms - 1, "%s: gave up after %lld ms, before its %d ms", what,
+                  (long long)took, ms);
+    cr_assert_lt(took, ms + tc_test_ms(500), "%s: took %lld ms for a %d ms timeout", what,
+                 (long long)took, ms);
+}
+
+/* The client's calls, with its own thread hammered by signals: tc_dial,
+ * tc_conn_read_exact and tc_conn_read_line across pauses, tc_conn_send_all
+ * of 8 MiB to a server reading it, and timeouts (read, line, send) still
+ * ending on time. Results as without signals. */
+Test(faults, client_calls_survive_signals, .timeout = 60)
+{
+    enum { SLOW = 100000, SINK = 8 << 20 };
+    const int T = tc_test_ms(200);
+    install_usr2();
+    struct fx *x = fx_new();
+    tc_server_config cfg = f_config(TC_MODE_THREADING, x);
+    tc_handler h = cmd_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    struct hammer hm;
+    hammer_start(&hm, pthread_self());
+    int s0 = atomic_load(&g_usr2);
+
+    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    o.timeout_ms = TC_TEST_WAIT_MS;
+    tc_conn *c;
+    int rc = tc_dial(&c, ts.addr_str, &o);
+    cr_assert_eq(rc, 0, "dial: %s", tc_err_name(rc));
+
+    cmd(c, "slow 100000");
+    static unsigned char got[SLOW];
+    cr_assert_eq(tc_conn_read_exact(c, got, SLOW), SLOW);
+    for (size_t i = 0; i < SLOW; i++)
+        if (got[i] != pattern(i))
+            cr_assert_fail("read_exact: byte %zu differs", i);
+
+    cmd(c, "split");
+    const char *l;
+    size_t n;
+    cr_assert_eq(tc_conn_read_line(c, 0, &l, &n), 0);
+    cr_assert(n == 6 && memcmp(l, "abcdef", 6) == 0, "read_line: \"%.*s\"", (int)n, l);
+
+    cmd(c, "sink 8388608");
+    cr_assert_eq(tc_conn_send_all(c, big_buf, SINK), SINK);
+    cr_assert_eq(tc_conn_read_line(c, 0, &l, &n), 0);
+    cr_assert(n == 2 && memcmp(l, "ok", 2) == 0);
+    cr_assert_eq(atomic_load(&x->res[0]), SINK);
+
+    /* Timeouts: nothing comes, nothing is read. */
+    cr_assert_eq(tc_conn_set_timeout(c, T), 0);
+    int64_t t0 = tc_test_now_ms();
+    cr_assert_eq(tc_conn_read_exact(c, got, 10), -ETIMEDOUT);
+    expect_took(t0, T, "read_exact");
+    t0 = tc_test_now_ms();
+    cr_assert_eq(tc_conn_read_line(c, 0, &l, &n), -ETIMEDOUT);
+    expect_took(t0, T, "read_line");
+    cmd(c, "mute");
+    t0 = tc_test_now_ms();
+    ssize_t w = tc_conn_send_all(c, big_buf, BIG);
+    cr_assert_eq(w, -ETIMEDOUT, "send_all to a peer that reads nothing: %s", tc_err_name((int)w));
+    expect_took(t0, T, "send_all");
+
+    int signals = atomic_load(&g_usr2) - s0;
+    hammer_stop(&hm);
+    cr_assert_gt(signals, 100, "only %d signals arrived: the test is void", signals);
+    /* A reset: a FIN would wait behind the megabytes the server never read. */
+    struct linger lg = {1, 0};
+    cr_assert_eq(setsockopt(tc_conn_fd(c), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    tc_conn_close(c);
+    wait_idle(&ts);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    fx_free(x);
+}
+
+/* The same calls made by a handler (threading: its thread; pool: a worker)
+ * whose thread is hammered while the client paces its side. */
+MODE_PARAMS(faults, handler_calls_survive_signals, TC_MODE_THREADING, TC_MODE_POOL)
+ParameterizedTest(tc_mode *mode, faults, handler_calls_survive_signals, .timeout = 60)
+{
+    enum { SINK = 8 << 20 };
+    install_usr2();
+    struct fx *x = fx_new();
+    tc_server_config cfg = f_config(*mode, x);
+    tc_handler h = cmd_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int fd = tc_test_connect_ok(&ts.addr);
+    WAIT_UNTIL(atomic_load(&x->handler_tid_set), TC_TEST_WAIT_MS);
+    cr_assert(atomic_load(&x->handler_tid_set));
+    struct hammer hm;
+    hammer_start(&hm, x->handler_tid);
+    int s0 = atomic_load(&g_usr2);
+    /* read_line across pauses: the command arrives in pieces. */
+    const char *line = "sink 8388608\n";
+    size_t len = strlen(line);
+    for (size_t off = 0; off < len; off += 4) {
+        cr_assert_eq(tc_test_send_all(fd, line + off, len - off < 4 ? len - off : 4), 0);
+        nap_ms(20);
+    }
+    /* read_exact: 8 MiB, with pauses. */
+    for (size_t sent = 0; sent < SINK; sent += 1 << 20) {
+        cr_assert_eq(tc_test_send_all(fd, big_buf, 1 << 20), 0);
+        nap_ms(5);
+    }
+    char ok[3];
+    cr_assert_eq(tc_test_recv_full(fd, ok, 3), 3);
+    cr_assert_eq(memcmp(ok, "ok\n", 3), 0);
+    cr_assert_eq(atomic_load(&x->res[0]), SINK);
+    /* send_all: 100000 bytes in five pieces, received slowly. */
+    cr_assert_eq(tc_test_send_all(fd, "slow 100000\n", 12), 0);
+    static unsigned char got[100000];
+    size_t total = 0;
+    while (total < sizeof got) {
+        size_t want = sizeof got - total < 4096 ? sizeof got - total : 4096;
+        ssize_t r = tc_test_recv_full(fd, got + total, want);
+        cr_assert_gt(r, 0, "after %zu bytes: %s; handler errors %d (%s)", total,
+                     strerror((int)-r), atomic_load(&x->nerr),
+                     tc_err_name(atomic_load(&x->err[0])));
+        total += (size_t)r;
+        nap_ms(1);
+    }
+    for (size_t i = 0; i < sizeof got; i++)
+        if (got[i] != pattern(i))
+            cr_assert_fail("byte %zu differs", i);
+    int signals = atomic_load(&g_usr2) - s0;
+    hammer_stop(&hm); /* before the handler's thread may end */
+    cr_assert_gt(signals, 100, "only %d signals arrived: the test is void", signals);
+    cl_close(fd);
+    wait_idle(&ts);
+    cr_assert_eq(atomic_load(&x->nerr), 0, "handler error %s",
+                 tc_err_name(atomic_load(&x->err[0])));
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    fx_free(x);
+}
+
+/* serve_forever with its thread hammered: clients are served, and a
+ * shutdown still ends it promptly. */
+MODE_PARAMS(faults, serve_forever_survives_signals, TC_MODE_INLINE, TC_MODE_THREADING,
+            TC_MODE_POOL, TC_MODE_EVENT)
+ParameterizedTest(tc_mode *mode, faults, serve_forever_survives_signals, .timeout = 30)
+{
+    install_usr2();
+    struct fx *x = fx_new();
+    tc_server_config cfg = f_config(*mode, x);
+    cfg.poll_interval_ms = -1; /* no periodic wake-up to hide a lost one */
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    cr_assert_eq(tc_test_server_wait_entered(&ts, TC_TEST_WAIT_MS), 0);
+    struct hammer hm;
+    hammer_start(&hm, ts.thread);
+    int s0 = atomic_load(&g_usr2);
+    for (int i = 0; i < 20; i++) {
+        cl_roundtrip(&ts.addr, "under fire");
+        nap_ms(5);
+    }
+    int64_t t0 = tc_test_now_ms();
+    cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+    cr_assert_eq(tc_test_server_wait_done(&ts, TC_TEST_WAIT_MS), 0);
+    int64_t took = tc_test_now_ms() - t0;
+    int signals = atomic_load(&g_usr2) - s0;
+    hammer_stop(&hm); /* the thread has returned but is not joined: still a valid target */
+    cr_assert_eq(tc_test_server_join(&ts), 0);
+    cr_assert_lt(took, tc_test_ms(1000), "shutdown took %lld ms", (long long)took);
+    cr_assert_gt(signals, 100, "only %d signals arrived: the test is void", signals);
+    cr_assert_eq(atomic_load(&x->nerr), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    fx_free(x);
+}
+
+/* handle_request with a timeout, its thread hammered: it still gives up
+ * after timeout_ms (not earlier, not much later), and serves a client. */
+MODE_PARAMS(faults, handle_request_timeout_survives_signals, TC_MODE_INLINE, TC_MODE_THREADING,
+            TC_MODE_POOL)
+ParameterizedTest(tc_mode *mode, faults, handle_request_timeout_survives_signals, .timeout = 30)
+{
+    const int T = tc_test_ms(300);
+    install_usr2();
+    struct fx *x = fx_new();
+    tc_server_config cfg = f_config(*mode, x);
+    cfg.timeout_ms = T;
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    cr_assert_eq(tc_test_server_create(&ts, NULL, &cfg, &h), 0);
+    struct hammer hm;
+    hammer_start(&hm, pthread_self());
+    int s0 = atomic_load(&g_usr2);
+    int64_t t0 = tc_test_now_ms();
+    int rc = tc_server_handle_request(ts.srv);
+    int64_t took = tc_test_now_ms() - t0;
+    int fd = tc_test_connect_ok(&ts.addr); /* waits in the backlog */
+    cr_assert_eq(tc_test_send_all(fd, "x\n", 2), 0);
+    if (*mode == TC_MODE_INLINE)
+        cr_assert_eq(shutdown(fd, SHUT_WR), 0); /* inline serves it to the end in the call */
+    int rc2 = tc_server_handle_request(ts.srv);
+    int signals = atomic_load(&g_usr2) - s0;
+    hammer_stop(&hm);
+    cr_assert_eq(rc, -ETIMEDOUT, "%s", tc_err_name(rc));
+    cr_assert_geq(took, T - 1, "gave up after %lld ms", (long long)took);
+    cr_assert_lt(took, T + tc_test_ms(500), "gave up after %lld ms", (long long)took);
+    cr_assert_eq(rc2, 0, "%s", tc_err_name(rc2));
+    char b[2];
+    cr_assert_eq(tc_test_recv_full(fd, b, 2), 2);
+    cr_assert_gt(signals, 100, "only %d signals arrived: the test is void", signals);
+    cl_close(fd);
+    wait_idle(&ts);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    fx_free(x);
+}
+
+/* A listener of the test's own that resets each connection it accepts. */
+static int resetter_listen(tc_addr *a)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(l, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(l, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(l, 16), 0);
+    socklen_t len = sizeof sin;
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&sin, &len), 0);
+    cr_assert_eq(tc_addr_from_sockaddr(a, (struct sockaddr *)&sin, len), 0);
+    return l;
+}
+
+/* A client channel whose peer has reset it (the reset has arrived). */
+static tc_conn *reset_channel(int l, const tc_addr *a)
+{
+    char text[TC_ADDR_STRLEN];
+    cr_assert_gt(tc_addr_format(a, text, sizeof text), 0);
+    tc_conn *c;
+    cr_assert_eq(tc_dial(&c, text, NULL), 0);
+    int s = accept(l, NULL, NULL);
+    cr_assert_geq(s, 0);
+    struct linger lg = {1, 0};
+    cr_assert_eq(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(s);
+    struct pollfd p = {.fd = tc_conn_fd(c), .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, TC_TEST_WAIT_MS), 1);
+    return c;
+}
+
+static void assert_sigpipe_default(void)
+{
+    struct sigaction cur;
+    cr_assert_eq(sigaction(SIGPIPE, NULL, &cur), 0);
+    cr_assert_eq(cur.sa_handler, SIG_DFL, "SIGPIPE disposition changed");
+}
+
+/* Every write function on a channel whose peer reset it: -EPIPE or
+ * -ECONNRESET, never SIGPIPE (its default action would kill this process),
+ * none left pending, the thread's signal mask as it was. */
+Test(faults, no_sigpipe_from_any_write, .timeout = 30)
+{
+    enum { W_WRITE, W_PRINTF, W_WRITE_LARGE, W_PRINTF_LARGE, W_SEND_ALL, W_WRITEV,
+           W_WRITE_FRAME, W_SEND, W_SENDFILE, W_CLOSE, W_COUNT };
+    static const char *const names[] = {"write+flush", "printf+flush", "write (large)",
+                                        "printf (large)", "send_all", "writev", "write_frame",
+                                        "send", "sendfile", "close (buffered)"};
+    signal(SIGPIPE, SIG_DFL);
+    assert_sigpipe_default();
+    sigset_t mask0, mask1, pending;
+    cr_assert_eq(pthread_sigmask(SIG_SETMASK, NULL, &mask0), 0);
+    memset(large_line, 'L', LARGE);
+    FILE *f = tmpfile();
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(big_buf, 1, 1 << 20, f), 1u << 20);
+    fflush(f);
+    tc_addr a;
+    int l = resetter_listen(&a);
+    for (int w = 0; w < W_COUNT; w++) {
+        tc_conn *c = reset_channel(l, &a);
+        long rc = 0;
+        struct iovec v[2] = {{big_buf, 1 << 16}, {big_buf, 1 << 16}};
+        switch (w) {
+        case W_WRITE:
+            rc = (long)tc_conn_write(c, "w\n", 2);
+            if (rc >= 0)
+                rc = tc_conn_flush(c);
+            break;
+        case W_PRINTF:
+            rc = tc_conn_printf(c, "p%d\n", 1);
+            if (rc >= 0)
+                rc = tc_conn_flush(c);
+            break;
+        case W_WRITE_LARGE:
+            rc = (long)tc_conn_write(c, big_buf, 1 << 20);
+            break;
+        case W_PRINTF_LARGE:
+            rc = tc_conn_printf(c, "%s", large_line);
+            break;
+        case W_SEND_ALL:
+            rc = (long)tc_conn_send_all(c, big_buf, 1 << 20);
+            break;
+        case W_WRITEV:
+            rc = (long)tc_conn_writev(c, v, 2);
+            break;
+        case W_WRITE_FRAME:
+            rc = tc_conn_write_frame(c, "frame", 5);
+            break;
+        case W_SEND:
+            rc = tc_conn_send(c, "send", 4);
+            break;
+        case W_SENDFILE:
+            rc = (long)tc_conn_sendfile(c, fileno(f), 0, 1 << 20);
+            break;
+        case W_CLOSE:
+            rc = (long)tc_conn_write(c, "buffered", 8); /* goes out in close */
+            cr_assert_eq(rc, 8);
+            rc = -EPIPE;
+            break;
+        }
+        cr_assert(rc == -EPIPE || rc == -ECONNRESET, "%s on a reset channel: %s", names[w],
+                  tc_err_name((int)rc));
+        tc_conn_close(c);
+    }
+    close(l);
+    fclose(f);
+    cr_assert_eq(pthread_sigmask(SIG_SETMASK, NULL, &mask1), 0);
+    cr_assert_eq(sigismember(&mask1, SIGPIPE), sigismember(&mask0, SIGPIPE), "mask changed");
+    cr_assert_eq(sigpending(&pending), 0);
+    cr_assert_eq(sigismember(&pending, SIGPIPE), 0, "a SIGPIPE is pending");
+    assert_sigpipe_default();
+}
+
+/* The event loop writing to clients that reset: a reply queued behind a
+ * reset, and a large reply cut by a reset. The loop reports the error and
+ * goes on; no SIGPIPE. */
+Test(faults, no_sigpipe_from_the_event_loop, .timeout = 30)
+{
+    if (!mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected by TC_TEST_MODES");
+    signal(SIGPIPE, SIG_DFL);
+    struct fx *x = fx_new();
+    tc_server_config cfg = f_config(TC_MODE_EVENT, x);
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    /* Lines the loop answers after the reset arrived. */
+    int fd = tc_test_connect_ok(&ts.addr);
+    static char lines[200000];
+    for (size_t i = 0; i < sizeof lines; i += 2)
+        memcpy(lines + i, "l\n", 2);
+    cr_assert_eq(tc_test_send_all(fd, lines, sizeof lines), 0);
+    struct linger lg = {1, 0};
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd);
+    /* A large reply, cut. */
+    fd = tc_test_connect_ok(&ts.addr);
+    cr_assert_eq(tc_test_send_all(fd, "big\n", 4), 0);
+    static unsigned char part[1 << 16];
+    cr_assert_eq(tc_test_recv_full(fd, part, sizeof part), (ssize_t)sizeof part);
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd);
+    WAIT_UNTIL(atomic_load(&x->nclose) == 2, TC_TEST_WAIT_MS);
+    cr_assert_eq(atomic_load(&x->nclose), 2);
+    for (int i = 0; i < 2; i++) {
+        int r = atomic_load(&x->reason[i]);
+        cr_assert(r == -EPIPE || r == -ECONNRESET, "connection %d ended with %s", i,
+                  tc_err_name(r));
+    }
+    cl_roundtrip(&ts.addr, "after");
+    wait_idle(&ts);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    fx_free(x);
+}
+
+/* ---- a shutdown in the middle of a large write ------------------------------------------------- */
+
+/* A stream handler sending 64 MiB to a client that reads nothing, with a
+ * per-operation timeout far longer than the test: the shutdown's drain
+ * deadline shuts the socket down, the send ends with an error (reported),
+ * finish runs, and serve_forever returns within the drain plus its grace. */
+static int blast_handle(tc_conn *c, void *ctx)
+{
+    struct fx *x = ctx;
+    atomic_store(&x->started, 1);
+    ssize_t r = tc_conn_send_all(c, big_buf, BIG);
+    rec(&x->nres, x->res, r < 0 ? (int)r : 0);
+    return r < 0 ? (int)r : 0;
+}
+
+MODE_PARAMS(faults, shutdown_mid_write, TC_MODE_THREADING, TC_MODE_FORKING, TC_MODE_POOL,
+            TC_MODE_EVENT)
+ParameterizedTest(tc_mode *mode, faults, shutdown_mid_write, .timeout = 30)
+{
+    const int DRAIN = 200, GRACE = 1000; /* GRACE: lib/server.c's DRAIN_GRACE_MS */
+    const char *name = tc_mode_name(*mode);
+    struct fx *x = fx_new();
+    struct counts before = counts_now();
+    tc_server_config cfg = f_config(*mode, x);
+    cfg.conn_timeout_ms = tc_test_ms(60000);
+    cfg.drain_timeout_ms = DRAIN;
+    tc_handler h = f_handler(x);
+    if (*mode != TC_MODE_EVENT) {
+        tc_handler stream = TC_HANDLER_INIT;
+        h = stream;
+        h.handle = blast_handle;
+        h.finish = f_finish;
+        h.ctx = x;
+    }
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int fd = tc_test_connect_ok(&ts.addr);
+    if (*mode == TC_MODE_EVENT)
+        cr_assert_eq(tc_test_send_all(fd, "big\n", 4), 0);
+    WAIT_UNTIL(atomic_load(&x->started), TC_TEST_WAIT_MS);
+    cr_assert(atomic_load(&x->started), "%s: the write never started", name);
+    int64_t t0 = tc_test_now_ms();
+    cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+    cr_assert_eq(tc_test_server_join(&ts), 0);
+    int64_t took = tc_test_now_ms() - t0;
+    cr_assert_lt(took, DRAIN + GRACE + tc_test_ms(300), "%s: serve_forever took %lld ms", name,
+                 (long long)took);
+    WAIT_UNTIL(atomic_load(&x->finishes) == 1, TC_TEST_WAIT_MS);
+    cr_assert_eq(atomic_load(&x->finishes), 1, "%s: finish did not run", name);
+    if (*mode == TC_MODE_EVENT) {
+        cr_assert_eq(atomic_load(&x->nclose), 1);
+        cr_assert_eq(atomic_load(&x->reason[0]), TC_ESHUTDOWN, "%s: ended with %s", name,
+                     tc_err_name(atomic_load(&x->reason[0])));
+    } else {
+        int r = atomic_load(&x->res[0]);
+        cr_assert(r == -EPIPE || r == -ECONNRESET || r == -ESHUTDOWN, "%s: the send ended with %s",
+                  name, tc_err_name(r));
+        WAIT_UNTIL(atomic_load(&x->nerr) == 1, TC_TEST_WAIT_MS);
+        cr_assert_eq(atomic_load(&x->err[0]), r, "%s: reported %s", name,
+                     tc_err_name(atomic_load(&x->err[0])));
+    }
+    cl_close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    expect_counts(before, name);
+    fx_free(x);
+}
