@@ -593,6 +593,54 @@ int tc__conn_wait_message(tc_conn *c)
 
 /* ---- write side --------------------------------------------------------- */
 
+/* One send of what is queued in wbuf, then vec from (idx, ioff), through a
+ * window of at most IOV_WINDOW pieces: the count sent, 0 if nothing was left,
+ * or the socket's answer (-EAGAIN...). */
+static ssize_t send_window(tc_conn *c, const struct iovec *vec, int cnt, int idx, size_t ioff)
+{
+    struct iovec win[IOV_WINDOW];
+    int k = 0;
+    if (c->woff < c->wlen)
+        win[k++] = (struct iovec){c->wbuf + c->woff, c->wlen - c->woff};
+    for (int i = idx; i < cnt && k < IOV_WINDOW; i++) {
+        size_t o = i == idx ? ioff : 0;
+        if (vec[i].iov_len > o)
+            win[k++] = (struct iovec){(char *)vec[i].iov_base + o, vec[i].iov_len - o};
+    }
+    if (k == 0)
+        return 0;
+    /* One piece (the usual reply): send() costs the kernel less than sendmsg(). */
+    return k == 1 ? tc__sock_send(c->fd, win[0].iov_base, win[0].iov_len)
+                  : tc__sock_sendmsg(c->fd, win, k);
+}
+
+/* Account for x bytes sent: first from wbuf, the rest from vec, moving
+ * (idx, ioff) exactly. Returns how many of the caller's bytes went out. */
+static size_t advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, size_t *ioff,
+                      size_t x)
+{
+    if (c->woff < c->wlen) {
+        size_t t = c->wlen - c->woff < x ? c->wlen - c->woff : x;
+        c->woff += t;
+        x -= t;
+        if (c->woff == c->wlen)
+            c->woff = c->wlen = 0;
+    }
+    size_t mine = x;
+    while (x > 0 && *idx < cnt) { /* sendmsg never takes more than it was given */
+        size_t rem = vec[*idx].iov_len - *ioff;
+        if (x < rem) {
+            *ioff += x;
+            x = 0;
+        } else {
+            x -= rem;
+            (*idx)++;
+            *ioff = 0;
+        }
+    }
+    return mine;
+}
+
 /* Send everything in wbuf[woff, wlen) and vec (total bytes), as few sendmsg
  * calls as the socket allows, advancing exactly through partial sends. */
 static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
@@ -604,42 +652,12 @@ static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t tot
     if (c->werr)
         return c->werr;
     int64_t deadline = op_deadline(c);
-    struct iovec win[IOV_WINDOW];
     int idx = 0;
     size_t ioff = 0, sent = 0;
     while (c->woff < c->wlen || sent < total) {
-        int k = 0;
-        if (c->woff < c->wlen)
-            win[k++] = (struct iovec){c->wbuf + c->woff, c->wlen - c->woff};
-        for (int i = idx; i < cnt && k < IOV_WINDOW; i++) {
-            size_t o = i == idx ? ioff : 0;
-            if (vec[i].iov_len > o)
-                win[k++] = (struct iovec){(char *)vec[i].iov_base + o, vec[i].iov_len - o};
-        }
-        /* One piece (the usual reply): send() costs the kernel less than sendmsg(). */
-        ssize_t r = k == 1 ? tc__sock_send(c->fd, win[0].iov_base, win[0].iov_len)
-                           : tc__sock_sendmsg(c->fd, win, k);
+        ssize_t r = send_window(c, vec, cnt, idx, ioff);
         if (r > 0) {
-            size_t x = (size_t)r;
-            if (c->woff < c->wlen) {
-                size_t t = c->wlen - c->woff < x ? c->wlen - c->woff : x;
-                c->woff += t;
-                x -= t;
-                if (c->woff == c->wlen)
-                    c->woff = c->wlen = 0;
-            }
-            sent += x;
-            while (x > 0 && idx < cnt) { /* sendmsg never takes more than it was given */
-                size_t rem = vec[idx].iov_len - ioff;
-                if (x < rem) {
-                    ioff += x;
-                    x = 0;
-                } else {
-                    x -= rem;
-                    idx++;
-                    ioff = 0;
-                }
-            }
+            sent += advance(c, vec, cnt, &idx, &ioff, (size_t)r);
             continue;
         }
         if (r == -EAGAIN)
@@ -948,52 +966,22 @@ ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
 {
     if (c->werr)
         return c->werr;
-    struct iovec win[IOV_WINDOW];
     size_t sent = 0;
     int idx = 0;
     size_t ioff = 0;
     /* Try the socket first, behind anything already queued; what it does not
      * take is appended to the write buffer (never blocks). */
     for (;;) {
-        int k = 0;
-        if (c->woff < c->wlen)
-            win[k++] = (struct iovec){c->wbuf + c->woff, c->wlen - c->woff};
-        for (int i = idx; i < cnt && k < IOV_WINDOW; i++) {
-            size_t o = i == idx ? ioff : 0;
-            if (vec[i].iov_len > o)
-                win[k++] = (struct iovec){(char *)vec[i].iov_base + o, vec[i].iov_len - o};
-        }
-        if (k == 0)
+        ssize_t r = send_window(c, vec, cnt, idx, ioff);
+        if (r == 0 && c->woff == c->wlen && sent == total)
             return (ssize_t)total;
-        /* One piece (the usual reply): send() costs the kernel less than sendmsg(). */
-        ssize_t r = k == 1 ? tc__sock_send(c->fd, win[0].iov_base, win[0].iov_len)
-                           : tc__sock_sendmsg(c->fd, win, k);
         if (r == -EAGAIN || r == 0)
             break;
         if (r < 0) {
             c->werr = (int)r;
             return r;
         }
-        size_t x = (size_t)r;
-        if (c->woff < c->wlen) {
-            size_t t = c->wlen - c->woff < x ? c->wlen - c->woff : x;
-            c->woff += t;
-            x -= t;
-            if (c->woff == c->wlen)
-                c->woff = c->wlen = 0;
-        }
-        sent += x;
-        while (x > 0 && idx < cnt) { /* sendmsg never takes more than it was given */
-            size_t rem = vec[idx].iov_len - ioff;
-            if (x < rem) {
-                ioff += x;
-                x = 0;
-            } else {
-                x -= rem;
-                idx++;
-                ioff = 0;
-            }
-        }
+        sent += advance(c, vec, cnt, &idx, &ioff, (size_t)r);
     }
     size_t rest = total - sent;
     int rc = wbuf_reserve(c, rest);
