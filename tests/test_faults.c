@@ -463,7 +463,7 @@ static int threads_asleep(void)
         if (e->d_name[0] == '.')
             continue;
         n++;
-        char path[64], buf[256];
+        char path[300], buf[256];
         snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
         FILE *f = fopen(path, "re");
         if (!f)
