@@ -590,9 +590,10 @@ Test(faults, dial_out_of_memory, .timeout = 60)
 
 /* Accepting a connection and one echo exchange, with each allocation the
  * server makes for it failing in turn (in its threads: the serving thread,
- * handler threads, event loops). Either the exchange still works, or the
- * connection is closed and -ENOMEM (-EAGAIN: no thread for it) reported;
- * never a crash or a leak, and the next client is served. */
+ * handler threads, event loops). Either the exchange still works, and the
+ * connection still ends at its idle timeout (no timer silently lost), or it
+ * is closed and -ENOMEM (-EAGAIN: no thread for it) reported; never a crash
+ * or a leak, and the next client is served. */
 MODE_PARAMS(faults, serve_out_of_memory, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
             TC_MODE_EVENT)
 ParameterizedTest(tc_mode *mode, faults, serve_out_of_memory, .timeout = 60)
@@ -602,7 +603,8 @@ ParameterizedTest(tc_mode *mode, faults, serve_out_of_memory, .timeout = 60)
     struct fx *x = fx_new();
     struct counts before = counts_now();
     tc_server_config cfg = f_config(*mode, x);
-    cfg.idle_timeout_ms = tc_test_ms(20000); /* timers: the event loop's heap */
+    const int idle = tc_test_ms(200);
+    cfg.idle_timeout_ms = idle; /* timers: the event loop's heap */
     tc_handler h = f_handler(x);
     tc_test_server ts;
     int threads = tc_test_count_threads();
@@ -620,9 +622,15 @@ ParameterizedTest(tc_mode *mode, faults, serve_out_of_memory, .timeout = 60)
         ah_fail_nth(n, AH_OTHER_THREADS);
         int fd = tc_test_connect_ok(&ts.addr);
         int ok = cl_try_echo(fd, "ping") == 0;
+        int64_t t0 = tc_test_now_ms();
+        int closed = cl_closed(fd); /* by the idle timeout, or at once after a failure */
+        int64_t waited = tc_test_now_ms() - t0;
         cl_close(fd);
         wait_idle(&ts);
         int fired = ah_disarm();
+        cr_assert_eq(closed, 0, "%s: allocation %ld: the connection was never closed", name, n);
+        cr_assert_lt(waited, idle + tc_test_ms(1000), "%s: allocation %ld: closed after %lld ms",
+                     name, n, (long long)waited);
         if (!fired) {
             cr_assert(ok, "%s: no echo with no failure", name);
             break;
