@@ -49,7 +49,7 @@ static int mode_enabled(tc_mode m)
 #define MODE_PARAMS(suite, test, ...)                                                              \
     ParameterizedTestParameters(suite, test)                                                       \
     {                                                                                              \
-        static const tc_mode want[] = {__VA_ARGS__};                                              \
+        static const tc_mode want[] = {__VA_ARGS__};                                               \
         static tc_mode params[sizeof want / sizeof want[0]];                                       \
         size_t n = 0;                                                                              \
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)                                  \
@@ -254,7 +254,7 @@ static int cl_closed(int fd)
     }
 }
 
-/* ---- resources -------------------------------------------------------------------------------- */
+/* ---- resources ------------------------------------------------------------------------------- */
 
 static int count_children(void)
 {
@@ -446,7 +446,7 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
     fx_free(x);
 }
 
-/* ---- allocation failures, site by site -------------------------------------------------------- */
+/* ---- allocation failures, site by site ------------------------------------------------------- */
 
 #define WALK_MAX 2000
 
@@ -1347,7 +1347,7 @@ Test(faults, no_sigpipe_from_the_event_loop, .timeout = 30)
     fx_free(x);
 }
 
-/* ---- a shutdown in the middle of a large write ------------------------------------------------- */
+/* ---- a shutdown in the middle of a large write ----------------------------------------------- */
 
 /* A stream handler sending 64 MiB to a client that reads nothing, with a
  * per-operation timeout far longer than the test: the shutdown's drain

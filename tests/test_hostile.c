@@ -60,7 +60,7 @@ static int mode_enabled(tc_mode m)
 #define CASES(suite, test, ...)                                                                    \
     ParameterizedTestParameters(suite, test)                                                       \
     {                                                                                              \
-        static const struct hcase want[] = {__VA_ARGS__};                                         \
+        static const struct hcase want[] = {__VA_ARGS__};                                          \
         static struct hcase params[sizeof want / sizeof want[0]];                                  \
         size_t n = 0;                                                                              \
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)                                  \
