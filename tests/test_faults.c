@@ -1328,6 +1328,9 @@ Test(faults, no_sigpipe_from_the_event_loop, .timeout = 30)
     cr_assert_eq(tc_test_recv_full(fd, part, sizeof part), (ssize_t)sizeof part);
     cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     close(fd);
+    WAIT_UNTIL(atomic_load(&x->nclose) == 2, TC_TEST_WAIT_MS);
+    cr_assert_eq(atomic_load(&x->nclose), 2);
+    /* A send after the handler's own half-close. */
     fd = tc_test_connect_ok(&ts.addr);
     cr_assert_eq(tc_test_send_all(fd, "half\n", 5), 0);
     cr_assert_eq(tc_test_recv_eof(fd), 0, "the half-close did not arrive");
