@@ -618,8 +618,9 @@ static void serve_walk(tc_mode m, int workers)
      * thread that cannot start stops the server: a different test). */
     int want = threads + 1 + (*mode == TC_MODE_POOL ? cfg.workers : 0) +
                (*mode == TC_MODE_EVENT ? cfg.workers - 1 : 0);
-    WAIT_UNTIL(threads_asleep() >= want, TC_TEST_WAIT_MS);
-    cr_assert_geq(threads_asleep(), want, "the server's threads did not settle");
+    int asleep;
+    WAIT_UNTIL((asleep = threads_asleep()) >= want, TC_TEST_WAIT_MS);
+    cr_assert_geq(asleep, want, "the server's threads did not settle");
     /* First a client that sends nothing: only its idle timeout (a timer armed
      * when it opens, the first of the loop's) ends it. Memory stays short
      * from the nth allocation on: a second try must not succeed by chance. */
