@@ -343,6 +343,14 @@ ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n)
     return (ssize_t)k;
 }
 
+/* The receive size for frames of the channel's codec: a buffer never grows
+ * past what one frame can need (a peer never makes us hold more). */
+static size_t frame_room(const tc_conn *c)
+{
+    size_t limit = tc_codec_max_frame(&c->codec) + tc__codec_overhead(&c->codec);
+    return c->rsize < limit ? c->rsize : limit;
+}
+
 /* Put bytes the caller had already taken back in front of the (empty) buffer. */
 static int unread(tc_conn *c, const void *p, size_t n)
 {
@@ -578,7 +586,7 @@ int tc__conn_wait_message(tc_conn *c)
             continue; /* a signal: perhaps the one that asked for shutdown */
         if (rc < 0)
             break;
-        ssize_t r = fill_once(c, c->rsize);
+        ssize_t r = fill_once(c, frame_room(c));
         if (r == -EAGAIN)
             continue; /* a spurious wake-up */
         rc = r > 0 ? 0 : (int)r;
@@ -944,7 +952,9 @@ int tc__conn_settle(tc_conn *c)
         return 0;
     }
     /* Part of a frame is left: it moves into the channel's own buffer. */
-    size_t cap = c->rlen > c->rsize ? c->rlen : c->rsize;
+    size_t cap = frame_room(c);
+    if (cap < c->rlen)
+        cap = c->rlen;
     unsigned char *nb = malloc(cap);
     if (!nb) {
         c->rlen = 0;

@@ -217,6 +217,9 @@ static void ev_close(struct tc__evconn *ec, int reason)
 /* Close once the queued output is out (or at once if there is none). */
 static void ev_close_after_flush(struct tc__evconn *ec, int reason)
 {
+    /* Nothing reads the input any more: drop it rather than copy it out of
+     * the loop's scratch buffer into a new one. */
+    ec->conn->rview = ec->conn->rlen;
     (void)tc__conn_settle(ec->conn); /* give the loop's scratch buffer back first */
     int rc = tc__conn_flush_nb(ec->conn);
     if (rc <= 0) {

@@ -62,7 +62,9 @@ void *__libc_realloc(void *p, size_t n);
 #endif
 
 struct ah_state {
-    atomic_long countdown; /* > 0: armed; the call that takes it from 1 to 0 fails */
+    atomic_int armed;
+    atomic_long countdown; /* the call that takes it from 1 to 0 fails ... */
+    atomic_int sticky;     /* ... and, if set, every one after it */
     atomic_int scope;
     atomic_int fired;
     atomic_long counted;
@@ -105,7 +107,7 @@ AH_RAW static int ah_check(size_t n)
         while (n > m && !atomic_compare_exchange_weak(&s->largest, &m, n))
             ;
     }
-    if (atomic_load(&s->countdown) <= 0)
+    if (!atomic_load(&s->armed))
         return 0;
     int mine = tl_armer;
     if ((atomic_load(&s->scope) == AH_THIS_THREAD) != (mine != 0))
@@ -113,7 +115,8 @@ AH_RAW static int ah_check(size_t n)
     if (ah_runtime_internal())
         return 0;
     atomic_fetch_add(&s->counted, 1);
-    if (atomic_fetch_sub(&s->countdown, 1) != 1)
+    long k = atomic_fetch_sub(&s->countdown, 1);
+    if (k != 1 && !(k < 1 && atomic_load(&s->sticky)))
         return 0;
     atomic_fetch_add(&s->fired, 1);
     return 1;
@@ -175,7 +178,9 @@ void ah_init(void)
             return;
         s = p;
     }
+    atomic_store(&s->armed, 0);
     atomic_store(&s->countdown, 0);
+    atomic_store(&s->sticky, 0);
     atomic_store(&s->scope, 0);
     atomic_store(&s->fired, 0);
     atomic_store(&s->counted, 0);
@@ -184,7 +189,7 @@ void ah_init(void)
     atomic_store_explicit(&ah, s, memory_order_release);
 }
 
-void ah_fail_nth(long n, enum ah_scope scope)
+static void arm(long n, enum ah_scope scope, int sticky)
 {
     struct ah_state *s = atomic_load(&ah);
     if (!s)
@@ -194,6 +199,18 @@ void ah_fail_nth(long n, enum ah_scope scope)
     atomic_store(&s->counted, 0);
     atomic_store(&s->scope, (int)scope);
     atomic_store(&s->countdown, n);
+    atomic_store(&s->sticky, sticky);
+    atomic_store(&s->armed, 1);
+}
+
+void ah_fail_nth(long n, enum ah_scope scope)
+{
+    arm(n, scope, 0);
+}
+
+void ah_fail_from(long n, enum ah_scope scope)
+{
+    arm(n, scope, 1);
 }
 
 int ah_disarm(void)
@@ -201,7 +218,7 @@ int ah_disarm(void)
     struct ah_state *s = atomic_load(&ah);
     if (!s)
         return 0;
-    atomic_store(&s->countdown, 0);
+    atomic_store(&s->armed, 0);
     tl_armer = 0;
     return atomic_load(&s->fired);
 }

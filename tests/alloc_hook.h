@@ -22,7 +22,11 @@ void ah_init(void);
 /* Arm: the nth counted allocation from now (n >= 1) fails with ENOMEM; the
  * ones before it and after it succeed. */
 void ah_fail_nth(long n, enum ah_scope scope);
-/* Disarm; returns how many allocations failed since arming (0 or 1). */
+/* Arm: the nth counted allocation from now and every one after it fail
+ * (memory that stays exhausted), until ah_disarm(). */
+void ah_fail_from(long n, enum ah_scope scope);
+/* Disarm; returns how many allocations failed since arming (with
+ * ah_fail_nth(), 0 or 1). */
 int ah_disarm(void);
 /* Allocations counted since the last ah_fail_nth(). */
 long ah_counted(void);

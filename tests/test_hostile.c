@@ -60,7 +60,7 @@ static int mode_enabled(tc_mode m)
 #define CASES(suite, test, ...)                                                                    \
     ParameterizedTestParameters(suite, test)                                                       \
     {                                                                                              \
-        static const struct hcase want[] = {__VA_ARGS__};                                         \
+        static const struct hcase want[] = {__VA_ARGS__};                                          \
         static struct hcase params[sizeof want / sizeof want[0]];                                  \
         size_t n = 0;                                                                              \
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)                                  \
@@ -324,9 +324,9 @@ static int in_child(int (*client)(const tc_addr *), const tc_addr *a)
 {
     fflush(NULL);
     pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0)
+    if (pid == 0) /* before any assertion: with --full-stats each one talks to the runner */
         _exit(client(a));
+    cr_assert_geq(pid, 0);
     int status;
     while (waitpid(pid, &status, 0) < 0)
         cr_assert_eq(errno, EINTR);
@@ -562,6 +562,14 @@ ParameterizedTest(struct hcase *p, hostile, slowloris, .timeout = 30)
         int least = i < D ? frame_to : T;
         cr_assert_geq(life, least - 20, "%s: slowloris %d closed after %lld ms, before its %d ms",
                       case_name(p), i, (long long)life, least);
+        /* Counted from the accept, wherever it waited (pool: in the queue,
+         * behind busy workers), give or take one timeout for a stream
+         * handler taken just before its time ran out (its read's timeout
+         * counts from the read); inline accepts one at a time. */
+        int most = least + (pool && p->stream ? 3 * T / 2 : T / 2);
+        if (!inl)
+            cr_assert_lt(life, most, "%s: slowloris %d closed %lld ms after it connected, "
+                         "timeout %d ms", case_name(p), i, (long long)life, least);
     }
     for (int i = 0; i < N; i++)
         cl_close(fd[i]);
@@ -572,10 +580,8 @@ ParameterizedTest(struct hcase *p, hostile, slowloris, .timeout = 30)
     int setups = atomic_load(&x->setups), stale = N + 1 - setups;
     int etimedout = count_of(&x->nerr, x->err, -ETIMEDOUT);
     cr_assert_eq(atomic_load(&x->nerr), etimedout, "%s: other errors reported", case_name(p));
-    if (pool)
-        cr_assert_lt(setups, S, "%s: queued silent clients ran (%d setups)", case_name(p), setups);
-    else
-        cr_assert_eq(stale, 0);
+    if (!pool) /* pool: those whose time ran out in the queue never ran */
+        cr_assert_eq(stale, 0, "%s: %d setups for %d clients", case_name(p), setups, N + 1);
     if (p->stream) {
         cr_assert_eq(etimedout, N, "%s: %d timeouts reported", case_name(p), etimedout);
         cr_assert_eq(count_of(&x->nret, x->ret, -ETIMEDOUT), setups - 1);
@@ -732,7 +738,7 @@ ParameterizedTest(struct hcase *p, hostile, oversized, .timeout = 30)
         wait_idle(&ts, TC_TEST_WAIT_MS);
         size_t largest = ah_track_stop();
         cl_close(bad);
-        cr_assert_leq(largest, (size_t)16 << 10, "%s, %s: an allocation of %zu bytes",
+        cr_assert_leq(largest, (size_t)LIMIT + 64, "%s, %s: an allocation of %zu bytes",
                       case_name(p), names[f], largest);
         cr_assert_eq(atomic_load(&x->nerr), 1, "%s, %s: errors", case_name(p), names[f]);
         cr_assert_eq(atomic_load(&x->err[0]), TC_ETOOBIG, "%s, %s: reported %s", case_name(p),
