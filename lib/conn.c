@@ -20,7 +20,7 @@
 
 int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer, const tc_addr *local)
 {
-    tc_conn *c = calloc(1, sizeof *c);
+    tc_conn *c = calloc(1, sizeof *c + (local ? 0 : sizeof(tc_addr)));
     if (!c) {
         tc__close(fd);
         return -ENOMEM;
@@ -29,10 +29,12 @@ int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer, con
     c->srv = srv;
     if (peer)
         c->peer = *peer;
-    if (local)
-        c->local = *local;
-    else
-        (void)tc__sock_local(fd, &c->local);
+    if (local) {
+        c->local = local;
+    } else {
+        (void)tc__sock_local(fd, &c->own_local[0]);
+        c->local = &c->own_local[0];
+    }
     c->deadline = TC__NO_DEADLINE;
     c->rsize = c->wsize = TC__BUF_DEFAULT;
     atomic_init(&c->idle, 0);
@@ -48,6 +50,7 @@ void tc__conn_free(tc_conn *conn)
     if (!conn->rborrowed)
         free(conn->rbuf);
     free(conn->wbuf);
+    free(conn->proxy);
     free(conn);
 }
 
@@ -63,17 +66,17 @@ const tc_addr *tc_conn_peer(const tc_conn *conn)
 
 const tc_addr *tc_conn_local(const tc_conn *conn)
 {
-    return conn ? &conn->local : NULL;
+    return conn ? conn->local : NULL;
 }
 
 const tc_addr *tc_conn_proxy_peer(const tc_conn *conn)
 {
-    return conn && conn->proxy_peer.len ? &conn->proxy_peer : NULL;
+    return conn && conn->proxy ? &conn->proxy->peer : NULL;
 }
 
 const tc_addr *tc_conn_proxy_dest(const tc_conn *conn)
 {
-    return conn && conn->proxy_dest.len ? &conn->proxy_dest : NULL;
+    return conn && conn->proxy && conn->proxy->dest.len ? &conn->proxy->dest : NULL;
 }
 
 tc_server *tc_conn_server(const tc_conn *conn)

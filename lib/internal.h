@@ -126,13 +126,21 @@ int tc__cidr_match(const tc__cidr *list, size_t n, const tc_addr *a);
 #define TC__BUF_DEFAULT ((size_t)16 * 1024)
 #define TC__BUF_MAX ((size_t)64 * 1024 * 1024)
 
+/* What a PROXY header told about a channel. */
+struct tc__proxy_addrs {
+    tc_addr peer; /* the proxy that sent the header */
+    tc_addr dest; /* the destination the header carried (len 0: none) */
+};
+
 struct tc_conn {
     int fd;
     tc_server *srv;    /* NULL for a dialled (client) channel */
     tc_addr peer;
-    tc_addr local;
-    tc_addr proxy_peer; /* the proxy that sent a PROXY header (len 0: no header) */
-    tc_addr proxy_dest; /* the destination the header carried (len 0: none) */
+    /* The server's address when every accepted socket shares it, else the
+     * copy in own_local: an idle channel in event mode should cost little,
+     * and most never need a copy. */
+    const tc_addr *local;
+    struct tc__proxy_addrs *proxy; /* allocated once a PROXY header is accepted */
     void *data;        /* user pointer */
     int timeout_ms;    /* per-operation timeout; <= 0 = none */
     int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
@@ -163,6 +171,7 @@ struct tc_conn {
     size_t rscan;      /* bytes of rbuf already scanned for the next frame */
     int rborrowed;     /* rbuf is the event loop's scratch buffer, not ours */
     atomic_int idle;   /* waiting for the first byte of the next message */
+    tc_addr own_local[]; /* allocated (one) only when local is not shared */
 };
 
 /* The event loop's side of a channel (conn.c). Non-blocking throughout. */

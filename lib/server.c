@@ -97,10 +97,12 @@ int tc__server_proxy_verdict(tc_server *srv, tc_conn *conn, int rc, const tc__pr
                        peer);
         return TC_EUNTRUSTED;
     }
-    conn->proxy_peer = conn->peer;
+    if (!(conn->proxy = calloc(1, sizeof *conn->proxy)))
+        return -ENOMEM;
+    conn->proxy->peer = conn->peer;
     if (h->has_addr) {
         conn->peer = h->src;
-        conn->proxy_dest = h->dst;
+        conn->proxy->dest = h->dst;
     }
     char client[TC_ADDR_STRLEN] = "-";
     (void)tc_addr_format(&conn->peer, client, sizeof client);
@@ -807,7 +809,7 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
         atomic_fetch_add(&srv->refused, 1);
         tc__close(fd);
     } else if ((rc = tc__conn_new(&conn, srv, fd, &peer, NULL)) == 0) {
-        srv->addr = conn->local;
+        srv->addr = *conn->local;
         conn->timeout_ms = srv->cfg.conn_timeout_ms;
         conn->codec = srv->cfg.codec;
         conn->msg_style = srv->handler.on_message != NULL;
