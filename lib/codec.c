@@ -226,7 +226,13 @@ int tc_codec_encode(const tc_codec *c, const void *payload, size_t len, tc_codec
 {
     if (tc_codec_validate(c) < 0 || !env || (!payload && len))
         return -EINVAL;
-    memset(env, 0, sizeof *env);
+    memset(env, 0, sizeof *env); /* unused bytes too: the caller may copy it whole */
+    return tc__codec_encode(c, payload, len, env);
+}
+
+int tc__codec_encode(const tc_codec *c, const void *payload, size_t len, tc_codec_envelope *env)
+{
+    env->head_len = env->tail_len = 0;
     size_t max = tc_codec_max_frame(c);
     switch (c->kind) {
     case TC_CODEC_RAW:

@@ -847,12 +847,21 @@ int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
 {
     if (!conn || (!buf && len))
         return -EINVAL;
+    if (len > SSIZE_MAX)
+        return -EINVAL;
     tc_codec_envelope env;
-    int rc = tc_codec_encode(&conn->codec, buf, len, &env);
+    int rc = tc__codec_encode(&conn->codec, buf, len, &env);
     if (rc < 0)
         return rc;
-    struct iovec v[3] = {{env.head, env.head_len}, {(void *)buf, len}, {env.tail, env.tail_len}};
-    ssize_t r = tc_conn_writev(conn, v, 3);
+    /* Only the pieces there are: a raw reply is one send() of the caller's bytes. */
+    struct iovec v[3];
+    int n = 0;
+    if (env.head_len)
+        v[n++] = (struct iovec){env.head, env.head_len};
+    v[n++] = (struct iovec){(void *)buf, len};
+    if (env.tail_len)
+        v[n++] = (struct iovec){env.tail, env.tail_len};
+    ssize_t r = send_vec(conn, v, n, env.head_len + len + env.tail_len);
     return r < 0 ? (int)r : 0;
 }
 
@@ -923,6 +932,8 @@ int tc__conn_frame_nb(tc_conn *c, const void **msg, size_t *len)
     consume_view(c);
     if (c->rerr)
         return c->rerr;
+    if (c->rlen == 0)
+        return 0; /* the usual end of a batch: nothing to scan */
     size_t off, plen, flen;
     int rc = tc__codec_scan_from(&c->codec, c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, c->rscan,
                                  &off, &plen, &flen);
@@ -984,10 +995,8 @@ ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
     size_t ioff = 0;
     /* Try the socket first, behind anything already queued; what it does not
      * take is appended to the write buffer (never blocks). */
-    for (;;) {
+    while (c->woff < c->wlen || sent < total) {
         ssize_t r = send_window(c, vec, cnt, idx, ioff);
-        if (r == 0 && c->woff == c->wlen && sent == total)
-            return (ssize_t)total;
         if (r == -EAGAIN || r == 0)
             break;
         if (r < 0) {
@@ -997,6 +1006,8 @@ ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
         sent += advance(c, vec, cnt, &idx, &ioff, (size_t)r);
     }
     size_t rest = total - sent;
+    if (rest == 0)
+        return (ssize_t)total;
     int rc = wbuf_reserve(c, rest);
     if (rc < 0)
         return rc;

@@ -78,6 +78,9 @@ int tc__codec_scan_from(const tc_codec *c, const void *buf, size_t len, size_t f
                         size_t *off, size_t *plen, size_t *flen);
 /* Framing bytes around a payload at most: delimiter or prefix length. */
 size_t tc__codec_overhead(const tc_codec *c);
+/* tc_codec_encode for a codec already validated (a channel's): every reply
+ * passes here, and the checks were made when the codec was set. */
+int tc__codec_encode(const tc_codec *c, const void *payload, size_t len, tc_codec_envelope *env);
 
 /* ---- PROXY protocol (proxy.c: pure) --------------------------------------- */
 
