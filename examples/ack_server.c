@@ -4,22 +4,14 @@
  * (SIGINT) or SIGTERM shuts it down gracefully.
  * Usage: ack_server [ADDR] (default 127.0.0.1:5050). */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <tcpchan/tcpchan.h>
 
+#include "serve_until_signal.h"
+
 #define POLL_MS 200 /* how often a waiting handler checks for shutdown */
-
-static tc_server *volatile the_server;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (the_server)
-        tc_server_shutdown(the_server); /* async-signal-safe */
-}
 
 static void peer_name(tc_conn *conn, char *buf, size_t n)
 {
@@ -91,8 +83,6 @@ int main(int argc, char **argv)
     tc_server_config cfg = TC_SERVER_CONFIG_INIT;
     tc_handler handler = TC_HANDLER_INIT;
     tc_server *srv;
-    tc_addr bound;
-    char addr[TC_ADDR_STRLEN];
 
     setvbuf(stdout, NULL, _IOLBF, 0); /* one line at a time, also into a pipe */
     cfg.listen = argc > 1 ? argv[1] : "127.0.0.1:5050";
@@ -107,20 +97,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    the_server = srv;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    tc_server_address(srv, &bound);
-    tc_addr_format(&bound, addr, sizeof addr);
-    printf("listening on %s\n", addr);
-
-    rc = tc_server_serve_forever(srv);
-    the_server = NULL;
+    rc = serve_until_signal(srv); /* until Ctrl-C */
     printf("[SHUTTING DOWN] Server is shutting down.\n");
     tc_server_destroy(srv);
     return rc < 0 ? 1 : 0;

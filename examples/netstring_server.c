@@ -5,24 +5,16 @@
  * (default 127.0.0.1:7001); try: printf '5:hello,3:abc,' | tcpchan-cat ADDR */
 #include <ctype.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <tcpchan/tcpchan.h>
 
+#include "serve_until_signal.h"
+
 #include "netstring.h"
 
 #define MAX_FRAME 65536
-
-static tc_server *volatile the_server;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (the_server)
-        tc_server_shutdown(the_server);
-}
 
 static int on_message(tc_conn *conn, const void *frame, size_t len, void *ctx)
 {
@@ -75,22 +67,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "netstring_server: %s: %s\n", cfg.listen, tc_strerror(rc));
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    the_server = srv;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    tc_addr bound;
-    char addr[TC_ADDR_STRLEN];
-    tc_server_address(srv, &bound);
-    tc_addr_format(&bound, addr, sizeof addr);
-    printf("listening on %s\n", addr);
-    fflush(stdout);
-    rc = tc_server_serve_forever(srv);
-    the_server = NULL;
+    rc = serve_until_signal(srv); /* until Ctrl-C */
     tc_server_destroy(srv);
     return rc < 0 ? 1 : 0;
 }

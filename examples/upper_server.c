@@ -6,20 +6,12 @@
  * Usage: upper_server [ADDR] (default 127.0.0.1:5051). */
 #include <ctype.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <tcpchan/tcpchan.h>
 
-static tc_server *volatile the_server;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (the_server)
-        tc_server_shutdown(the_server); /* async-signal-safe */
-}
+#include "serve_until_signal.h"
 
 /* The handler's handle(): the whole request, like BaseRequestHandler.handle. */
 static int upper_handle(tc_conn *conn, void *ctx)
@@ -63,8 +55,6 @@ int main(int argc, char **argv)
     tc_server_config cfg = TC_SERVER_CONFIG_INIT;
     tc_handler handler = TC_HANDLER_INIT;
     tc_server *srv;
-    tc_addr bound;
-    char addr[TC_ADDR_STRLEN];
 
     setvbuf(stdout, NULL, _IOLBF, 0); /* one line at a time, also into a pipe */
     cfg.listen = argc > 1 ? argv[1] : "127.0.0.1:5051";
@@ -79,20 +69,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    the_server = srv;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    tc_server_address(srv, &bound);
-    tc_addr_format(&bound, addr, sizeof addr);
-    printf("listening on %s\n", addr);
-
-    rc = tc_server_serve_forever(srv); /* until Ctrl-C */
-    the_server = NULL;
+    rc = serve_until_signal(srv); /* until Ctrl-C */
     printf("[SHUTTING DOWN] Server is shutting down.\n");
     tc_server_destroy(srv);
     return rc < 0 ? 1 : 0;

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # The command-line contract of the examples: tcpchan-echo's "listening on"
 # line, echo, graceful SIGTERM, unix socket cleanup, exit codes 1 and 2,
-# --processes (workers, --greet, stop); and
-# the tutorial's hello_server / hello_client exchange. Loopback and port 0 only.
+# --processes (workers, --greet, stop); and the tutorial's servers:
+# hello_server / hello_client, the ACK, uppercase and netstring servers. Loopback and port 0 only.
 # Usage: cli_test.sh EXAMPLES_DIR
 set -u
 bin=$1
@@ -140,6 +140,53 @@ rest=$(cat <&"$fd") # the server has exited: its fifo ends here
 [ "$rc" -eq 0 ] && ok "hello_server exited 0" || fail "hello_server exit $rc"
 grep -qx 'Received from client: Hello from the client!' <<<"$rest" && ok "hello_server got the greeting" ||
     fail "hello_server output: $rest"
+
+# 8. the tutorial's concurrent ACK server: two clients at once, each message
+# answered with "ACK: <message>"; SIGINT shuts it down with exit 0.
+start ack "$bin/ack_server" 127.0.0.1:0
+port=${line##*:}
+exec {a1}<>"/dev/tcp/127.0.0.1/$port"
+exec {a2}<>"/dev/tcp/127.0.0.1/$port"
+printf 'one' >&"$a1"
+printf 'two' >&"$a2"
+r1=; r2=; read -r -t 5 -N 8 r1 <&"$a1" || true
+read -r -t 5 -N 8 r2 <&"$a2" || true
+[ "$r1" = "ACK: one" ] && [ "$r2" = "ACK: two" ] && ok "ack_server answers two clients at once" ||
+    fail "ack_server replies: '$r1' '$r2'"
+printf 'again' >&"$a1"
+r1=; read -r -t 5 -N 10 r1 <&"$a1" || true
+[ "$r1" = "ACK: again" ] && ok "ack_server answers every message" || fail "ack_server second reply: '$r1'"
+exec {a1}>&- {a2}>&-
+kill -INT "$pid"; wait "$pid"; rc=$?
+rest=$(cat <&"$fd")
+[ "$rc" -eq 0 ] && ok "ack_server: SIGINT exits 0" || fail "ack_server exit $rc"
+grep -q 'SHUTTING DOWN' <<<"$rest" && ok "ack_server says it shuts down" || fail "ack_server output: $rest"
+
+# 9. the uppercase server: one message in, stripped and in upper case out, closed.
+start upper "$bin/upper_server" 127.0.0.1:0
+exec {u}<>"/dev/tcp/127.0.0.1/${line##*:}"
+printf '  hello world \n' >&"$u"
+r=$(timeout 5 cat <&"$u"); st=$? # 0: the server closed; 124: it did not
+[ "$r" = "HELLO WORLD" ] && [ "$st" -eq 0 ] && ok "upper_server replies and closes" || fail "upper_server reply: '$r' (cat $st)"
+exec {u}>&-
+kill -INT "$pid"; wait "$pid"; rc=$?
+[ "$rc" -eq 0 ] && ok "upper_server: SIGINT exits 0" || fail "upper_server exit $rc"
+
+# 10. netstrings through a custom codec, two in one write; a malformed one is refused.
+start netstring "$bin/netstring_server" 127.0.0.1:0
+port=${line##*:}
+exec {n}<>"/dev/tcp/127.0.0.1/$port"
+printf '5:hello,3:abc,' >&"$n"
+r=; read -r -t 5 -N 15 r <&"$n" || true
+[ "$r" = "5:HELLO,3:ABC," ] && ok "netstring_server answers each netstring" || fail "netstring reply: '$r'"
+exec {n}>&-
+exec {n}<>"/dev/tcp/127.0.0.1/$port"
+printf 'x:bad,' >&"$n"
+r=$(timeout 5 cat <&"$n"); st=$?
+[ -z "$r" ] && [ "$st" -eq 0 ] && ok "netstring_server closes a malformed stream" || fail "netstring malformed: '$r' (cat $st)"
+exec {n}>&-
+stop "$pid"
+[ "$rc" -eq 0 ] && ok "netstring_server: SIGTERM exits 0" || fail "netstring_server exit $rc"
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
