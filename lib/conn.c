@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The channel: a non-blocking socket with lazily allocated, bounded read and
- * write buffers, whose blocking calls wait with poll against an absolute
- * deadline, so timeouts are exact and signals never leak out. */
+/* The channel: a socket with lazily allocated, bounded read and write
+ * buffers, whose blocking calls wait against an absolute deadline (poll on a
+ * non-blocking socket; recv under SO_RCVTIMEO on a blocking one), so timeouts
+ * are exact and signals never leak out. */
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -17,6 +18,9 @@
 
 /* Entries of the caller's vector passed to one sendmsg; never over IOV_MAX. */
 #define IOV_WINDOW (64 < IOV_MAX ? 64 : IOV_MAX)
+/* The read buffer of a channel asleep in recv (see fill_idle): as small as
+ * a message worth one system call, and within glibc's per-thread cache. */
+#define IDLE_ROOM ((size_t)1024)
 
 int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer, const tc_addr *local)
 {
@@ -174,15 +178,103 @@ static int64_t op_deadline(const tc_conn *c)
     return c->deadline < d ? c->deadline : d;
 }
 
-/* Wait for input until the call's deadline, or idle_ms of silence. */
-static int wait_readable(tc_conn *c, int64_t deadline)
+/* The earlier of the call's deadline and idle_ms of silence from now. */
+static int64_t read_deadline(const tc_conn *c, int64_t deadline)
 {
     if (c->idle_ms > 0) {
         int64_t idle = tc__deadline_ms(c->idle_ms);
         if (idle < deadline)
             deadline = idle;
     }
-    return tc__sock_wait(c->fd, POLLIN, deadline);
+    return deadline;
+}
+
+/* Slack of a cached socket timeout: one set a moment ago for the same
+ * relative wait is kept (a setsockopt saved per request); it may end a
+ * wait up to 1 ms late (the kernel rounds to a jiffy anyway) or up to an
+ * eighth early (the caller then looks at the clock and waits again). */
+#define TIMEO_LATE_NS ((int64_t)1000000)
+
+/* Make the socket's SO_RCVTIMEO / SO_SNDTIMEO (*cur, as last set) fit a
+ * wait of left ns (0: none). */
+static int arm_timeout(tc_conn *c, int opt, int64_t *cur, int64_t left)
+{
+    if (left == 0 ? *cur == 0
+                  : *cur != 0 && *cur <= left + TIMEO_LATE_NS && *cur >= left - left / 8)
+        return 0;
+    int rc = tc__sock_set_timeout(c->fd, opt, left);
+    if (rc == 0)
+        *cur = left;
+    return rc;
+}
+
+/* The time left until deadline, for arm_timeout: 0 for none, -1 if passed. */
+static int64_t time_left(int64_t deadline)
+{
+    if (deadline == TC__NO_DEADLINE)
+        return 0;
+    int64_t left = deadline - tc__now_ns();
+    return left > 0 ? left : -1;
+}
+
+/* An error the socket reported behind bytes fill_idle() buffered: it is the
+ * answer of the next receive, once those bytes are read. */
+static int take_pending(tc_conn *c)
+{
+    int err = c->rpend;
+    c->rpend = 0;
+    return err;
+}
+
+/* A blocking socket: one recv that sleeps until input, the deadline or (if
+ * intr) a signal: a count, 0 at the end of the stream, -ETIMEDOUT, -EINTR,
+ * or an error. No poll first: the common wait costs one system call. */
+static ssize_t recv_block(tc_conn *c, void *buf, size_t n, int64_t deadline, int intr)
+{
+    for (;;) {
+        int64_t left = time_left(deadline);
+        if (left < 0) {
+            ssize_t r = tc__sock_recv(c->fd, buf, n); /* only what is there already */
+            return r == -EAGAIN ? -ETIMEDOUT : r;
+        }
+        int rc = arm_timeout(c, SO_RCVTIMEO, &c->rcvtimeo, left);
+        if (rc < 0)
+            return rc;
+        ssize_t r = tc__sock_recv_block(c->fd, buf, n);
+        if (r >= 0 || (r == -EINTR && intr) || (r != -EINTR && r != -EAGAIN))
+            return r;
+        /* A signal, or SO_RCVTIMEO ran out: the loop recomputes the time left. */
+    }
+}
+
+/* One receive into buf, waiting for input until the deadline (or idle_ms of
+ * silence): a count, 0 at the end of the stream, or an error. */
+static ssize_t recv_wait(tc_conn *c, void *buf, size_t n, int64_t deadline)
+{
+    ssize_t r;
+    if (c->rpend)
+        return take_pending(c);
+    if (c->blocking) {
+        r = recv_block(c, buf, n, read_deadline(c, deadline), 0);
+    } else {
+        for (;;) {
+            if (c->rdry) {
+                int rc = tc__sock_wait(c->fd, POLLIN, read_deadline(c, deadline));
+                if (rc < 0)
+                    return rc;
+                c->rdry = 0;
+            }
+            if ((r = tc__sock_recv(c->fd, buf, n)) != -EAGAIN)
+                break;
+            c->rdry = 1;
+        }
+    }
+    /* Less than asked: the socket is most likely empty now, so the next
+     * read waits before it tries (saves a failing recv) and lets an empty
+     * buffer go first. */
+    if (r > 0)
+        c->rdry = (size_t)r < n;
+    return r;
 }
 
 /* ---- read side ---------------------------------------------------------- */
@@ -197,10 +289,11 @@ static void consume_view(tc_conn *c)
         c->roff = 0;
 }
 
-/* An idle channel holds no buffer memory: free buffers that are empty. */
-static void trim(tc_conn *c)
+/* An idle channel holds no buffer memory: free buffers that are empty (a
+ * read buffer only if it holds more than keep bytes). */
+static void trim_keep(tc_conn *c, size_t keep)
 {
-    if (c->rlen == 0 && c->rbuf && !c->rborrowed) {
+    if (c->rlen == 0 && c->rbuf && !c->rborrowed && c->rcap > keep) {
         free(c->rbuf);
         c->rbuf = NULL;
         c->rcap = c->roff = 0;
@@ -210,6 +303,11 @@ static void trim(tc_conn *c)
         c->wbuf = NULL;
         c->wcap = c->woff = c->wlen = 0;
     }
+}
+
+static void trim(tc_conn *c)
+{
+    trim_keep(c, 0);
 }
 
 /* Make room for more input: at least one byte, ideally rsize (or double what
@@ -249,9 +347,7 @@ static ssize_t fill_once(tc_conn *c, size_t limit)
     ssize_t r = tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, room);
     if (r > 0) {
         c->rlen += (size_t)r;
-        /* Less than asked: the socket is most likely empty now, so the next
-         * blocking read waits before it tries (saves a failing recv). */
-        c->rdry = (size_t)r < room;
+        c->rdry = (size_t)r < room; /* as in recv_wait */
         return r;
     }
     if (r == -EAGAIN)
@@ -263,23 +359,67 @@ static ssize_t fill_once(tc_conn *c, size_t limit)
     return r;
 }
 
+/* Account for what a receive into the free end of the buffer returned. */
+static ssize_t filled(tc_conn *c, ssize_t r)
+{
+    if (r > 0)
+        c->rlen += (size_t)r;
+    if (r != 0)
+        return r;
+    c->reof = 1;
+    return TC_EOF;
+}
+
+/* A blocking socket, an empty buffer, about to sleep: a channel asleep in
+ * recv holds a buffer, so it is a small one (no more than a poll-based wait
+ * held: nothing but this); what does not fit is taken at once, without
+ * sleeping, into a full-size buffer. Bytes added, TC_EOF, or an error
+ * (-EINTR only if intr). */
+static ssize_t fill_idle(tc_conn *c, int64_t deadline, size_t limit, int intr)
+{
+    if (c->rpend)
+        return take_pending(c);
+    size_t small = limit < IDLE_ROOM ? limit : IDLE_ROOM;
+    trim_keep(c, small);
+    int rc = make_room(c, small);
+    if (rc < 0)
+        return rc;
+    size_t room = c->rcap - c->roff - c->rlen;
+    ssize_t r = filled(c, recv_block(c, c->rbuf + c->roff + c->rlen, room, deadline, intr));
+    if (r > 0 && r < (ssize_t)room)
+        c->rdry = 1; /* most likely all there was: the next read sleeps here again */
+    if (r != (ssize_t)room || room >= limit)
+        return r;
+    ssize_t more = fill_once(c, limit); /* sets rdry */
+    if (more > 0)
+        r += more;
+    else if (more != -EAGAIN && more != TC_EOF && more != -ENOMEM)
+        c->rpend = (int)more; /* reof, set by fill_once, is seen by the next read */
+    return r;
+}
+
 /* One receive into the buffer, waiting for input until the deadline:
  * the number of bytes added, TC_EOF (and reof set), or an error. */
 static ssize_t fill(tc_conn *c, int64_t deadline, size_t limit)
 {
-    for (;;) {
-        if (c->rdry) {
-            /* About to sleep: an empty buffer goes back to the allocator. */
-            trim(c);
-            int rc = wait_readable(c, deadline);
+    if (c->blocking && c->rdry && c->rlen == 0)
+        return fill_idle(c, read_deadline(c, deadline), limit, 0);
+    if (c->rpend)
+        return take_pending(c);
+    if (c->rdry) {
+        trim(c); /* about to sleep, most likely: an empty buffer goes back */
+        if (!c->blocking) {
+            int rc = tc__sock_wait(c->fd, POLLIN, read_deadline(c, deadline));
             if (rc < 0)
                 return rc;
             c->rdry = 0;
         }
-        ssize_t r = fill_once(c, limit);
-        if (r != -EAGAIN)
-            return r;
     }
+    int rc = make_room(c, limit);
+    if (rc < 0)
+        return rc;
+    return filled(c, recv_wait(c, c->rbuf + c->roff + c->rlen, c->rcap - c->roff - c->rlen,
+                               deadline));
 }
 
 /* Remember a hard read error: the read side stays broken with it. */
@@ -314,26 +454,15 @@ ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n)
         int64_t deadline = op_deadline(conn);
         if (n >= conn->rsize) {
             /* A large read: straight into the caller's buffer, no copy. */
-            for (;;) {
-                if (conn->rdry) {
-                    trim(conn);
-                    if ((rc = wait_readable(conn, deadline)) < 0)
-                        return rc;
-                    conn->rdry = 0;
-                }
-                ssize_t r = tc__sock_recv(conn->fd, buf, n);
-                if (r > 0) {
-                    conn->rdry = (size_t)r < n;
-                    return r;
-                }
-                if (r == 0) {
-                    conn->reof = 1;
-                    return TC_EOF;
-                }
-                if (r != -EAGAIN)
-                    return broken(conn, (int)r);
-                conn->rdry = 1;
+            trim(conn);
+            ssize_t r = recv_wait(conn, buf, n, deadline);
+            if (r > 0)
+                return r;
+            if (r == 0) {
+                conn->reof = 1;
+                return TC_EOF;
             }
+            return broken(conn, (int)r);
         }
         ssize_t r = fill(conn, deadline, conn->rsize);
         if (r < 0)
@@ -397,7 +526,8 @@ ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n)
         if (conn->reof) {
             r = TC_EOF;
         } else if (n - got >= conn->rsize) {
-            r = tc__sock_recv(conn->fd, dst + got, n - got);
+            trim(conn); /* empty: the rest goes straight into the caller's buffer */
+            r = recv_wait(conn, dst + got, n - got, deadline);
             if (r > 0) {
                 got += (size_t)r;
                 continue;
@@ -405,11 +535,6 @@ ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n)
             if (r == 0) {
                 conn->reof = 1;
                 r = TC_EOF;
-            } else if (r == -EAGAIN) {
-                trim(conn);
-                r = wait_readable(conn, deadline);
-                if (r == 0)
-                    continue;
             }
         } else {
             r = fill(conn, deadline, conn->rsize);
@@ -565,7 +690,9 @@ int tc__conn_wait_message(tc_conn *c)
         return 0;
     if (c->reof)
         return TC_EOF;
-    trim(c);
+    if (c->rpend)
+        return broken(c, take_pending(c));
+    trim_keep(c, c->drain_reaches ? IDLE_ROOM : 0); /* fill_idle keeps a small one */
     /* Idle, then look at the flag: a drain that starts after this store
      * finds the channel idle and shuts it; one that started before it is
      * seen here (both are sequentially consistent). */
@@ -580,6 +707,17 @@ int tc__conn_wait_message(tc_conn *c)
     for (;;) {
         if (c->srv && tc_server_shutting_down(c->srv)) {
             rc = TC_ESHUTDOWN;
+            break;
+        }
+        if (c->drain_reaches) {
+            /* Sleep in recv itself: a drain shuts our read side (we are
+             * marked idle), which ends it like the peer's end of stream. */
+            ssize_t r = fill_idle(c, deadline, frame_room(c), 1);
+            if (r == -EINTR)
+                continue; /* a signal: perhaps the one that asked for shutdown */
+            rc = r > 0 ? 0 : (int)r;
+            if (rc == TC_EOF && tc_server_shutting_down(c->srv))
+                rc = TC_ESHUTDOWN;
             break;
         }
         rc = tc__sock_wait_stop(c->fd, POLLIN, c->srv ? c->srv->stopfd : -1, deadline);
@@ -827,6 +965,17 @@ ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count)
     int64_t deadline = op_deadline(conn);
     size_t sent = 0;
     while (sent < count) {
+        /* sendfile has no MSG_DONTWAIT: on a blocking socket it sleeps, for
+         * no longer than the time left. */
+        int64_t left = conn->blocking ? time_left(deadline) : 0;
+        if (left < 0) {
+            rc = -ETIMEDOUT;
+            if (sent > 0)
+                conn->werr = rc;
+            return rc;
+        }
+        if (conn->blocking && (rc = arm_timeout(conn, SO_SNDTIMEO, &conn->sndtimeo, left)) < 0)
+            return rc;
         ssize_t r = tc__sock_sendfile(conn->fd, file_fd, &offset, count - sent);
         if (r > 0) {
             sent += (size_t)r;
@@ -834,7 +983,7 @@ ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count)
         }
         if (r == 0)
             break; /* the file ended */
-        if (r == -EAGAIN && (r = tc__sock_wait(conn->fd, POLLOUT, deadline)) == 0)
+        if ((r == -EAGAIN || r == -EINTR) && (r = tc__sock_wait(conn->fd, POLLOUT, deadline)) == 0)
             continue;
         if (r != -ETIMEDOUT || sent > 0)
             conn->werr = (int)r;

@@ -29,18 +29,27 @@ int tc__sock_listen(const tc_addr *addr, int backlog, int reuse_addr, int reuse_
  * close-on-exec. 0, -EBADF, -ENOTSOCK, -EPROTOTYPE (not a stream socket),
  * -EINVAL (listening or not, against the wish), or another negated errno. */
 int tc__sock_adopt(int fd, int listening);
-/* Accept one connection (non-blocking, close-on-exec); -EAGAIN when none is pending. */
-int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd);
+/* Accept one connection (close-on-exec; non-blocking unless blocking is
+ * set); -EAGAIN when none is pending. */
+int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd, int blocking);
 /* Start a non-blocking connect; 0 if connected at once, -EINPROGRESS, or an error. */
 int tc__sock_connect_start(const tc_addr *addr, int *out_fd);
 /* The pending error of a socket (SO_ERROR), negated. */
 int tc__sock_error(int fd);
 int tc__sock_local(int fd, tc_addr *out);
 int tc__sock_peer(int fd, tc_addr *out);
-/* recv/send with EINTR retried and MSG_NOSIGNAL: a count, 0 at end of stream
- * (recv only), -EAGAIN when the socket would block, or a negated errno. */
+/* recv/send with EINTR retried, MSG_NOSIGNAL and MSG_DONTWAIT (they never
+ * sleep, whatever the socket's mode): a count, 0 at end of stream (recv
+ * only), -EAGAIN when the socket would block, or a negated errno. */
 ssize_t tc__sock_recv(int fd, void *buf, size_t n);
 ssize_t tc__sock_send(int fd, const void *buf, size_t n);
+/* One recv that may sleep (a blocking socket): a count, 0 at end of stream,
+ * -EINTR (not retried: the caller recomputes its timeout), -EAGAIN when
+ * SO_RCVTIMEO ran out, or a negated errno. */
+ssize_t tc__sock_recv_block(int fd, void *buf, size_t n);
+/* Set SO_RCVTIMEO or SO_SNDTIMEO (opt) to ns nanoseconds, rounded up to a
+ * microsecond; 0 = none. 0 or a negated errno. */
+int tc__sock_set_timeout(int fd, int opt, int64_t ns);
 /* Wait until fd has one of events (POLLIN/POLLOUT) or an error condition,
  * or the deadline passes: 0 or -ETIMEDOUT. EINTR is retried against the deadline. */
 int tc__sock_wait(int fd, short events, int64_t deadline);
@@ -54,11 +63,12 @@ int tc__sock_readable(int fd);
 void tc__sock_shutdown(int fd);
 /* shutdown(how): 0 or a negated errno. */
 int tc__sock_shutdown_how(int fd, int how);
-/* sendmsg(MSG_NOSIGNAL) of at most IOV_MAX entries, EINTR retried: a count,
- * -EAGAIN when the socket would block, or a negated errno. */
+/* sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT) of at most IOV_MAX entries, EINTR
+ * retried: a count, -EAGAIN when the socket would block, or a negated errno. */
 ssize_t tc__sock_sendmsg(int fd, const struct iovec *iov, int cnt);
 /* sendfile with SIGPIPE blocked in the calling thread (sendfile has no
- * MSG_NOSIGNAL): a count, 0 at the end of the file, -EAGAIN, or a negated errno. */
+ * MSG_NOSIGNAL): a count, 0 at the end of the file, -EAGAIN (would block, or
+ * SO_SNDTIMEO ran out), -EINTR (not retried), or a negated errno. */
 ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n);
 /* setsockopt with an int value: 0 or a negated errno. */
 int tc__sock_setopt(int fd, int level, int opt, int value);
@@ -162,6 +172,7 @@ struct tc_conn {
     int reof;          /* the peer's end of stream was seen */
     int rdry;          /* the last receive drained the socket: wait before the next */
     int rerr;          /* sticky: the read side is broken with this code */
+    int rpend;         /* an error that came behind buffered bytes: reported after them */
 
     /* write side: pending data is wbuf[woff, wlen) */
     unsigned char *wbuf;
@@ -170,6 +181,11 @@ struct tc_conn {
     int werr;          /* sticky: the write side is broken with this code */
 
     int msg_style;     /* run by the message loop (drain closes it when idle) */
+    int blocking;      /* the socket is blocking: reads sleep in recv, timed by
+                        * SO_RCVTIMEO (sends still never sleep: MSG_DONTWAIT) */
+    int drain_reaches; /* blocking, and this process's drain shuts the socket when it
+                        * idles between messages: that wait need not watch stopfd */
+    int64_t rcvtimeo, sndtimeo; /* SO_RCVTIMEO / SO_SNDTIMEO as last set (ns; 0 = none) */
     struct tc__evconn *ev; /* set while an event loop runs the channel */
     size_t rscan;      /* bytes of rbuf already scanned for the next frame */
     int rborrowed;     /* rbuf is the event loop's scratch buffer, not ours */
@@ -267,6 +283,12 @@ void tc__theap_free(tc__theap *h);
 typedef struct tc__mode {
     tc_mode id;
     int default_max_conns; /* used when the config says 0 (forking: 40); 0 = TC_DEFAULT_MAX_CONNS */
+    /* Each connection has a thread or process of its own: accept blocking
+     * sockets, so a read is one recv rather than poll + recv. */
+    int blocking;
+    /* The connections run in this process, on threads other than the serving
+     * thread, so the drain can shut the idle message-style ones itself. */
+    int drain_reaches_idle;
     /* Prepare the mode's state once the server is bound (may be NULL). May
      * set srv->mode_fd (polled by the loop; service runs when it is readable)
      * and srv->mode_limit (the most connections the mode takes at once). */

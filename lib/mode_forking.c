@@ -364,6 +364,8 @@ static void forking_stop(tc_server *srv)
 
 const tc__mode tc__mode_forking = {
     .id = TC_MODE_FORKING,
+    /* The child's message waits watch stopfd: the parent cannot see them idle. */
+    .blocking = 1,
     .default_max_conns = 40, /* ForkingMixIn.max_children */
     .start = forking_start,
     .process_request = forking_process_request,

@@ -208,6 +208,8 @@ static void pool_stop(tc_server *srv)
  * joining the other workers (see quit_workers). */
 const tc__mode tc__mode_pool = {
     .id = TC_MODE_POOL,
+    .blocking = 1,
+    .drain_reaches_idle = 1,
     .start = pool_start,
     .process_request = pool_process_request,
     .service = NULL,

@@ -180,6 +180,8 @@ static void threading_stop(tc_server *srv)
 
 const tc__mode tc__mode_threading = {
     .id = TC_MODE_THREADING,
+    .blocking = 1,
+    .drain_reaches_idle = 1,
     .start = threading_start,
     .process_request = threading_process_request,
     .service = threading_service,

@@ -485,7 +485,7 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
     *out = NULL;
     if (srv->spare_fd < 0) /* lost to a race for the last descriptor: take it back */
         srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int fd, rc = tc__sock_accept(srv->lfd, &peer, &fd);
+    int fd, rc = tc__sock_accept(srv->lfd, &peer, &fd, srv->mode->blocking);
     if (rc == -EMFILE || rc == -ENFILE) {
         /* Out of descriptors: without this the level-triggered listener
          * would wake us forever. Linux looks for a free descriptor before it
@@ -494,7 +494,7 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
         int err = rc;
         tc__close(srv->spare_fd);
         srv->spare_fd = -1;
-        rc = tc__sock_accept(srv->lfd, &peer, &fd);
+        rc = tc__sock_accept(srv->lfd, &peer, &fd, srv->mode->blocking);
         if (rc == 0) {
             tc__close(fd);
             tc__server_log(srv, TC_LOG_WARN, "accept: %s; dropping a connection",
@@ -525,6 +525,9 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
     conn->idle_since = tc__now_ns(); /* a queue (pool) counts as silence */
     /* Marked before the connection is visible to a drain, whatever its mode. */
     conn->msg_style = srv->handler.on_message != NULL;
+    conn->blocking = srv->mode->blocking;
+    conn->rdry = conn->blocking; /* its first read sleeps with a small buffer (fill_idle) */
+    conn->drain_reaches = srv->mode->drain_reaches_idle;
     conn_register(srv, conn);
     *out = conn;
     return 0;
@@ -665,6 +668,9 @@ int tc_server_handle_request(tc_server *srv)
     int rc;
     for (;;) {
         if (atomic_load(&srv->shutdown_req)) {
+            /* No drain follows: end the message-style connections idle in
+             * handler threads here (they do not watch stopfd). */
+            tc__server_close_idle(srv);
             (void)take_shutdown(srv);
             atomic_store(&srv->stopping, 0);
             rc = TC_ESHUTDOWN;

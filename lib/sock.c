@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The only file that makes raw socket system calls: close-on-exec and
- * non-blocking descriptors, MSG_NOSIGNAL on every send, EINTR retried,
- * waits against absolute monotonic deadlines. */
+/* The only file that makes raw socket system calls: close-on-exec
+ * descriptors, MSG_NOSIGNAL on every send, EINTR retried, waits against
+ * absolute monotonic deadlines. Sockets are non-blocking, except those of a
+ * connection that has a thread or process of its own (see tc__mode). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -119,14 +121,14 @@ int tc__sock_adopt(int fd, int listening)
     return 0;
 }
 
-int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd)
+int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd, int blocking)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    int fd;
+    int fd, flags = blocking ? SOCK_CLOEXEC : SOCK_NONBLOCK | SOCK_CLOEXEC;
     do {
         len = sizeof ss;
-        fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        fd = accept4(lfd, (struct sockaddr *)&ss, &len, flags);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
@@ -186,18 +188,34 @@ ssize_t tc__sock_recv(int fd, void *buf, size_t n)
 {
     ssize_t r;
     do
-        r = recv(fd, buf, n, 0);
+        r = recv(fd, buf, n, MSG_DONTWAIT); /* never sleeps, even on a blocking socket */
     while (r < 0 && errno == EINTR);
     if (r < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     return r;
 }
 
+ssize_t tc__sock_recv_block(int fd, void *buf, size_t n)
+{
+    ssize_t r = recv(fd, buf, n, 0);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return r;
+}
+
+int tc__sock_set_timeout(int fd, int opt, int64_t ns)
+{
+    /* Whole microseconds, rounded up: {0, 0} would mean "no timeout". */
+    int64_t us = (ns + 999) / 1000;
+    struct timeval tv = {.tv_sec = (time_t)(us / 1000000), .tv_usec = (suseconds_t)(us % 1000000)};
+    return setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof tv) < 0 ? -errno : 0;
+}
+
 ssize_t tc__sock_send(int fd, const void *buf, size_t n)
 {
     ssize_t r;
     do
-        r = send(fd, buf, n, MSG_NOSIGNAL);
+        r = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (r < 0 && errno == EINTR);
     if (r < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
@@ -212,7 +230,7 @@ ssize_t tc__sock_sendmsg(int fd, const struct iovec *iov, int cnt)
     m.msg_iovlen = (size_t)(cnt < IOV_MAX ? cnt : IOV_MAX);
     ssize_t r;
     do
-        r = sendmsg(fd, &m, MSG_NOSIGNAL);
+        r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (r < 0 && errno == EINTR);
     if (r < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
@@ -231,10 +249,9 @@ ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n)
     sigpending(&pending);
     int was_pending = sigismember(&pending, SIGPIPE) == 1;
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    ssize_t r;
-    do
-        r = sendfile(fd, file_fd, offset, n);
-    while (r < 0 && errno == EINTR);
+    /* EINTR is not retried here: on a blocking socket the caller recomputes
+     * SO_SNDTIMEO from its deadline first. */
+    ssize_t r = sendfile(fd, file_fd, offset, n);
     int err = r < 0 ? errno : 0;
     if (err == EPIPE && !was_pending) {
         const struct timespec zero = {0, 0};

@@ -4,10 +4,13 @@
  * @brief tc_conn, the channel: one connected stream socket, handed to request
  *        handlers on the server side and returned by tc_dial() on the client side.
  *
- * Sockets are non-blocking inside; the blocking calls here wait with poll()
- * against an absolute deadline computed from the channel's timeout, so a
- * timeout is exact, interrupted system calls are retried and EINTR never
- * reaches the caller. Sends use MSG_NOSIGNAL: a closed peer gives -EPIPE,
+ * The blocking calls here wait against an absolute deadline computed from
+ * the channel's timeout, so a timeout is exact, interrupted system calls are
+ * retried and EINTR never reaches the caller: with poll() on a non-blocking
+ * socket, or, for a server connection with a thread or process of its own
+ * (threading, pool, forking, inline), asleep in recv() on a blocking socket
+ * whose SO_RCVTIMEO the library sets (sends never sleep in the kernel:
+ * MSG_DONTWAIT, then poll()). Sends use MSG_NOSIGNAL: a closed peer gives -EPIPE,
  * never SIGPIPE.
  *
  * @par Thread safety
