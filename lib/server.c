@@ -527,6 +527,8 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
     conn->msg_style = srv->handler.on_message != NULL;
     conn->blocking = srv->mode->blocking;
     conn->rdry = conn->blocking; /* its first read sleeps with a small buffer (fill_idle) */
+    if (conn->blocking)
+        tc__conn_idle_buffer(conn);
     conn->drain_reaches = srv->mode->drain_reaches_idle;
     conn_register(srv, conn);
     *out = conn;
