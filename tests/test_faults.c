@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accept_hook.h"
 #include "alloc_hook.h"
 #include "helpers.h"
 
@@ -451,6 +452,179 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
     cr_assert_eq(tc_test_server_stop(&ts), 0);
     expect_counts(before, name);
     fx_free(x);
+}
+
+/* The descriptors of this process that are /dev/null, as flags over [0, n). */
+static void devnull_fds(unsigned char *set, int n)
+{
+    memset(set, 0, (size_t)n);
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        char path[320], link[64];
+        if (e->d_name[0] == '.' || fd == dirfd(d) || fd >= n)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, link, sizeof link - 1);
+        if (len > 0) {
+            link[len] = '\0';
+            set[fd] = strcmp(link, "/dev/null") == 0;
+        }
+    }
+    closedir(d);
+}
+
+static int64_t process_cpu_ns(void)
+{
+    struct rusage ru;
+    cr_assert_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+           ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
+enum starvation { SPARE_LOST, SYSTEM_TABLE_FULL };
+
+/* A client arrives while no descriptor can be had even with the spare freed:
+ * SPARE_LOST lowers RLIMIT_NOFILE to the spare's own number with every slot
+ * below it taken, so the spare cannot come back; SYSTEM_TABLE_FULL makes
+ * accept fail with ENFILE (tests/accept_hook.c). The server must pause
+ * accepting rather than spin on the ready listener: over a window in which
+ * it fails ATTEMPTS times (and WINDOW_MS at least), the process's CPU time
+ * stays under a fifth of the wall time; it logs the shortage once, keeps
+ * serving the connection it has, neither takes nor drops the client
+ * meanwhile, and accepts it once descriptors are back, without a connection
+ * having to end first. */
+static void starve(tc_mode mode, enum starvation how)
+{
+    enum { FDMAX = 4096, ATTEMPTS = 5, WINDOW_MS = 200 };
+    static unsigned char null0[FDMAX], null1[FDMAX];
+    static int fill[FDMAX];
+    const char *name = tc_mode_name(mode);
+    struct fx *x = fx_new();
+    acc_init();
+    struct counts before = counts_now();
+    tc_server_config cfg = f_config(mode, x);
+    cfg.workers = 1;
+    tc_handler h = f_handler(x);
+    devnull_fds(null0, FDMAX);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    devnull_fds(null1, FDMAX);
+    int spare = -1, nspare = 0;
+    for (int fd = 0; fd < FDMAX; fd++)
+        if (null1[fd] && !null0[fd])
+            spare = fd, nspare++;
+    cr_assert_eq(nspare, 1, "%d new /dev/null descriptors: which is the spare?", nspare);
+    int a = -1;
+    if (mode != TC_MODE_INLINE) { /* inline serves one connection at a time */
+        a = tc_test_connect_ok(&ts.addr);
+        cl_echo(a, "before");
+    }
+    int b = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(b, 0);
+    struct timeval tv = {TC_TEST_WAIT_MS / 1000, 0};
+    setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+    struct rlimit old, rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int nfill = 0, probe = -1, probe_err = 0;
+    if (how == SPARE_LOST) {
+        /* Every slot below the spare taken, and the limit at the spare: the
+         * slot its closing frees is out of reach. */
+        for (int fd; (fd = fcntl(b, F_DUPFD_CLOEXEC, 0)) >= 0;) {
+            if (fd > spare) {
+                close(fd);
+                break;
+            }
+            fill[nfill++] = fd;
+        }
+        rl = old;
+        rl.rlim_cur = (rlim_t)spare;
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        probe = fcntl(b, F_DUPFD_CLOEXEC, 0);
+        probe_err = errno;
+    } else {
+        acc_fail(ENFILE, -1);
+    }
+
+    long f0 = acc_out_of_fds();
+    int64_t cpu0 = process_cpu_ns(), t0 = tc_test_now_ns();
+    int conn_rc = connect(b, &ts.addr.u.sa, ts.addr.len);
+    int waited = acc_wait_out_of_fds(f0 + 2 * ATTEMPTS, TC_TEST_WAIT_MS);
+    /* The window lasts a little longer than the failures it waited for, so
+     * that a loop spinning on the listener shows in the ratio. */
+    int during = 0, turns = 0;
+    do {
+        turns++;
+        during += a >= 0 && cl_try_echo(a, "during") == 0;
+        nap_ms(20);
+    } while (tc_test_now_ns() - t0 < (int64_t)WINDOW_MS * 1000000);
+    int64_t cpu = process_cpu_ns() - cpu0, wall = tc_test_now_ns() - t0;
+    struct pollfd p = {.fd = b, .events = POLLIN};
+    int b_early = poll(&p, 1, 0); /* served or dropped while starved */
+    tc_stats st;
+    cr_assert_eq(tc_server_stats(ts.srv, &st), 0);
+    unsigned long long accepted_starved = st.accepted;
+
+    /* Descriptors are back. */
+    if (how == SPARE_LOST) {
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+        for (int i = 0; i < nfill; i++)
+            close(fill[i]);
+    }
+    acc_disarm();
+    unsigned long long want = a >= 0 ? 2u : 1u;
+
+    if (how == SPARE_LOST) {
+        cr_assert_lt(probe, 0, "descriptors were not exhausted");
+        cr_assert_eq(probe_err, EMFILE);
+    }
+    cr_assert_eq(conn_rc, 0, "connect: %s", strerror(errno));
+    cr_assert_eq(waited, 0, "%s: %ld accepts failed for want of descriptors, not %d", name,
+                 acc_out_of_fds() - f0, 2 * ATTEMPTS);
+    cr_assert_lt(cpu * 5, wall, "%s: the process used %lld ms of CPU in %lld ms", name,
+                 (long long)(cpu / 1000000), (long long)(wall / 1000000));
+    cr_assert_eq(b_early, 0, "%s: the client was answered while descriptors were short", name);
+    cr_assert_eq(accepted_starved, want - 1, "%s: %llu accepted", name, accepted_starved);
+    if (a >= 0)
+        cr_assert_eq(during, turns, "%s: the connection accepted before was not served", name);
+    cr_assert_eq(atomic_load(&x->drops), 0, "%s: a client dropped", name);
+    cr_assert_eq(atomic_load(&x->other_logs), 1, "%s: %d warnings, the first \"%s\"", name,
+                 atomic_load(&x->other_logs), x->first_log);
+    cr_assert(strstr(x->first_log, "pausing accepts"), "%s: logged \"%s\"", name, x->first_log);
+
+    /* The client is taken at the end of the pause, while `a` still lives. */
+    WAIT_UNTIL((tc_server_stats(ts.srv, &st), st.accepted == want), TC_TEST_WAIT_MS);
+    cr_assert_eq(st.accepted, want, "%s: %llu accepted once descriptors were back", name,
+                 st.accepted);
+    if (a >= 0) {
+        cl_echo(a, "still");
+        cl_close(a); /* a pool's one worker serves b once a has gone */
+    }
+    cl_echo(b, "recovered");
+    cl_close(b);
+    wait_idle(&ts);
+    cr_assert_eq(atomic_load(&x->nerr), 0);
+    cr_assert_eq(atomic_load(&x->other_logs), 1, "%s: logged \"%s\" and more", name, x->first_log);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    expect_counts(before, name);
+    fx_free(x);
+}
+
+MODE_PARAMS(faults, accept_spare_lost, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
+            TC_MODE_EVENT)
+ParameterizedTest(tc_mode *mode, faults, accept_spare_lost, .timeout = 30)
+{
+    starve(*mode, SPARE_LOST);
+}
+
+MODE_PARAMS(faults, accept_system_table_full, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
+            TC_MODE_EVENT)
+ParameterizedTest(tc_mode *mode, faults, accept_system_table_full, .timeout = 30)
+{
+    starve(*mode, SYSTEM_TABLE_FULL);
 }
 
 /* ---- allocation failures, site by site ------------------------------------------------------- */
