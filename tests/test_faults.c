@@ -257,94 +257,12 @@ static int cl_closed(int fd)
 
 /* ---- resources ------------------------------------------------------------------------------- */
 
-static int count_children(void)
-{
-    DIR *d = opendir("/proc");
-    cr_assert_not_null(d);
-    pid_t me = getpid();
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char *end, path[64], buf[512];
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        char state;
-        int ppid;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me)
-            n++;
-    }
-    closedir(d);
-    return n;
-}
-
-struct counts {
-    int fds, threads, children;
-};
-
-static struct counts counts_now(void)
-{
-    struct counts c = {tc_test_count_fds(), tc_test_count_threads(), count_children()};
-    return c;
-}
-
-static void expect_counts(struct counts before, const char *what)
-{
-    struct counts now;
-    WAIT_UNTIL((now = counts_now(), now.fds == before.fds && now.threads <= before.threads &&
-                                        now.children == before.children),
-               TC_TEST_WAIT_MS);
-    cr_expect_eq(now.fds, before.fds, "%s: %d descriptors, %d before", what, now.fds, before.fds);
-    cr_expect_leq(now.threads, before.threads, "%s: %d threads, %d before", what, now.threads,
-                  before.threads);
-    cr_expect_eq(now.children, before.children, "%s: %d children, %d before", what, now.children,
-                 before.children);
-}
-
 static void expect_no_leak(const char *what)
 {
     cr_expect_eq(ah_leak_check(), 0, "%s: LeakSanitizer found leaks (see above)", what);
 }
 
-static void kill_children(void)
-{
-    DIR *d = opendir("/proc");
-    if (!d)
-        return;
-    pid_t me = getpid();
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char path[320], buf[512];
-        long pid = strtol(e->d_name, NULL, 10);
-        if (pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        int ppid;
-        char state;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me) {
-            kill((pid_t)pid, SIGKILL);
-            waitpid((pid_t)pid, NULL, 0);
-        }
-    }
-    closedir(d);
-}
-
-TestSuite(faults, .timeout = 30, .fini = kill_children);
+TestSuite(faults, .timeout = 30, .fini = tc_test_kill_children);
 
 /* ---- out of descriptors on accept ------------------------------------------------------------ */
 
@@ -373,7 +291,7 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
     const int W = tc_test_ms(500);
     const char *name = tc_mode_name(*mode);
     struct fx *x = fx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = f_config(*mode, x);
     cfg.workers = 1;
     tc_handler h = f_handler(x);
@@ -450,7 +368,7 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
     cr_assert_eq(st.accepted, a >= 0 ? 2u : 1u, "%s: %llu accepted", name, st.accepted);
     cr_assert_eq(atomic_load(&x->nerr), 0);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, name);
+    tc_test_expect_counts(before, NULL, 0, name);
     fx_free(x);
 }
 
@@ -504,7 +422,7 @@ static void starve(tc_mode mode, enum starvation how)
     const char *name = tc_mode_name(mode);
     struct fx *x = fx_new();
     acc_init();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = f_config(mode, x);
     cfg.workers = 1;
     tc_handler h = f_handler(x);
@@ -609,7 +527,7 @@ static void starve(tc_mode mode, enum starvation how)
     cr_assert_eq(atomic_load(&x->nerr), 0);
     cr_assert_eq(atomic_load(&x->other_logs), 1, "%s: logged \"%s\" and more", name, x->first_log);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, name);
+    tc_test_expect_counts(before, NULL, 0, name);
     fx_free(x);
 }
 
@@ -634,36 +552,6 @@ ParameterizedTest(tc_mode *mode, faults, accept_system_table_full, .timeout = 30
 static const tc_mode all_modes[] = {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING,
                                     TC_MODE_POOL, TC_MODE_EVENT};
 
-/* The number of this process's threads if all but the caller are asleep
- * (blocked: the server's threads waiting for work, past their start, which
- * under ASan allocates), else 0. */
-static int threads_asleep(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    cr_assert_not_null(d);
-    pid_t me = (pid_t)syscall(SYS_gettid);
-    int n = 0, awake = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        n++;
-        char path[320], buf[256];
-        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        if (atoi(e->d_name) != me && rp && rp[1] == ' ' && rp[2] != 'S')
-            awake++;
-    }
-    closedir(d);
-    return awake ? 0 : n;
-}
-
 /* tc_server_create in every mode, with a trusted-proxy list to copy: every
  * allocation fails in turn; each failure is -ENOMEM (-EAGAIN when a pool
  * worker cannot be started), leaves *out alone, and releases everything
@@ -676,7 +564,7 @@ Test(faults, server_create_out_of_memory, .timeout = 60)
             continue;
         const char *name = tc_mode_name(all_modes[m]);
         struct fx *x = fx_new();
-        struct counts before = counts_now();
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
         tc_server_config cfg = f_config(all_modes[m], x);
         cfg.proxy_trusted = "10.0.0.0/8, ::1/128, unix";
         tc_handler h = f_handler(x);
@@ -694,11 +582,11 @@ Test(faults, server_create_out_of_memory, .timeout = 60)
             cr_assert(rc == -ENOMEM || rc == -EAGAIN, "%s: allocation %ld failed: %s", name, n,
                       tc_err_name(rc));
             cr_assert_eq(srv, (tc_server *)&n, "%s: *out written on failure", name);
-            expect_counts(before, name);
+            tc_test_expect_counts(before, NULL, 0, name);
         }
         cr_assert_gt(n, 1, "%s: tc_server_create allocates nothing?", name);
         cr_log_info("%s: tc_server_create makes %ld allocations", name, n - 1);
-        expect_counts(before, name);
+        tc_test_expect_counts(before, NULL, 0, name);
         fx_free(x);
     }
     expect_no_leak("tc_server_create");
@@ -730,7 +618,7 @@ Test(faults, dial_out_of_memory, .timeout = 60)
             tc_conn_close(c);
         }
         wait_idle(&ts); /* the server's side of the last channel closed too */
-        struct counts before = counts_now();
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
         long n;
         for (n = 1; n < WALK_MAX; n++) {
             c = (tc_conn *)&n;
@@ -749,7 +637,7 @@ Test(faults, dial_out_of_memory, .timeout = 60)
                       "%s: allocation %ld failed: %s", targets[t], n, tc_err_name(rc));
             cr_assert_eq(c, (tc_conn *)&n, "*out written on failure");
             if (t == 0) {
-                expect_counts(before, targets[t]);
+                tc_test_expect_counts(before, NULL, 0, targets[t]);
             } else {
                 /* The resolver may drop a descriptor it keeps (glibc's own
                  * cache) when it fails: none more than before, then. */
@@ -786,7 +674,7 @@ static void serve_walk(tc_mode m, int workers)
     snprintf(name, sizeof name, "%s/%d", tc_mode_name(m), workers);
     ah_init();
     struct fx *x = fx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = f_config(*mode, x);
     cfg.workers = workers;
     const int idle = tc_test_ms(200);
@@ -800,7 +688,7 @@ static void serve_walk(tc_mode m, int workers)
     int want = threads + 1 + (*mode == TC_MODE_POOL ? cfg.workers : 0) +
                (*mode == TC_MODE_EVENT ? cfg.workers - 1 : 0);
     int asleep;
-    WAIT_UNTIL((asleep = threads_asleep()) >= want, TC_TEST_WAIT_MS);
+    WAIT_UNTIL((asleep = tc_test_threads_asleep()) >= want, TC_TEST_WAIT_MS);
     cr_assert_geq(asleep, want, "the server's threads did not settle");
     /* First a client that sends nothing: only its idle timeout (a timer armed
      * when it opens, the first of the loop's) ends it. Memory stays short
@@ -867,7 +755,7 @@ static void serve_walk(tc_mode m, int workers)
                 failed_exchanges);
     cr_assert_gt(n, 1);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, name);
+    tc_test_expect_counts(before, NULL, 0, name);
     fx_free(x);
     expect_no_leak(name);
 }
@@ -1564,7 +1452,7 @@ ParameterizedTest(tc_mode *mode, faults, shutdown_mid_write, .timeout = 30)
     const int DRAIN = 200, GRACE = 1000; /* GRACE: lib/server.c's DRAIN_GRACE_MS */
     const char *name = tc_mode_name(*mode);
     struct fx *x = fx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = f_config(*mode, x);
     cfg.conn_timeout_ms = tc_test_ms(60000);
     cfg.drain_timeout_ms = DRAIN;
@@ -1605,6 +1493,6 @@ ParameterizedTest(tc_mode *mode, faults, shutdown_mid_write, .timeout = 30)
     }
     cl_close(fd);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, name);
+    tc_test_expect_counts(before, NULL, 0, name);
     fx_free(x);
 }
