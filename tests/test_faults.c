@@ -162,6 +162,8 @@ static void f_close(tc_conn *c, int reason, void *ctx)
 
 #define BIG ((size_t)64 << 20)
 static unsigned char big_buf[BIG]; /* zero pages: costs address space only */
+#define LARGE (20 * 1024) /* over the write buffer: printf formats in a temporary */
+static char large_line[LARGE + 2];
 
 /* Echo each line; "big" is answered with BIG bytes (raw). */
 static int f_message(tc_conn *c, const void *msg, size_t len, void *ctx)
@@ -253,13 +255,6 @@ static int cl_closed(int fd)
         if (n < 0 && errno != EINTR)
             return -errno;
     }
-}
-
-/* ---- resources ------------------------------------------------------------------------------- */
-
-static void expect_no_leak(const char *what)
-{
-    cr_expect_eq(ah_leak_check(), 0, "%s: LeakSanitizer found leaks (see above)", what);
 }
 
 TestSuite(faults, .timeout = 30, .fini = tc_test_kill_children);
@@ -549,6 +544,11 @@ ParameterizedTest(tc_mode *mode, faults, accept_system_table_full, .timeout = 30
 
 #define WALK_MAX 2000
 
+static void expect_no_leak(const char *what)
+{
+    cr_expect_eq(ah_leak_check(), 0, "%s: LeakSanitizer found leaks (see above)", what);
+}
+
 static const tc_mode all_modes[] = {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING,
                                     TC_MODE_POOL, TC_MODE_EVENT};
 
@@ -781,8 +781,6 @@ enum op { OP_WRITE, OP_PRINTF, OP_PRINTF_LARGE, OP_READ_LINE, OP_READ_EXACT, OP_
 static const char *const op_names[] = {"write", "printf", "printf (large)", "read_line",
                                        "read_exact", "read_frame", "peek", "read", "send_all"};
 
-#define LARGE (20 * 1024) /* over the write buffer: printf formats in a temporary */
-static char large_line[LARGE + 2];
 
 /* Run op on c: its result (< 0 an error). */
 static long do_op(enum op op, tc_conn *c, char *out, size_t *outlen)
