@@ -341,6 +341,9 @@ struct tc_server {
     int local_known;      /* addr is every accepted socket's local address (no wildcard) */
     int wakefd;           /* eventfd written by tc_server_shutdown() */
     int spare_fd;         /* reserve descriptor for EMFILE on accept */
+    _Atomic int64_t accept_paused_until; /* no accept before this (ns): out of
+                                          * descriptors even with the spare freed */
+    int accept_backoff_ms; /* the next pause (accepting thread only) */
     int unix_created;     /* we created a unix socket file ... */
     dev_t unix_dev;       /* ... identified by device and inode */
     ino_t unix_ino;
@@ -386,9 +389,13 @@ int tc__server_proxy_verdict(tc_server *srv, tc_conn *conn, int rc, const tc__pr
 /* Accept one pending connection, apply verify_request, wrap and register it:
  * 0 with *out set, 0 with *out NULL (refused or dropped), -EAGAIN (none), or an error. */
 int tc__server_accept(tc_server *srv, tc_conn **out);
-/* Whether the connection limit allows another accept; if not, the next
- * connection to end writes the server's wake-up eventfd. */
+/* Whether the connection limit allows another accept, and accepting is not
+ * paused for want of descriptors; if not, the next connection to end writes
+ * the server's wake-up eventfd (and ends the pause). */
 int tc__server_may_accept(tc_server *srv);
+/* timeout_ms (-1: none) shortened to the end of an accept pause, so that a
+ * loop waiting without the listener wakes up to try again. */
+int tc__server_accept_timeout(tc_server *srv, int timeout_ms);
 /* Hold and drop a reference on the server: the last drop frees it (after
  * destroy, with daemon connections, that may be in a handler thread). */
 void tc__server_ref(tc_server *srv);

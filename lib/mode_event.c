@@ -674,7 +674,10 @@ static void run_loop(struct loop *lp)
     tc_server *srv = lp->srv;
     tc__pevent ev[TC__POLL_BATCH];
     for (;;) {
-        int n = tc__poller_wait(lp->poller, ev, TC__POLL_BATCH, next_timeout_ms(lp));
+        int timeout = next_timeout_ms(lp);
+        if (lp->idx == 0) /* the listener's loop: wake at the end of an accept pause */
+            timeout = tc__server_accept_timeout(srv, timeout);
+        int n = tc__poller_wait(lp->poller, ev, TC__POLL_BATCH, timeout);
         if (n < 0) {
             tc__server_log(srv, TC_LOG_ERROR, "event loop %d: %s", lp->idx, tc_strerror(n));
             break;

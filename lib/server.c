@@ -26,6 +26,10 @@
 #define DRAIN_GRACE_MS 1000 /* after the sockets are shut down, for finish to run */
 #define ACCEPTS_PER_TURN 32 /* fairness: the loop's other duties run between batches */
 #define DEFAULT_PROXY_TIMEOUT_MS 5000
+/* Out of descriptors even with the spare freed: stop polling the listener
+ * (level-triggered, it stays ready) for a pause that doubles while it lasts. */
+#define ACCEPT_PAUSE_MIN_MS 10
+#define ACCEPT_PAUSE_MAX_MS 500
 
 void tc__server_log(tc_server *srv, tc_log_level level, const char *fmt, ...)
 {
@@ -218,6 +222,9 @@ void tc__server_conn_done(tc_server *srv, tc_conn *conn)
     pthread_mutex_unlock(&srv->mu);
     tc__conn_free(conn);
     atomic_fetch_sub(&srv->active, 1);
+    /* A descriptor was freed: a pause for want of them ends here. */
+    if (atomic_load(&srv->accept_paused_until))
+        atomic_store(&srv->accept_paused_until, 0);
     if (atomic_exchange(&srv->at_limit, 0))
         wake(srv);
     tc__server_release(srv);
@@ -477,6 +484,30 @@ int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_hand
     return create_server(out, cfg, handler, 1);
 }
 
+/* Stop accepting for a while: a pause that doubles while descriptors stay
+ * short, cut short when a connection ends. Logged once per shortage. */
+static void pause_accepting(tc_server *srv, int err)
+{
+    if (!srv->accept_backoff_ms) {
+        srv->accept_backoff_ms = ACCEPT_PAUSE_MIN_MS;
+        tc__server_log(srv, TC_LOG_WARN, "accept: %s, even with the reserve descriptor freed; "
+                       "pausing accepts until descriptors free", tc_strerror(err));
+    }
+    atomic_store(&srv->accept_paused_until, tc__deadline_ms(srv->accept_backoff_ms));
+    if (srv->accept_backoff_ms < ACCEPT_PAUSE_MAX_MS)
+        srv->accept_backoff_ms *= 2;
+}
+
+/* A client was taken: the shortage, if there was one, is over. */
+static void accepting_again(tc_server *srv)
+{
+    if (!srv->accept_backoff_ms)
+        return;
+    srv->accept_backoff_ms = 0;
+    atomic_store(&srv->accept_paused_until, 0);
+    tc__server_log(srv, TC_LOG_INFO, "accept: descriptors available again; accepting");
+}
+
 /* Accept one connection, filter it and hand it to the mode.
  * 0 when one was taken (served or refused), -EAGAIN when none was pending. */
 int tc__server_accept(tc_server *srv, tc_conn **out)
@@ -501,13 +532,23 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
                            tc_strerror(err));
         }
         srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (rc == 0)
-            return 0; /* -EAGAIN below: nobody was waiting, nothing to report */
+        if (rc == -EMFILE || rc == -ENFILE) {
+            /* Not even the spare's slot helps (others took it, or the
+             * limit went below it; or the system's table is full): asking
+             * again now would spin. Pause; the caller sees nothing pending. */
+            pause_accepting(srv, rc);
+            return -EAGAIN;
+        }
+        if (rc == 0) {
+            accepting_again(srv);
+            return 0;
+        } /* -EAGAIN below: nobody was waiting, nothing to report */
     }
     if (rc == -ECONNABORTED || rc == -EPROTO || rc == -EPERM)
         return 0; /* that client is gone; others may be waiting */
     if (rc < 0)
         return rc;
+    accepting_again(srv);
     atomic_fetch_add(&srv->accepted, 1);
     if (srv->cfg.hooks.verify_request &&
         srv->cfg.hooks.verify_request(srv, &peer, srv->cfg.hooks.ctx) < 0) {
@@ -561,8 +602,41 @@ static int take_shutdown(tc_server *srv)
     return atomic_exchange(&srv->shutdown_req, 0);
 }
 
+/* Whether an accept pause is on; if so, the next connection to end wakes the loop. */
+static int accept_paused(tc_server *srv)
+{
+    int64_t until = atomic_load(&srv->accept_paused_until);
+    if (!until)
+        return 0;
+    if (tc__now_ns() >= until) { /* over: a wait must not keep aiming at its end */
+        (void)atomic_compare_exchange_strong(&srv->accept_paused_until, &until, 0);
+        return 0;
+    }
+    atomic_store(&srv->at_limit, 1);
+    /* Re-check: a connection may have ended (and ended the pause) meanwhile. */
+    if (!atomic_load(&srv->accept_paused_until)) {
+        atomic_store(&srv->at_limit, 0);
+        return 0;
+    }
+    return 1;
+}
+
+int tc__server_accept_timeout(tc_server *srv, int timeout_ms)
+{
+    int64_t until = atomic_load(&srv->accept_paused_until);
+    if (!until)
+        return timeout_ms;
+    int64_t left = until - tc__now_ns();
+    if (left <= 0)
+        return timeout_ms; /* over (may_accept clears it) */
+    int ms = (int)((left + 999999) / 1000000); /* round up: never wake early */
+    return timeout_ms < 0 || ms < timeout_ms ? ms : timeout_ms;
+}
+
 int tc__server_may_accept(tc_server *srv)
 {
+    if (accept_paused(srv))
+        return 0;
     if (!srv->limit || atomic_load(&srv->active) < (unsigned)srv->limit)
         return 1;
     atomic_store(&srv->at_limit, 1);
@@ -581,7 +655,7 @@ static int wait_ready(tc_server *srv, int timeout_ms)
     struct pollfd p[3] = {{.fd = srv->wakefd, .events = POLLIN},
                           {.fd = srv->mode_fd, .events = POLLIN},
                           {.fd = tc__server_may_accept(srv) ? srv->lfd : -1, .events = POLLIN}};
-    int r = poll(p, 3, timeout_ms);
+    int r = poll(p, 3, tc__server_accept_timeout(srv, timeout_ms));
     if (r < 0)
         return errno == EINTR ? 0 : -errno;
     if (p[0].revents & POLLIN) {

@@ -8,13 +8,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- time ------------------------------------------------------------------ */
@@ -432,6 +435,126 @@ int tc_test_wait_threads(int expected, int ms)
         nanosleep(&ts, NULL);
     }
     return n;
+}
+
+/* The state and parent of process pid (from /proc/<pid>/stat): 0, or -1 if it is gone. */
+static int proc_stat(long pid, char *state, long *ppid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1; /* gone meanwhile */
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    char *rp = strrchr(buf, ')'); /* the command name may hold anything */
+    int pp;
+    if (!rp || sscanf(rp + 1, " %c %d", state, &pp) != 2)
+        return -1;
+    *ppid = pp;
+    return 0;
+}
+
+int tc_test_count_children(const pid_t *except, size_t n, int *zombies)
+{
+    DIR *d = opendir("/proc");
+    cr_assert_not_null(d);
+    pid_t me = getpid();
+    int k = 0, z = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end, state;
+        long pid = strtol(e->d_name, &end, 10), ppid;
+        if (*end || pid <= 0)
+            continue;
+        int skip = 0;
+        for (size_t i = 0; i < n; i++)
+            skip |= except[i] > 0 && pid == except[i];
+        if (skip || proc_stat(pid, &state, &ppid) < 0 || ppid != me)
+            continue;
+        k++;
+        z += state == 'Z';
+    }
+    closedir(d);
+    if (zombies)
+        *zombies = z;
+    return k;
+}
+
+int tc_test_threads_asleep(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    pid_t me = (pid_t)syscall(SYS_gettid);
+    int n = 0, awake = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        n++;
+        char path[320], buf[256];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')');
+        if (atoi(e->d_name) != me && rp && rp[1] == ' ' && rp[2] != 'S')
+            awake++;
+    }
+    closedir(d);
+    return awake ? 0 : n;
+}
+
+void tc_test_kill_children(void)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    pid_t me = getpid();
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char state;
+        long pid = strtol(e->d_name, NULL, 10), ppid;
+        if (pid <= 0 || proc_stat(pid, &state, &ppid) < 0 || ppid != me)
+            continue;
+        kill((pid_t)pid, SIGKILL);
+        waitpid((pid_t)pid, NULL, 0);
+    }
+    closedir(d);
+}
+
+tc_test_counts tc_test_counts_now(const pid_t *except, size_t n)
+{
+    tc_test_counts c = {tc_test_count_fds(), tc_test_count_threads(),
+                        tc_test_count_children(except, n, NULL)};
+    return c;
+}
+
+void tc_test_expect_counts(tc_test_counts before, const pid_t *except, size_t n,
+                           const char *what)
+{
+    /* Nothing signals the end of a thread's or a child's last trace in
+     * /proc: this wait polls, with a deadline. */
+    int64_t end = tc_test_now_ms() + TC_TEST_WAIT_MS;
+    tc_test_counts now;
+    for (;;) {
+        now = tc_test_counts_now(except, n);
+        if ((now.fds == before.fds && now.threads <= before.threads &&
+             now.children == before.children) ||
+            tc_test_now_ms() >= end)
+            break;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_expect_eq(now.fds, before.fds, "%s: %d descriptors, %d before", what, now.fds, before.fds);
+    cr_expect_leq(now.threads, before.threads, "%s: %d threads, %d before", what, now.threads,
+                  before.threads);
+    cr_expect_eq(now.children, before.children, "%s: %d children, %d before", what, now.children,
+                 before.children);
 }
 
 void tc_test_tmpdir(char *buf, size_t n)

@@ -127,6 +127,29 @@ int tc_test_count_threads(void);
  * returns; poll (bounded) until the count is <= expected. Returns the last count. */
 int tc_test_wait_threads(int expected, int ms);
 
+/* This process's children (scanning /proc for ppid == getpid()), but the n
+ * pids in except (may be NULL); *zombies (if not NULL) receives how many of
+ * them are in state Z. */
+int tc_test_count_children(const pid_t *except, size_t n, int *zombies);
+/* The number of this process's threads if all but the caller are asleep
+ * (blocked in the kernel: state S), else 0. */
+int tc_test_threads_asleep(void);
+/* SIGKILL and reap every child of this process (a suite's .fini: no child
+ * may outlive a test, even a failed one). */
+void tc_test_kill_children(void);
+
+/* Descriptors, threads and children (but the n pids in except) right now. */
+typedef struct tc_test_counts {
+    int fds, threads, children;
+} tc_test_counts;
+tc_test_counts tc_test_counts_now(const pid_t *except, size_t n);
+/* Expect the counts of before again: the same descriptors and children, no
+ * more threads. Threads linger in /proc/self/task for a moment after they
+ * end, and detached threads, reapers and children end on their own: waits
+ * (bounded, TC_TEST_WAIT_MS) for that first. what names the check. */
+void tc_test_expect_counts(tc_test_counts before, const pid_t *except, size_t n,
+                           const char *what);
+
 /* Create a fresh directory under /tmp (short, for sun_path); asserts. */
 void tc_test_tmpdir(char *buf, size_t n);
 /* Remove the files in dir, then dir itself (one level). */

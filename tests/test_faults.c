@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accept_hook.h"
 #include "alloc_hook.h"
 #include "helpers.h"
 
@@ -161,6 +162,8 @@ static void f_close(tc_conn *c, int reason, void *ctx)
 
 #define BIG ((size_t)64 << 20)
 static unsigned char big_buf[BIG]; /* zero pages: costs address space only */
+#define LARGE (20 * 1024) /* over the write buffer: printf formats in a temporary */
+static char large_line[LARGE + 2];
 
 /* Echo each line; "big" is answered with BIG bytes (raw). */
 static int f_message(tc_conn *c, const void *msg, size_t len, void *ctx)
@@ -254,96 +257,7 @@ static int cl_closed(int fd)
     }
 }
 
-/* ---- resources ------------------------------------------------------------------------------- */
-
-static int count_children(void)
-{
-    DIR *d = opendir("/proc");
-    cr_assert_not_null(d);
-    pid_t me = getpid();
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char *end, path[64], buf[512];
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        char state;
-        int ppid;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me)
-            n++;
-    }
-    closedir(d);
-    return n;
-}
-
-struct counts {
-    int fds, threads, children;
-};
-
-static struct counts counts_now(void)
-{
-    struct counts c = {tc_test_count_fds(), tc_test_count_threads(), count_children()};
-    return c;
-}
-
-static void expect_counts(struct counts before, const char *what)
-{
-    struct counts now;
-    WAIT_UNTIL((now = counts_now(), now.fds == before.fds && now.threads <= before.threads &&
-                                        now.children == before.children),
-               TC_TEST_WAIT_MS);
-    cr_expect_eq(now.fds, before.fds, "%s: %d descriptors, %d before", what, now.fds, before.fds);
-    cr_expect_leq(now.threads, before.threads, "%s: %d threads, %d before", what, now.threads,
-                  before.threads);
-    cr_expect_eq(now.children, before.children, "%s: %d children, %d before", what, now.children,
-                 before.children);
-}
-
-static void expect_no_leak(const char *what)
-{
-    cr_expect_eq(ah_leak_check(), 0, "%s: LeakSanitizer found leaks (see above)", what);
-}
-
-static void kill_children(void)
-{
-    DIR *d = opendir("/proc");
-    if (!d)
-        return;
-    pid_t me = getpid();
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char path[320], buf[512];
-        long pid = strtol(e->d_name, NULL, 10);
-        if (pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        int ppid;
-        char state;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me) {
-            kill((pid_t)pid, SIGKILL);
-            waitpid((pid_t)pid, NULL, 0);
-        }
-    }
-    closedir(d);
-}
-
-TestSuite(faults, .timeout = 30, .fini = kill_children);
+TestSuite(faults, .timeout = 30, .fini = tc_test_kill_children);
 
 /* ---- out of descriptors on accept ------------------------------------------------------------ */
 
@@ -372,7 +286,7 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
     const int W = tc_test_ms(500);
     const char *name = tc_mode_name(*mode);
     struct fx *x = fx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = f_config(*mode, x);
     cfg.workers = 1;
     tc_handler h = f_handler(x);
@@ -449,46 +363,194 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
     cr_assert_eq(st.accepted, a >= 0 ? 2u : 1u, "%s: %llu accepted", name, st.accepted);
     cr_assert_eq(atomic_load(&x->nerr), 0);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, name);
+    tc_test_expect_counts(before, NULL, 0, name);
     fx_free(x);
+}
+
+/* The descriptors of this process that are /dev/null, as flags over [0, n). */
+static void devnull_fds(unsigned char *set, int n)
+{
+    memset(set, 0, (size_t)n);
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        char path[320], link[64];
+        if (e->d_name[0] == '.' || fd == dirfd(d) || fd >= n)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, link, sizeof link - 1);
+        if (len > 0) {
+            link[len] = '\0';
+            set[fd] = strcmp(link, "/dev/null") == 0;
+        }
+    }
+    closedir(d);
+}
+
+static int64_t process_cpu_ns(void)
+{
+    struct rusage ru;
+    cr_assert_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+           ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
+enum starvation { SPARE_LOST, SYSTEM_TABLE_FULL };
+
+/* A client arrives while no descriptor can be had even with the spare freed:
+ * SPARE_LOST lowers RLIMIT_NOFILE to the spare's own number with every slot
+ * below it taken, so the spare cannot come back; SYSTEM_TABLE_FULL makes
+ * accept fail with ENFILE (tests/accept_hook.c). The server must pause
+ * accepting rather than spin on the ready listener: over a window in which
+ * it fails ATTEMPTS times (and WINDOW_MS at least), the process's CPU time
+ * stays under a fifth of the wall time; it logs the shortage once, keeps
+ * serving the connection it has, neither takes nor drops the client
+ * meanwhile, and accepts it once descriptors are back, without a connection
+ * having to end first. */
+static void starve(tc_mode mode, enum starvation how)
+{
+    enum { FDMAX = 4096, ATTEMPTS = 5, WINDOW_MS = 200 };
+    static unsigned char null0[FDMAX], null1[FDMAX];
+    static int fill[FDMAX];
+    const char *name = tc_mode_name(mode);
+    struct fx *x = fx_new();
+    acc_init();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = f_config(mode, x);
+    cfg.workers = 1;
+    tc_handler h = f_handler(x);
+    devnull_fds(null0, FDMAX);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    devnull_fds(null1, FDMAX);
+    int spare = -1, nspare = 0;
+    for (int fd = 0; fd < FDMAX; fd++)
+        if (null1[fd] && !null0[fd])
+            spare = fd, nspare++;
+    cr_assert_eq(nspare, 1, "%d new /dev/null descriptors: which is the spare?", nspare);
+    int a = -1;
+    if (mode != TC_MODE_INLINE) { /* inline serves one connection at a time */
+        a = tc_test_connect_ok(&ts.addr);
+        cl_echo(a, "before");
+    }
+    int b = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(b, 0);
+    struct timeval tv = {TC_TEST_WAIT_MS / 1000, 0};
+    setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+    struct rlimit old, rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int nfill = 0, probe = -1, probe_err = 0;
+    if (how == SPARE_LOST) {
+        /* Every slot below the spare taken, and the limit at the spare: the
+         * slot its closing frees is out of reach. */
+        for (int fd; (fd = fcntl(b, F_DUPFD_CLOEXEC, 0)) >= 0;) {
+            if (fd > spare) {
+                close(fd);
+                break;
+            }
+            fill[nfill++] = fd;
+        }
+        rl = old;
+        rl.rlim_cur = (rlim_t)spare;
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        probe = fcntl(b, F_DUPFD_CLOEXEC, 0);
+        probe_err = errno;
+    } else {
+        acc_fail(ENFILE, -1);
+    }
+
+    long f0 = acc_out_of_fds();
+    int64_t cpu0 = process_cpu_ns(), t0 = tc_test_now_ns();
+    int conn_rc = connect(b, &ts.addr.u.sa, ts.addr.len);
+    int waited = acc_wait_out_of_fds(f0 + 2 * ATTEMPTS, TC_TEST_WAIT_MS);
+    /* The window lasts a little longer than the failures it waited for, so
+     * that a loop spinning on the listener shows in the ratio. */
+    int during = 0, turns = 0;
+    do {
+        turns++;
+        during += a >= 0 && cl_try_echo(a, "during") == 0;
+        nap_ms(20);
+    } while (tc_test_now_ns() - t0 < (int64_t)WINDOW_MS * 1000000);
+    int64_t cpu = process_cpu_ns() - cpu0, wall = tc_test_now_ns() - t0;
+    struct pollfd p = {.fd = b, .events = POLLIN};
+    int b_early = poll(&p, 1, 0); /* served or dropped while starved */
+    tc_stats st;
+    cr_assert_eq(tc_server_stats(ts.srv, &st), 0);
+    unsigned long long accepted_starved = st.accepted;
+
+    /* Descriptors are back. */
+    if (how == SPARE_LOST) {
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+        for (int i = 0; i < nfill; i++)
+            close(fill[i]);
+    }
+    acc_disarm();
+    unsigned long long want = a >= 0 ? 2u : 1u;
+
+    if (how == SPARE_LOST) {
+        cr_assert_lt(probe, 0, "descriptors were not exhausted");
+        cr_assert_eq(probe_err, EMFILE);
+    }
+    cr_assert_eq(conn_rc, 0, "connect: %s", strerror(errno));
+    cr_assert_eq(waited, 0, "%s: %ld accepts failed for want of descriptors, not %d", name,
+                 acc_out_of_fds() - f0, 2 * ATTEMPTS);
+    cr_assert_lt(cpu * 5, wall, "%s: the process used %lld ms of CPU in %lld ms", name,
+                 (long long)(cpu / 1000000), (long long)(wall / 1000000));
+    cr_assert_eq(b_early, 0, "%s: the client was answered while descriptors were short", name);
+    cr_assert_eq(accepted_starved, want - 1, "%s: %llu accepted", name, accepted_starved);
+    if (a >= 0)
+        cr_assert_eq(during, turns, "%s: the connection accepted before was not served", name);
+    cr_assert_eq(atomic_load(&x->drops), 0, "%s: a client dropped", name);
+    cr_assert_eq(atomic_load(&x->other_logs), 1, "%s: %d warnings, the first \"%s\"", name,
+                 atomic_load(&x->other_logs), x->first_log);
+    cr_assert(strstr(x->first_log, "pausing accepts"), "%s: logged \"%s\"", name, x->first_log);
+
+    /* The client is taken at the end of the pause, while `a` still lives. */
+    WAIT_UNTIL((tc_server_stats(ts.srv, &st), st.accepted == want), TC_TEST_WAIT_MS);
+    cr_assert_eq(st.accepted, want, "%s: %llu accepted once descriptors were back", name,
+                 st.accepted);
+    if (a >= 0) {
+        cl_echo(a, "still");
+        cl_close(a); /* a pool's one worker serves b once a has gone */
+    }
+    cl_echo(b, "recovered");
+    cl_close(b);
+    wait_idle(&ts);
+    cr_assert_eq(atomic_load(&x->nerr), 0);
+    cr_assert_eq(atomic_load(&x->other_logs), 1, "%s: logged \"%s\" and more", name, x->first_log);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, name);
+    fx_free(x);
+}
+
+MODE_PARAMS(faults, accept_spare_lost, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
+            TC_MODE_EVENT)
+ParameterizedTest(tc_mode *mode, faults, accept_spare_lost, .timeout = 30)
+{
+    starve(*mode, SPARE_LOST);
+}
+
+MODE_PARAMS(faults, accept_system_table_full, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
+            TC_MODE_EVENT)
+ParameterizedTest(tc_mode *mode, faults, accept_system_table_full, .timeout = 30)
+{
+    starve(*mode, SYSTEM_TABLE_FULL);
 }
 
 /* ---- allocation failures, site by site ------------------------------------------------------- */
 
 #define WALK_MAX 2000
 
+static void expect_no_leak(const char *what)
+{
+    cr_expect_eq(ah_leak_check(), 0, "%s: LeakSanitizer found leaks (see above)", what);
+}
+
 static const tc_mode all_modes[] = {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING,
                                     TC_MODE_POOL, TC_MODE_EVENT};
-
-/* The number of this process's threads if all but the caller are asleep
- * (blocked: the server's threads waiting for work, past their start, which
- * under ASan allocates), else 0. */
-static int threads_asleep(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    cr_assert_not_null(d);
-    pid_t me = (pid_t)syscall(SYS_gettid);
-    int n = 0, awake = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        n++;
-        char path[320], buf[256];
-        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        if (atoi(e->d_name) != me && rp && rp[1] == ' ' && rp[2] != 'S')
-            awake++;
-    }
-    closedir(d);
-    return awake ? 0 : n;
-}
 
 /* tc_server_create in every mode, with a trusted-proxy list to copy: every
  * allocation fails in turn; each failure is -ENOMEM (-EAGAIN when a pool
@@ -502,7 +564,7 @@ Test(faults, server_create_out_of_memory, .timeout = 60)
             continue;
         const char *name = tc_mode_name(all_modes[m]);
         struct fx *x = fx_new();
-        struct counts before = counts_now();
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
         tc_server_config cfg = f_config(all_modes[m], x);
         cfg.proxy_trusted = "10.0.0.0/8, ::1/128, unix";
         tc_handler h = f_handler(x);
@@ -520,11 +582,11 @@ Test(faults, server_create_out_of_memory, .timeout = 60)
             cr_assert(rc == -ENOMEM || rc == -EAGAIN, "%s: allocation %ld failed: %s", name, n,
                       tc_err_name(rc));
             cr_assert_eq(srv, (tc_server *)&n, "%s: *out written on failure", name);
-            expect_counts(before, name);
+            tc_test_expect_counts(before, NULL, 0, name);
         }
         cr_assert_gt(n, 1, "%s: tc_server_create allocates nothing?", name);
         cr_log_info("%s: tc_server_create makes %ld allocations", name, n - 1);
-        expect_counts(before, name);
+        tc_test_expect_counts(before, NULL, 0, name);
         fx_free(x);
     }
     expect_no_leak("tc_server_create");
@@ -556,7 +618,7 @@ Test(faults, dial_out_of_memory, .timeout = 60)
             tc_conn_close(c);
         }
         wait_idle(&ts); /* the server's side of the last channel closed too */
-        struct counts before = counts_now();
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
         long n;
         for (n = 1; n < WALK_MAX; n++) {
             c = (tc_conn *)&n;
@@ -575,7 +637,7 @@ Test(faults, dial_out_of_memory, .timeout = 60)
                       "%s: allocation %ld failed: %s", targets[t], n, tc_err_name(rc));
             cr_assert_eq(c, (tc_conn *)&n, "*out written on failure");
             if (t == 0) {
-                expect_counts(before, targets[t]);
+                tc_test_expect_counts(before, NULL, 0, targets[t]);
             } else {
                 /* The resolver may drop a descriptor it keeps (glibc's own
                  * cache) when it fails: none more than before, then. */
@@ -612,7 +674,7 @@ static void serve_walk(tc_mode m, int workers)
     snprintf(name, sizeof name, "%s/%d", tc_mode_name(m), workers);
     ah_init();
     struct fx *x = fx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = f_config(*mode, x);
     cfg.workers = workers;
     const int idle = tc_test_ms(200);
@@ -626,7 +688,7 @@ static void serve_walk(tc_mode m, int workers)
     int want = threads + 1 + (*mode == TC_MODE_POOL ? cfg.workers : 0) +
                (*mode == TC_MODE_EVENT ? cfg.workers - 1 : 0);
     int asleep;
-    WAIT_UNTIL((asleep = threads_asleep()) >= want, TC_TEST_WAIT_MS);
+    WAIT_UNTIL((asleep = tc_test_threads_asleep()) >= want, TC_TEST_WAIT_MS);
     cr_assert_geq(asleep, want, "the server's threads did not settle");
     /* First a client that sends nothing: only its idle timeout (a timer armed
      * when it opens, the first of the loop's) ends it. Memory stays short
@@ -693,7 +755,7 @@ static void serve_walk(tc_mode m, int workers)
                 failed_exchanges);
     cr_assert_gt(n, 1);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, name);
+    tc_test_expect_counts(before, NULL, 0, name);
     fx_free(x);
     expect_no_leak(name);
 }
@@ -719,8 +781,6 @@ enum op { OP_WRITE, OP_PRINTF, OP_PRINTF_LARGE, OP_READ_LINE, OP_READ_EXACT, OP_
 static const char *const op_names[] = {"write", "printf", "printf (large)", "read_line",
                                        "read_exact", "read_frame", "peek", "read", "send_all"};
 
-#define LARGE (20 * 1024) /* over the write buffer: printf formats in a temporary */
-static char large_line[LARGE + 2];
 
 /* Run op on c: its result (< 0 an error). */
 static long do_op(enum op op, tc_conn *c, char *out, size_t *outlen)
@@ -1390,7 +1450,7 @@ ParameterizedTest(tc_mode *mode, faults, shutdown_mid_write, .timeout = 30)
     const int DRAIN = 200, GRACE = 1000; /* GRACE: lib/server.c's DRAIN_GRACE_MS */
     const char *name = tc_mode_name(*mode);
     struct fx *x = fx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = f_config(*mode, x);
     cfg.conn_timeout_ms = tc_test_ms(60000);
     cfg.drain_timeout_ms = DRAIN;
@@ -1431,6 +1491,6 @@ ParameterizedTest(tc_mode *mode, faults, shutdown_mid_write, .timeout = 30)
     }
     cl_close(fd);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, name);
+    tc_test_expect_counts(before, NULL, 0, name);
     fx_free(x);
 }

@@ -9,7 +9,6 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -375,93 +374,7 @@ static void cl_expect_closed(int fd, const char *what)
     cr_assert(rc == 0 || rc == -ECONNRESET, "%s: not closed (%s)", what, strerror(-rc));
 }
 
-/* ---- resources ------------------------------------------------------------------------ */
-
-static int count_children(void)
-{
-    DIR *d = opendir("/proc");
-    cr_assert_not_null(d);
-    pid_t me = getpid();
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char *end, path[64], buf[512];
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        char state;
-        int ppid;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me)
-            n++;
-    }
-    closedir(d);
-    return n;
-}
-
-struct counts {
-    int fds, threads, children;
-};
-
-static struct counts counts_now(void)
-{
-    struct counts c = {tc_test_count_fds(), tc_test_count_threads(), count_children()};
-    return c;
-}
-
-/* Descriptors, threads and children as before (threads linger in /proc a moment). */
-static void expect_counts(struct counts before, const char *what)
-{
-    struct counts now;
-    WAIT_UNTIL((now = counts_now(), now.fds == before.fds && now.threads <= before.threads &&
-                                        now.children == before.children),
-               TC_TEST_WAIT_MS);
-    cr_expect_eq(now.fds, before.fds, "%s: %d descriptors, %d before", what, now.fds, before.fds);
-    cr_expect_leq(now.threads, before.threads, "%s: %d threads, %d before", what, now.threads,
-                  before.threads);
-    cr_expect_eq(now.children, before.children, "%s: %d children, %d before", what, now.children,
-                 before.children);
-}
-
-/* After each test, even a failed one: no forked child may outlive it. */
-static void kill_children(void)
-{
-    DIR *d = opendir("/proc");
-    if (!d)
-        return;
-    pid_t me = getpid();
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char path[64], buf[512];
-        long pid = strtol(e->d_name, NULL, 10);
-        if (pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        int ppid;
-        char state;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me) {
-            kill((pid_t)pid, SIGKILL);
-            waitpid((pid_t)pid, NULL, 0);
-        }
-    }
-    closedir(d);
-}
-
-TestSuite(hostile, .timeout = 30, .fini = kill_children);
+TestSuite(hostile, .timeout = 30, .fini = tc_test_kill_children);
 
 /* ---- slowloris ------------------------------------------------------------------------- */
 
@@ -481,7 +394,7 @@ ParameterizedTest(struct hcase *p, hostile, slowloris, .timeout = 30)
     const int S = inl ? 2 : 16, D = inl ? 1 : 2, N = S + D;
     const int frame_to = p->stream ? T : 2 * T; /* when a dribbler is cut */
     struct hx *x = hx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = x_config(p, x);
     if (p->stream) {
         cfg.conn_timeout_ms = T;
@@ -593,7 +506,7 @@ ParameterizedTest(struct hcase *p, hostile, slowloris, .timeout = 30)
         cr_assert_eq(count_of(&x->nclose, x->reason, 0), 1);
     }
     cr_assert_eq(atomic_load(&x->finishes), setups);
-    expect_counts(before, case_name(p));
+    tc_test_expect_counts(before, NULL, 0, case_name(p));
     hx_free(x);
 }
 
@@ -612,7 +525,7 @@ static void pool_queue(int stream)
     for (int phase = 0; phase < (stream ? 1 : 2); phase++) {
         const int hold = phase == 0 ? 3 * T / 2 : T / 2;
         struct hx *x = hx_new();
-        struct counts before = counts_now();
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
         tc_server_config cfg = x_config(&p, x);
         cfg.workers = 1;
         cfg.queue_len = 4;
@@ -655,7 +568,7 @@ static void pool_queue(int stream)
             cr_assert_eq(atomic_load(&x->nerr), 0, "a silence between messages is no error");
             cr_assert_eq(count_of(&x->nclose, x->reason, -ETIMEDOUT), 1);
         }
-        expect_counts(before, case_name(&p));
+        tc_test_expect_counts(before, NULL, 0, case_name(&p));
         hx_free(x);
     }
 }
@@ -704,7 +617,7 @@ ParameterizedTest(struct hcase *p, hostile, oversized, .timeout = 30)
     ah_init();
     for (int f = F_LINE; f <= F_LEN64; f++) {
         struct hx *x = hx_new();
-        struct counts before = counts_now();
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
         tc_server_config cfg = x_config(p, x);
         cfg.codec = framing_codec((enum framing)f);
         cfg.workers = 2;
@@ -753,7 +666,7 @@ ParameterizedTest(struct hcase *p, hostile, oversized, .timeout = 30)
         cr_assert_eq(tc_test_recv_full(fd, reply, n), (ssize_t)n);
         cl_close(fd);
         cr_assert_eq(tc_test_server_stop(&ts), 0);
-        expect_counts(before, case_name(p));
+        tc_test_expect_counts(before, NULL, 0, case_name(p));
         hx_free(x);
     }
 }
@@ -807,7 +720,7 @@ CASES(hostile, reset, MSG_CASES, STREAM_CASES)
 ParameterizedTest(struct hcase *p, hostile, reset, .timeout = 30)
 {
     struct hx *x = hx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = x_config(p, x);
     cfg.workers = 2;
     tc_handler h = x_handler(p, x);
@@ -838,7 +751,7 @@ ParameterizedTest(struct hcase *p, hostile, reset, .timeout = 30)
     wait_idle(&ts, TC_TEST_WAIT_MS);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
     cr_assert_eq(atomic_load(&x->finishes), 3);
-    expect_counts(before, case_name(p));
+    tc_test_expect_counts(before, NULL, 0, case_name(p));
     hx_free(x);
 }
 
@@ -848,7 +761,7 @@ CASES(hostile, half_close, MSG_CASES, STREAM_CASES)
 ParameterizedTest(struct hcase *p, hostile, half_close, .timeout = 30)
 {
     struct hx *x = hx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = x_config(p, x);
     cfg.workers = 2;
     tc_handler h = x_handler(p, x);
@@ -869,7 +782,7 @@ ParameterizedTest(struct hcase *p, hostile, half_close, .timeout = 30)
     cr_assert_eq(atomic_load(&x->nerr), 0);
     cr_assert_eq(atomic_load(&x->messages), 2);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, case_name(p));
+    tc_test_expect_counts(before, NULL, 0, case_name(p));
     hx_free(x);
 }
 
@@ -884,7 +797,7 @@ ParameterizedTest(struct hcase *p, hostile, never_reads, .timeout = 30)
 {
     const int T = tc_test_ms(300);
     struct hx *x = hx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = x_config(p, x);
     cfg.conn_timeout_ms = T;
     cfg.workers = 2;
@@ -913,7 +826,7 @@ ParameterizedTest(struct hcase *p, hostile, never_reads, .timeout = 30)
     else
         cr_assert_eq(count_of(&x->nclose, x->reason, -ETIMEDOUT), 1);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, case_name(p));
+    tc_test_expect_counts(before, NULL, 0, case_name(p));
     hx_free(x);
 }
 
@@ -930,7 +843,7 @@ static void event_never_reads(int workers)
         cr_skip_test("event mode not selected by TC_TEST_MODES");
     ah_init();
     struct hx *x = hx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = x_config(&ev, x);
     cfg.workers = workers;
     cfg.drain_timeout_ms = tc_test_ms(300);
@@ -972,7 +885,7 @@ static void event_never_reads(int workers)
     cr_assert_eq(atomic_load(&x->nerr), 0);
     cl_close(fd);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, "event");
+    tc_test_expect_counts(before, NULL, 0, "event");
     hx_free(x);
 }
 
@@ -990,7 +903,7 @@ ParameterizedTest(struct hcase *p, hostile, flood, .timeout = 30)
 {
     enum { N = 64, MAX = 4 };
     struct hx *x = hx_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = x_config(p, x);
     cfg.max_conns = MAX;
     cfg.workers = 2;
@@ -1051,6 +964,6 @@ ParameterizedTest(struct hcase *p, hostile, flood, .timeout = 30)
                      case_name(p), i);
     cr_assert_eq(atomic_load(&x->nerr), 0);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    expect_counts(before, case_name(p));
+    tc_test_expect_counts(before, NULL, 0, case_name(p));
     hx_free(x);
 }

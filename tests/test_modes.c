@@ -35,6 +35,8 @@
 
 #include <tcpchan/tcpchan.h>
 
+#include "helpers.h"
+
 /* ---- time and bounded waits ----------------------------------------------- */
 
 static double m_mult(void)
@@ -484,67 +486,8 @@ static void cl_roundtrip(const tc_addr *a, char c)
 
 /* ---- resources ----------------------------------------------------------- */
 
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    cr_assert_not_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-static int count_fds(void)
-{
-    return count_dir("/proc/self/fd") - 1; /* the directory being listed */
-}
-
-static int count_threads(void)
-{
-    return count_dir("/proc/self/task");
-}
-
-/* Children the test forks itself, left out of count_children(). */
+/* Children the test forks itself, left out of the counts of children. */
 static pid_t own_children[2];
-
-/* Our child processes (scanning /proc for ppid == getpid()) but own_children;
- * *zombies receives how many of them are in state Z. */
-static int count_children(int *zombies)
-{
-    DIR *d = opendir("/proc");
-    cr_assert_not_null(d);
-    pid_t me = getpid();
-    int n = 0, z = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0 || pid == own_children[0] || pid == own_children[1])
-            continue;
-        char path[64], buf[512];
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue; /* gone meanwhile */
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')'); /* the command name may hold anything */
-        char state;
-        int ppid;
-        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2 || ppid != me)
-            continue;
-        n++;
-        z += state == 'Z';
-    }
-    closedir(d);
-    if (zombies)
-        *zombies = z;
-    return n;
-}
 
 static char proc_state(pid_t pid)
 {
@@ -560,65 +503,9 @@ static char proc_state(pid_t pid)
     return rp && rp[1] == ' ' ? rp[2] : '?';
 }
 
-struct counts {
-    int fds, threads, children;
-};
-
-static struct counts counts_now(void)
-{
-    struct counts c = {count_fds(), count_threads(), count_children(NULL)};
-    return c;
-}
-
-/* Threads linger in /proc/self/task for a moment after they end, and detached
- * threads, reapers and children end on their own: wait (bounded). */
-static void expect_counts(struct counts before, const char *when)
-{
-    struct counts now;
-    M_WAIT_UNTIL((now = counts_now(), now.fds == before.fds && now.threads <= before.threads &&
-                                          now.children == before.children),
-                 WAIT_MS);
-    cr_expect_eq(now.fds, before.fds, "%s: fds %d, before %d", when, now.fds, before.fds);
-    cr_expect_leq(now.threads, before.threads, "%s: threads %d, before %d", when, now.threads,
-                  before.threads);
-    cr_expect_eq(now.children, before.children, "%s: children %d, before %d", when, now.children,
-                 before.children);
-}
-
 /* ---- every mode -------------------------------------------------------------- */
 
-/* After each test, even a failed one: no child of ours may outlive it. */
-static void kill_children(void)
-{
-    DIR *d = opendir("/proc");
-    if (!d)
-        return;
-    pid_t me = getpid();
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char path[64], buf[512];
-        long pid = strtol(e->d_name, NULL, 10);
-        if (pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        int ppid;
-        char state;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == me) {
-            kill((pid_t)pid, SIGKILL);
-            waitpid((pid_t)pid, NULL, 0);
-        }
-    }
-    closedir(d);
-}
-
-TestSuite(modes, .timeout = 20, .fini = kill_children);
+TestSuite(modes, .timeout = 20, .fini = tc_test_kill_children);
 
 Test(modes, available, .timeout = 5)
 {
@@ -811,7 +698,7 @@ MODE_PARAMS(modes, destroy_restores_counts, ALL_MODES)
 ParameterizedTest(tc_mode *mode, modes, destroy_restores_counts, .timeout = 20)
 {
     struct shared *sh = shared_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
     tc_server_config cfg = base_config(*mode, sh);
     struct msrv m;
     srv_start(&m, &cfg, sh);
@@ -829,7 +716,7 @@ ParameterizedTest(tc_mode *mode, modes, destroy_restores_counts, .timeout = 20)
     }
     srv_stop(&m);
     srv_destroy(&m);
-    expect_counts(before, tc_mode_name(*mode));
+    tc_test_expect_counts(before, own_children, 2, tc_mode_name(*mode));
     cr_expect_eq(atomic_load(&sh->finished), 6);
     shared_free(sh);
 }
@@ -903,7 +790,7 @@ ParameterizedTest(tc_mode *mode, modes, block_on_close_on, .timeout = 20)
     cr_assert_eq(pipe2(gate, O_CLOEXEC), 0);
     sh->gate_rd = gate[0];
     atomic_store(&sh->gate_on, 1);
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
     tc_server_config cfg = base_config(*mode, sh);
     struct msrv m;
     srv_create(&m, &cfg, sh);
@@ -923,7 +810,7 @@ ParameterizedTest(tc_mode *mode, modes, block_on_close_on, .timeout = 20)
     cr_assert_eq(write(gate[1], "g", 1), 1);
     pthread_join(t, NULL);
     cr_expect_eq(d.finished_at_return, 1, "destroy returned before finish ended");
-    expect_counts(before, tc_mode_name(*mode));
+    tc_test_expect_counts(before, own_children, 2, tc_mode_name(*mode));
     close(gate[0]);
     close(gate[1]);
     shared_free(sh);
@@ -935,7 +822,7 @@ MODE_PARAMS(modes, block_on_close_off, CONCURRENT_MODES)
 ParameterizedTest(tc_mode *mode, modes, block_on_close_off, .timeout = 20)
 {
     struct shared *sh = shared_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
     tc_server_config cfg = base_config(*mode, sh);
     cfg.block_on_close = TC_OFF;
     struct msrv m;
@@ -953,13 +840,13 @@ ParameterizedTest(tc_mode *mode, modes, block_on_close_off, .timeout = 20)
     cr_expect_eq(atomic_load(&sh->finished), 1);
     cr_expect_eq(cl_recv1(fd), -1, "the client sees the end of the stream");
     cl_close(fd);
-    expect_counts(before, tc_mode_name(*mode));
+    tc_test_expect_counts(before, own_children, 2, tc_mode_name(*mode));
     shared_free(sh);
 }
 
 /* ---- pool ------------------------------------------------------------------ */
 
-TestSuite(pool, .fini = kill_children);
+TestSuite(pool, .fini = tc_test_kill_children);
 
 /* Two workers: a third client waits until one finishes. The queue (here one
  * place) takes one more; beyond it the server stops accepting (backpressure). */
@@ -970,10 +857,10 @@ Test(pool, queue_and_backpressure, .timeout = 20)
     tc_server_config cfg = base_config(TC_MODE_POOL, sh);
     cfg.workers = 2;
     cfg.queue_len = 1;
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
     struct msrv m;
     srv_start(&m, &cfg, sh);
-    cr_expect_eq(count_threads(), before.threads + 3, "two workers and the serving thread");
+    cr_expect_eq(tc_test_count_threads(), before.threads + 3, "two workers and the serving thread");
     int fd[4];
     for (int i = 0; i < 4; i++) {
         fd[i] = cl_connect(&m.addr);
@@ -997,13 +884,13 @@ Test(pool, queue_and_backpressure, .timeout = 20)
     cr_expect_eq(atomic_load(&sh->max), 2);
     srv_stop(&m);
     srv_destroy(&m);
-    expect_counts(before, "pool");
+    tc_test_expect_counts(before, own_children, 2, "pool");
     shared_free(sh);
 }
 
 /* ---- forking ----------------------------------------------------------------- */
 
-TestSuite(forking, .fini = kill_children);
+TestSuite(forking, .fini = tc_test_kill_children);
 
 /* n connect/echo/close rounds against a forking server limited to maxc
  * children: never more children than that, none left behind. */
@@ -1012,7 +899,7 @@ static void churn(struct msrv *m, int n, int maxc)
     for (int i = 0; i < n; i++) {
         cl_roundtrip(&m->addr, (char)('a' + i % 26));
         if (i % 10 == 0) {
-            int alive = count_children(NULL);
+            int alive = tc_test_count_children(own_children, 2, NULL);
             cr_expect_leq(alive, maxc, "%d children alive, max_children %d", alive, maxc);
         }
     }
@@ -1021,7 +908,7 @@ static void churn(struct msrv *m, int n, int maxc)
     cr_expect_eq(st.active, 0);
     cr_expect_leq(st.peak_active, (unsigned)maxc);
     int zombies, alive;
-    M_WAIT_UNTIL((alive = count_children(&zombies)) == 0, WAIT_MS);
+    M_WAIT_UNTIL((alive = tc_test_count_children(own_children, 2, &zombies)) == 0, WAIT_MS);
     cr_expect_eq(alive, 0, "%d children left (%d zombies)", alive, zombies);
 }
 
@@ -1097,7 +984,7 @@ Test(forking, churn_reaps_only_its_children, .timeout = 30)
     cr_assert_geq(own, 0);
     own_children[0] = own;
     atomic_store(&sh->fork_in_loop, 1);
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
     tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
     cfg.max_conns = MAXC;
     struct msrv m;
@@ -1129,7 +1016,7 @@ Test(forking, churn_reaps_only_its_children, .timeout = 30)
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 42 + k);
     }
     own_children[0] = own_children[1] = 0;
-    struct counts after = counts_now();
+    tc_test_counts after = tc_test_counts_now(own_children, 2);
     cr_expect_eq(after.fds, before.fds);
     cr_expect_eq(after.children, 0);
     close(release[0]);
@@ -1165,7 +1052,7 @@ Test(forking, crashing_child_reported, .timeout = 20)
     cr_expect_eq(st.handler_errors, 2);
     cr_expect_eq(st.accepted, 4);
     srv_destroy(&m);
-    cr_expect_eq(count_children(NULL), 0);
+    cr_expect_eq(tc_test_count_children(own_children, 2, NULL), 0);
     shared_free(sh);
 }
 
@@ -1240,7 +1127,7 @@ Test(forking, pipe_fallback, .timeout = 30)
     cr_assert_eq(errno, ENOSYS);
     enum { MAXC = 3 };
     struct shared *sh = shared_new();
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
     struct fdbase base = fd_base();
     tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
     cfg.max_conns = MAXC;
@@ -1266,7 +1153,7 @@ Test(forking, pipe_fallback, .timeout = 30)
     cr_expect_eq(cl_recv1(fd), -1);
     cl_close(fd);
     srv_destroy(&m);
-    expect_counts(before, "forking/pipes");
+    tc_test_expect_counts(before, own_children, 2, "forking/pipes");
     shared_free(sh);
 }
 
@@ -1282,7 +1169,7 @@ Test(forking, abandoned_children_reaped, .timeout = 20)
     cr_assert_eq(pipe2(gate, O_CLOEXEC), 0);
     sh->gate_rd = gate[0];
     atomic_store(&sh->gate_on, 1);
-    struct counts before = counts_now();
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
     tc_server_config cfg = base_config(TC_MODE_FORKING, sh);
     cfg.block_on_close = TC_OFF;
     struct msrv m;
@@ -1299,9 +1186,9 @@ Test(forking, abandoned_children_reaped, .timeout = 20)
     int64_t t0 = m_now_ms();
     srv_destroy(&m);
     cr_expect_lt(m_now_ms() - t0, m_ms(300), "destroy waited for the children");
-    cr_expect_eq(count_children(NULL), N, "children ended before the gate opened");
+    cr_expect_eq(tc_test_count_children(own_children, 2, NULL), N, "children ended before the gate opened");
     cr_assert_eq(write(gate[1], "ggg", N), N);
-    expect_counts(before, "forking/abandon");
+    tc_test_expect_counts(before, own_children, 2, "forking/abandon");
     cr_expect_eq(atomic_load(&sh->finished), N);
     close(gate[0]);
     close(gate[1]);
