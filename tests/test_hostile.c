@@ -671,6 +671,44 @@ ParameterizedTest(struct hcase *p, hostile, oversized, .timeout = 30)
     }
 }
 
+/* A frame that arrives in parts is kept in a buffer sized for one frame of
+ * the codec, not the channel's 16 KiB receive size: the part that waits
+ * (more than the blocking modes' 512-byte idle buffer, so every mode must
+ * allocate for it) costs at most the limit, and the frame completes. */
+CASES(hostile, partial_frame_kept_small, MSG_CASES)
+ParameterizedTest(struct hcase *p, hostile, partial_frame_kept_small, .timeout = 30)
+{
+    static unsigned char frame[LIMIT], reply[LIMIT];
+    ah_init();
+    struct hx *x = hx_new();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = x_config(p, x);
+    cfg.codec = line_codec(LIMIT);
+    cfg.workers = 1;
+    tc_handler h = x_handler(p, x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    size_t n = make_frame(F_LINE, frame, LIMIT - 1); /* LIMIT bytes with the newline */
+    int fd = tc_test_connect_ok(&ts.addr);
+    cl_send(fd, "hi\n", 3); /* the connection is set up before the tracking starts */
+    cr_assert_eq(tc_test_recv_full(fd, reply, 3), 3);
+    ah_track_start();
+    cl_send(fd, frame, n - 16);
+    WAIT_UNTIL(ah_track_peek() > 0, TC_TEST_WAIT_MS);
+    size_t first = ah_track_peek();
+    cl_send(fd, frame + n - 16, 16);
+    cr_assert_eq(tc_test_recv_full(fd, reply, n), (ssize_t)n, "%s: the frame", case_name(p));
+    cr_assert_eq(memcmp(reply, frame, n), 0);
+    size_t largest = ah_track_stop();
+    cl_close(fd);
+    cr_assert_gt(first, 0, "%s: no allocation seen for the waiting part", case_name(p));
+    cr_assert_leq(largest, (size_t)LIMIT + 64, "%s: an allocation of %zu bytes for a %d-byte frame",
+                  case_name(p), largest, LIMIT);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, case_name(p));
+    hx_free(x);
+}
+
 /* ---- resets, half-closes ---------------------------------------------------------------- */
 
 /* The code a connection ended with: on_close's reason (message style) or
