@@ -712,11 +712,11 @@ int tc__conn_wait_message(tc_conn *c)
             deadline = idle;
     }
     for (;;) {
-        if (c->srv && tc_server_shutting_down(c->srv)) {
-            rc = TC_ESHUTDOWN;
-            break;
-        }
         if (c->drain_reaches) {
+            if (tc_server_shutting_down(c->srv)) {
+                rc = TC_ESHUTDOWN;
+                break;
+            }
             /* Sleep in recv itself: a drain shuts our read side (we are
              * marked idle), which ends it like the peer's end of stream. */
             ssize_t r = fill_idle(c, deadline, frame_room(c), 1);
@@ -727,6 +727,8 @@ int tc__conn_wait_message(tc_conn *c)
                 rc = TC_ESHUTDOWN;
             break;
         }
+        /* The wait watches stopfd ahead of the socket: no separate look at
+         * the flag, which costs a forked child a poll() per message. */
         rc = tc__sock_wait_stop(c->fd, POLLIN, c->srv ? c->srv->stopfd : -1, deadline);
         if (rc == -ETIMEDOUT && tc__sock_readable(c->fd))
             rc = 0; /* input was there as the clock ran out (a queued first wait) */

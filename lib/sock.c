@@ -279,10 +279,10 @@ static int wait_fd(int fd, short events, int stopfd, int64_t deadline, int repor
             tsp = &ts;
         }
         int r = ppoll(p, stopfd >= 0 ? 2 : 1, tsp, NULL);
-        if (r > 0 && p[0].revents)
-            return 0; /* ready, or an error the next call will report */
+        if (r > 0 && stopfd >= 0 && p[1].revents)
+            return TC_ESHUTDOWN; /* before input: an idle wait ends at a shutdown */
         if (r > 0)
-            return TC_ESHUTDOWN;
+            return 0; /* ready, or an error the next call will report */
         if (r < 0 && errno != EINTR)
             return -errno;
         if (r < 0 && report_eintr)
