@@ -64,6 +64,17 @@ static void on_signal(int sig)
         tc_prefork_stop(the_prefork); /* async-signal-safe; nothing in a worker */
 }
 
+/* SIGINT and SIGTERM ask the_server or the_prefork for a graceful stop. */
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 static int bad_arg(const char *arg, const char *why)
 {
     fprintf(stderr, "tcpchan-echo: %s: %s\n", arg, why);
@@ -204,13 +215,8 @@ static int serve(const tc_server_config *cfg, const tc_handler *handler, const c
         return 1;
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
     the_server = srv;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    catch_signals();
 
     char token;
     if (token_fd < 0 || read(token_fd, &token, 1) == 1) {
@@ -316,13 +322,8 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
         fprintf(stderr, "tcpchan-echo: %s\n", tc_strerror(rc));
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
     the_prefork = pf;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    catch_signals();
     fflush(stdout);
     rc = tc_prefork_run(pf);
     the_prefork = NULL;
