@@ -763,8 +763,8 @@ static void serve_walk(tc_mode m, int workers)
 /* Each loop's first connection allocates the loop's timers; with one loop
  * the sequence of allocations is the same for every client, so the walk
  * meets each of them; with two, connections alternate (and go by mail). */
-MODE_PARAMS(faults, serve_out_of_memory, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
-            TC_MODE_EVENT)
+MODE_PARAMS(faults, serve_out_of_memory, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING,
+            TC_MODE_POOL, TC_MODE_EVENT)
 ParameterizedTest(tc_mode *mode, faults, serve_out_of_memory, .timeout = 60)
 {
     if (*mode == TC_MODE_EVENT)
