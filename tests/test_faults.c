@@ -763,8 +763,8 @@ static void serve_walk(tc_mode m, int workers)
 /* Each loop's first connection allocates the loop's timers; with one loop
  * the sequence of allocations is the same for every client, so the walk
  * meets each of them; with two, connections alternate (and go by mail). */
-MODE_PARAMS(faults, serve_out_of_memory, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_POOL,
-            TC_MODE_EVENT)
+MODE_PARAMS(faults, serve_out_of_memory, TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING,
+            TC_MODE_POOL, TC_MODE_EVENT)
 ParameterizedTest(tc_mode *mode, faults, serve_out_of_memory, .timeout = 60)
 {
     if (*mode == TC_MODE_EVENT)
@@ -956,6 +956,8 @@ static void hammer_stop(struct hammer *hm)
  *   "slow N"  send N bytes of a pattern in 5 pieces, 30 ms apart;
  *   "split"   send "abc", then 50 ms later "def\n";
  *   "sink N"  read N bytes, then answer "ok";
+ *   "wait N"  read a line with an N ms timeout, record its result and the
+ *             ms it took, then answer "ok";
  *   "mute"    never read again: wait for the end of the stream.
  * It records its thread and each command's result in fx->res. */
 static unsigned char pattern(size_t i)
@@ -1010,6 +1012,17 @@ static int cmd_handle(tc_conn *c, void *ctx)
             rec(&x->nres, x->res, r < 0 ? (int)r : (int)arg);
             if (r >= 0)
                 r = tc_conn_send_all(c, "ok\n", 3);
+        } else if (!strncmp(cmd, "wait", 4)) {
+            /* A read that times out: its result and how long it took. */
+            const char *w;
+            size_t wn;
+            tc_conn_set_timeout(c, (int)arg);
+            int64_t t0 = tc_test_now_ms();
+            int wr = tc_conn_read_line(c, 64, &w, &wn);
+            rec(&x->nres, x->res, wr);
+            rec(&x->nres, x->res, (int)(tc_test_now_ms() - t0));
+            tc_conn_set_timeout(c, 0);
+            r = tc_conn_send_all(c, "ok\n", 3);
         } else if (!strcmp(cmd, "mute")) {
             /* Read nothing more: wait (bounded) for the peer to go. */
             struct pollfd p = {.fd = tc_conn_fd(c), .events = POLLRDHUP};
@@ -1119,11 +1132,14 @@ Test(faults, client_calls_survive_signals, .timeout = 60)
 }
 
 /* The same calls made by a handler (threading: its thread; pool: a worker)
- * whose thread is hammered while the client paces its side. */
+ * whose thread is hammered while the client paces its side, its read
+ * timeout included (a blocking recv under SO_RCVTIMEO: each signal
+ * interrupts it, and the time left is recomputed from the deadline). */
 MODE_PARAMS(faults, handler_calls_survive_signals, TC_MODE_THREADING, TC_MODE_POOL)
 ParameterizedTest(tc_mode *mode, faults, handler_calls_survive_signals, .timeout = 60)
 {
     enum { SINK = 8 << 20 };
+    const int T = tc_test_ms(200);
     install_usr2();
     struct fx *x = fx_new();
     tc_server_config cfg = f_config(*mode, x);
@@ -1168,6 +1184,18 @@ ParameterizedTest(tc_mode *mode, faults, handler_calls_survive_signals, .timeout
     for (size_t i = 0; i < sizeof got; i++)
         if (got[i] != pattern(i))
             cr_assert_fail("byte %zu differs", i);
+    /* A read timeout: it ends on time, not restarted by each signal. */
+    char wait_cmd[32];
+    int wl = snprintf(wait_cmd, sizeof wait_cmd, "wait %d\n", T);
+    cr_assert_eq(tc_test_send_all(fd, wait_cmd, (size_t)wl), 0);
+    cr_assert_eq(tc_test_recv_full(fd, ok, 3), 3, "no answer after the handler's read timeout");
+    cr_assert_eq(memcmp(ok, "ok\n", 3), 0);
+    cr_assert_eq(atomic_load(&x->nres), 3);
+    cr_assert_eq(atomic_load(&x->res[1]), -ETIMEDOUT, "the read ended with %s",
+                 tc_err_name(atomic_load(&x->res[1])));
+    int took = atomic_load(&x->res[2]);
+    cr_assert_geq(took, T - 1, "the read gave up after %d ms, before its %d ms", took, T);
+    cr_assert_lt(took, T + tc_test_ms(500), "the read took %d ms for a %d ms timeout", took, T);
     int signals = atomic_load(&g_usr2) - s0;
     hammer_stop(&hm); /* before the handler's thread may end */
     cr_assert_gt(signals, 100, "only %d signals arrived: the test is void", signals);

@@ -176,7 +176,9 @@ static void x_close(tc_conn *c, int reason, void *ctx)
     rec(&x->nclose, x->reason, reason);
 }
 
-/* Echo; "big" gets BIG bytes back, "r" gets REPLY bytes (raw, unframed). */
+/* Echo; "big" gets BIG bytes back, "r" gets REPLY bytes (raw, unframed), and
+ * so does "s" after shrinking the socket's send buffer to the minimum, so
+ * that most of the reply stays queued in the server. */
 static int x_message(tc_conn *c, const void *msg, size_t len, void *ctx)
 {
     struct hx *x = ctx;
@@ -185,7 +187,11 @@ static int x_message(tc_conn *c, const void *msg, size_t len, void *ctx)
         ssize_t n = tc_conn_send_all(c, big_buf, BIG);
         return n < 0 ? (int)n : 0;
     }
-    if (len == 1 && memcmp(msg, "r", 1) == 0) {
+    if (len == 1 && (memcmp(msg, "r", 1) == 0 || memcmp(msg, "s", 1) == 0)) {
+        int small = 4096;
+        if (memcmp(msg, "s", 1) == 0 &&
+            setsockopt(tc_conn_fd(c), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) < 0)
+            return -errno;
         ssize_t n = tc_conn_send_all(c, big_buf, REPLY);
         return n < 0 ? (int)n : 0;
     }
@@ -819,6 +825,48 @@ ParameterizedTest(struct hcase *p, hostile, half_close, .timeout = 30)
                  tc_err_name(ended_with(p, x, 0)));
     cr_assert_eq(atomic_load(&x->nerr), 0);
     cr_assert_eq(atomic_load(&x->messages), 2);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, case_name(p));
+    hx_free(x);
+}
+
+/* The peer asks for a 256 KiB reply and half-closes as soon as its first
+ * byte arrives, reading nothing more meanwhile: its receive buffer and the
+ * server's send buffer are at their minimum, so most of the reply is still
+ * queued in the server when the end of stream reaches it. The whole reply arrives, then end of
+ * stream; the connection ends cleanly (reason 0, nothing reported). */
+CASES(hostile, half_close_mid_reply, MSG_CASES)
+ParameterizedTest(struct hcase *p, hostile, half_close_mid_reply, .timeout = 30)
+{
+    static unsigned char got[REPLY + 1];
+    struct hx *x = hx_new();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = x_config(p, x);
+    cfg.workers = 2;
+    tc_handler h = x_handler(p, x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int fd = socket(tc_addr_family(&ts.addr), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int small = 4096; /* before connecting: the window offered stays small */
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    struct timeval tv = {.tv_sec = TC_TEST_WAIT_MS / 1000,
+                         .tv_usec = (TC_TEST_WAIT_MS % 1000) * 1000};
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    cr_assert_eq(connect(fd, &ts.addr.u.sa, ts.addr.len), 0, "connect: %s", strerror(errno));
+    cl_send(fd, "s\n", 2);
+    cr_assert_eq(tc_test_recv_full(fd, got, 1), 1, "%s: no reply", case_name(p));
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+    ssize_t n = tc_test_recv_full(fd, got + 1, sizeof got - 1);
+    cr_assert_eq(n + 1, (ssize_t)REPLY, "%s: %zd bytes of a %zu-byte reply, then end of stream",
+                 case_name(p), n + 1, REPLY);
+    close(fd);
+    wait_idle(&ts, TC_TEST_WAIT_MS);
+    cr_assert_eq(ended(p, x), 1);
+    cr_assert_eq(ended_with(p, x, 0), 0, "%s: ended with %s", case_name(p),
+                 tc_err_name(ended_with(p, x, 0)));
+    cr_assert_eq(atomic_load(&x->nerr), 0);
+    cr_assert_eq(atomic_load(&x->messages), 1);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
     tc_test_expect_counts(before, NULL, 0, case_name(p));
     hx_free(x);
