@@ -39,6 +39,7 @@ struct rec {
     int last_reason, last_error;
     int blocked, release; /* an on_message holding a "block" message */
     int fail_open;
+    int wait_bye, bye_seen, bye_first; /* on_close waits for the client's "bye" */
 };
 
 static void rec_init(struct rec *r)
@@ -104,6 +105,11 @@ static int on_message(tc_conn *c, const void *msg, size_t len, void *ctx)
     pthread_mutex_unlock(&r->mu);
     if (len == 4 && memcmp(msg, "fail", 4) == 0)
         return -EPROTO;
+    if (len == 4 && memcmp(msg, "last", 4) == 0) {
+        /* A parting word, buffered, then an error: it still goes out. */
+        tc_conn_write(c, "bye\n", 4);
+        return -EPROTO;
+    }
     if (len == 4 && memcmp(msg, "buff", 4) == 0) {
         /* Buffered replies are flushed by the loop before it waits. */
         tc_conn_write(c, "bu", 2);
@@ -117,6 +123,16 @@ static void on_close(tc_conn *c, int reason, void *ctx)
     struct rec *r = ctx;
     (void)c;
     pthread_mutex_lock(&r->mu);
+    if (r->wait_bye) {
+        /* Bounded: without the flush before on_close the client gets its
+         * reply only after this returns, and bye_first stays 0. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 2;
+        while (!r->bye_seen && pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0)
+            ;
+        r->bye_first = r->bye_seen;
+    }
     r->closes++;
     r->last_reason = reason;
     const char *name = tc_err_name(reason);
@@ -440,6 +456,39 @@ static void on_message_error(tc_mode mode)
 }
 
 PER_MODE(on_message_error_ends_the_connection, on_message_error)
+
+/* What a handler buffered before it failed reaches the client before
+ * on_close runs (on_close may take its time), and the connection then ends. */
+static void error_after_buffered_reply(tc_mode mode)
+{
+    struct rec r;
+    struct srv v;
+    tc_server_config cfg = TC_SERVER_CONFIG_INIT;
+    tc_codec line;
+    rec_init(&r);
+    line_codec(&line, 100);
+    cfg.codec = line;
+    r.wait_bye = 1;
+    start(&v, mode, &r, &cfg);
+    tc_conn *c = client(&v, &line);
+    cr_assert_eq(tc_conn_send(c, "last", 4), 0);
+    expect_reply(c, "bye");
+    pthread_mutex_lock(&r.mu);
+    r.bye_seen = 1;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    const void *m;
+    size_t n;
+    int rc = tc_conn_read_frame(c, &m, &n);
+    cr_assert_eq(rc, TC_EOF, "after the parting word: %s", tc_err_name(rc));
+    cr_assert(rec_wait(&r, closes_at_least, 1));
+    cr_assert_eq(r.last_reason, -EPROTO);
+    cr_assert_eq(r.bye_first, 1, "the reply left only after on_close returned");
+    tc_conn_close(c);
+    stop(&v);
+}
+
+PER_MODE(error_after_a_buffered_reply_flushes_it, error_after_buffered_reply)
 
 static void on_open_failure(tc_mode mode)
 {

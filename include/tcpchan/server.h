@@ -235,6 +235,8 @@ typedef struct tc_handler {
     int (*on_message)(tc_conn *conn, const void *msg, size_t len, void *ctx);
     /**
      * @brief Message style: the connection is about to close (may be NULL).
+     *        What the handler buffered has been sent (best effort) before it
+     *        runs; what on_close itself writes is flushed after it returns.
      * @param reason 0 for a clean end of stream, else the code that ended
      *               the loop: TC_ETOOBIG, TC_EPARTIAL, TC_EBADFRAME,
      *               -ETIMEDOUT, TC_ESHUTDOWN, -ECONNRESET, on_message's code...
