@@ -594,3 +594,22 @@ int tc_test_have_ipv6(void)
     close(fd);
     return ok;
 }
+
+void tc_test_nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+int tc_test_mode_enabled(tc_mode m)
+{
+    const char *only = getenv("TC_TEST_MODES");
+    if (!only || !*only)
+        return 1;
+    const char *name = tc_mode_name(m);
+    size_t n = strlen(name);
+    for (const char *p = only; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return 1;
+    return 0;
+}

@@ -26,6 +26,19 @@ int tc_test_ms(int base_ms);
 /* CLOCK_MONOTONIC, in nanoseconds and milliseconds. */
 int64_t tc_test_now_ns(void);
 int64_t tc_test_now_ms(void);
+/* Sleep ms milliseconds: the step of a bounded poll, never a synchronisation. */
+void tc_test_nap_ms(int ms);
+/* Poll cond every millisecond until it holds or ms pass (bounded): for state
+ * nothing signals (forked children's shared memory, /proc counts). */
+#define TC_TEST_WAIT_UNTIL(cond, ms)                                                               \
+    do {                                                                                           \
+        int64_t wu_end_ = tc_test_now_ms() + (ms);                                                 \
+        while (!(cond) && tc_test_now_ms() < wu_end_)                                              \
+            tc_test_nap_ms(1);                                                                     \
+    } while (0)
+/* Whether mode m is to be tested: TC_TEST_MODES (a comma-separated list of
+ * mode names) unset or empty means every mode. */
+int tc_test_mode_enabled(tc_mode m);
 
 /* ---- events: a counter, a log of tags, a condition variable ------------------ */
 

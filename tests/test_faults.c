@@ -34,19 +34,6 @@
 
 /* ---- modes --------------------------------------------------------------------------- */
 
-static int mode_enabled(tc_mode m)
-{
-    const char *only = getenv("TC_TEST_MODES");
-    if (!only || !*only)
-        return 1;
-    const char *name = tc_mode_name(m);
-    size_t n = strlen(name);
-    for (const char *p = only; (p = strstr(p, name)); p += n)
-        if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
-            return 1;
-    return 0;
-}
-
 #define MODE_PARAMS(suite, test, ...)                                                              \
     ParameterizedTestParameters(suite, test)                                                       \
     {                                                                                              \
@@ -54,27 +41,10 @@ static int mode_enabled(tc_mode m)
         static tc_mode params[sizeof want / sizeof want[0]];                                       \
         size_t n = 0;                                                                              \
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)                                  \
-            if (mode_enabled(want[i]))                                                             \
+            if (tc_test_mode_enabled(want[i]))                                                             \
                 params[n++] = want[i];                                                             \
         return cr_make_param_array(tc_mode, params, n);                                            \
     }
-
-/* ---- time -------------------------------------------------------------------------------- */
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-/* Poll cond (bounded): a polling step, not a synchronisation (forked
- * children report through shared memory, which nothing signals). */
-#define WAIT_UNTIL(cond, ms)                                                                       \
-    do {                                                                                           \
-        int64_t wu_end_ = tc_test_now_ms() + (ms);                                                 \
-        while (!(cond) && tc_test_now_ms() < wu_end_)                                              \
-            nap_ms(1);                                                                             \
-    } while (0)
 
 /* ---- what the server saw (shared with forked children) -------------------------------------- */
 
@@ -209,7 +179,7 @@ static tc_server_config f_config(tc_mode mode, struct fx *x)
 static void wait_idle(tc_test_server *ts)
 {
     tc_stats st;
-    WAIT_UNTIL((tc_server_stats(ts->srv, &st), st.active == 0), TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL((tc_server_stats(ts->srv, &st), st.active == 0), TC_TEST_WAIT_MS);
     cr_assert_eq(st.active, 0, "%u connections still live", st.active);
 }
 
@@ -322,7 +292,7 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
             break;
         if (a >= 0 && cl_try_echo(a, "during") == 0)
             during++;
-        nap_ms(W / K); /* pacing: clients keep arriving through the window */
+        tc_test_nap_ms(W / K); /* pacing: clients keep arriving through the window */
     }
     int64_t cpu = thread_cpu_ns(ts.thread) - cpu0, wall = tc_test_now_ns() - t0;
     /* Dropped clients see the end of the stream (bounded: a server that
@@ -472,7 +442,7 @@ static void starve(tc_mode mode, enum starvation how)
     do {
         turns++;
         during += a >= 0 && cl_try_echo(a, "during") == 0;
-        nap_ms(20);
+        tc_test_nap_ms(20);
     } while (tc_test_now_ns() - t0 < (int64_t)WINDOW_MS * 1000000);
     int64_t cpu = process_cpu_ns() - cpu0, wall = tc_test_now_ns() - t0;
     struct pollfd p = {.fd = b, .events = POLLIN};
@@ -509,7 +479,7 @@ static void starve(tc_mode mode, enum starvation how)
     cr_assert(strstr(x->first_log, "pausing accepts"), "%s: logged \"%s\"", name, x->first_log);
 
     /* The client is taken at the end of the pause, while `a` still lives. */
-    WAIT_UNTIL((tc_server_stats(ts.srv, &st), st.accepted == want), TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL((tc_server_stats(ts.srv, &st), st.accepted == want), TC_TEST_WAIT_MS);
     cr_assert_eq(st.accepted, want, "%s: %llu accepted once descriptors were back", name,
                  st.accepted);
     if (a >= 0) {
@@ -560,7 +530,7 @@ Test(faults, server_create_out_of_memory, .timeout = 60)
 {
     ah_init();
     for (size_t m = 0; m < sizeof all_modes / sizeof all_modes[0]; m++) {
-        if (!mode_enabled(all_modes[m]))
+        if (!tc_test_mode_enabled(all_modes[m]))
             continue;
         const char *name = tc_mode_name(all_modes[m]);
         struct fx *x = fx_new();
@@ -642,7 +612,7 @@ Test(faults, dial_out_of_memory, .timeout = 60)
                 /* The resolver may drop a descriptor it keeps (glibc's own
                  * cache) when it fails: none more than before, then. */
                 int fds;
-                WAIT_UNTIL((fds = tc_test_count_fds()) <= before.fds, TC_TEST_WAIT_MS);
+                TC_TEST_WAIT_UNTIL((fds = tc_test_count_fds()) <= before.fds, TC_TEST_WAIT_MS);
                 cr_assert_leq(fds, before.fds, "%s: %d descriptors, %d before", targets[t], fds,
                               before.fds);
             }
@@ -688,7 +658,7 @@ static void serve_walk(tc_mode m, int workers)
     int want = threads + 1 + (*mode == TC_MODE_POOL ? cfg.workers : 0) +
                (*mode == TC_MODE_EVENT ? cfg.workers - 1 : 0);
     int asleep;
-    WAIT_UNTIL((asleep = tc_test_threads_asleep()) >= want, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL((asleep = tc_test_threads_asleep()) >= want, TC_TEST_WAIT_MS);
     cr_assert_geq(asleep, want, "the server's threads did not settle");
     /* First a client that sends nothing: only its idle timeout (a timer armed
      * when it opens, the first of the loop's) ends it. Memory stays short
@@ -710,7 +680,7 @@ static void serve_walk(tc_mode m, int workers)
         if (!fired)
             break;
         if (waited < idle - 1) { /* not the timeout: the failure closed it, and said so */
-            WAIT_UNTIL(atomic_load(&x->nerr) > errs, TC_TEST_WAIT_MS);
+            TC_TEST_WAIT_UNTIL(atomic_load(&x->nerr) > errs, TC_TEST_WAIT_MS);
             int e = last_of(&x->nerr, x->err);
             cr_assert(atomic_load(&x->nerr) > errs && (e == -ENOMEM || e == -EAGAIN),
                       "%s: silent, allocation %ld: closed early, reported %s", name, n,
@@ -741,7 +711,7 @@ static void serve_walk(tc_mode m, int workers)
         }
         if (!ok) {
             failed_exchanges++;
-            WAIT_UNTIL(atomic_load(&x->nerr) > errs, TC_TEST_WAIT_MS);
+            TC_TEST_WAIT_UNTIL(atomic_load(&x->nerr) > errs, TC_TEST_WAIT_MS);
             cr_assert_gt(atomic_load(&x->nerr), errs, "%s: allocation %ld failed silently",
                          name, n);
             int e = last_of(&x->nerr, x->err);
@@ -994,12 +964,12 @@ static int cmd_handle(tc_conn *c, void *ctx)
             for (int k = 0; k < 5 && r >= 0; k++) {
                 size_t from = (size_t)arg * (size_t)k / 5, to = (size_t)arg * (size_t)(k + 1) / 5;
                 r = tc_conn_send_all(c, p + from, to - from);
-                nap_ms(30);
+                tc_test_nap_ms(30);
             }
             free(p);
         } else if (!strcmp(cmd, "split")) {
             r = tc_conn_send_all(c, "abc", 3);
-            nap_ms(50);
+            tc_test_nap_ms(50);
             if (r >= 0)
                 r = tc_conn_send_all(c, "def\n", 4);
         } else if (!strncmp(cmd, "sink", 4)) {
@@ -1147,7 +1117,7 @@ ParameterizedTest(tc_mode *mode, faults, handler_calls_survive_signals, .timeout
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &h);
     int fd = tc_test_connect_ok(&ts.addr);
-    WAIT_UNTIL(atomic_load(&x->handler_tid_set), TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->handler_tid_set), TC_TEST_WAIT_MS);
     cr_assert(atomic_load(&x->handler_tid_set));
     struct hammer hm;
     hammer_start(&hm, x->handler_tid);
@@ -1157,12 +1127,12 @@ ParameterizedTest(tc_mode *mode, faults, handler_calls_survive_signals, .timeout
     size_t len = strlen(line);
     for (size_t off = 0; off < len; off += 4) {
         cr_assert_eq(tc_test_send_all(fd, line + off, len - off < 4 ? len - off : 4), 0);
-        nap_ms(20);
+        tc_test_nap_ms(20);
     }
     /* read_exact: 8 MiB, with pauses. */
     for (size_t sent = 0; sent < SINK; sent += 1 << 20) {
         cr_assert_eq(tc_test_send_all(fd, big_buf, 1 << 20), 0);
-        nap_ms(5);
+        tc_test_nap_ms(5);
     }
     char ok[3];
     cr_assert_eq(tc_test_recv_full(fd, ok, 3), 3);
@@ -1179,7 +1149,7 @@ ParameterizedTest(tc_mode *mode, faults, handler_calls_survive_signals, .timeout
                      strerror((int)-r), atomic_load(&x->nerr),
                      tc_err_name(atomic_load(&x->err[0])));
         total += (size_t)r;
-        nap_ms(1);
+        tc_test_nap_ms(1);
     }
     for (size_t i = 0; i < sizeof got; i++)
         if (got[i] != pattern(i))
@@ -1226,7 +1196,7 @@ ParameterizedTest(tc_mode *mode, faults, serve_forever_survives_signals, .timeou
     int s0 = atomic_load(&g_usr2);
     for (int i = 0; i < 20; i++) {
         cl_roundtrip(&ts.addr, "under fire");
-        nap_ms(5);
+        tc_test_nap_ms(5);
     }
     int64_t t0 = tc_test_now_ms();
     cr_assert_eq(tc_server_shutdown(ts.srv), 0);
@@ -1410,7 +1380,7 @@ Test(faults, no_sigpipe_from_any_write, .timeout = 30)
  * reports the error and goes on; no SIGPIPE. */
 Test(faults, no_sigpipe_from_the_event_loop, .timeout = 30)
 {
-    if (!mode_enabled(TC_MODE_EVENT))
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
         cr_skip_test("event mode not selected by TC_TEST_MODES");
     signal(SIGPIPE, SIG_DFL);
     struct fx *x = fx_new();
@@ -1434,13 +1404,13 @@ Test(faults, no_sigpipe_from_the_event_loop, .timeout = 30)
     cr_assert_eq(tc_test_recv_full(fd, part, sizeof part), (ssize_t)sizeof part);
     cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     close(fd);
-    WAIT_UNTIL(atomic_load(&x->nclose) == 2, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->nclose) == 2, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&x->nclose), 2);
     /* A send after the handler's own half-close. */
     fd = tc_test_connect_ok(&ts.addr);
     cr_assert_eq(tc_test_send_all(fd, "half\n", 5), 0);
     cr_assert_eq(tc_test_recv_eof(fd), 0, "the half-close did not arrive");
-    WAIT_UNTIL(atomic_load(&x->nclose) == 3, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->nclose) == 3, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&x->nclose), 3);
     cr_assert_eq(atomic_load(&x->reason[2]), -EPIPE, "the send after a half-close: %s",
                  tc_err_name(atomic_load(&x->reason[2])));
@@ -1495,7 +1465,7 @@ ParameterizedTest(tc_mode *mode, faults, shutdown_mid_write, .timeout = 30)
     int fd = tc_test_connect_ok(&ts.addr);
     if (*mode == TC_MODE_EVENT)
         cr_assert_eq(tc_test_send_all(fd, "big\n", 4), 0);
-    WAIT_UNTIL(atomic_load(&x->started), TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->started), TC_TEST_WAIT_MS);
     cr_assert(atomic_load(&x->started), "%s: the write never started", name);
     int64_t t0 = tc_test_now_ms();
     cr_assert_eq(tc_server_shutdown(ts.srv), 0);
@@ -1503,7 +1473,7 @@ ParameterizedTest(tc_mode *mode, faults, shutdown_mid_write, .timeout = 30)
     int64_t took = tc_test_now_ms() - t0;
     cr_assert_lt(took, DRAIN + GRACE + tc_test_ms(300), "%s: serve_forever took %lld ms", name,
                  (long long)took);
-    WAIT_UNTIL(atomic_load(&x->finishes) == 1, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->finishes) == 1, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&x->finishes), 1, "%s: finish did not run", name);
     if (*mode == TC_MODE_EVENT) {
         cr_assert_eq(atomic_load(&x->nclose), 1);
@@ -1513,7 +1483,7 @@ ParameterizedTest(tc_mode *mode, faults, shutdown_mid_write, .timeout = 30)
         int r = atomic_load(&x->res[0]);
         cr_assert(r == -EPIPE || r == -ECONNRESET || r == -ESHUTDOWN, "%s: the send ended with %s",
                   name, tc_err_name(r));
-        WAIT_UNTIL(atomic_load(&x->nerr) == 1, TC_TEST_WAIT_MS);
+        TC_TEST_WAIT_UNTIL(atomic_load(&x->nerr) == 1, TC_TEST_WAIT_MS);
         cr_assert_eq(atomic_load(&x->err[0]), r, "%s: reported %s", name,
                      tc_err_name(atomic_load(&x->err[0])));
     }

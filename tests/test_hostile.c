@@ -34,19 +34,6 @@ struct hcase {
     int stream; /* 1: a stream handler (handle); 0: message style (on_message) */
 };
 
-static int mode_enabled(tc_mode m)
-{
-    const char *only = getenv("TC_TEST_MODES");
-    if (!only || !*only)
-        return 1;
-    const char *name = tc_mode_name(m);
-    size_t n = strlen(name);
-    for (const char *p = only; (p = strstr(p, name)); p += n)
-        if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
-            return 1;
-    return 0;
-}
-
 #define MSG_CASES                                                                                  \
     {TC_MODE_INLINE, 0}, {TC_MODE_THREADING, 0}, {TC_MODE_FORKING, 0}, {TC_MODE_POOL, 0},          \
         {TC_MODE_EVENT, 0}
@@ -63,7 +50,7 @@ static int mode_enabled(tc_mode m)
         static struct hcase params[sizeof want / sizeof want[0]];                                  \
         size_t n = 0;                                                                              \
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)                                  \
-            if (mode_enabled(want[i].mode))                                                        \
+            if (tc_test_mode_enabled(want[i].mode))                                                        \
                 params[n++] = want[i];                                                             \
         return cr_make_param_array(struct hcase, params, n);                                       \
     }
@@ -74,23 +61,6 @@ static const char *case_name(const struct hcase *p)
     snprintf(buf, sizeof buf, "%s/%s", tc_mode_name(p->mode), p->stream ? "stream" : "message");
     return buf;
 }
-
-/* ---- time ------------------------------------------------------------------------- */
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-/* Poll cond (bounded): a polling step, not a synchronisation (forked
- * children report through shared memory, which nothing signals). */
-#define WAIT_UNTIL(cond, ms)                                                                       \
-    do {                                                                                           \
-        int64_t wu_end_ = tc_test_now_ms() + (ms);                                                 \
-        while (!(cond) && tc_test_now_ms() < wu_end_)                                              \
-            nap_ms(1);                                                                             \
-    } while (0)
 
 /* ---- what the handlers saw (shared with forked children) -------------------------- */
 
@@ -290,7 +260,7 @@ static tc_handler x_handler(const struct hcase *p, struct hx *x)
 static void wait_idle(tc_test_server *ts, int ms)
 {
     tc_stats st;
-    WAIT_UNTIL((tc_server_stats(ts->srv, &st), st.active == 0), ms);
+    TC_TEST_WAIT_UNTIL((tc_server_stats(ts->srv, &st), st.active == 0), ms);
     cr_assert_eq(st.active, 0, "%u connections still live", st.active);
 }
 
@@ -525,7 +495,7 @@ ParameterizedTest(struct hcase *p, hostile, slowloris, .timeout = 30)
 static void pool_queue(int stream)
 {
     const struct hcase p = {TC_MODE_POOL, stream};
-    if (!mode_enabled(TC_MODE_POOL))
+    if (!tc_test_mode_enabled(TC_MODE_POOL))
         cr_skip_test("pool mode not selected by TC_TEST_MODES");
     const int T = tc_test_ms(600);
     for (int phase = 0; phase < (stream ? 1 : 2); phase++) {
@@ -547,7 +517,7 @@ static void pool_queue(int stream)
         int b = tc_test_connect_ok(&ts.addr);
         int64_t tb = tc_test_now_ms();
         while (tc_test_now_ms() - tb < hold) {
-            nap_ms(T / 6); /* pacing: A talks well within its timeout */
+            tc_test_nap_ms(T / 6); /* pacing: A talks well within its timeout */
             cl_echo(a, "a");
         }
         cl_close(a);
@@ -700,7 +670,7 @@ ParameterizedTest(struct hcase *p, hostile, partial_frame_kept_small, .timeout =
     cr_assert_eq(tc_test_recv_full(fd, reply, 3), 3);
     ah_track_start();
     cl_send(fd, frame, n - 16);
-    WAIT_UNTIL(ah_track_peek() > 0, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(ah_track_peek() > 0, TC_TEST_WAIT_MS);
     size_t first = ah_track_peek();
     cl_send(fd, frame + n - 16, 16);
     cr_assert_eq(tc_test_recv_full(fd, reply, n), (ssize_t)n, "%s: the frame", case_name(p));
@@ -772,22 +742,22 @@ ParameterizedTest(struct hcase *p, hostile, reset, .timeout = 30)
     tc_test_server_start(&ts, NULL, &cfg, &h);
 
     cr_assert_eq(in_child(reset_mid_frame, &ts.addr), 0, "%s: client", case_name(p));
-    WAIT_UNTIL(ended(p, x) == 1, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(ended(p, x) == 1, TC_TEST_WAIT_MS);
     cr_assert_eq(ended(p, x), 1, "%s: the reset connection did not end", case_name(p));
     int code = ended_with(p, x, 0);
     cr_assert(code == -ECONNRESET || code == TC_EPARTIAL, "%s: mid-frame reset ended with %s",
               case_name(p), tc_err_name(code));
-    WAIT_UNTIL(atomic_load(&x->nerr) == 1, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->nerr) == 1, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&x->nerr), 1);
     cr_assert_eq(atomic_load(&x->err[0]), code);
 
     cr_assert_eq(in_child(reset_mid_reply, &ts.addr), 0, "%s: client", case_name(p));
-    WAIT_UNTIL(ended(p, x) == 2, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(ended(p, x) == 2, TC_TEST_WAIT_MS);
     cr_assert_eq(ended(p, x), 2, "%s: the reset reply did not end", case_name(p));
     code = ended_with(p, x, 1);
     cr_assert(code == -ECONNRESET || code == -EPIPE, "%s: mid-reply reset ended with %s",
               case_name(p), tc_err_name(code));
-    WAIT_UNTIL(atomic_load(&x->nerr) == 2, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->nerr) == 2, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&x->nerr), 2);
     cr_assert_eq(atomic_load(&x->err[1]), code);
 
@@ -893,10 +863,10 @@ ParameterizedTest(struct hcase *p, hostile, never_reads, .timeout = 30)
     int fd = tc_test_connect_ok(&ts.addr);
     int64_t t0 = tc_test_now_ms();
     cl_send(fd, "big\n", 4);
-    WAIT_UNTIL(atomic_load(&x->messages) == 1, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->messages) == 1, TC_TEST_WAIT_MS);
     if (p->mode != TC_MODE_INLINE)
         cl_roundtrip(&ts.addr, "meanwhile");
-    WAIT_UNTIL(atomic_load(&x->nerr) == 1, T + TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->nerr) == 1, T + TC_TEST_WAIT_MS);
     int64_t took = tc_test_now_ms() - t0;
     cr_assert_eq(atomic_load(&x->nerr), 1, "%s: the blocked send was not reported", case_name(p));
     cr_assert_eq(atomic_load(&x->err[0]), -ETIMEDOUT, "%s: reported %s", case_name(p),
@@ -925,7 +895,7 @@ static void event_never_reads(int workers)
 {
     enum { REQS = 4000 };
     const struct hcase ev = {TC_MODE_EVENT, 0};
-    if (!mode_enabled(TC_MODE_EVENT))
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
         cr_skip_test("event mode not selected by TC_TEST_MODES");
     ah_init();
     struct hx *x = hx_new();
@@ -946,7 +916,7 @@ static void event_never_reads(int workers)
     int last = -1, now;
     int64_t settled = tc_test_now_ms();
     while (tc_test_now_ms() - settled < tc_test_ms(300)) {
-        nap_ms(10);
+        tc_test_nap_ms(10);
         if ((now = atomic_load(&x->messages)) != last) {
             last = now;
             settled = tc_test_now_ms();
@@ -955,7 +925,7 @@ static void event_never_reads(int workers)
     cr_assert_gt(last, 0);
     cr_assert_lt(last, 128, "%d replies of 256 KiB produced for a client reading none", last);
     cl_roundtrip(&ts.addr, "meanwhile"); /* the loop is not blocked */
-    WAIT_UNTIL(atomic_load(&x->nclose) == 1, TC_TEST_WAIT_MS);
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->nclose) == 1, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&x->nclose), 1);
     cr_assert_eq(atomic_load(&x->reason[0]), 0);
     size_t largest = ah_track_stop();

@@ -78,25 +78,12 @@ static void m_nap(void)
 
 /* ---- modes under test -------------------------------------------------------- */
 
-static int mode_enabled(tc_mode m)
-{
-    const char *only = getenv("TC_TEST_MODES");
-    if (!only || !*only)
-        return 1;
-    const char *name = tc_mode_name(m);
-    size_t n = strlen(name);
-    for (const char *p = only; (p = strstr(p, name)); p += n)
-        if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
-            return 1;
-    return 0;
-}
-
 /* Fill out with the enabled modes among want[]; returns how many. */
 static size_t enabled_modes(tc_mode *out, const tc_mode *want, size_t n)
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (mode_enabled(want[i]))
+        if (tc_test_mode_enabled(want[i]))
             out[k++] = want[i];
     return k;
 }
@@ -115,7 +102,7 @@ static size_t enabled_modes(tc_mode *out, const tc_mode *want, size_t n)
 
 #define SKIP_UNLESS(mode)                                                                          \
     do {                                                                                           \
-        if (!mode_enabled(mode))                                                                   \
+        if (!tc_test_mode_enabled(mode))                                                                   \
             cr_skip_test("mode %s not selected by TC_TEST_MODES", tc_mode_name(mode));             \
     } while (0)
 
