@@ -39,38 +39,8 @@
 
 /* ---- time and bounded waits ----------------------------------------------- */
 
-static double m_mult(void)
-{
-    const char *s = getenv("TC_TEST_TIMEOUT_MULT");
-    double v = s && *s ? strtod(s, NULL) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
-static int m_ms(int base)
-{
-    return (int)(base * m_mult());
-}
-
-static int64_t m_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void m_nap(void)
-{
-    struct timespec ts = {0, 1000000}; /* a polling step, not a synchronisation */
-    nanosleep(&ts, NULL);
-}
-
-/* Poll cond (bounded, ms scaled): true once it holds, false on timeout. */
-#define M_WAIT_UNTIL(cond, ms)                                                                     \
-    do {                                                                                           \
-        int64_t m_deadline_ = m_now_ms() + m_ms(ms);                                               \
-        while (!(cond) && m_now_ms() < m_deadline_)                                                \
-            m_nap();                                                                               \
-    } while (0)
+/* Bounded polls (tc_test_* in helpers.c) with the scaled bound of the suite. */
+#define M_WAIT_UNTIL(cond, ms) TC_TEST_WAIT_UNTIL(cond, tc_test_ms(ms))
 
 #define WAIT_MS 5000 /* the bound of one wait that should succeed */
 #define QUIET_MS 150 /* the window in which something must NOT happen */
@@ -253,7 +223,7 @@ static int h_finish(tc_conn *conn, void *ctx)
         struct pollfd p = {.fd = sh->gate_rd, .events = POLLIN};
         char c;
         atomic_fetch_add(&sh->in_finish, 1);
-        if (poll(&p, 1, m_ms(HANDLER_MAX_MS)) == 1)
+        if (poll(&p, 1, tc_test_ms(HANDLER_MAX_MS)) == 1)
             (void)!read(sh->gate_rd, &c, 1);
     }
     atomic_fetch_sub(&sh->cur, 1);
@@ -277,7 +247,7 @@ static void own_child_main(int fd, int status)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     char c;
-    if (poll(&p, 1, m_ms(HANDLER_MAX_MS)) == 1)
+    if (poll(&p, 1, tc_test_ms(HANDLER_MAX_MS)) == 1)
         (void)!read(fd, &c, 1);
     _exit(status);
 }
@@ -331,7 +301,7 @@ static tc_server_config base_config(tc_mode mode, struct shared *sh)
      * Elsewhere a bound, so that a forked child orphaned by a failed test
      * (holding copies of the test's client sockets) still ends. */
     atomic_store(&sh->poll_shutdown, mode == TC_MODE_INLINE);
-    cfg.conn_timeout_ms = mode == TC_MODE_INLINE ? 50 : m_ms(HANDLER_MAX_MS);
+    cfg.conn_timeout_ms = mode == TC_MODE_INLINE ? 50 : tc_test_ms(HANDLER_MAX_MS);
     return cfg;
 }
 
@@ -384,11 +354,11 @@ static void srv_start(struct msrv *m, const tc_server_config *cfg, struct shared
 /* Shut down and join; returns how long serve_forever took to return, in ms. */
 static int64_t srv_stop(struct msrv *m)
 {
-    int64_t t0 = m_now_ms();
+    int64_t t0 = tc_test_now_ms();
     cr_assert_eq(tc_server_shutdown(m->srv), 0);
     M_WAIT_UNTIL(atomic_load(&m->done), WAIT_MS * 2);
     cr_assert(atomic_load(&m->done), "serve_forever did not return");
-    int64_t took = m_now_ms() - t0;
+    int64_t took = tc_test_now_ms() - t0;
     pthread_join(m->thread, NULL);
     m->running = 0;
     cr_assert_eq(m->rc, 0);
@@ -414,7 +384,7 @@ static int cl_connect(const tc_addr *a)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(fd, 0);
-    int ms = m_ms(WAIT_MS);
+    int ms = tc_test_ms(WAIT_MS);
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -446,7 +416,7 @@ static int cl_recv1(int fd)
 static int cl_readable(int fd, int ms)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    return poll(&p, 1, m_ms(ms)) > 0;
+    return poll(&p, 1, tc_test_ms(ms)) > 0;
 }
 
 static void cl_expect_echo(int fd, char c)
@@ -597,16 +567,16 @@ ParameterizedTest(tc_mode *mode, modes, shutdown_blocked_handlers, .timeout = 20
         cl_expect_echo(fd[i], 'x'); /* the handler now waits in read */
     }
     cr_expect_eq(tc_server_shutting_down(m.srv), 0);
-    int64_t t0 = m_now_ms();
+    int64_t t0 = tc_test_now_ms();
     cr_assert_eq(tc_server_shutdown(m.srv), 0);
     /* The drain lasts at least until the handlers' sockets are cut. */
     cr_expect_eq(tc_server_shutting_down(m.srv), 1);
     M_WAIT_UNTIL(atomic_load(&m.done), WAIT_MS);
     cr_assert(atomic_load(&m.done), "serve_forever did not return");
-    int64_t took = m_now_ms() - t0;
+    int64_t took = tc_test_now_ms() - t0;
     pthread_join(m.thread, NULL);
     cr_expect_eq(m.rc, 0);
-    cr_expect_lt(took, DRAIN + m_ms(1500), "serve_forever took %lld ms", (long long)took);
+    cr_expect_lt(took, DRAIN + tc_test_ms(1500), "serve_forever took %lld ms", (long long)took);
     cr_expect_eq(atomic_load(&sh->finished), n);
     if (*mode == TC_MODE_INLINE) {
         cr_expect_eq(atomic_load(&sh->saw_eof), 0); /* it returned on shutting_down */
@@ -818,10 +788,10 @@ ParameterizedTest(tc_mode *mode, modes, block_on_close_off, .timeout = 20)
     cr_assert_eq(tc_server_handle_request(m.srv), 0);
     cl_send(fd, 'x');
     cl_expect_echo(fd, 'x'); /* the handler now waits in read */
-    int64_t t0 = m_now_ms();
+    int64_t t0 = tc_test_now_ms();
     srv_destroy(&m);
-    int64_t took = m_now_ms() - t0;
-    cr_expect_lt(took, m_ms(300), "destroy took %lld ms", (long long)took);
+    int64_t took = tc_test_now_ms() - t0;
+    cr_expect_lt(took, tc_test_ms(300), "destroy took %lld ms", (long long)took);
     M_WAIT_UNTIL(atomic_load(&sh->finished) == 1, WAIT_MS);
     cr_expect_eq(atomic_load(&sh->saw_eof), 1);
     cr_expect_eq(atomic_load(&sh->finished), 1);
@@ -1170,9 +1140,9 @@ Test(forking, abandoned_children_reaped, .timeout = 20)
     }
     M_WAIT_UNTIL(atomic_load(&sh->in_finish) == N, WAIT_MS);
     cr_assert_eq(atomic_load(&sh->in_finish), N);
-    int64_t t0 = m_now_ms();
+    int64_t t0 = tc_test_now_ms();
     srv_destroy(&m);
-    cr_expect_lt(m_now_ms() - t0, m_ms(300), "destroy waited for the children");
+    cr_expect_lt(tc_test_now_ms() - t0, tc_test_ms(300), "destroy waited for the children");
     cr_expect_eq(tc_test_count_children(own_children, 2, NULL), N, "children ended before the gate opened");
     cr_assert_eq(write(gate[1], "ggg", N), N);
     tc_test_expect_counts(before, own_children, 2, "forking/abandon");
