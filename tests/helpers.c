@@ -8,6 +8,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -308,6 +310,27 @@ int tc_test_server_stop(tc_test_server *ts)
 
 /* ---- raw clients -------------------------------------------------------------- */
 
+/* A connect() a signal interrupted (with SO_SNDTIMEO set, even SA_RESTART
+ * does not restart it; tests that storm their own thread with signals hit
+ * this) goes on in the kernel: wait for it, bounded, and take its result. */
+static int connect_finish(int fd, int ms)
+{
+    int64_t end = tc_test_now_ms() + ms;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int r;
+    do {
+        int64_t left = end - tc_test_now_ms();
+        r = poll(&p, 1, left > 0 ? (int)left : 0); /* never negative: that is forever */
+    } while (r < 0 && errno == EINTR && tc_test_now_ms() < end);
+    if (r <= 0)
+        return r == 0 ? ETIMEDOUT : errno;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return errno;
+    return err;
+}
+
 int tc_test_connect(const tc_addr *addr)
 {
     int fd = socket(tc_addr_family(addr), SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -316,10 +339,13 @@ int tc_test_connect(const tc_addr *addr)
     int ms = TC_TEST_WAIT_MS;
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
     /* SO_SNDTIMEO also bounds a blocking connect() on Linux. */
+    int err = 0;
     if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0 ||
-        connect(fd, &addr->u.sa, addr->len) < 0) {
-        int err = errno;
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
+        err = errno;
+    else if (connect(fd, &addr->u.sa, addr->len) < 0)
+        err = errno == EINTR ? connect_finish(fd, ms) : errno;
+    if (err) {
         close(fd);
         return -err;
     }
@@ -612,4 +638,15 @@ int tc_test_mode_enabled(tc_mode m)
         if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
             return 1;
     return 0;
+}
+
+void tc_test_rec(atomic_int *lock, atomic_int *n, atomic_int *arr, int cap, int v)
+{
+    while (atomic_exchange(lock, 1)) /* held for two stores: a spin is enough */
+        sched_yield();
+    int i = atomic_load(n);
+    if (i < cap)
+        atomic_store(&arr[i], v);
+    atomic_store(n, i + 1);
+    atomic_store(lock, 0);
 }

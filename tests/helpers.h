@@ -6,6 +6,7 @@
 #define TCPCHAN_TESTS_HELPERS_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -39,6 +40,11 @@ void tc_test_nap_ms(int ms);
 /* Whether mode m is to be tested: TC_TEST_MODES (a comma-separated list of
  * mode names) unset or empty means every mode. */
 int tc_test_mode_enabled(tc_mode m);
+/* Append v to an ordered record arr[0..cap) whose count is *n, from any
+ * thread or forked child (keep all three in shared memory then): *lock is
+ * held across the store and the count, so a reader that sees n entries sees
+ * their values written (a count bumped first would show 0 for a moment). */
+void tc_test_rec(atomic_int *lock, atomic_int *n, atomic_int *arr, int cap, int v);
 
 /* ---- events: a counter, a log of tags, a condition variable ------------------ */
 

@@ -51,6 +51,7 @@
 #define NREC 256
 
 struct fx {
+    atomic_int rec_lock;                /* tc_test_rec: the records below */
     atomic_int drops;                /* log: "dropping a connection" */
     atomic_int other_logs;           /* log: any other warning or error */
     char first_log[256];             /* the first of those */
@@ -76,11 +77,9 @@ static void fx_free(struct fx *x)
     munmap(x, sizeof *x);
 }
 
-static void rec(atomic_int *n, atomic_int *arr, int v)
+static void rec(struct fx *x, atomic_int *n, atomic_int *arr, int v)
 {
-    int i = atomic_fetch_add(n, 1);
-    if (i < NREC)
-        atomic_store(&arr[i], v);
+    tc_test_rec(&x->rec_lock, n, arr, NREC, v);
 }
 
 static int last_of(atomic_int *n, atomic_int *arr)
@@ -104,7 +103,7 @@ static void f_error(tc_server *srv, tc_conn *conn, int err, void *ctx)
 {
     struct fx *x = ctx;
     (void)srv, (void)conn;
-    rec(&x->nerr, x->err, err);
+    rec(x, &x->nerr, x->err, err);
 }
 
 static int f_setup(tc_conn *c, void *ctx)
@@ -127,7 +126,7 @@ static void f_close(tc_conn *c, int reason, void *ctx)
 {
     struct fx *x = ctx;
     (void)c;
-    rec(&x->nclose, x->reason, reason);
+    rec(x, &x->nclose, x->reason, reason);
 }
 
 #define BIG ((size_t)64 << 20)
@@ -667,8 +666,11 @@ static void serve_walk(tc_mode m, int workers)
     for (n = 1; n < WALK_MAX; n++) {
         int errs = atomic_load(&x->nerr);
         ah_fail_from(n, AH_OTHER_THREADS);
-        int fd = tc_test_connect_ok(&ts.addr);
+        /* The clock starts before the connect: the server's idle clock starts
+         * at its accept, which may come before connect() returns here, and
+         * "closed before the timeout" must mean a failure closed it. */
         int64_t t0 = tc_test_now_ms();
+        int fd = tc_test_connect_ok(&ts.addr);
         int closed = cl_closed(fd);
         int64_t waited = tc_test_now_ms() - t0;
         cl_close(fd);
@@ -979,7 +981,7 @@ static int cmd_handle(tc_conn *c, void *ctx)
                 if (r > 0)
                     left -= (size_t)r;
             }
-            rec(&x->nres, x->res, r < 0 ? (int)r : (int)arg);
+            rec(x, &x->nres, x->res, r < 0 ? (int)r : (int)arg);
             if (r >= 0)
                 r = tc_conn_send_all(c, "ok\n", 3);
         } else if (!strncmp(cmd, "wait", 4)) {
@@ -989,8 +991,8 @@ static int cmd_handle(tc_conn *c, void *ctx)
             tc_conn_set_timeout(c, (int)arg);
             int64_t t0 = tc_test_now_ms();
             int wr = tc_conn_read_line(c, 64, &w, &wn);
-            rec(&x->nres, x->res, wr);
-            rec(&x->nres, x->res, (int)(tc_test_now_ms() - t0));
+            rec(x, &x->nres, x->res, wr);
+            rec(x, &x->nres, x->res, (int)(tc_test_now_ms() - t0));
             tc_conn_set_timeout(c, 0);
             r = tc_conn_send_all(c, "ok\n", 3);
         } else if (!strcmp(cmd, "mute")) {
@@ -1437,7 +1439,7 @@ static int blast_handle(tc_conn *c, void *ctx)
     struct fx *x = ctx;
     atomic_store(&x->started, 1);
     ssize_t r = tc_conn_send_all(c, big_buf, BIG);
-    rec(&x->nres, x->res, r < 0 ? (int)r : 0);
+    rec(x, &x->nres, x->res, r < 0 ? (int)r : 0);
     return r < 0 ? (int)r : 0;
 }
 

@@ -67,6 +67,7 @@ static const char *case_name(const struct hcase *p)
 #define NREC 512
 
 struct hx {
+    atomic_int rec_lock;                /* tc_test_rec: the records below */
     atomic_int live, peak;              /* between setup and finish, and the most at once */
     atomic_int setups, finishes, opens, messages;
     atomic_int nerr, err[NREC];         /* codes passed to handle_error, in order */
@@ -89,11 +90,9 @@ static void hx_free(struct hx *x)
     munmap(x, sizeof *x);
 }
 
-static void rec(atomic_int *n, atomic_int *arr, int v)
+static void rec(struct hx *x, atomic_int *n, atomic_int *arr, int v)
 {
-    int i = atomic_fetch_add(n, 1);
-    if (i < NREC)
-        atomic_store(&arr[i], v);
+    tc_test_rec(&x->rec_lock, n, arr, NREC, v);
 }
 
 /* How many of the first n recorded values equal v. */
@@ -143,7 +142,7 @@ static void x_close(tc_conn *c, int reason, void *ctx)
 {
     struct hx *x = ctx;
     (void)c;
-    rec(&x->nclose, x->reason, reason);
+    rec(x, &x->nclose, x->reason, reason);
 }
 
 /* Echo; "big" gets BIG bytes back, "r" gets REPLY bytes (raw, unframed), and
@@ -199,7 +198,7 @@ static int x_handle(tc_conn *c, void *ctx)
             break;
         }
     }
-    rec(&x->nret, x->ret, rc);
+    rec(x, &x->nret, x->ret, rc);
     return rc;
 }
 
@@ -209,14 +208,14 @@ static void x_error(tc_server *srv, tc_conn *conn, int err, void *ctx)
     (void)srv;
     if (!conn)
         atomic_fetch_add(&x->nerr_noconn, 1);
-    rec(&x->nerr, x->err, err);
+    rec(x, &x->nerr, x->err, err);
 }
 
 static int x_verify(tc_server *srv, const tc_addr *peer, void *ctx)
 {
     struct hx *x = ctx;
     (void)srv;
-    rec(&x->norder, x->order, tc_addr_port(peer));
+    rec(x, &x->norder, x->order, tc_addr_port(peer));
     return 0;
 }
 
