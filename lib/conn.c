@@ -110,11 +110,6 @@ int tc_conn_set_timeout(tc_conn *conn, int ms)
     return 0;
 }
 
-int64_t tc_monotonic_ns(void)
-{
-    return tc__now_ns();
-}
-
 int tc_conn_set_deadline(tc_conn *conn, int64_t deadline_ns)
 {
     if (!conn || deadline_ns < 0)

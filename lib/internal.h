@@ -12,13 +12,27 @@
 
 #include "tcpchan/tcpchan.h"
 
-/* ---- time (sock.c) ------------------------------------------------------ */
+/* ---- time (clock.c) ----------------------------------------------------- */
 
 /* Absolute deadlines in CLOCK_MONOTONIC nanoseconds; TC__NO_DEADLINE waits forever. */
 #define TC__NO_DEADLINE INT64_MAX
 int64_t tc__now_ns(void);
 /* The deadline ms milliseconds from now; ms <= 0 means none. */
 int64_t tc__deadline_ms(int ms);
+/* A poll timeout reaching deadline: -1 for none, 0 if passed, else the
+ * milliseconds left rounded up (a wait never ends before the deadline). */
+int tc__ms_until(int64_t deadline);
+
+/* ---- wake-ups (wake.c: eventfd) ------------------------------------------- */
+
+/* A non-blocking, close-on-exec eventfd: 0 or a negated errno. */
+int tc__wake_open(int *out_fd);
+/* Make fd readable; async-signal-safe, errno preserved. */
+void tc__wake(int fd);
+/* Consume every wake-up, so that a level-triggered watcher does not spin. */
+void tc__wake_drain(int fd);
+/* Whether fd has a wake-up pending (no waiting, nothing consumed). */
+int tc__wake_pending(int fd);
 
 /* ---- sockets (sock.c: the only file making raw socket calls) ------------ */
 

@@ -9,7 +9,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -429,16 +428,12 @@ static void post(struct loop *lp, struct mail *m)
     *lp->mail_tail = m;
     lp->mail_tail = &m->next;
     pthread_mutex_unlock(&lp->mu);
-    uint64_t one = 1;
-    ssize_t w = write(lp->mailfd, &one, sizeof one);
-    (void)w; /* EAGAIN: already signalled */
+    tc__wake(lp->mailfd);
 }
 
 static void read_mail(struct loop *lp)
 {
-    uint64_t v;
-    while (read(lp->mailfd, &v, sizeof v) == (ssize_t)sizeof v)
-        ;
+    tc__wake_drain(lp->mailfd);
     pthread_mutex_lock(&lp->mu);
     struct mail *m = lp->mail;
     lp->mail = NULL;
@@ -624,9 +619,7 @@ static void start_drain(struct loop *lp)
         struct loop *o = &st->loops[i];
         o->drain_deadline = deadline; /* published by the atomic store below */
         atomic_store(&o->draining, 1);
-        uint64_t one = 1;
-        ssize_t w = write(o->mailfd, &one, sizeof one);
-        (void)w;
+        tc__wake(o->mailfd);
     }
     update_listener(lp);
 }
@@ -661,12 +654,7 @@ static int next_timeout_ms(struct loop *lp)
         when = t->when;
     if (atomic_load(&lp->draining) && lp->drain_deadline < when)
         when = lp->drain_deadline;
-    if (when == TC__NO_DEADLINE)
-        return -1;
-    int64_t left = when - tc__now_ns();
-    if (left <= 0)
-        return 0;
-    return (int)((left + 999999) / 1000000); /* round up: never wake early */
+    return tc__ms_until(when);
 }
 
 static void run_loop(struct loop *lp)
@@ -687,9 +675,7 @@ static void run_loop(struct loop *lp)
             if (p == &tag_listener) {
                 accept_batch(lp);
             } else if (p == &tag_wake) {
-                uint64_t v;
-                while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-                    ;
+                tc__wake_drain(srv->wakefd);
                 if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
                     start_drain(lp);
             } else if (p == &tag_mail) {
@@ -816,8 +802,8 @@ static int event_start(tc_server *srv)
         atomic_init(&lp->draining, 0);
         if (rc == 0)
             rc = tc__poller_create(&lp->poller);
-        if (rc == 0 && (lp->mailfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
-            rc = -errno;
+        if (rc == 0)
+            rc = tc__wake_open(&lp->mailfd);
         if (rc == 0 && !(lp->scratch = malloc(SCRATCH_SIZE)))
             rc = -ENOMEM;
         if (rc == 0)

@@ -299,13 +299,9 @@ static int forking_wait(tc_server *srv, int64_t deadline)
         forking_service(srv);
         if (st->live == 0)
             return 0;
-        int timeout = -1;
-        if (deadline != TC__NO_DEADLINE) {
-            int64_t left = deadline - tc__now_ns();
-            if (left <= 0)
-                return -ETIMEDOUT;
-            timeout = (int)((left + 999999) / 1000000);
-        }
+        int timeout = tc__ms_until(deadline);
+        if (timeout == 0)
+            return -ETIMEDOUT;
         struct pollfd p = {.fd = st->epfd, .events = POLLIN};
         if (poll(&p, 1, timeout) < 0 && errno != EINTR)
             return -errno;

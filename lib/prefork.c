@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -100,9 +99,9 @@ int tc_prefork_create(tc_prefork **out, const tc_prefork_options *opts)
     pf->owner = getpid();
     pf->w = calloc((size_t)o.processes, sizeof *pf->w);
     pf->stamps = calloc((size_t)o.processes * (size_t)o.max_restarts, sizeof *pf->stamps);
-    pf->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!pf->w || !pf->stamps || pf->wakefd < 0) {
-        int rc = pf->wakefd < 0 && pf->w && pf->stamps ? -errno : -ENOMEM;
+    pf->wakefd = -1;
+    int rc = !pf->w || !pf->stamps ? -ENOMEM : tc__wake_open(&pf->wakefd);
+    if (rc < 0) {
         tc__close(pf->wakefd);
         free(pf->w);
         free(pf->stamps);
@@ -278,20 +277,16 @@ static void wait_events(tc_prefork *pf, int64_t deadline)
             deadline = pf->w[i].retry_at;
     int timeout = polled || !p ? POLL_MS : -1;
     if (deadline) {
-        int64_t left = (deadline - tc__now_ns() + 999999) / 1000000;
-        if (left < 0)
-            left = 0;
+        int left = tc__ms_until(deadline);
         if (timeout < 0 || left < timeout)
-            timeout = (int)left;
+            timeout = left;
     }
     if (p)
         (void)poll(p, (nfds_t)n, timeout); /* EINTR: look again at once */
     else
         (void)poll(NULL, 0, timeout);
     free(p);
-    uint64_t v;
-    while (read(pf->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-        ;
+    tc__wake_drain(pf->wakefd);
 }
 
 static int live_count(const tc_prefork *pf)
@@ -373,9 +368,7 @@ int tc_prefork_run(tc_prefork *pf)
     }
     stop_all(pf);
     /* Consume the request, so that the supervisor can run again. */
-    uint64_t v;
-    while (read(pf->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-        ;
+    tc__wake_drain(pf->wakefd);
     atomic_store(&pf->stop_req, 0);
     atomic_store(&pf->running, 0);
     return rc;
@@ -386,17 +379,11 @@ int tc_prefork_stop(tc_prefork *pf)
     if (!pf)
         return -EINVAL;
     /* Async-signal-safe: getpid, an atomic store, a write; errno preserved. */
-    int saved = errno, rc = 0;
-    if (getpid() != pf->owner) {
-        rc = -EPERM; /* a worker's copy: the stop is the supervisor's to decide */
-    } else {
-        uint64_t one = 1;
-        atomic_store(&pf->stop_req, 1);
-        ssize_t w = write(pf->wakefd, &one, sizeof one);
-        (void)w; /* EAGAIN: the counter is already non-zero, the loop wakes anyway */
-    }
-    errno = saved;
-    return rc;
+    if (getpid() != pf->owner)
+        return -EPERM; /* a worker's copy: the stop is the supervisor's to decide */
+    atomic_store(&pf->stop_req, 1);
+    tc__wake(pf->wakefd);
+    return 0;
 }
 
 int tc_prefork_worker_pid(const tc_prefork *pf, int index)

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -162,13 +161,6 @@ void tc__server_run_conn(tc_server *srv, tc_conn *conn)
     tc__server_conn_done(srv, conn);
 }
 
-static void wake(tc_server *srv)
-{
-    uint64_t one = 1;
-    ssize_t w = write(srv->wakefd, &one, sizeof one);
-    (void)w; /* EAGAIN: the counter is already non-zero, the loop wakes anyway */
-}
-
 /* The final release: no connection is live and the owner has let go. */
 static void server_free(tc_server *srv)
 {
@@ -226,7 +218,7 @@ void tc__server_conn_done(tc_server *srv, tc_conn *conn)
     if (atomic_load(&srv->accept_paused_until))
         atomic_store(&srv->accept_paused_until, 0);
     if (atomic_exchange(&srv->at_limit, 0))
-        wake(srv);
+        tc__wake(srv->wakefd);
     tc__server_release(srv);
 }
 
@@ -453,10 +445,9 @@ static int create_server(tc_server **out, const tc_server_config *cfg, const tc_
         }
         srv->cfg.listen = srv->listen_text;
     }
-    srv->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    srv->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (srv->wakefd < 0 || srv->stopfd < 0 || srv->spare_fd < 0) {
+    if ((rc = tc__wake_open(&srv->wakefd)) < 0 || (rc = tc__wake_open(&srv->stopfd)) < 0)
+        goto fail;
+    if ((srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
         rc = -errno;
         goto fail;
     }
@@ -594,11 +585,8 @@ static int accept_one(tc_server *srv)
 /* Drain the eventfd; 1 if a shutdown request is pending (and consume it). */
 static int take_shutdown(tc_server *srv)
 {
-    uint64_t v;
-    while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-        ;
-    while (read(srv->stopfd, &v, sizeof v) == (ssize_t)sizeof v)
-        ; /* served out: the next serve starts afresh */
+    tc__wake_drain(srv->wakefd);
+    tc__wake_drain(srv->stopfd); /* served out: the next serve starts afresh */
     return atomic_exchange(&srv->shutdown_req, 0);
 }
 
@@ -626,10 +614,9 @@ int tc__server_accept_timeout(tc_server *srv, int timeout_ms)
     int64_t until = atomic_load(&srv->accept_paused_until);
     if (!until)
         return timeout_ms;
-    int64_t left = until - tc__now_ns();
-    if (left <= 0)
+    if (until <= tc__now_ns())
         return timeout_ms; /* over (may_accept clears it) */
-    int ms = (int)((left + 999999) / 1000000); /* round up: never wake early */
+    int ms = tc__ms_until(until);
     return timeout_ms < 0 || ms < timeout_ms ? ms : timeout_ms;
 }
 
@@ -662,9 +649,7 @@ static int wait_ready(tc_server *srv, int timeout_ms)
         /* Consume the wake-up, or the eventfd stays readable and the loop
          * spins. A shutdown stores its flag before writing, so the caller's
          * next check of shutdown_req still sees it. */
-        uint64_t v;
-        while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-            ;
+        tc__wake_drain(srv->wakefd);
     }
     if (p[1].revents && srv->mode->service)
         srv->mode->service(srv);
@@ -752,16 +737,12 @@ int tc_server_handle_request(tc_server *srv)
             rc = TC_ESHUTDOWN;
             break;
         }
-        int timeout = -1;
-        if (deadline != TC__NO_DEADLINE) {
-            int64_t left = deadline - tc__now_ns();
-            if (left <= 0) {
-                if (srv->cfg.hooks.handle_timeout)
-                    srv->cfg.hooks.handle_timeout(srv, srv->cfg.hooks.ctx);
-                rc = -ETIMEDOUT;
-                break;
-            }
-            timeout = (int)((left + 999999) / 1000000); /* round up: never wake early */
+        int timeout = tc__ms_until(deadline);
+        if (timeout == 0) {
+            if (srv->cfg.hooks.handle_timeout)
+                srv->cfg.hooks.handle_timeout(srv, srv->cfg.hooks.ctx);
+            rc = -ETIMEDOUT;
+            break;
         }
         int ready = wait_ready(srv, timeout);
         if (ready < 0) {
@@ -781,17 +762,12 @@ int tc_server_shutdown(tc_server *srv)
         return -EINVAL;
     /* Async-signal-safe: an atomic store and a write(); errno is preserved
      * because this may run inside a signal handler. */
-    int saved = errno;
-    uint64_t one = 1;
     atomic_store(&srv->stopping, 1);
     atomic_store(&srv->shutdown_req, 1);
     /* stopfd first: message loops waiting for input, here, in handler
      * threads or in forked children, see the drain begin. */
-    ssize_t w = write(srv->stopfd, &one, sizeof one);
-    (void)w;
-    w = write(srv->wakefd, &one, sizeof one);
-    (void)w; /* EAGAIN means the counter is already non-zero: awake anyway */
-    errno = saved;
+    tc__wake(srv->stopfd);
+    tc__wake(srv->wakefd);
     return 0;
 }
 
@@ -815,8 +791,7 @@ int tc_server_shutting_down(const tc_server *srv)
     if (!srv->in_child)
         return atomic_load(&srv->stopping);
     /* A forked child's copy of the flag never changes: ask the eventfd. */
-    struct pollfd p = {.fd = srv->stopfd, .events = POLLIN};
-    return poll(&p, 1, 0) > 0;
+    return tc__wake_pending(srv->stopfd);
 }
 
 int tc_server_stats(const tc_server *srv, tc_stats *out)

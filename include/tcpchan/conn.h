@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "addr.h"
+#include "clock.h"
 #include "codec.h"
 #include "common.h"
 
@@ -135,17 +136,6 @@ TC_API void *tc_conn_data(const tc_conn *conn);
  * @return 0, or -EINVAL for NULL.
  */
 TC_API int tc_conn_set_timeout(tc_conn *conn, int ms);
-
-/** @brief Nanoseconds in a millisecond, for building deadlines. */
-#define TC_NS_PER_MS INT64_C(1000000)
-
-/**
- * @brief The current time on the clock deadlines use: CLOCK_MONOTONIC, in nanoseconds.
- * @return Nanoseconds since an arbitrary fixed point (boot).
- * @par Thread safety
- * Safe from any thread.
- */
-TC_API int64_t tc_monotonic_ns(void);
 
 /**
  * @brief Set an overall deadline for the channel: an absolute point in time
