@@ -51,7 +51,7 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts)
     if (rc < 0)
         return err;
     tc_conn *c;
-    if ((rc = tc__conn_new(&c, NULL, fd, &addrs[0], NULL)) < 0)
+    if ((rc = tc__chan_new(&c, &tc__drv_poll, fd, &addrs[0], NULL)) < 0)
         return rc;
     /* The peer is the address that answered, not necessarily the first. */
     (void)tc__sock_peer(fd, &c->peer);

@@ -26,7 +26,7 @@
 struct child {
     pid_t pid;
     int fd;                     /* pidfd or the pipe's read end; -1: polled (unwatched) */
-    tc_conn *conn;              /* the parent's copy, registered until the reap */
+    tc__session *s;             /* the parent's copy, registered until the reap */
     struct child *prev, *next;
 };
 
@@ -88,7 +88,7 @@ static void watch(tc_server *srv, struct state *st, struct child *c, int fd)
     c->fd = fd;
     if (fd >= 0 && epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
         return;
-    tc__server_log(srv, TC_LOG_DEBUG, "forking: child %d is polled (no descriptor to watch)",
+    tc__log(srv, TC_LOG_DEBUG, "forking: child %d is polled (no descriptor to watch)",
                    (int)c->pid);
     unwatch(st, c);
 }
@@ -111,23 +111,23 @@ static void child_done(tc_server *srv, struct state *st, struct child *c, int st
     st->live--;
 
     char peer[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&c->conn->peer, peer, sizeof peer);
+    (void)tc_addr_format(&c->s->conn->peer, peer, sizeof peer);
     if (!known) {
         /* Reaped by someone else: SIGCHLD set to SIG_IGN, or the application's waitpid(-1). */
-        tc__server_log(srv, TC_LOG_DEBUG, "forking: child %d (%s) was reaped elsewhere",
+        tc__log(srv, TC_LOG_DEBUG, "forking: child %d (%s) was reaped elsewhere",
                        (int)c->pid, peer);
     } else if (WIFSIGNALED(status)) {
-        tc__server_log(srv, TC_LOG_WARN, "forking: child %d (%s) killed by signal %d", (int)c->pid,
+        tc__log(srv, TC_LOG_WARN, "forking: child %d (%s) killed by signal %d", (int)c->pid,
                        peer, WTERMSIG(status));
-        tc__server_error(srv, NULL, TC_ECHILD);
+        tc__report(srv, NULL, TC_ECHILD);
     } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-        tc__server_log(srv, TC_LOG_WARN, "forking: child %d (%s) exited with status %d",
+        tc__log(srv, TC_LOG_WARN, "forking: child %d (%s) exited with status %d",
                        (int)c->pid, peer, WEXITSTATUS(status));
-        tc__server_error(srv, NULL, TC_ECHILD);
+        tc__report(srv, NULL, TC_ECHILD);
     }
-    tc_conn *conn = c->conn;
+    tc__session *s = c->s;
     free(c);
-    tc__server_conn_done(srv, conn); /* may free srv when it holds the last reference */
+    tc__server_session_done(s); /* may free srv when it holds the last reference */
 }
 
 /* Reap one child if it has ended: 1 if it was, 0 if it still runs. Only this
@@ -211,9 +211,9 @@ static int forking_start(tc_server *srv)
     if (fd >= 0)
         tc__close(fd);
     if (st->use_pidfd)
-        tc__server_log(srv, TC_LOG_DEBUG, "forking: children watched with pidfds");
+        tc__log(srv, TC_LOG_DEBUG, "forking: children watched with pidfds");
     else
-        tc__server_log(srv, TC_LOG_DEBUG, "forking: children watched with pipes (pidfd_open: %s)",
+        tc__log(srv, TC_LOG_DEBUG, "forking: children watched with pipes (pidfd_open: %s)",
                        tc_strerror(fd));
     srv->mode_state = st;
     srv->mode_fd = st->epfd;
@@ -224,7 +224,7 @@ static int forking_start(tc_server *srv)
  * run the handler and leave with _exit (no atexit handlers, no second flush
  * of stdio buffers copied from the parent). Never returns. */
 __attribute__((noreturn)) static void child_main(tc_server *srv, struct state *st,
-                                                 tc_conn *conn, int pipe_rd)
+                                                 tc__session *s, int pipe_rd)
 {
     tc__close(srv->lfd);
     tc__close(srv->wakefd);
@@ -239,16 +239,16 @@ __attribute__((noreturn)) static void child_main(tc_server *srv, struct state *s
     /* The siblings' sockets: kept open here, their clients would not see the
      * end of the stream until this child exits too. */
     for (struct child *c = st->children; c; c = c->next) {
-        tc__close(c->conn->fd);
+        tc__close(c->s->conn->fd);
         tc__close(c->fd);
     }
-    tc__server_run_handler(srv, conn);
+    tc__session_run(s);
     /* The parent's copy stays open until the reap: end the stream now. */
-    tc__sock_shutdown(conn->fd);
+    tc__sock_shutdown(s->conn->fd);
     _exit(0);
 }
 
-static int forking_process_request(tc_server *srv, tc_conn *conn)
+static int forking_process_request(tc_server *srv, tc__session *s)
 {
     struct state *st = st_of(srv);
     forking_service(srv); /* reap first: fewer inherited descriptors to close */
@@ -271,12 +271,12 @@ static int forking_process_request(tc_server *srv, tc_conn *conn)
     }
     if (pid == 0) {
         free(c); /* the parent's record of the child: nothing to the child itself */
-        child_main(srv, st, conn, p[0]);
+        child_main(srv, st, s, p[0]);
     }
 
     tc__close(p[1]); /* the child's end: EOF here once the child is gone */
     c->pid = pid;
-    c->conn = conn;
+    c->s = s;
     c->next = st->children;
     if (st->children)
         st->children->prev = c;
@@ -284,7 +284,7 @@ static int forking_process_request(tc_server *srv, tc_conn *conn)
     st->live++;
     int fd = p[0];
     if (st->use_pidfd && (fd = pidfd_open(pid)) < 0) {
-        tc__server_log(srv, TC_LOG_WARN, "forking: pidfd_open(%d): %s", (int)pid,
+        tc__log(srv, TC_LOG_WARN, "forking: pidfd_open(%d): %s", (int)pid,
                        tc_strerror(fd));
         fd = -1;
     }
@@ -339,7 +339,7 @@ static void forking_abandon(tc_server *srv)
     }
     if (rc != 0) {
         /* Nobody else could reap them: wait here rather than leave zombies. */
-        tc__server_log(srv, TC_LOG_WARN, "forking: no reaper thread (%s); waiting for %u children",
+        tc__log(srv, TC_LOG_WARN, "forking: no reaper thread (%s); waiting for %u children",
                        tc_strerror(-rc), st->live);
         (void)forking_wait(srv, TC__NO_DEADLINE);
     }
