@@ -2,7 +2,6 @@
 /* Wake-up descriptors: an eventfd one thread (or a signal handler) writes
  * and a poll loop watches, then drains. */
 #include <errno.h>
-#include <poll.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -36,10 +35,5 @@ void tc__wake_drain(int fd)
 
 int tc__wake_pending(int fd)
 {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r;
-    do
-        r = poll(&p, 1, 0);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
+    return tc__sock_readable(fd);
 }
