@@ -58,8 +58,9 @@ static void *worker_main(void *arg);
  * it): release it; 1 if that freed the server (see pool_stop). */
 static int session_over(struct slot *sl)
 {
-    tc__server_session_done(sl->cur);
-    sl->cur = NULL;
+    tc__session *s = sl->cur;
+    sl->cur = NULL; /* before: the last session's end may free the slots */
+    tc__server_session_done(s);
     return tl_freed_server;
 }
 
