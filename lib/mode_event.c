@@ -649,8 +649,9 @@ static void run_loop(struct loop *lp)
             /* The listener's loop: wake at the end of an accept pause, and
              * at least every poll interval for service_actions. */
             timeout = tc__server_accept_timeout(srv, timeout);
-            if (timeout < 0 || timeout > srv->cfg.poll_interval_ms)
-                timeout = srv->cfg.poll_interval_ms;
+            int every = srv->cfg.poll_interval_ms; /* negative: only for events */
+            if (every > 0 && (timeout < 0 || timeout > every))
+                timeout = every;
         }
         int n = tc__poller_wait(lp->poller, ev, TC__POLL_BATCH, timeout);
         if (n < 0) {
