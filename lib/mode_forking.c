@@ -11,9 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/syscall.h>
 #include <sys/timerfd.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,17 +42,6 @@ struct state {
 static struct state *st_of(tc_server *srv)
 {
     return srv->mode_state;
-}
-
-static int pidfd_open(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    long fd = syscall(SYS_pidfd_open, pid, 0); /* close-on-exec by design */
-    return fd < 0 ? -errno : (int)fd;
-#else
-    (void)pid;
-    return -ENOSYS;
-#endif
 }
 
 static void arm_timer(struct state *st, int on)
@@ -93,8 +80,9 @@ static void watch(tc_server *srv, struct state *st, struct child *c, int fd)
     unwatch(st, c);
 }
 
-/* The child is gone: say how it ended, then release its connection. */
-static void child_done(tc_server *srv, struct state *st, struct child *c, int status, int known)
+/* The child is gone (how: tc__child_reap's answer): say how it ended, then
+ * release its connection. */
+static void child_done(tc_server *srv, struct state *st, struct child *c, int how, int status)
 {
     if (c->fd >= 0) {
         (void)epoll_ctl(st->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -110,38 +98,30 @@ static void child_done(tc_server *srv, struct state *st, struct child *c, int st
         c->next->prev = c->prev;
     st->live--;
 
-    char peer[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&c->conn->peer, peer, sizeof peer);
-    if (!known) {
-        /* Reaped by someone else: SIGCHLD set to SIG_IGN, or the application's waitpid(-1). */
-        tc__server_log(srv, TC_LOG_DEBUG, "forking: child %d (%s) was reaped elsewhere",
-                       (int)c->pid, peer);
-    } else if (WIFSIGNALED(status)) {
-        tc__server_log(srv, TC_LOG_WARN, "forking: child %d (%s) killed by signal %d", (int)c->pid,
-                       peer, WTERMSIG(status));
-        tc__server_error(srv, NULL, TC_ECHILD);
-    } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-        tc__server_log(srv, TC_LOG_WARN, "forking: child %d (%s) exited with status %d",
-                       (int)c->pid, peer, WEXITSTATUS(status));
-        tc__server_error(srv, NULL, TC_ECHILD);
+    if (!tc__child_succeeded(how, status)) {
+        /* Reaped elsewhere (SIGCHLD set to SIG_IGN, or the application's
+         * waitpid(-1)) is no failure of the child's: only a debug line. */
+        int failed = how == TC__CHILD_ENDED;
+        char peer[TC_ADDR_STRLEN] = "-", text[TC__CHILD_HOW_LEN];
+        (void)tc_addr_format(&c->conn->peer, peer, sizeof peer);
+        tc__server_log(srv, failed ? TC_LOG_WARN : TC_LOG_DEBUG, "forking: child %d (%s) %s",
+                       (int)c->pid, peer, tc__child_describe(how, status, text, sizeof text));
+        if (failed)
+            tc__server_error(srv, NULL, TC_ECHILD);
     }
     tc_conn *conn = c->conn;
     free(c);
     tc__server_conn_done(srv, conn); /* may free srv when it holds the last reference */
 }
 
-/* Reap one child if it has ended: 1 if it was, 0 if it still runs. Only this
- * pid is waited for, never -1: other children of the process are not ours. */
+/* Reap one child if it has ended: 1 if it was, 0 if it still runs. */
 static int try_reap(tc_server *srv, struct state *st, struct child *c)
 {
     int status = 0;
-    pid_t r;
-    do
-        r = waitpid(c->pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
+    int how = tc__child_reap(c->pid, 0, &status);
+    if (how == TC__CHILD_RUNNING)
         return 0;
-    child_done(srv, st, c, status, r == c->pid);
+    child_done(srv, st, c, how, status);
     return 1;
 }
 
@@ -204,17 +184,14 @@ static int forking_start(tc_server *srv)
         free(st);
         return rc;
     }
-    /* Probe once: pidfd_open is missing before Linux 5.3 and under some
-     * sandboxes (gVisor, seccomp filters); then each child holds a pipe. */
-    int fd = pidfd_open(getpid());
-    st->use_pidfd = fd >= 0;
-    if (fd >= 0)
-        tc__close(fd);
+    /* Without pidfds each child holds a pipe. */
+    int probe = tc__child_probe();
+    st->use_pidfd = probe == 0;
     if (st->use_pidfd)
         tc__server_log(srv, TC_LOG_DEBUG, "forking: children watched with pidfds");
     else
         tc__server_log(srv, TC_LOG_DEBUG, "forking: children watched with pipes (pidfd_open: %s)",
-                       tc_strerror(fd));
+                       tc_strerror(probe));
     srv->mode_state = st;
     srv->mode_fd = st->epfd;
     return 0;
@@ -283,7 +260,7 @@ static int forking_process_request(tc_server *srv, tc_conn *conn)
     st->children = c;
     st->live++;
     int fd = p[0];
-    if (st->use_pidfd && (fd = pidfd_open(pid)) < 0) {
+    if (st->use_pidfd && (fd = tc__child_watch(pid)) < 0) {
         tc__server_log(srv, TC_LOG_WARN, "forking: pidfd_open(%d): %s", (int)pid,
                        tc_strerror(fd));
         fd = -1;
