@@ -274,6 +274,9 @@ int tc__poller_mod(tc__poller *p, int fd, unsigned events, void *ptr);
 int tc__poller_del(tc__poller *p, int fd);
 /* Wait up to timeout_ms (-1: forever): the number of events, 0 on timeout or EINTR. */
 int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms);
+/* The epoll descriptor itself, readable while an event is pending: for a
+ * caller that waits on it with other descriptors (a mode's srv->mode_fd). */
+int tc__poller_fd(const tc__poller *p);
 
 /* ---- child processes (child.c: pidfd watch, reap by pid, exit status) ------ */
 

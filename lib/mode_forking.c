@@ -2,7 +2,7 @@
 /* Forking mode (ForkingMixIn): a process per connection. The parent keeps
  * each connection registered until its child is reaped, and learns that a
  * child ended through a pidfd (or, where pidfd_open is missing, a pipe the
- * child holds) watched by an epoll set: no SIGCHLD handler, no waitpid(-1). */
+ * child holds) watched by a poller: no SIGCHLD handler, no waitpid(-1). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -10,7 +10,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,7 +30,7 @@ struct child {
 /* Used by one thread at a time: the serving thread, then the one calling
  * destroy, then (block_on_close off) the reaper thread it starts. */
 struct state {
-    int epfd;                   /* srv->mode_fd: the children's descriptors and tfd */
+    tc__poller *poller;         /* the children's descriptors and tfd; srv->mode_fd is its fd */
     int tfd;                    /* timerfd, armed while some child is unwatched */
     int use_pidfd;
     unsigned live;
@@ -61,7 +60,7 @@ static void unwatch(struct state *st, struct child *c)
     if (c->fd >= 0) {
         /* Remove it before closing: a sibling forked meanwhile may still hold a
          * copy, and epoll keeps reporting a description while any copy lives. */
-        (void)epoll_ctl(st->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        (void)tc__poller_del(st->poller, c->fd);
         tc__close(c->fd);
         c->fd = -1;
     }
@@ -71,9 +70,8 @@ static void unwatch(struct state *st, struct child *c)
 
 static void watch(tc_server *srv, struct state *st, struct child *c, int fd)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     c->fd = fd;
-    if (fd >= 0 && epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+    if (fd >= 0 && tc__poller_add(st->poller, fd, TC__POLL_IN, c) == 0)
         return;
     tc__server_log(srv, TC_LOG_DEBUG, "forking: child %d is polled (no descriptor to watch)",
                    (int)c->pid);
@@ -85,7 +83,7 @@ static void watch(tc_server *srv, struct state *st, struct child *c, int fd)
 static void child_done(tc_server *srv, struct state *st, struct child *c, int how, int status)
 {
     if (c->fd >= 0) {
-        (void)epoll_ctl(st->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        (void)tc__poller_del(st->poller, c->fd);
         tc__close(c->fd);
     } else if (--st->unwatched == 0) {
         arm_timer(st, 0);
@@ -145,18 +143,18 @@ static void on_event(tc_server *srv, struct state *st, struct child *c)
 static void forking_service(tc_server *srv)
 {
     struct state *st = st_of(srv);
-    struct epoll_event ev[EVENTS_PER_TURN];
+    tc__pevent ev[EVENTS_PER_TURN];
     int n;
     do {
-        n = epoll_wait(st->epfd, ev, EVENTS_PER_TURN, 0);
+        n = tc__poller_wait(st->poller, ev, EVENTS_PER_TURN, 0);
         for (int i = 0; i < n; i++) {
-            if (ev[i].data.ptr == NULL) { /* the timer */
+            if (ev[i].ptr == NULL) { /* the timer */
                 uint64_t ticks;
                 ssize_t r = read(st->tfd, &ticks, sizeof ticks);
                 (void)r;
                 continue;
             }
-            on_event(srv, st, ev[i].data.ptr);
+            on_event(srv, st, ev[i].ptr);
         }
     } while (n == EVENTS_PER_TURN);
     if (st->unwatched) {
@@ -174,12 +172,14 @@ static int forking_start(tc_server *srv)
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;
-    st->epfd = epoll_create1(EPOLL_CLOEXEC);
-    st->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (st->epfd < 0 || st->tfd < 0 || epoll_ctl(st->epfd, EPOLL_CTL_ADD, st->tfd, &ev) < 0) {
-        int rc = -errno;
-        tc__close(st->epfd);
+    st->tfd = -1;
+    int rc = tc__poller_create(&st->poller);
+    if (rc == 0 && (st->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = tc__poller_add(st->poller, st->tfd, TC__POLL_IN, NULL);
+    if (rc < 0) {
+        tc__poller_destroy(st->poller);
         tc__close(st->tfd);
         free(st);
         return rc;
@@ -193,7 +193,7 @@ static int forking_start(tc_server *srv)
         tc__server_log(srv, TC_LOG_DEBUG, "forking: children watched with pipes (pidfd_open: %s)",
                        tc_strerror(probe));
     srv->mode_state = st;
-    srv->mode_fd = st->epfd;
+    srv->mode_fd = tc__poller_fd(st->poller);
     return 0;
 }
 
@@ -206,7 +206,8 @@ __attribute__((noreturn)) static void child_main(tc_server *srv, struct state *s
     tc__close(srv->lfd);
     tc__close(srv->wakefd);
     tc__close(srv->spare_fd);
-    tc__close(st->epfd);
+    tc__poller_destroy(st->poller);
+    st->poller = NULL;
     tc__close(st->tfd);
     tc__close(pipe_rd);
     /* -1, so that a handler calling tc_server_shutdown() on its copy of the
@@ -279,7 +280,7 @@ static int forking_wait(tc_server *srv, int64_t deadline)
         int timeout = tc__ms_until(deadline);
         if (timeout == 0)
             return -ETIMEDOUT;
-        struct pollfd p = {.fd = st->epfd, .events = POLLIN};
+        struct pollfd p = {.fd = tc__poller_fd(st->poller), .events = POLLIN};
         if (poll(&p, 1, timeout) < 0 && errno != EINTR)
             return -errno;
     }
@@ -328,7 +329,7 @@ static void forking_stop(tc_server *srv)
     if (!st)
         return;
     /* No connection is live, so every child has been reaped. */
-    tc__close(st->epfd);
+    tc__poller_destroy(st->poller);
     tc__close(st->tfd);
     free(st);
     srv->mode_state = NULL;

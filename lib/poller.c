@@ -45,6 +45,11 @@ void tc__poller_destroy(tc__poller *p)
     free(p);
 }
 
+int tc__poller_fd(const tc__poller *p)
+{
+    return p->epfd;
+}
+
 static int ctl(tc__poller *p, int op, int fd, unsigned events, void *ptr)
 {
     struct epoll_event ev = {.events = to_epoll(events), .data.ptr = ptr};
