@@ -206,6 +206,37 @@ int tc__poller_mod(tc__poller *p, int fd, unsigned events, void *ptr);
 int tc__poller_del(tc__poller *p, int fd);
 /* Wait up to timeout_ms (-1: forever): the number of events, 0 on timeout or EINTR. */
 int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms);
+/* The epoll descriptor itself, readable while an event is pending: for a
+ * caller that waits on it with other descriptors (a mode's srv->mode_fd). */
+int tc__poller_fd(const tc__poller *p);
+
+/* ---- child processes (child.c: pidfd watch, reap by pid, exit status) ------ */
+
+/* What tc__child_reap found. */
+enum {
+    TC__CHILD_RUNNING = 0, /* still running: nothing reaped */
+    TC__CHILD_ENDED = 1,   /* reaped here: *status holds its wait status */
+    TC__CHILD_GONE = 2,    /* reaped elsewhere (SIGCHLD ignored, someone's waitpid(-1)) */
+};
+#define TC__CHILD_HOW_LEN 48 /* room for any text of tc__child_describe */
+
+/* Whether pidfds work here: 0, or the negated errno of pidfd_open on this
+ * process (-ENOSYS before Linux 5.3 or under a seccomp filter). Probe once,
+ * then watch each child with tc__child_watch or fall back for all of them. */
+int tc__child_probe(void);
+/* A close-on-exec pidfd for pid, readable once it ends, or a negated errno:
+ * no descriptor, and the caller falls back to a pipe the child holds or to
+ * polling with tc__child_reap. */
+int tc__child_watch(pid_t pid);
+/* Reap pid and only pid (never waitpid(-1)), EINTR retried, without waiting
+ * unless block is set: TC__CHILD_RUNNING (never when blocking),
+ * TC__CHILD_ENDED with *status set, or TC__CHILD_GONE (status unknown). */
+int tc__child_reap(pid_t pid, int block, int *status);
+/* Whether tc__child_reap's answer how (and status) is an exit with status 0. */
+int tc__child_succeeded(int how, int status);
+/* How a child ended, for a log line: "exited with status 3", "killed by
+ * signal 9", "was reaped elsewhere (status unknown)". Returns buf. */
+const char *tc__child_describe(int how, int status, char *buf, size_t len);
 
 /* ---- timers (timer.c: a min-heap on absolute deadlines) --------------------- */
 
