@@ -114,7 +114,7 @@ int main(int argc, char **argv)
     if (!addr || max_frame < 0 || timeout < 0)
         return fputs(usage_text, stderr), 2;
 
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.connect_timeout_ms = (int)timeout;
     if (f == LINE)
         tc_codec_delimited(&o.codec, "\n", 1);

@@ -310,7 +310,7 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
         return 1;
     }
     struct prefork_ctx ctx = {cfg, handler, o->listen, token[0], reserve_fd};
-    tc_prefork_options po = TC_PREFORK_OPTIONS_INIT;
+    tc_prefork_config po = TC_PREFORK_CONFIG_INIT;
     tc_prefork *pf;
     po.processes = (int)o->processes;
     po.worker = echo_worker;

@@ -57,7 +57,7 @@ static int listener(struct sockaddr_in *a, int backlog)
     return l;
 }
 
-static void make_pair_opts(struct pair *p, const tc_dial_options *o)
+static void make_pair_opts(struct pair *p, const tc_dial_config *o)
 {
     struct sockaddr_in a;
     char addr[64];
@@ -868,10 +868,10 @@ Test(channel, options)
     free_pair(&p);
 }
 
-Test(channel, dial_options_set_codec_and_buffers)
+Test(channel, dial_config_set_codec_and_buffers)
 {
     struct pair p;
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     tc_codec_delimited(&o.codec, "\n", 1);
     o.read_buffer_size = 8;
     make_pair_opts(&p, &o);
@@ -928,7 +928,7 @@ Test(channel, dial_times_out_against_a_full_backlog)
     cr_assert_eq(connect(filler, (struct sockaddr *)&a, sizeof a), 0);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.connect_timeout_ms = 300;
     tc_conn *c = NULL;
     int64_t t0 = now_ms();

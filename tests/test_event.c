@@ -189,7 +189,7 @@ static tc_server_config ev_config(struct hs *h, int workers)
 
 static tc_conn *dial(const tc_test_server *ts, const tc_codec *codec)
 {
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     if (codec)
         o.codec = *codec;

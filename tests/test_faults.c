@@ -573,7 +573,7 @@ Test(faults, dial_out_of_memory, .timeout = 60)
     tc_handler h = f_handler(x);
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &h);
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     cr_assert_eq(tc_codec_delimited(&o.codec, "\n", 1), 0);
     char byname[TC_ADDR_STRLEN];
@@ -808,7 +808,7 @@ Test(faults, channel_buffers_out_of_memory, .timeout = 60)
     tc_handler h = f_handler(x);
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &h);
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     cr_assert_eq(tc_codec_delimited(&o.codec, "\n", 1), 0);
     tc_codec_set_max_frame(&o.codec, 2 * LARGE);
@@ -1052,7 +1052,7 @@ Test(faults, client_calls_survive_signals, .timeout = 60)
     hammer_start(&hm, pthread_self());
     int s0 = atomic_load(&g_usr2);
 
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     tc_conn *c;
     int rc = tc_dial(&c, ts.addr_str, &o);

@@ -199,7 +199,7 @@ static void stop(struct srv *v)
 
 static tc_conn *client(struct srv *v, const tc_codec *codec)
 {
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = 5000;
     if (codec)
         o.codec = *codec;

@@ -132,7 +132,7 @@ TC_API void *tc_conn_data(const tc_conn *conn);
  * @param ms   Milliseconds; 0 or negative waits forever. Accepted channels
  *             start with the server's @ref tc_server_config::conn_timeout_ms
  *             (5 minutes by default); dialled ones with
- *             @ref tc_dial_options::timeout_ms (none by default).
+ *             @ref tc_dial_config::timeout_ms (none by default).
  * @return 0, or -EINVAL for NULL.
  */
 TC_API int tc_conn_set_timeout(tc_conn *conn, int ms);
@@ -196,7 +196,7 @@ TC_API int tc_conn_set_keepalive(tc_conn *conn, int on, int idle_s);
  * @brief Set the framing used by tc_conn_read_frame() and tc_conn_write_frame().
  *
  * A server channel starts with @ref tc_server_config::codec, a dialled one
- * with @ref tc_dial_options::codec (raw by default). Change it only between
+ * with @ref tc_dial_config::codec (raw by default). Change it only between
  * frames.
  * @param conn  The channel.
  * @param codec The codec (copied), or NULL for raw with the default maximum.
@@ -475,17 +475,17 @@ TC_API int tc_conn_shutdown_write(tc_conn *conn);
  */
 TC_API int tc_conn_set_timer(tc_conn *conn, int delay_ms, int interval_ms);
 
-/** @brief Options for tc_dial(). Zero-initialise, or use TC_DIAL_OPTIONS_INIT. */
-typedef struct tc_dial_options {
+/** @brief Configuration of tc_dial(). Zero-initialise, or use TC_DIAL_CONFIG_INIT. */
+typedef struct tc_dial_config {
     int connect_timeout_ms;   /**< give up connecting after this long; 0 = 30000 ms */
     int timeout_ms;           /**< per-operation timeout of the channel; 0 = none */
     tc_codec codec;           /**< framing of the channel; zero = raw, 1 MiB maximum */
     size_t read_buffer_size;  /**< see tc_conn_set_buffer_sizes(); 0 = 16 KiB */
     size_t write_buffer_size; /**< see tc_conn_set_buffer_sizes(); 0 = 16 KiB */
-} tc_dial_options;
+} tc_dial_config;
 
-/** @brief Initialiser for tc_dial_options: every field at its default. */
-#define TC_DIAL_OPTIONS_INIT {0, 0, TC_CODEC_INIT, 0, 0}
+/** @brief Initialiser for tc_dial_config: every field at its default. */
+#define TC_DIAL_CONFIG_INIT {0, 0, TC_CODEC_INIT, 0, 0}
 
 /**
  * @brief Connect to a server and return a client channel.
@@ -502,16 +502,16 @@ typedef struct tc_dial_options {
  * @endcode
  * @param[out] out  Receives the channel; written only on success.
  * @param address   Where to connect.
- * @param opts      Options, or NULL for the defaults.
+ * @param opts      The configuration, or NULL for the defaults.
  * @return 0, or TC_EBADADDR / -ENAMETOOLONG for a malformed address,
  *         TC_ENORESOLVE for a name that does not resolve, -ECONNREFUSED,
  *         -ETIMEDOUT (connect timeout), -ENETUNREACH / -EHOSTUNREACH,
  *         -ENOMEM, -EMFILE or another negated errno value, -EINVAL for NULL
- *         or invalid options (codec, buffer sizes).
+ *         or an invalid configuration (codec, buffer sizes).
  * @par Ownership
  * The caller owns the channel and releases it with tc_conn_close().
  */
-TC_API int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts);
+TC_API int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts);
 
 /**
  * @brief Close a client channel from tc_dial() and free it.
