@@ -462,7 +462,7 @@ typedef struct tc_stats {
 } tc_stats;
 
 /**
- * @brief Set every field of @p cfg to its default (the same as TC_SERVER_CONFIG_INIT).
+ * @brief Set every field of @p cfg to its default: a copy of TC_SERVER_CONFIG_INIT.
  * @param cfg The config; NULL does nothing.
  */
 TC_API void tc_server_config_init(tc_server_config *cfg);
