@@ -126,8 +126,8 @@ TC_API void *tc_conn_data(const tc_conn *conn);
  *
  * Each blocking call on the channel (one read, one whole write, flush or
  * send) gives up with -ETIMEDOUT when it cannot complete within this time,
- * counted from the start of the call. See "Timeouts and deadlines" above for
- * the state a timed-out call leaves.
+ * counted from the start of the call. See "Timeouts and deadlines" in
+ * @ref channels for the state a timed-out call leaves.
  * @param conn The channel.
  * @param ms   Milliseconds; 0 or negative waits forever. Accepted channels
  *             start with the server's @ref tc_server_config::conn_timeout_ms
@@ -223,8 +223,9 @@ TC_API const tc_codec *tc_conn_codec(const tc_conn *conn);
  * @return The number of bytes read (> 0), or TC_EOF when the peer closed its
  *         side and nothing is buffered, -ETIMEDOUT (nothing consumed),
  *         -ECONNRESET or another negated errno value, the code that broke
- *         the read side earlier (see "Broken channels"), -EINVAL for NULL
- *         arguments.
+ *         the read side earlier (see "Broken channels" in @ref channels),
+ *         -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler),
+ *         -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n);
 
@@ -240,7 +241,8 @@ TC_API ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n);
  *         ended after some but fewer than @p n (the read side is then
  *         broken); -ETIMEDOUT; -ECONNRESET or another negated errno value;
  *         -ENOMEM if the bytes of a timed-out call could not be kept;
- *         -EINVAL for NULL arguments.
+ *         -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler; @p n 0
+ *         still returns 0); -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n);
 
@@ -267,8 +269,9 @@ TC_API ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n);
  * @return 0; TC_EOF when the stream ended at a line boundary; TC_EPARTIAL
  *         when it ended inside a line; TC_ETOOBIG over @p max; -ETIMEDOUT
  *         (nothing consumed); -ENOMEM; -ECONNRESET or another negated errno
- *         value; -EINVAL for NULL arguments, @p dlen out of range or @p max
- *         over TC_CODEC_MAX_FRAME_LIMIT.
+ *         value; -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler);
+ *         -EINVAL for NULL arguments, @p dlen out of range or @p max over
+ *         TC_CODEC_MAX_FRAME_LIMIT.
  * @par Ownership
  * The view points into the channel's buffer; the channel owns it.
  */
@@ -284,7 +287,10 @@ TC_API int tc_conn_read_until(tc_conn *conn, const void *delim, size_t dlen, siz
  * @param max  Longest accepted line, "\n" excluded; 0 = 1 MiB.
  * @param[out] line Receives the start of the line.
  * @param[out] len  Receives its length.
- * @return As tc_conn_read_until().
+ * @return As tc_conn_read_until(): 0; TC_EOF, TC_EPARTIAL, TC_ETOOBIG,
+ *         -ETIMEDOUT, -ENOMEM, -ECONNRESET or another negated errno value;
+ *         -ENOTSUP in TC_MODE_EVENT; -EINVAL for NULL arguments or @p max
+ *         over TC_CODEC_MAX_FRAME_LIMIT.
  * @par Ownership
  * The view points into the channel's buffer; the channel owns it.
  */
@@ -309,8 +315,10 @@ TC_API int tc_conn_read_line(tc_conn *conn, size_t max, const char **line, size_
  *         when the stream ended inside a frame; TC_ETOOBIG for a frame over
  *         the maximum; TC_EBADFRAME (or a custom scan's code) for malformed
  *         bytes; -ETIMEDOUT (nothing consumed); -ENOMEM; -ECONNRESET or
- *         another negated errno value; -EINVAL for NULL arguments.
- *         After any failure but -ETIMEDOUT and -ENOMEM the read side is broken.
+ *         another negated errno value; -ENOTSUP in TC_MODE_EVENT (the loop
+ *         reads for the handler: see tc_handler::on_message); -EINVAL for
+ *         NULL arguments. After any failure but -ETIMEDOUT, -ENOMEM,
+ *         -ENOTSUP and -EINVAL the read side is broken.
  * @par Ownership
  * The view points into the channel's buffer; the channel owns it.
  */
@@ -326,8 +334,9 @@ TC_API int tc_conn_read_frame(tc_conn *conn, const void **msg, size_t *len);
  * @param[out] len Receives how many are buffered (>= @p n on success).
  * @return 0; TC_EOF if the stream ended with fewer than @p n bytes buffered
  *         (*@p len then tells how many, still readable); TC_ETOOBIG for @p n
- *         over the bound; -ETIMEDOUT; -ENOMEM; a socket error; -EINVAL for
- *         NULL arguments.
+ *         over the bound; -ETIMEDOUT; -ENOMEM; a socket error; -ENOTSUP in
+ *         TC_MODE_EVENT (the loop reads for the handler); -EINVAL for NULL
+ *         arguments.
  * @par Ownership
  * The view points into the channel's buffer, valid until the next read call.
  */
@@ -342,9 +351,9 @@ TC_API int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len);
  * @param conn The channel.
  * @param buf  The bytes.
  * @param n    How many.
- * @return @p n; -ETIMEDOUT (see "Timeouts and deadlines"); -EPIPE,
- *         -ECONNRESET or another negated errno value; -ENOMEM; -EINVAL for
- *         NULL arguments.
+ * @return @p n; -ETIMEDOUT (see "Timeouts and deadlines" in @ref channels);
+ *         -EPIPE, -ECONNRESET or another negated errno value; -ENOMEM;
+ *         -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n);
 
@@ -376,7 +385,7 @@ TC_API int tc_conn_flush(tc_conn *conn);
  * @param n    How many.
  * @return @p n, or -ETIMEDOUT, -EPIPE, -ECONNRESET or another negated errno
  *         value (some bytes may have been sent: see "Timeouts and
- *         deadlines"), -EINVAL for NULL arguments.
+ *         deadlines" in @ref channels), -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n);
 
@@ -405,7 +414,8 @@ TC_API ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt
  * @param count   How many bytes.
  * @return The number of bytes sent: @p count, or fewer if the file ends
  *         first; -ETIMEDOUT, -EPIPE, -ECONNRESET, -EBADF, or another negated
- *         errno value; -EINVAL for NULL, a negative offset or a negative @p file_fd.
+ *         errno value; -ENOTSUP in TC_MODE_EVENT (it would block the loop);
+ *         -EINVAL for NULL, a negative offset or a negative @p file_fd.
  */
 TC_API ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count);
 
