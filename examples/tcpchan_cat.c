@@ -72,9 +72,9 @@ static int send_input(tc_conn *c, enum framing f, char *pending, size_t *plen, i
         size_t end = nl ? (size_t)(nl - pending) : *plen;
         if (!nl && (!at_eof || end == start))
             break;
-        int rc = tc_conn_write_frame(c, pending + start, end - start);
+        ssize_t rc = tc_conn_write_frame(c, pending + start, end - start);
         if (rc < 0)
-            return rc;
+            return (int)rc;
         start = nl ? end + 1 : end;
     }
     memmove(pending, pending + start, *plen - start);

@@ -162,7 +162,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 static int echo_send(tc_conn *conn, const void *msg, size_t len, void *ctx)
 {
     (void)ctx;
-    return tc_conn_send(conn, msg, len);
+    ssize_t sent = tc_conn_send(conn, msg, len); /* len, or a negative code */
+    return sent < 0 ? (int)sent : 0;
 }
 
 /* One line or len32 frame in, the same frame out. The reply is buffered

@@ -362,16 +362,18 @@ TC_API ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n);
  * @param conn The channel.
  * @param fmt  A printf format.
  * @param ...  Its arguments.
- * @return The number of bytes appended, or the codes of tc_conn_write(),
- *         or -EINVAL for NULL arguments or a format error.
+ * @return The number of bytes formatted (all taken: appended, or sent at
+ *         once when more than the buffer holds), or the codes of
+ *         tc_conn_write(), or -EINVAL for NULL arguments or a format error.
  */
 TC_API int tc_conn_printf(tc_conn *conn, const char *fmt, ...) TC_PRINTF_LIKE(2, 3);
 
 /**
  * @brief Send everything in the write buffer.
  * @param conn The channel.
- * @return 0; -ETIMEDOUT (the unsent rest stays buffered: flush again later);
- *         -EPIPE, -ECONNRESET or another negated errno value; -EINVAL for NULL.
+ * @return 0 (it takes none of the caller's bytes); -ETIMEDOUT (the unsent
+ *         rest stays buffered: flush again later); -EPIPE, -ECONNRESET or
+ *         another negated errno value; -EINVAL for NULL.
  */
 TC_API int tc_conn_flush(tc_conn *conn);
 
@@ -383,9 +385,10 @@ TC_API int tc_conn_flush(tc_conn *conn);
  * @param conn The channel.
  * @param buf  The bytes.
  * @param n    How many.
- * @return @p n, or -ETIMEDOUT, -EPIPE, -ECONNRESET or another negated errno
- *         value (some bytes may have been sent: see "Timeouts and
- *         deadlines" in @ref channels), -EINVAL for NULL arguments.
+ * @return @p n (all of them sent; the buffered bytes sent before them are
+ *         not counted), or -ETIMEDOUT, -EPIPE, -ECONNRESET or another
+ *         negated errno value (some bytes may have been sent: see "Timeouts
+ *         and deadlines" in @ref channels), -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n);
 
@@ -398,7 +401,8 @@ TC_API ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n);
  * @param conn   The channel.
  * @param iov    The buffers (not modified).
  * @param iovcnt Their number, >= 0.
- * @return The total number of bytes sent; -ETIMEDOUT, -EPIPE, -ECONNRESET or
+ * @return The vector's total length, all of it sent (the buffered bytes sent
+ *         before it are not counted); -ETIMEDOUT, -EPIPE, -ECONNRESET or
  *         another negated errno value; -EINVAL for NULL arguments, a
  *         negative count or a total over SSIZE_MAX.
  */
@@ -427,10 +431,12 @@ TC_API ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t
  * @param conn The channel.
  * @param buf  The payload.
  * @param len  Its length.
- * @return 0; TC_ETOOBIG or TC_EBADFRAME from the codec (nothing sent); the
- *         codes of tc_conn_writev().
+ * @return @p len, the payload's length (the codec's header and trailer, and
+ *         the buffered bytes sent before them, are not counted); TC_ETOOBIG or
+ *         TC_EBADFRAME from the codec (nothing sent); the codes of
+ *         tc_conn_writev().
  */
-TC_API int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
+TC_API ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
 
 /**
  * @brief Send one message: the same as tc_conn_write_frame().
@@ -442,7 +448,7 @@ TC_API int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
  * @param conn The channel.
  * @param buf  The payload.
  * @param len  Its length.
- * @return As tc_conn_write_frame().
+ * @return As tc_conn_write_frame(): @p len, or a negative code.
  * @par Thread safety
  * In event mode this (and tc_conn_write_frame(), tc_conn_writev(),
  * tc_conn_send_all()) may be called from any thread: the bytes are copied
@@ -453,7 +459,7 @@ TC_API int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
  * (tc_conn_write(), tc_conn_printf(), tc_conn_flush()) stay loop-only. In
  * the other modes a channel belongs to its handler's thread.
  */
-TC_API int tc_conn_send(tc_conn *conn, const void *buf, size_t len);
+TC_API ssize_t tc_conn_send(tc_conn *conn, const void *buf, size_t len);
 
 /**
  * @brief Half-close: flush, then send end of stream (shutdown SHUT_WR) and
