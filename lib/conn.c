@@ -484,7 +484,7 @@ ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count)
     return conn->drv->sendfile(conn, file_fd, offset, count > SSIZE_MAX ? SSIZE_MAX : count);
 }
 
-int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
+ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
 {
     if (!conn || (!buf && len))
         return -EINVAL;
@@ -503,10 +503,10 @@ int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
     if (env.tail_len)
         v[n++] = (struct iovec){env.tail, env.tail_len};
     ssize_t r = send_vec(conn, v, n, env.head_len + len + env.tail_len);
-    return r < 0 ? (int)r : 0;
+    return r < 0 ? r : (ssize_t)len; /* the caller's bytes, not the framing */
 }
 
-int tc_conn_send(tc_conn *conn, const void *buf, size_t len)
+ssize_t tc_conn_send(tc_conn *conn, const void *buf, size_t len)
 {
     return tc_conn_write_frame(conn, buf, len);
 }

@@ -25,7 +25,7 @@ static int connect_one(const tc_addr *addr, int timeout_ms, int *out_fd)
     return 0;
 }
 
-int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts)
+int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
 {
     tc_addr addrs[DIAL_MAX_ADDRS];
     int n = 0, fd = -1, rc;

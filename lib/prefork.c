@@ -33,7 +33,7 @@ struct worker {
 };
 
 struct tc_prefork {
-    tc_prefork_options o;
+    tc_prefork_config o;
     pid_t owner;           /* the supervisor's pid: tc_prefork_stop() is a no-op elsewhere */
     int wakefd;            /* eventfd written by tc_prefork_stop() */
     int use_pidfd;
@@ -58,11 +58,11 @@ static void plog(tc_prefork *pf, tc_log_level level, const char *fmt, ...)
     pf->o.log(pf, level, msg, pf->o.ctx);
 }
 
-int tc_prefork_create(tc_prefork **out, const tc_prefork_options *opts)
+int tc_prefork_create(tc_prefork **out, const tc_prefork_config *opts)
 {
     if (!out || !opts)
         return -EINVAL;
-    tc_prefork_options o = *opts;
+    tc_prefork_config o = *opts;
     if (!o.worker || o.processes < 0 || o.max_restarts < 0 || o.restart_window_ms < 0 ||
         o.stop_timeout_ms < 0 || o.stop_signal < 0 || o.stop_signal >= NSIG ||
         o.stop_signal == SIGSTOP)

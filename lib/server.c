@@ -307,8 +307,8 @@ static int bind_listener(tc_server *srv)
 
 void tc_server_config_init(tc_server_config *cfg)
 {
-    if (cfg)
-        memset(cfg, 0, sizeof *cfg);
+    if (cfg) /* the macro is the one source of the defaults */
+        *cfg = (tc_server_config)TC_SERVER_CONFIG_INIT;
 }
 
 /* tc_server_create(); without a listener (listener 0) for tc_server_serve_inetd(). */

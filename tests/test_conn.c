@@ -429,7 +429,7 @@ Test(conn, send_all_to_closed_peer_client_side, .timeout = 20)
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, NULL, &h);
     tc_conn *c;
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     cr_assert_eq(tc_dial(&c, ts.addr_str, &o), 0);
     char b[4];
@@ -446,7 +446,7 @@ Test(conn, send_all_to_closed_peer_client_side, .timeout = 20)
 static void dial_echo(const tc_test_server *ts, const char *address, const char *msg)
 {
     tc_conn *c = NULL;
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     o.connect_timeout_ms = TC_TEST_WAIT_MS;
     int rc = tc_dial(&c, address, &o);
@@ -599,7 +599,7 @@ Test(conn, dial_timeout_option, .timeout = 20)
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, NULL, NULL);
     tc_conn *c;
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = 50;
     cr_assert_eq(tc_dial(&c, ts.addr_str, &o), 0);
     char buf[8];

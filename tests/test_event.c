@@ -113,7 +113,8 @@ static int echo_message(tc_conn *c, const void *msg, size_t len, void *ctx)
     atomic_fetch_add(&h->consumed, (long long)len);
     if (len == 4 && memcmp(msg, "fail", 4) == 0)
         return -EPROTO;
-    return tc_conn_send(c, msg, len);
+    ssize_t sent = tc_conn_send(c, msg, len);
+    return sent < 0 ? (int)sent : 0;
 }
 
 static void hs_error(tc_server *srv, tc_conn *conn, int err, void *ctx)
@@ -189,7 +190,7 @@ static tc_server_config ev_config(struct hs *h, int workers)
 
 static tc_conn *dial(const tc_test_server *ts, const tc_codec *codec)
 {
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     if (codec)
         o.codec = *codec;
@@ -221,7 +222,7 @@ static void expect_closed(tc_conn *c)
 /* Send one line and expect it back. */
 static void exchange(tc_conn *c, const char *line)
 {
-    cr_assert_eq(tc_conn_send(c, line, strlen(line)), 0);
+    cr_assert_eq(tc_conn_send(c, line, strlen(line)), (ssize_t)strlen(line));
     expect_frame(c, line);
 }
 
@@ -775,15 +776,17 @@ static void *sender_main(void *arg)
         char b[32];
         int n = snprintf(b, sizeof b, "f%d", k);
         pthread_mutex_lock(&s->mu);
-        int rc = s->conn ? tc_conn_send(s->conn, b, (size_t)n) : 1;
+        int live = s->conn != NULL;
+        ssize_t rc = live ? tc_conn_send(s->conn, b, (size_t)n) : 0;
         pthread_mutex_unlock(&s->mu);
-        if (rc == 1)
+        if (!live)
             break;
         if (rc < 0) {
-            s->send_err = rc;
+            s->send_err = (int)rc;
             break;
         }
-        s->sent++;
+        if (rc == n) /* the whole frame taken (the count the tests check) */
+            s->sent++;
     }
     return NULL;
 }
@@ -834,7 +837,7 @@ Test(event, send_from_a_foreign_thread)
             char want[32];
             if (j < REPLIES) {
                 snprintf(want, sizeof want, "r%d", j);
-                cr_assert_eq(tc_conn_send(c[i], want, strlen(want)), 0);
+                cr_assert_eq(tc_conn_send(c[i], want, strlen(want)), (ssize_t)strlen(want));
             }
             for (;;) {
                 if (j == REPLIES && nextf == FRAMES)
@@ -954,7 +957,8 @@ static int reply(tc_conn *c, const char *fmt, int a, int b, int d)
 {
     char out[64];
     int n = snprintf(out, sizeof out, fmt, a, b, d);
-    return tc_conn_send(c, out, (size_t)n);
+    ssize_t sent = tc_conn_send(c, out, (size_t)n);
+    return sent < 0 ? (int)sent : 0;
 }
 
 /* Commands: "id N" (this connection is slot N), "arm D I", "cancel",
@@ -1015,7 +1019,8 @@ static int t_on_timer(tc_conn *c, void *ctx)
     int rc = 0;
     if (s->limit && s->fires == s->limit) {
         tc_conn_set_timer(c, 0, 0);
-        rc = tc_conn_send(c, "done", 4);
+        ssize_t sent = tc_conn_send(c, "done", 4);
+        rc = sent < 0 ? (int)sent : 0;
     }
     if (s->bye) {
         char *big = malloc(s->bye);
@@ -1069,14 +1074,14 @@ static tc_conn *t_client(const tc_test_server *ts, int id)
     tc_conn *c = dial(ts, &line);
     char b[16];
     snprintf(b, sizeof b, "id %d", id);
-    cr_assert_eq(tc_conn_send(c, b, strlen(b)), 0);
+    cr_assert_eq(tc_conn_send(c, b, strlen(b)), (ssize_t)strlen(b));
     expect_frame(c, "ok");
     return c;
 }
 
 static void command(tc_conn *c, const char *cmd, const char *want)
 {
-    cr_assert_eq(tc_conn_send(c, cmd, strlen(cmd)), 0);
+    cr_assert_eq(tc_conn_send(c, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
     expect_frame(c, want);
 }
 
@@ -1284,7 +1289,7 @@ static void probe(tc_mode mode, int stream, int expect)
     tc_conn *c = dial(&ts, &line);
     char want[16];
     snprintf(want, sizeof want, "%d", expect);
-    cr_assert_eq(tc_conn_send(c, "x", 1), 0);
+    cr_assert_eq(tc_conn_send(c, "x", 1), 1);
     expect_frame(c, want);
     tc_conn_close(c);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
@@ -1525,7 +1530,7 @@ Test(event, max_conns_holds_the_next_client_until_a_slot_frees)
     exchange(a, "a");
     exchange(b, "b");
     tc_conn *c = dial(&ts, &line); /* connected in the backlog, not accepted */
-    cr_assert_eq(tc_conn_send(c, "c", 1), 0);
+    cr_assert_eq(tc_conn_send(c, "c", 1), 1);
     struct pollfd p = {.fd = tc_conn_fd(c), .events = POLLIN};
     cr_assert_eq(poll(&p, 1, tc_test_ms(100)), 0, "served beyond max_conns");
     cr_assert_eq(stats_of(&ts).accepted, 2);
@@ -1596,7 +1601,7 @@ Test(event, verify_request_refuses_and_stats_count)
     cr_assert_eq(s.handler_errors, 0);
     cr_assert_eq(hs_get(&h, &h.opens), 3, "the refused one never reached the handler");
 
-    cr_assert_eq(tc_conn_send(c[0], "fail", 4), 0);
+    cr_assert_eq(tc_conn_send(c[0], "fail", 4), 4);
     expect_closed(c[0]);
     cr_assert_eq(tc_test_event_wait(&h.closed, 1, TC_TEST_WAIT_MS), 0);
     cr_assert_eq(hs_get(&h, &h.last_reason), -EPROTO);
@@ -1850,7 +1855,7 @@ static void no_accept_after_shutdown(int workers)
     pthread_mutex_lock(&g.mu);
     g.arm = 1;
     pthread_mutex_unlock(&g.mu);
-    cr_assert_eq(tc_conn_send(a, "two", 3), 0); /* a turn of loop 0, which then blocks */
+    cr_assert_eq(tc_conn_send(a, "two", 3), 3); /* a turn of loop 0, which then blocks */
     pthread_mutex_lock(&g.mu);
     while (!g.blocked)
         pthread_cond_wait(&g.cv, &g.mu); /* bounded by the test's timeout */

@@ -599,7 +599,8 @@ ParameterizedTest(tc_mode *mode, modes, shutdown_blocked_handlers, .timeout = 20
 static int m_echo(tc_conn *conn, const void *msg, size_t len, void *ctx)
 {
     (void)ctx;
-    return tc_conn_send(conn, msg, len);
+    ssize_t sent = tc_conn_send(conn, msg, len);
+    return sent < 0 ? (int)sent : 0;
 }
 
 static void m_closed(tc_conn *conn, int reason, void *ctx)
