@@ -8,6 +8,12 @@
 #define DIAL_MAX_ADDRS 16
 #define DIAL_DEFAULT_TIMEOUT_MS 30000
 
+void tc_dial_config_init(tc_dial_config *cfg)
+{
+    if (cfg) /* the macro is the one source of the defaults */
+        *cfg = (tc_dial_config)TC_DIAL_CONFIG_INIT;
+}
+
 static int connect_one(const tc_addr *addr, int timeout_ms, int *out_fd)
 {
     int fd = -1;

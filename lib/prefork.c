@@ -58,6 +58,12 @@ static void plog(tc_prefork *pf, tc_log_level level, const char *fmt, ...)
     pf->o.log(pf, level, msg, pf->o.ctx);
 }
 
+void tc_prefork_config_init(tc_prefork_config *cfg)
+{
+    if (cfg) /* the macro is the one source of the defaults */
+        *cfg = (tc_prefork_config)TC_PREFORK_CONFIG_INIT;
+}
+
 int tc_prefork_create(tc_prefork **out, const tc_prefork_config *opts)
 {
     if (!out || !opts)

@@ -643,3 +643,18 @@ Test(conn, close_ignores_server_channels, .timeout = 20)
     cr_assert_str_eq(log, "10");
     cr_assert_eq(tc_test_server_stop(&ts), 0);
 }
+
+/* tc_dial_config_init() copies TC_DIAL_CONFIG_INIT, over whatever was there. */
+Test(conn, dial_config_init_equals_the_macro, .timeout = 10)
+{
+    tc_dial_config m = TC_DIAL_CONFIG_INIT, b;
+    memset(&b, 0x5A, sizeof b);
+    tc_dial_config_init(&b);
+    cr_assert_eq(b.connect_timeout_ms, m.connect_timeout_ms);
+    cr_assert_eq(b.timeout_ms, m.timeout_ms);
+    cr_assert_eq(tc_codec_max_frame(&b.codec), tc_codec_max_frame(&m.codec));
+    cr_assert_eq(tc_codec_validate(&b.codec), 0, "the default codec is valid");
+    cr_assert_eq(b.read_buffer_size, m.read_buffer_size);
+    cr_assert_eq(b.write_buffer_size, m.write_buffer_size);
+    tc_dial_config_init(NULL); /* does nothing */
+}

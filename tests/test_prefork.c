@@ -458,3 +458,20 @@ Test(prefork, stop_before_run_and_options)
     cr_assert_eq(tc_prefork_stop(NULL), -EINVAL);
     cr_assert_eq(tc_prefork_run(NULL), -EINVAL);
 }
+
+/* tc_prefork_config_init() copies TC_PREFORK_CONFIG_INIT, over whatever was there. */
+Test(prefork, config_init_equals_the_macro, .timeout = 10)
+{
+    tc_prefork_config m = TC_PREFORK_CONFIG_INIT, b;
+    memset(&b, 0x5A, sizeof b);
+    tc_prefork_config_init(&b);
+    cr_assert_eq(b.processes, m.processes);
+    cr_assert(b.worker == m.worker);
+    cr_assert(b.ctx == m.ctx);
+    cr_assert_eq(b.max_restarts, m.max_restarts);
+    cr_assert_eq(b.restart_window_ms, m.restart_window_ms);
+    cr_assert_eq(b.stop_signal, m.stop_signal);
+    cr_assert_eq(b.stop_timeout_ms, m.stop_timeout_ms);
+    cr_assert(b.log == m.log);
+    tc_prefork_config_init(NULL); /* does nothing */
+}

@@ -504,6 +504,14 @@ typedef struct tc_dial_config {
 #define TC_DIAL_CONFIG_INIT {0, 0, TC_CODEC_INIT, 0, 0}
 
 /**
+ * @brief Set every field of @p cfg to its default: a copy of TC_DIAL_CONFIG_INIT.
+ * @param cfg The config; NULL does nothing.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API void tc_dial_config_init(tc_dial_config *cfg);
+
+/**
  * @brief Connect to a server and return a client channel.
  *
  * Resolves @p address (same forms as tc_addr_parse()), tries each address

@@ -129,6 +129,14 @@ typedef struct tc_prefork_config {
 #define TC_PREFORK_CONFIG_INIT {0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
+ * @brief Set every field of @p cfg to its default: a copy of TC_PREFORK_CONFIG_INIT.
+ * @param cfg The config; NULL does nothing.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API void tc_prefork_config_init(tc_prefork_config *cfg);
+
+/**
  * @brief Create a supervisor (no process is forked yet).
  * @param[out] out Receives the supervisor; written only on success.
  * @param opts     The configuration (copied); worker is required.
