@@ -97,6 +97,7 @@ struct shared {
     struct fdkinds {            /* the most any probed handler saw */
         atomic_int listeners, siblings, anon, pipes;
     } seen;
+    atomic_int services;        /* service_actions calls */
 };
 
 static struct shared *shared_new(void)
@@ -258,6 +259,7 @@ static void on_service(tc_server *srv, void *ctx)
 {
     struct shared *sh = ctx;
     (void)srv;
+    atomic_fetch_add(&sh->services, 1);
     if (!atomic_exchange(&sh->fork_in_loop, 0))
         return;
     pid_t pid = fork();
@@ -798,6 +800,34 @@ ParameterizedTest(tc_mode *mode, modes, block_on_close_off, .timeout = 20)
     cr_expect_eq(cl_recv1(fd), -1, "the client sees the end of the stream");
     cl_close(fd);
     tc_test_expect_counts(before, own_children, 2, tc_mode_name(*mode));
+    shared_free(sh);
+}
+
+/* ---- poll_interval_ms: service_actions while idle ------------------------------ */
+
+/* server.h: service_actions runs at least every poll_interval_ms while the
+ * server is idle (and not in a busy loop: the fifth call cannot come before
+ * two intervals have passed). The reference for the same test in event mode
+ * (test_event.c), which fails there on 3589a83 (issue 12, 3.2). */
+MODE_PARAMS(modes, service_actions_every_poll_interval, ALL_MODES)
+ParameterizedTest(tc_mode *mode, modes, service_actions_every_poll_interval, .timeout = 20)
+{
+    enum { INTERVAL = 20, CALLS = 5, WITHIN = 3000 };
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    cfg.poll_interval_ms = INTERVAL;
+    struct msrv m;
+    int64_t t0 = tc_test_now_ms();
+    srv_start(&m, &cfg, sh);
+    M_WAIT_UNTIL(atomic_load(&sh->services) >= CALLS, WITHIN);
+    int64_t took = tc_test_now_ms() - t0;
+    int n = atomic_load(&sh->services);
+    cr_expect_geq(n, CALLS, "%s: service_actions ran %d times in %lld ms (poll_interval_ms %d)",
+                  tc_mode_name(*mode), n, (long long)took, INTERVAL);
+    cr_expect_geq(took, 2 * INTERVAL, "%s: %d calls in %lld ms: a busy loop", tc_mode_name(*mode),
+                  n, (long long)took);
+    srv_stop(&m);
+    srv_destroy(&m);
     shared_free(sh);
 }
 
