@@ -1801,6 +1801,88 @@ Test(event, large_and_dribbled_frames)
     hs_destroy(&h);
 }
 
+/* ---- poll_interval_ms: service_actions while idle -------------------------------------- */
+
+/* server.h: service_actions runs in the serving thread, after each batch of
+ * accepts and at least every poll_interval_ms while the server is idle. The
+ * other modes do (test_modes: service_actions_every_poll_interval); event
+ * mode on 3589a83 (issue 12, 3.2) calls it only when something wakes loop 0,
+ * so an idle server never does. With poll_interval_ms 20, five calls must
+ * come within 3 s (scaled), though not at once (no busy loop: the fifth no
+ * sooner than two intervals), first with no connection, then with one open
+ * and idle. The hook signals each call through a tc_test_event. */
+struct svc {
+    struct hs hs; /* first: the hooks' ctx */
+    tc_test_event calls;
+    pthread_mutex_t mu;
+    pthread_t last;  /* the thread of the latest call */
+    int threads;     /* calls from another thread than the previous one */
+};
+
+static void svc_hook(tc_server *srv, void *ctx)
+{
+    struct svc *s = ctx;
+    (void)srv;
+    pthread_mutex_lock(&s->mu);
+    if (tc_test_event_count(&s->calls) > 0 && !pthread_equal(s->last, pthread_self()))
+        s->threads++;
+    s->last = pthread_self();
+    pthread_mutex_unlock(&s->mu);
+    tc_test_event_post(&s->calls, NULL);
+}
+
+/* Wait for `calls` more calls than `from`; asserts they came in time but not at once. */
+static void expect_service_calls(struct svc *s, int from, int workers, const char *when)
+{
+    enum { INTERVAL = 20, CALLS = 5, WITHIN = 3000 };
+    int64_t t0 = tc_test_now_ms();
+    int rc = tc_test_event_wait(&s->calls, from + CALLS, tc_test_ms(WITHIN));
+    int64_t took = tc_test_now_ms() - t0;
+    int n = tc_test_event_count(&s->calls) - from;
+    cr_assert_eq(rc, 0,
+                 "event mode, %d loop(s), %s: service_actions ran %d times in %lld ms "
+                 "(poll_interval_ms %d: at least %d expected)",
+                 workers, when, n, (long long)took, INTERVAL, CALLS);
+    cr_assert_geq(took, 2 * INTERVAL, "event mode, %d loop(s), %s: %d calls in %lld ms: a busy loop",
+                  workers, when, n, (long long)took);
+}
+
+static void service_while_idle(int workers)
+{
+    struct svc s;
+    memset(&s, 0, sizeof s);
+    hs_init(&s.hs);
+    tc_test_event_init(&s.calls);
+    pthread_mutex_init(&s.mu, NULL);
+    tc_server_config cfg = ev_config(&s.hs, workers);
+    cfg.poll_interval_ms = 20;
+    cfg.hooks.service_actions = svc_hook;
+    cfg.hooks.ctx = &s;
+    tc_handler hd = echo_handler(&s.hs);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    expect_service_calls(&s, 0, workers, "no connection");
+
+    tc_codec line = line_codec();
+    tc_conn *c = dial(&ts, &line);
+    exchange(c, "hello");
+    expect_service_calls(&s, tc_test_event_count(&s.calls), workers, "one idle connection");
+    pthread_mutex_lock(&s.mu);
+    int threads = s.threads;
+    int serving = pthread_equal(s.last, ts.thread);
+    pthread_mutex_unlock(&s.mu);
+    cr_assert(serving && threads == 0, "service_actions ran outside the serving thread");
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_event_wait(&s.hs.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    pthread_mutex_destroy(&s.mu);
+    tc_test_event_destroy(&s.calls);
+    hs_destroy(&s.hs);
+}
+
+Test(event, service_actions_every_poll_interval_one_loop) { service_while_idle(1); }
+Test(event, service_actions_every_poll_interval_two_loops) { service_while_idle(2); }
+
 /* ---- accepting: never after shutdown, and out of descriptors -------------------------------- */
 
 struct gate {
