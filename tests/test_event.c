@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Event mode (lib/mode_event.c): a thousand concurrent connections on one or
  * two loops, bounded memory under backpressure, tc_conn_send from a foreign
- * thread, timers (order, periods, cancel), the idle timeout, flushing on
- * shutdown, max_conns, verify_request, stats and clean teardown. Servers listen
- * on 127.0.0.1:0; clients are raw sockets, tc_dial channels or an epoll fleet. */
+ * thread and its high-water mark, timers (order, periods, cancel), the idle
+ * timeout, flushing on shutdown, max_conns, verify_request, stats,
+ * service_actions while idle, and clean teardown. Servers listen on
+ * 127.0.0.1:0; clients are raw sockets, tc_dial channels or an epoll fleet. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1124,8 +1125,8 @@ static int hwm_read(int fd, long long *got, long long want, int ms)
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
         if (n <= 0)
-            cr_assert_fail("client: %s after %lld bytes", n == 0 ? "end of stream" : strerror(errno),
-                           *got);
+            cr_assert_fail("client: %s after %lld bytes",
+                           n == 0 ? "end of stream" : strerror(errno), *got);
         for (ssize_t i = 0; i < n; i++)
             if (buf[i] != hwm_byte(*got + i))
                 cr_assert_fail("client: byte %lld differs: a refused send queued something, or "
@@ -1172,8 +1173,8 @@ Test(event, foreign_sends_refused_past_the_high_water_mark, .timeout = 60)
                  "no -EAGAIN from a foreign thread: %d sends of 64 KiB (%lld bytes) accepted "
                  "for a client that never reads%s%s",
                  w.msgs, w.accepted, w.err ? ", then " : "", w.err ? tc_err_name(w.err) : "");
-    cr_assert_lt(w.err_ns, (int64_t)tc_test_ms(500) * MS, "the refusal took %lld ms: it must not block",
-                 (long long)(w.err_ns / MS));
+    cr_assert_lt(w.err_ns, (int64_t)tc_test_ms(500) * MS,
+                 "the refusal took %lld ms: it must not block", (long long)(w.err_ns / MS));
     for (int i = 0; i < VIA_N - 1; i++)
         cr_assert_eq(w.other_rc[i], -EAGAIN, "%s right after the refusal: %s",
                      via_name[(w.err_via + 1 + i) % VIA_N], tc_err_name(w.other_rc[i]));
@@ -2151,8 +2152,9 @@ static void expect_service_calls(struct svc *s, int from, int workers, const cha
                  "event mode, %d loop(s), %s: service_actions ran %d times in %lld ms "
                  "(poll_interval_ms %d: at least %d expected)",
                  workers, when, n, (long long)took, INTERVAL, CALLS);
-    cr_assert_geq(took, 2 * INTERVAL, "event mode, %d loop(s), %s: %d calls in %lld ms: a busy loop",
-                  workers, when, n, (long long)took);
+    cr_assert_geq(took, 2 * INTERVAL,
+                  "event mode, %d loop(s), %s: %d calls in %lld ms: a busy loop", workers, when, n,
+                  (long long)took);
 }
 
 static void service_while_idle(int workers)

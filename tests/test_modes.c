@@ -2,9 +2,11 @@
 /* Concurrency modes: the same stream handler run in every mode (inline,
  * threading, forking, pool): concurrency, max_conns, pool queueing, fork
  * hygiene (reaping only our children, crashes, the pipe fallback), shutdown
- * and destroy with and without block_on_close, resource counts and stats.
- * Self-contained: its own helpers (prefix m_). TC_TEST_MODES=threading,pool
- * restricts the modes (e.g. under TSan); TC_TEST_TIMEOUT_MULT scales waits. */
+ * and destroy with and without block_on_close, resource counts and stats,
+ * service_actions while idle, and handler threads that end in pthread_exit
+ * or are cancelled (threading, pool). Self-contained: its own helpers
+ * (prefix m_). TC_TEST_MODES=threading,pool restricts the modes (e.g. under
+ * TSan); TC_TEST_TIMEOUT_MULT scales waits. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
