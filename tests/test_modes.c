@@ -966,8 +966,9 @@ static void handler_thread_dies(tc_mode mode, int message_style, int how)
     cl_close(fd2);
     if (served) {
         M_WAIT_UNTIL(atomic_load(&sh->finished) >= 2, DIE_MS);
-        cr_expect_eq(atomic_load(&sh->finished), 2, "%s %s, %s: finish ran %d times for 2 "
-                     "connections", tc_mode_name(mode), what, end, atomic_load(&sh->finished));
+        cr_expect_eq(atomic_load(&sh->finished), 2,
+                     "%s %s, %s: %d finish calls once the second connection ended, want 2",
+                     tc_mode_name(mode), what, end, atomic_load(&sh->finished));
     }
 
     /* serve_forever returns (bounded by the drain), then destroy must too:
