@@ -448,12 +448,18 @@ TC_API ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
  * @param conn The channel.
  * @param buf  The payload.
  * @param len  Its length.
- * @return As tc_conn_write_frame(): @p len, or a negative code.
+ * @return As tc_conn_write_frame(): @p len, or a negative code; in event
+ *         mode, from a thread other than the channel's loop, -EAGAIN while
+ *         1 MiB or more is queued for the channel (nothing of this call is
+ *         queued then: try again once the peer has read).
  * @par Thread safety
  * In event mode this (and tc_conn_write_frame(), tc_conn_writev(),
  * tc_conn_send_all()) may be called from any thread: the bytes are copied
  * into the loop's mailbox and sent by the loop, in order with the loop's own
- * sends, and the call returns at once with @p len. It is allowed until the
+ * sends, and the call returns at once with @p len. The queue is bounded: a
+ * send is refused with -EAGAIN while the bytes waiting for the channel (in
+ * the mailbox and in its output queue) reach 1 MiB; a send to a channel with
+ * nothing queued is always taken, whatever its size. It is allowed until the
  * channel's on_close returns: stop using the pointer then (for example, take
  * a lock in on_close that the sending thread also holds). Buffered writes
  * (tc_conn_write(), tc_conn_printf(), tc_conn_flush()) stay loop-only. In
