@@ -192,7 +192,10 @@ typedef struct tc_server_hooks {
  * silence between messages (-ETIMEDOUT), or when a graceful shutdown drains
  * the server while the connection is idle between messages (TC_ESHUTDOWN;
  * a message being handled completes and its reply is flushed first).
- * What the write buffer holds is flushed after each batch of messages.
+ * What the write buffer holds is flushed after each batch of messages: every
+ * complete frame already buffered is handled first, and the replies go out
+ * before the loop waits for more input (so a pipelining client never waits
+ * for a reply held behind its next, incomplete request).
  *
  * Setting both handle and on_message, or neither, is TC_EBADCONFIG, and so
  * is on_open or on_close without on_message.
@@ -204,6 +207,12 @@ typedef struct tc_server_hooks {
  * reaches the handle_error hook, and so does the error that ended a message
  * loop, except a clean end of stream, a timeout between messages and a drain.
  * Before closing the channel the library flushes its write buffer.
+ *
+ * In threading and pool mode, a handler thread that ends inside a callback
+ * (pthread_exit(), or a cancellation at a blocking read) still ends its
+ * connection as above: the reason reported (and given to on_close) is
+ * -ECANCELED, finish runs, the channel is closed, and pool mode starts a new
+ * worker in place of the lost one.
  *
  * All callbacks run in the thread (or process) the mode gives the
  * connection, one at a time per connection, and receive @ref tc_handler::ctx last.
