@@ -64,6 +64,11 @@ int64_t tc__deadline_ms(int ms);
 /* A poll timeout reaching deadline: -1 for none, 0 if passed, else the
  * milliseconds left rounded up (a wait never ends before the deadline). */
 int tc__ms_until(int64_t deadline);
+/* A condition variable whose timed waits use CLOCK_MONOTONIC, as deadlines do. */
+void tc__cond_init(pthread_cond_t *cond);
+/* One wait on cond (mu held) until signalled or deadline (TC__NO_DEADLINE:
+ * none): 0, or -ETIMEDOUT. Callers loop on their own predicate. */
+int tc__cond_wait(pthread_cond_t *cond, pthread_mutex_t *mu, int64_t deadline);
 
 /* ---- wake-ups (wake.c: eventfd) ------------------------------------------- */
 

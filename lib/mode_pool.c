@@ -197,12 +197,8 @@ static int pool_start(tc_server *srv)
         return -rc;
     }
     pthread_mutex_init(&st->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&st->work, &ca);
-    pthread_cond_init(&st->idle, &ca);
-    pthread_condattr_destroy(&ca);
+    tc__cond_init(&st->work);
+    tc__cond_init(&st->idle);
 
     for (; st->nworkers < workers; st->nworkers++) {
         struct slot *sl = &st->slots[st->nworkers];
@@ -245,16 +241,9 @@ static int pool_process_request(tc_server *srv, tc__session *s)
 static int pool_wait(tc_server *srv, int64_t deadline)
 {
     struct state *st = st_of(srv);
-    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000),
-                          .tv_nsec = (long)(deadline % 1000000000)};
-    int rc = 0;
     pthread_mutex_lock(&st->mu);
-    while ((st->count > 0 || st->busy > 0) && rc != ETIMEDOUT) {
-        if (deadline == TC__NO_DEADLINE)
-            pthread_cond_wait(&st->idle, &st->mu);
-        else
-            rc = pthread_cond_timedwait(&st->idle, &st->mu, &ts);
-    }
+    while ((st->count > 0 || st->busy > 0) && tc__cond_wait(&st->idle, &st->mu, deadline) == 0)
+        ;
     int busy = st->count > 0 || st->busy > 0;
     pthread_mutex_unlock(&st->mu);
     return busy ? -ETIMEDOUT : 0;

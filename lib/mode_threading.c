@@ -84,11 +84,7 @@ static int threading_start(tc_server *srv)
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&st->idle, &ca);
-    pthread_condattr_destroy(&ca);
+    tc__cond_init(&st->idle);
     pthread_mutex_init(&st->mu, NULL);
     pthread_attr_init(&st->attr);
     int rc = pthread_attr_setstacksize(&st->attr, srv->cfg.thread_stack_size);
@@ -138,16 +134,9 @@ static void threading_service(tc_server *srv)
 static int threading_wait(tc_server *srv, int64_t deadline)
 {
     struct state *st = st_of(srv);
-    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000),
-                          .tv_nsec = (long)(deadline % 1000000000)};
-    int rc = 0;
     pthread_mutex_lock(&st->mu);
-    while (st->live > 0 && rc != ETIMEDOUT) {
-        if (deadline == TC__NO_DEADLINE)
-            pthread_cond_wait(&st->idle, &st->mu);
-        else
-            rc = pthread_cond_timedwait(&st->idle, &st->mu, &ts);
-    }
+    while (st->live > 0 && tc__cond_wait(&st->idle, &st->mu, deadline) == 0)
+        ;
     int busy = st->live > 0;
     pthread_mutex_unlock(&st->mu);
     reap(st);
