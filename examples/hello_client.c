@@ -8,7 +8,7 @@
 int main(int argc, char **argv)
 {
     const char *addr = argc > 1 ? argv[1] : "127.0.0.1:12345";
-    tc_dial_options opts = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config opts = TC_DIAL_CONFIG_INIT;
     tc_conn *conn;
     char buf[1024];
 

@@ -72,9 +72,9 @@ static int send_input(tc_conn *c, enum framing f, char *pending, size_t *plen, i
         size_t end = nl ? (size_t)(nl - pending) : *plen;
         if (!nl && (!at_eof || end == start))
             break;
-        int rc = tc_conn_write_frame(c, pending + start, end - start);
+        ssize_t rc = tc_conn_write_frame(c, pending + start, end - start);
         if (rc < 0)
-            return rc;
+            return (int)rc;
         start = nl ? end + 1 : end;
     }
     memmove(pending, pending + start, *plen - start);
@@ -114,7 +114,7 @@ int main(int argc, char **argv)
     if (!addr || max_frame < 0 || timeout < 0)
         return fputs(usage_text, stderr), 2;
 
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.connect_timeout_ms = (int)timeout;
     if (f == LINE)
         tc_codec_delimited(&o.codec, "\n", 1);

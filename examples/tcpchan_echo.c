@@ -162,7 +162,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 static int echo_send(tc_conn *conn, const void *msg, size_t len, void *ctx)
 {
     (void)ctx;
-    return tc_conn_send(conn, msg, len);
+    ssize_t sent = tc_conn_send(conn, msg, len); /* len, or a negative code */
+    return sent < 0 ? (int)sent : 0;
 }
 
 /* One line or len32 frame in, the same frame out. The reply is buffered
@@ -310,7 +311,7 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
         return 1;
     }
     struct prefork_ctx ctx = {cfg, handler, o->listen, token[0], reserve_fd};
-    tc_prefork_options po = TC_PREFORK_OPTIONS_INIT;
+    tc_prefork_config po = TC_PREFORK_CONFIG_INIT;
     tc_prefork *pf;
     po.processes = (int)o->processes;
     po.worker = echo_worker;

@@ -8,6 +8,12 @@
 #define DIAL_MAX_ADDRS 16
 #define DIAL_DEFAULT_TIMEOUT_MS 30000
 
+void tc_dial_config_init(tc_dial_config *cfg)
+{
+    if (cfg) /* the macro is the one source of the defaults */
+        *cfg = (tc_dial_config)TC_DIAL_CONFIG_INIT;
+}
+
 static int connect_one(const tc_addr *addr, int timeout_ms, int *out_fd)
 {
     int fd = -1;
@@ -25,7 +31,7 @@ static int connect_one(const tc_addr *addr, int timeout_ms, int *out_fd)
     return 0;
 }
 
-int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts)
+int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
 {
     tc_addr addrs[DIAL_MAX_ADDRS];
     int n = 0, fd = -1, rc;
@@ -51,7 +57,7 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts)
     if (rc < 0)
         return err;
     tc_conn *c;
-    if ((rc = tc__conn_new(&c, NULL, fd, &addrs[0], NULL)) < 0)
+    if ((rc = tc__chan_new(&c, &tc__drv_poll, fd, &addrs[0], NULL)) < 0)
         return rc;
     /* The peer is the address that answered, not necessarily the first. */
     (void)tc__sock_peer(fd, &c->peer);

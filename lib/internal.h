@@ -1,24 +1,85 @@
 /* SPDX-License-Identifier: MIT */
 /* Private structures and cross-file internals of libtcpchan (tc__ prefix).
- * Nothing here is installed or exported. */
+ * Nothing here is installed or exported.
+ *
+ * The layers, bottom to top (docs/inside.md draws them):
+ *
+ *   leaves   clock, wake, sock, addr, codec, proxy, poller, timer, child
+ *   chan     chan.c: a channel's buffers; non-blocking fill, frame scan,
+ *            consume, reserve, send window, advance. No waiting.
+ *   conn     conn.c: the public tc_conn API over chan, waiting and sending
+ *            only through the channel's driver (tc__driver).
+ *   drivers  drv_block.c (blocking sockets, dial and the blocking modes),
+ *            mode_event.c's (an event loop's channels). One table each.
+ *   session  session.c: the handler contract (socketserver's
+ *            BaseRequestHandler), written once: open, messages, close,
+ *            and the blocking pump.
+ *   modes    mode_*.c: how connections get a thread, a process or a loop.
+ *   server   server.c: bind, accept, hooks, shutdown and drain.
+ *
+ * Calls go downward by name. Upward only through a table: the driver table
+ * (conn -> driver) and the mode table (server -> mode). chan.c and conn.c
+ * never name the server, a mode or an event loop. */
 #ifndef TCPCHAN_INTERNAL_H
 #define TCPCHAN_INTERNAL_H
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
 #include "tcpchan/tcpchan.h"
 
-/* ---- time (sock.c) ------------------------------------------------------ */
+/* ---- lists --------------------------------------------------------------- */
+
+/* A NULL-terminated doubly linked list of structs with prev and next
+ * members, headed by the pointer head: push node in front, or unlink it. */
+#define TC__LIST_PUSH(head, node)                                                                \
+    do {                                                                                         \
+        (node)->prev = NULL;                                                                     \
+        (node)->next = (head);                                                                   \
+        if (head)                                                                                \
+            (head)->prev = (node);                                                               \
+        (head) = (node);                                                                         \
+    } while (0)
+#define TC__LIST_UNLINK(head, node)                                                              \
+    do {                                                                                         \
+        if ((node)->prev)                                                                        \
+            (node)->prev->next = (node)->next;                                                   \
+        else                                                                                     \
+            (head) = (node)->next;                                                               \
+        if ((node)->next)                                                                        \
+            (node)->next->prev = (node)->prev;                                                   \
+    } while (0)
+
+/* ---- time (clock.c) ----------------------------------------------------- */
 
 /* Absolute deadlines in CLOCK_MONOTONIC nanoseconds; TC__NO_DEADLINE waits forever. */
 #define TC__NO_DEADLINE INT64_MAX
 int64_t tc__now_ns(void);
 /* The deadline ms milliseconds from now; ms <= 0 means none. */
 int64_t tc__deadline_ms(int ms);
+/* A poll timeout reaching deadline: -1 for none, 0 if passed, else the
+ * milliseconds left rounded up (a wait never ends before the deadline). */
+int tc__ms_until(int64_t deadline);
+/* A condition variable whose timed waits use CLOCK_MONOTONIC, as deadlines do. */
+void tc__cond_init(pthread_cond_t *cond);
+/* One wait on cond (mu held) until signalled or deadline (TC__NO_DEADLINE:
+ * none): 0, or -ETIMEDOUT. Callers loop on their own predicate. */
+int tc__cond_wait(pthread_cond_t *cond, pthread_mutex_t *mu, int64_t deadline);
+
+/* ---- wake-ups (wake.c: eventfd) ------------------------------------------- */
+
+/* A non-blocking, close-on-exec eventfd: 0 or a negated errno. */
+int tc__wake_open(int *out_fd);
+/* Make fd readable; async-signal-safe, errno preserved. */
+void tc__wake(int fd);
+/* Consume every wake-up, so that a level-triggered watcher does not spin. */
+void tc__wake_drain(int fd);
+/* Whether fd has a wake-up pending (no waiting, nothing consumed). */
+int tc__wake_pending(int fd);
 
 /* ---- sockets (sock.c: the only file making raw socket calls) ------------ */
 
@@ -134,116 +195,6 @@ int tc__cidr_parse(const char *text, tc__cidr *list, size_t max, size_t *count);
 /* Whether a is in one of the n blocks (an IPv4-mapped IPv6 address matches IPv4 blocks). */
 int tc__cidr_match(const tc__cidr *list, size_t n, const tc_addr *a);
 
-/* ---- channels (conn.c) -------------------------------------------------- */
-
-#define TC__BUF_DEFAULT ((size_t)16 * 1024)
-#define TC__BUF_MAX ((size_t)64 * 1024 * 1024)
-
-/* What a PROXY header told about a channel. */
-struct tc__proxy_addrs {
-    tc_addr peer; /* the proxy that sent the header */
-    tc_addr dest; /* the destination the header carried (len 0: none) */
-};
-
-struct tc_conn {
-    int fd;
-    tc_server *srv;    /* NULL for a dialled (client) channel */
-    tc_addr peer;
-    /* The server's address when every accepted socket shares it, else the
-     * copy in own_local: an idle channel in event mode should cost little,
-     * and most never need a copy. */
-    const tc_addr *local;
-    struct tc__proxy_addrs *proxy; /* allocated once a PROXY header is accepted */
-    void *data;        /* user pointer */
-    int timeout_ms;    /* per-operation timeout; <= 0 = none */
-    int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
-    int idle_ms;       /* message loop: most silence while waiting for input; 0 = none */
-    int64_t idle_since; /* accept time: the first wait for a message counts silence
-                         * from here, not from its own start (0 after it, and for clients) */
-    tc_codec codec;
-    tc_conn *prev, *next; /* the server's list of live connections (srv->mu) */
-    void *mode_data;   /* the mode's per-connection bookkeeping */
-
-    /* read side: data is rbuf[roff, roff + rlen); the last view covers the
-     * first rview bytes of it, consumed at the start of the next read call */
-    unsigned char *rbuf;
-    size_t rcap, roff, rlen, rview;
-    size_t rsize;      /* read buffer size (receive size) */
-    int reof;          /* the peer's end of stream was seen */
-    int rdry;          /* the last receive drained the socket: wait before the next */
-    int rerr;          /* sticky: the read side is broken with this code */
-    int rpend;         /* an error that came behind buffered bytes: reported after them */
-
-    /* write side: pending data is wbuf[woff, wlen) */
-    unsigned char *wbuf;
-    size_t wcap, woff, wlen;
-    size_t wsize;      /* write buffer size */
-    int werr;          /* sticky: the write side is broken with this code */
-
-    int msg_style;     /* run by the message loop (drain closes it when idle) */
-    int blocking;      /* the socket is blocking: reads sleep in recv, timed by
-                        * SO_RCVTIMEO (sends still never sleep: MSG_DONTWAIT) */
-    int drain_reaches; /* blocking, and this process's drain shuts the socket when it
-                        * idles between messages: that wait need not watch stopfd */
-    int64_t rcvtimeo, sndtimeo; /* SO_RCVTIMEO / SO_SNDTIMEO as last set (ns; 0 = none) */
-    struct tc__evconn *ev; /* set while an event loop runs the channel */
-    size_t rscan;      /* bytes of rbuf already scanned for the next frame */
-    int rborrowed;     /* rbuf is the event loop's scratch buffer, not ours */
-    atomic_int idle;   /* waiting for the first byte of the next message */
-    tc_addr own_local[]; /* allocated (one) only when local is not shared */
-};
-
-/* The event loop's side of a channel (conn.c). Non-blocking throughout. */
-/* One receive; with nothing buffered it lands in the loop's scratch buffer.
- * Bytes added, 0 if the buffer is full, TC_EOF, -EAGAIN or an error. */
-ssize_t tc__conn_fill_nb(tc_conn *c, unsigned char *scratch, size_t scratch_len);
-/* The next buffered frame: 1 (msg, len: a view until the next call), 0 need
- * more, or the (sticky) error; TC_EPARTIAL once the peer ended mid-frame. */
-int tc__conn_frame_nb(tc_conn *c, const void **msg, size_t *len);
-/* After a batch of frames: move leftovers out of the scratch buffer, free empty buffers. */
-int tc__conn_settle(tc_conn *c);
-/* Send what the socket takes now, queue the rest; total or an error. */
-ssize_t tc__conn_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total);
-/* Queue bytes behind the pending output without sending. */
-int tc__conn_append(tc_conn *c, const void *buf, size_t n);
-/* Send queued output: 0 all gone (buffer freed), 1 some left, or an error. */
-int tc__conn_flush_nb(tc_conn *c);
-size_t tc__conn_pending(const tc_conn *c);
-/* mode_event.c: a send or half-close on a channel an event loop runs. */
-ssize_t tc__event_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total);
-int tc__event_shutdown_write(tc_conn *c);
-
-/* Wrap an accepted or connected socket (takes ownership of fd, even on failure). */
-int tc__conn_new(tc_conn **out, tc_server *srv, int fd, const tc_addr *peer, const tc_addr *local);
-/* Close the socket and free the channel. */
-void tc__conn_free(tc_conn *conn);
-/* Give a blocking channel the small buffer its first wait sleeps in, from the
- * accepting thread: a handler thread that never allocates never gets malloc's
- * per-thread cache, a third less memory per idle threading connection. Best
- * effort: without it the first read allocates. */
-void tc__conn_idle_buffer(tc_conn *conn);
-/* Read a PROXY header through the channel's buffer until deadline:
- * TC__PROXY_DONE (*h filled, the header consumed, the bytes after it still
- * buffered), TC__PROXY_NONE (no header: nothing consumed), TC_EPROXY (h->why),
- * TC_EOF (the stream ended before any byte), -ETIMEDOUT (conn->rlen tells
- * whether anything came), or a socket error. */
-int tc__conn_read_proxy(tc_conn *conn, int64_t deadline, tc__proxy_hdr *h);
-/* The same without waiting, on what is buffered: TC__PROXY_MORE until a
- * header is complete (then consumed: TC__PROXY_DONE), or as above. */
-int tc__conn_proxy_nb(tc_conn *conn, tc__proxy_hdr *h);
-/* Flush the write buffer, best effort (before the library closes a channel). */
-void tc__conn_flush_quiet(tc_conn *conn);
-/* The message loop's wait between messages: 0 once input is buffered;
- * TC_EOF, TC_ESHUTDOWN (the server is draining), -ETIMEDOUT (silence for
- * idle_ms or past the channel's timeout/deadline), or the read side's error.
- * Marks the channel idle while it waits and frees its empty buffers. */
-int tc__conn_wait_message(tc_conn *conn);
-
-/* ---- message-style handlers (message.c) --------------------------------- */
-
-/* Run on_open, on_message per frame, on_close for a message-style handler. */
-void tc__conn_run_messages(tc_server *srv, tc_conn *conn);
-
 /* ---- readiness poller (poller.c: epoll) ---------------------------------- */
 
 typedef struct tc__poller tc__poller;
@@ -260,6 +211,37 @@ int tc__poller_mod(tc__poller *p, int fd, unsigned events, void *ptr);
 int tc__poller_del(tc__poller *p, int fd);
 /* Wait up to timeout_ms (-1: forever): the number of events, 0 on timeout or EINTR. */
 int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms);
+/* The epoll descriptor itself, readable while an event is pending: for a
+ * caller that waits on it with other descriptors (a mode's srv->mode_fd). */
+int tc__poller_fd(const tc__poller *p);
+
+/* ---- child processes (child.c: pidfd watch, reap by pid, exit status) ------ */
+
+/* What tc__child_reap found. */
+enum {
+    TC__CHILD_RUNNING = 0, /* still running: nothing reaped */
+    TC__CHILD_ENDED = 1,   /* reaped here: *status holds its wait status */
+    TC__CHILD_GONE = 2,    /* reaped elsewhere (SIGCHLD ignored, someone's waitpid(-1)) */
+};
+#define TC__CHILD_HOW_LEN 48 /* room for any text of tc__child_describe */
+
+/* Whether pidfds work here: 0, or the negated errno of pidfd_open on this
+ * process (-ENOSYS before Linux 5.3 or under a seccomp filter). Probe once,
+ * then watch each child with tc__child_watch or fall back for all of them. */
+int tc__child_probe(void);
+/* A close-on-exec pidfd for pid, readable once it ends, or a negated errno:
+ * no descriptor, and the caller falls back to a pipe the child holds or to
+ * polling with tc__child_reap. */
+int tc__child_watch(pid_t pid);
+/* Reap pid and only pid (never waitpid(-1)), EINTR retried, without waiting
+ * unless block is set: TC__CHILD_RUNNING (never when blocking),
+ * TC__CHILD_ENDED with *status set, or TC__CHILD_GONE (status unknown). */
+int tc__child_reap(pid_t pid, int block, int *status);
+/* Whether tc__child_reap's answer how (and status) is an exit with status 0. */
+int tc__child_succeeded(int how, int status);
+/* How a child ended, for a log line: "exited with status 3", "killed by
+ * signal 9", "was reaped elsewhere (status unknown)". Returns buf. */
+const char *tc__child_describe(int how, int status, char *buf, size_t len);
 
 /* ---- timers (timer.c: a min-heap on absolute deadlines) --------------------- */
 
@@ -280,26 +262,240 @@ void tc__theap_cancel(tc__theap *h, tc__timer *t);
 tc__timer *tc__theap_next(const tc__theap *h);
 void tc__theap_free(tc__theap *h);
 
+/* ---- channels (chan.c: buffers; conn.c: the public API) ------------------ */
+
+#define TC__BUF_DEFAULT ((size_t)16 * 1024)
+#define TC__BUF_MAX ((size_t)64 * 1024 * 1024)
+
+/* What a PROXY header told about a channel. */
+struct tc__proxy_addrs {
+    tc_addr peer; /* the proxy that sent the header */
+    tc_addr dest; /* the destination the header carried (len 0: none) */
+};
+
+typedef struct tc__driver tc__driver;
+
+struct tc_conn {
+    int fd;
+    const tc__driver *drv; /* the transport: how this channel waits and sends */
+    void *drv_data;        /* the driver's record of the channel, or NULL */
+    tc_server *srv;        /* opaque here: tc_conn_server(); NULL for a dialled channel */
+    int stopfd;            /* a stop signal message waits watch (readable: TC_ESHUTDOWN), or -1 */
+    tc_addr peer;
+    /* The server's address when every accepted socket shares it, else the
+     * copy in own_local: an idle channel in event mode should cost little,
+     * and most never need a copy. */
+    const tc_addr *local;
+    struct tc__proxy_addrs *proxy; /* allocated once a PROXY header is accepted */
+    void *data;        /* user pointer */
+    int timeout_ms;    /* per-operation timeout; <= 0 = none */
+    int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
+    tc_codec codec;
+
+    /* read side: data is rbuf[roff, roff + rlen); the last view covers the
+     * first rview bytes of it, consumed at the start of the next read call */
+    unsigned char *rbuf;
+    size_t rcap, roff, rlen, rview;
+    size_t rsize;      /* read buffer size (receive size) */
+    size_t rscan;      /* bytes of rbuf already scanned for the next frame */
+    int reof;          /* the peer's end of stream was seen */
+    int rdry;          /* the last receive drained the socket: wait before the next */
+    int rerr;          /* sticky: the read side is broken with this code */
+    int rpend;         /* an error that came behind buffered bytes: reported after them */
+    int rborrowed;     /* rbuf is the event loop's scratch buffer, not ours */
+
+    /* write side: pending data is wbuf[woff, wlen) */
+    unsigned char *wbuf;
+    size_t wcap, woff, wlen;
+    size_t wsize;      /* write buffer size */
+    int werr;          /* sticky: the write side is broken with this code */
+
+    int64_t rcvtimeo, sndtimeo; /* SO_RCVTIMEO / SO_SNDTIMEO as last set (ns; 0 = none) */
+    tc_addr own_local[]; /* allocated (one) only when local is not shared */
+};
+
+/* chan.c: the non-blocking primitives every driver builds on. */
+
+/* Wrap an accepted or connected socket (takes ownership of fd, even on
+ * failure), run by drv; local NULL: ask the socket. */
+int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *peer,
+                 const tc_addr *local);
+/* Close the socket and free the channel. */
+void tc__chan_free(tc_conn *c);
+/* Drop the bytes of the last view: it ends with the next read call. */
+void tc__chan_consume_view(tc_conn *c);
+/* Remember a hard read error (not a timeout, ENOMEM or EAGAIN): the read
+ * side stays broken with it. Returns err. */
+int tc__chan_broken(tc_conn *c, int err);
+/* Free empty buffers (a read buffer only if it holds more than keep bytes). */
+void tc__chan_trim(tc_conn *c, size_t keep);
+/* Make room for more input: at least one byte, ideally rsize, never a
+ * capacity over limit unless the buffer already had it. 0 or -ENOMEM. */
+int tc__chan_make_room(tc_conn *c, size_t limit);
+/* Account for what a receive into the free end of the buffer returned:
+ * bytes added, TC_EOF (reof set), or the error. */
+ssize_t tc__chan_filled(tc_conn *c, ssize_t r);
+/* One receive into the buffer without waiting: bytes added, TC_EOF,
+ * -EAGAIN (rdry set), or an error. */
+ssize_t tc__chan_fill_once(tc_conn *c, size_t limit);
+/* The most one frame of the channel's codec takes, framing included. */
+size_t tc__chan_frame_limit(const tc_conn *c);
+/* The receive size for frames of the channel's codec: a buffer never grows
+ * past what one frame can need. */
+size_t tc__chan_frame_room(const tc_conn *c);
+/* The next buffered frame: 1 (msg, len: a view until the next call), 0 need
+ * more, or the (sticky) error; TC_EPARTIAL once the peer ended mid-frame. */
+int tc__chan_frame(tc_conn *c, const void **msg, size_t *len);
+/* The event loop's receive: with nothing buffered it lands in the loop's
+ * scratch buffer. Bytes added, 0 if the buffer is full, TC_EOF, -EAGAIN or an error. */
+ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch_len);
+/* After a batch of frames: move leftovers out of the scratch buffer, free empty buffers. */
+int tc__chan_settle(tc_conn *c);
+/* A PROXY header in what is buffered: TC__PROXY_MORE until one is
+ * complete (then consumed: TC__PROXY_DONE), TC__PROXY_NONE, TC_EPROXY
+ * (h->why), or TC_EOF (the stream ended before any byte). */
+int tc__chan_proxy(tc_conn *c, tc__proxy_hdr *h);
+/* Bytes queued for sending. */
+size_t tc__chan_pending(const tc_conn *c);
+/* Room for n more bytes in the write buffer. 0 or -ENOMEM. */
+int tc__chan_reserve(tc_conn *c, size_t n);
+/* One send of what is queued, then vec from (idx, ioff): the count sent, 0
+ * if nothing was left, or the socket's answer (-EAGAIN...). */
+ssize_t tc__chan_send_window(tc_conn *c, const struct iovec *vec, int cnt, int idx, size_t ioff);
+/* Account for x bytes sent: first the queue, then vec from (idx, ioff).
+ * Returns how many of the caller's bytes went out. */
+size_t tc__chan_advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, size_t *ioff,
+                        size_t x);
+/* Send what the socket takes now, queue the rest: total or an error. */
+ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total);
+/* Send queued output: 0 all gone (buffer freed), 1 some left, or an error. */
+int tc__chan_flush_nb(tc_conn *c);
+
+/* conn.c */
+
+/* The deadline of a call starting now: the earlier of timeout and deadline. */
+int64_t tc__conn_op_deadline(const tc_conn *c);
+/* Flush the write buffer, best effort (before the library closes a channel). */
+void tc__conn_flush_quiet(tc_conn *c);
+/* Read a PROXY header through the channel until deadline: as
+ * tc__chan_proxy, never TC__PROXY_MORE; -ETIMEDOUT (c->rlen tells whether
+ * anything came) or a socket error. */
+int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h);
+
+/* ---- drivers: how a channel waits and sends ----------------------------- */
+
+/* The transport under a channel. conn.c calls only these; a NULL entry is
+ * an operation the transport does not offer (-ENOTSUP). */
+struct tc__driver {
+    const char *name;
+    /* One receive into the buffer (capacity at most limit), waiting for
+     * input until deadline: bytes added, TC_EOF, -ETIMEDOUT or an error.
+     * NULL: the driver reads for the handler (event loops). */
+    ssize_t (*fill)(tc_conn *c, int64_t deadline, size_t limit);
+    /* One receive straight into buf (a read larger than the buffer), waiting
+     * until deadline: a count, 0 at the end of the stream, or an error. */
+    ssize_t (*recv)(tc_conn *c, void *buf, size_t n, int64_t deadline);
+    /* The wait between messages: one receive into the empty buffer that may
+     * sleep until deadline: bytes added, TC_EOF, -ETIMEDOUT, -EINTR (a
+     * signal: the caller looks at its flags and calls again), TC_ESHUTDOWN
+     * (c->stopfd became readable), or an error. */
+    ssize_t (*wait_input)(tc_conn *c, int64_t deadline);
+    /* Send everything queued, then vec (total bytes): total or an error. A
+     * blocking driver waits until the channel's deadline; an event loop's
+     * sends what the socket takes and queues the rest (from any thread). */
+    ssize_t (*send)(tc_conn *c, const struct iovec *vec, int cnt, size_t total);
+    /* Half-close once the queued output is out. */
+    int (*shutdown_write)(tc_conn *c);
+    ssize_t (*sendfile)(tc_conn *c, int file_fd, off_t offset, size_t count);
+    int (*set_timer)(tc_conn *c, int delay_ms, int interval_ms);
+};
+
+/* drv_block.c: blocking channels. sleep: a blocking socket, reads asleep
+ * in recv under SO_RCVTIMEO (a connection with a thread or process of its
+ * own); poll: a non-blocking socket and poll() (dial). */
+extern const tc__driver tc__drv_sleep;
+extern const tc__driver tc__drv_poll;
+/* Give a sleeping channel the small buffer its first wait sleeps in, from
+ * the accepting thread: a handler thread that never allocates never gets
+ * malloc's per-thread cache. Best effort. */
+void tc__drv_sleep_prepare(tc_conn *c);
+
+/* ---- sessions (session.c: the handler contract, once) -------------------- */
+
+/* One accepted connection's run of the handler (BaseRequestHandler). */
+typedef struct tc__session {
+    tc_server *srv;
+    tc_conn *conn;
+    struct tc__session *prev, *next; /* the server's live sessions (srv->mu) */
+    int64_t idle_since; /* accept time: the first wait for a message counts silence
+                         * from here (a queue counts as silence); 0 after it */
+    atomic_int idle;    /* message style, waiting for the next message: the
+                         * drain may shut its read side */
+    unsigned char msg_style, setup_done, opened, closed;
+    /* the mode's record of the connection (tc__mode.session_room bytes) */
+    _Alignas(max_align_t) unsigned char room[];
+} tc__session;
+
+/* How tc__session_close reports its reason to handle_error. */
+enum { TC__REPORT_AUTO = -1, TC__REPORT_NO = 0, TC__REPORT_YES = 1 };
+
+/* The PROXY verdict (rc and h as tc__chan_proxy or tc__conn_read_proxy gave
+ * them): 0 to go on, non-zero to end the session, quietly or reported. */
+int tc__session_proxy(tc__session *s, int rc, const tc__proxy_hdr *h);
+/* Before the PROXY header is read: 0, or TC_EUNTRUSTED reported. */
+int tc__session_proxy_precheck(tc__session *s);
+/* setup, then (message style) on_open: 0, or the refusal, reported. */
+int tc__session_open(tc__session *s);
+/* on_message: its answer. */
+int tc__session_message(tc__session *s, const void *msg, size_t len);
+/* on_timer: its answer. */
+int tc__session_timer(tc__session *s);
+/* The end: the reason reported (AUTO: unless a quiet end), queued output
+ * flushed (best effort), on_close (if opened), finish (if set up), and a
+ * last flush. Runs once; the channel stays open (the mode ends it). */
+void tc__session_close(tc__session *s, int reason, int report);
+/* Whether reason is a normal way for a connection to end (not reported):
+ * the peer left, was silent between messages, or the server is draining. */
+int tc__session_quiet_end(int reason);
+/* Whether the server's drain has begun (a forked child asks the stop descriptor). */
+int tc__session_stopping(const tc_server *srv);
+/* A blocking connection's whole handler run, in the calling thread: PROXY
+ * header, open, handle or the message pump, close. A thread that exits or
+ * is cancelled inside a callback still closes the session. */
+void tc__session_run(tc__session *s);
+
+/* ---- reports (report.c: the hooks that tell the application) --------------- */
+
+/* Count a handler error and report it to handle_error (or, without it, to
+ * the log hook). conn may be NULL. */
+void tc__report(tc_server *srv, tc_conn *conn, int err);
+/* Format a message for the log hook; nothing happens without one. */
+void tc__log(tc_server *srv, tc_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* ---- concurrency modes (mode.c and mode_*.c) ---------------------------- */
 
 /* The C form of socketserver's mixins: the core calls only these. A mode
- * runs each connection through tc__server_run_conn() (or, in a forked
- * child, tc__server_run_handler()) and ends it with tc__server_conn_done(). */
+ * runs each session through tc__server_run_session() (or, in a forked
+ * child, tc__session_run()) and ends it with tc__server_session_done(). */
 typedef struct tc__mode {
     tc_mode id;
     int default_max_conns; /* used when the config says 0 (forking: 40); 0 = TC_DEFAULT_MAX_CONNS */
     /* Each connection has a thread or process of its own: accept blocking
-     * sockets, so a read is one recv rather than poll + recv. */
+     * sockets, run by tc__drv_sleep, so a read is one recv rather than poll + recv. */
     int blocking;
     /* The connections run in this process, on threads other than the serving
-     * thread, so the drain can shut the idle message-style ones itself. */
+     * thread, so the drain can shut the idle message-style ones itself:
+     * their waits need not watch the stop descriptor. */
     int drain_reaches_idle;
+    /* Bytes of tc__session.room the mode keeps its record of a connection in. */
+    size_t session_room;
     /* Prepare the mode's state once the server is bound (may be NULL). May
      * set srv->mode_fd (polled by the loop; service runs when it is readable)
      * and srv->mode_limit (the most connections the mode takes at once). */
     int (*start)(tc_server *srv);
-    /* Take ownership of an accepted, verified connection (process_request). */
-    int (*process_request)(tc_server *srv, tc_conn *conn);
+    /* Take ownership of an accepted, verified session (process_request). */
+    int (*process_request)(tc_server *srv, tc__session *s);
     /* A mode with its own loop (event): serve_forever calls this instead of
      * the core loop; it accepts with tc__server_accept(), honours
      * tc__server_may_accept(), drains on shutdown and returns 0 or an error.
@@ -363,7 +559,7 @@ struct tc_server {
     atomic_int refs;      /* the owner's, plus one per live connection */
 
     pthread_mutex_t mu;   /* guards live */
-    tc_conn *live;
+    tc__session *live;
 
     atomic_uint active, peak;
     atomic_ullong accepted, refused, errors;
@@ -373,22 +569,19 @@ struct tc_server {
     size_t proxy_ntrusted;    /* ... of this many entries */
 };
 
-/* Run the handler's setup / handle / finish, reporting errors; the channel
- * stays open. Used as is by a forked child, which then _exits. */
-void tc__server_run_handler(tc_server *srv, tc_conn *conn);
-/* Unregister, close and free a connection and drop its server reference;
- * wakes the loop if it was waiting at the connection limit. */
-void tc__server_conn_done(tc_server *srv, tc_conn *conn);
-/* PROXY protocol, shared by the blocking step and the event loop: before
- * reading, refuse an untrusted peer when the header is required (0 or
- * TC_EUNTRUSTED); after, judge what the read found (rc: TC__PROXY_DONE /
- * TC__PROXY_NONE / TC_EOF / TC_EPROXY / -ETIMEDOUT / error) and adopt the
- * addresses: 0 go on, 1 close quietly, or the code to close with. */
-int tc__server_proxy_precheck(tc_server *srv, tc_conn *conn);
-int tc__server_proxy_verdict(tc_server *srv, tc_conn *conn, int rc, const tc__proxy_hdr *h);
+/* Unregister a session, close and free its channel and drop its server
+ * reference; wakes the loop if it was waiting at the connection limit. The
+ * session's memory stays (the caller frees it: an event loop does so at the
+ * end of its turn). */
+void tc__server_session_end(tc__session *s);
+/* tc__server_session_end(), then free the session. */
+void tc__server_session_done(tc__session *s);
+/* tc__session_run() then tc__server_session_done(): a connection's whole
+ * life, for the modes that run it in this process. */
+void tc__server_run_session(tc__session *s);
 /* Accept one pending connection, apply verify_request, wrap and register it:
  * 0 with *out set, 0 with *out NULL (refused or dropped), -EAGAIN (none), or an error. */
-int tc__server_accept(tc_server *srv, tc_conn **out);
+int tc__server_accept(tc_server *srv, tc__session **out);
 /* Whether the connection limit allows another accept, and accepting is not
  * paused for want of descriptors; if not, the next connection to end writes
  * the server's wake-up eventfd (and ends the pause). */
@@ -400,19 +593,5 @@ int tc__server_accept_timeout(tc_server *srv, int timeout_ms);
  * destroy, with daemon connections, that may be in a handler thread). */
 void tc__server_ref(tc_server *srv);
 void tc__server_release(tc_server *srv);
-/* Shut down the sockets of all live connections (end of a drain). */
-void tc__server_shutdown_live(tc_server *srv);
-/* Shut down (SHUT_RD) the message-style connections idle between messages
- * (start of a drain): they end at once instead of holding the drain open. */
-void tc__server_close_idle(tc_server *srv);
-
-/* tc__server_run_handler() then tc__server_conn_done(): a connection's
- * whole life, for the modes that run it in this process. */
-void tc__server_run_conn(tc_server *srv, tc_conn *conn);
-/* Report an error to handle_error (or, without it, to the log hook). */
-void tc__server_error(tc_server *srv, tc_conn *conn, int err);
-/* Format a message for the log hook; nothing happens without one. */
-void tc__server_log(tc_server *srv, tc_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 #endif /* TCPCHAN_INTERNAL_H */

@@ -9,7 +9,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,7 +16,8 @@
 
 /* per loop: receives land here, not in per-connection buffers */
 #define SCRATCH_SIZE ((size_t)64 * 1024)
-/* stop reading a connection above this much queued output, and read again below LWM */
+/* stop reading a connection above this much queued output, and read again
+ * below LWM; sends from other threads fail (-EAGAIN) above HWM */
 #define OUTPUT_HWM ((size_t)1024 * 1024)
 #define OUTPUT_LWM ((size_t)256 * 1024)
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
@@ -26,35 +26,43 @@ enum { TIMER_IDLE, TIMER_USER };
 
 struct etimer {
     tc__timer t; /* first: the heap hands back a tc__timer pointer */
-    struct tc__evconn *ec;
+    struct evconn *ec;
     int kind;
 };
 
 struct mail {
     struct mail *next;
-    struct tc__evconn *ec; /* a send from another thread, or */
-    tc_conn *newconn;      /* a connection dealt to this loop */
+    struct evconn *ec;     /* a send from another thread, or */
+    tc__session *newsess;  /* a connection dealt to this loop */
     size_t len;
     unsigned char data[];
 };
 
 struct loop;
 
-struct tc__evconn {
+/* A connection's record in its loop: the driver's side of the channel,
+ * kept in the session's room (tc__mode.session_room). */
+struct evconn {
+    tc__session *s;
     tc_conn *conn;
     struct loop *loop;
-    struct tc__evconn *prev, *next; /* the loop's connections */
-    struct tc__evconn *dead_next;   /* freed at the end of the turn */
+    struct evconn *prev, *next; /* the loop's connections */
+    struct evconn *dead_next;   /* freed at the end of the turn */
     struct etimer idle, user;
     int interval_ms;     /* user timer: period, 0 = one-shot */
     unsigned interest;   /* TC__POLL_* registered now */
     int paused;          /* not read: too much output queued */
     int shut_wr;         /* half-close once the output is out */
-    int linger_reason;   /* closing: flush first, then close with this (+1 offset) */
+    int lingering;       /* closing: flush first, then close with linger_reason */
+    int linger_reason, linger_report;
     int64_t idle_from;   /* the idle clock runs from here: the last input, or output drained */
     int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
-    int setup_done, opened, closed;
+    int closed;          /* ended: the record waits on the dead list */
     int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
+    /* Bytes other threads sent that the loop has not taken yet, and the
+     * output queue as the loop last saw it: a foreign send is refused
+     * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
+    atomic_size_t mail_bytes, out_queued;
 };
 
 struct loop {
@@ -68,7 +76,7 @@ struct loop {
     pthread_mutex_t mu;       /* guards the mailbox */
     struct mail *mail, **mail_tail;
     tc__theap timers;
-    struct tc__evconn *conns, *dead;
+    struct evconn *conns, *dead;
     unsigned nconns;
     atomic_int draining;      /* set by loop 0 when the server shuts down */
     int64_t drain_deadline;
@@ -89,15 +97,10 @@ static struct state *st_of(tc_server *srv)
     return srv->mode_state;
 }
 
-static int quiet_end(int reason)
-{
-    return reason == 0 || reason == TC_EOF || reason == TC_ESHUTDOWN || reason == -ETIMEDOUT;
-}
-
 /* When the connection times out: after idle_timeout_ms of silence, or when
  * an incomplete frame has taken conn_timeout_ms to arrive (a client sending
  * a byte now and then is not silent, but holds a frame open forever). */
-static int64_t idle_due(const struct tc__evconn *ec)
+static int64_t idle_due(const struct evconn *ec)
 {
     const tc_server_config *cfg = &ec->loop->srv->cfg;
     int64_t due = TC__NO_DEADLINE;
@@ -111,7 +114,7 @@ static int64_t idle_due(const struct tc__evconn *ec)
     return due;
 }
 
-static void schedule_idle(struct tc__evconn *ec)
+static void schedule_idle(struct evconn *ec)
 {
     int64_t due = idle_due(ec);
     if (due != TC__NO_DEADLINE)
@@ -119,7 +122,7 @@ static void schedule_idle(struct tc__evconn *ec)
 }
 
 /* Restart the idle clock now (input arrived, or the output drained). */
-static void restart_idle(struct tc__evconn *ec)
+static void restart_idle(struct evconn *ec)
 {
     const tc_server_config *cfg = &ec->loop->srv->cfg;
     if (cfg->idle_timeout_ms > 0 || cfg->conn_timeout_ms > 0) {
@@ -128,59 +131,45 @@ static void restart_idle(struct tc__evconn *ec)
     }
 }
 
-static void set_interest(struct tc__evconn *ec)
+static void set_interest(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
-    if (ec->shut_wr && tc__conn_pending(c) == 0) {
+    if (ec->shut_wr && tc__chan_pending(c) == 0) {
         /* A half-close waited for the queued output, whichever path sent it. */
         (void)tc__sock_shutdown_how(c->fd, SHUT_WR);
         ec->shut_wr = 0;
     }
-    if (ec->idle.t.slot == TC__TIMER_IDLE && ec->opened && !ec->linger_reason &&
-        tc__conn_pending(c) == 0)
+    size_t pending = tc__chan_pending(c);
+    atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
+    if (ec->idle.t.slot == TC__TIMER_IDLE && ec->s->opened && !ec->lingering && pending == 0)
         restart_idle(ec); /* the idle clock stopped while output was pending */
     unsigned want = 0;
-    if (!ec->paused && !ec->linger_reason)
+    if (!ec->paused && !ec->lingering)
         want |= TC__POLL_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
      * wait for it even when another path (process_input's flush, a mail, a
      * timer) already emptied the output, or nothing would ever wake us. */
-    if (tc__conn_pending(c) || ec->paused || ec->linger_reason)
+    if (pending || ec->paused || ec->lingering)
         want |= TC__POLL_OUT;
     if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, want, ec) == 0)
         ec->interest = want;
 }
 
-/* End a connection: its callbacks, then the core's bookkeeping. The record
- * itself is freed at the end of the turn (other lists may still point at it). */
-static void ev_close(struct tc__evconn *ec, int reason)
+/* End a connection: the session's close (report, flush, on_close, finish),
+ * then the core's bookkeeping. The record itself is freed at the end of the
+ * turn (other lists may still point at it). */
+static void ev_close(struct evconn *ec, int reason, int report)
 {
     if (ec->closed)
         return;
     ec->closed = 1;
     struct loop *lp = ec->loop;
-    tc_server *srv = lp->srv;
     tc_conn *c = ec->conn;
-    const tc_handler *h = &srv->handler;
 
     (void)tc__poller_del(lp->poller, c->fd);
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
-
-    if (reason == TC_EOF)
-        reason = 0;
-    if (ec->opened) {
-        if (!quiet_end(reason))
-            tc__server_error(srv, c, reason);
-        (void)tc__conn_flush_nb(c); /* best effort: whatever on_close queued */
-        if (h->on_close)
-            h->on_close(c, reason, h->ctx);
-    }
-    if (ec->setup_done && h->finish) {
-        int rc = h->finish(c, h->ctx);
-        if (rc < 0)
-            tc__server_error(srv, c, rc);
-    }
+    tc__session_close(ec->s, reason, report);
     /* Sends other threads queued for it die with it (see tc_conn_send). Only
      * now: a foreign thread may send until on_close returns, and a mail left
      * behind would point at this record after it is freed. */
@@ -199,34 +188,34 @@ static void ev_close(struct tc__evconn *ec, int reason)
         lp->mail_tail = &(*lp->mail_tail)->next;
     pthread_mutex_unlock(&lp->mu);
 
-    if (ec->prev)
-        ec->prev->next = ec->next;
-    else
-        lp->conns = ec->next;
-    if (ec->next)
-        ec->next->prev = ec->prev;
+    TC__LIST_UNLINK(lp->conns, ec);
     lp->nconns--;
-    c->ev = NULL;
-    (void)tc__conn_settle(c);
-    tc__server_conn_done(srv, c);
+    (void)tc__chan_settle(c);
+    tc__server_session_end(ec->s);
     ec->conn = NULL;
     ec->dead_next = lp->dead;
     lp->dead = ec;
 }
 
 /* Close once the queued output is out (or at once if there is none). */
-static void ev_close_after_flush(struct tc__evconn *ec, int reason)
+static void ev_close_after_flush(struct evconn *ec, int reason, int report)
 {
     /* Nothing reads the input any more: drop it rather than copy it out of
      * the loop's scratch buffer into a new one. */
     ec->conn->rview = ec->conn->rlen;
-    (void)tc__conn_settle(ec->conn); /* give the loop's scratch buffer back first */
-    int rc = tc__conn_flush_nb(ec->conn);
-    if (rc <= 0) {
-        ev_close(ec, rc < 0 && quiet_end(reason) ? rc : reason);
+    (void)tc__chan_settle(ec->conn); /* give the loop's scratch buffer back first */
+    int rc = tc__chan_flush_nb(ec->conn);
+    if (rc < 0 && tc__session_quiet_end(reason)) {
+        ev_close(ec, rc, TC__REPORT_AUTO);
         return;
     }
-    ec->linger_reason = reason == 0 ? 1 : reason; /* non-zero marks "closing" */
+    if (rc <= 0) {
+        ev_close(ec, reason, report);
+        return;
+    }
+    ec->lingering = 1;
+    ec->linger_reason = reason;
+    ec->linger_report = report;
     /* No more callbacks but on_close: a periodic timer would call on_timer on
      * a connection the handler has asked to close, for as long as its output
      * takes to drain (and each call may queue more). */
@@ -235,15 +224,14 @@ static void ev_close_after_flush(struct tc__evconn *ec, int reason)
 }
 
 /* Run on_message for every complete frame buffered, unless paused. */
-static void process_input(struct tc__evconn *ec)
+static void process_input(struct evconn *ec)
 {
     tc_server *srv = ec->loop->srv;
-    const tc_handler *h = &srv->handler;
     tc_conn *c = ec->conn;
     const void *msg;
     size_t len;
-    while (!ec->closed && !ec->paused && !ec->linger_reason) {
-        int rc = tc__conn_frame_nb(c, &msg, &len);
+    while (!ec->closed && !ec->paused && !ec->lingering) {
+        int rc = tc__chan_frame(c, &msg, &len);
         if (rc == 0) {
             if (c->rlen > 0 && !ec->frame_from && srv->cfg.conn_timeout_ms > 0) {
                 ec->frame_from = tc__now_ns(); /* the frame's clock starts */
@@ -252,55 +240,55 @@ static void process_input(struct tc__evconn *ec)
             break;
         }
         if (rc < 0) {
-            ev_close_after_flush(ec, rc);
+            ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
         }
         ec->frame_from = 0;
-        if ((rc = h->on_message(c, msg, len, h->ctx)) < 0) {
-            ev_close_after_flush(ec, rc);
+        if ((rc = tc__session_message(ec->s, msg, len)) < 0) {
+            ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
         }
-        if (tc__conn_pending(c) > OUTPUT_HWM)
+        if (tc__chan_pending(c) > OUTPUT_HWM)
             ec->paused = 1; /* backpressure: read again once it drains */
     }
     if (ec->paused)
         ec->frame_from = 0; /* we stopped reading: not the peer's delay */
-    if (ec->closed || ec->linger_reason)
+    if (ec->closed || ec->lingering)
         return;
-    if (tc__conn_settle(c) < 0) {
-        ev_close(ec, -ENOMEM);
+    if (tc__chan_settle(c) < 0) {
+        ev_close(ec, -ENOMEM, TC__REPORT_AUTO);
         return;
     }
     if (c->reof) {
         /* The peer finished sending; a frame cut short was caught above. */
-        ev_close_after_flush(ec, 0);
+        ev_close_after_flush(ec, 0, TC__REPORT_NO);
         return;
     }
     /* Buffered replies (tc_conn_write) go out now, not a poll turn later. */
-    if (tc__conn_pending(c) && tc__conn_flush_nb(c) < 0) {
-        ev_close(ec, c->werr);
+    if (tc__chan_pending(c) && tc__chan_flush_nb(c) < 0) {
+        ev_close(ec, c->werr, TC__REPORT_AUTO);
         return;
     }
     set_interest(ec);
 }
 
-static void proxy_done(struct tc__evconn *ec, int rc, const tc__proxy_hdr *hdr);
+static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr);
 
-static void on_readable(struct tc__evconn *ec)
+static void on_readable(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
-    ssize_t r = tc__conn_fill_nb(ec->conn, lp->scratch, SCRATCH_SIZE);
+    ssize_t r = tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
     if (r == -EAGAIN)
         return;
     if (r < 0 && r != TC_EOF) {
-        ev_close(ec, (int)r);
+        ev_close(ec, (int)r, TC__REPORT_AUTO);
         return;
     }
     if (ec->proxy_wait) {
         tc__proxy_hdr hdr;
-        int rc = tc__conn_proxy_nb(ec->conn, &hdr);
+        int rc = tc__chan_proxy(ec->conn, &hdr);
         if (rc == TC__PROXY_MORE) {
-            (void)tc__conn_settle(ec->conn); /* the scratch buffer is shared */
+            (void)tc__chan_settle(ec->conn); /* the scratch buffer is shared */
             return;
         }
         proxy_done(ec, rc, &hdr);
@@ -310,18 +298,18 @@ static void on_readable(struct tc__evconn *ec)
     process_input(ec);
 }
 
-static void on_writable(struct tc__evconn *ec)
+static void on_writable(struct evconn *ec)
 {
-    int rc = tc__conn_flush_nb(ec->conn);
+    int rc = tc__chan_flush_nb(ec->conn);
     if (rc < 0) {
-        ev_close(ec, rc);
+        ev_close(ec, rc, TC__REPORT_AUTO);
         return;
     }
-    if (rc == 0 && ec->linger_reason) {
-        ev_close(ec, ec->linger_reason == 1 ? 0 : ec->linger_reason);
+    if (rc == 0 && ec->lingering) {
+        ev_close(ec, ec->linger_reason, ec->linger_report);
         return;
     }
-    if (ec->paused && tc__conn_pending(ec->conn) < OUTPUT_LWM) {
+    if (ec->paused && tc__chan_pending(ec->conn) < OUTPUT_LWM) {
         ec->paused = 0;
         process_input(ec); /* frames that waited in the buffer */
         return;
@@ -330,41 +318,25 @@ static void on_writable(struct tc__evconn *ec)
 }
 
 /* setup, then on_open: the connection is the handler's from here on. */
-static void ev_start(struct tc__evconn *ec)
+static void ev_start(struct evconn *ec)
 {
-    tc_server *srv = ec->loop->srv;
-    const tc_handler *h = &srv->handler;
-    tc_conn *c = ec->conn;
-    int rc;
-    if (h->setup && (rc = h->setup(c, h->ctx)) < 0) {
-        tc__server_error(srv, c, rc); /* refused: no on_open, no finish */
-        ev_close(ec, 0);
+    if (tc__session_open(ec->s) < 0) {
+        ev_close(ec, 0, TC__REPORT_NO); /* reported; finish if setup ran */
         return;
     }
-    ec->setup_done = 1;
-    if (h->on_open && (rc = h->on_open(c, h->ctx)) < 0) {
-        tc__server_error(srv, c, rc);
-        ev_close(ec, 0);
-        return;
-    }
-    ec->opened = 1;
     restart_idle(ec);
     set_interest(ec);
 }
 
-/* The PROXY header, or what stands instead (rc as tc__server_proxy_verdict
- * takes it); on success the handler starts and the bytes after the header
- * become its first input. */
-static void proxy_done(struct tc__evconn *ec, int rc, const tc__proxy_hdr *hdr)
+/* The PROXY header, or what stands instead (rc as tc__chan_proxy gives
+ * it); on success the handler starts and the bytes after the header become
+ * its first input. */
+static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr)
 {
-    tc_server *srv = ec->loop->srv;
     tc__theap_cancel(&ec->loop->timers, &ec->idle.t);
     ec->proxy_wait = 0;
-    int verdict = tc__server_proxy_verdict(srv, ec->conn, rc, hdr);
-    if (verdict != 0) {
-        if (verdict < 0)
-            tc__server_error(srv, ec->conn, verdict);
-        ev_close(ec, 0);
+    if (tc__session_proxy(ec->s, rc, hdr) != 0) {
+        ev_close(ec, 0, TC__REPORT_NO);
         return;
     }
     ev_start(ec);
@@ -372,46 +344,43 @@ static void proxy_done(struct tc__evconn *ec, int rc, const tc__proxy_hdr *hdr)
         process_input(ec);
 }
 
+static const tc__driver ev_driver;
+
 /* Take a connection into this loop: register, then the PROXY header or setup and on_open. */
-static void ev_open(struct loop *lp, tc_conn *c)
+static void ev_open(struct loop *lp, tc__session *s)
 {
     tc_server *srv = lp->srv;
-    struct tc__evconn *ec = calloc(1, sizeof *ec);
-    if (!ec) {
-        tc__server_error(srv, c, -ENOMEM);
-        tc__server_conn_done(srv, c);
-        return;
-    }
+    tc_conn *c = s->conn;
+    struct evconn *ec = (struct evconn *)s->room;
+    ec->s = s;
     ec->conn = c;
     ec->loop = lp;
     ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_IDLE};
     ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_USER};
-    c->ev = ec;
-    c->mode_data = ec;
-    ec->next = lp->conns;
-    if (lp->conns)
-        lp->conns->prev = ec;
-    lp->conns = ec;
+    atomic_init(&ec->mail_bytes, 0);
+    atomic_init(&ec->out_queued, 0);
+    c->drv = &ev_driver;
+    c->drv_data = ec;
+    TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
     int rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec);
     if (rc < 0) {
-        tc__server_error(srv, c, rc);
-        ev_close(ec, rc);
+        tc__report(srv, c, rc);
+        ev_close(ec, rc, TC__REPORT_NO);
         return;
     }
     ec->interest = TC__POLL_IN;
     /* Room for every connection's two timers now: arming one later (an idle
      * clock restarting, a frame starting) can then never fail for memory. */
     if ((rc = tc__theap_reserve(&lp->timers, 2 * (size_t)lp->nconns)) < 0) {
-        tc__server_error(srv, c, rc);
-        ev_close(ec, rc);
+        tc__report(srv, c, rc);
+        ev_close(ec, rc, TC__REPORT_NO);
         return;
     }
     if (srv->cfg.proxy_protocol != TC_PROXY_OFF) {
         /* The header comes first; setup and on_open wait for it. */
-        if ((rc = tc__server_proxy_precheck(srv, c)) < 0) {
-            tc__server_error(srv, c, rc);
-            ev_close(ec, 0);
+        if (tc__session_proxy_precheck(s) < 0) {
+            ev_close(ec, 0, TC__REPORT_NO);
             return;
         }
         ec->proxy_wait = 1;
@@ -429,16 +398,12 @@ static void post(struct loop *lp, struct mail *m)
     *lp->mail_tail = m;
     lp->mail_tail = &m->next;
     pthread_mutex_unlock(&lp->mu);
-    uint64_t one = 1;
-    ssize_t w = write(lp->mailfd, &one, sizeof one);
-    (void)w; /* EAGAIN: already signalled */
+    tc__wake(lp->mailfd);
 }
 
 static void read_mail(struct loop *lp)
 {
-    uint64_t v;
-    while (read(lp->mailfd, &v, sizeof v) == (ssize_t)sizeof v)
-        ;
+    tc__wake_drain(lp->mailfd);
     pthread_mutex_lock(&lp->mu);
     struct mail *m = lp->mail;
     lp->mail = NULL;
@@ -446,12 +411,13 @@ static void read_mail(struct loop *lp)
     pthread_mutex_unlock(&lp->mu);
     while (m) {
         struct mail *next = m->next;
-        if (m->newconn) {
-            ev_open(lp, m->newconn);
+        if (m->newsess) {
+            ev_open(lp, m->newsess);
         } else if (!m->ec->closed) {
             struct iovec v1 = {m->data, m->len};
-            if (tc__conn_send_nb(m->ec->conn, &v1, 1, m->len) < 0)
-                ev_close(m->ec, m->ec->conn->werr);
+            atomic_fetch_sub(&m->ec->mail_bytes, m->len);
+            if (tc__chan_send_nb(m->ec->conn, &v1, 1, m->len) < 0)
+                ev_close(m->ec, m->ec->conn->werr, TC__REPORT_AUTO);
             else
                 set_interest(m->ec);
         }
@@ -460,54 +426,58 @@ static void read_mail(struct loop *lp)
     }
 }
 
-ssize_t tc__event_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+/* ---- the driver: a channel an event loop runs ------------------------------ */
+
+static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
-    struct tc__evconn *ec = c->ev;
+    struct evconn *ec = c->drv_data;
     if (pthread_equal(pthread_self(), ec->loop->tid)) {
-        ssize_t r = tc__conn_send_nb(c, vec, cnt, total);
-        if (r >= 0 && tc__conn_pending(c) && !(ec->interest & TC__POLL_OUT))
+        ssize_t r = tc__chan_send_nb(c, vec, cnt, total);
+        if (r >= 0 && !ec->closed && tc__chan_pending(c) && !(ec->interest & TC__POLL_OUT))
             set_interest(ec);
         return r;
     }
-    /* Another thread: copy the bytes into the loop's mailbox. */
+    /* Another thread: copy the bytes into the loop's mailbox, within bounds
+     * (a queue that is never read must not grow without end). */
+    size_t queued = atomic_load(&ec->mail_bytes) +
+                    atomic_load_explicit(&ec->out_queued, memory_order_relaxed);
+    if (queued >= OUTPUT_HWM)
+        return -EAGAIN;
     if (total > SIZE_MAX - sizeof(struct mail))
         return -EINVAL;
     struct mail *m = malloc(sizeof *m + total);
     if (!m)
         return -ENOMEM;
     m->ec = ec;
-    m->newconn = NULL;
+    m->newsess = NULL;
     m->len = total;
     size_t off = 0;
     for (int i = 0; i < cnt; i++) {
         memcpy(m->data + off, vec[i].iov_base, vec[i].iov_len);
         off += vec[i].iov_len;
     }
+    atomic_fetch_add(&ec->mail_bytes, total);
     post(ec->loop, m);
     return (ssize_t)total;
 }
 
-int tc__event_shutdown_write(tc_conn *c)
+static int ev_shutdown_write(tc_conn *c)
 {
-    struct tc__evconn *ec = c->ev;
+    struct evconn *ec = c->drv_data;
     if (!pthread_equal(pthread_self(), ec->loop->tid))
         return -EPERM;
-    if (tc__conn_pending(c) == 0)
+    if (tc__chan_pending(c) == 0)
         return tc__sock_shutdown_how(c->fd, SHUT_WR);
     ec->shut_wr = 1;
     return 0;
 }
 
-int tc_conn_set_timer(tc_conn *conn, int delay_ms, int interval_ms)
+static int ev_set_timer(tc_conn *c, int delay_ms, int interval_ms)
 {
-    if (!conn || delay_ms < 0 || interval_ms < 0)
-        return -EINVAL;
-    struct tc__evconn *ec = conn->ev;
-    if (!ec)
-        return -ENOTSUP;
+    struct evconn *ec = c->drv_data;
     if (!pthread_equal(pthread_self(), ec->loop->tid))
         return -EPERM;
-    if (!conn->srv->handler.on_timer)
+    if (!ec->loop->srv->handler.on_timer)
         return TC_EBADCONFIG;
     if (delay_ms == 0) {
         tc__theap_cancel(&ec->loop->timers, &ec->user.t);
@@ -517,13 +487,22 @@ int tc_conn_set_timer(tc_conn *conn, int delay_ms, int interval_ms)
     return tc__theap_schedule(&ec->loop->timers, &ec->user.t, tc__deadline_ms(delay_ms));
 }
 
+/* Reads, waits and sendfile are absent: the loop reads for the handler,
+ * and nothing may block it. */
+static const tc__driver ev_driver = {
+    .name = "event",
+    .send = ev_send,
+    .shutdown_write = ev_shutdown_write,
+    .set_timer = ev_set_timer,
+};
+
 static void fire_timers(struct loop *lp)
 {
     int64_t now = tc__now_ns();
     tc__timer *t;
     while ((t = tc__theap_next(&lp->timers)) && t->when <= now) {
         struct etimer *et = (struct etimer *)t;
-        struct tc__evconn *ec = et->ec;
+        struct evconn *ec = et->ec;
         tc__theap_cancel(&lp->timers, t);
         if (et->kind == TIMER_IDLE && ec->proxy_wait) {
             tc__proxy_hdr hdr = {.why = "no complete header in time"};
@@ -535,7 +514,7 @@ static void fire_timers(struct loop *lp)
              * reading it slowly): the clock restarts once it is out (see
              * set_interest), as the other modes wait for the next message
              * only after flushing. */
-            if (tc__conn_pending(ec->conn) > 0)
+            if (tc__chan_pending(ec->conn) > 0)
                 continue;
             int64_t due = idle_due(ec);
             if (due > now) { /* moved on meanwhile: a frame completed, say */
@@ -543,17 +522,15 @@ static void fire_timers(struct loop *lp)
                 continue;
             }
             /* Silence inside a frame is an error; between frames it is not. */
-            if (ec->conn->rlen > 0)
-                tc__server_error(lp->srv, ec->conn, -ETIMEDOUT);
-            ev_close(ec, -ETIMEDOUT);
+            ev_close(ec, -ETIMEDOUT, ec->conn->rlen > 0 ? TC__REPORT_YES : TC__REPORT_NO);
             continue;
         }
-        const tc_handler *h = &lp->srv->handler;
         if (ec->interval_ms > 0)
-            (void)tc__theap_schedule(&lp->timers, t, t->when + (int64_t)ec->interval_ms * 1000000);
-        int rc = h->on_timer(ec->conn, h->ctx);
+            (void)tc__theap_schedule(&lp->timers, t,
+                                     t->when + (int64_t)ec->interval_ms * TC_NS_PER_MS);
+        int rc = tc__session_timer(ec->s);
         if (rc < 0)
-            ev_close_after_flush(ec, rc);
+            ev_close_after_flush(ec, rc, TC__REPORT_YES);
         else if (!ec->closed)
             set_interest(ec);
     }
@@ -570,12 +547,12 @@ static void accept_batch(struct loop *lp)
     if (atomic_load(&srv->shutdown_req) || atomic_load(&lp->draining))
         return;
     for (int i = 0; i < ACCEPT_BATCH && tc__server_may_accept(srv); i++) {
-        tc_conn *c;
+        tc__session *c;
         int rc = tc__server_accept(srv, &c);
         if (rc == -EAGAIN)
             break;
         if (rc < 0) {
-            tc__server_log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(rc));
+            tc__log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(rc));
             break;
         }
         if (!c)
@@ -587,12 +564,12 @@ static void accept_batch(struct loop *lp)
         }
         struct mail *m = malloc(sizeof *m);
         if (!m) {
-            tc__server_error(srv, c, -ENOMEM);
-            tc__server_conn_done(srv, c);
+            tc__report(srv, c->conn, -ENOMEM);
+            tc__server_session_done(c);
             continue;
         }
         m->ec = NULL;
-        m->newconn = c;
+        m->newsess = c;
         m->len = 0;
         post(to, m);
     }
@@ -624,9 +601,7 @@ static void start_drain(struct loop *lp)
         struct loop *o = &st->loops[i];
         o->drain_deadline = deadline; /* published by the atomic store below */
         atomic_store(&o->draining, 1);
-        uint64_t one = 1;
-        ssize_t w = write(o->mailfd, &one, sizeof one);
-        (void)w;
+        tc__wake(o->mailfd);
     }
     update_listener(lp);
 }
@@ -635,21 +610,21 @@ static void start_drain(struct loop *lp)
 static void drain_sweep(struct loop *lp)
 {
     int late = tc__now_ns() >= lp->drain_deadline;
-    for (struct tc__evconn *ec = lp->conns, *next; ec; ec = next) {
+    for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next;
         tc_conn *c = ec->conn;
-        int idle = c->rlen == 0 && tc__conn_pending(c) == 0;
+        int idle = c->rlen == 0 && tc__chan_pending(c) == 0;
         if (idle || late)
-            ev_close(ec, TC_ESHUTDOWN);
+            ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
     }
 }
 
 static void free_dead(struct loop *lp)
 {
     while (lp->dead) {
-        struct tc__evconn *ec = lp->dead;
+        struct evconn *ec = lp->dead;
         lp->dead = ec->dead_next;
-        free(ec);
+        free(ec->s); /* the record lives in the session's room */
     }
 }
 
@@ -661,12 +636,7 @@ static int next_timeout_ms(struct loop *lp)
         when = t->when;
     if (atomic_load(&lp->draining) && lp->drain_deadline < when)
         when = lp->drain_deadline;
-    if (when == TC__NO_DEADLINE)
-        return -1;
-    int64_t left = when - tc__now_ns();
-    if (left <= 0)
-        return 0;
-    return (int)((left + 999999) / 1000000); /* round up: never wake early */
+    return tc__ms_until(when);
 }
 
 static void run_loop(struct loop *lp)
@@ -675,11 +645,17 @@ static void run_loop(struct loop *lp)
     tc__pevent ev[TC__POLL_BATCH];
     for (;;) {
         int timeout = next_timeout_ms(lp);
-        if (lp->idx == 0) /* the listener's loop: wake at the end of an accept pause */
+        if (lp->idx == 0) {
+            /* The listener's loop: wake at the end of an accept pause, and
+             * at least every poll interval for service_actions. */
             timeout = tc__server_accept_timeout(srv, timeout);
+            int every = srv->cfg.poll_interval_ms; /* negative: only for events */
+            if (every > 0 && (timeout < 0 || timeout > every))
+                timeout = every;
+        }
         int n = tc__poller_wait(lp->poller, ev, TC__POLL_BATCH, timeout);
         if (n < 0) {
-            tc__server_log(srv, TC_LOG_ERROR, "event loop %d: %s", lp->idx, tc_strerror(n));
+            tc__log(srv, TC_LOG_ERROR, "event loop %d: %s", lp->idx, tc_strerror(n));
             break;
         }
         for (int i = 0; i < n; i++) {
@@ -687,15 +663,13 @@ static void run_loop(struct loop *lp)
             if (p == &tag_listener) {
                 accept_batch(lp);
             } else if (p == &tag_wake) {
-                uint64_t v;
-                while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-                    ;
+                tc__wake_drain(srv->wakefd);
                 if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
                     start_drain(lp);
             } else if (p == &tag_mail) {
                 read_mail(lp);
             } else {
-                struct tc__evconn *ec = p;
+                struct evconn *ec = p;
                 if (ec->closed)
                     continue;
                 if (ev[i].events & TC__POLL_OUT)
@@ -721,9 +695,9 @@ static void run_loop(struct loop *lp)
             break;
     }
     /* An error ended the loop early: nothing may outlive it. */
-    for (struct tc__evconn *ec = lp->conns, *next; ec; ec = next) {
+    for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next;
-        ev_close(ec, TC_ESHUTDOWN);
+        ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
     }
     free_dead(lp);
 }
@@ -759,7 +733,7 @@ static int event_serve(tc_server *srv)
     }
     pthread_attr_destroy(&attr);
     if (rc < 0) {
-        tc__server_log(srv, TC_LOG_ERROR, "event mode: cannot start loop threads: %s",
+        tc__log(srv, TC_LOG_ERROR, "event mode: cannot start loop threads: %s",
                        tc_strerror(rc));
         (void)tc_server_shutdown(srv); /* the loops that did start drain at once */
     }
@@ -792,7 +766,7 @@ static void free_loops(struct state *st)
 static int event_start(tc_server *srv)
 {
     if (srv->handler.handle || !srv->handler.on_message) {
-        tc__server_log(srv, TC_LOG_ERROR, "invalid configuration: event mode runs message-style "
+        tc__log(srv, TC_LOG_ERROR, "invalid configuration: event mode runs message-style "
                                           "handlers only (set on_message, not handle)");
         return TC_EBADCONFIG;
     }
@@ -816,8 +790,8 @@ static int event_start(tc_server *srv)
         atomic_init(&lp->draining, 0);
         if (rc == 0)
             rc = tc__poller_create(&lp->poller);
-        if (rc == 0 && (lp->mailfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
-            rc = -errno;
+        if (rc == 0)
+            rc = tc__wake_open(&lp->mailfd);
         if (rc == 0 && !(lp->scratch = malloc(SCRATCH_SIZE)))
             rc = -ENOMEM;
         if (rc == 0)
@@ -831,9 +805,9 @@ static int event_start(tc_server *srv)
     return 0;
 }
 
-static int event_process_request(tc_server *srv, tc_conn *conn)
+static int event_process_request(tc_server *srv, tc__session *s)
 {
-    (void)srv, (void)conn;
+    (void)srv, (void)s;
     return -ENOTSUP; /* never called: the mode accepts in its own loop */
 }
 
@@ -846,6 +820,7 @@ static void event_stop(tc_server *srv)
 
 const tc__mode tc__mode_event = {
     .id = TC_MODE_EVENT,
+    .session_room = sizeof(struct evconn),
     .start = event_start,
     .process_request = event_process_request,
     .serve = event_serve,

@@ -2,7 +2,7 @@
 /* Forking mode (ForkingMixIn): a process per connection. The parent keeps
  * each connection registered until its child is reaped, and learns that a
  * child ended through a pidfd (or, where pidfd_open is missing, a pipe the
- * child holds) watched by an epoll set: no SIGCHLD handler, no waitpid(-1). */
+ * child holds) watched by a poller: no SIGCHLD handler, no waitpid(-1). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -10,10 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/syscall.h>
 #include <sys/timerfd.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,14 +23,14 @@
 struct child {
     pid_t pid;
     int fd;                     /* pidfd or the pipe's read end; -1: polled (unwatched) */
-    tc_conn *conn;              /* the parent's copy, registered until the reap */
+    tc__session *s;             /* the parent's copy, registered until the reap */
     struct child *prev, *next;
 };
 
 /* Used by one thread at a time: the serving thread, then the one calling
  * destroy, then (block_on_close off) the reaper thread it starts. */
 struct state {
-    int epfd;                   /* srv->mode_fd: the children's descriptors and tfd */
+    tc__poller *poller;         /* the children's descriptors and tfd; srv->mode_fd is its fd */
     int tfd;                    /* timerfd, armed while some child is unwatched */
     int use_pidfd;
     unsigned live;
@@ -44,17 +41,6 @@ struct state {
 static struct state *st_of(tc_server *srv)
 {
     return srv->mode_state;
-}
-
-static int pidfd_open(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    long fd = syscall(SYS_pidfd_open, pid, 0); /* close-on-exec by design */
-    return fd < 0 ? -errno : (int)fd;
-#else
-    (void)pid;
-    return -ENOSYS;
-#endif
 }
 
 static void arm_timer(struct state *st, int on)
@@ -74,7 +60,7 @@ static void unwatch(struct state *st, struct child *c)
     if (c->fd >= 0) {
         /* Remove it before closing: a sibling forked meanwhile may still hold a
          * copy, and epoll keeps reporting a description while any copy lives. */
-        (void)epoll_ctl(st->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        (void)tc__poller_del(st->poller, c->fd);
         tc__close(c->fd);
         c->fd = -1;
     }
@@ -84,64 +70,51 @@ static void unwatch(struct state *st, struct child *c)
 
 static void watch(tc_server *srv, struct state *st, struct child *c, int fd)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     c->fd = fd;
-    if (fd >= 0 && epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+    if (fd >= 0 && tc__poller_add(st->poller, fd, TC__POLL_IN, c) == 0)
         return;
-    tc__server_log(srv, TC_LOG_DEBUG, "forking: child %d is polled (no descriptor to watch)",
+    tc__log(srv, TC_LOG_DEBUG, "forking: child %d is polled (no descriptor to watch)",
                    (int)c->pid);
     unwatch(st, c);
 }
 
-/* The child is gone: say how it ended, then release its connection. */
-static void child_done(tc_server *srv, struct state *st, struct child *c, int status, int known)
+/* The child is gone (how: tc__child_reap's answer): say how it ended, then
+ * release its connection. */
+static void child_done(tc_server *srv, struct state *st, struct child *c, int how, int status)
 {
     if (c->fd >= 0) {
-        (void)epoll_ctl(st->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        (void)tc__poller_del(st->poller, c->fd);
         tc__close(c->fd);
     } else if (--st->unwatched == 0) {
         arm_timer(st, 0);
     }
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        st->children = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    TC__LIST_UNLINK(st->children, c);
     st->live--;
 
-    char peer[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&c->conn->peer, peer, sizeof peer);
-    if (!known) {
-        /* Reaped by someone else: SIGCHLD set to SIG_IGN, or the application's waitpid(-1). */
-        tc__server_log(srv, TC_LOG_DEBUG, "forking: child %d (%s) was reaped elsewhere",
-                       (int)c->pid, peer);
-    } else if (WIFSIGNALED(status)) {
-        tc__server_log(srv, TC_LOG_WARN, "forking: child %d (%s) killed by signal %d", (int)c->pid,
-                       peer, WTERMSIG(status));
-        tc__server_error(srv, NULL, TC_ECHILD);
-    } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-        tc__server_log(srv, TC_LOG_WARN, "forking: child %d (%s) exited with status %d",
-                       (int)c->pid, peer, WEXITSTATUS(status));
-        tc__server_error(srv, NULL, TC_ECHILD);
+    if (!tc__child_succeeded(how, status)) {
+        /* Reaped elsewhere (SIGCHLD set to SIG_IGN, or the application's
+         * waitpid(-1)) is no failure of the child's: only a debug line. */
+        int failed = how == TC__CHILD_ENDED;
+        char peer[TC_ADDR_STRLEN] = "-", text[TC__CHILD_HOW_LEN];
+        (void)tc_addr_format(&c->s->conn->peer, peer, sizeof peer);
+        tc__log(srv, failed ? TC_LOG_WARN : TC_LOG_DEBUG, "forking: child %d (%s) %s",
+                       (int)c->pid, peer, tc__child_describe(how, status, text, sizeof text));
+        if (failed)
+            tc__report(srv, NULL, TC_ECHILD);
     }
-    tc_conn *conn = c->conn;
+    tc__session *s = c->s;
     free(c);
-    tc__server_conn_done(srv, conn); /* may free srv when it holds the last reference */
+    tc__server_session_done(s); /* may free srv when it holds the last reference */
 }
 
-/* Reap one child if it has ended: 1 if it was, 0 if it still runs. Only this
- * pid is waited for, never -1: other children of the process are not ours. */
+/* Reap one child if it has ended: 1 if it was, 0 if it still runs. */
 static int try_reap(tc_server *srv, struct state *st, struct child *c)
 {
     int status = 0;
-    pid_t r;
-    do
-        r = waitpid(c->pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
+    int how = tc__child_reap(c->pid, 0, &status);
+    if (how == TC__CHILD_RUNNING)
         return 0;
-    child_done(srv, st, c, status, r == c->pid);
+    child_done(srv, st, c, how, status);
     return 1;
 }
 
@@ -165,18 +138,18 @@ static void on_event(tc_server *srv, struct state *st, struct child *c)
 static void forking_service(tc_server *srv)
 {
     struct state *st = st_of(srv);
-    struct epoll_event ev[EVENTS_PER_TURN];
+    tc__pevent ev[EVENTS_PER_TURN];
     int n;
     do {
-        n = epoll_wait(st->epfd, ev, EVENTS_PER_TURN, 0);
+        n = tc__poller_wait(st->poller, ev, EVENTS_PER_TURN, 0);
         for (int i = 0; i < n; i++) {
-            if (ev[i].data.ptr == NULL) { /* the timer */
+            if (ev[i].ptr == NULL) { /* the timer */
                 uint64_t ticks;
                 ssize_t r = read(st->tfd, &ticks, sizeof ticks);
                 (void)r;
                 continue;
             }
-            on_event(srv, st, ev[i].data.ptr);
+            on_event(srv, st, ev[i].ptr);
         }
     } while (n == EVENTS_PER_TURN);
     if (st->unwatched) {
@@ -194,29 +167,28 @@ static int forking_start(tc_server *srv)
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;
-    st->epfd = epoll_create1(EPOLL_CLOEXEC);
-    st->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (st->epfd < 0 || st->tfd < 0 || epoll_ctl(st->epfd, EPOLL_CTL_ADD, st->tfd, &ev) < 0) {
-        int rc = -errno;
-        tc__close(st->epfd);
+    st->tfd = -1;
+    int rc = tc__poller_create(&st->poller);
+    if (rc == 0 && (st->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = tc__poller_add(st->poller, st->tfd, TC__POLL_IN, NULL);
+    if (rc < 0) {
+        tc__poller_destroy(st->poller);
         tc__close(st->tfd);
         free(st);
         return rc;
     }
-    /* Probe once: pidfd_open is missing before Linux 5.3 and under some
-     * sandboxes (gVisor, seccomp filters); then each child holds a pipe. */
-    int fd = pidfd_open(getpid());
-    st->use_pidfd = fd >= 0;
-    if (fd >= 0)
-        tc__close(fd);
+    /* Without pidfds each child holds a pipe. */
+    int probe = tc__child_probe();
+    st->use_pidfd = probe == 0;
     if (st->use_pidfd)
-        tc__server_log(srv, TC_LOG_DEBUG, "forking: children watched with pidfds");
+        tc__log(srv, TC_LOG_DEBUG, "forking: children watched with pidfds");
     else
-        tc__server_log(srv, TC_LOG_DEBUG, "forking: children watched with pipes (pidfd_open: %s)",
-                       tc_strerror(fd));
+        tc__log(srv, TC_LOG_DEBUG, "forking: children watched with pipes (pidfd_open: %s)",
+                       tc_strerror(probe));
     srv->mode_state = st;
-    srv->mode_fd = st->epfd;
+    srv->mode_fd = tc__poller_fd(st->poller);
     return 0;
 }
 
@@ -224,12 +196,13 @@ static int forking_start(tc_server *srv)
  * run the handler and leave with _exit (no atexit handlers, no second flush
  * of stdio buffers copied from the parent). Never returns. */
 __attribute__((noreturn)) static void child_main(tc_server *srv, struct state *st,
-                                                 tc_conn *conn, int pipe_rd)
+                                                 tc__session *s, int pipe_rd)
 {
     tc__close(srv->lfd);
     tc__close(srv->wakefd);
     tc__close(srv->spare_fd);
-    tc__close(st->epfd);
+    tc__poller_destroy(st->poller);
+    st->poller = NULL;
     tc__close(st->tfd);
     tc__close(pipe_rd);
     /* -1, so that a handler calling tc_server_shutdown() on its copy of the
@@ -239,16 +212,16 @@ __attribute__((noreturn)) static void child_main(tc_server *srv, struct state *s
     /* The siblings' sockets: kept open here, their clients would not see the
      * end of the stream until this child exits too. */
     for (struct child *c = st->children; c; c = c->next) {
-        tc__close(c->conn->fd);
+        tc__close(c->s->conn->fd);
         tc__close(c->fd);
     }
-    tc__server_run_handler(srv, conn);
+    tc__session_run(s);
     /* The parent's copy stays open until the reap: end the stream now. */
-    tc__sock_shutdown(conn->fd);
+    tc__sock_shutdown(s->conn->fd);
     _exit(0);
 }
 
-static int forking_process_request(tc_server *srv, tc_conn *conn)
+static int forking_process_request(tc_server *srv, tc__session *s)
 {
     struct state *st = st_of(srv);
     forking_service(srv); /* reap first: fewer inherited descriptors to close */
@@ -271,20 +244,17 @@ static int forking_process_request(tc_server *srv, tc_conn *conn)
     }
     if (pid == 0) {
         free(c); /* the parent's record of the child: nothing to the child itself */
-        child_main(srv, st, conn, p[0]);
+        child_main(srv, st, s, p[0]);
     }
 
     tc__close(p[1]); /* the child's end: EOF here once the child is gone */
     c->pid = pid;
-    c->conn = conn;
-    c->next = st->children;
-    if (st->children)
-        st->children->prev = c;
-    st->children = c;
+    c->s = s;
+    TC__LIST_PUSH(st->children, c);
     st->live++;
     int fd = p[0];
-    if (st->use_pidfd && (fd = pidfd_open(pid)) < 0) {
-        tc__server_log(srv, TC_LOG_WARN, "forking: pidfd_open(%d): %s", (int)pid,
+    if (st->use_pidfd && (fd = tc__child_watch(pid)) < 0) {
+        tc__log(srv, TC_LOG_WARN, "forking: pidfd_open(%d): %s", (int)pid,
                        tc_strerror(fd));
         fd = -1;
     }
@@ -299,14 +269,10 @@ static int forking_wait(tc_server *srv, int64_t deadline)
         forking_service(srv);
         if (st->live == 0)
             return 0;
-        int timeout = -1;
-        if (deadline != TC__NO_DEADLINE) {
-            int64_t left = deadline - tc__now_ns();
-            if (left <= 0)
-                return -ETIMEDOUT;
-            timeout = (int)((left + 999999) / 1000000);
-        }
-        struct pollfd p = {.fd = st->epfd, .events = POLLIN};
+        int timeout = tc__ms_until(deadline);
+        if (timeout == 0)
+            return -ETIMEDOUT;
+        struct pollfd p = {.fd = tc__poller_fd(st->poller), .events = POLLIN};
         if (poll(&p, 1, timeout) < 0 && errno != EINTR)
             return -errno;
     }
@@ -343,7 +309,7 @@ static void forking_abandon(tc_server *srv)
     }
     if (rc != 0) {
         /* Nobody else could reap them: wait here rather than leave zombies. */
-        tc__server_log(srv, TC_LOG_WARN, "forking: no reaper thread (%s); waiting for %u children",
+        tc__log(srv, TC_LOG_WARN, "forking: no reaper thread (%s); waiting for %u children",
                        tc_strerror(-rc), st->live);
         (void)forking_wait(srv, TC__NO_DEADLINE);
     }
@@ -355,7 +321,7 @@ static void forking_stop(tc_server *srv)
     if (!st)
         return;
     /* No connection is live, so every child has been reaped. */
-    tc__close(st->epfd);
+    tc__poller_destroy(st->poller);
     tc__close(st->tfd);
     free(st);
     srv->mode_state = NULL;

@@ -3,9 +3,10 @@
  * the serving thread before the next is accepted. */
 #include "internal.h"
 
-static int inline_process_request(tc_server *srv, tc_conn *conn)
+static int inline_process_request(tc_server *srv, tc__session *s)
 {
-    tc__server_run_conn(srv, conn);
+    (void)srv;
+    tc__server_run_session(s);
     return 0;
 }
 

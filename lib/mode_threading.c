@@ -12,7 +12,7 @@
 struct worker {
     pthread_t tid;
     tc_server *srv;
-    tc_conn *conn;
+    tc__session *s;
     struct worker *prev, *next; /* in running, then (next only) in done */
 };
 
@@ -31,23 +31,20 @@ static struct state *st_of(tc_server *srv)
     return srv->mode_state;
 }
 
-static void *worker_main(void *arg)
+/* The end of a connection's thread, however it ends: its handler returned,
+ * or the thread exited or was cancelled inside it (the session has closed). */
+static void worker_end(void *arg)
 {
     struct worker *w = arg;
     tc_server *srv = w->srv;
     struct state *st = st_of(srv);
 
-    tc__server_run_conn(srv, w->conn);
+    tc__server_session_done(w->s);
 
     pthread_mutex_lock(&st->mu);
     if (--st->live == 0)
         pthread_cond_broadcast(&st->idle);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        st->running = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    TC__LIST_UNLINK(st->running, w);
     if (st->detached) {
         free(w);
     } else {
@@ -56,6 +53,14 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&st->mu);
     tc__server_release(srv); /* the reference process_request took for this thread */
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    pthread_cleanup_push(worker_end, w);
+    tc__session_run(w->s);
+    pthread_cleanup_pop(1);
     return NULL;
 }
 
@@ -79,11 +84,7 @@ static int threading_start(tc_server *srv)
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&st->idle, &ca);
-    pthread_condattr_destroy(&ca);
+    tc__cond_init(&st->idle);
     pthread_mutex_init(&st->mu, NULL);
     pthread_attr_init(&st->attr);
     int rc = pthread_attr_setstacksize(&st->attr, srv->cfg.thread_stack_size);
@@ -98,7 +99,7 @@ static int threading_start(tc_server *srv)
     return 0;
 }
 
-static int threading_process_request(tc_server *srv, tc_conn *conn)
+static int threading_process_request(tc_server *srv, tc__session *s)
 {
     struct state *st = st_of(srv);
     reap(st);
@@ -106,7 +107,7 @@ static int threading_process_request(tc_server *srv, tc_conn *conn)
     if (!w)
         return -ENOMEM;
     w->srv = srv;
-    w->conn = conn;
+    w->s = s;
     tc__server_ref(srv);
     pthread_mutex_lock(&st->mu);
     st->live++;
@@ -114,10 +115,7 @@ static int threading_process_request(tc_server *srv, tc_conn *conn)
     if (rc != 0) {
         st->live--;
     } else {
-        w->next = st->running;
-        if (st->running)
-            st->running->prev = w;
-        st->running = w;
+        TC__LIST_PUSH(st->running, w);
     }
     pthread_mutex_unlock(&st->mu);
     if (rc != 0) {
@@ -136,16 +134,9 @@ static void threading_service(tc_server *srv)
 static int threading_wait(tc_server *srv, int64_t deadline)
 {
     struct state *st = st_of(srv);
-    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000),
-                          .tv_nsec = (long)(deadline % 1000000000)};
-    int rc = 0;
     pthread_mutex_lock(&st->mu);
-    while (st->live > 0 && rc != ETIMEDOUT) {
-        if (deadline == TC__NO_DEADLINE)
-            pthread_cond_wait(&st->idle, &st->mu);
-        else
-            rc = pthread_cond_timedwait(&st->idle, &st->mu, &ts);
-    }
+    while (st->live > 0 && tc__cond_wait(&st->idle, &st->mu, deadline) == 0)
+        ;
     int busy = st->live > 0;
     pthread_mutex_unlock(&st->mu);
     reap(st);

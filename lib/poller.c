@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The readiness poller behind the event mode: epoll here, behind a small
- * interface (create / add / mod / del / wait) so kqueue could stand in. */
+/* The readiness poller behind the event mode and forking mode's watch on its
+ * children: epoll here, behind a small interface (create / add / mod / del /
+ * wait, and fd to nest it in another wait) so kqueue could stand in. */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -43,6 +44,11 @@ void tc__poller_destroy(tc__poller *p)
         return;
     tc__close(p->epfd);
     free(p);
+}
+
+int tc__poller_fd(const tc__poller *p)
+{
+    return p->epfd;
 }
 
 static int ctl(tc__poller *p, int op, int fd, unsigned events, void *ptr)

@@ -11,9 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -36,7 +33,7 @@ struct worker {
 };
 
 struct tc_prefork {
-    tc_prefork_options o;
+    tc_prefork_config o;
     pid_t owner;           /* the supervisor's pid: tc_prefork_stop() is a no-op elsewhere */
     int wakefd;            /* eventfd written by tc_prefork_stop() */
     int use_pidfd;
@@ -61,22 +58,17 @@ static void plog(tc_prefork *pf, tc_log_level level, const char *fmt, ...)
     pf->o.log(pf, level, msg, pf->o.ctx);
 }
 
-static int pidfd_open(pid_t pid)
+void tc_prefork_config_init(tc_prefork_config *cfg)
 {
-#ifdef SYS_pidfd_open
-    long fd = syscall(SYS_pidfd_open, pid, 0); /* close-on-exec by design */
-    return fd < 0 ? -errno : (int)fd;
-#else
-    (void)pid;
-    return -ENOSYS;
-#endif
+    if (cfg) /* the macro is the one source of the defaults */
+        *cfg = (tc_prefork_config)TC_PREFORK_CONFIG_INIT;
 }
 
-int tc_prefork_create(tc_prefork **out, const tc_prefork_options *opts)
+int tc_prefork_create(tc_prefork **out, const tc_prefork_config *opts)
 {
     if (!out || !opts)
         return -EINVAL;
-    tc_prefork_options o = *opts;
+    tc_prefork_config o = *opts;
     if (!o.worker || o.processes < 0 || o.max_restarts < 0 || o.restart_window_ms < 0 ||
         o.stop_timeout_ms < 0 || o.stop_signal < 0 || o.stop_signal >= NSIG ||
         o.stop_signal == SIGSTOP)
@@ -100,9 +92,9 @@ int tc_prefork_create(tc_prefork **out, const tc_prefork_options *opts)
     pf->owner = getpid();
     pf->w = calloc((size_t)o.processes, sizeof *pf->w);
     pf->stamps = calloc((size_t)o.processes * (size_t)o.max_restarts, sizeof *pf->stamps);
-    pf->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!pf->w || !pf->stamps || pf->wakefd < 0) {
-        int rc = pf->wakefd < 0 && pf->w && pf->stamps ? -errno : -ENOMEM;
+    pf->wakefd = -1;
+    int rc = !pf->w || !pf->stamps ? -ENOMEM : tc__wake_open(&pf->wakefd);
+    if (rc < 0) {
         tc__close(pf->wakefd);
         free(pf->w);
         free(pf->stamps);
@@ -114,10 +106,7 @@ int tc_prefork_create(tc_prefork **out, const tc_prefork_options *opts)
         pf->w[i].pidfd = -1;
         pf->w[i].stamps = pf->stamps + (size_t)i * (size_t)o.max_restarts;
     }
-    /* Probe once: pidfd_open is missing before Linux 5.3 and in some sandboxes. */
-    int fd = pidfd_open(getpid());
-    pf->use_pidfd = fd >= 0;
-    tc__close(fd);
+    pf->use_pidfd = tc__child_probe() == 0;
     atomic_init(&pf->stop_req, 0);
     atomic_init(&pf->running, 0);
     *out = pf;
@@ -171,38 +160,24 @@ static int spawn(tc_prefork *pf, int index)
     w->state = W_RUNNING;
     w->pidfd = -1;
     if (pf->use_pidfd) {
-        int fd = pidfd_open(pid);
-        w->pidfd = fd >= 0 ? fd : -1;
+        int fd = tc__child_watch(pid);
+        w->pidfd = fd >= 0 ? fd : -1; /* none: polled every POLL_MS */
     }
     plog(pf, TC_LOG_INFO, "worker %d started: pid %d", index, (int)pid);
     return 0;
 }
 
-/* Reap worker w if it has ended (without waiting unless block): 1 and *status
- * (known 0 when someone else reaped it), or 0 while it runs. */
-static int reap(struct worker *w, int block, int *status, int *known)
+/* Reap worker w if it has ended (without waiting unless block): how it ended
+ * (TC__CHILD_ENDED with *status, or TC__CHILD_GONE), or TC__CHILD_RUNNING. */
+static int reap(struct worker *w, int block, int *status)
 {
-    pid_t pid = (pid_t)atomic_load(&w->pid), r;
-    do
-        r = waitpid(pid, status, block ? 0 : WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return 0;
-    *known = r == pid;
+    int how = tc__child_reap((pid_t)atomic_load(&w->pid), block, status);
+    if (how == TC__CHILD_RUNNING)
+        return how;
     tc__close(w->pidfd);
     w->pidfd = -1;
     atomic_store(&w->pid, 0);
-    return 1;
-}
-
-static void describe(int status, int known, char *buf, size_t n)
-{
-    if (!known)
-        (void)snprintf(buf, n, "exited (reaped elsewhere: status unknown)");
-    else if (WIFSIGNALED(status))
-        (void)snprintf(buf, n, "was killed by signal %d", WTERMSIG(status));
-    else
-        (void)snprintf(buf, n, "exited with status %d", WEXITSTATUS(status));
+    return how;
 }
 
 /* A worker crashed: 1 if it may be restarted now (the restart is recorded),
@@ -227,7 +202,7 @@ static int check_workers(tc_prefork *pf)
 {
     for (int i = 0; i < pf->o.processes; i++) {
         struct worker *w = &pf->w[i];
-        int status = 0, known = 0;
+        int status = 0;
         if (w->state == W_PENDING && tc__now_ns() >= w->retry_at) {
             (void)spawn(pf, i);
             continue;
@@ -235,11 +210,12 @@ static int check_workers(tc_prefork *pf)
         if (w->state != W_RUNNING)
             continue;
         int pid = atomic_load(&w->pid);
-        if (!reap(w, 0, &status, &known))
+        int ended = reap(w, 0, &status);
+        if (ended == TC__CHILD_RUNNING)
             continue;
-        char how[96];
-        describe(status, known, how, sizeof how);
-        if (known && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        char how[TC__CHILD_HOW_LEN];
+        (void)tc__child_describe(ended, status, how, sizeof how);
+        if (tc__child_succeeded(ended, status)) {
             w->state = W_DONE;
             plog(pf, TC_LOG_INFO, "worker %d (pid %d) %s: done", i, pid, how);
             continue;
@@ -278,20 +254,16 @@ static void wait_events(tc_prefork *pf, int64_t deadline)
             deadline = pf->w[i].retry_at;
     int timeout = polled || !p ? POLL_MS : -1;
     if (deadline) {
-        int64_t left = (deadline - tc__now_ns() + 999999) / 1000000;
-        if (left < 0)
-            left = 0;
+        int left = tc__ms_until(deadline);
         if (timeout < 0 || left < timeout)
-            timeout = (int)left;
+            timeout = left;
     }
     if (p)
         (void)poll(p, (nfds_t)n, timeout); /* EINTR: look again at once */
     else
         (void)poll(NULL, 0, timeout);
     free(p);
-    uint64_t v;
-    while (read(pf->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-        ;
+    tc__wake_drain(pf->wakefd);
 }
 
 static int live_count(const tc_prefork *pf)
@@ -317,12 +289,13 @@ static void stop_all(tc_prefork *pf)
         int left = 0;
         for (int i = 0; i < pf->o.processes; i++) {
             struct worker *w = &pf->w[i];
-            int status = 0, known = 0, pid = atomic_load(&w->pid);
+            int status = 0, pid = atomic_load(&w->pid);
             if (w->state != W_RUNNING)
                 continue;
-            if (reap(w, 0, &status, &known)) {
-                char how[96];
-                describe(status, known, how, sizeof how);
+            int ended = reap(w, 0, &status);
+            if (ended != TC__CHILD_RUNNING) {
+                char how[TC__CHILD_HOW_LEN];
+                (void)tc__child_describe(ended, status, how, sizeof how);
                 w->state = W_DONE;
                 plog(pf, TC_LOG_INFO, "worker %d (pid %d) %s: stopped", i, pid, how);
             } else {
@@ -337,13 +310,13 @@ static void stop_all(tc_prefork *pf)
     }
     for (int i = 0; i < pf->o.processes; i++) {
         struct worker *w = &pf->w[i];
-        int status = 0, known = 0, pid = atomic_load(&w->pid);
+        int status = 0, pid = atomic_load(&w->pid);
         if (w->state != W_RUNNING)
             continue;
         plog(pf, TC_LOG_WARN, "worker %d (pid %d) still running after %d ms: SIGKILL", i, pid,
              pf->o.stop_timeout_ms);
         (void)kill((pid_t)pid, SIGKILL);
-        (void)reap(w, 1, &status, &known);
+        (void)reap(w, 1, &status);
         w->state = W_DONE;
     }
 }
@@ -373,9 +346,7 @@ int tc_prefork_run(tc_prefork *pf)
     }
     stop_all(pf);
     /* Consume the request, so that the supervisor can run again. */
-    uint64_t v;
-    while (read(pf->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-        ;
+    tc__wake_drain(pf->wakefd);
     atomic_store(&pf->stop_req, 0);
     atomic_store(&pf->running, 0);
     return rc;
@@ -386,17 +357,11 @@ int tc_prefork_stop(tc_prefork *pf)
     if (!pf)
         return -EINVAL;
     /* Async-signal-safe: getpid, an atomic store, a write; errno preserved. */
-    int saved = errno, rc = 0;
-    if (getpid() != pf->owner) {
-        rc = -EPERM; /* a worker's copy: the stop is the supervisor's to decide */
-    } else {
-        uint64_t one = 1;
-        atomic_store(&pf->stop_req, 1);
-        ssize_t w = write(pf->wakefd, &one, sizeof one);
-        (void)w; /* EAGAIN: the counter is already non-zero, the loop wakes anyway */
-    }
-    errno = saved;
-    return rc;
+    if (getpid() != pf->owner)
+        return -EPERM; /* a worker's copy: the stop is the supervisor's to decide */
+    atomic_store(&pf->stop_req, 1);
+    tc__wake(pf->wakefd);
+    return 0;
 }
 
 int tc_prefork_worker_pid(const tc_prefork *pf, int index)

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,142 +30,10 @@
 #define ACCEPT_PAUSE_MIN_MS 10
 #define ACCEPT_PAUSE_MAX_MS 500
 
-void tc__server_log(tc_server *srv, tc_log_level level, const char *fmt, ...)
+void tc__server_run_session(tc__session *s)
 {
-    if (!srv || !srv->cfg.hooks.log)
-        return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    (void)vsnprintf(msg, sizeof msg, fmt, ap); /* a longer message is cut */
-    va_end(ap);
-    srv->cfg.hooks.log(srv, level, msg, srv->cfg.hooks.ctx);
-}
-
-void tc__server_error(tc_server *srv, tc_conn *conn, int err)
-{
-    atomic_fetch_add(&srv->errors, 1);
-    if (srv->cfg.hooks.handle_error) {
-        srv->cfg.hooks.handle_error(srv, conn, err, srv->cfg.hooks.ctx);
-        return;
-    }
-    char peer[TC_ADDR_STRLEN] = "-";
-    if (conn)
-        (void)tc_addr_format(&conn->peer, peer, sizeof peer);
-    tc__server_log(srv, TC_LOG_ERROR, "handler error for %s: %s (%s)", peer, tc_strerror(err),
-                   tc_err_name(err));
-}
-
-int tc__server_proxy_precheck(tc_server *srv, tc_conn *conn)
-{
-    if (srv->cfg.proxy_protocol != TC_PROXY_REQUIRED ||
-        tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &conn->peer))
-        return 0;
-    char peer[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&conn->peer, peer, sizeof peer);
-    tc__server_log(srv, TC_LOG_WARN, "PROXY header required, but %s is not a trusted proxy", peer);
-    return TC_EUNTRUSTED;
-}
-
-int tc__server_proxy_verdict(tc_server *srv, tc_conn *conn, int rc, const tc__proxy_hdr *h)
-{
-    int required = srv->cfg.proxy_protocol == TC_PROXY_REQUIRED;
-    int trusted = tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &conn->peer);
-    char peer[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&conn->peer, peer, sizeof peer);
-    switch (rc) {
-    case TC__PROXY_DONE:
-        break;
-    case TC__PROXY_NONE:
-        if (!required)
-            return 0;
-        tc__server_log(srv, TC_LOG_WARN, "PROXY header required, but %s sent none", peer);
-        return TC_EPROXY;
-    case TC_EOF:
-        return required ? 1 : 0;
-    case TC_EPROXY:
-        tc__server_log(srv, TC_LOG_WARN, "PROXY header from %s: %s", peer, h->why);
-        return rc;
-    case -ETIMEDOUT:
-        if (!required && conn->rlen == 0)
-            return 0; /* a silent client: served without a header */
-        tc__server_log(srv, TC_LOG_WARN, "PROXY header from %s: none complete within %d ms",
-                       peer, srv->cfg.proxy_timeout_ms);
-        return rc;
-    default:
-        return rc;
-    }
-    if (!trusted) {
-        tc__server_log(srv, TC_LOG_WARN, "PROXY header from %s, which is not a trusted proxy",
-                       peer);
-        return TC_EUNTRUSTED;
-    }
-    if (!(conn->proxy = calloc(1, sizeof *conn->proxy)))
-        return -ENOMEM;
-    conn->proxy->peer = conn->peer;
-    if (h->has_addr) {
-        conn->peer = h->src;
-        conn->proxy->dest = h->dst;
-    }
-    char client[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&conn->peer, client, sizeof client);
-    tc__server_log(srv, TC_LOG_DEBUG, "PROXY v%d header from %s: client %s%s", h->version, peer,
-                   client, h->has_addr ? "" : " (no addresses: the proxy itself)");
-    return 0;
-}
-
-/* The PROXY protocol step of the blocking modes, before setup: 0 to go on,
- * 1 to close quietly (a peer that left without a byte), or the code to close with. */
-static int proxy_step(tc_server *srv, tc_conn *conn)
-{
-    int rc = tc__server_proxy_precheck(srv, conn);
-    if (rc < 0)
-        return rc;
-    tc__proxy_hdr h;
-    rc = tc__conn_read_proxy(conn, tc__deadline_ms(srv->cfg.proxy_timeout_ms), &h);
-    return tc__server_proxy_verdict(srv, conn, rc, &h);
-}
-
-void tc__server_run_handler(tc_server *srv, tc_conn *conn)
-{
-    const tc_handler *h = &srv->handler;
-    int rc;
-    /* The header comes before anything the handler may see or send. */
-    if (srv->cfg.proxy_protocol != TC_PROXY_OFF && (rc = proxy_step(srv, conn)) != 0) {
-        if (rc < 0)
-            tc__server_error(srv, conn, rc);
-        return;
-    }
-    rc = h->setup ? h->setup(conn, h->ctx) : 0;
-    if (rc < 0) {
-        tc__server_error(srv, conn, rc); /* refused: no handle, no finish */
-        return;
-    }
-    if (h->on_message) {
-        tc__conn_run_messages(srv, conn);
-    } else {
-        rc = h->handle(conn, h->ctx);
-        if (rc < 0)
-            tc__server_error(srv, conn, rc);
-    }
-    rc = h->finish ? h->finish(conn, h->ctx) : 0;
-    if (rc < 0)
-        tc__server_error(srv, conn, rc);
-    /* What the handler wrote but did not flush still goes out. */
-    tc__conn_flush_quiet(conn);
-}
-
-void tc__server_run_conn(tc_server *srv, tc_conn *conn)
-{
-    tc__server_run_handler(srv, conn);
-    tc__server_conn_done(srv, conn);
-}
-
-static void wake(tc_server *srv)
-{
-    uint64_t one = 1;
-    ssize_t w = write(srv->wakefd, &one, sizeof one);
-    (void)w; /* EAGAIN: the counter is already non-zero, the loop wakes anyway */
+    tc__session_run(s);
+    tc__server_session_done(s);
 }
 
 /* The final release: no connection is live and the owner has let go. */
@@ -195,14 +62,11 @@ void tc__server_release(tc_server *srv)
         server_free(srv);
 }
 
-static void conn_register(tc_server *srv, tc_conn *conn)
+static void session_register(tc_server *srv, tc__session *s)
 {
     tc__server_ref(srv);
     pthread_mutex_lock(&srv->mu);
-    conn->next = srv->live;
-    if (srv->live)
-        srv->live->prev = conn;
-    srv->live = conn;
+    TC__LIST_PUSH(srv->live, s);
     pthread_mutex_unlock(&srv->mu);
     unsigned n = atomic_fetch_add(&srv->active, 1) + 1;
     unsigned peak = atomic_load(&srv->peak);
@@ -210,46 +74,70 @@ static void conn_register(tc_server *srv, tc_conn *conn)
         ;
 }
 
-void tc__server_conn_done(tc_server *srv, tc_conn *conn)
+/* A session for an accepted channel (which it owns from here, even on
+ * failure), registered: 0 or -ENOMEM. */
+static int session_new(tc_server *srv, tc_conn *conn, tc__session **out)
 {
+    tc__session *s = calloc(1, sizeof *s + srv->mode->session_room);
+    if (!s) {
+        tc__chan_free(conn);
+        return -ENOMEM;
+    }
+    s->srv = srv;
+    s->conn = conn;
+    s->msg_style = srv->handler.on_message != NULL;
+    atomic_init(&s->idle, 0);
+    session_register(srv, s);
+    *out = s;
+    return 0;
+}
+
+void tc__server_session_end(tc__session *s)
+{
+    tc_server *srv = s->srv;
     pthread_mutex_lock(&srv->mu);
-    if (conn->prev)
-        conn->prev->next = conn->next;
-    else
-        srv->live = conn->next;
-    if (conn->next)
-        conn->next->prev = conn->prev;
+    TC__LIST_UNLINK(srv->live, s);
     pthread_mutex_unlock(&srv->mu);
-    tc__conn_free(conn);
+    tc__chan_free(s->conn);
+    s->conn = NULL;
     atomic_fetch_sub(&srv->active, 1);
     /* A descriptor was freed: a pause for want of them ends here. */
     if (atomic_load(&srv->accept_paused_until))
         atomic_store(&srv->accept_paused_until, 0);
     if (atomic_exchange(&srv->at_limit, 0))
-        wake(srv);
+        tc__wake(srv->wakefd);
     tc__server_release(srv);
 }
 
-void tc__server_shutdown_live(tc_server *srv)
+void tc__server_session_done(tc__session *s)
+{
+    tc__server_session_end(s);
+    free(s);
+}
+
+/* Shut down the sockets of all live connections (end of a drain). */
+static void shutdown_live(tc_server *srv)
 {
     pthread_mutex_lock(&srv->mu);
-    for (tc_conn *c = srv->live; c; c = c->next)
-        tc__sock_shutdown(c->fd);
+    for (tc__session *s = srv->live; s; s = s->next)
+        tc__sock_shutdown(s->conn->fd);
     pthread_mutex_unlock(&srv->mu);
 }
 
-void tc__server_close_idle(tc_server *srv)
+/* Shut down (SHUT_RD) the message-style sessions idle between messages
+ * (start of a drain): they end at once instead of holding the drain open. */
+static void close_idle(tc_server *srv)
 {
     pthread_mutex_lock(&srv->mu);
-    for (tc_conn *c = srv->live; c; c = c->next)
-        if (c->msg_style && atomic_load(&c->idle))
-            (void)tc__sock_shutdown_how(c->fd, SHUT_RD);
+    for (tc__session *s = srv->live; s; s = s->next)
+        if (s->msg_style && atomic_load(&s->idle))
+            (void)tc__sock_shutdown_how(s->conn->fd, SHUT_RD);
     pthread_mutex_unlock(&srv->mu);
 }
 
 static int bad(tc_server *srv, const char *field, const char *why)
 {
-    tc__server_log(srv, TC_LOG_ERROR, "invalid configuration: %s %s", field, why);
+    tc__log(srv, TC_LOG_ERROR, "invalid configuration: %s %s", field, why);
     return TC_EBADCONFIG;
 }
 
@@ -301,7 +189,7 @@ static int validate(tc_server *srv, const tc_handler *handler)
     if (c->thread_stack_size && c->thread_stack_size < (size_t)PTHREAD_STACK_MIN)
         return bad(srv, "thread_stack_size", "is below PTHREAD_STACK_MIN");
     if (!(srv->mode = tc__mode_find(c->mode))) {
-        tc__server_log(srv, TC_LOG_ERROR, "mode %s is not available in this build",
+        tc__log(srv, TC_LOG_ERROR, "mode %s is not available in this build",
                        tc_mode_name(c->mode));
         return TC_ENOMODE;
     }
@@ -352,7 +240,7 @@ static int load_trusted(tc_server *srv)
     if (!(srv->proxy_trusted = calloc(max, sizeof *srv->proxy_trusted)))
         return -ENOMEM;
     if (tc__cidr_parse(srv->proxy_trusted_text, srv->proxy_trusted, max, &n) < 0) {
-        tc__server_log(srv, TC_LOG_ERROR,
+        tc__log(srv, TC_LOG_ERROR,
                        "invalid configuration: proxy_trusted entry %zu of \"%s\" is not an "
                        "address, a CIDR block or \"unix\"",
                        n + 1, srv->proxy_trusted_text);
@@ -372,7 +260,7 @@ static int adopt_listener(tc_server *srv)
                           : rc == -EPROTOTYPE ? "is not a stream (SOCK_STREAM) socket"
                           : rc == -EINVAL     ? "is not listening"
                                               : tc_strerror(rc);
-        tc__server_log(srv, TC_LOG_ERROR, "invalid configuration: listen_fd %d %s", fd, why);
+        tc__log(srv, TC_LOG_ERROR, "invalid configuration: listen_fd %d %s", fd, why);
         return TC_EBADCONFIG;
     }
     if ((rc = tc__sock_local(fd, &srv->addr)) < 0)
@@ -387,14 +275,14 @@ static int bind_listener(tc_server *srv)
     tc_addr addr;
     int rc = tc_addr_parse(&addr, c->listen);
     if (rc < 0) {
-        tc__server_log(srv, TC_LOG_ERROR, "listen address \"%s\": %s", c->listen,
+        tc__log(srv, TC_LOG_ERROR, "listen address \"%s\": %s", c->listen,
                        tc_strerror(rc));
         return rc;
     }
     rc = tc__sock_listen(&addr, c->backlog, c->reuse_addr != TC_OFF, c->reuse_port == TC_ON,
                          &srv->lfd);
     if (rc < 0) {
-        tc__server_log(srv, TC_LOG_ERROR, "cannot listen on %s: %s", c->listen, tc_strerror(rc));
+        tc__log(srv, TC_LOG_ERROR, "cannot listen on %s: %s", c->listen, tc_strerror(rc));
         return rc;
     }
     if ((rc = tc__sock_local(srv->lfd, &srv->addr)) < 0)
@@ -419,8 +307,8 @@ static int bind_listener(tc_server *srv)
 
 void tc_server_config_init(tc_server_config *cfg)
 {
-    if (cfg)
-        memset(cfg, 0, sizeof *cfg);
+    if (cfg) /* the macro is the one source of the defaults */
+        *cfg = (tc_server_config)TC_SERVER_CONFIG_INIT;
 }
 
 /* tc_server_create(); without a listener (listener 0) for tc_server_serve_inetd(). */
@@ -453,10 +341,9 @@ static int create_server(tc_server **out, const tc_server_config *cfg, const tc_
         }
         srv->cfg.listen = srv->listen_text;
     }
-    srv->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    srv->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (srv->wakefd < 0 || srv->stopfd < 0 || srv->spare_fd < 0) {
+    if ((rc = tc__wake_open(&srv->wakefd)) < 0 || (rc = tc__wake_open(&srv->stopfd)) < 0)
+        goto fail;
+    if ((srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
         rc = -errno;
         goto fail;
     }
@@ -490,7 +377,7 @@ static void pause_accepting(tc_server *srv, int err)
 {
     if (!srv->accept_backoff_ms) {
         srv->accept_backoff_ms = ACCEPT_PAUSE_MIN_MS;
-        tc__server_log(srv, TC_LOG_WARN, "accept: %s, even with the reserve descriptor freed; "
+        tc__log(srv, TC_LOG_WARN, "accept: %s, even with the reserve descriptor freed; "
                        "pausing accepts until descriptors free", tc_strerror(err));
     }
     atomic_store(&srv->accept_paused_until, tc__deadline_ms(srv->accept_backoff_ms));
@@ -505,12 +392,12 @@ static void accepting_again(tc_server *srv)
         return;
     srv->accept_backoff_ms = 0;
     atomic_store(&srv->accept_paused_until, 0);
-    tc__server_log(srv, TC_LOG_INFO, "accept: descriptors available again; accepting");
+    tc__log(srv, TC_LOG_INFO, "accept: descriptors available again; accepting");
 }
 
 /* Accept one connection, filter it and hand it to the mode.
  * 0 when one was taken (served or refused), -EAGAIN when none was pending. */
-int tc__server_accept(tc_server *srv, tc_conn **out)
+int tc__server_accept(tc_server *srv, tc__session **out)
 {
     tc_addr peer;
     *out = NULL;
@@ -528,7 +415,7 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
         rc = tc__sock_accept(srv->lfd, &peer, &fd, srv->mode->blocking);
         if (rc == 0) {
             tc__close(fd);
-            tc__server_log(srv, TC_LOG_WARN, "accept: %s; dropping a connection",
+            tc__log(srv, TC_LOG_WARN, "accept: %s; dropping a connection",
                            tc_strerror(err));
         }
         srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -556,23 +443,27 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
         tc__close(fd);
         return 0;
     }
+    const tc__driver *drv = srv->mode->blocking ? &tc__drv_sleep : &tc__drv_poll;
     tc_conn *conn;
-    if ((rc = tc__conn_new(&conn, srv, fd, &peer, srv->local_known ? &srv->addr : NULL)) < 0) {
-        tc__server_error(srv, NULL, rc);
+    if ((rc = tc__chan_new(&conn, drv, fd, &peer, srv->local_known ? &srv->addr : NULL)) < 0) {
+        tc__report(srv, NULL, rc);
         return 0;
     }
+    conn->srv = srv;
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
     conn->codec = srv->cfg.codec;
-    conn->idle_since = tc__now_ns(); /* a queue (pool) counts as silence */
-    /* Marked before the connection is visible to a drain, whatever its mode. */
-    conn->msg_style = srv->handler.on_message != NULL;
-    conn->blocking = srv->mode->blocking;
-    conn->rdry = conn->blocking; /* its first read sleeps with a small buffer (fill_idle) */
-    if (conn->blocking)
-        tc__conn_idle_buffer(conn);
-    conn->drain_reaches = srv->mode->drain_reaches_idle;
-    conn_register(srv, conn);
-    *out = conn;
+    /* The drain reaches an idle session by shutting its socket, or its
+     * waits watch the stop descriptor. */
+    conn->stopfd = srv->mode->drain_reaches_idle ? -1 : srv->stopfd;
+    if (drv == &tc__drv_sleep)
+        tc__drv_sleep_prepare(conn);
+    tc__session *s;
+    if ((rc = session_new(srv, conn, &s)) < 0) {
+        tc__report(srv, NULL, rc);
+        return 0;
+    }
+    s->idle_since = tc__now_ns(); /* a queue (pool) counts as silence */
+    *out = s;
     return 0;
 }
 
@@ -580,13 +471,13 @@ int tc__server_accept(tc_server *srv, tc_conn **out)
  * 0 when one was taken (served or refused), -EAGAIN when none was pending. */
 static int accept_one(tc_server *srv)
 {
-    tc_conn *conn;
-    int rc = tc__server_accept(srv, &conn);
-    if (rc < 0 || !conn)
+    tc__session *s;
+    int rc = tc__server_accept(srv, &s);
+    if (rc < 0 || !s)
         return rc;
-    if ((rc = srv->mode->process_request(srv, conn)) < 0) {
-        tc__server_error(srv, conn, rc);
-        tc__server_conn_done(srv, conn);
+    if ((rc = srv->mode->process_request(srv, s)) < 0) {
+        tc__report(srv, s->conn, rc);
+        tc__server_session_done(s);
     }
     return 0;
 }
@@ -594,11 +485,8 @@ static int accept_one(tc_server *srv)
 /* Drain the eventfd; 1 if a shutdown request is pending (and consume it). */
 static int take_shutdown(tc_server *srv)
 {
-    uint64_t v;
-    while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-        ;
-    while (read(srv->stopfd, &v, sizeof v) == (ssize_t)sizeof v)
-        ; /* served out: the next serve starts afresh */
+    tc__wake_drain(srv->wakefd);
+    tc__wake_drain(srv->stopfd); /* served out: the next serve starts afresh */
     return atomic_exchange(&srv->shutdown_req, 0);
 }
 
@@ -626,10 +514,9 @@ int tc__server_accept_timeout(tc_server *srv, int timeout_ms)
     int64_t until = atomic_load(&srv->accept_paused_until);
     if (!until)
         return timeout_ms;
-    int64_t left = until - tc__now_ns();
-    if (left <= 0)
+    if (until <= tc__now_ns())
         return timeout_ms; /* over (may_accept clears it) */
-    int ms = (int)((left + 999999) / 1000000); /* round up: never wake early */
+    int ms = tc__ms_until(until);
     return timeout_ms < 0 || ms < timeout_ms ? ms : timeout_ms;
 }
 
@@ -662,9 +549,7 @@ static int wait_ready(tc_server *srv, int timeout_ms)
         /* Consume the wake-up, or the eventfd stays readable and the loop
          * spins. A shutdown stores its flag before writing, so the caller's
          * next check of shutdown_req still sees it. */
-        uint64_t v;
-        while (read(srv->wakefd, &v, sizeof v) == (ssize_t)sizeof v)
-            ;
+        tc__wake_drain(srv->wakefd);
     }
     if (p[1].revents && srv->mode->service)
         srv->mode->service(srv);
@@ -676,12 +561,12 @@ static void drain(tc_server *srv)
 {
     /* Message-style connections idle between messages hold nothing in
      * flight: end them now rather than let them hold the drain open. */
-    tc__server_close_idle(srv);
+    close_idle(srv);
     if (!srv->mode->wait)
         return;
     int64_t deadline = tc__deadline_ms(srv->cfg.drain_timeout_ms);
     if (srv->cfg.drain_timeout_ms < 0 || srv->mode->wait(srv, deadline) < 0) {
-        tc__server_shutdown_live(srv);
+        shutdown_live(srv);
         (void)srv->mode->wait(srv, tc__deadline_ms(DRAIN_GRACE_MS));
     }
 }
@@ -712,7 +597,7 @@ int tc_server_serve_forever(tc_server *srv)
             if (a == -EAGAIN)
                 break;
             if (a < 0) {
-                tc__server_log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(a));
+                tc__log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(a));
                 break;
             }
             /* The serving thread holds the owner's reference: releasing a
@@ -746,22 +631,18 @@ int tc_server_handle_request(tc_server *srv)
         if (atomic_load(&srv->shutdown_req)) {
             /* No drain follows: end the message-style connections idle in
              * handler threads here (they do not watch stopfd). */
-            tc__server_close_idle(srv);
+            close_idle(srv);
             (void)take_shutdown(srv);
             atomic_store(&srv->stopping, 0);
             rc = TC_ESHUTDOWN;
             break;
         }
-        int timeout = -1;
-        if (deadline != TC__NO_DEADLINE) {
-            int64_t left = deadline - tc__now_ns();
-            if (left <= 0) {
-                if (srv->cfg.hooks.handle_timeout)
-                    srv->cfg.hooks.handle_timeout(srv, srv->cfg.hooks.ctx);
-                rc = -ETIMEDOUT;
-                break;
-            }
-            timeout = (int)((left + 999999) / 1000000); /* round up: never wake early */
+        int timeout = tc__ms_until(deadline);
+        if (timeout == 0) {
+            if (srv->cfg.hooks.handle_timeout)
+                srv->cfg.hooks.handle_timeout(srv, srv->cfg.hooks.ctx);
+            rc = -ETIMEDOUT;
+            break;
         }
         int ready = wait_ready(srv, timeout);
         if (ready < 0) {
@@ -781,17 +662,12 @@ int tc_server_shutdown(tc_server *srv)
         return -EINVAL;
     /* Async-signal-safe: an atomic store and a write(); errno is preserved
      * because this may run inside a signal handler. */
-    int saved = errno;
-    uint64_t one = 1;
     atomic_store(&srv->stopping, 1);
     atomic_store(&srv->shutdown_req, 1);
     /* stopfd first: message loops waiting for input, here, in handler
      * threads or in forked children, see the drain begin. */
-    ssize_t w = write(srv->stopfd, &one, sizeof one);
-    (void)w;
-    w = write(srv->wakefd, &one, sizeof one);
-    (void)w; /* EAGAIN means the counter is already non-zero: awake anyway */
-    errno = saved;
+    tc__wake(srv->stopfd);
+    tc__wake(srv->wakefd);
     return 0;
 }
 
@@ -812,11 +688,7 @@ int tc_server_shutting_down(const tc_server *srv)
 {
     if (!srv)
         return 0;
-    if (!srv->in_child)
-        return atomic_load(&srv->stopping);
-    /* A forked child's copy of the flag never changes: ask the eventfd. */
-    struct pollfd p = {.fd = srv->stopfd, .events = POLLIN};
-    return poll(&p, 1, 0) > 0;
+    return tc__session_stopping(srv);
 }
 
 int tc_server_stats(const tc_server *srv, tc_stats *out)
@@ -843,7 +715,7 @@ void tc_server_destroy(tc_server *srv)
     } else if (srv->mode) {
         /* Daemon connections: cut their sockets, let them end on their own;
          * the last one to end frees the server. */
-        tc__server_shutdown_live(srv);
+        shutdown_live(srv);
         if (srv->mode->abandon)
             srv->mode->abandon(srv);
     }
@@ -878,7 +750,7 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
     }
     tc_addr peer;
     if ((rc = tc__sock_adopt(fd, 0)) < 0 || (rc = tc__sock_peer(fd, &peer)) < 0) {
-        tc__server_log(srv, TC_LOG_ERROR, "inetd: descriptor %d is not a connected stream socket: %s",
+        tc__log(srv, TC_LOG_ERROR, "inetd: descriptor %d is not a connected stream socket: %s",
                        fd, tc_strerror(rc));
         tc__close(fd);
         tc_server_destroy(srv);
@@ -886,21 +758,23 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
     }
     atomic_fetch_add(&srv->accepted, 1);
     tc_conn *conn;
+    tc__session *sess;
     if (srv->cfg.hooks.verify_request &&
         srv->cfg.hooks.verify_request(srv, &peer, srv->cfg.hooks.ctx) < 0) {
         atomic_fetch_add(&srv->refused, 1);
         tc__close(fd);
-    } else if ((rc = tc__conn_new(&conn, srv, fd, &peer, NULL)) == 0) {
+    } else if ((rc = tc__chan_new(&conn, &tc__drv_poll, fd, &peer, NULL)) == 0 &&
+               (rc = session_new(srv, conn, &sess)) == 0) {
         srv->addr = *conn->local;
+        conn->srv = srv;
         conn->timeout_ms = srv->cfg.conn_timeout_ms;
         conn->codec = srv->cfg.codec;
-        conn->msg_style = srv->handler.on_message != NULL;
-        conn_register(srv, conn);
-        tc__server_run_handler(srv, conn);
+        conn->stopfd = srv->stopfd;
+        tc__session_run(sess);
         /* inetd also hands the socket over as stdout: closing our descriptor
          * alone would not end the stream for the client. */
         tc__sock_shutdown(conn->fd);
-        tc__server_conn_done(srv, conn);
+        tc__server_session_done(sess);
     }
     tc_server_destroy(srv); /* NOLINT(clang-analyzer-unix.Malloc): we still hold the owner's ref */
     return rc;

@@ -21,20 +21,6 @@
 
 #include "internal.h"
 
-int64_t tc__now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t tc__deadline_ms(int ms)
-{
-    if (ms <= 0)
-        return TC__NO_DEADLINE;
-    return tc__now_ns() + (int64_t)ms * 1000000;
-}
-
 int tc__sock_readable(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};

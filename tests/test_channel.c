@@ -57,7 +57,7 @@ static int listener(struct sockaddr_in *a, int backlog)
     return l;
 }
 
-static void make_pair_opts(struct pair *p, const tc_dial_options *o)
+static void make_pair_opts(struct pair *p, const tc_dial_config *o)
 {
     struct sockaddr_in a;
     char addr[64];
@@ -690,7 +690,7 @@ Test(channel, partial_writes_on_a_full_socket_to_a_slow_reader)
     struct drain_arg d = {.fd = p.peer, .want = total, .out = got, .slow = 1};
     pthread_t t;
     pthread_create(&t, NULL, drain_main, &d);
-    cr_assert_eq(tc_conn_write_frame(p.c, payload, n), 0);
+    cr_assert_eq(tc_conn_write_frame(p.c, payload, n), (ssize_t)n);
     for (size_t i = 0; i < small_writes; i++)
         cr_assert_eq(tc_conn_printf(p.c, "%06zu;", i), 7);
     cr_assert_eq(tc_conn_send_all(p.c, payload, n), (ssize_t)n);
@@ -717,22 +717,61 @@ Test(channel, write_frame_encodes_with_the_codec)
     make_pair(&p);
     tc_codec_length_prefixed(&c, 2, TC_LITTLE_ENDIAN);
     tc_conn_set_codec(p.c, &c);
-    cr_assert_eq(tc_conn_send(p.c, "hey", 3), 0);
+    cr_assert_eq(tc_conn_send(p.c, "hey", 3), 3);
     cr_assert_eq(peer_recv_all(p.peer, b, 5), 5);
     cr_assert(memcmp(b, "\3\0hey", 5) == 0);
     tc_codec_delimited(&c, "\r\n", 2);
     tc_conn_set_codec(p.c, &c);
     cr_assert_eq(tc_conn_write(p.c, "pre:", 4), 4);
-    cr_assert_eq(tc_conn_write_frame(p.c, "line", 4), 0);
+    cr_assert_eq(tc_conn_write_frame(p.c, "line", 4), 4);
     cr_assert_eq(peer_recv_all(p.peer, b, 10), 10);
     cr_assert(memcmp(b, "pre:line\r\n", 10) == 0);
     cr_assert_eq(tc_conn_write_frame(p.c, "a\r\nb", 4), TC_EBADFRAME);
     tc_codec_set_max_frame(&c, 2);
     tc_conn_set_codec(p.c, &c);
     cr_assert_eq(tc_conn_write_frame(p.c, "abc", 3), TC_ETOOBIG);
-    cr_assert_eq(tc_conn_write_frame(p.c, "ab", 2), 0, "the channel is still fine");
+    cr_assert_eq(tc_conn_write_frame(p.c, "ab", 2), 2, "the channel is still fine");
     cr_assert_eq(peer_recv_all(p.peer, b, 4), 4);
     cr_assert(memcmp(b, "ab\r\n", 4) == 0);
+    free_pair(&p);
+}
+
+/* Every send returns the number of the caller's bytes it took: never the
+ * bytes already buffered that go out first, never the codec's framing. */
+Test(channel, sends_return_the_callers_byte_count)
+{
+    struct pair p;
+    tc_codec c;
+    make_pair(&p);
+    tc_codec_length_prefixed(&c, 4, TC_BIG_ENDIAN);
+    tc_conn_set_codec(p.c, &c);
+    char path[] = "/tmp/tc_sendcount_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    unlink(path);
+    cr_assert_eq(write(fd, "0123456789", 10), 10);
+
+    cr_assert_eq(tc_conn_write(p.c, "buffered", 8), 8);
+    cr_assert_eq(tc_conn_send_all(p.c, "all", 3), 3, "the 8 buffered bytes are not counted");
+    cr_assert_eq(tc_conn_write(p.c, "x", 1), 1);
+    struct iovec v[2] = {{"ab", 2}, {"cde", 3}};
+    cr_assert_eq(tc_conn_writev(p.c, v, 2), 5, "the vector's length, not the buffered byte");
+    cr_assert_eq(tc_conn_printf(p.c, "%d", 12345), 5);
+    cr_assert_eq(tc_conn_write_frame(p.c, "frame", 5), 5, "the payload: no prefix, no buffer");
+    cr_assert_eq(tc_conn_send(p.c, "", 0), 0, "an empty frame: 4 bytes of prefix, 0 of payload");
+    cr_assert_eq(tc_conn_send(p.c, "msg", 3), 3);
+    cr_assert_eq(tc_conn_write(p.c, "z", 1), 1);
+    cr_assert_eq(tc_conn_flush(p.c), 0, "a flush takes none of the caller's bytes");
+    cr_assert_eq(tc_conn_write(p.c, "y", 1), 1);
+    cr_assert_eq(tc_conn_sendfile(p.c, fd, 4, 100), 6, "the file's bytes, up to its end");
+    cr_assert_eq(tc_conn_send_all(p.c, "", 0), 0);
+    cr_assert_eq(tc_conn_writev(p.c, NULL, 0), 0);
+
+    static const char want[] = "bufferedallxabcde12345\0\0\0\5frame\0\0\0\0\0\0\0\3msgzy456789";
+    char got[sizeof want];
+    cr_assert_eq(peer_recv_all(p.peer, got, sizeof want - 1), sizeof want - 1);
+    cr_assert(memcmp(got, want, sizeof want - 1) == 0, "the bytes on the wire");
+    close(fd);
     free_pair(&p);
 }
 
@@ -868,10 +907,10 @@ Test(channel, options)
     free_pair(&p);
 }
 
-Test(channel, dial_options_set_codec_and_buffers)
+Test(channel, dial_config_set_codec_and_buffers)
 {
     struct pair p;
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     tc_codec_delimited(&o.codec, "\n", 1);
     o.read_buffer_size = 8;
     make_pair_opts(&p, &o);
@@ -928,7 +967,7 @@ Test(channel, dial_times_out_against_a_full_backlog)
     cr_assert_eq(connect(filler, (struct sockaddr *)&a, sizeof a), 0);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.connect_timeout_ms = 300;
     tc_conn *c = NULL;
     int64_t t0 = now_ms();

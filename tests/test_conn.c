@@ -429,7 +429,7 @@ Test(conn, send_all_to_closed_peer_client_side, .timeout = 20)
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, NULL, &h);
     tc_conn *c;
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     cr_assert_eq(tc_dial(&c, ts.addr_str, &o), 0);
     char b[4];
@@ -446,7 +446,7 @@ Test(conn, send_all_to_closed_peer_client_side, .timeout = 20)
 static void dial_echo(const tc_test_server *ts, const char *address, const char *msg)
 {
     tc_conn *c = NULL;
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     o.connect_timeout_ms = TC_TEST_WAIT_MS;
     int rc = tc_dial(&c, address, &o);
@@ -599,7 +599,7 @@ Test(conn, dial_timeout_option, .timeout = 20)
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, NULL, NULL);
     tc_conn *c;
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = 50;
     cr_assert_eq(tc_dial(&c, ts.addr_str, &o), 0);
     char buf[8];
@@ -642,4 +642,19 @@ Test(conn, close_ignores_server_channels, .timeout = 20)
     tc_test_event_log(&ev, log, sizeof log);
     cr_assert_str_eq(log, "10");
     cr_assert_eq(tc_test_server_stop(&ts), 0);
+}
+
+/* tc_dial_config_init() copies TC_DIAL_CONFIG_INIT, over whatever was there. */
+Test(conn, dial_config_init_equals_the_macro, .timeout = 10)
+{
+    tc_dial_config m = TC_DIAL_CONFIG_INIT, b;
+    memset(&b, 0x5A, sizeof b);
+    tc_dial_config_init(&b);
+    cr_assert_eq(b.connect_timeout_ms, m.connect_timeout_ms);
+    cr_assert_eq(b.timeout_ms, m.timeout_ms);
+    cr_assert_eq(tc_codec_max_frame(&b.codec), tc_codec_max_frame(&m.codec));
+    cr_assert_eq(tc_codec_validate(&b.codec), 0, "the default codec is valid");
+    cr_assert_eq(b.read_buffer_size, m.read_buffer_size);
+    cr_assert_eq(b.write_buffer_size, m.write_buffer_size);
+    tc_dial_config_init(NULL); /* does nothing */
 }

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Event mode (lib/mode_event.c): a thousand concurrent connections on one or
  * two loops, bounded memory under backpressure, tc_conn_send from a foreign
- * thread, timers (order, periods, cancel), the idle timeout, flushing on
- * shutdown, max_conns, verify_request, stats and clean teardown. Servers listen
- * on 127.0.0.1:0; clients are raw sockets, tc_dial channels or an epoll fleet. */
+ * thread and its high-water mark, timers (order, periods, cancel), the idle
+ * timeout, flushing on shutdown, max_conns, verify_request, stats,
+ * service_actions while idle, and clean teardown. Servers listen on
+ * 127.0.0.1:0; clients are raw sockets, tc_dial channels or an epoll fleet. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -113,7 +116,8 @@ static int echo_message(tc_conn *c, const void *msg, size_t len, void *ctx)
     atomic_fetch_add(&h->consumed, (long long)len);
     if (len == 4 && memcmp(msg, "fail", 4) == 0)
         return -EPROTO;
-    return tc_conn_send(c, msg, len);
+    ssize_t sent = tc_conn_send(c, msg, len);
+    return sent < 0 ? (int)sent : 0;
 }
 
 static void hs_error(tc_server *srv, tc_conn *conn, int err, void *ctx)
@@ -189,7 +193,7 @@ static tc_server_config ev_config(struct hs *h, int workers)
 
 static tc_conn *dial(const tc_test_server *ts, const tc_codec *codec)
 {
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     if (codec)
         o.codec = *codec;
@@ -221,7 +225,7 @@ static void expect_closed(tc_conn *c)
 /* Send one line and expect it back. */
 static void exchange(tc_conn *c, const char *line)
 {
-    cr_assert_eq(tc_conn_send(c, line, strlen(line)), 0);
+    cr_assert_eq(tc_conn_send(c, line, strlen(line)), (ssize_t)strlen(line));
     expect_frame(c, line);
 }
 
@@ -775,15 +779,17 @@ static void *sender_main(void *arg)
         char b[32];
         int n = snprintf(b, sizeof b, "f%d", k);
         pthread_mutex_lock(&s->mu);
-        int rc = s->conn ? tc_conn_send(s->conn, b, (size_t)n) : 1;
+        int live = s->conn != NULL;
+        ssize_t rc = live ? tc_conn_send(s->conn, b, (size_t)n) : 0;
         pthread_mutex_unlock(&s->mu);
-        if (rc == 1)
+        if (!live)
             break;
         if (rc < 0) {
-            s->send_err = rc;
+            s->send_err = (int)rc;
             break;
         }
-        s->sent++;
+        if (rc == n) /* the whole frame taken (the count the tests check) */
+            s->sent++;
     }
     return NULL;
 }
@@ -834,7 +840,7 @@ Test(event, send_from_a_foreign_thread)
             char want[32];
             if (j < REPLIES) {
                 snprintf(want, sizeof want, "r%d", j);
-                cr_assert_eq(tc_conn_send(c[i], want, strlen(want)), 0);
+                cr_assert_eq(tc_conn_send(c[i], want, strlen(want)), (ssize_t)strlen(want));
             }
             for (;;) {
                 if (j == REPLIES && nextf == FRAMES)
@@ -912,6 +918,316 @@ Test(event, foreign_sends_racing_the_close)
     hs_destroy(&fs.hs);
 }
 
+/* ---- foreign sends are bounded by a high-water mark ------------------------------------ */
+
+/* Expected behaviour (issue 12, 3.4; on 3589a83 every foreign send is copied
+ * into the loop's mailbox, without limit):
+ * - tc_conn_send(), tc_conn_send_all() and tc_conn_write_frame() called from
+ *   a thread that is not the connection's loop thread fail at once with
+ *   -EAGAIN, queueing nothing of the message, once the bytes queued for that
+ *   connection (accepted but not yet handed to the socket) pass a high-water
+ *   mark of 1 MiB;
+ * - a send to a connection with nothing queued is always accepted, whatever
+ *   its size (here 2 MiB);
+ * - once the peer reads and the queue drains, sends are accepted again, and
+ *   the peer receives exactly the accepted messages, in order.
+ * Success is any code >= 0 (0, or the byte count for tc_conn_send_all).
+ * The client here never reads at first: the kernel's buffers fill, then the
+ * library's queue. So when -EAGAIN comes the bytes accepted are at most
+ * 1 MiB + what the kernel holds (the server's send queue, SIOCOUTQ, and the
+ * client's receive queue, FIONREAD, both measured) + one message (+ one more
+ * for the measurement), and in any case at most 16 MiB. (The kernel's part
+ * is measured after the refusal; it only grows once nothing more is
+ * accepted, so the bound errs on the lenient side.)
+ *
+ * on_open hands the channel to the sending thread; on_close clears it under
+ * the lock the sender holds while it sends, so the sender is done with it
+ * before on_close returns (conn.h: a foreign thread may use the channel
+ * until on_close returns). */
+#define HWM ((long long)1 << 20)
+#define HWM_MSG ((size_t)64 * 1024)
+#define HWM_TOTAL_MAX ((long long)64 << 20) /* phase 1 gives up after this much */
+#define HWM_SANE ((long long)16 << 20)
+#define HWM_BIG ((size_t)2 << 20)
+
+enum { VIA_SEND, VIA_SEND_ALL, VIA_WRITE_FRAME, VIA_N };
+static const char *const via_name[VIA_N] = {"tc_conn_send", "tc_conn_send_all",
+                                            "tc_conn_write_frame"};
+
+struct hwm {
+    struct hs hs; /* first: the hooks' ctx; hs.opened hands the channel over */
+    pthread_mutex_t mu;
+    tc_conn *conn; /* NULL once on_close ran */
+    int fd;        /* the server side's socket, for SIOCOUTQ */
+    tc_test_event full;  /* the sender posts: phase 1 ended (results below) */
+    tc_test_event go;    /* the test posts: (1) the client reads now, (2) all was read */
+    tc_test_event again; /* the sender posts: (1) a send was accepted again, (2) the big one sent */
+    /* Phase 1: until the first refusal. */
+    long long accepted; /* bytes of the accepted messages, the offset of the next */
+    int msgs;
+    int err, err_via;   /* the first failure and the function that returned it */
+    int64_t err_ns;     /* how long the refused call took */
+    int other_rc[VIA_N - 1]; /* the other two functions, right after it */
+    int outq;           /* the server socket's unsent bytes, right after it */
+    int closed;         /* on_close cleared conn before the sender was done */
+    /* Phase 2: retries while the client reads. */
+    int refusals, again_rc;
+    /* Phase 3: one big message into an empty queue. */
+    int big_rc;
+    tc_test_event done;
+};
+
+/* The stream's byte at offset o: every accepted message continues it. */
+static unsigned char hwm_byte(long long o)
+{
+    return (unsigned char)(o * 7 + (o >> 8) * 131 + (o >> 16));
+}
+
+static int hwm_on_open(tc_conn *c, void *ctx)
+{
+    struct hwm *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->conn = c;
+    w->fd = tc_conn_fd(c);
+    pthread_mutex_unlock(&w->mu);
+    return hs_on_open(c, &w->hs); /* posts hs.opened: the sender starts */
+}
+
+static void hwm_on_close(tc_conn *c, int reason, void *ctx)
+{
+    struct hwm *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->conn = NULL; /* after this the sender never touches c again */
+    pthread_mutex_unlock(&w->mu);
+    hs_on_close(c, reason, &w->hs);
+}
+
+/* One send of p[0..n) through function via, under the lock; 1 if the
+ * channel is gone, else the function's code folded to 0 / negative. */
+static int hwm_send(struct hwm *w, int via, const unsigned char *p, size_t n)
+{
+    int rc = 1;
+    pthread_mutex_lock(&w->mu);
+    if (w->conn) {
+        if (via == VIA_SEND) {
+            rc = tc_conn_send(w->conn, p, n);
+        } else if (via == VIA_WRITE_FRAME) {
+            rc = tc_conn_write_frame(w->conn, p, n);
+        } else {
+            ssize_t r = tc_conn_send_all(w->conn, p, n);
+            rc = r < 0 ? (int)r : r == 0 || r == (ssize_t)n ? 0 : -EPROTO; /* partial: wrong */
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rc > 0 && rc != 1)
+        rc = 0;
+    return rc;
+}
+
+static void hwm_fill(unsigned char *p, size_t n, long long off)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = hwm_byte(off + (long long)i);
+}
+
+static void *hwm_sender(void *arg)
+{
+    struct hwm *w = arg;
+    unsigned char *p = malloc(HWM_BIG);
+    if (!p || tc_test_event_wait(&w->hs.opened, 1, TC_TEST_WAIT_MS) < 0)
+        goto out;
+    /* Phase 1: 64 KiB messages, the three functions in turn, until one is refused. */
+    for (int k = 0; w->accepted < HWM_TOTAL_MAX; k++) {
+        int via = k % VIA_N;
+        hwm_fill(p, HWM_MSG, w->accepted);
+        int64_t t0 = tc_test_now_ns();
+        int rc = hwm_send(w, via, p, HWM_MSG);
+        int64_t took = tc_test_now_ns() - t0;
+        if (rc == 1) {
+            w->closed = 1;
+            break;
+        }
+        if (rc == 0) {
+            w->accepted += (long long)HWM_MSG;
+            w->msgs++;
+            continue;
+        }
+        w->err = rc;
+        w->err_via = via;
+        w->err_ns = took;
+        if (rc == -EAGAIN) {
+            /* The same size through the other two: refused too (nothing drains). */
+            for (int i = 1; i < VIA_N; i++)
+                w->other_rc[i - 1] = hwm_send(w, (via + i) % VIA_N, p, HWM_MSG);
+            pthread_mutex_lock(&w->mu);
+            if (w->conn && ioctl(w->fd, SIOCOUTQ, &w->outq) < 0)
+                w->outq = -errno;
+            pthread_mutex_unlock(&w->mu);
+        }
+        break;
+    }
+    tc_test_event_post(&w->full, NULL);
+    if (w->err != -EAGAIN)
+        goto out;
+
+    /* Phase 2: once the client reads, retry (a bounded poll) until a send is accepted. */
+    if (tc_test_event_wait(&w->go, 1, TC_TEST_WAIT_MS) < 0)
+        goto out;
+    int64_t end = tc_test_now_ms() + TC_TEST_WAIT_MS;
+    w->again_rc = -EAGAIN;
+    hwm_fill(p, HWM_MSG, w->accepted);
+    while (w->again_rc == -EAGAIN && tc_test_now_ms() < end) {
+        w->again_rc = hwm_send(w, w->refusals % VIA_N, p, HWM_MSG);
+        if (w->again_rc == -EAGAIN) {
+            w->refusals++;
+            tc_test_nap_ms(1);
+        }
+    }
+    if (w->again_rc == 0) {
+        w->accepted += (long long)HWM_MSG;
+        w->msgs++;
+    }
+    tc_test_event_post(&w->again, NULL);
+    if (w->again_rc != 0)
+        goto out;
+
+    /* Phase 3: everything was read, so nothing is queued: a message over
+     * the mark is accepted. */
+    if (tc_test_event_wait(&w->go, 2, TC_TEST_WAIT_MS) < 0)
+        goto out;
+    hwm_fill(p, HWM_BIG, w->accepted);
+    w->big_rc = hwm_send(w, VIA_SEND, p, HWM_BIG);
+    if (w->big_rc == 0)
+        w->accepted += (long long)HWM_BIG;
+    tc_test_event_post(&w->again, NULL);
+out:
+    free(p);
+    tc_test_event_post(&w->done, NULL);
+    return NULL;
+}
+
+/* Read from fd, checking every byte against the stream, until *got reaches
+ * want (or, with want < 0, one read is done); 0, or -1 if a wait of ms
+ * found nothing. Asserts on wrong bytes and on errors. */
+static int hwm_read(int fd, long long *got, long long want, int ms)
+{
+    static unsigned char buf[256 * 1024];
+    if (want >= 0 && *got >= want)
+        return 0;
+    do {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int r = poll(&pf, 1, ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            return -1;
+        size_t room = sizeof buf;
+        if (want >= 0 && want - *got < (long long)room)
+            room = (size_t)(want - *got);
+        ssize_t n = recv(fd, buf, room, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0)
+            cr_assert_fail("client: %s after %lld bytes",
+                           n == 0 ? "end of stream" : strerror(errno), *got);
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != hwm_byte(*got + i))
+                cr_assert_fail("client: byte %lld differs: a refused send queued something, or "
+                               "accepted ones were lost or reordered",
+                               *got + (long long)i);
+        *got += n;
+    } while (want >= 0 && *got < want);
+    return 0;
+}
+
+Test(event, foreign_sends_refused_past_the_high_water_mark, .timeout = 60)
+{
+    struct hwm w;
+    memset(&w, 0, sizeof w);
+    hs_init(&w.hs);
+    pthread_mutex_init(&w.mu, NULL);
+    tc_test_event_init(&w.full);
+    tc_test_event_init(&w.go);
+    tc_test_event_init(&w.again);
+    tc_test_event_init(&w.done);
+    tc_server_config cfg = ev_config(&w.hs, 1);
+    tc_codec_raw(&cfg.codec); /* the stream is exactly the payloads */
+    cfg.conn_timeout_ms = tc_test_ms(60000);
+    tc_handler hd = echo_handler(&w.hs);
+    hd.on_open = hwm_on_open;
+    hd.on_close = hwm_on_close;
+    hd.ctx = &w;
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    pthread_t sender;
+    cr_assert_eq(pthread_create(&sender, NULL, hwm_sender, &w), 0);
+    int fd = tc_test_connect_ok(&ts.addr); /* and it does not read, for now */
+
+    /* Phase 1: the sender stops at its first refusal. */
+    cr_assert_eq(tc_test_event_wait(&w.full, 1, tc_test_ms(30000)), 0, "the sender is stuck");
+    if (w.err != -EAGAIN) { /* the sender ends at once: join it before failing */
+        cr_assert_eq(tc_test_event_wait(&w.done, 1, TC_TEST_WAIT_MS), 0);
+        pthread_join(sender, NULL);
+    }
+    int inq = -1;
+    cr_assert_eq(ioctl(fd, FIONREAD, &inq), 0);
+    cr_log_info("foreign sends: %d accepted (%lld bytes), then %s from %s in %lld us; kernel "
+                "held %d (server's send queue) + %d (client's receive queue) bytes",
+                w.msgs, w.accepted, tc_err_name(w.err), via_name[w.err_via],
+                (long long)(w.err_ns / 1000), w.outq, inq);
+    cr_assert_eq(w.closed, 0, "the connection closed under the sender");
+    cr_assert_eq(w.err, -EAGAIN,
+                 "no -EAGAIN from a foreign thread: %d sends of 64 KiB (%lld bytes) accepted "
+                 "for a client that never reads%s%s",
+                 w.msgs, w.accepted, w.err ? ", then " : "", w.err ? tc_err_name(w.err) : "");
+    cr_assert_lt(w.err_ns, (int64_t)tc_test_ms(500) * MS,
+                 "the refusal took %lld ms: it must not block", (long long)(w.err_ns / MS));
+    for (int i = 0; i < VIA_N - 1; i++)
+        cr_assert_eq(w.other_rc[i], -EAGAIN, "%s right after the refusal: %s",
+                     via_name[(w.err_via + 1 + i) % VIA_N], tc_err_name(w.other_rc[i]));
+    cr_assert_geq(w.outq, 0, "SIOCOUTQ: %s", strerror(-w.outq));
+    cr_assert_leq(w.accepted, HWM_SANE, "%lld bytes accepted before the refusal", w.accepted);
+    cr_assert_leq(w.accepted, HWM + w.outq + inq + 2 * (long long)HWM_MSG,
+                  "%lld bytes accepted: the library queued %lld, past 1 MiB + one message",
+                  w.accepted, w.accepted - w.outq - inq);
+    cr_assert_geq(w.accepted, HWM - (long long)HWM_MSG,
+                  "refused after only %lld bytes accepted, less than the 1 MiB mark itself",
+                  w.accepted);
+
+    /* Phase 2: the client reads; a send is accepted again (bounded). */
+    long long got = 0;
+    tc_test_event_post(&w.go, NULL);
+    int64_t end = tc_test_now_ms() + tc_test_ms(10000);
+    while (tc_test_event_count(&w.again) < 1 && tc_test_now_ms() < end)
+        (void)hwm_read(fd, &got, -1, 10);
+    cr_assert_eq(tc_test_event_wait(&w.again, 1, 0), 0, "the sender is stuck");
+    cr_assert_eq(w.again_rc, 0, "no send accepted again while the client read %lld bytes: %s",
+                 got, tc_err_name(w.again_rc));
+    cr_log_info("accepted again after %d refusals", w.refusals);
+    cr_assert_eq(hwm_read(fd, &got, w.accepted, tc_test_ms(5000)), 0,
+                 "the client got %lld of the %lld bytes accepted", got, w.accepted);
+
+    /* Phase 3: nothing queued: a message over the mark is accepted. */
+    tc_test_event_post(&w.go, NULL);
+    cr_assert_eq(tc_test_event_wait(&w.again, 2, TC_TEST_WAIT_MS), 0, "the sender is stuck");
+    cr_assert_eq(w.big_rc, 0, "a 2 MiB send to a connection with nothing queued: %s",
+                 tc_err_name(w.big_rc));
+    cr_assert_eq(hwm_read(fd, &got, w.accepted, tc_test_ms(5000)), 0,
+                 "the client got %lld of the %lld bytes accepted", got, w.accepted);
+
+    cr_assert_eq(tc_test_event_wait(&w.done, 1, TC_TEST_WAIT_MS), 0);
+    pthread_join(sender, NULL);
+    close(fd);
+    cr_assert_eq(tc_test_event_wait(&w.hs.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    cr_assert_eq(hs_get(&w.hs, &w.hs.errors), 0);
+    tc_test_event_destroy(&w.full);
+    tc_test_event_destroy(&w.go);
+    tc_test_event_destroy(&w.again);
+    tc_test_event_destroy(&w.done);
+    hs_destroy(&w.hs);
+}
+
 /* ---- timers ------------------------------------------------------------------------- */
 
 #define TSLOTS 8
@@ -954,7 +1270,8 @@ static int reply(tc_conn *c, const char *fmt, int a, int b, int d)
 {
     char out[64];
     int n = snprintf(out, sizeof out, fmt, a, b, d);
-    return tc_conn_send(c, out, (size_t)n);
+    ssize_t sent = tc_conn_send(c, out, (size_t)n);
+    return sent < 0 ? (int)sent : 0;
 }
 
 /* Commands: "id N" (this connection is slot N), "arm D I", "cancel",
@@ -1015,7 +1332,8 @@ static int t_on_timer(tc_conn *c, void *ctx)
     int rc = 0;
     if (s->limit && s->fires == s->limit) {
         tc_conn_set_timer(c, 0, 0);
-        rc = tc_conn_send(c, "done", 4);
+        ssize_t sent = tc_conn_send(c, "done", 4);
+        rc = sent < 0 ? (int)sent : 0;
     }
     if (s->bye) {
         char *big = malloc(s->bye);
@@ -1069,14 +1387,14 @@ static tc_conn *t_client(const tc_test_server *ts, int id)
     tc_conn *c = dial(ts, &line);
     char b[16];
     snprintf(b, sizeof b, "id %d", id);
-    cr_assert_eq(tc_conn_send(c, b, strlen(b)), 0);
+    cr_assert_eq(tc_conn_send(c, b, strlen(b)), (ssize_t)strlen(b));
     expect_frame(c, "ok");
     return c;
 }
 
 static void command(tc_conn *c, const char *cmd, const char *want)
 {
-    cr_assert_eq(tc_conn_send(c, cmd, strlen(cmd)), 0);
+    cr_assert_eq(tc_conn_send(c, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
     expect_frame(c, want);
 }
 
@@ -1284,7 +1602,7 @@ static void probe(tc_mode mode, int stream, int expect)
     tc_conn *c = dial(&ts, &line);
     char want[16];
     snprintf(want, sizeof want, "%d", expect);
-    cr_assert_eq(tc_conn_send(c, "x", 1), 0);
+    cr_assert_eq(tc_conn_send(c, "x", 1), 1);
     expect_frame(c, want);
     tc_conn_close(c);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
@@ -1525,7 +1843,7 @@ Test(event, max_conns_holds_the_next_client_until_a_slot_frees)
     exchange(a, "a");
     exchange(b, "b");
     tc_conn *c = dial(&ts, &line); /* connected in the backlog, not accepted */
-    cr_assert_eq(tc_conn_send(c, "c", 1), 0);
+    cr_assert_eq(tc_conn_send(c, "c", 1), 1);
     struct pollfd p = {.fd = tc_conn_fd(c), .events = POLLIN};
     cr_assert_eq(poll(&p, 1, tc_test_ms(100)), 0, "served beyond max_conns");
     cr_assert_eq(stats_of(&ts).accepted, 2);
@@ -1596,7 +1914,7 @@ Test(event, verify_request_refuses_and_stats_count)
     cr_assert_eq(s.handler_errors, 0);
     cr_assert_eq(hs_get(&h, &h.opens), 3, "the refused one never reached the handler");
 
-    cr_assert_eq(tc_conn_send(c[0], "fail", 4), 0);
+    cr_assert_eq(tc_conn_send(c[0], "fail", 4), 4);
     expect_closed(c[0]);
     cr_assert_eq(tc_test_event_wait(&h.closed, 1, TC_TEST_WAIT_MS), 0);
     cr_assert_eq(hs_get(&h, &h.last_reason), -EPROTO);
@@ -1801,6 +2119,89 @@ Test(event, large_and_dribbled_frames)
     hs_destroy(&h);
 }
 
+/* ---- poll_interval_ms: service_actions while idle -------------------------------------- */
+
+/* server.h: service_actions runs in the serving thread, after each batch of
+ * accepts and at least every poll_interval_ms while the server is idle. The
+ * other modes do (test_modes: service_actions_every_poll_interval); event
+ * mode on 3589a83 (issue 12, 3.2) calls it only when something wakes loop 0,
+ * so an idle server never does. With poll_interval_ms 20, five calls must
+ * come within 3 s (scaled), though not at once (no busy loop: the fifth no
+ * sooner than two intervals), first with no connection, then with one open
+ * and idle. The hook signals each call through a tc_test_event. */
+struct svc {
+    struct hs hs; /* first: the hooks' ctx */
+    tc_test_event calls;
+    pthread_mutex_t mu;
+    pthread_t last;  /* the thread of the latest call */
+    int threads;     /* calls from another thread than the previous one */
+};
+
+static void svc_hook(tc_server *srv, void *ctx)
+{
+    struct svc *s = ctx;
+    (void)srv;
+    pthread_mutex_lock(&s->mu);
+    if (tc_test_event_count(&s->calls) > 0 && !pthread_equal(s->last, pthread_self()))
+        s->threads++;
+    s->last = pthread_self();
+    pthread_mutex_unlock(&s->mu);
+    tc_test_event_post(&s->calls, NULL);
+}
+
+/* Wait for `calls` more calls than `from`; asserts they came in time but not at once. */
+static void expect_service_calls(struct svc *s, int from, int workers, const char *when)
+{
+    enum { INTERVAL = 20, CALLS = 5, WITHIN = 3000 };
+    int64_t t0 = tc_test_now_ms();
+    int rc = tc_test_event_wait(&s->calls, from + CALLS, tc_test_ms(WITHIN));
+    int64_t took = tc_test_now_ms() - t0;
+    int n = tc_test_event_count(&s->calls) - from;
+    cr_assert_eq(rc, 0,
+                 "event mode, %d loop(s), %s: service_actions ran %d times in %lld ms "
+                 "(poll_interval_ms %d: at least %d expected)",
+                 workers, when, n, (long long)took, INTERVAL, CALLS);
+    cr_assert_geq(took, 2 * INTERVAL,
+                  "event mode, %d loop(s), %s: %d calls in %lld ms: a busy loop", workers, when, n,
+                  (long long)took);
+}
+
+static void service_while_idle(int workers)
+{
+    struct svc s;
+    memset(&s, 0, sizeof s);
+    hs_init(&s.hs);
+    tc_test_event_init(&s.calls);
+    pthread_mutex_init(&s.mu, NULL);
+    tc_server_config cfg = ev_config(&s.hs, workers);
+    cfg.poll_interval_ms = 20;
+    cfg.hooks.service_actions = svc_hook;
+    cfg.hooks.ctx = &s;
+    tc_handler hd = echo_handler(&s.hs);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    expect_service_calls(&s, 0, workers, "no connection");
+
+    tc_codec line = line_codec();
+    tc_conn *c = dial(&ts, &line);
+    exchange(c, "hello");
+    expect_service_calls(&s, tc_test_event_count(&s.calls), workers, "one idle connection");
+    pthread_mutex_lock(&s.mu);
+    int threads = s.threads;
+    int serving = pthread_equal(s.last, ts.thread);
+    pthread_mutex_unlock(&s.mu);
+    cr_assert(serving && threads == 0, "service_actions ran outside the serving thread");
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_event_wait(&s.hs.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    pthread_mutex_destroy(&s.mu);
+    tc_test_event_destroy(&s.calls);
+    hs_destroy(&s.hs);
+}
+
+Test(event, service_actions_every_poll_interval_one_loop) { service_while_idle(1); }
+Test(event, service_actions_every_poll_interval_two_loops) { service_while_idle(2); }
+
 /* ---- accepting: never after shutdown, and out of descriptors -------------------------------- */
 
 struct gate {
@@ -1850,7 +2251,7 @@ static void no_accept_after_shutdown(int workers)
     pthread_mutex_lock(&g.mu);
     g.arm = 1;
     pthread_mutex_unlock(&g.mu);
-    cr_assert_eq(tc_conn_send(a, "two", 3), 0); /* a turn of loop 0, which then blocks */
+    cr_assert_eq(tc_conn_send(a, "two", 3), 3); /* a turn of loop 0, which then blocks */
     pthread_mutex_lock(&g.mu);
     while (!g.blocked)
         pthread_cond_wait(&g.cv, &g.mu); /* bounded by the test's timeout */

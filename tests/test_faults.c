@@ -141,14 +141,16 @@ static int f_message(tc_conn *c, const void *msg, size_t len, void *ctx)
     atomic_fetch_add(&x->messages, 1);
     if (len == 4 && memcmp(msg, "half", 4) == 0) { /* a send after our own half-close */
         int rc = tc_conn_shutdown_write(c);
-        return rc < 0 ? rc : tc_conn_send(c, "late", 4);
+        ssize_t sent = rc < 0 ? rc : tc_conn_send(c, "late", 4);
+        return sent < 0 ? (int)sent : 0;
     }
     if (len == 3 && memcmp(msg, "big", 3) == 0) {
         atomic_store(&x->started, 1);
         ssize_t n = tc_conn_send_all(c, big_buf, BIG);
         return n < 0 ? (int)n : 0;
     }
-    return tc_conn_send(c, msg, len);
+    ssize_t sent = tc_conn_send(c, msg, len);
+    return sent < 0 ? (int)sent : 0;
 }
 
 static tc_handler f_handler(struct fx *x)
@@ -573,7 +575,7 @@ Test(faults, dial_out_of_memory, .timeout = 60)
     tc_handler h = f_handler(x);
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &h);
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     cr_assert_eq(tc_codec_delimited(&o.codec, "\n", 1), 0);
     char byname[TC_ADDR_STRLEN];
@@ -617,7 +619,7 @@ Test(faults, dial_out_of_memory, .timeout = 60)
             }
         }
         cr_log_info("tc_dial(%s) makes %ld allocations", targets[t], n - 1);
-        cr_assert_eq(tc_conn_send(c, "dialled", 7), 0);
+        cr_assert_eq(tc_conn_send(c, "dialled", 7), 7);
         const void *m;
         size_t len;
         cr_assert_eq(tc_conn_read_frame(c, &m, &len), 0);
@@ -808,7 +810,7 @@ Test(faults, channel_buffers_out_of_memory, .timeout = 60)
     tc_handler h = f_handler(x);
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &h);
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     cr_assert_eq(tc_codec_delimited(&o.codec, "\n", 1), 0);
     tc_codec_set_max_frame(&o.codec, 2 * LARGE);
@@ -1052,7 +1054,7 @@ Test(faults, client_calls_survive_signals, .timeout = 60)
     hammer_start(&hm, pthread_self());
     int s0 = atomic_load(&g_usr2);
 
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = TC_TEST_WAIT_MS;
     tc_conn *c;
     int rc = tc_dial(&c, ts.addr_str, &o);

@@ -164,7 +164,8 @@ static int x_message(tc_conn *c, const void *msg, size_t len, void *ctx)
         ssize_t n = tc_conn_send_all(c, big_buf, REPLY);
         return n < 0 ? (int)n : 0;
     }
-    return tc_conn_send(c, msg, len);
+    ssize_t sent = tc_conn_send(c, msg, len);
+    return sent < 0 ? (int)sent : 0;
 }
 
 /* The stream handler: the same, line by line. */

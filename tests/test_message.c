@@ -3,17 +3,23 @@
  * every in-process mode (inline, threading, event): order of callbacks,
  * replies, configuration errors, an oversized frame closing only its
  * connection, the idle timeout, and the graceful drain (idle connections
- * closed at once, the in-flight message completed). Servers listen on
- * 127.0.0.1:0 and run in a thread. */
+ * closed at once, the in-flight message completed), and a complete frame
+ * followed by part of the next answered at once (every mode, forking and
+ * pool too). Servers listen on 127.0.0.1:0 and run in a thread. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <tcpchan/tcpchan.h>
+
+#include "helpers.h"
 
 TestSuite(message, .timeout = 20);
 
@@ -100,7 +106,8 @@ static int on_message(tc_conn *c, const void *msg, size_t len, void *ctx)
         while (!r->release)
             pthread_cond_wait(&r->cv, &r->mu);
         pthread_mutex_unlock(&r->mu);
-        return tc_conn_send(c, "done", 4);
+        ssize_t sent = tc_conn_send(c, "done", 4);
+        return sent < 0 ? (int)sent : 0;
     }
     pthread_mutex_unlock(&r->mu);
     if (len == 4 && memcmp(msg, "fail", 4) == 0)
@@ -115,7 +122,10 @@ static int on_message(tc_conn *c, const void *msg, size_t len, void *ctx)
         tc_conn_write(c, "bu", 2);
         return tc_conn_printf(c, "ff\n") < 0 ? -EIO : 0;
     }
-    return tc_conn_send(c, msg, len);
+    ssize_t sent = tc_conn_send(c, msg, len);
+    if (sent >= 0 && sent != (ssize_t)len)
+        return -ERANGE; /* a send returns the payload's length, the framing not counted */
+    return sent < 0 ? (int)sent : 0;
 }
 
 static void on_close(tc_conn *c, int reason, void *ctx)
@@ -199,7 +209,7 @@ static void stop(struct srv *v)
 
 static tc_conn *client(struct srv *v, const tc_codec *codec)
 {
-    tc_dial_options o = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.timeout_ms = 5000;
     if (codec)
         o.codec = *codec;
@@ -235,7 +245,7 @@ static void order_and_replies(tc_mode mode)
     expect_reply(c, "a");
     expect_reply(c, "bb");
     expect_reply(c, "buff");
-    cr_assert_eq(tc_conn_send(c, "ccc", 3), 0);
+    cr_assert_eq(tc_conn_send(c, "ccc", 3), 3);
     expect_reply(c, "ccc");
     tc_conn_close(c);
     cr_assert(rec_wait(&r, closes_at_least, 1));
@@ -358,7 +368,8 @@ static int reader_message(tc_conn *c, const void *msg, size_t len, void *ctx)
     snprintf(out, sizeof out, "%zd %d %d %zd", tc_conn_read(c, buf, sizeof buf),
              tc_conn_read_frame(c, &p, &n), tc_conn_peek(c, 1, &p, &n),
              tc_conn_sendfile(c, 0, 0, 1));
-    return tc_conn_send(c, out, strlen(out));
+    ssize_t sent = tc_conn_send(c, out, strlen(out));
+    return sent < 0 ? (int)sent : 0;
 }
 
 Test(message, event_mode_refuses_reads_inside_on_message)
@@ -380,7 +391,7 @@ Test(message, event_mode_refuses_reads_inside_on_message)
     tc_addr_format(&a, v.addr, sizeof v.addr);
     cr_assert_eq(pthread_create(&v.tid, NULL, serve_main, &v), 0);
     tc_conn *c = client(&v, &line);
-    cr_assert_eq(tc_conn_send(c, "x", 1), 0);
+    cr_assert_eq(tc_conn_send(c, "x", 1), 1);
     char want[64];
     snprintf(want, sizeof want, "%d %d %d %d", -ENOTSUP, -ENOTSUP, -ENOTSUP, -ENOTSUP);
     expect_reply(c, want);
@@ -471,7 +482,7 @@ static void error_after_buffered_reply(tc_mode mode)
     r.wait_bye = 1;
     start(&v, mode, &r, &cfg);
     tc_conn *c = client(&v, &line);
-    cr_assert_eq(tc_conn_send(c, "last", 4), 0);
+    cr_assert_eq(tc_conn_send(c, "last", 4), 4);
     expect_reply(c, "bye");
     pthread_mutex_lock(&r.mu);
     r.bye_seen = 1;
@@ -634,3 +645,154 @@ Test(message, drain_closes_idle_connections_at_once_and_completes_in_flight_even
 {
     drain(TC_MODE_EVENT);
 }
+
+/* ---- a complete frame followed by part of the next (issue 12, §3.1) ------------- */
+
+/* A pipelining client writes one whole frame and the start of the next in a
+ * single write: the reply to the whole frame must come at once, without the
+ * client sending anything more. Two handlers: one replying with
+ * tc_conn_send() (sent and flushed at once), one buffering its reply with
+ * tc_conn_write() as tcpchan-echo does in the blocking modes (header,
+ * payload, trailer), which relies on the message loop to flush before it
+ * waits for input, including input that completes a frame already begun.
+ * Every mode, forking included: only the client's view is checked, so
+ * nothing needs to be shared with the handler. Event mode is the reference. */
+static int pipe_send(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    (void)ctx;
+    return tc_conn_send(c, msg, len);
+}
+
+static int pipe_write(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    tc_codec_envelope env;
+    (void)ctx;
+    int rc = tc_codec_encode(tc_conn_codec(c), msg, len, &env);
+    ssize_t w = 0;
+    if (rc < 0)
+        return rc;
+    if ((w = tc_conn_write(c, env.head, env.head_len)) >= 0 &&
+        (w = tc_conn_write(c, msg, len)) >= 0)
+        w = tc_conn_write(c, env.tail, env.tail_len);
+    return w < 0 ? (int)w : 0;
+}
+
+/* What the client writes and what it must read back. */
+struct pipeline {
+    const char *name;
+    const char *burst; /* one frame, then the start of the next: one write */
+    size_t burst_len;
+    const char *reply1; /* the reply to the whole frame */
+    size_t reply1_len;
+    const char *rest; /* completes the second frame */
+    size_t rest_len;
+    const char *reply2;
+    size_t reply2_len;
+};
+
+/* A string literal and its length (without the final NUL; it may hold others). */
+#define LIT(s) s, sizeof s - 1
+
+static const struct pipeline line_pipeline = {
+    "line", LIT("ab\ncd"), LIT("ab\n"), LIT("\n"), LIT("cd\n"),
+};
+
+/* One 4-byte length-prefixed frame, then the header and half the payload of the next. */
+static const struct pipeline len32_pipeline = {
+    "len32",
+    LIT("\0\0\0\2ab"
+        "\0\0\0\4cd"),
+    LIT("\0\0\0\2ab"),
+    LIT("ef"),
+    LIT("\0\0\0\4cdef"),
+};
+
+#define PIPELINE_REPLY_MS 2000 /* the bound for a reply (scaled); event mode takes < 1 ms */
+
+/* Wait (bounded) for n bytes of reply and compare them with want. */
+static void expect_bytes(int fd, const char *want, size_t n, const char *what)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ms = tc_test_ms(PIPELINE_REPLY_MS), r;
+    do
+        r = poll(&p, 1, ms);
+    while (r < 0 && errno == EINTR);
+    cr_assert_eq(r, 1, "%s: no reply within %d ms", what, ms);
+    char buf[16];
+    cr_assert_leq(n, sizeof buf);
+    ssize_t got = tc_test_recv_full(fd, buf, n);
+    cr_assert_eq(got, (ssize_t)n, "%s: %zd of %zu bytes", what, got, n);
+    cr_assert_eq(memcmp(buf, want, n), 0, "%s: wrong bytes", what);
+}
+
+static void partial_frame_after_a_complete_one(tc_mode mode, int buffered,
+                                               const struct pipeline *pl)
+{
+    if (!tc_test_mode_enabled(mode))
+        cr_skip_test("mode %s not selected by TC_TEST_MODES", tc_mode_name(mode));
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = mode;
+    cfg.workers = 2; /* pool, event */
+    if (pl == &len32_pipeline)
+        tc_codec_length_prefixed(&cfg.codec, 4, TC_BIG_ENDIAN);
+    else
+        tc_codec_delimited(&cfg.codec, "\n", 1);
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_message = buffered ? pipe_write : pipe_send;
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int fd = tc_test_connect_ok(&ts.addr);
+    char what[128];
+    snprintf(what, sizeof what, "%s mode, %s codec, reply with %s", tc_mode_name(mode), pl->name,
+             buffered ? "tc_conn_write (buffered)" : "tc_conn_send");
+
+    /* One write: a complete frame and part of the next. */
+    ssize_t w = send(fd, pl->burst, pl->burst_len, MSG_NOSIGNAL);
+    cr_assert_eq(w, (ssize_t)pl->burst_len, "send: %s", strerror(errno));
+    char step[192];
+    snprintf(step, sizeof step, "%s: the first frame's reply, the second frame incomplete", what);
+    expect_bytes(fd, pl->reply1, pl->reply1_len, step);
+    char extra;
+    cr_assert_eq(recv(fd, &extra, 1, MSG_DONTWAIT), -1, "%s: a reply to an incomplete frame",
+                 what);
+
+    /* The rest of the second frame: its reply, then a clean end. */
+    cr_assert_eq(tc_test_send_all(fd, pl->rest, pl->rest_len), 0);
+    snprintf(step, sizeof step, "%s: the second frame's reply", what);
+    expect_bytes(fd, pl->reply2, pl->reply2_len, step);
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+    cr_assert_eq(tc_test_recv_eof(fd), 0, "%s: no end of stream after the half-close", what);
+    /* shutdown first: forked children hold copies of this socket. */
+    shutdown(fd, SHUT_RDWR);
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+}
+
+/* name_<mode> for every mode; .fini reaps a forking server's children even
+ * when an assertion ends the test early. */
+#define EVERY_MODE(name, ...)                                                                      \
+    Test(message, name##_inline, .fini = tc_test_kill_children)                                    \
+    {                                                                                              \
+        partial_frame_after_a_complete_one(TC_MODE_INLINE, __VA_ARGS__);                           \
+    }                                                                                              \
+    Test(message, name##_threading, .fini = tc_test_kill_children)                                 \
+    {                                                                                              \
+        partial_frame_after_a_complete_one(TC_MODE_THREADING, __VA_ARGS__);                        \
+    }                                                                                              \
+    Test(message, name##_forking, .fini = tc_test_kill_children)                                   \
+    {                                                                                              \
+        partial_frame_after_a_complete_one(TC_MODE_FORKING, __VA_ARGS__);                          \
+    }                                                                                              \
+    Test(message, name##_pool, .fini = tc_test_kill_children)                                      \
+    {                                                                                              \
+        partial_frame_after_a_complete_one(TC_MODE_POOL, __VA_ARGS__);                             \
+    }                                                                                              \
+    Test(message, name##_event, .fini = tc_test_kill_children)                                     \
+    {                                                                                              \
+        partial_frame_after_a_complete_one(TC_MODE_EVENT, __VA_ARGS__);                            \
+    }
+
+EVERY_MODE(partial_line_after_a_complete_one_sent, 0, &line_pipeline)
+EVERY_MODE(partial_line_after_a_complete_one_buffered, 1, &line_pipeline)
+EVERY_MODE(partial_len32_after_a_complete_one_sent, 0, &len32_pipeline)
+EVERY_MODE(partial_len32_after_a_complete_one_buffered, 1, &len32_pipeline)

@@ -2,9 +2,11 @@
 /* Concurrency modes: the same stream handler run in every mode (inline,
  * threading, forking, pool): concurrency, max_conns, pool queueing, fork
  * hygiene (reaping only our children, crashes, the pipe fallback), shutdown
- * and destroy with and without block_on_close, resource counts and stats.
- * Self-contained: its own helpers (prefix m_). TC_TEST_MODES=threading,pool
- * restricts the modes (e.g. under TSan); TC_TEST_TIMEOUT_MULT scales waits. */
+ * and destroy with and without block_on_close, resource counts and stats,
+ * service_actions while idle, and handler threads that end in pthread_exit
+ * or are cancelled (threading, pool). Self-contained: its own helpers
+ * (prefix m_). TC_TEST_MODES=threading,pool restricts the modes (e.g. under
+ * TSan); TC_TEST_TIMEOUT_MULT scales waits. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
@@ -97,6 +99,10 @@ struct shared {
     struct fdkinds {            /* the most any probed handler saw */
         atomic_int listeners, siblings, anon, pipes;
     } seen;
+    atomic_int services;        /* service_actions calls */
+    atomic_int closes;          /* message style: on_close calls */
+    atomic_int victim_ready;    /* a handler stored its thread in victim and goes on to block */
+    pthread_t victim;           /* written before victim_ready is set */
 };
 
 static struct shared *shared_new(void)
@@ -258,6 +264,7 @@ static void on_service(tc_server *srv, void *ctx)
 {
     struct shared *sh = ctx;
     (void)srv;
+    atomic_fetch_add(&sh->services, 1);
     if (!atomic_exchange(&sh->fork_in_loop, 0))
         return;
     pid_t pid = fork();
@@ -599,7 +606,8 @@ ParameterizedTest(tc_mode *mode, modes, shutdown_blocked_handlers, .timeout = 20
 static int m_echo(tc_conn *conn, const void *msg, size_t len, void *ctx)
 {
     (void)ctx;
-    return tc_conn_send(conn, msg, len);
+    ssize_t sent = tc_conn_send(conn, msg, len);
+    return sent < 0 ? (int)sent : 0;
 }
 
 static void m_closed(tc_conn *conn, int reason, void *ctx)
@@ -799,6 +807,214 @@ ParameterizedTest(tc_mode *mode, modes, block_on_close_off, .timeout = 20)
     cl_close(fd);
     tc_test_expect_counts(before, own_children, 2, tc_mode_name(*mode));
     shared_free(sh);
+}
+
+/* ---- poll_interval_ms: service_actions while idle ------------------------------ */
+
+/* server.h: service_actions runs at least every poll_interval_ms while the
+ * server is idle (and not in a busy loop: the fifth call cannot come before
+ * two intervals have passed). The reference for the same test in event mode
+ * (test_event.c), which fails there on 3589a83 (issue 12, 3.2). */
+MODE_PARAMS(modes, service_actions_every_poll_interval, ALL_MODES)
+ParameterizedTest(tc_mode *mode, modes, service_actions_every_poll_interval, .timeout = 20)
+{
+    enum { INTERVAL = 20, CALLS = 5, WITHIN = 3000 };
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    cfg.poll_interval_ms = INTERVAL;
+    struct msrv m;
+    int64_t t0 = tc_test_now_ms();
+    srv_start(&m, &cfg, sh);
+    M_WAIT_UNTIL(atomic_load(&sh->services) >= CALLS, WITHIN);
+    int64_t took = tc_test_now_ms() - t0;
+    int n = atomic_load(&sh->services);
+    cr_expect_geq(n, CALLS, "%s: service_actions ran %d times in %lld ms (poll_interval_ms %d)",
+                  tc_mode_name(*mode), n, (long long)took, INTERVAL);
+    cr_expect_geq(took, 2 * INTERVAL, "%s: %d calls in %lld ms: a busy loop", tc_mode_name(*mode),
+                  n, (long long)took);
+    srv_stop(&m);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* ---- a handler thread that ends abnormally: threading, pool ------------------- */
+
+/* A handler's thread may end without returning: pthread_exit() inside the
+ * handler, or pthread_cancel() from another thread while it is blocked in a
+ * read (both unwind the thread; glibc runs cleanup handlers). The connection
+ * must still be closed (the client sees the end of the stream), finish must
+ * run exactly once, stats.active must fall back to 0, tc_server_destroy must
+ * return, and pool must replace the worker it lost: with workers = 1 a new
+ * connection is still served. On 3589a83 (issue 12, 3.3) the client stays
+ * connected, finish never runs, active stays 1 and destroy hangs.
+ *
+ * Byte commands, one per send: 'X' the handler calls pthread_exit(NULL);
+ * 'C' it stores its thread in victim, sets victim_ready and blocks in
+ * tc_conn_read (the test then cancels it); anything else is echoed. */
+enum { DIE_EXIT, DIE_CANCEL };
+
+static int die_command(struct shared *sh, tc_conn *conn, char cmd)
+{
+    if (cmd == 'X')
+        pthread_exit(NULL);
+    if (cmd != 'C')
+        return 0;
+    sh->victim = pthread_self();
+    atomic_store(&sh->victim_ready, 1);
+    /* Cancellation is deferred: it takes effect inside this read (poll/recv). */
+    char buf[16];
+    ssize_t n = tc_conn_read(conn, buf, sizeof buf);
+    return n < 0 && n != TC_EOF ? (int)n : 0; /* not reached: nothing more is sent */
+}
+
+static int die_handle(tc_conn *conn, void *ctx)
+{
+    struct shared *sh = ctx;
+    char buf[16];
+    for (;;) {
+        ssize_t n = tc_conn_read(conn, buf, sizeof buf);
+        if (n == TC_EOF)
+            return 0;
+        if (n < 0)
+            return (int)n;
+        int rc = die_command(sh, conn, buf[0]);
+        if (rc < 0)
+            return rc;
+        if ((n = tc_conn_send_all(conn, buf, (size_t)n)) < 0)
+            return (int)n;
+    }
+}
+
+static int die_message(tc_conn *conn, const void *msg, size_t len, void *ctx)
+{
+    int rc = die_command(ctx, conn, *(const char *)msg);
+    return rc < 0 ? rc : tc_conn_send(conn, msg, len);
+}
+
+static void die_closed(tc_conn *conn, int reason, void *ctx)
+{
+    struct shared *sh = ctx;
+    (void)conn, (void)reason;
+    atomic_fetch_add(&sh->closes, 1);
+}
+
+#define DIE_MS 2000 /* the bound of each step that should happen (scaled) */
+
+static void handler_thread_dies(tc_mode mode, int message_style, int how)
+{
+    const char *what = message_style ? "message style" : "stream style";
+    const char *end = how == DIE_EXIT ? "pthread_exit" : "pthread_cancel";
+    struct shared *sh = shared_new();
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
+    tc_server_config cfg = base_config(mode, sh);
+    cfg.workers = 1; /* pool: the one worker dies */
+    cfg.drain_timeout_ms = 200;
+    tc_handler h = TC_HANDLER_INIT;
+    h.setup = h_setup;
+    h.finish = h_finish;
+    if (message_style) {
+        h.on_message = die_message; /* the raw codec: whatever bytes arrived */
+        h.on_close = die_closed;
+    } else {
+        h.handle = die_handle;
+    }
+    h.ctx = sh;
+    struct msrv m;
+    memset(&m, 0, sizeof m);
+    cr_assert_eq(tc_server_create(&m.srv, &cfg, &h), 0);
+    cr_assert_eq(tc_server_address(m.srv, &m.addr), 0);
+    cr_assert_eq(pthread_create(&m.thread, NULL, serve_main, &m), 0);
+    m.running = 1;
+
+    int fd = tc_test_connect_ok(&m.addr);
+    cl_send(fd, 'a');
+    cl_expect_echo(fd, 'a'); /* the handler runs */
+    if (how == DIE_EXIT) {
+        cl_send(fd, 'X');
+    } else {
+        cl_send(fd, 'C');
+        M_WAIT_UNTIL(atomic_load(&sh->victim_ready), WAIT_MS);
+        cr_assert(atomic_load(&sh->victim_ready), "the handler did not reach its read");
+        cr_assert_eq(pthread_cancel(sh->victim), 0);
+    }
+
+    /* The client sees its connection end. */
+    int eof = cl_readable(fd, DIE_MS) ? cl_recv1(fd) : -2;
+    cr_expect_eq(eof, -1, "%s %s, %s: the client is still connected %d ms after its handler's "
+                 "thread ended (%s)", tc_mode_name(mode), what, end, tc_test_ms(DIE_MS),
+                 eof == -2 ? "no end of stream" : "data instead of the end of stream");
+    cl_close(fd);
+    /* finish ran, once; on_close at most once; the connection is no longer active. */
+    M_WAIT_UNTIL(atomic_load(&sh->finished) >= 1, DIE_MS);
+    cr_expect_eq(atomic_load(&sh->finished), 1, "%s %s, %s: finish ran %d times",
+                 tc_mode_name(mode), what, end, atomic_load(&sh->finished));
+    cr_expect_leq(atomic_load(&sh->closes), 1, "%s %s, %s: on_close ran %d times",
+                  tc_mode_name(mode), what, end, atomic_load(&sh->closes));
+    tc_stats st;
+    M_WAIT_UNTIL((tc_server_stats(m.srv, &st), st.active == 0), DIE_MS);
+    cr_expect_eq(st.active, 0, "%s %s, %s: stats.active is %u", tc_mode_name(mode), what, end,
+                 st.active);
+
+    /* Still serving: pool with one worker must have replaced it. */
+    int fd2 = tc_test_connect_ok(&m.addr);
+    cl_send(fd2, 'b');
+    int served = cl_readable(fd2, DIE_MS);
+    cr_expect(served, "%s %s, %s: a new connection is not served within %d ms (the lost %s was "
+              "not replaced)", tc_mode_name(mode), what, end, tc_test_ms(DIE_MS),
+              mode == TC_MODE_POOL ? "worker" : "thread");
+    if (served)
+        cl_expect_echo(fd2, 'b');
+    cl_close(fd2);
+    if (served) {
+        M_WAIT_UNTIL(atomic_load(&sh->finished) >= 2, DIE_MS);
+        cr_expect_eq(atomic_load(&sh->finished), 2,
+                     "%s %s, %s: %d finish calls once the second connection ended, want 2",
+                     tc_mode_name(mode), what, end, atomic_load(&sh->finished));
+    }
+
+    /* serve_forever returns (bounded by the drain), then destroy must too:
+     * run it in a helper thread and fail instead of hanging. */
+    cr_assert_eq(tc_server_shutdown(m.srv), 0);
+    M_WAIT_UNTIL(atomic_load(&m.done), WAIT_MS);
+    cr_assert(atomic_load(&m.done), "%s %s, %s: serve_forever did not return", tc_mode_name(mode),
+              what, end);
+    pthread_join(m.thread, NULL);
+    struct destroyer d = {.srv = m.srv, .sh = sh};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, destroy_main, &d), 0);
+    M_WAIT_UNTIL(atomic_load(&d.done), DIE_MS);
+    cr_assert(atomic_load(&d.done), "%s %s, %s: tc_server_destroy did not return within %d ms",
+              tc_mode_name(mode), what, end, tc_test_ms(DIE_MS));
+    pthread_join(t, NULL);
+    cr_expect_eq(atomic_load(&sh->finished), served ? 2 : 1, "finish ran again in destroy");
+    tc_test_expect_counts(before, own_children, 2, tc_mode_name(mode));
+    shared_free(sh);
+}
+
+#define THREAD_MODES {TC_MODE_THREADING, TC_MODE_POOL}
+
+MODE_PARAMS(modes, stream_handler_pthread_exit, THREAD_MODES)
+ParameterizedTest(tc_mode *mode, modes, stream_handler_pthread_exit, .timeout = 30)
+{
+    handler_thread_dies(*mode, 0, DIE_EXIT);
+}
+
+MODE_PARAMS(modes, stream_handler_cancelled_in_read, THREAD_MODES)
+ParameterizedTest(tc_mode *mode, modes, stream_handler_cancelled_in_read, .timeout = 30)
+{
+    handler_thread_dies(*mode, 0, DIE_CANCEL);
+}
+
+MODE_PARAMS(modes, message_handler_pthread_exit, THREAD_MODES)
+ParameterizedTest(tc_mode *mode, modes, message_handler_pthread_exit, .timeout = 30)
+{
+    handler_thread_dies(*mode, 1, DIE_EXIT);
+}
+
+MODE_PARAMS(modes, message_handler_cancelled_in_read, THREAD_MODES)
+ParameterizedTest(tc_mode *mode, modes, message_handler_cancelled_in_read, .timeout = 30)
+{
+    handler_thread_dies(*mode, 1, DIE_CANCEL);
 }
 
 /* ---- pool ------------------------------------------------------------------ */

@@ -97,7 +97,7 @@ static pid_t start_supervisor(struct wctx *w, int processes)
         cr_assert_fail("fork: %s", strerror(errno)); /* not in the child: no Criterion there */
     if (pid)
         return pid;
-    tc_prefork_options o = TC_PREFORK_OPTIONS_INIT;
+    tc_prefork_config o = TC_PREFORK_CONFIG_INIT;
     tc_prefork *pf;
     o.processes = processes;
     o.worker = test_worker;
@@ -296,7 +296,7 @@ static int crashing_worker(int index, void *ctx)
 Test(prefork, restart_limit)
 {
     tc_test_event_init(&plog);
-    tc_prefork_options o = TC_PREFORK_OPTIONS_INIT;
+    tc_prefork_config o = TC_PREFORK_CONFIG_INIT;
     o.processes = 2;
     o.worker = crashing_worker;
     o.max_restarts = 2;
@@ -332,7 +332,7 @@ static int done_worker(int index, void *ctx)
 Test(prefork, clean_exits_are_not_restarted)
 {
     tc_test_event_init(&plog);
-    tc_prefork_options o = TC_PREFORK_OPTIONS_INIT;
+    tc_prefork_config o = TC_PREFORK_CONFIG_INIT;
     o.processes = 3;
     o.worker = done_worker;
     o.log = log_hook;
@@ -386,7 +386,7 @@ Test(prefork, stop_timeout_then_sigkill)
     tc_test_event_init(&plog);
     int ready[2];
     cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
-    tc_prefork_options o = TC_PREFORK_OPTIONS_INIT;
+    tc_prefork_config o = TC_PREFORK_CONFIG_INIT;
     o.processes = 2;
     o.worker = stubborn_worker;
     o.ctx = &ready[1];
@@ -423,7 +423,7 @@ static int stop_in_worker(int index, void *ctx)
 
 Test(prefork, stop_and_run_in_a_worker_do_nothing)
 {
-    tc_prefork_options o = TC_PREFORK_OPTIONS_INIT;
+    tc_prefork_config o = TC_PREFORK_CONFIG_INIT;
     o.processes = 2;
     o.worker = stop_in_worker;
     o.max_restarts = 1;
@@ -434,7 +434,7 @@ Test(prefork, stop_and_run_in_a_worker_do_nothing)
 
 Test(prefork, stop_before_run_and_options)
 {
-    tc_prefork_options o = TC_PREFORK_OPTIONS_INIT;
+    tc_prefork_config o = TC_PREFORK_CONFIG_INIT;
     tc_prefork *pf;
     cr_assert_eq(tc_prefork_create(&pf, &o), TC_EBADCONFIG, "no worker");
     o.worker = crashing_worker;
@@ -457,4 +457,21 @@ Test(prefork, stop_before_run_and_options)
     tc_prefork_destroy(NULL);
     cr_assert_eq(tc_prefork_stop(NULL), -EINVAL);
     cr_assert_eq(tc_prefork_run(NULL), -EINVAL);
+}
+
+/* tc_prefork_config_init() copies TC_PREFORK_CONFIG_INIT, over whatever was there. */
+Test(prefork, config_init_equals_the_macro, .timeout = 10)
+{
+    tc_prefork_config m = TC_PREFORK_CONFIG_INIT, b;
+    memset(&b, 0x5A, sizeof b);
+    tc_prefork_config_init(&b);
+    cr_assert_eq(b.processes, m.processes);
+    cr_assert(b.worker == m.worker);
+    cr_assert(b.ctx == m.ctx);
+    cr_assert_eq(b.max_restarts, m.max_restarts);
+    cr_assert_eq(b.restart_window_ms, m.restart_window_ms);
+    cr_assert_eq(b.stop_signal, m.stop_signal);
+    cr_assert_eq(b.stop_timeout_ms, m.stop_timeout_ms);
+    cr_assert(b.log == m.log);
+    tc_prefork_config_init(NULL); /* does nothing */
 }

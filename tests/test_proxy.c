@@ -402,7 +402,8 @@ static int peer_open(tc_conn *c, void *ctx)
 static int echo_message(tc_conn *c, const void *msg, size_t len, void *ctx)
 {
     (void)ctx;
-    return tc_conn_send(c, msg, len);
+    ssize_t sent = tc_conn_send(c, msg, len);
+    return sent < 0 ? (int)sent : 0;
 }
 
 static tc_test_event errors;

@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "addr.h"
+#include "clock.h"
 #include "codec.h"
 #include "common.h"
 
@@ -125,27 +126,16 @@ TC_API void *tc_conn_data(const tc_conn *conn);
  *
  * Each blocking call on the channel (one read, one whole write, flush or
  * send) gives up with -ETIMEDOUT when it cannot complete within this time,
- * counted from the start of the call. See "Timeouts and deadlines" above for
- * the state a timed-out call leaves.
+ * counted from the start of the call. See "Timeouts and deadlines" in
+ * @ref channels for the state a timed-out call leaves.
  * @param conn The channel.
  * @param ms   Milliseconds; 0 or negative waits forever. Accepted channels
  *             start with the server's @ref tc_server_config::conn_timeout_ms
  *             (5 minutes by default); dialled ones with
- *             @ref tc_dial_options::timeout_ms (none by default).
+ *             @ref tc_dial_config::timeout_ms (none by default).
  * @return 0, or -EINVAL for NULL.
  */
 TC_API int tc_conn_set_timeout(tc_conn *conn, int ms);
-
-/** @brief Nanoseconds in a millisecond, for building deadlines. */
-#define TC_NS_PER_MS INT64_C(1000000)
-
-/**
- * @brief The current time on the clock deadlines use: CLOCK_MONOTONIC, in nanoseconds.
- * @return Nanoseconds since an arbitrary fixed point (boot).
- * @par Thread safety
- * Safe from any thread.
- */
-TC_API int64_t tc_monotonic_ns(void);
 
 /**
  * @brief Set an overall deadline for the channel: an absolute point in time
@@ -206,7 +196,7 @@ TC_API int tc_conn_set_keepalive(tc_conn *conn, int on, int idle_s);
  * @brief Set the framing used by tc_conn_read_frame() and tc_conn_write_frame().
  *
  * A server channel starts with @ref tc_server_config::codec, a dialled one
- * with @ref tc_dial_options::codec (raw by default). Change it only between
+ * with @ref tc_dial_config::codec (raw by default). Change it only between
  * frames.
  * @param conn  The channel.
  * @param codec The codec (copied), or NULL for raw with the default maximum.
@@ -233,8 +223,9 @@ TC_API const tc_codec *tc_conn_codec(const tc_conn *conn);
  * @return The number of bytes read (> 0), or TC_EOF when the peer closed its
  *         side and nothing is buffered, -ETIMEDOUT (nothing consumed),
  *         -ECONNRESET or another negated errno value, the code that broke
- *         the read side earlier (see "Broken channels"), -EINVAL for NULL
- *         arguments.
+ *         the read side earlier (see "Broken channels" in @ref channels),
+ *         -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler),
+ *         -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n);
 
@@ -250,7 +241,8 @@ TC_API ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n);
  *         ended after some but fewer than @p n (the read side is then
  *         broken); -ETIMEDOUT; -ECONNRESET or another negated errno value;
  *         -ENOMEM if the bytes of a timed-out call could not be kept;
- *         -EINVAL for NULL arguments.
+ *         -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler; @p n 0
+ *         still returns 0); -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n);
 
@@ -277,8 +269,9 @@ TC_API ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n);
  * @return 0; TC_EOF when the stream ended at a line boundary; TC_EPARTIAL
  *         when it ended inside a line; TC_ETOOBIG over @p max; -ETIMEDOUT
  *         (nothing consumed); -ENOMEM; -ECONNRESET or another negated errno
- *         value; -EINVAL for NULL arguments, @p dlen out of range or @p max
- *         over TC_CODEC_MAX_FRAME_LIMIT.
+ *         value; -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler);
+ *         -EINVAL for NULL arguments, @p dlen out of range or @p max over
+ *         TC_CODEC_MAX_FRAME_LIMIT.
  * @par Ownership
  * The view points into the channel's buffer; the channel owns it.
  */
@@ -294,7 +287,10 @@ TC_API int tc_conn_read_until(tc_conn *conn, const void *delim, size_t dlen, siz
  * @param max  Longest accepted line, "\n" excluded; 0 = 1 MiB.
  * @param[out] line Receives the start of the line.
  * @param[out] len  Receives its length.
- * @return As tc_conn_read_until().
+ * @return As tc_conn_read_until(): 0; TC_EOF, TC_EPARTIAL, TC_ETOOBIG,
+ *         -ETIMEDOUT, -ENOMEM, -ECONNRESET or another negated errno value;
+ *         -ENOTSUP in TC_MODE_EVENT; -EINVAL for NULL arguments or @p max
+ *         over TC_CODEC_MAX_FRAME_LIMIT.
  * @par Ownership
  * The view points into the channel's buffer; the channel owns it.
  */
@@ -319,8 +315,10 @@ TC_API int tc_conn_read_line(tc_conn *conn, size_t max, const char **line, size_
  *         when the stream ended inside a frame; TC_ETOOBIG for a frame over
  *         the maximum; TC_EBADFRAME (or a custom scan's code) for malformed
  *         bytes; -ETIMEDOUT (nothing consumed); -ENOMEM; -ECONNRESET or
- *         another negated errno value; -EINVAL for NULL arguments.
- *         After any failure but -ETIMEDOUT and -ENOMEM the read side is broken.
+ *         another negated errno value; -ENOTSUP in TC_MODE_EVENT (the loop
+ *         reads for the handler: see tc_handler::on_message); -EINVAL for
+ *         NULL arguments. After any failure but -ETIMEDOUT, -ENOMEM,
+ *         -ENOTSUP and -EINVAL the read side is broken.
  * @par Ownership
  * The view points into the channel's buffer; the channel owns it.
  */
@@ -336,8 +334,9 @@ TC_API int tc_conn_read_frame(tc_conn *conn, const void **msg, size_t *len);
  * @param[out] len Receives how many are buffered (>= @p n on success).
  * @return 0; TC_EOF if the stream ended with fewer than @p n bytes buffered
  *         (*@p len then tells how many, still readable); TC_ETOOBIG for @p n
- *         over the bound; -ETIMEDOUT; -ENOMEM; a socket error; -EINVAL for
- *         NULL arguments.
+ *         over the bound; -ETIMEDOUT; -ENOMEM; a socket error; -ENOTSUP in
+ *         TC_MODE_EVENT (the loop reads for the handler); -EINVAL for NULL
+ *         arguments.
  * @par Ownership
  * The view points into the channel's buffer, valid until the next read call.
  */
@@ -352,9 +351,9 @@ TC_API int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len);
  * @param conn The channel.
  * @param buf  The bytes.
  * @param n    How many.
- * @return @p n; -ETIMEDOUT (see "Timeouts and deadlines"); -EPIPE,
- *         -ECONNRESET or another negated errno value; -ENOMEM; -EINVAL for
- *         NULL arguments.
+ * @return @p n; -ETIMEDOUT (see "Timeouts and deadlines" in @ref channels);
+ *         -EPIPE, -ECONNRESET or another negated errno value; -ENOMEM;
+ *         -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n);
 
@@ -363,16 +362,18 @@ TC_API ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n);
  * @param conn The channel.
  * @param fmt  A printf format.
  * @param ...  Its arguments.
- * @return The number of bytes appended, or the codes of tc_conn_write(),
- *         or -EINVAL for NULL arguments or a format error.
+ * @return The number of bytes formatted (all taken: appended, or sent at
+ *         once when more than the buffer holds), or the codes of
+ *         tc_conn_write(), or -EINVAL for NULL arguments or a format error.
  */
 TC_API int tc_conn_printf(tc_conn *conn, const char *fmt, ...) TC_PRINTF_LIKE(2, 3);
 
 /**
  * @brief Send everything in the write buffer.
  * @param conn The channel.
- * @return 0; -ETIMEDOUT (the unsent rest stays buffered: flush again later);
- *         -EPIPE, -ECONNRESET or another negated errno value; -EINVAL for NULL.
+ * @return 0 (it takes none of the caller's bytes); -ETIMEDOUT (the unsent
+ *         rest stays buffered: flush again later); -EPIPE, -ECONNRESET or
+ *         another negated errno value; -EINVAL for NULL.
  */
 TC_API int tc_conn_flush(tc_conn *conn);
 
@@ -384,9 +385,10 @@ TC_API int tc_conn_flush(tc_conn *conn);
  * @param conn The channel.
  * @param buf  The bytes.
  * @param n    How many.
- * @return @p n, or -ETIMEDOUT, -EPIPE, -ECONNRESET or another negated errno
- *         value (some bytes may have been sent: see "Timeouts and
- *         deadlines"), -EINVAL for NULL arguments.
+ * @return @p n (all of them sent; the buffered bytes sent before them are
+ *         not counted), or -ETIMEDOUT, -EPIPE, -ECONNRESET or another
+ *         negated errno value (some bytes may have been sent: see "Timeouts
+ *         and deadlines" in @ref channels), -EINVAL for NULL arguments.
  */
 TC_API ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n);
 
@@ -399,7 +401,8 @@ TC_API ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n);
  * @param conn   The channel.
  * @param iov    The buffers (not modified).
  * @param iovcnt Their number, >= 0.
- * @return The total number of bytes sent; -ETIMEDOUT, -EPIPE, -ECONNRESET or
+ * @return The vector's total length, all of it sent (the buffered bytes sent
+ *         before it are not counted); -ETIMEDOUT, -EPIPE, -ECONNRESET or
  *         another negated errno value; -EINVAL for NULL arguments, a
  *         negative count or a total over SSIZE_MAX.
  */
@@ -415,7 +418,8 @@ TC_API ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt
  * @param count   How many bytes.
  * @return The number of bytes sent: @p count, or fewer if the file ends
  *         first; -ETIMEDOUT, -EPIPE, -ECONNRESET, -EBADF, or another negated
- *         errno value; -EINVAL for NULL, a negative offset or a negative @p file_fd.
+ *         errno value; -ENOTSUP in TC_MODE_EVENT (it would block the loop);
+ *         -EINVAL for NULL, a negative offset or a negative @p file_fd.
  */
 TC_API ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count);
 
@@ -427,10 +431,12 @@ TC_API ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t
  * @param conn The channel.
  * @param buf  The payload.
  * @param len  Its length.
- * @return 0; TC_ETOOBIG or TC_EBADFRAME from the codec (nothing sent); the
- *         codes of tc_conn_writev().
+ * @return @p len, the payload's length (the codec's header and trailer, and
+ *         the buffered bytes sent before them, are not counted); TC_ETOOBIG or
+ *         TC_EBADFRAME from the codec (nothing sent); the codes of
+ *         tc_conn_writev().
  */
-TC_API int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
+TC_API ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
 
 /**
  * @brief Send one message: the same as tc_conn_write_frame().
@@ -442,18 +448,24 @@ TC_API int tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
  * @param conn The channel.
  * @param buf  The payload.
  * @param len  Its length.
- * @return As tc_conn_write_frame().
+ * @return As tc_conn_write_frame(): @p len, or a negative code; in event
+ *         mode, from a thread other than the channel's loop, -EAGAIN while
+ *         1 MiB or more is queued for the channel (nothing of this call is
+ *         queued then: try again once the peer has read).
  * @par Thread safety
  * In event mode this (and tc_conn_write_frame(), tc_conn_writev(),
  * tc_conn_send_all()) may be called from any thread: the bytes are copied
  * into the loop's mailbox and sent by the loop, in order with the loop's own
- * sends, and the call returns at once with @p len. It is allowed until the
+ * sends, and the call returns at once with @p len. The queue is bounded: a
+ * send is refused with -EAGAIN while the bytes waiting for the channel (in
+ * the mailbox and in its output queue) reach 1 MiB; a send to a channel with
+ * nothing queued is always taken, whatever its size. It is allowed until the
  * channel's on_close returns: stop using the pointer then (for example, take
  * a lock in on_close that the sending thread also holds). Buffered writes
  * (tc_conn_write(), tc_conn_printf(), tc_conn_flush()) stay loop-only. In
  * the other modes a channel belongs to its handler's thread.
  */
-TC_API int tc_conn_send(tc_conn *conn, const void *buf, size_t len);
+TC_API ssize_t tc_conn_send(tc_conn *conn, const void *buf, size_t len);
 
 /**
  * @brief Half-close: flush, then send end of stream (shutdown SHUT_WR) and
@@ -485,17 +497,25 @@ TC_API int tc_conn_shutdown_write(tc_conn *conn);
  */
 TC_API int tc_conn_set_timer(tc_conn *conn, int delay_ms, int interval_ms);
 
-/** @brief Options for tc_dial(). Zero-initialise, or use TC_DIAL_OPTIONS_INIT. */
-typedef struct tc_dial_options {
+/** @brief Configuration of tc_dial(). Zero-initialise, or use TC_DIAL_CONFIG_INIT. */
+typedef struct tc_dial_config {
     int connect_timeout_ms;   /**< give up connecting after this long; 0 = 30000 ms */
     int timeout_ms;           /**< per-operation timeout of the channel; 0 = none */
     tc_codec codec;           /**< framing of the channel; zero = raw, 1 MiB maximum */
     size_t read_buffer_size;  /**< see tc_conn_set_buffer_sizes(); 0 = 16 KiB */
     size_t write_buffer_size; /**< see tc_conn_set_buffer_sizes(); 0 = 16 KiB */
-} tc_dial_options;
+} tc_dial_config;
 
-/** @brief Initialiser for tc_dial_options: every field at its default. */
-#define TC_DIAL_OPTIONS_INIT {0, 0, TC_CODEC_INIT, 0, 0}
+/** @brief Initialiser for tc_dial_config: every field at its default. */
+#define TC_DIAL_CONFIG_INIT {0, 0, TC_CODEC_INIT, 0, 0}
+
+/**
+ * @brief Set every field of @p cfg to its default: a copy of TC_DIAL_CONFIG_INIT.
+ * @param cfg The config; NULL does nothing.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API void tc_dial_config_init(tc_dial_config *cfg);
 
 /**
  * @brief Connect to a server and return a client channel.
@@ -512,16 +532,16 @@ typedef struct tc_dial_options {
  * @endcode
  * @param[out] out  Receives the channel; written only on success.
  * @param address   Where to connect.
- * @param opts      Options, or NULL for the defaults.
+ * @param opts      The configuration, or NULL for the defaults.
  * @return 0, or TC_EBADADDR / -ENAMETOOLONG for a malformed address,
  *         TC_ENORESOLVE for a name that does not resolve, -ECONNREFUSED,
  *         -ETIMEDOUT (connect timeout), -ENETUNREACH / -EHOSTUNREACH,
  *         -ENOMEM, -EMFILE or another negated errno value, -EINVAL for NULL
- *         or invalid options (codec, buffer sizes).
+ *         or an invalid configuration (codec, buffer sizes).
  * @par Ownership
  * The caller owns the channel and releases it with tc_conn_close().
  */
-TC_API int tc_dial(tc_conn **out, const char *address, const tc_dial_options *opts);
+TC_API int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts);
 
 /**
  * @brief Close a client channel from tc_dial() and free it.

@@ -8,6 +8,8 @@
  * System errors are negated errno values (`-ECONNRESET`, `-ETIMEDOUT`,
  * `-EADDRINUSE`, ...). The library's own conditions use the codes below,
  * numbered from -4100 downward so they never collide with an errno value.
+ * The range -4100 to -4198 is reserved for them: no library code, present
+ * or future, lies outside it.
  */
 #ifndef TCPCHAN_ERROR_H
 #define TCPCHAN_ERROR_H
@@ -65,10 +67,12 @@ extern "C" {
  * | TC_ENOFDNAME  | -4115 | tc_listen_fds(): no passed socket has the requested name (LISTEN_FDNAMES) |
  */
 typedef enum tc_error {
-#define TC__ERR_ENUM(name, value, text) TC_##name = (value),
-    TC_ERROR_MAP(TC__ERR_ENUM)
-#undef TC__ERR_ENUM
-    TC__ERR_LAST = -4199 /**< lower bound of the reserved range; not a code */
+    /* A helper for the line below, undefined after it; not in the reference. */
+/** @cond */
+#define TC_ERROR_ENUM_ENTRY(name, value, text) TC_##name = (value),
+    TC_ERROR_MAP(TC_ERROR_ENUM_ENTRY)
+#undef TC_ERROR_ENUM_ENTRY
+/** @endcond */
 } tc_error;
 
 /**

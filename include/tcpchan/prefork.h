@@ -14,7 +14,7 @@
  *
  * The library installs no signal handler: the application's own handler
  * calls tc_prefork_stop(), which is async-signal-safe, and tc_prefork_run()
- * then sends each worker @ref tc_prefork_options::stop_signal and waits for
+ * then sends each worker @ref tc_prefork_config::stop_signal and waits for
  * them. Children are watched with pidfds (polled every 100 ms where
  * pidfd_open() is missing) and reaped with waitpid() on their own pids only,
  * so other children of the process are left alone; do not set SIGCHLD to
@@ -44,7 +44,7 @@
  * }
  *
  * int main(void) {
- *     tc_prefork_options o = TC_PREFORK_OPTIONS_INIT;
+ *     tc_prefork_config o = TC_PREFORK_CONFIG_INIT;
  *     tc_prefork *p;
  *     o.processes = 4;
  *     o.worker = worker;
@@ -72,10 +72,10 @@ extern "C" {
 typedef struct tc_prefork tc_prefork;
 
 /**
- * @brief Options of tc_prefork_create(). Every field's zero value means its
- *        default, so `= {0}` and TC_PREFORK_OPTIONS_INIT agree.
+ * @brief Configuration of tc_prefork_create(). Every field's zero value means its
+ *        default, so `= {0}` and TC_PREFORK_CONFIG_INIT agree.
  */
-typedef struct tc_prefork_options {
+typedef struct tc_prefork_config {
     /** @brief How many worker processes; 0 = the number of CPUs. */
     int processes;
     /**
@@ -86,7 +86,7 @@ typedef struct tc_prefork_options {
      * _exit(): status 0 when it returns 0, else 1. A worker that exits with
      * status 0 is done and is not restarted (tc_prefork_run() returns once
      * every worker is done); one killed by a signal or exiting with another
-     * status is restarted, within @ref tc_prefork_options::max_restarts.
+     * status is restarted, within @ref tc_prefork_config::max_restarts.
      *
      * The child starts with the stop signal at its default action (so it
      * terminates) and unblocked; the worker installs its own handler to
@@ -99,14 +99,14 @@ typedef struct tc_prefork_options {
      * the end: fflush() what the worker writes, and flush the parent's stdio
      * before tc_prefork_run(), or the children inherit its unflushed buffers.
      * @param index The worker's number, 0 to processes - 1.
-     * @param ctx   @ref tc_prefork_options::ctx.
+     * @param ctx   @ref tc_prefork_config::ctx.
      * @return 0 when the worker is done; anything else counts as a failure.
      */
     int (*worker)(int index, void *ctx);
     /** @brief User pointer passed to the worker and the log hook. */
     void *ctx;
     /** @brief Restarts of one worker allowed within
-     *         @ref tc_prefork_options::restart_window_ms; one more crash and
+     *         @ref tc_prefork_config::restart_window_ms; one more crash and
      *         the supervisor gives up (tc_prefork_run() stops the other workers
      *         and returns TC_ECHILD). 0 = 5. */
     int max_restarts;
@@ -123,22 +123,30 @@ typedef struct tc_prefork_options {
      *        tc_prefork_run(). NULL: nothing is reported.
      */
     void (*log)(tc_prefork *pf, tc_log_level level, const char *msg, void *ctx);
-} tc_prefork_options;
+} tc_prefork_config;
 
-/** @brief Initialiser for tc_prefork_options: every field at its default (worker still to set). */
-#define TC_PREFORK_OPTIONS_INIT {0, 0, 0, 0, 0, 0, 0, 0}
+/** @brief Initialiser for tc_prefork_config: every field at its default (worker still to set). */
+#define TC_PREFORK_CONFIG_INIT {0, 0, 0, 0, 0, 0, 0, 0}
+
+/**
+ * @brief Set every field of @p cfg to its default: a copy of TC_PREFORK_CONFIG_INIT.
+ * @param cfg The config; NULL does nothing.
+ * @par Thread safety
+ * Safe from any thread.
+ */
+TC_API void tc_prefork_config_init(tc_prefork_config *cfg);
 
 /**
  * @brief Create a supervisor (no process is forked yet).
  * @param[out] out Receives the supervisor; written only on success.
- * @param opts     Options (copied); worker is required.
+ * @param opts     The configuration (copied); worker is required.
  * @return 0, or TC_EBADCONFIG for a NULL worker, a negative field, or a stop
  *         signal that is no signal number or is SIGSTOP (which never ends a
  *         process); -ENOMEM, -EMFILE; -EINVAL for NULL @p out or @p opts.
  * @par Ownership
  * The caller owns the supervisor and frees it with tc_prefork_destroy().
  */
-TC_API int tc_prefork_create(tc_prefork **out, const tc_prefork_options *opts);
+TC_API int tc_prefork_create(tc_prefork **out, const tc_prefork_config *opts);
 
 /**
  * @brief Fork the workers and supervise them until tc_prefork_stop() or
@@ -146,9 +154,9 @@ TC_API int tc_prefork_create(tc_prefork **out, const tc_prefork_options *opts);
  *
  * Restarts a worker that dies unexpectedly (killed by a signal, or a
  * non-zero exit status), at once, at most
- * @ref tc_prefork_options::max_restarts times per window. On
+ * @ref tc_prefork_config::max_restarts times per window. On
  * tc_prefork_stop() it sends the stop signal to every worker, waits up to
- * @ref tc_prefork_options::stop_timeout_ms for them to exit, kills the rest
+ * @ref tc_prefork_config::stop_timeout_ms for them to exit, kills the rest
  * with SIGKILL, reaps them all and returns. A stop requested before the
  * call makes it return at once, forking nothing. The stop request is then
  * consumed, so the supervisor can be run again.

@@ -192,7 +192,10 @@ typedef struct tc_server_hooks {
  * silence between messages (-ETIMEDOUT), or when a graceful shutdown drains
  * the server while the connection is idle between messages (TC_ESHUTDOWN;
  * a message being handled completes and its reply is flushed first).
- * What the write buffer holds is flushed after each batch of messages.
+ * What the write buffer holds is flushed after each batch of messages: every
+ * complete frame already buffered is handled first, and the replies go out
+ * before the loop waits for more input (so a pipelining client never waits
+ * for a reply held behind its next, incomplete request).
  *
  * Setting both handle and on_message, or neither, is TC_EBADCONFIG, and so
  * is on_open or on_close without on_message.
@@ -204,6 +207,12 @@ typedef struct tc_server_hooks {
  * reaches the handle_error hook, and so does the error that ended a message
  * loop, except a clean end of stream, a timeout between messages and a drain.
  * Before closing the channel the library flushes its write buffer.
+ *
+ * In threading and pool mode, a handler thread that ends inside a callback
+ * (pthread_exit(), or a cancellation at a blocking read) still ends its
+ * connection as above: the reason reported (and given to on_close) is
+ * -ECANCELED, finish runs, the channel is closed, and pool mode starts a new
+ * worker in place of the lost one.
  *
  * All callbacks run in the thread (or process) the mode gives the
  * connection, one at a time per connection, and receive @ref tc_handler::ctx last.
@@ -425,8 +434,9 @@ typedef struct tc_server_config {
      * real endpoints: tc_conn_peer() is then the proxy's address.
      *
      * verify_request runs before the header is read and sees the proxy's
-     * address; filter on the client's address in setup. Not yet available in
-     * TC_MODE_EVENT: tc_server_create() fails with TC_EBADCONFIG.
+     * address; filter on the client's address in setup. Every mode reads it,
+     * TC_MODE_EVENT included: there the loop reads the header without
+     * blocking, within the same timeout, before setup and on_open.
      */
     tc_proxy_mode proxy_protocol;
     /**
@@ -462,7 +472,7 @@ typedef struct tc_stats {
 } tc_stats;
 
 /**
- * @brief Set every field of @p cfg to its default (the same as TC_SERVER_CONFIG_INIT).
+ * @brief Set every field of @p cfg to its default: a copy of TC_SERVER_CONFIG_INIT.
  * @param cfg The config; NULL does nothing.
  */
 TC_API void tc_server_config_init(tc_server_config *cfg);
@@ -528,7 +538,9 @@ TC_API int tc_server_serve_forever(tc_server *srv);
  * @return 0 once a connection was accepted and dispatched (also when
  *         verify_request refused it), -ETIMEDOUT, TC_ESHUTDOWN if
  *         tc_server_shutdown() was called (the request is consumed), -EBUSY if
- *         the server is being served in another thread, -EINVAL for NULL.
+ *         the server is being served in another thread, -ENOTSUP in
+ *         TC_MODE_EVENT (its loops serve only through
+ *         tc_server_serve_forever()), -EINVAL for NULL.
  */
 TC_API int tc_server_handle_request(tc_server *srv);
 
@@ -640,8 +652,7 @@ TC_API int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *
  * @code
  * int fd;
  * int n = tc_listen_fds("echo", &fd, 1);     // FileDescriptorName=echo
- * if (n < 0) { fprintf(stderr, "%s
-", tc_strerror(n)); return 1; }
+ * if (n < 0) { fprintf(stderr, "%s\n", tc_strerror(n)); return 1; }
  * cfg.adopt_fd = TC_ON;
  * cfg.listen_fd = fd;
  * @endcode

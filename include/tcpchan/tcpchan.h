@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "version.h"
+#include "clock.h"
 #include "error.h"
 #include "addr.h"
 #include "codec.h"

@@ -27,7 +27,7 @@ static int echo(tc_conn *c, void *ctx)
 /* The client side, in the child: dial, send MSG, read it back. */
 static int client(const char *address)
 {
-    tc_dial_options opts = TC_DIAL_OPTIONS_INIT;
+    tc_dial_config opts = TC_DIAL_CONFIG_INIT;
     tc_conn *c;
     char buf[sizeof MSG];
     size_t got = 0;

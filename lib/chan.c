@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: MIT */
+/* The channel's buffers and the non-blocking primitives every driver builds
+ * on: lazily allocated, bounded read and write buffers; one receive; the
+ * frame scan; the send window over queued output and the caller's vector.
+ * Nothing here waits, and nothing here knows a server or a loop. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+
+/* Entries of the caller's vector passed to one sendmsg; never over IOV_MAX. */
+#define IOV_WINDOW (64 < IOV_MAX ? 64 : IOV_MAX)
+
+int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *peer,
+                 const tc_addr *local)
+{
+    tc_conn *c = calloc(1, sizeof *c + (local ? 0 : sizeof(tc_addr)));
+    if (!c) {
+        tc__close(fd);
+        return -ENOMEM;
+    }
+    c->fd = fd;
+    c->drv = drv;
+    c->stopfd = -1;
+    if (peer)
+        c->peer = *peer;
+    if (local) {
+        c->local = local;
+    } else {
+        (void)tc__sock_local(fd, &c->own_local[0]);
+        c->local = &c->own_local[0];
+    }
+    c->deadline = TC__NO_DEADLINE;
+    c->rsize = c->wsize = TC__BUF_DEFAULT;
+    *out = c;
+    return 0;
+}
+
+void tc__chan_free(tc_conn *c)
+{
+    if (!c)
+        return;
+    tc__close(c->fd);
+    if (!c->rborrowed)
+        free(c->rbuf);
+    free(c->wbuf);
+    free(c->proxy);
+    free(c);
+}
+
+/* ---- read side ---------------------------------------------------------- */
+
+void tc__chan_consume_view(tc_conn *c)
+{
+    c->roff += c->rview;
+    c->rlen -= c->rview;
+    c->rview = 0;
+    if (c->rlen == 0)
+        c->roff = 0;
+}
+
+int tc__chan_broken(tc_conn *c, int err)
+{
+    if (err != -ETIMEDOUT && err != -ENOMEM && err != -EAGAIN)
+        c->rerr = err;
+    return err;
+}
+
+/* An idle channel holds no buffer memory. */
+void tc__chan_trim(tc_conn *c, size_t keep)
+{
+    if (c->rlen == 0 && c->rbuf && !c->rborrowed && c->rcap > keep) {
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = c->roff = 0;
+    }
+    if (c->wlen == c->woff && c->wbuf) {
+        free(c->wbuf);
+        c->wbuf = NULL;
+        c->wcap = c->woff = c->wlen = 0;
+    }
+}
+
+int tc__chan_make_room(tc_conn *c, size_t limit)
+{
+    /* rsize, or double what is buffered, to hold a growing frame */
+    size_t want = c->rlen < c->rsize ? c->rsize : c->rlen * 2;
+    if (want > limit)
+        want = limit;
+    if (want < c->rlen + 1)
+        want = c->rlen + 1;
+    if (c->rcap - c->roff - c->rlen >= want - c->rlen)
+        return 0;
+    if (c->roff > 0) {
+        memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
+        c->roff = 0;
+    }
+    if (c->rcap >= want)
+        return 0;
+    unsigned char *nb = realloc(c->rbuf, want);
+    if (!nb)
+        return -ENOMEM;
+    c->rbuf = nb;
+    c->rcap = want;
+    return 0;
+}
+
+ssize_t tc__chan_filled(tc_conn *c, ssize_t r)
+{
+    if (r > 0)
+        c->rlen += (size_t)r;
+    if (r != 0)
+        return r;
+    c->reof = 1;
+    return TC_EOF;
+}
+
+ssize_t tc__chan_fill_once(tc_conn *c, size_t limit)
+{
+    int rc = tc__chan_make_room(c, limit);
+    if (rc < 0)
+        return rc;
+    size_t room = c->rcap - c->roff - c->rlen;
+    ssize_t r = tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, room);
+    if (r == -EAGAIN)
+        c->rdry = 1;
+    else if (r > 0)
+        c->rdry = (size_t)r < room; /* less than asked: most likely empty now */
+    return tc__chan_filled(c, r);
+}
+
+size_t tc__chan_frame_limit(const tc_conn *c)
+{
+    return tc_codec_max_frame(&c->codec) + tc__codec_overhead(&c->codec);
+}
+
+size_t tc__chan_frame_room(const tc_conn *c)
+{
+    size_t limit = tc__chan_frame_limit(c);
+    return c->rsize < limit ? c->rsize : limit;
+}
+
+int tc__chan_frame(tc_conn *c, const void **msg, size_t *len)
+{
+    tc__chan_consume_view(c);
+    if (c->rerr)
+        return c->rerr;
+    if (c->rlen == 0)
+        return 0; /* the usual end of a batch: nothing to scan */
+    if (c->rscan > c->rlen)
+        c->rscan = 0; /* a plain read took bytes since the last scan */
+    size_t off, plen, flen;
+    int rc = tc__codec_scan_from(&c->codec, c->rbuf + c->roff, c->rlen, c->rscan, &off, &plen,
+                                 &flen);
+    if (rc < 0)
+        return tc__chan_broken(c, rc);
+    if (rc == 0) {
+        c->rscan = c->rlen; /* resume there: a slow frame is not rescanned */
+        return c->reof ? tc__chan_broken(c, TC_EPARTIAL) : 0;
+    }
+    c->rscan = 0;
+    c->rview = flen;
+    *msg = c->rbuf + c->roff + off;
+    *len = plen;
+    return 1;
+}
+
+ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch_len)
+{
+    tc__chan_consume_view(c);
+    if (c->rerr)
+        return c->rerr;
+    if (c->rlen == 0 && !c->rbuf && scratch) {
+        /* Nothing buffered: receive into the loop's scratch buffer, so that
+         * a complete request costs no allocation; settle keeps the rest. */
+        c->rbuf = scratch;
+        c->rcap = scratch_len;
+        c->roff = 0;
+        c->rborrowed = 1;
+    }
+    if (!c->rborrowed)
+        return tc__chan_fill_once(c, tc__chan_frame_limit(c));
+    /* The scratch never grows (it is not ours to realloc): compact it, and
+     * when it is full let the frames go first, then settle. */
+    if (c->roff > 0 && c->roff + c->rlen == c->rcap) {
+        memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
+        c->roff = 0;
+    }
+    size_t room = c->rcap - c->roff - c->rlen;
+    if (room == 0)
+        return 0;
+    return tc__chan_filled(c, tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, room));
+}
+
+int tc__chan_settle(tc_conn *c)
+{
+    tc__chan_consume_view(c);
+    if (!c->rborrowed) {
+        tc__chan_trim(c, 0);
+        return 0;
+    }
+    unsigned char *scratch = c->rbuf;
+    c->rbuf = NULL;
+    c->rcap = 0;
+    c->rborrowed = 0;
+    if (c->rlen == 0) {
+        c->roff = 0;
+        return 0;
+    }
+    /* Part of a frame is left: it moves into the channel's own buffer. */
+    size_t cap = tc__chan_frame_room(c);
+    if (cap < c->rlen)
+        cap = c->rlen;
+    unsigned char *nb = malloc(cap);
+    if (!nb) {
+        c->rlen = 0;
+        return tc__chan_broken(c, -ENOMEM);
+    }
+    memcpy(nb, scratch + c->roff, c->rlen);
+    c->rbuf = nb;
+    c->rcap = cap;
+    c->roff = 0;
+    return 0;
+}
+
+int tc__chan_proxy(tc_conn *c, tc__proxy_hdr *h)
+{
+    int rc = tc__proxy_parse(c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, h);
+    if (rc == TC__PROXY_DONE) {
+        c->roff += h->len;
+        c->rlen -= h->len;
+        if (c->rlen == 0)
+            c->roff = 0;
+        return rc;
+    }
+    if (rc == TC__PROXY_MORE && c->reof) {
+        if (c->rlen == 0)
+            return TC_EOF;
+        h->why = "the stream ended inside the header";
+        return TC_EPROXY;
+    }
+    return rc;
+}
+
+/* ---- write side --------------------------------------------------------- */
+
+size_t tc__chan_pending(const tc_conn *c)
+{
+    return c->wlen - c->woff;
+}
+
+int tc__chan_reserve(tc_conn *c, size_t n)
+{
+    if (c->wcap - c->wlen >= n)
+        return 0;
+    if (c->woff > 0) {
+        memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+        c->wlen -= c->woff;
+        c->woff = 0;
+        if (c->wcap - c->wlen >= n)
+            return 0;
+    }
+    size_t cap = c->wsize > c->wlen + n ? c->wsize : c->wlen + n;
+    unsigned char *nb = realloc(c->wbuf, cap);
+    if (!nb)
+        return -ENOMEM;
+    c->wbuf = nb;
+    c->wcap = cap;
+    return 0;
+}
+
+ssize_t tc__chan_send_window(tc_conn *c, const struct iovec *vec, int cnt, int idx, size_t ioff)
+{
+    struct iovec win[IOV_WINDOW];
+    int k = 0;
+    if (c->woff < c->wlen)
+        win[k++] = (struct iovec){c->wbuf + c->woff, c->wlen - c->woff};
+    for (int i = idx; i < cnt && k < IOV_WINDOW; i++) {
+        size_t o = i == idx ? ioff : 0;
+        if (vec[i].iov_len > o)
+            win[k++] = (struct iovec){(char *)vec[i].iov_base + o, vec[i].iov_len - o};
+    }
+    if (k == 0)
+        return 0;
+    /* One piece (the usual reply): send() costs the kernel less than sendmsg(). */
+    return k == 1 ? tc__sock_send(c->fd, win[0].iov_base, win[0].iov_len)
+                  : tc__sock_sendmsg(c->fd, win, k);
+}
+
+size_t tc__chan_advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, size_t *ioff,
+                        size_t x)
+{
+    if (c->woff < c->wlen) {
+        size_t t = c->wlen - c->woff < x ? c->wlen - c->woff : x;
+        c->woff += t;
+        x -= t;
+        if (c->woff == c->wlen)
+            c->woff = c->wlen = 0;
+    }
+    size_t mine = x;
+    while (x > 0 && *idx < cnt) { /* sendmsg never takes more than it was given */
+        size_t rem = vec[*idx].iov_len - *ioff;
+        if (x < rem) {
+            *ioff += x;
+            x = 0;
+        } else {
+            x -= rem;
+            (*idx)++;
+            *ioff = 0;
+        }
+    }
+    return mine;
+}
+
+ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+{
+    if (c->werr)
+        return c->werr;
+    size_t sent = 0;
+    int idx = 0;
+    size_t ioff = 0;
+    /* Try the socket first, behind anything already queued; what it does not
+     * take is appended to the write buffer (never blocks). */
+    while (c->woff < c->wlen || sent < total) {
+        ssize_t r = tc__chan_send_window(c, vec, cnt, idx, ioff);
+        if (r == -EAGAIN || r == 0)
+            break;
+        if (r < 0) {
+            c->werr = (int)r;
+            return r;
+        }
+        sent += tc__chan_advance(c, vec, cnt, &idx, &ioff, (size_t)r);
+    }
+    size_t rest = total - sent;
+    if (rest == 0)
+        return (ssize_t)total;
+    int rc = tc__chan_reserve(c, rest);
+    if (rc < 0)
+        return rc;
+    for (int i = idx; i < cnt; i++) {
+        size_t o = i == idx ? ioff : 0;
+        if (vec[i].iov_len > o) {
+            memcpy(c->wbuf + c->wlen, (char *)vec[i].iov_base + o, vec[i].iov_len - o);
+            c->wlen += vec[i].iov_len - o;
+        }
+    }
+    return (ssize_t)total;
+}
+
+int tc__chan_flush_nb(tc_conn *c)
+{
+    ssize_t r = tc__chan_send_nb(c, NULL, 0, 0);
+    if (r < 0)
+        return (int)r;
+    if (c->wlen > c->woff)
+        return 1;
+    tc__chan_trim(c, 0);
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/* What the library tells the application: handler errors to handle_error
+ * (counted in the stats), everything else to the log hook. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+void tc__log(tc_server *srv, tc_log_level level, const char *fmt, ...)
+{
+    if (!srv || !srv->cfg.hooks.log)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(msg, sizeof msg, fmt, ap); /* a longer message is cut */
+    va_end(ap);
+    srv->cfg.hooks.log(srv, level, msg, srv->cfg.hooks.ctx);
+}
+
+void tc__report(tc_server *srv, tc_conn *conn, int err)
+{
+    atomic_fetch_add(&srv->errors, 1);
+    if (srv->cfg.hooks.handle_error) {
+        srv->cfg.hooks.handle_error(srv, conn, err, srv->cfg.hooks.ctx);
+        return;
+    }
+    char peer[TC_ADDR_STRLEN] = "-";
+    if (conn)
+        (void)tc_addr_format(&conn->peer, peer, sizeof peer);
+    tc__log(srv, TC_LOG_ERROR, "handler error for %s: %s (%s)", peer, tc_strerror(err),
+                   tc_err_name(err));
+}

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/* The request handler contract of server.h, written once (socketserver's
+ * BaseRequestHandler): the PROXY verdict, setup and on_open; on_message per
+ * frame; the end (the quiet-end rule, the error report, the flush, on_close,
+ * finish). The event loops call these as they go; the blocking modes run
+ * tc__session_run(), whose pump waits through the channel's driver. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+int tc__session_quiet_end(int reason)
+{
+    return reason == 0 || reason == TC_EOF || reason == TC_ESHUTDOWN || reason == -ETIMEDOUT;
+}
+
+int tc__session_stopping(const tc_server *srv)
+{
+    /* A forked child's copy of the flag never changes: ask the eventfd. */
+    return srv->in_child ? tc__wake_pending(srv->stopfd) : atomic_load(&srv->stopping);
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+int tc__session_proxy_precheck(tc__session *s)
+{
+    tc_server *srv = s->srv;
+    if (srv->cfg.proxy_protocol != TC_PROXY_REQUIRED ||
+        tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &s->conn->peer))
+        return 0;
+    char peer[TC_ADDR_STRLEN] = "-";
+    (void)tc_addr_format(&s->conn->peer, peer, sizeof peer);
+    tc__log(srv, TC_LOG_WARN, "PROXY header required, but %s is not a trusted proxy", peer);
+    tc__report(srv, s->conn, TC_EUNTRUSTED);
+    return TC_EUNTRUSTED;
+}
+
+/* What the header (or its absence) means: 0 go on, 1 close quietly, or the
+ * code to close with. */
+static int proxy_verdict(tc__session *s, int rc, const tc__proxy_hdr *h)
+{
+    tc_server *srv = s->srv;
+    tc_conn *conn = s->conn;
+    int required = srv->cfg.proxy_protocol == TC_PROXY_REQUIRED;
+    char peer[TC_ADDR_STRLEN] = "-";
+    (void)tc_addr_format(&conn->peer, peer, sizeof peer);
+    switch (rc) {
+    case TC__PROXY_DONE:
+        break;
+    case TC__PROXY_NONE:
+        if (!required)
+            return 0;
+        tc__log(srv, TC_LOG_WARN, "PROXY header required, but %s sent none", peer);
+        return TC_EPROXY;
+    case TC_EOF:
+        return required ? 1 : 0;
+    case TC_EPROXY:
+        tc__log(srv, TC_LOG_WARN, "PROXY header from %s: %s", peer, h->why);
+        return rc;
+    case -ETIMEDOUT:
+        if (!required && conn->rlen == 0)
+            return 0; /* a silent client: served without a header */
+        tc__log(srv, TC_LOG_WARN, "PROXY header from %s: none complete within %d ms", peer,
+                srv->cfg.proxy_timeout_ms);
+        return rc;
+    default:
+        return rc;
+    }
+    if (!tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &conn->peer)) {
+        tc__log(srv, TC_LOG_WARN, "PROXY header from %s, which is not a trusted proxy", peer);
+        return TC_EUNTRUSTED;
+    }
+    if (!(conn->proxy = calloc(1, sizeof *conn->proxy)))
+        return -ENOMEM;
+    conn->proxy->peer = conn->peer;
+    if (h->has_addr) {
+        conn->peer = h->src;
+        conn->proxy->dest = h->dst;
+    }
+    char client[TC_ADDR_STRLEN] = "-";
+    (void)tc_addr_format(&conn->peer, client, sizeof client);
+    tc__log(srv, TC_LOG_DEBUG, "PROXY v%d header from %s: client %s%s", h->version, peer, client,
+            h->has_addr ? "" : " (no addresses: the proxy itself)");
+    return 0;
+}
+
+int tc__session_proxy(tc__session *s, int rc, const tc__proxy_hdr *h)
+{
+    int verdict = proxy_verdict(s, rc, h);
+    if (verdict < 0)
+        tc__report(s->srv, s->conn, verdict);
+    return verdict;
+}
+
+int tc__session_open(tc__session *s)
+{
+    const tc_handler *h = &s->srv->handler;
+    int rc;
+    if (h->setup && (rc = h->setup(s->conn, h->ctx)) < 0) {
+        tc__report(s->srv, s->conn, rc); /* refused: nothing more runs, not even finish */
+        return rc;
+    }
+    s->setup_done = 1;
+    if (!h->on_message)
+        return 0;
+    if (h->on_open && (rc = h->on_open(s->conn, h->ctx)) < 0) {
+        tc__report(s->srv, s->conn, rc); /* no on_close; finish still runs */
+        return rc;
+    }
+    s->opened = 1;
+    return 0;
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+int tc__session_message(tc__session *s, const void *msg, size_t len)
+{
+    const tc_handler *h = &s->srv->handler;
+    return h->on_message(s->conn, msg, len, h->ctx);
+}
+
+int tc__session_timer(tc__session *s)
+{
+    const tc_handler *h = &s->srv->handler;
+    return h->on_timer(s->conn, h->ctx);
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+void tc__session_close(tc__session *s, int reason, int report)
+{
+    if (s->closed)
+        return;
+    s->closed = 1;
+    tc_server *srv = s->srv;
+    const tc_handler *h = &srv->handler;
+    if (reason == TC_EOF)
+        reason = 0;
+    if (report == TC__REPORT_AUTO ? !tc__session_quiet_end(reason) : report)
+        tc__report(srv, s->conn, reason);
+    if (s->opened) {
+        /* A parting word the handler buffered reaches the peer before on_close. */
+        tc__conn_flush_quiet(s->conn);
+        if (h->on_close)
+            h->on_close(s->conn, reason, h->ctx);
+    }
+    if (s->setup_done && h->finish) {
+        int rc = h->finish(s->conn, h->ctx);
+        if (rc < 0)
+            tc__report(srv, s->conn, rc);
+    }
+    /* What the handler wrote but did not flush still goes out. */
+    tc__conn_flush_quiet(s->conn);
+}
+
+/* ---- the blocking pump --------------------------------------------------- */
+
+static int64_t earlier(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Between messages: wait for the first bytes of the next, marked idle (the
+ * drain may end it), within the idle timeout (counted from the accept for
+ * the first message: a queue counts as silence). 0 once bytes came, TC_EOF,
+ * TC_ESHUTDOWN, -ETIMEDOUT, or the read side's error. */
+static int wait_message(tc__session *s)
+{
+    tc_conn *c = s->conn;
+    tc_server *srv = s->srv;
+    int64_t deadline = tc__conn_op_deadline(c);
+    int idle_ms = srv->cfg.idle_timeout_ms;
+    if (idle_ms > 0)
+        deadline = earlier(deadline, s->idle_since
+                                         ? s->idle_since + (int64_t)idle_ms * TC_NS_PER_MS
+                                         : tc__deadline_ms(idle_ms));
+    s->idle_since = 0;
+    /* Idle, then look at the flag: a drain that starts after this store
+     * finds the session idle and shuts it; one that started before it is
+     * seen here (both are sequentially consistent). A wait that watches the
+     * stop descriptor itself needs no look. */
+    atomic_store(&s->idle, 1);
+    ssize_t r;
+    do
+        r = c->stopfd < 0 && atomic_load(&srv->stopping) ? TC_ESHUTDOWN
+                                                         : c->drv->wait_input(c, deadline);
+    while (r == -EINTR); /* a signal: perhaps the one that asked for shutdown */
+    atomic_store(&s->idle, 0);
+    if (r > 0)
+        return 0;
+    if (r == TC_EOF && tc__session_stopping(srv))
+        return TC_ESHUTDOWN; /* our read side was shut by the drain */
+    return r == TC_EOF || r == TC_ESHUTDOWN || r == -ETIMEDOUT ? (int)r
+                                                              : tc__chan_broken(c, (int)r);
+}
+
+/* Message style: every complete frame buffered goes to on_message before
+ * anything waits; what the handler wrote goes out before any wait (a
+ * pipelining client never waits for a reply held behind its next request). */
+static void pump(tc__session *s)
+{
+    tc_conn *c = s->conn;
+    int idle_ms = s->srv->cfg.idle_timeout_ms;
+    int64_t frame_deadline = 0; /* the frame in progress must complete by this */
+    int reason, report = TC__REPORT_YES;
+    for (;;) {
+        const void *msg;
+        size_t len;
+        int rc = tc__chan_frame(c, &msg, &len);
+        if (rc == 1) {
+            frame_deadline = 0;
+            if ((rc = tc__session_message(s, msg, len)) < 0) {
+                reason = rc;
+                break;
+            }
+            continue;
+        }
+        if (rc < 0) {
+            reason = rc;
+            break;
+        }
+        if (c->reof) {
+            reason = 0; /* the peer finished between frames */
+            report = TC__REPORT_NO;
+            break;
+        }
+        if (tc__chan_pending(c) && (rc = tc_conn_flush(c)) < 0) {
+            reason = rc;
+            break;
+        }
+        if (c->rlen == 0) {
+            if ((rc = wait_message(s)) < 0) {
+                reason = rc;
+                report = TC__REPORT_AUTO;
+                break;
+            }
+            continue;
+        }
+        /* Inside a frame: the per-operation timeout counts from its start,
+         * the idle timeout from the last bytes; silence here is an error. */
+        if (!frame_deadline)
+            frame_deadline = tc__conn_op_deadline(c);
+        int64_t deadline = frame_deadline;
+        if (idle_ms > 0)
+            deadline = earlier(deadline, tc__deadline_ms(idle_ms));
+        ssize_t r = c->drv->fill(c, deadline, tc__chan_frame_limit(c));
+        if (r < 0 && r != TC_EOF) {
+            reason = tc__chan_broken(c, (int)r);
+            break;
+        }
+    }
+    tc__session_close(s, reason, report);
+}
+
+static void run(tc__session *s)
+{
+    tc_server *srv = s->srv;
+    if (srv->cfg.proxy_protocol != TC_PROXY_OFF) {
+        /* The header comes before anything the handler may see or send. */
+        int rc = tc__session_proxy_precheck(s);
+        if (rc == 0) {
+            tc__proxy_hdr h;
+            rc = tc__conn_read_proxy(s->conn, tc__deadline_ms(srv->cfg.proxy_timeout_ms), &h);
+            rc = tc__session_proxy(s, rc, &h);
+        }
+        if (rc != 0) {
+            s->closed = 1; /* nothing of the handler ran */
+            return;
+        }
+    }
+    if (tc__session_open(s) < 0) {
+        tc__session_close(s, 0, TC__REPORT_NO); /* reported; finish if setup ran */
+        return;
+    }
+    if (srv->handler.on_message) {
+        pump(s);
+        return;
+    }
+    int rc = srv->handler.handle(s->conn, srv->handler.ctx);
+    tc__session_close(s, rc, rc < 0 ? TC__REPORT_YES : TC__REPORT_NO);
+}
+
+/* The handler's thread ends inside a callback (pthread_exit, or a
+ * cancellation): the session still closes, and finish still runs. */
+static void thread_ended(void *arg)
+{
+    tc__session_close(arg, -ECANCELED, TC__REPORT_YES);
+}
+
+void tc__session_run(tc__session *s)
+{
+    pthread_cleanup_push(thread_ended, s);
+    run(s);
+    pthread_cleanup_pop(0);
+}
