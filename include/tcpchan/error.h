@@ -10,9 +10,15 @@
  * numbered from -4100 downward so they never collide with an errno value.
  * The range -4100 to -4198 is reserved for them: no library code, present
  * or future, lies outside it.
+ *
+ * Comparing a result with a negated errno value is part of the API, so this
+ * header (and the umbrella <tcpchan/tcpchan.h>, which includes it) includes
+ * `<errno.h>`: `rc == -ETIMEDOUT` needs no other include.
  */
 #ifndef TCPCHAN_ERROR_H
 #define TCPCHAN_ERROR_H
+
+#include <errno.h> /* the E* constants the codes are compared with */
 
 #include "common.h"
 
