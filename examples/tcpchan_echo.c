@@ -20,16 +20,21 @@
 
 static const char usage_text[] =
     "usage: tcpchan-echo [--listen ADDR] [--mode MODE] [--workers N] [--max-conns N]\n"
-    "                    [--framing F] [--max-frame BYTES] [--idle-timeout MS] [--drain-timeout MS]\n"
-    "                    [--processes N] [--proxy P] [--proxy-trusted LIST] [--greet] [--inetd]\n"
+    "                    [--framing F] [--max-frame BYTES] [--idle-timeout MS] [--conn-timeout MS]\n"
+    "                    [--drain-timeout MS] [--processes N] [--proxy P] [--proxy-trusted LIST]\n"
+    "                    [--greet] [--inetd]\n"
     "  --listen ADDR       default 127.0.0.1:7000; HOST:PORT, [IPV6]:PORT or unix:PATH; port 0 = any free port;\n"
     "                      systemd or systemd:NAME = the socket systemd passed (socket activation)\n"
     "  --mode MODE         inline | threading | forking | pool | event   (default threading)\n"
     "  --workers N         pool: worker threads; event: loop threads (default: CPU count)\n"
-    "  --max-conns N       live connections at most; further clients wait (default: no limit; forking: 40)\n"
+    "  --max-conns N       live connections at most; further clients wait in the backlog\n"
+    "                      (default 4096; forking: 40; 0: no limit)\n"
     "  --framing F         raw (default) | line | len32\n"
     "  --max-frame BYTES   largest line or frame accepted (default 1048576)\n"
-    "  --idle-timeout MS   close a connection silent for MS ms (default 0: never)\n"
+    "  --idle-timeout MS   close a connection silent between messages for MS ms\n"
+    "                      (default 300000; 0: never)\n"
+    "  --conn-timeout MS   bound on each read and send, and on a message in progress\n"
+    "                      (default 300000; 0: never)\n"
     "  --drain-timeout MS  on SIGINT/SIGTERM, let connections finish for at most MS ms (default 5000)\n"
     "  --processes N       N worker processes sharing the port with SO_REUSEPORT, restarted if they\n"
     "                      crash (default 1: no workers); not with unix:PATH\n"
@@ -37,14 +42,16 @@ static const char usage_text[] =
     "  --proxy-trusted L   proxies allowed to send one: addresses and CIDR blocks, comma-separated\n"
     "                      (default 127.0.0.0/8,::1/128)\n"
     "  --greet             start each connection with a line \"peer=ADDR proxy=ADDR|- pid=PID\"\n"
-    "  --inetd             serve the one connection on stdin, then exit (inetd, or systemd Accept=yes)\n";
+    "  --inetd             serve the one connection on stdin, then exit (inetd, or systemd Accept=yes)\n"
+    "The limits default to the library's finite values (docs/production.md), so a silent or\n"
+    "stalled client never holds a connection forever; 0 turns one off.\n";
 
 struct options {
     const char *listen;
     tc_mode mode;
-    long workers, max_conns, max_frame, idle_timeout, drain_timeout, processes;
+    long workers, max_conns, max_frame, idle_timeout, conn_timeout, drain_timeout, processes;
     const char *framing;
-    int set_max_frame, set_idle_timeout;
+    int set_max_frame, set_max_conns, set_idle_timeout, set_conn_timeout;
     tc_proxy_mode proxy;
     const char *proxy_trusted;
     int greet, inetd;
@@ -116,13 +123,15 @@ static int parse_args(int argc, char **argv, struct options *o)
         else if (!strcmp(a, "--workers"))
             rc = parse_long(a, v, 1, &o->workers);
         else if (!strcmp(a, "--max-conns"))
-            rc = parse_long(a, v, 1, &o->max_conns);
+            rc = parse_long(a, v, 0, &o->max_conns), o->set_max_conns = 1;
         else if (!strcmp(a, "--framing"))
             o->framing = v;
         else if (!strcmp(a, "--max-frame"))
             rc = parse_long(a, v, 1, &o->max_frame), o->set_max_frame = 1;
         else if (!strcmp(a, "--idle-timeout"))
             rc = parse_long(a, v, 0, &o->idle_timeout), o->set_idle_timeout = 1;
+        else if (!strcmp(a, "--conn-timeout"))
+            rc = parse_long(a, v, 0, &o->conn_timeout), o->set_conn_timeout = 1;
         else if (!strcmp(a, "--drain-timeout"))
             rc = parse_long(a, v, 0, &o->drain_timeout);
         else if (!strcmp(a, "--processes"))
@@ -340,6 +349,13 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
     return 0;
 }
 
+/* A limit for the config: 0 (the library's default) when no flag set it,
+ * negative (none) for a flag's 0, else the flag's value. */
+static int limit(int set, long value)
+{
+    return !set ? 0 : value ? (int)value : -1;
+}
+
 int main(int argc, char **argv)
 {
     struct options o = {.listen = "127.0.0.1:7000", .mode = TC_MODE_THREADING,
@@ -353,10 +369,11 @@ int main(int argc, char **argv)
     cfg.listen = o.listen;
     cfg.mode = o.mode;
     cfg.workers = (int)o.workers;
-    /* The library's defaults are finite (server.h); this tool's command line
-     * promises "no limit" and "never" unless asked, so it says so explicitly
-     * with negative values. Forking keeps its default of 40 children. */
-    cfg.max_conns = o.max_conns ? (int)o.max_conns : o.mode == TC_MODE_FORKING ? 0 : -1;
+    /* The limits keep the library's finite defaults (0 in the config) unless
+     * a flag sets them; a flag's 0 means none, a negative value to the library. */
+    cfg.max_conns = limit(o.set_max_conns, o.max_conns);
+    cfg.idle_timeout_ms = limit(o.set_idle_timeout, o.idle_timeout);
+    cfg.conn_timeout_ms = limit(o.set_conn_timeout, o.conn_timeout);
     cfg.drain_timeout_ms = o.drain_timeout ? (int)o.drain_timeout : -1; /* 0: no wait */
     /* Every framing runs as a message-style handler: raw is the codec that
      * hands over whatever bytes arrived (--max-frame bounds one read). */
@@ -366,8 +383,6 @@ int main(int argc, char **argv)
         tc_codec_length_prefixed(&cfg.codec, 4, TC_BIG_ENDIAN);
     if (o.set_max_frame && tc_codec_set_max_frame(&cfg.codec, (size_t)o.max_frame) < 0)
         return bad_arg("--max-frame", "too large");
-    cfg.idle_timeout_ms = o.idle_timeout ? (int)o.idle_timeout : -1; /* 0: never */
-    cfg.conn_timeout_ms = -1; /* no flag: a silence is bounded by --idle-timeout alone */
     /* Event loops send at once what the socket takes: no buffer to fill. */
     handler.on_message = strcmp(o.framing, "raw") != 0 && o.mode != TC_MODE_EVENT ? echo_message
                                                                                     : echo_send;

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # The command-line contract of the examples: tcpchan-echo's "listening on"
 # line, echo, graceful SIGTERM, unix socket cleanup, exit codes 1 and 2,
-# --processes (workers, --greet, stop); and the tutorial's servers:
+# --processes (workers, --greet, stop), the limits (--max-conns,
+# --idle-timeout, --conn-timeout and their finite defaults); and the tutorial's servers:
 # hello_server / hello_client, the ACK, uppercase and netstring servers. Loopback and port 0 only.
 # Usage: cli_test.sh EXAMPLES_DIR
 set -u
@@ -187,6 +188,67 @@ r=$(timeout 5 cat <&"$n"); st=$?
 exec {n}>&-
 stop "$pid"
 [ "$rc" -eq 0 ] && ok "netstring_server: SIGTERM exits 0" || fail "netstring_server exit $rc"
+
+# 11. limits: finite defaults stated in --help (the library's: production.md),
+#     each flag accepted and enforced; 0 turns one off, a negative value is refused.
+"$bin/tcpchan-echo" --help >"$tmp/help.out" 2>&1
+for want in "--max-conns N .*default 4096; forking: 40; 0: no limit" \
+            "--idle-timeout MS .*default 300000; 0: never" "--conn-timeout MS .*default 300000; 0: never"; do
+    if tr -s ' \n' ' ' <"$tmp/help.out" | grep -q -- "$want"; then ok "--help: $want"; else fail "--help lacks '$want'"; fi
+done
+# closed_within NAME SEND ARGS...: a client that sends SEND (perhaps nothing,
+# or an unfinished message) and then goes quiet is closed by the server within 5 s.
+closed_within() {
+    local name=$1 send=$2; shift 2
+    start "$name" "$bin/tcpchan-echo" --listen 127.0.0.1:0 "$@"
+    if [[ ! $line =~ ^listening\ on ]]; then
+        fail "$*: did not start: '$line' $(cat "$tmp/$name.err")"; return
+    fi
+    exec {s}<>"/dev/tcp/127.0.0.1/${line##*:}"
+    printf '%s' "$send" >&"$s"
+    r=$(timeout 5 cat <&"$s"); st=$? # 0: the server closed; 124: it did not
+    exec {s}>&-
+    [ -z "$r" ] && [ "$st" -eq 0 ] && ok "$* closes a client quiet after '$send'" ||
+        fail "$*: quiet client after '$send' not closed (cat $st) $(cat "$tmp/$name.err")"
+    stop "$pid"
+    [ "$rc" -eq 0 ] && ok "$*: SIGTERM exits 0" || fail "$*: SIGTERM exit code $rc"
+}
+closed_within conn_to "" --conn-timeout 300
+closed_within conn_to_line "half a li" --conn-timeout 300 --framing line
+# Event mode: conn_timeout bounds a message in progress (idle_timeout the silence).
+closed_within conn_to_ev "half a li" --conn-timeout 300 --mode event --framing line
+closed_within idle_to "" --idle-timeout 300
+closed_within idle_to_ev "" --idle-timeout 300 --mode event
+# --max-conns 1: a second client waits in the backlog until the first leaves.
+start maxc "$bin/tcpchan-echo" --listen 127.0.0.1:0 --max-conns 1
+port=${line##*:}
+exec {m1}<>"/dev/tcp/127.0.0.1/$port"
+printf 'first\n' >&"$m1"
+r1=; read -r -t 5 r1 <&"$m1" || true
+exec {m2}<>"/dev/tcp/127.0.0.1/$port"
+printf 'second\n' >&"$m2"
+r2=; read -r -t 1 r2 <&"$m2" || true
+[ "$r1" = first ] && [ -z "$r2" ] && ok "--max-conns 1: the second client waits" || fail "--max-conns 1: '$r1' / '$r2'"
+exec {m1}>&-
+r2=; read -r -t 5 r2 <&"$m2" || true
+[ "$r2" = second ] && ok "--max-conns 1: served once the first left" || fail "--max-conns 1: second got '$r2'"
+exec {m2}>&-
+stop "$pid"
+# 0 turns a limit off: the server starts and echoes.
+start nolimit "$bin/tcpchan-echo" --listen 127.0.0.1:0 --max-conns 0 --idle-timeout 0 --conn-timeout 0
+if [[ $line =~ ^listening\ on ]]; then
+    exec {z}<>"/dev/tcp/127.0.0.1/${line##*:}"
+    printf 'unbounded\n' >&"$z"
+    r=; read -r -t 5 r <&"$z" || true
+    exec {z}>&-
+    [ "$r" = unbounded ] && ok "limits set to 0 (none): echo" || fail "limits 0: '$r'"
+    stop "$pid"
+else
+    fail "limits set to 0: did not start: '$line' $(cat "$tmp/nolimit.err")"
+fi
+check_bad --conn-timeout --conn-timeout -1
+check_bad --idle-timeout --idle-timeout -5
+check_bad --conn-timeout --conn-timeout
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
