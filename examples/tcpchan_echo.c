@@ -216,12 +216,21 @@ static int serve(const tc_server_config *cfg, const tc_handler *handler, const c
 {
     tc_server *srv;
     int rc = tc_server_create(&srv, cfg, handler);
+    /* The library says which field or address it refused, and why. */
+    const char *why = tc_last_error_detail();
     if (rc == TC_EBADADDR || rc == -ENAMETOOLONG)
         return bad_arg("--listen", tc_strerror(rc));
-    if (rc == TC_EBADCONFIG && cfg->proxy_trusted)
-        return bad_arg("--proxy-trusted", "not a list of addresses and CIDR blocks");
+    if (rc == TC_EBADCONFIG && cfg->proxy_trusted && strstr(why, "proxy_trusted"))
+        return bad_arg("--proxy-trusted", why);
+    if (rc == TC_EBADCONFIG || rc == TC_ENOMODE) {
+        fprintf(stderr, "tcpchan-echo: %s\n", why[0] ? why : tc_strerror(rc));
+        return 2; /* the command line asked for something the library refuses */
+    }
     if (rc < 0) {
-        fprintf(stderr, "tcpchan-echo: cannot listen on %s: %s\n", listen, tc_strerror(rc));
+        if (why[0])
+            fprintf(stderr, "tcpchan-echo: %s\n", why); /* "cannot listen on ADDR: ..." */
+        else
+            fprintf(stderr, "tcpchan-echo: cannot listen on %s: %s\n", listen, tc_strerror(rc));
         return 1;
     }
 
@@ -329,7 +338,8 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
     /* A worker drains for up to --drain-timeout after SIGTERM; then some slack. */
     po.stop_timeout_ms = (o->drain_timeout > 0 ? (int)o->drain_timeout : 0) + 2000;
     if ((rc = tc_prefork_create(&pf, &po)) < 0) {
-        fprintf(stderr, "tcpchan-echo: %s\n", tc_strerror(rc));
+        const char *why = tc_last_error_detail();
+        fprintf(stderr, "tcpchan-echo: %s\n", why[0] ? why : tc_strerror(rc));
         return 1;
     }
     the_prefork = pf;

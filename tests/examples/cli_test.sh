@@ -131,6 +131,9 @@ check_bad --processes --processes 2 --listen "unix:$tmp/p.sock"
 check_bad --processes --processes 2 --inetd
 check_bad --proxy --proxy sometimes
 check_bad --proxy-trusted --proxy required --proxy-trusted 10.0.0.0/99
+# What the library refuses is named by its error detail (tc_last_error_detail()).
+check_bad 'entry 1 of "10.0.0.0/99" is not an address' --proxy required --proxy-trusted 10.0.0.0/99
+check_bad 'invalid configuration: workers + queue_len overflows' --listen 127.0.0.1:0 --mode pool --workers 2147483647
 
 # 7. the tutorial's first exchange.
 start hello "$bin/hello_server" 127.0.0.1:0
