@@ -24,9 +24,10 @@ static const char usage_text[] =
     "                    [--drain-timeout MS] [--processes N] [--proxy P] [--proxy-trusted LIST]\n"
     "                    [--greet] [--inetd]\n"
     "  --listen ADDR       default 127.0.0.1:7000; HOST:PORT, [IPV6]:PORT or unix:PATH; port 0 = any free port;\n"
+    "                      :PORT or *:PORT = every IPv4 address (0.0.0.0:PORT);\n"
     "                      systemd or systemd:NAME = the socket systemd passed (socket activation)\n"
     "  --mode MODE         inline | threading | forking | pool | event   (default threading)\n"
-    "  --workers N         pool: worker threads; event: loop threads (default: CPU count)\n"
+    "  --workers N         pool: worker threads; event: loop threads (default, or 0: CPU count)\n"
     "  --max-conns N       live connections at most; further clients wait in the backlog\n"
     "                      (default 4096; forking: 40; 0: no limit)\n"
     "  --framing F         raw (default) | line | len32\n"
@@ -37,14 +38,16 @@ static const char usage_text[] =
     "                      (default 300000; 0: never)\n"
     "  --drain-timeout MS  on SIGINT/SIGTERM, let connections finish for at most MS ms (default 5000)\n"
     "  --processes N       N worker processes sharing the port with SO_REUSEPORT, restarted if they\n"
-    "                      crash (default 1: no workers); not with unix:PATH\n"
+    "                      crash (default 1: no workers); not with unix:PATH. The parent binds the\n"
+    "                      port first: one that is taken fails at once\n"
     "  --proxy P           off (default) | required | optional: PROXY protocol header (v1 or v2) first\n"
     "  --proxy-trusted L   proxies allowed to send one: addresses and CIDR blocks, comma-separated\n"
     "                      (default 127.0.0.0/8,::1/128)\n"
     "  --greet             start each connection with a line \"peer=ADDR proxy=ADDR|- pid=PID\"\n"
     "  --inetd             serve the one connection on stdin, then exit (inetd, or systemd Accept=yes)\n"
-    "The limits default to the library's finite values (docs/production.md), so a silent or\n"
-    "stalled client never holds a connection forever; 0 turns one off.\n";
+    "Every option also takes the form --name=VALUE. The limits default to the library's finite\n"
+    "values (docs/production.md), so a silent or stalled client never holds a connection\n"
+    "forever; 0 turns one off.\n";
 
 struct options {
     const char *listen;
@@ -88,40 +91,78 @@ static int bad_arg(const char *arg, const char *why)
     return 2;
 }
 
+/* A decimal number from min to INT_MAX; each way to miss says which. */
 static int parse_long(const char *arg, const char *s, long min, long *out)
 {
-    char *end;
+    char *end, why[96];
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > INT_MAX)
-        return bad_arg(arg, "not a valid number");
+    if (end == s || *end) {
+        snprintf(why, sizeof why, "\"%.40s\" is not a number", s);
+        return bad_arg(arg, why);
+    }
+    if (v < min) {
+        snprintf(why, sizeof why, "must be >= %ld", min);
+        return bad_arg(arg, why);
+    }
+    if (errno == ERANGE || v > INT_MAX) {
+        snprintf(why, sizeof why, "must be <= %d", INT_MAX);
+        return bad_arg(arg, why);
+    }
     *out = v;
     return 0;
+}
+
+/* --mode: a name, or a message listing the names. */
+static int parse_mode(const char *arg, const char *v, tc_mode *out)
+{
+    if (tc_mode_parse(v, out) == 0)
+        return 0;
+    char why[160];
+    int n = snprintf(why, sizeof why, "unknown mode \"%.32s\"; one of", v);
+    for (int m = TC_MODE_INLINE; m <= TC_MODE_EVENT && n > 0 && (size_t)n < sizeof why; m++)
+        n += snprintf(why + n, sizeof why - (size_t)n, "%s %s", m > TC_MODE_INLINE ? "," : "",
+                      tc_mode_name((tc_mode)m));
+    return bad_arg(arg, why);
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        /* "--name value" or "--name=value". */
+        char name[32];
+        const char *a = argv[i], *v = NULL, *eq = strchr(a, '=');
+        if (a[0] == '-' && a[1] == '-' && eq) {
+            if ((size_t)(eq - a) >= sizeof name)
+                return bad_arg(a, "unknown argument");
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            a = name;
+            v = eq + 1;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             exit(0);
         }
         if (!strcmp(a, "--greet") || !strcmp(a, "--inetd")) { /* flags without a value */
+            if (v)
+                return bad_arg(a, "takes no value");
             *(a[2] == 'g' ? &o->greet : &o->inetd) = 1;
             continue;
         }
-        if (i + 1 >= argc)
-            return a[0] == '-' && a[1] == '-' ? bad_arg(a, "missing value")
-                                              : bad_arg(a, "unknown argument");
-        const char *v = argv[++i];
+        if (a[0] != '-' || a[1] != '-')
+            return bad_arg(a, "unknown argument");
+        if (!v && i + 1 >= argc)
+            return bad_arg(a, "missing value");
+        if (!v)
+            v = argv[++i];
         int rc = 0;
         if (!strcmp(a, "--listen"))
             o->listen = v;
         else if (!strcmp(a, "--mode"))
-            rc = tc_mode_parse(v, &o->mode) < 0 ? bad_arg(a, "unknown mode") : 0;
+            rc = parse_mode(a, v, &o->mode);
         else if (!strcmp(a, "--workers"))
-            rc = parse_long(a, v, 1, &o->workers);
+            rc = parse_long(a, v, 0, &o->workers);
         else if (!strcmp(a, "--max-conns"))
             rc = parse_long(a, v, 0, &o->max_conns), o->set_max_conns = 1;
         else if (!strcmp(a, "--framing"))
@@ -284,10 +325,12 @@ static void prefork_log(tc_prefork *pf, tc_log_level level, const char *msg, voi
         fprintf(stderr, "tcpchan-echo: %s\n", msg);
 }
 
-/* Port 0 with several processes: every worker must bind the same port, so
- * the parent picks it with a bound (never listening) SO_REUSEPORT socket,
- * kept open to hold it. It never receives connections: the kernel hands
- * them only to listening sockets of the group. */
+/* Several processes: the parent binds the address first, with a bound (never
+ * listening) SO_REUSEPORT socket kept open for as long as it runs. A port
+ * that is taken or not allowed fails here, at once, with one line, instead
+ * of in every worker and every restart. With port 0 it also picks the port
+ * every worker then binds. The socket never receives connections: the
+ * kernel hands them only to listening sockets of the group. */
 static int reserve_port(const char *listen, char *real, size_t n, int *fd_out)
 {
     tc_addr a;
@@ -295,9 +338,6 @@ static int reserve_port(const char *listen, char *real, size_t n, int *fd_out)
     if (rc < 0)
         return bad_arg("--listen", tc_strerror(rc));
     *fd_out = -1;
-    snprintf(real, n, "%s", listen);
-    if (tc_addr_port(&a) != 0)
-        return 0;
     int fd = socket(tc_addr_family(&a), SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
     socklen_t len = sizeof a.u.storage;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||

@@ -3,8 +3,11 @@
 # The command-line contract of the examples: tcpchan-echo's "listening on"
 # line, echo, graceful SIGTERM, unix socket cleanup, exit codes 1 and 2,
 # --processes (workers, --greet, stop), the limits (--max-conns,
-# --idle-timeout, --conn-timeout and their finite defaults); and the tutorial's servers:
-# hello_server / hello_client, the ACK, uppercase and netstring servers. Loopback and port 0 only.
+# --idle-timeout, --conn-timeout and their finite defaults), the messages of
+# both tools (--name=VALUE, one line per mistake), :PORT and *:PORT, and
+# --processes on a busy port; and the tutorial's servers: hello_server /
+# hello_client, the ACK, uppercase and netstring servers. Port 0 only, and
+# loopback only but for the :0 and *:0 checks (every IPv4 address, for a moment).
 # Usage: cli_test.sh EXAMPLES_DIR
 set -u
 bin=$1
@@ -252,6 +255,72 @@ fi
 check_bad --conn-timeout --conn-timeout -1
 check_bad --idle-timeout --idle-timeout -5
 check_bad --conn-timeout --conn-timeout
+
+# 12. messages. --name=VALUE works for every option of both tools.
+start eq "$bin/tcpchan-echo" --listen=127.0.0.1:0 --mode=event --workers=1 --framing=line \
+    --max-frame=4096 --max-conns=8 --idle-timeout=60000 --conn-timeout=60000 --drain-timeout=100 \
+    --proxy=off --proxy-trusted=127.0.0.1
+if [[ $line =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ ]]; then
+    ok "tcpchan-echo --name=VALUE: $line"
+    r=$(printf 'equals form\n' | timeout 10 "$bin/tcpchan-cat" --framing=line --timeout=5000 \
+        --max-frame=4096 "${line#listening on }" 2>&1)
+    [ "$r" = "equals form" ] && ok "tcpchan-cat --name=VALUE: echo" || fail "tcpchan-cat --name=VALUE: '$r'"
+    stop "$pid"
+else
+    fail "tcpchan-echo --name=VALUE did not start: '$line' $(cat "$tmp/eq.err")"
+fi
+start eqp "$bin/tcpchan-echo" --listen=127.0.0.1:0 --processes=2 --greet
+[[ $line =~ ^listening\ on ]] && ok "--processes=2 starts" || fail "--processes=2: '$line' $(cat "$tmp/eqp.err")"
+stop "$pid"
+check_bad '--greet: takes no value' --greet=yes
+# Each mistake: one line that says what is wrong.
+check_bad '--mode: unknown mode "bogus"; one of inline, threading, forking, pool, event' --mode bogus
+check_bad '--mode: unknown mode "bogus"; one of inline' --mode=bogus
+check_bad '--workers: must be >= 0' --workers -1
+check_bad '--workers: must be >= 0' --workers=-1
+check_bad '--max-conns: must be >= 0' --max-conns -3
+check_bad '--workers: "abc" is not a number' --workers abc
+check_bad '--workers: must be <= 2147483647' --workers 99999999999
+check_bad '--listen: missing value' --listen
+# check_bad_cat PATTERN ARGS...: tcpchan-cat exits 2 with one stderr line matching PATTERN.
+check_bad_cat() {
+    local want=$1; shift
+    "$bin/tcpchan-cat" "$@" </dev/null >"$tmp/bad.out" 2>"$tmp/bad.err"; rc=$?
+    if [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/bad.err")" -eq 1 ] && grep -q -- "$want" "$tmp/bad.err" && [ ! -s "$tmp/bad.out" ]; then
+        ok "tcpchan-cat $* -> exit 2: $(cat "$tmp/bad.err")"
+    else
+        fail "tcpchan-cat $*: exit $rc, stderr: $(head -c 300 "$tmp/bad.err")"
+    fi
+}
+check_bad_cat '--framing: must be raw, line or len32' 127.0.0.1:1 --framing xml
+check_bad_cat '--framing: must be raw, line or len32' --framing=xml 127.0.0.1:1
+check_bad_cat '--timeout: not a number' 127.0.0.1:1 --timeout soon
+check_bad_cat '--max-frame: must be >= 0' 127.0.0.1:1 --max-frame -1
+check_bad_cat '--bogus: unknown argument' 127.0.0.1:1 --bogus
+check_bad_cat '--timeout: missing value' 127.0.0.1:1 --timeout
+check_bad_cat 'ADDR: missing' --framing line
+# :PORT and *:PORT are every IPv4 address (0.0.0.0); a client reaches it on loopback.
+for any in ':0' '*:0'; do
+    start any "$bin/tcpchan-echo" --listen "$any"
+    if [[ $line =~ ^listening\ on\ 0\.0\.0\.0:[0-9]+$ ]]; then
+        r=$(printf 'any address\n' | timeout 10 "$bin/tcpchan-cat" "127.0.0.1:${line##*:}" 2>&1)
+        [ "$r" = "any address" ] && ok "--listen '$any': $line, echo" || fail "--listen '$any': echo '$r'"
+        stop "$pid"
+    else
+        fail "--listen '$any': '$line' $(cat "$tmp/any.err")"
+    fi
+    rm -f "$tmp/any.out"
+done
+# --processes on a port that is taken: exit 1 at once, one line, no worker started.
+start busy2 "$bin/tcpchan-echo" --listen 127.0.0.1:0
+busy_pid=$pid
+timeout 10 "$bin/tcpchan-echo" --listen "127.0.0.1:${line##*:}" --processes 2 >"$tmp/inuse2.out" 2>"$tmp/inuse2.err"; rc=$?
+if [ "$rc" -eq 1 ] && [ "$(wc -l <"$tmp/inuse2.err")" -eq 1 ] && grep -q 'Address already in use' "$tmp/inuse2.err"; then
+    ok "--processes 2 on a busy port -> exit 1: $(cat "$tmp/inuse2.err")"
+else
+    fail "--processes 2 on a busy port: exit $rc, $(wc -l <"$tmp/inuse2.err") lines: $(head -c 300 "$tmp/inuse2.err")"
+fi
+stop "$busy_pid"
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
