@@ -6,7 +6,9 @@
 # With TC_INSTALL_TOOLS=1 in the environment (the examples were built), the
 # installed tcpchan-echo and tcpchan-cat must run from the prefix as they are,
 # without LD_LIBRARY_PATH (an $ORIGIN-relative RPATH): the echo server starts
-# on 127.0.0.1:0 and echoes a line sent through tcpchan-cat.
+# on 127.0.0.1:0 and echoes a line sent through tcpchan-cat. The README's
+# paragraph on what is installed must name every installed program and say
+# that they run under any prefix.
 #
 # usage: install_test.sh BUILD_DIR CONSUMER_DIR VERSION CMAKE CC [GENERATOR]
 set -euo pipefail
@@ -136,6 +138,18 @@ if [ "${TC_INSTALL_TOOLS:-0}" = 1 ]; then
     wait "$echo_pid" || fail "the installed tcpchan-echo exited with status $? on SIGTERM"
     echo_pid=
     tools_note="; tcpchan-echo and tcpchan-cat run from the prefix"
+
+    step "README: what is installed"
+    readme=$consumer_dir/../../../README.md
+    # The paragraph that starts "This installs", up to the next blank line.
+    installs=$(awk '/^This installs/ { on = 1 } on && /^$/ { exit } on' "$readme" | tr '\n' ' ')
+    [ -n "$installs" ] || fail "README.md has no paragraph starting \"This installs\""
+    for p in "$prefix"/bin/*; do
+        case "$installs" in *"\`${p##*/}\`"*) echo "README names ${p##*/}" ;;
+            *) fail "README.md's \"This installs\" paragraph does not name ${p##*/}" ;; esac
+    done
+    case "$installs" in *'LD_LIBRARY_PATH'*) echo "README: the programs need no LD_LIBRARY_PATH" ;;
+        *) fail "README.md does not say the installed programs run under any prefix as they are (no LD_LIBRARY_PATH)" ;; esac
 fi
 
 printf '\nPASS: install tree usable through pkg-config (shared and static) and find_package%s\n' "$tools_note"
