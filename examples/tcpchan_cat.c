@@ -4,6 +4,7 @@
  * each reply frame is printed as one line. At the end of stdin the sending
  * side is half-closed and replies are printed until the server closes. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,9 @@ static const char usage_text[] =
     "                     len32: each stdin line sent as a 4-byte big-endian length + payload,\n"
     "                     each reply frame printed as a line\n"
     "  --max-frame BYTES  largest reply frame accepted (default 1048576)\n"
-    "  --timeout MS       connect timeout, and how long a reply may stall (default 10000)\n";
+    "  --timeout MS       connect timeout, and how long a reply may stall (default 10000)\n"
+    "Every option also takes the form --name=VALUE. A mistake in the arguments prints one\n"
+    "line naming it and exits 2.\n";
 
 enum framing { RAW, LINE, LEN32 };
 
@@ -82,37 +85,77 @@ static int send_input(tc_conn *c, enum framing f, char *pending, size_t *plen, i
     return 0;
 }
 
+/* A command-line mistake: one line naming the argument, exit status 2. */
+static int bad_arg(const char *arg, const char *why)
+{
+    fprintf(stderr, "tcpchan-cat: %s: %s\n", arg, why);
+    return 2;
+}
+
+static int parse_num(const char *arg, const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end)
+        return bad_arg(arg, "not a number");
+    if (v < 0)
+        return bad_arg(arg, "must be >= 0");
+    if (errno == ERANGE || v > INT_MAX)
+        return bad_arg(arg, "too large");
+    *out = v;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum framing f = RAW;
     const char *addr = NULL;
     long max_frame = 0, timeout = 10000;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+        /* "--name value" or "--name=value". */
+        char name[32];
+        const char *a = argv[i], *v = NULL, *eq = strchr(a, '=');
+        if (a[0] == '-' && a[1] == '-' && eq) {
+            if ((size_t)(eq - a) >= sizeof name)
+                return bad_arg(a, "unknown argument (see --help)");
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            a = name;
+            v = eq + 1;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--framing") && i + 1 < argc) {
-            const char *v = argv[++i];
-            if (!strcmp(v, "raw"))
-                f = RAW;
-            else if (!strcmp(v, "line"))
-                f = LINE;
-            else if (!strcmp(v, "len32"))
-                f = LEN32;
-            else
-                return fputs(usage_text, stderr), 2;
-        } else if (!strcmp(argv[i], "--max-frame") && i + 1 < argc) {
-            max_frame = strtol(argv[++i], NULL, 10);
-        } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
-            timeout = strtol(argv[++i], NULL, 10);
-        } else if (!addr && argv[i][0] != '-') {
-            addr = argv[i];
-        } else {
-            return fputs(usage_text, stderr), 2;
         }
+        if (a[0] != '-') {
+            if (addr)
+                return bad_arg(a, "one address only");
+            addr = a;
+            continue;
+        }
+        if (strcmp(a, "--framing") != 0 && strcmp(a, "--max-frame") != 0 &&
+            strcmp(a, "--timeout") != 0)
+            return bad_arg(a, "unknown argument (see --help)");
+        if (!v && i + 1 >= argc)
+            return bad_arg(a, "missing value");
+        if (!v)
+            v = argv[++i];
+        int rc = 0;
+        if (!strcmp(a, "--framing"))
+            rc = !strcmp(v, "raw")     ? (f = RAW, 0)
+                 : !strcmp(v, "line")  ? (f = LINE, 0)
+                 : !strcmp(v, "len32") ? (f = LEN32, 0)
+                                       : bad_arg(a, "must be raw, line or len32");
+        else if (!strcmp(a, "--max-frame"))
+            rc = parse_num(a, v, &max_frame);
+        else
+            rc = parse_num(a, v, &timeout);
+        if (rc)
+            return rc;
     }
-    if (!addr || max_frame < 0 || timeout < 0)
-        return fputs(usage_text, stderr), 2;
+    if (!addr)
+        return bad_arg("ADDR", "missing: where to connect (see --help)");
 
     tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.connect_timeout_ms = (int)timeout;
@@ -121,7 +164,7 @@ int main(int argc, char **argv)
     else if (f == LEN32)
         tc_codec_length_prefixed(&o.codec, 4, TC_BIG_ENDIAN);
     if (tc_codec_set_max_frame(&o.codec, (size_t)max_frame) < 0)
-        return fputs(usage_text, stderr), 2;
+        return bad_arg("--max-frame", "too large");
     tc_conn *c;
     int rc = tc_dial(&c, addr, &o);
     if (rc < 0)

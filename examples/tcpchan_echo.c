@@ -20,31 +20,41 @@
 
 static const char usage_text[] =
     "usage: tcpchan-echo [--listen ADDR] [--mode MODE] [--workers N] [--max-conns N]\n"
-    "                    [--framing F] [--max-frame BYTES] [--idle-timeout MS] [--drain-timeout MS]\n"
-    "                    [--processes N] [--proxy P] [--proxy-trusted LIST] [--greet] [--inetd]\n"
+    "                    [--framing F] [--max-frame BYTES] [--idle-timeout MS] [--conn-timeout MS]\n"
+    "                    [--drain-timeout MS] [--processes N] [--proxy P] [--proxy-trusted LIST]\n"
+    "                    [--greet] [--inetd]\n"
     "  --listen ADDR       default 127.0.0.1:7000; HOST:PORT, [IPV6]:PORT or unix:PATH; port 0 = any free port;\n"
+    "                      :PORT or *:PORT = every IPv4 address (0.0.0.0:PORT);\n"
     "                      systemd or systemd:NAME = the socket systemd passed (socket activation)\n"
     "  --mode MODE         inline | threading | forking | pool | event   (default threading)\n"
-    "  --workers N         pool: worker threads; event: loop threads (default: CPU count)\n"
-    "  --max-conns N       live connections at most; further clients wait (default: no limit; forking: 40)\n"
+    "  --workers N         pool: worker threads; event: loop threads (default, or 0: CPU count)\n"
+    "  --max-conns N       live connections at most; further clients wait in the backlog\n"
+    "                      (default 4096; forking: 40; 0: no limit)\n"
     "  --framing F         raw (default) | line | len32\n"
     "  --max-frame BYTES   largest line or frame accepted (default 1048576)\n"
-    "  --idle-timeout MS   close a connection silent for MS ms (default 0: never)\n"
+    "  --idle-timeout MS   close a connection silent between messages for MS ms\n"
+    "                      (default 300000; 0: never)\n"
+    "  --conn-timeout MS   bound on each read and send, and on a message in progress\n"
+    "                      (default 300000; 0: never)\n"
     "  --drain-timeout MS  on SIGINT/SIGTERM, let connections finish for at most MS ms (default 5000)\n"
     "  --processes N       N worker processes sharing the port with SO_REUSEPORT, restarted if they\n"
-    "                      crash (default 1: no workers); not with unix:PATH\n"
+    "                      crash (default 1: no workers); not with unix:PATH. The parent binds the\n"
+    "                      port first: one that is taken fails at once\n"
     "  --proxy P           off (default) | required | optional: PROXY protocol header (v1 or v2) first\n"
     "  --proxy-trusted L   proxies allowed to send one: addresses and CIDR blocks, comma-separated\n"
     "                      (default 127.0.0.0/8,::1/128)\n"
     "  --greet             start each connection with a line \"peer=ADDR proxy=ADDR|- pid=PID\"\n"
-    "  --inetd             serve the one connection on stdin, then exit (inetd, or systemd Accept=yes)\n";
+    "  --inetd             serve the one connection on stdin, then exit (inetd, or systemd Accept=yes)\n"
+    "Every option also takes the form --name=VALUE. The limits default to the library's finite\n"
+    "values (docs/production.md), so a silent or stalled client never holds a connection\n"
+    "forever; 0 turns one off.\n";
 
 struct options {
     const char *listen;
     tc_mode mode;
-    long workers, max_conns, max_frame, idle_timeout, drain_timeout, processes;
+    long workers, max_conns, max_frame, idle_timeout, conn_timeout, drain_timeout, processes;
     const char *framing;
-    int set_max_frame, set_idle_timeout;
+    int set_max_frame, set_max_conns, set_idle_timeout, set_conn_timeout;
     tc_proxy_mode proxy;
     const char *proxy_trusted;
     int greet, inetd;
@@ -81,48 +91,88 @@ static int bad_arg(const char *arg, const char *why)
     return 2;
 }
 
+/* A decimal number from min to INT_MAX; each way to miss says which. */
 static int parse_long(const char *arg, const char *s, long min, long *out)
 {
-    char *end;
+    char *end, why[96];
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > INT_MAX)
-        return bad_arg(arg, "not a valid number");
+    if (end == s || *end) {
+        snprintf(why, sizeof why, "\"%.40s\" is not a number", s);
+        return bad_arg(arg, why);
+    }
+    if (v < min) {
+        snprintf(why, sizeof why, "must be >= %ld", min);
+        return bad_arg(arg, why);
+    }
+    if (errno == ERANGE || v > INT_MAX) {
+        snprintf(why, sizeof why, "must be <= %d", INT_MAX);
+        return bad_arg(arg, why);
+    }
     *out = v;
     return 0;
+}
+
+/* --mode: a name, or a message listing the names. */
+static int parse_mode(const char *arg, const char *v, tc_mode *out)
+{
+    if (tc_mode_parse(v, out) == 0)
+        return 0;
+    char why[160];
+    int n = snprintf(why, sizeof why, "unknown mode \"%.32s\"; one of", v);
+    for (int m = TC_MODE_INLINE; m <= TC_MODE_EVENT && n > 0 && (size_t)n < sizeof why; m++)
+        n += snprintf(why + n, sizeof why - (size_t)n, "%s %s", m > TC_MODE_INLINE ? "," : "",
+                      tc_mode_name((tc_mode)m));
+    return bad_arg(arg, why);
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        /* "--name value" or "--name=value". */
+        char name[32];
+        const char *a = argv[i], *v = NULL, *eq = strchr(a, '=');
+        if (a[0] == '-' && a[1] == '-' && eq) {
+            if ((size_t)(eq - a) >= sizeof name)
+                return bad_arg(a, "unknown argument");
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            a = name;
+            v = eq + 1;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             exit(0);
         }
         if (!strcmp(a, "--greet") || !strcmp(a, "--inetd")) { /* flags without a value */
+            if (v)
+                return bad_arg(a, "takes no value");
             *(a[2] == 'g' ? &o->greet : &o->inetd) = 1;
             continue;
         }
-        if (i + 1 >= argc)
-            return a[0] == '-' && a[1] == '-' ? bad_arg(a, "missing value")
-                                              : bad_arg(a, "unknown argument");
-        const char *v = argv[++i];
+        if (a[0] != '-' || a[1] != '-')
+            return bad_arg(a, "unknown argument");
+        if (!v && i + 1 >= argc)
+            return bad_arg(a, "missing value");
+        if (!v)
+            v = argv[++i];
         int rc = 0;
         if (!strcmp(a, "--listen"))
             o->listen = v;
         else if (!strcmp(a, "--mode"))
-            rc = tc_mode_parse(v, &o->mode) < 0 ? bad_arg(a, "unknown mode") : 0;
+            rc = parse_mode(a, v, &o->mode);
         else if (!strcmp(a, "--workers"))
-            rc = parse_long(a, v, 1, &o->workers);
+            rc = parse_long(a, v, 0, &o->workers);
         else if (!strcmp(a, "--max-conns"))
-            rc = parse_long(a, v, 1, &o->max_conns);
+            rc = parse_long(a, v, 0, &o->max_conns), o->set_max_conns = 1;
         else if (!strcmp(a, "--framing"))
             o->framing = v;
         else if (!strcmp(a, "--max-frame"))
             rc = parse_long(a, v, 1, &o->max_frame), o->set_max_frame = 1;
         else if (!strcmp(a, "--idle-timeout"))
             rc = parse_long(a, v, 0, &o->idle_timeout), o->set_idle_timeout = 1;
+        else if (!strcmp(a, "--conn-timeout"))
+            rc = parse_long(a, v, 0, &o->conn_timeout), o->set_conn_timeout = 1;
         else if (!strcmp(a, "--drain-timeout"))
             rc = parse_long(a, v, 0, &o->drain_timeout);
         else if (!strcmp(a, "--processes"))
@@ -207,12 +257,21 @@ static int serve(const tc_server_config *cfg, const tc_handler *handler, const c
 {
     tc_server *srv;
     int rc = tc_server_create(&srv, cfg, handler);
+    /* The library says which field or address it refused, and why. */
+    const char *why = tc_last_error_detail();
     if (rc == TC_EBADADDR || rc == -ENAMETOOLONG)
         return bad_arg("--listen", tc_strerror(rc));
-    if (rc == TC_EBADCONFIG && cfg->proxy_trusted)
-        return bad_arg("--proxy-trusted", "not a list of addresses and CIDR blocks");
+    if (rc == TC_EBADCONFIG && cfg->proxy_trusted && strstr(why, "proxy_trusted"))
+        return bad_arg("--proxy-trusted", why);
+    if (rc == TC_EBADCONFIG || rc == TC_ENOMODE) {
+        fprintf(stderr, "tcpchan-echo: %s\n", why[0] ? why : tc_strerror(rc));
+        return 2; /* the command line asked for something the library refuses */
+    }
     if (rc < 0) {
-        fprintf(stderr, "tcpchan-echo: cannot listen on %s: %s\n", listen, tc_strerror(rc));
+        if (why[0])
+            fprintf(stderr, "tcpchan-echo: %s\n", why); /* "cannot listen on ADDR: ..." */
+        else
+            fprintf(stderr, "tcpchan-echo: cannot listen on %s: %s\n", listen, tc_strerror(rc));
         return 1;
     }
 
@@ -266,10 +325,12 @@ static void prefork_log(tc_prefork *pf, tc_log_level level, const char *msg, voi
         fprintf(stderr, "tcpchan-echo: %s\n", msg);
 }
 
-/* Port 0 with several processes: every worker must bind the same port, so
- * the parent picks it with a bound (never listening) SO_REUSEPORT socket,
- * kept open to hold it. It never receives connections: the kernel hands
- * them only to listening sockets of the group. */
+/* Several processes: the parent binds the address first, with a bound (never
+ * listening) SO_REUSEPORT socket kept open for as long as it runs. A port
+ * that is taken or not allowed fails here, at once, with one line, instead
+ * of in every worker and every restart. With port 0 it also picks the port
+ * every worker then binds. The socket never receives connections: the
+ * kernel hands them only to listening sockets of the group. */
 static int reserve_port(const char *listen, char *real, size_t n, int *fd_out)
 {
     tc_addr a;
@@ -277,9 +338,6 @@ static int reserve_port(const char *listen, char *real, size_t n, int *fd_out)
     if (rc < 0)
         return bad_arg("--listen", tc_strerror(rc));
     *fd_out = -1;
-    snprintf(real, n, "%s", listen);
-    if (tc_addr_port(&a) != 0)
-        return 0;
     int fd = socket(tc_addr_family(&a), SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
     socklen_t len = sizeof a.u.storage;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
@@ -320,7 +378,8 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
     /* A worker drains for up to --drain-timeout after SIGTERM; then some slack. */
     po.stop_timeout_ms = (o->drain_timeout > 0 ? (int)o->drain_timeout : 0) + 2000;
     if ((rc = tc_prefork_create(&pf, &po)) < 0) {
-        fprintf(stderr, "tcpchan-echo: %s\n", tc_strerror(rc));
+        const char *why = tc_last_error_detail();
+        fprintf(stderr, "tcpchan-echo: %s\n", why[0] ? why : tc_strerror(rc));
         return 1;
     }
     the_prefork = pf;
@@ -340,6 +399,13 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
     return 0;
 }
 
+/* A limit for the config: 0 (the library's default) when no flag set it,
+ * negative (none) for a flag's 0, else the flag's value. */
+static int limit(int set, long value)
+{
+    return !set ? 0 : value ? (int)value : -1;
+}
+
 int main(int argc, char **argv)
 {
     struct options o = {.listen = "127.0.0.1:7000", .mode = TC_MODE_THREADING,
@@ -353,10 +419,11 @@ int main(int argc, char **argv)
     cfg.listen = o.listen;
     cfg.mode = o.mode;
     cfg.workers = (int)o.workers;
-    /* The library's defaults are finite (server.h); this tool's command line
-     * promises "no limit" and "never" unless asked, so it says so explicitly
-     * with negative values. Forking keeps its default of 40 children. */
-    cfg.max_conns = o.max_conns ? (int)o.max_conns : o.mode == TC_MODE_FORKING ? 0 : -1;
+    /* The limits keep the library's finite defaults (0 in the config) unless
+     * a flag sets them; a flag's 0 means none, a negative value to the library. */
+    cfg.max_conns = limit(o.set_max_conns, o.max_conns);
+    cfg.idle_timeout_ms = limit(o.set_idle_timeout, o.idle_timeout);
+    cfg.conn_timeout_ms = limit(o.set_conn_timeout, o.conn_timeout);
     cfg.drain_timeout_ms = o.drain_timeout ? (int)o.drain_timeout : -1; /* 0: no wait */
     /* Every framing runs as a message-style handler: raw is the codec that
      * hands over whatever bytes arrived (--max-frame bounds one read). */
@@ -366,8 +433,6 @@ int main(int argc, char **argv)
         tc_codec_length_prefixed(&cfg.codec, 4, TC_BIG_ENDIAN);
     if (o.set_max_frame && tc_codec_set_max_frame(&cfg.codec, (size_t)o.max_frame) < 0)
         return bad_arg("--max-frame", "too large");
-    cfg.idle_timeout_ms = o.idle_timeout ? (int)o.idle_timeout : -1; /* 0: never */
-    cfg.conn_timeout_ms = -1; /* no flag: a silence is bounded by --idle-timeout alone */
     /* Event loops send at once what the socket takes: no buffer to fill. */
     handler.on_message = strcmp(o.framing, "raw") != 0 && o.mode != TC_MODE_EVENT ? echo_message
                                                                                     : echo_send;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Address parsing and formatting: HOST:PORT, [IPV6]:PORT, unix:PATH, unix:@NAME.
- * Numeric hosts never touch the resolver; only names go to getaddrinfo(). */
+/* Address parsing and formatting: HOST:PORT, [IPV6]:PORT, :PORT and *:PORT
+ * (every IPv4 address), unix:PATH, unix:@NAME. Numeric hosts never touch the
+ * resolver; only names go to getaddrinfo(). */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -54,7 +55,8 @@ static int parse_unix(tc_addr *out, const char *path)
     return 0;
 }
 
-/* Split "HOST:PORT" or "[HOST]:PORT"; *bracketed tells which. */
+/* Split "HOST:PORT" or "[HOST]:PORT"; *bracketed tells which. HOST may be
+ * empty without brackets (":PORT"). */
 static int split_host_port(const char *text, char *host, int *port, int *bracketed)
 {
     const char *h, *hend, *p;
@@ -76,7 +78,7 @@ static int split_host_port(const char *text, char *host, int *port, int *bracket
             return TC_EBADADDR; /* IPv6 must be bracketed */
     }
     size_t hn = (size_t)(hend - h);
-    if (hn == 0 || hn >= HOST_MAX)
+    if ((hn == 0 && *bracketed) || hn >= HOST_MAX)
         return TC_EBADADDR;
     memcpy(host, h, hn);
     host[hn] = '\0';
@@ -137,6 +139,10 @@ int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count)
     tc_addr a;
     memset(&a, 0, sizeof a);
     if (!bracketed) {
+        /* ":PORT" and "*:PORT": every address, as nginx and HAProxy read
+         * them; IPv4 (0.0.0.0), because a listener on [::] is IPv6 only. */
+        if (host[0] == '\0' || strcmp(host, "*") == 0)
+            memcpy(host, "0.0.0.0", sizeof "0.0.0.0");
         if (inet_pton(AF_INET, host, &a.u.in4.sin_addr) == 1) {
             a.u.in4.sin_family = AF_INET;
             a.len = sizeof a.u.in4;

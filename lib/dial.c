@@ -37,13 +37,24 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
     int n = 0, fd = -1, rc;
     int connect_ms = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
                                                           : DIAL_DEFAULT_TIMEOUT_MS;
+    tc__detail_clear();
     if (!out || !address)
         return -EINVAL;
-    if (opts && (tc_codec_validate(&opts->codec) < 0 || opts->read_buffer_size > TC__BUF_MAX ||
-                 opts->write_buffer_size > TC__BUF_MAX))
+    if (opts && tc_codec_validate(&opts->codec) < 0) {
+        tc__log_detail(NULL, "invalid configuration: codec is not a valid tc_codec");
         return -EINVAL;
-    if ((rc = tc__addr_resolve(address, addrs, DIAL_MAX_ADDRS, &n)) < 0)
+    }
+    if (opts && (opts->read_buffer_size > TC__BUF_MAX || opts->write_buffer_size > TC__BUF_MAX)) {
+        tc__log_detail(NULL, "invalid configuration: %s is over %zu bytes",
+                       opts->read_buffer_size > TC__BUF_MAX ? "read_buffer_size"
+                                                            : "write_buffer_size",
+                       (size_t)TC__BUF_MAX);
+        return -EINVAL;
+    }
+    if ((rc = tc__addr_resolve(address, addrs, DIAL_MAX_ADDRS, &n)) < 0) {
+        tc__log_detail(NULL, "dial address \"%s\": %s", address, tc_strerror(rc));
         return rc;
+    }
     /* Keep the first failure that is not a refusal: it says more (a timeout
      * on one address and a refusal on another is reported as the timeout). */
     int err = -ECONNREFUSED;

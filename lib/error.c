@@ -1,9 +1,31 @@
 /* SPDX-License-Identifier: MIT */
-/* Error descriptions: the library's own codes from TC_ERROR_MAP, errno values from libc. */
+/* Error descriptions: the library's own codes from TC_ERROR_MAP, errno values
+ * from libc; and each thread's detail of its last failed create or dial. */
 #include <limits.h>
 #include <string.h>
 
 #include "internal.h"
+
+/* Per thread, so that concurrent creates never see each other's text; a
+ * fixed buffer, so that recording it can neither fail nor leak. */
+static _Thread_local char detail[TC__MSG_MAX];
+
+void tc__detail_clear(void)
+{
+    detail[0] = '\0';
+}
+
+void tc__detail_set(const char *msg)
+{
+    size_t n = strnlen(msg, sizeof detail - 1);
+    memcpy(detail, msg, n);
+    detail[n] = '\0';
+}
+
+const char *tc_last_error_detail(void)
+{
+    return detail;
+}
 
 const char *tc_strerror(int code)
 {

@@ -464,6 +464,15 @@ int tc__session_stopping(const tc_server *srv);
  * is cancelled inside a callback still closes the session. */
 void tc__session_run(tc__session *s);
 
+/* ---- error detail (error.c: tc_last_error_detail()) ----------------------- */
+
+/* Room for one message: the log hook's and the error detail's (longer ones are cut). */
+#define TC__MSG_MAX 512
+/* The calling thread's detail: emptied when a create or dial starts, set
+ * (a copy, cut to TC__MSG_MAX - 1 bytes) when one fails with a message. */
+void tc__detail_clear(void);
+void tc__detail_set(const char *msg);
+
 /* ---- reports (report.c: the hooks that tell the application) --------------- */
 
 /* Count a handler error and report it to handle_error (or, without it, to
@@ -472,6 +481,11 @@ void tc__report(tc_server *srv, tc_conn *conn, int err);
 /* Format a message for the log hook; nothing happens without one. */
 void tc__log(tc_server *srv, tc_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Why the current create (or dial) fails, such as "invalid configuration:
+ * workers is negative": formatted once, kept as the thread's
+ * tc_last_error_detail() and passed to srv's log hook at TC_LOG_ERROR, if
+ * there are a srv (it may be NULL) and a hook. */
+void tc__log_detail(tc_server *srv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- concurrency modes (mode.c and mode_*.c) ---------------------------- */
 

@@ -766,8 +766,8 @@ static void free_loops(struct state *st)
 static int event_start(tc_server *srv)
 {
     if (srv->handler.handle || !srv->handler.on_message) {
-        tc__log(srv, TC_LOG_ERROR, "invalid configuration: event mode runs message-style "
-                                          "handlers only (set on_message, not handle)");
+        tc__log_detail(srv, "invalid configuration: event mode runs message-style handlers only "
+                            "(set on_message, not handle)");
         return TC_EBADCONFIG;
     }
     struct state *st = calloc(1, sizeof *st);

@@ -176,7 +176,7 @@ static int pool_start(tc_server *srv)
 {
     int workers = srv->cfg.workers, queue_len = srv->cfg.queue_len;
     if (workers > INT_MAX - queue_len) {
-        tc__log(srv, TC_LOG_ERROR, "invalid configuration: workers + queue_len overflows");
+        tc__log_detail(srv, "invalid configuration: workers + queue_len overflows");
         return TC_EBADCONFIG;
     }
     struct state *st = calloc(1, sizeof *st);
@@ -213,8 +213,8 @@ static int pool_start(tc_server *srv)
         }
     }
     if (rc != 0) {
-        tc__log(srv, TC_LOG_ERROR, "pool: cannot start worker %d of %d: %s",
-                       st->nworkers + 1, workers, tc_strerror(-rc));
+        tc__log_detail(srv, "pool: cannot start worker %d of %d: %s", st->nworkers + 1, workers,
+                       tc_strerror(-rc));
         quit_workers(st);
         free_state(st);
         return -rc;

@@ -64,15 +64,42 @@ void tc_prefork_config_init(tc_prefork_config *cfg)
         *cfg = (tc_prefork_config)TC_PREFORK_CONFIG_INIT;
 }
 
+/* A field create refuses, named in the thread's error detail (there is no
+ * supervisor yet whose log hook could hear it). */
+static int bad(const char *field, const char *why)
+{
+    tc__log_detail(NULL, "invalid configuration: %s %s", field, why);
+    return TC_EBADCONFIG;
+}
+
+static int validate(const tc_prefork_config *o)
+{
+    if (!o->worker)
+        return bad("worker", "is NULL");
+    if (o->processes < 0)
+        return bad("processes", "is negative");
+    if (o->max_restarts < 0)
+        return bad("max_restarts", "is negative");
+    if (o->restart_window_ms < 0)
+        return bad("restart_window_ms", "is negative");
+    if (o->stop_timeout_ms < 0)
+        return bad("stop_timeout_ms", "is negative");
+    if (o->stop_signal < 0 || o->stop_signal >= NSIG)
+        return bad("stop_signal", "is not a signal number");
+    if (o->stop_signal == SIGSTOP)
+        return bad("stop_signal", "is SIGSTOP, which never ends a process");
+    return 0;
+}
+
 int tc_prefork_create(tc_prefork **out, const tc_prefork_config *opts)
 {
+    tc__detail_clear();
     if (!out || !opts)
         return -EINVAL;
     tc_prefork_config o = *opts;
-    if (!o.worker || o.processes < 0 || o.max_restarts < 0 || o.restart_window_ms < 0 ||
-        o.stop_timeout_ms < 0 || o.stop_signal < 0 || o.stop_signal >= NSIG ||
-        o.stop_signal == SIGSTOP)
-        return TC_EBADCONFIG;
+    int rc = validate(&o);
+    if (rc < 0)
+        return rc;
     if (o.processes == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         o.processes = n > 0 ? (int)n : 1;
@@ -93,7 +120,7 @@ int tc_prefork_create(tc_prefork **out, const tc_prefork_config *opts)
     pf->w = calloc((size_t)o.processes, sizeof *pf->w);
     pf->stamps = calloc((size_t)o.processes * (size_t)o.max_restarts, sizeof *pf->stamps);
     pf->wakefd = -1;
-    int rc = !pf->w || !pf->stamps ? -ENOMEM : tc__wake_open(&pf->wakefd);
+    rc = !pf->w || !pf->stamps ? -ENOMEM : tc__wake_open(&pf->wakefd);
     if (rc < 0) {
         tc__close(pf->wakefd);
         free(pf->w);

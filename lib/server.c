@@ -137,7 +137,7 @@ static void close_idle(tc_server *srv)
 
 static int bad(tc_server *srv, const char *field, const char *why)
 {
-    tc__log(srv, TC_LOG_ERROR, "invalid configuration: %s %s", field, why);
+    tc__log_detail(srv, "invalid configuration: %s %s", field, why);
     return TC_EBADCONFIG;
 }
 
@@ -189,8 +189,7 @@ static int validate(tc_server *srv, const tc_handler *handler)
     if (c->thread_stack_size && c->thread_stack_size < (size_t)PTHREAD_STACK_MIN)
         return bad(srv, "thread_stack_size", "is below PTHREAD_STACK_MIN");
     if (!(srv->mode = tc__mode_find(c->mode))) {
-        tc__log(srv, TC_LOG_ERROR, "mode %s is not available in this build",
-                       tc_mode_name(c->mode));
+        tc__log_detail(srv, "mode %s is not available in this build", tc_mode_name(c->mode));
         return TC_ENOMODE;
     }
     if (c->backlog == 0)
@@ -240,7 +239,7 @@ static int load_trusted(tc_server *srv)
     if (!(srv->proxy_trusted = calloc(max, sizeof *srv->proxy_trusted)))
         return -ENOMEM;
     if (tc__cidr_parse(srv->proxy_trusted_text, srv->proxy_trusted, max, &n) < 0) {
-        tc__log(srv, TC_LOG_ERROR,
+        tc__log_detail(srv,
                        "invalid configuration: proxy_trusted entry %zu of \"%s\" is not an "
                        "address, a CIDR block or \"unix\"",
                        n + 1, srv->proxy_trusted_text);
@@ -260,7 +259,7 @@ static int adopt_listener(tc_server *srv)
                           : rc == -EPROTOTYPE ? "is not a stream (SOCK_STREAM) socket"
                           : rc == -EINVAL     ? "is not listening"
                                               : tc_strerror(rc);
-        tc__log(srv, TC_LOG_ERROR, "invalid configuration: listen_fd %d %s", fd, why);
+        tc__log_detail(srv, "invalid configuration: listen_fd %d %s", fd, why);
         return TC_EBADCONFIG;
     }
     if ((rc = tc__sock_local(fd, &srv->addr)) < 0)
@@ -275,14 +274,13 @@ static int bind_listener(tc_server *srv)
     tc_addr addr;
     int rc = tc_addr_parse(&addr, c->listen);
     if (rc < 0) {
-        tc__log(srv, TC_LOG_ERROR, "listen address \"%s\": %s", c->listen,
-                       tc_strerror(rc));
+        tc__log_detail(srv, "listen address \"%s\": %s", c->listen, tc_strerror(rc));
         return rc;
     }
     rc = tc__sock_listen(&addr, c->backlog, c->reuse_addr != TC_OFF, c->reuse_port == TC_ON,
                          &srv->lfd);
     if (rc < 0) {
-        tc__log(srv, TC_LOG_ERROR, "cannot listen on %s: %s", c->listen, tc_strerror(rc));
+        tc__log_detail(srv, "cannot listen on %s: %s", c->listen, tc_strerror(rc));
         return rc;
     }
     if ((rc = tc__sock_local(srv->lfd, &srv->addr)) < 0)
@@ -366,6 +364,7 @@ fail:
 
 int tc_server_create(tc_server **out, const tc_server_config *cfg, const tc_handler *handler)
 {
+    tc__detail_clear();
     if (!out || !handler)
         return -EINVAL;
     return create_server(out, cfg, handler, 1);
@@ -730,6 +729,7 @@ void tc_server_destroy(tc_server *srv)
 
 int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler, int fd)
 {
+    tc__detail_clear(); /* it creates a server */
     if (!handler || fd < 0)
         return -EINVAL;
     tc_server_config c;
@@ -750,8 +750,8 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
     }
     tc_addr peer;
     if ((rc = tc__sock_adopt(fd, 0)) < 0 || (rc = tc__sock_peer(fd, &peer)) < 0) {
-        tc__log(srv, TC_LOG_ERROR, "inetd: descriptor %d is not a connected stream socket: %s",
-                       fd, tc_strerror(rc));
+        tc__log_detail(srv, "inetd: descriptor %d is not a connected stream socket: %s", fd,
+                       tc_strerror(rc));
         tc__close(fd);
         tc_server_destroy(srv);
         return rc;

@@ -95,6 +95,25 @@ Test(addr, ipv6_zone, .timeout = 10)
     assert_same_addr(&a, &b, "numeric zone");
 }
 
+/* ":PORT" and "*:PORT" are every IPv4 address, as nginx and HAProxy read
+ * them: 0.0.0.0, never [::] (a listener on [::] is IPv6 only, addr.h). */
+Test(addr, all_addresses, .timeout = 10)
+{
+    static const char *const texts[] = {":7000", "*:7000", "0.0.0.0:7000"};
+    char buf[TC_ADDR_STRLEN];
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        tc_addr a = parse_ok(texts[i]);
+        cr_assert_eq(tc_addr_family(&a), AF_INET, "%s", texts[i]);
+        cr_assert_eq(a.len, sizeof(struct sockaddr_in), "%s", texts[i]);
+        cr_assert_eq(a.u.in4.sin_addr.s_addr, htonl(INADDR_ANY), "%s", texts[i]);
+        cr_assert_eq(tc_addr_port(&a), 7000, "%s", texts[i]);
+        cr_assert_str_eq(fmt(&a, buf), "0.0.0.0:7000", "%s", texts[i]);
+    }
+    tc_addr a = parse_ok(":0");
+    cr_assert_eq(a.u.in4.sin_addr.s_addr, htonl(INADDR_ANY));
+    cr_assert_eq(tc_addr_port(&a), 0);
+}
+
 Test(addr, localhost, .timeout = 10)
 {
     /* Resolved from /etc/hosts, no DNS traffic; either family is acceptable. */
@@ -221,10 +240,15 @@ Test(addr, bad_text, .timeout = 10)
         {"[::1]80", TC_EBADADDR},          /* no colon after the bracket */
         {"[::1]:", TC_EBADADDR},
         {"[::1:80", TC_EBADADDR},          /* unclosed bracket */
-        {"[]:80", TC_EBADADDR},
         {"[127.0.0.1]:80", TC_EBADADDR},   /* brackets are for IPv6 only */
         {"[zz::1]:80", TC_EBADADDR},
-        {":80", TC_EBADADDR},              /* empty host */
+        {":", TC_EBADADDR},                /* all addresses, but no port */
+        {"*:", TC_EBADADDR},
+        {"*", TC_EBADADDR},
+        {"**:80", TC_EBADADDR},            /* only a lone * means all addresses */
+        {"*.example:80", TC_EBADADDR},
+        {"[*]:80", TC_EBADADDR},
+        {"[]:80", TC_EBADADDR},
         {"256.1.1.1:80", TC_EBADADDR},     /* numeric-looking, not an address */
         {"1.2.3:80", TC_EBADADDR},
         {"exa mple.com:80", TC_EBADADDR},  /* space: garbage, never looked up */

@@ -1,10 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* tc_strerror / tc_err_name over every code the library defines, errno values
- * and undefined codes; tc_version against the header's macros. */
+ * and undefined codes; tc_last_error_detail(): what sets it, what empties it,
+ * one per thread; tc_version against the header's macros. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -129,4 +136,152 @@ Test(error, version_matches_macros, .timeout = 10)
     cr_assert_eq(tc_version() >> 16, (unsigned)TC_VERSION_MAJOR);
     cr_assert_eq((tc_version() >> 8) & 0xff, (unsigned)TC_VERSION_MINOR);
     cr_assert_eq(tc_version() & 0xff, (unsigned)TC_VERSION_PATCH);
+}
+
+/* ---- tc_last_error_detail ------------------------------------------------------ */
+
+/* A create that fails on workers, without hooks. */
+static int create_bad_workers(void)
+{
+    tc_server_config cfg = tc_test_config();
+    tc_handler h = tc_test_echo_handler();
+    tc_server *srv;
+    cfg.workers = -1;
+    return tc_server_create(&srv, &cfg, &h);
+}
+
+Test(error, detail_empty_until_a_failure, .timeout = 10)
+{
+    const char *d = tc_last_error_detail();
+    cr_assert_not_null(d);
+    cr_assert_str_eq(d, "");
+}
+
+Test(error, detail_names_the_field_and_stays_until_the_next_create, .timeout = 10)
+{
+    cr_assert_eq(create_bad_workers(), TC_EBADCONFIG);
+    cr_assert_str_eq(tc_last_error_detail(), "invalid configuration: workers is negative");
+    /* Calls that create nothing leave it as it is. */
+    tc_addr a;
+    (void)tc_strerror(TC_EBADCONFIG);
+    (void)tc_addr_parse(&a, "not an address");
+    cr_assert_str_eq(tc_last_error_detail(), "invalid configuration: workers is negative");
+    /* Each create starts by emptying it: a NULL argument has nothing to add... */
+    tc_handler h = tc_test_echo_handler();
+    cr_assert_eq(tc_server_create(NULL, NULL, &h), -EINVAL);
+    cr_assert_str_eq(tc_last_error_detail(), "");
+    /* ...and neither has a success. */
+    cr_assert_eq(create_bad_workers(), TC_EBADCONFIG);
+    tc_server *srv;
+    tc_server_config cfg = tc_test_config();
+    cr_assert_eq(tc_server_create(&srv, &cfg, &h), 0);
+    cr_assert_str_eq(tc_last_error_detail(), "");
+    tc_server_destroy(srv);
+}
+
+/* A thread that reads its own detail, fails a create, and keeps a copy. */
+struct detail_thread {
+    char before[64];
+    char after[TC_ADDR_STRLEN];
+};
+
+static void *detail_thread_main(void *arg)
+{
+    struct detail_thread *t = arg;
+    snprintf(t->before, sizeof t->before, "%s", tc_last_error_detail());
+    (void)create_bad_workers();
+    snprintf(t->after, sizeof t->after, "%s", tc_last_error_detail());
+    return NULL;
+}
+
+Test(error, detail_is_per_thread, .timeout = 10)
+{
+    tc_server_config cfg = tc_test_config();
+    tc_handler h = tc_test_echo_handler();
+    tc_server *srv;
+    cfg.backlog = -1;
+    cr_assert_eq(tc_server_create(&srv, &cfg, &h), TC_EBADCONFIG);
+    struct detail_thread t;
+    memset(&t, 0, sizeof t);
+    pthread_t tid;
+    cr_assert_eq(pthread_create(&tid, NULL, detail_thread_main, &t), 0);
+    cr_assert_eq(pthread_join(tid, NULL), 0);
+    cr_assert_str_eq(t.before, "", "a new thread sees another thread's detail");
+    cr_assert_str_eq(t.after, "invalid configuration: workers is negative");
+    cr_assert_str_eq(tc_last_error_detail(), "invalid configuration: backlog is negative",
+                     "another thread's create changed this thread's detail");
+}
+
+Test(error, detail_is_cut_and_terminated, .timeout = 10)
+{
+    /* The proxy_trusted message quotes the whole list: make it longer than the room. */
+    static char list[2048];
+    memset(list, 'x', sizeof list - 1);
+    tc_server_config cfg = tc_test_config();
+    tc_handler h = tc_test_echo_handler();
+    tc_server *srv;
+    cfg.proxy_trusted = list;
+    cr_assert_eq(tc_server_create(&srv, &cfg, &h), TC_EBADCONFIG);
+    const char *d = tc_last_error_detail();
+    cr_assert_eq(strlen(d), 511, "detail of %zu bytes", strlen(d));
+    cr_assert_eq(strncmp(d, "invalid configuration: proxy_trusted entry 1 of \"xxx", 52), 0, "%s", d);
+}
+
+static int prefork_worker(int index, void *ctx)
+{
+    (void)index;
+    (void)ctx;
+    return 0;
+}
+
+static void expect_prefork_detail(tc_prefork_config o, const char *text)
+{
+    tc_prefork *pf;
+    cr_assert_eq(tc_prefork_create(&pf, &o), TC_EBADCONFIG, "%s", text);
+    cr_assert_str_eq(tc_last_error_detail(), text);
+}
+
+Test(error, detail_from_prefork_create, .timeout = 10)
+{
+    tc_prefork_config o = TC_PREFORK_CONFIG_INIT;
+    expect_prefork_detail(o, "invalid configuration: worker is NULL");
+    o.worker = prefork_worker;
+    o.processes = -1;
+    expect_prefork_detail(o, "invalid configuration: processes is negative");
+    o.processes = 1;
+    o.restart_window_ms = -1;
+    expect_prefork_detail(o, "invalid configuration: restart_window_ms is negative");
+    o.restart_window_ms = 0;
+    o.stop_signal = SIGSTOP;
+    expect_prefork_detail(o, "invalid configuration: stop_signal is SIGSTOP, which never ends a process");
+    o.stop_signal = 100000;
+    expect_prefork_detail(o, "invalid configuration: stop_signal is not a signal number");
+    o.stop_signal = 0;
+    tc_prefork *pf;
+    cr_assert_eq(tc_prefork_create(&pf, &o), 0);
+    cr_assert_str_eq(tc_last_error_detail(), "");
+    tc_prefork_destroy(pf);
+}
+
+Test(error, detail_from_dial, .timeout = 10)
+{
+    tc_conn *c;
+    cr_assert_eq(tc_dial(&c, "127.0.0.1", NULL), TC_EBADADDR);
+    cr_assert_str_eq(tc_last_error_detail(), "dial address \"127.0.0.1\": malformed address");
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
+    o.read_buffer_size = (size_t)1 << 40;
+    cr_assert_eq(tc_dial(&c, "127.0.0.1:1", &o), -EINVAL);
+    cr_assert_not_null(strstr(tc_last_error_detail(), "invalid configuration: read_buffer_size"),
+                       "%s", tc_last_error_detail());
+    /* A port bound but not listening refuses: no detail to add to the code. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+              getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sin.sin_port));
+    cr_assert_eq(tc_dial(&c, addr, NULL), -ECONNREFUSED);
+    cr_assert_str_eq(tc_last_error_detail(), "");
+    close(fd);
 }

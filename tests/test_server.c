@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -910,7 +911,8 @@ Test(server, config_null_handler, .timeout = 10)
     cr_assert_eq(tc_server_create(NULL, &cfg, &h), -EINVAL);
 }
 
-/* Create with a bad config: the code, *out untouched, and a log line naming the field. */
+/* Create with a bad config: the code, *out untouched, and a log line naming
+ * the field, which tc_last_error_detail() repeats word for word. */
 static void expect_bad_config(tc_server_config cfg, const tc_handler *h, int code,
                               const char *field)
 {
@@ -928,7 +930,22 @@ static void expect_bad_config(tc_server_config cfg, const tc_handler *h, int cod
     cr_assert_geq(tc_test_event_count(&ev), 1, "%s: nothing logged", field);
     cr_assert_eq(strncmp(log, "ERROR:", 6), 0, "%s: log \"%s\"", field, log);
     cr_assert_not_null(strstr(log, field), "log \"%s\" does not name %s", log, field);
+    cr_assert_str_eq(tc_last_error_detail(), log + 6, "%s: the detail differs from the log line",
+                     field);
     tc_test_event_destroy(&ev);
+}
+
+/* Create with a bad config and no hooks at all: the code, and the thread's
+ * error detail naming the field (the same text a log hook would get). */
+static void expect_detail(tc_server_config cfg, const tc_handler *h, int code, const char *text)
+{
+    tc_server *srv = SENTINEL;
+    int rc = tc_server_create(&srv, &cfg, h);
+    cr_assert_eq(rc, code, "%s: got %d %s, expected %s", text, rc, tc_err_name(rc),
+                 tc_err_name(code));
+    cr_assert_eq(srv, SENTINEL, "%s: out written on failure", text);
+    const char *detail = tc_last_error_detail();
+    cr_assert_not_null(strstr(detail, text), "detail \"%s\" lacks \"%s\"", detail, text);
 }
 
 static int noop_setup(tc_conn *c, void *ctx)
@@ -989,6 +1006,63 @@ Test(server, config_other_bad_fields, .timeout = 10)
     cfg = tc_test_config();
     cfg.listen = "127.0.0.1:65536";
     expect_bad_config(cfg, &h, TC_EBADADDR, "127.0.0.1:65536");
+}
+
+Test(server, config_errors_named_without_a_log_hook, .timeout = 20)
+{
+    tc_handler h = tc_test_echo_handler();
+    tc_server_config cfg;
+
+    cfg = tc_test_config();
+    cfg.workers = -1;
+    expect_detail(cfg, &h, TC_EBADCONFIG, "invalid configuration: workers is negative");
+    cfg = tc_test_config();
+    cfg.backlog = -5;
+    expect_detail(cfg, &h, TC_EBADCONFIG, "invalid configuration: backlog is negative");
+    cfg = tc_test_config();
+    cfg.reuse_port = 9;
+    expect_detail(cfg, &h, TC_EBADCONFIG, "invalid configuration: reuse_port is not TC_DEFAULT");
+    cfg = tc_test_config();
+    cfg.thread_stack_size = 1;
+    expect_detail(cfg, &h, TC_EBADCONFIG, "invalid configuration: thread_stack_size is below");
+    cfg = tc_test_config();
+    cfg.proxy_trusted = "10.0.0.1, 10.0.0.0/99";
+    expect_detail(cfg, &h, TC_EBADCONFIG,
+                  "invalid configuration: proxy_trusted entry 2 of \"10.0.0.1, 10.0.0.0/99\"");
+    cfg = tc_test_config();
+    cfg.adopt_fd = TC_ON;
+    cfg.listen = NULL;
+    cfg.listen_fd = STDERR_FILENO; /* open, but no socket */
+    expect_detail(cfg, &h, TC_EBADCONFIG, "invalid configuration: listen_fd 2 is not a socket");
+    /* Found by the mode, once the server is bound. */
+    cfg = tc_test_config();
+    cfg.mode = TC_MODE_POOL;
+    cfg.workers = INT_MAX;
+    expect_detail(cfg, &h, TC_EBADCONFIG, "invalid configuration: workers + queue_len overflows");
+    if (tc_mode_available(TC_MODE_EVENT)) {
+        cfg = tc_test_config();
+        cfg.mode = TC_MODE_EVENT;
+        expect_detail(cfg, &h, TC_EBADCONFIG, "invalid configuration: event mode runs message-style");
+    }
+    /* The listen address: one that does not parse, and one that is taken. */
+    cfg = tc_test_config();
+    cfg.listen = "127.0.0.1:99999";
+    expect_detail(cfg, &h, TC_EBADADDR, "listen address \"127.0.0.1:99999\": malformed address");
+    tc_test_server a;
+    tc_test_server_start(&a, "127.0.0.1:0", NULL, NULL);
+    char busy[TC_ADDR_STRLEN + 64];
+    snprintf(busy, sizeof busy, "cannot listen on %s: Address already in use", a.addr_str);
+    cfg = tc_test_config();
+    cfg.listen = a.addr_str;
+    expect_detail(cfg, &h, -EADDRINUSE, busy);
+    cr_assert_eq(tc_test_server_stop(&a), 0);
+
+    /* The next create empties it first: a success leaves "". */
+    tc_server *srv;
+    cfg = tc_test_config();
+    cr_assert_eq(tc_server_create(&srv, &cfg, &h), 0);
+    cr_assert_str_eq(tc_last_error_detail(), "");
+    tc_server_destroy(srv);
 }
 
 Test(server, null_arguments, .timeout = 10)

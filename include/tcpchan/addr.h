@@ -8,6 +8,14 @@
  * `[IPV6]:PORT` (optionally with a `%zone`), `unix:PATH` and, for Linux's
  * abstract namespace, `unix:@NAME`. Port 0 asks the kernel for a free port
  * when binding.
+ *
+ * `:PORT` and `*:PORT` mean every address, as in nginx's `listen` and
+ * HAProxy's `bind`: they are `0.0.0.0:PORT`, every IPv4 address. Not `[::]`:
+ * a server listening on an IPv6 address sets IPV6_V6ONLY, so `[::]:PORT`
+ * takes IPv6 clients only (and fails on a host without IPv6); a server for
+ * both families listens on `0.0.0.0:PORT` and `[::]:PORT`, with two servers
+ * or two adopted sockets. As a dial address, `0.0.0.0` reaches this host on
+ * Linux.
  */
 #ifndef TCPCHAN_ADDR_H
 #define TCPCHAN_ADDR_H
@@ -52,10 +60,11 @@ typedef struct tc_addr {
  * decimal, 0 to 65535.
  *
  * @param[out] out  Receives the address; written only on success.
- * @param text      `HOST:PORT`, `[IPV6]:PORT`, `unix:PATH` or `unix:@NAME`.
+ * @param text      `HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `*:PORT` (both
+ *                  `0.0.0.0:PORT`), `unix:PATH` or `unix:@NAME`.
  * @return 0 on success, or:
  *   - TC_EBADADDR: NULL or empty text, missing or non-numeric port, port over
- *     65535, unbracketed IPv6, empty host or path, stray characters;
+ *     65535, unbracketed IPv6, empty brackets or path, stray characters;
  *   - -ENAMETOOLONG: the unix path does not fit in sockaddr_un;
  *   - TC_ENORESOLVE: the host name does not resolve;
  *   - -EINVAL: @p out is NULL.

@@ -537,7 +537,9 @@ TC_API void tc_dial_config_init(tc_dial_config *cfg);
  *         TC_ENORESOLVE for a name that does not resolve, -ECONNREFUSED,
  *         -ETIMEDOUT (connect timeout), -ENETUNREACH / -EHOSTUNREACH,
  *         -ENOMEM, -EMFILE or another negated errno value, -EINVAL for NULL
- *         or an invalid configuration (codec, buffer sizes).
+ *         or an invalid configuration (codec, buffer sizes). An invalid
+ *         configuration and an address that does not parse or resolve are
+ *         described in tc_last_error_detail().
  * @par Ownership
  * The caller owns the channel and releases it with tc_conn_close().
  */

@@ -10,9 +10,15 @@
  * numbered from -4100 downward so they never collide with an errno value.
  * The range -4100 to -4198 is reserved for them: no library code, present
  * or future, lies outside it.
+ *
+ * Comparing a result with a negated errno value is part of the API, so this
+ * header (and the umbrella <tcpchan/tcpchan.h>, which includes it) includes
+ * `<errno.h>`: `rc == -ETIMEDOUT` needs no other include.
  */
 #ifndef TCPCHAN_ERROR_H
 #define TCPCHAN_ERROR_H
+
+#include <errno.h> /* the E* constants the codes are compared with */
 
 #include "common.h"
 
@@ -52,7 +58,7 @@ extern "C" {
  * | TC_EOF        | -4100 | end of stream: the peer closed its side |
  * | TC_ETOOBIG    | -4101 | a line or frame larger than the configured maximum |
  * | TC_ESHUTDOWN  | -4102 | the server is shutting down |
- * | TC_EBADCONFIG | -4103 | invalid configuration (the log hook names the field) |
+ * | TC_EBADCONFIG | -4103 | invalid configuration (tc_last_error_detail() and the log hook name the field) |
  * | TC_ENOMODE    | -4104 | the concurrency mode is not available in this build |
  * | TC_EBADADDR   | -4105 | malformed address text |
  * | TC_ENORESOLVE | -4106 | the host name could not be resolved |
@@ -95,6 +101,47 @@ TC_API const char *tc_strerror(int code);
  * Safe from any thread.
  */
 TC_API const char *tc_err_name(int code);
+
+/**
+ * @brief Why the calling thread's last create or dial failed, in words:
+ *        the field, the address or the limit, not only the code.
+ *
+ * tc_server_create() and tc_server_serve_inetd() that fail with
+ * TC_EBADCONFIG or TC_ENOMODE, or on the listen address (TC_EBADADDR,
+ * TC_ENORESOLVE, -ENAMETOOLONG, a bind or listen error such as
+ * -EADDRINUSE), leave the same line their log hook gets, for instance
+ * `invalid configuration: workers is negative` or
+ * `cannot listen on 127.0.0.1:7000: Address already in use`, with or
+ * without a log hook. tc_prefork_create() names the field it refuses
+ * (`invalid configuration: processes is negative`), and tc_dial() an
+ * invalid configuration or an address that does not parse or resolve
+ * (`dial address "x:1": host name could not be resolved`).
+ *
+ * Each of those calls empties the detail when it starts, so after a
+ * success, and after failures that have nothing to add (-ENOMEM, -EINVAL
+ * for a NULL argument, a refused connect), it is "". No other function
+ * sets or clears it.
+ * @code
+ * int rc = tc_server_create(&srv, &cfg, &handler);
+ * if (rc < 0) {
+ *     const char *why = tc_last_error_detail();
+ *     fprintf(stderr, "server: %s
+", why[0] ? why : tc_strerror(rc));
+ *     return 1;
+ * }
+ * @endcode
+ * @return The detail; "" when there is none; never NULL. At most 511 bytes
+ *         (a longer message is cut).
+ * @par Thread safety
+ * Safe from any thread: each thread has its own detail, so a create failing
+ * in one thread never shows in another (in a forked child, the parent's
+ * thread's detail at the time of the fork).
+ * @par Ownership
+ * The string belongs to the library and must not be freed or written. It
+ * stays valid until the next libtcpchan call on the same thread (or the
+ * thread's end): copy it to keep it.
+ */
+TC_API const char *tc_last_error_detail(void);
 
 #ifdef __cplusplus
 }

@@ -142,7 +142,9 @@ TC_API void tc_prefork_config_init(tc_prefork_config *cfg);
  * @param opts     The configuration (copied); worker is required.
  * @return 0, or TC_EBADCONFIG for a NULL worker, a negative field, or a stop
  *         signal that is no signal number or is SIGSTOP (which never ends a
- *         process); -ENOMEM, -EMFILE; -EINVAL for NULL @p out or @p opts.
+ *         process), the field named in tc_last_error_detail() (the log
+ *         hook is not called: there is no supervisor yet); -ENOMEM, -EMFILE;
+ *         -EINVAL for NULL @p out or @p opts.
  * @par Ownership
  * The caller owns the supervisor and frees it with tc_prefork_destroy().
  */

@@ -449,7 +449,8 @@ typedef struct tc_server_config {
      * protocol on never lets a remote client choose the address it appears
      * to have. An empty string trusts nobody. IPv4 blocks also match
      * IPv4-mapped IPv6 peers (such as \::ffff:192.0.2.1). A malformed entry is
-     * TC_EBADCONFIG (the log hook names it). Copied by tc_server_create().
+     * TC_EBADCONFIG (tc_last_error_detail() and the log hook name it).
+     * Copied by tc_server_create().
      */
     const char *proxy_trusted;
     /** @brief Longest wait for the whole PROXY header, from the start of the
@@ -482,7 +483,9 @@ TC_API void tc_server_config_init(tc_server_config *cfg);
  *        (socketserver's server_bind and server_activate).
  *
  * The config and handler are copied (the listen string too), so they need
- * not outlive the call. A bad field is named through the log hook.
+ * not outlive the call. A bad field, or the address that could not be
+ * bound, is named in tc_last_error_detail() (with or without hooks) and
+ * through the log hook, in the same words.
  * @param[out] out  Receives the server; written only on success.
  * @param cfg       Configuration, or NULL for all defaults.
  * @param handler   The request handler: handle or on_message, exactly one.

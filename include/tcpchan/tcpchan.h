@@ -2,6 +2,9 @@
 /**
  * @file tcpchan.h
  * @brief The umbrella header: include this one to get all of libtcpchan.
+ *
+ * It also brings `<errno.h>` (through error.h): results are compared with
+ * negated errno values such as `-ETIMEDOUT` and `-ENOENT`.
  */
 #ifndef TCPCHAN_TCPCHAN_H
 #define TCPCHAN_TCPCHAN_H

@@ -2,8 +2,12 @@
 # SPDX-License-Identifier: MIT
 # The command-line contract of the examples: tcpchan-echo's "listening on"
 # line, echo, graceful SIGTERM, unix socket cleanup, exit codes 1 and 2,
-# --processes (workers, --greet, stop); and the tutorial's servers:
-# hello_server / hello_client, the ACK, uppercase and netstring servers. Loopback and port 0 only.
+# --processes (workers, --greet, stop), the limits (--max-conns,
+# --idle-timeout, --conn-timeout and their finite defaults), the messages of
+# both tools (--name=VALUE, one line per mistake), :PORT and *:PORT, and
+# --processes on a busy port; and the tutorial's servers: hello_server /
+# hello_client, the ACK, uppercase and netstring servers. Port 0 only, and
+# loopback only but for the :0 and *:0 checks (every IPv4 address, for a moment).
 # Usage: cli_test.sh EXAMPLES_DIR
 set -u
 bin=$1
@@ -130,6 +134,9 @@ check_bad --processes --processes 2 --listen "unix:$tmp/p.sock"
 check_bad --processes --processes 2 --inetd
 check_bad --proxy --proxy sometimes
 check_bad --proxy-trusted --proxy required --proxy-trusted 10.0.0.0/99
+# What the library refuses is named by its error detail (tc_last_error_detail()).
+check_bad 'entry 1 of "10.0.0.0/99" is not an address' --proxy required --proxy-trusted 10.0.0.0/99
+check_bad 'invalid configuration: workers + queue_len overflows' --listen 127.0.0.1:0 --mode pool --workers 2147483647
 
 # 7. the tutorial's first exchange.
 start hello "$bin/hello_server" 127.0.0.1:0
@@ -187,6 +194,133 @@ r=$(timeout 5 cat <&"$n"); st=$?
 exec {n}>&-
 stop "$pid"
 [ "$rc" -eq 0 ] && ok "netstring_server: SIGTERM exits 0" || fail "netstring_server exit $rc"
+
+# 11. limits: finite defaults stated in --help (the library's: production.md),
+#     each flag accepted and enforced; 0 turns one off, a negative value is refused.
+"$bin/tcpchan-echo" --help >"$tmp/help.out" 2>&1
+for want in "--max-conns N .*default 4096; forking: 40; 0: no limit" \
+            "--idle-timeout MS .*default 300000; 0: never" "--conn-timeout MS .*default 300000; 0: never"; do
+    if tr -s ' \n' ' ' <"$tmp/help.out" | grep -q -- "$want"; then ok "--help: $want"; else fail "--help lacks '$want'"; fi
+done
+# closed_within NAME SEND ARGS...: a client that sends SEND (perhaps nothing,
+# or an unfinished message) and then goes quiet is closed by the server within 5 s.
+closed_within() {
+    local name=$1 send=$2; shift 2
+    start "$name" "$bin/tcpchan-echo" --listen 127.0.0.1:0 "$@"
+    if [[ ! $line =~ ^listening\ on ]]; then
+        fail "$*: did not start: '$line' $(cat "$tmp/$name.err")"; return
+    fi
+    exec {s}<>"/dev/tcp/127.0.0.1/${line##*:}"
+    printf '%s' "$send" >&"$s"
+    r=$(timeout 5 cat <&"$s"); st=$? # 0: the server closed; 124: it did not
+    exec {s}>&-
+    [ -z "$r" ] && [ "$st" -eq 0 ] && ok "$* closes a client quiet after '$send'" ||
+        fail "$*: quiet client after '$send' not closed (cat $st) $(cat "$tmp/$name.err")"
+    stop "$pid"
+    [ "$rc" -eq 0 ] && ok "$*: SIGTERM exits 0" || fail "$*: SIGTERM exit code $rc"
+}
+closed_within conn_to "" --conn-timeout 300
+closed_within conn_to_line "half a li" --conn-timeout 300 --framing line
+# Event mode: conn_timeout bounds a message in progress (idle_timeout the silence).
+closed_within conn_to_ev "half a li" --conn-timeout 300 --mode event --framing line
+closed_within idle_to "" --idle-timeout 300
+closed_within idle_to_ev "" --idle-timeout 300 --mode event
+# --max-conns 1: a second client waits in the backlog until the first leaves.
+start maxc "$bin/tcpchan-echo" --listen 127.0.0.1:0 --max-conns 1
+port=${line##*:}
+exec {m1}<>"/dev/tcp/127.0.0.1/$port"
+printf 'first\n' >&"$m1"
+r1=; read -r -t 5 r1 <&"$m1" || true
+exec {m2}<>"/dev/tcp/127.0.0.1/$port"
+printf 'second\n' >&"$m2"
+r2=; read -r -t 1 r2 <&"$m2" || true
+[ "$r1" = first ] && [ -z "$r2" ] && ok "--max-conns 1: the second client waits" || fail "--max-conns 1: '$r1' / '$r2'"
+exec {m1}>&-
+r2=; read -r -t 5 r2 <&"$m2" || true
+[ "$r2" = second ] && ok "--max-conns 1: served once the first left" || fail "--max-conns 1: second got '$r2'"
+exec {m2}>&-
+stop "$pid"
+# 0 turns a limit off: the server starts and echoes.
+start nolimit "$bin/tcpchan-echo" --listen 127.0.0.1:0 --max-conns 0 --idle-timeout 0 --conn-timeout 0
+if [[ $line =~ ^listening\ on ]]; then
+    exec {z}<>"/dev/tcp/127.0.0.1/${line##*:}"
+    printf 'unbounded\n' >&"$z"
+    r=; read -r -t 5 r <&"$z" || true
+    exec {z}>&-
+    [ "$r" = unbounded ] && ok "limits set to 0 (none): echo" || fail "limits 0: '$r'"
+    stop "$pid"
+else
+    fail "limits set to 0: did not start: '$line' $(cat "$tmp/nolimit.err")"
+fi
+check_bad --conn-timeout --conn-timeout -1
+check_bad --idle-timeout --idle-timeout -5
+check_bad --conn-timeout --conn-timeout
+
+# 12. messages. --name=VALUE works for every option of both tools.
+start eq "$bin/tcpchan-echo" --listen=127.0.0.1:0 --mode=event --workers=1 --framing=line \
+    --max-frame=4096 --max-conns=8 --idle-timeout=60000 --conn-timeout=60000 --drain-timeout=100 \
+    --proxy=off --proxy-trusted=127.0.0.1
+if [[ $line =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ ]]; then
+    ok "tcpchan-echo --name=VALUE: $line"
+    r=$(printf 'equals form\n' | timeout 10 "$bin/tcpchan-cat" --framing=line --timeout=5000 \
+        --max-frame=4096 "${line#listening on }" 2>&1)
+    [ "$r" = "equals form" ] && ok "tcpchan-cat --name=VALUE: echo" || fail "tcpchan-cat --name=VALUE: '$r'"
+    stop "$pid"
+else
+    fail "tcpchan-echo --name=VALUE did not start: '$line' $(cat "$tmp/eq.err")"
+fi
+start eqp "$bin/tcpchan-echo" --listen=127.0.0.1:0 --processes=2 --greet
+[[ $line =~ ^listening\ on ]] && ok "--processes=2 starts" || fail "--processes=2: '$line' $(cat "$tmp/eqp.err")"
+stop "$pid"
+check_bad '--greet: takes no value' --greet=yes
+# Each mistake: one line that says what is wrong.
+check_bad '--mode: unknown mode "bogus"; one of inline, threading, forking, pool, event' --mode bogus
+check_bad '--mode: unknown mode "bogus"; one of inline' --mode=bogus
+check_bad '--workers: must be >= 0' --workers -1
+check_bad '--workers: must be >= 0' --workers=-1
+check_bad '--max-conns: must be >= 0' --max-conns -3
+check_bad '--workers: "abc" is not a number' --workers abc
+check_bad '--workers: must be <= 2147483647' --workers 99999999999
+check_bad '--listen: missing value' --listen
+# check_bad_cat PATTERN ARGS...: tcpchan-cat exits 2 with one stderr line matching PATTERN.
+check_bad_cat() {
+    local want=$1; shift
+    "$bin/tcpchan-cat" "$@" </dev/null >"$tmp/bad.out" 2>"$tmp/bad.err"; rc=$?
+    if [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/bad.err")" -eq 1 ] && grep -q -- "$want" "$tmp/bad.err" && [ ! -s "$tmp/bad.out" ]; then
+        ok "tcpchan-cat $* -> exit 2: $(cat "$tmp/bad.err")"
+    else
+        fail "tcpchan-cat $*: exit $rc, stderr: $(head -c 300 "$tmp/bad.err")"
+    fi
+}
+check_bad_cat '--framing: must be raw, line or len32' 127.0.0.1:1 --framing xml
+check_bad_cat '--framing: must be raw, line or len32' --framing=xml 127.0.0.1:1
+check_bad_cat '--timeout: not a number' 127.0.0.1:1 --timeout soon
+check_bad_cat '--max-frame: must be >= 0' 127.0.0.1:1 --max-frame -1
+check_bad_cat '--bogus: unknown argument' 127.0.0.1:1 --bogus
+check_bad_cat '--timeout: missing value' 127.0.0.1:1 --timeout
+check_bad_cat 'ADDR: missing' --framing line
+# :PORT and *:PORT are every IPv4 address (0.0.0.0); a client reaches it on loopback.
+for any in ':0' '*:0'; do
+    start any "$bin/tcpchan-echo" --listen "$any"
+    if [[ $line =~ ^listening\ on\ 0\.0\.0\.0:[0-9]+$ ]]; then
+        r=$(printf 'any address\n' | timeout 10 "$bin/tcpchan-cat" "127.0.0.1:${line##*:}" 2>&1)
+        [ "$r" = "any address" ] && ok "--listen '$any': $line, echo" || fail "--listen '$any': echo '$r'"
+        stop "$pid"
+    else
+        fail "--listen '$any': '$line' $(cat "$tmp/any.err")"
+    fi
+    rm -f "$tmp/any.out"
+done
+# --processes on a port that is taken: exit 1 at once, one line, no worker started.
+start busy2 "$bin/tcpchan-echo" --listen 127.0.0.1:0
+busy_pid=$pid
+timeout 10 "$bin/tcpchan-echo" --listen "127.0.0.1:${line##*:}" --processes 2 >"$tmp/inuse2.out" 2>"$tmp/inuse2.err"; rc=$?
+if [ "$rc" -eq 1 ] && [ "$(wc -l <"$tmp/inuse2.err")" -eq 1 ] && grep -q 'Address already in use' "$tmp/inuse2.err"; then
+    ok "--processes 2 on a busy port -> exit 1: $(cat "$tmp/inuse2.err")"
+else
+    fail "--processes 2 on a busy port: exit $rc, $(wc -l <"$tmp/inuse2.err") lines: $(head -c 300 "$tmp/inuse2.err")"
+fi
+stop "$busy_pid"
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -3,7 +3,10 @@
 # Header test: each public header compiles on its own (and twice in a row) as
 # strict C11 with every warning an error, with each C compiler given; each
 # also compiles as C++11, and a C++ program calling tc_version() links
-# against the library (extern "C" works) and runs.
+# against the library (extern "C" works) and runs. Comparing with negated
+# errno values is part of the API: a program that includes only
+# <tcpchan/tcpchan.h> (or only <tcpchan/error.h>) uses -ETIMEDOUT and -ENOENT,
+# compiles as C11 and C++11, links and runs.
 #
 # usage: headers_test.sh INCLUDE_DIR LIBRARY CXX CC [CC...]
 set -euo pipefail
@@ -78,6 +81,41 @@ if "$cxx" "${cxxflags[@]}" -I"$incdir" "$tmp/main.cpp" -o "$tmp/main" \
 else
     echo "FAIL C++ link (missing extern \"C\"?)"; errors=$((errors + 1))
 fi
+
+echo "== errno values through the library's headers alone"
+for h in tcpchan.h error.h; do
+    cat >"$tmp/errno.c" <<C
+#include <tcpchan/$h>
+/* No <errno.h> here: the library's header provides the E* constants. */
+int tc_errno_check(int rc);
+int tc_errno_check(int rc)
+{
+    if (rc == -ETIMEDOUT)
+        return 1;
+    return rc == -ENOENT ? 2 : rc == -ECONNRESET ? 3 : rc == -EPIPE ? 4 : 0;
+}
+int main(void)
+{
+    int ok = tc_errno_check(-ETIMEDOUT) == 1 && tc_errno_check(-ENOENT) == 2 &&
+             tc_strerror(-ETIMEDOUT)[0] != '\0';
+    return ok ? 0 : 1;
+}
+C
+    cp "$tmp/errno.c" "$tmp/errno.cpp"
+    for cc in "$@"; do
+        if "$cc" "${cflags[@]}" -I"$incdir" "$tmp/errno.c" -o "$tmp/errno" "$lib" \
+                -Wl,-rpath,"$libdir" && "$tmp/errno"; then
+            echo "ok   -ETIMEDOUT with only <tcpchan/$h>: $(basename "$cc") ${cflags[*]}"
+        else
+            echo "FAIL -ETIMEDOUT with only <tcpchan/$h>: $(basename "$cc")"; errors=$((errors + 1))
+        fi
+    done
+    if "$cxx" "${cxxflags[@]}" -I"$incdir" -c "$tmp/errno.cpp" -o "$tmp/errno.o"; then
+        echo "ok   -ETIMEDOUT with only <tcpchan/$h>: $(basename "$cxx") ${cxxflags[*]}"
+    else
+        echo "FAIL -ETIMEDOUT with only <tcpchan/$h>: $(basename "$cxx")"; errors=$((errors + 1))
+    fi
+done
 
 [ "$errors" -eq 0 ] || fail "$errors header check(s) failed"
 echo "PASS: ${#headers[@]} headers compile alone as C11 ($*) and C++11 ($cxx)"

@@ -3,6 +3,12 @@
 # Install test: `cmake --install` the build tree into a temporary prefix, then
 # build tests/packaging/consumer against it three ways (pkg-config shared,
 # pkg-config --static, CMake find_package) and check each binary prints OK.
+# With TC_INSTALL_TOOLS=1 in the environment (the examples were built), the
+# installed tcpchan-echo and tcpchan-cat must run from the prefix as they are,
+# without LD_LIBRARY_PATH (an $ORIGIN-relative RPATH): the echo server starts
+# on 127.0.0.1:0 and echoes a line sent through tcpchan-cat. The README's
+# paragraph on what is installed must name every installed program and say
+# that they run under any prefix.
 #
 # usage: install_test.sh BUILD_DIR CONSUMER_DIR VERSION CMAKE CC [GENERATOR]
 set -euo pipefail
@@ -19,7 +25,8 @@ step() { printf '\n== %s\n' "$*"; }
 command -v pkg-config >/dev/null || fail "pkg-config not found (apt-get install pkg-config)"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tcpchan-install-test.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+echo_pid=
+trap '[ -z "$echo_pid" ] || kill -KILL "$echo_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 trap 'exit 1' INT TERM  # so the EXIT trap cleans up
 prefix=$tmp/prefix
 work=$tmp/work
@@ -100,4 +107,49 @@ case "$found" in "$prefix"/*) ;; *) fail "find_package found tcpchan outside $pr
 run_ok "consumer (tcpchan::tcpchan)" "$work/cmake-build/consumer"
 run_ok "consumer_static (tcpchan::tcpchan_static)" "$work/cmake-build/consumer_static"
 
-printf '\nPASS: install tree usable through pkg-config (shared and static) and find_package\n'
+tools_note=
+if [ "${TC_INSTALL_TOOLS:-0}" = 1 ]; then
+    step "installed tools run from $prefix/bin, without LD_LIBRARY_PATH"
+    for t in tcpchan-echo tcpchan-cat; do
+        [ -x "$prefix/bin/$t" ] || fail "$t was not installed in $prefix/bin"
+        rpath=$(readelf -d "$prefix/bin/$t" | sed -n 's/.*(R\(UN\)\{0,1\}PATH).*\[\(.*\)\]/\2/p')
+        echo "$t: RPATH/RUNPATH ${rpath:-(none)}"
+        case "$rpath" in *\$ORIGIN*) ;; *) fail "$t has no \$ORIGIN-relative RPATH" ;; esac
+        resolved=$(env -u LD_LIBRARY_PATH ldd "$prefix/bin/$t" | awk '/libtcpchan/ {print $3}')
+        [ -z "$resolved" ] || [ "$resolved" = "not" ] || resolved=$(realpath -s "$resolved")
+        echo "$t: libtcpchan resolves to ${resolved:-nothing}"
+        case "$resolved" in "$libdir"/*) ;; *) fail "$t does not find $libdir/libtcpchan.so.0" ;; esac
+    done
+    mkfifo "$tmp/echo.out"
+    env -u LD_LIBRARY_PATH "$prefix/bin/tcpchan-echo" --listen 127.0.0.1:0 \
+        >"$tmp/echo.out" 2>"$tmp/echo.err" &
+    echo_pid=$!
+    exec {echo_fd}<"$tmp/echo.out"
+    line=
+    read -r -t 10 line <&"$echo_fd" || true
+    echo "tcpchan-echo: ${line:-(no line)} $(cat "$tmp/echo.err")"
+    case "$line" in "listening on 127.0.0.1:"[0-9]*) ;; *) fail "the installed tcpchan-echo did not start" ;; esac
+    reply=$(printf 'through the installed tools\n' |
+            env -u LD_LIBRARY_PATH timeout 10 "$prefix/bin/tcpchan-cat" "${line#listening on }") ||
+        fail "the installed tcpchan-cat failed (status $?): $reply"
+    echo "tcpchan-cat got: $reply"
+    [ "$reply" = "through the installed tools" ] || fail "no echo through the installed tools"
+    kill -TERM "$echo_pid"
+    wait "$echo_pid" || fail "the installed tcpchan-echo exited with status $? on SIGTERM"
+    echo_pid=
+    tools_note="; tcpchan-echo and tcpchan-cat run from the prefix"
+
+    step "README: what is installed"
+    readme=$consumer_dir/../../../README.md
+    # The paragraph that starts "This installs", up to the next blank line.
+    installs=$(awk '/^This installs/ { on = 1 } on && /^$/ { exit } on' "$readme" | tr '\n' ' ')
+    [ -n "$installs" ] || fail "README.md has no paragraph starting \"This installs\""
+    for p in "$prefix"/bin/*; do
+        case "$installs" in *"\`${p##*/}\`"*) echo "README names ${p##*/}" ;;
+            *) fail "README.md's \"This installs\" paragraph does not name ${p##*/}" ;; esac
+    done
+    case "$installs" in *'LD_LIBRARY_PATH'*) echo "README: the programs need no LD_LIBRARY_PATH" ;;
+        *) fail "README.md does not say the installed programs run under any prefix as they are (no LD_LIBRARY_PATH)" ;; esac
+fi
+
+printf '\nPASS: install tree usable through pkg-config (shared and static) and find_package%s\n' "$tools_note"
