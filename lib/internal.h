@@ -123,9 +123,12 @@ int tc__sock_shutdown_how(int fd, int how);
  * retried: a count, -EAGAIN when the socket would block, or a negated errno. */
 ssize_t tc__sock_sendmsg(int fd, const struct iovec *iov, int cnt);
 /* sendfile with SIGPIPE blocked in the calling thread (sendfile has no
- * MSG_NOSIGNAL): a count, 0 at the end of the file, -EAGAIN (would block, or
- * SO_SNDTIMEO ran out), -EINTR (not retried), or a negated errno. */
+ * MSG_NOSIGNAL) and EINTR retried, on a non-blocking socket (it has no
+ * MSG_DONTWAIT either): a count, 0 at the end of the file, -EAGAIN when the
+ * socket would block, or a negated errno. */
 ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n);
+/* Set or clear O_NONBLOCK on a socket: 0 or a negated errno. */
+int tc__sock_set_nonblocking(int fd, int on);
 /* setsockopt with an int value: 0 or a negated errno. */
 int tc__sock_setopt(int fd, int level, int opt, int value);
 /* close() that never reports EINTR (Linux frees the descriptor regardless). */
@@ -305,7 +308,7 @@ struct tc_conn {
     size_t wsize;      /* write buffer size */
     int werr;          /* sticky: the write side is broken with this code */
 
-    int64_t rcvtimeo, sndtimeo; /* SO_RCVTIMEO / SO_SNDTIMEO as last set (ns; 0 = none) */
+    int64_t rcvtimeo;  /* SO_RCVTIMEO as last set (ns; 0 = none) */
     tc_addr own_local[]; /* allocated (one) only when local is not shared */
 };
 

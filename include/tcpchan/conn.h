@@ -412,6 +412,9 @@ TC_API ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt
  * @brief Send @p count bytes of a file, starting at @p offset, with sendfile(2).
  *
  * The write buffer is flushed first. The file's own offset is not changed.
+ * Like every send, the whole call ends at the channel's deadline (the
+ * timeout counts from its start), however steadily the peer reads: a
+ * transfer still going then fails with -ETIMEDOUT.
  * @param conn    The channel.
  * @param file_fd An open, readable regular file.
  * @param offset  Where to start in the file, >= 0.
