@@ -222,11 +222,11 @@ static int overdue(int64_t deadline)
 
 /* Send everything queued and vec, as few sendmsg calls as the socket
  * allows, advancing exactly through partial sends, until the deadline. */
-static ssize_t block_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+static ssize_t send_until(tc_conn *c, const struct iovec *vec, int cnt, size_t total,
+                          int64_t deadline)
 {
     if (c->werr)
         return c->werr;
-    int64_t deadline = tc__conn_op_deadline(c);
     int idx = 0;
     size_t ioff = 0, sent = 0;
     while (c->woff < c->wlen || sent < total) {
@@ -251,6 +251,11 @@ static ssize_t block_send(tc_conn *c, const struct iovec *vec, int cnt, size_t t
     return (ssize_t)total;
 }
 
+static ssize_t block_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+{
+    return send_until(c, vec, cnt, total, tc__conn_op_deadline(c));
+}
+
 static int block_shutdown_write(tc_conn *c)
 {
     ssize_t r = block_send(c, NULL, 0, 0);
@@ -261,10 +266,10 @@ static int block_shutdown_write(tc_conn *c)
 
 static ssize_t block_sendfile(tc_conn *c, int file_fd, off_t offset, size_t count)
 {
-    ssize_t r = block_send(c, NULL, 0, 0);
+    int64_t deadline = tc__conn_op_deadline(c); /* one for the flush and the file */
+    ssize_t r = send_until(c, NULL, 0, 0, deadline);
     if (r < 0)
         return r;
-    int64_t deadline = tc__conn_op_deadline(c);
     /* sendfile has no MSG_DONTWAIT, and asleep in the kernel it would restart
      * SO_SNDTIMEO with every piece it hands to TCP: a blocking socket is made
      * non-blocking for the call, so that every wait is a poll against the
