@@ -225,8 +225,10 @@ static int overdue(int64_t deadline)
 static ssize_t send_until(tc_conn *c, const struct iovec *vec, int cnt, size_t total,
                           int64_t deadline)
 {
-    if (c->werr)
+    if (c->werr) {
+        tc__chan_set_sent(c, 0);
         return c->werr;
+    }
     int idx = 0;
     size_t ioff = 0, sent = 0;
     while (c->woff < c->wlen || sent < total) {
@@ -246,8 +248,10 @@ static ssize_t send_until(tc_conn *c, const struct iovec *vec, int cnt, size_t t
          * did, or on any other error, the write side is broken. */
         if (r != -ETIMEDOUT || sent > 0)
             c->werr = (int)r;
+        tc__chan_set_sent(c, sent);
         return r;
     }
+    tc__chan_set_sent(c, total);
     return (ssize_t)total;
 }
 
@@ -292,6 +296,7 @@ static ssize_t block_sendfile(tc_conn *c, int file_fd, off_t offset, size_t coun
     }
     if (r < 0 && (r != -ETIMEDOUT || sent > 0))
         c->werr = (int)r; /* as in block_send */
+    tc__chan_set_sent(c, sent);
     if (blocking) {
         int rc = tc__sock_set_nonblocking(c->fd, 0);
         if (rc < 0) {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* tc_conn and tc_dial: accessors in a handler, EOF, timeouts, send_all under
  * a storm of signals, the deadline of every send to a reader that keeps up,
- * sends to a closed peer (no SIGPIPE), dialling TCP, IPv6 and unix servers,
- * refusals and bad addresses. Loopback only. */
+ * what a timed-out send sent (tc_conn_last_sent), sends to a closed peer (no
+ * SIGPIPE), dialling TCP, IPv6 and unix servers, refusals and bad
+ * addresses. Loopback only. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
@@ -381,7 +382,7 @@ struct steady {
     int file_fd;          /* a sparse file of STEADY_SIZE bytes (sendfile) */
     unsigned char *buf;   /* STEADY_SIZE bytes (send_all) */
     tc_test_event done;
-    ssize_t rc;
+    ssize_t rc, last; /* the send's code, and tc_conn_last_sent after it */
     int64_t elapsed_ms;
 };
 
@@ -393,6 +394,7 @@ static int steady_handle(tc_conn *c, void *ctx)
     s->rc = s->use_sendfile ? tc_conn_sendfile(c, s->file_fd, 0, STEADY_SIZE)
                             : tc_conn_send_all(c, s->buf, STEADY_SIZE);
     s->elapsed_ms = tc_test_now_ms() - t0;
+    s->last = tc_conn_last_sent(c);
     tc_test_event_post(&s->done, NULL);
     return 0;
 }
@@ -449,6 +451,10 @@ static void check_send_deadline_to_steady_reader(int use_sendfile)
         got += (size_t)n;
         tc_test_nap_ms(tc_test_ms(STEADY_PACE_MS)); /* the reader's pace */
     }
+    /* The send ended: the rest of what it handed to the kernel, to the end. */
+    ssize_t n = 1;
+    while (tc_test_event_count(&s.done) > 0 && (n = recv(fd, chunk, sizeof chunk, 0)) > 0)
+        got += (size_t)n;
     close(fd);
     cr_assert_eq(tc_test_event_wait(&s.done, 1, TC_TEST_WAIT_MS), 0, "the send never ended");
     cr_assert_eq(tc_test_server_stop(&ts), 0);
@@ -462,6 +468,9 @@ static void check_send_deadline_to_steady_reader(int use_sendfile)
                  (long long)s.elapsed_ms, got);
     cr_assert_gt(got, (size_t)STEADY_CHUNK, "the reader took only %zu bytes: not steady", got);
     cr_assert_lt(got, STEADY_SIZE);
+    cr_assert_eq(n, 0, "no end of stream after the send: %s", n < 0 ? strerror(errno) : "data");
+    cr_assert_eq(s.last, (ssize_t)got, "tc_conn_last_sent says %zd bytes, the peer got %zu", s.last,
+                 got);
     if (s.file_fd >= 0)
         close(s.file_fd);
     free(s.buf);
@@ -476,6 +485,104 @@ Test(conn, sendfile_ends_at_its_deadline_while_the_peer_keeps_reading, .timeout 
 Test(conn, send_all_ends_at_its_deadline_while_the_peer_keeps_reading, .timeout = 40)
 {
     check_send_deadline_to_steady_reader(0);
+}
+
+/* ---- how much a failed send sent --------------------------------------------------------- */
+
+#define LAST_HEAD ((size_t)5)      /* a first, small send that succeeds */
+#define LAST_BIG ((size_t)8 << 20) /* far more than the kernel's buffers hold */
+
+struct last {
+    int use_sendfile;
+    int file_fd;        /* LAST_HEAD + LAST_BIG pattern bytes (sendfile) */
+    unsigned char *buf; /* the same bytes (send_all, and what the client checks) */
+    tc_test_event done;
+    ssize_t head_rc, head_last, big_rc, big_last, after_rc, after_last;
+};
+
+static int last_handle(tc_conn *c, void *ctx)
+{
+    struct last *l = ctx;
+    int small = 65536;
+    (void)setsockopt(tc_conn_fd(c), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    tc_conn_set_timeout(c, 200);
+    l->head_rc = l->use_sendfile ? tc_conn_sendfile(c, l->file_fd, 0, LAST_HEAD)
+                                 : tc_conn_send_all(c, l->buf, LAST_HEAD);
+    l->head_last = tc_conn_last_sent(c);
+    l->big_rc = l->use_sendfile ? tc_conn_sendfile(c, l->file_fd, (off_t)LAST_HEAD, LAST_BIG)
+                                : tc_conn_send_all(c, l->buf + LAST_HEAD, LAST_BIG);
+    l->big_last = tc_conn_last_sent(c);
+    l->after_rc = tc_conn_send_all(c, "x", 1); /* the write side is broken now */
+    l->after_last = tc_conn_last_sent(c);
+    tc_test_event_post(&l->done, NULL);
+    return 0;
+}
+
+/* The client does not read until the handler's send timed out, then drains
+ * the socket to the end: it gets exactly the bytes tc_conn_last_sent counted. */
+static void check_last_sent_after_timeout(int use_sendfile)
+{
+    struct last l;
+    memset(&l, 0, sizeof l);
+    tc_test_event_init(&l.done);
+    l.use_sendfile = use_sendfile;
+    l.file_fd = -1;
+    size_t total = LAST_HEAD + LAST_BIG;
+    l.buf = malloc(total);
+    cr_assert_not_null(l.buf);
+    for (size_t i = 0; i < total; i++)
+        l.buf[i] = pattern(i);
+    if (use_sendfile) {
+        char path[] = "/tmp/tc_lastsent_XXXXXX";
+        l.file_fd = mkstemp(path);
+        cr_assert_geq(l.file_fd, 0);
+        unlink(path);
+        cr_assert_eq(write(l.file_fd, l.buf, total), (ssize_t)total);
+    }
+    tc_handler h = TC_HANDLER_INIT;
+    h.handle = last_handle;
+    h.ctx = &l;
+    tc_test_server ts;
+    tc_test_server_start(&ts, "127.0.0.1:0", NULL, &h);
+    int fd = connect_small_rcvbuf(&ts.addr);
+    cr_assert_eq(tc_test_event_wait(&l.done, 1, TC_TEST_WAIT_MS), 0, "the send never ended");
+    unsigned char *got = malloc(total);
+    cr_assert_not_null(got);
+    ssize_t n = tc_test_recv_full(fd, got, total); /* to the end: the handler has returned */
+    int eof = tc_test_recv_eof(fd);
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+
+    const char *what = use_sendfile ? "sendfile" : "send_all";
+    cr_assert_eq(l.head_rc, (ssize_t)LAST_HEAD, "%s: %s", what, tc_err_name((int)l.head_rc));
+    cr_assert_eq(l.head_last, (ssize_t)LAST_HEAD, "after a success: the length");
+    cr_assert_eq(l.big_rc, -ETIMEDOUT, "%s: %zd (%s)", what, l.big_rc, tc_err_name((int)l.big_rc));
+    cr_assert_gt(l.big_last, 0, "%s timed out after sending some bytes: the count says none",
+                 what);
+    cr_assert_lt(l.big_last, (ssize_t)LAST_BIG);
+    cr_assert_eq(l.after_rc, -ETIMEDOUT, "the write side stays broken");
+    cr_assert_eq(l.after_last, 0, "a send refused at once sent nothing");
+    cr_assert_geq(n, 0, "the client's read: %s", strerror((int)-n));
+    cr_assert_eq(eof, 0, "the client's drain did not reach the end of the stream");
+    cr_assert_eq((size_t)n, LAST_HEAD + (size_t)l.big_last,
+                 "%s: the client got %zd bytes, tc_conn_last_sent counted %zu + %zd", what, n,
+                 LAST_HEAD, l.big_last);
+    cr_assert(memcmp(got, l.buf, (size_t)n) == 0, "the bytes are the send's first ones");
+    free(got);
+    free(l.buf);
+    if (l.file_fd >= 0)
+        close(l.file_fd);
+    tc_test_event_destroy(&l.done);
+}
+
+Test(conn, last_sent_after_a_timed_out_send_all_is_what_the_peer_gets, .timeout = 30)
+{
+    check_last_sent_after_timeout(0);
+}
+
+Test(conn, last_sent_after_a_timed_out_sendfile_is_what_the_peer_gets, .timeout = 30)
+{
+    check_last_sent_after_timeout(1);
 }
 
 /* ---- send_all to a closed peer: an error code, never SIGPIPE ------------------------------ */
