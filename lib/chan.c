@@ -315,11 +315,15 @@ size_t tc__chan_advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, 
     return mine;
 }
 
-ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total,
+                         size_t *taken)
 {
+    size_t ignored, sent = 0;
+    if (!taken)
+        taken = &ignored;
+    *taken = 0;
     if (c->werr)
         return c->werr;
-    size_t sent = 0;
     int idx = 0;
     size_t ioff = 0;
     /* Try the socket first, behind anything already queued; what it does not
@@ -333,6 +337,7 @@ ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
             return r;
         }
         sent += tc__chan_advance(c, vec, cnt, &idx, &ioff, (size_t)r);
+        *taken = sent;
     }
     size_t rest = total - sent;
     if (rest == 0)
@@ -347,12 +352,13 @@ ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
             c->wlen += vec[i].iov_len - o;
         }
     }
+    *taken = total;
     return (ssize_t)total;
 }
 
 int tc__chan_flush_nb(tc_conn *c)
 {
-    ssize_t r = tc__chan_send_nb(c, NULL, 0, 0);
+    ssize_t r = tc__chan_send_nb(c, NULL, 0, 0, NULL);
     if (r < 0)
         return (int)r;
     if (c->wlen > c->woff)

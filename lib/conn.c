@@ -362,6 +362,23 @@ int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h)
 
 /* ---- write side --------------------------------------------------------- */
 
+/* The start of every write call: whether conn is a channel, and if so none
+ * of the call's bytes taken yet (the driver records its progress). */
+static int write_start(tc_conn *c)
+{
+    if (!c)
+        return 0;
+    tc__chan_set_sent(c, 0);
+    return 1;
+}
+
+ssize_t tc_conn_last_sent(const tc_conn *conn)
+{
+    if (!conn)
+        return -EINVAL;
+    return (ssize_t)atomic_load_explicit(&conn->last_sent, memory_order_relaxed);
+}
+
 /* Send everything queued, then vec: through the driver (which may queue). */
 static ssize_t send_vec(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
@@ -376,7 +393,7 @@ static int flush_buffer(tc_conn *c)
 
 int tc_conn_flush(tc_conn *conn)
 {
-    if (!conn)
+    if (!write_start(conn))
         return -EINVAL;
     return flush_buffer(conn);
 }
@@ -389,7 +406,7 @@ void tc__conn_flush_quiet(tc_conn *conn)
 
 ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n)
 {
-    if (!conn || (!buf && n) || n > SSIZE_MAX)
+    if (!write_start(conn) || (!buf && n) || n > SSIZE_MAX)
         return -EINVAL;
     if (conn->werr)
         return conn->werr;
@@ -411,12 +428,13 @@ ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n)
         return rc;
     memcpy(conn->wbuf + conn->wlen, buf, n);
     conn->wlen += n;
+    tc__chan_set_sent(conn, n); /* queued: it goes out with the next flush */
     return (ssize_t)n;
 }
 
 int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
 {
-    if (!conn || !fmt)
+    if (!write_start(conn) || !fmt)
         return -EINVAL;
     if (conn->werr)
         return conn->werr;
@@ -438,6 +456,7 @@ int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
         (void)vsnprintf((char *)conn->wbuf + conn->wlen, need, fmt, ap);
         va_end(ap);
         conn->wlen += (size_t)n;
+        tc__chan_set_sent(conn, (size_t)n);
         return n;
     }
     char *tmp = malloc(need);
@@ -454,7 +473,7 @@ int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
 
 ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n)
 {
-    if (!conn || (!buf && n) || n > SSIZE_MAX)
+    if (!write_start(conn) || (!buf && n) || n > SSIZE_MAX)
         return -EINVAL;
     struct iovec v = {(void *)buf, n};
     return send_vec(conn, &v, 1, n);
@@ -462,7 +481,7 @@ ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n)
 
 ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt)
 {
-    if (!conn || iovcnt < 0 || (!iov && iovcnt))
+    if (!write_start(conn) || iovcnt < 0 || (!iov && iovcnt))
         return -EINVAL;
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -477,7 +496,7 @@ ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt)
 
 ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count)
 {
-    if (!conn || file_fd < 0 || offset < 0)
+    if (!write_start(conn) || file_fd < 0 || offset < 0)
         return -EINVAL;
     if (!conn->drv->sendfile)
         return -ENOTSUP; /* an event loop: it would block the loop */
@@ -486,7 +505,7 @@ ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count)
 
 ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
 {
-    if (!conn || (!buf && len))
+    if (!write_start(conn) || (!buf && len))
         return -EINVAL;
     if (len > SSIZE_MAX)
         return -EINVAL;
@@ -503,6 +522,12 @@ ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
     if (env.tail_len)
         v[n++] = (struct iovec){env.tail, env.tail_len};
     ssize_t r = send_vec(conn, v, n, env.head_len + len + env.tail_len);
+    if (env.head_len || env.tail_len) {
+        /* The driver counted the framing: keep the payload's part. */
+        size_t out = (size_t)tc_conn_last_sent(conn);
+        out = out > env.head_len ? out - env.head_len : 0;
+        tc__chan_set_sent(conn, out < len ? out : len);
+    }
     return r < 0 ? r : (ssize_t)len; /* the caller's bytes, not the framing */
 }
 
@@ -513,7 +538,7 @@ ssize_t tc_conn_send(tc_conn *conn, const void *buf, size_t len)
 
 int tc_conn_shutdown_write(tc_conn *conn)
 {
-    if (!conn)
+    if (!write_start(conn))
         return -EINVAL;
     return conn->drv->shutdown_write(conn); /* after the queued output */
 }

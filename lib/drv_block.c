@@ -4,8 +4,8 @@
  * never leak out. Two tables: "sleep" for a blocking socket whose reads
  * sleep in recv under SO_RCVTIMEO (a connection with a thread or process of
  * its own: one system call per wait), "poll" for a non-blocking socket
- * waited on with poll (dial). Sends never sleep in the kernel: MSG_DONTWAIT,
- * then poll. */
+ * waited on with poll (dial). Sends never sleep in the kernel: MSG_DONTWAIT
+ * (sendfile: a non-blocking socket), then poll. */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -212,20 +212,32 @@ void tc__drv_sleep_prepare(tc_conn *c)
 
 /* ---- sending ------------------------------------------------------------ */
 
+/* Whether a send with more to go is past its deadline. The deadline ends the
+ * whole call, not only its waits: a peer that reads as fast as we send would
+ * otherwise keep it going. A clock read only after a partial send. */
+static int overdue(int64_t deadline)
+{
+    return deadline != TC__NO_DEADLINE && tc__now_ns() >= deadline;
+}
+
 /* Send everything queued and vec, as few sendmsg calls as the socket
  * allows, advancing exactly through partial sends, until the deadline. */
-static ssize_t block_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+static ssize_t send_until(tc_conn *c, const struct iovec *vec, int cnt, size_t total,
+                          int64_t deadline)
 {
-    if (c->werr)
+    if (c->werr) {
+        tc__chan_set_sent(c, 0);
         return c->werr;
-    int64_t deadline = tc__conn_op_deadline(c);
+    }
     int idx = 0;
     size_t ioff = 0, sent = 0;
     while (c->woff < c->wlen || sent < total) {
         ssize_t r = tc__chan_send_window(c, vec, cnt, idx, ioff);
         if (r > 0) {
             sent += tc__chan_advance(c, vec, cnt, &idx, &ioff, (size_t)r);
-            continue;
+            if ((c->woff == c->wlen && sent == total) || !overdue(deadline))
+                continue;
+            r = -ETIMEDOUT;
         }
         if (r == -EAGAIN)
             r = tc__sock_wait(c->fd, POLLOUT, deadline);
@@ -236,9 +248,16 @@ static ssize_t block_send(tc_conn *c, const struct iovec *vec, int cnt, size_t t
          * did, or on any other error, the write side is broken. */
         if (r != -ETIMEDOUT || sent > 0)
             c->werr = (int)r;
+        tc__chan_set_sent(c, sent);
         return r;
     }
+    tc__chan_set_sent(c, total);
     return (ssize_t)total;
+}
+
+static ssize_t block_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
+{
+    return send_until(c, vec, cnt, total, tc__conn_op_deadline(c));
 }
 
 static int block_shutdown_write(tc_conn *c)
@@ -251,38 +270,44 @@ static int block_shutdown_write(tc_conn *c)
 
 static ssize_t block_sendfile(tc_conn *c, int file_fd, off_t offset, size_t count)
 {
-    ssize_t r = block_send(c, NULL, 0, 0);
+    int64_t deadline = tc__conn_op_deadline(c); /* one for the flush and the file */
+    ssize_t r = send_until(c, NULL, 0, 0, deadline);
     if (r < 0)
         return r;
+    /* sendfile has no MSG_DONTWAIT, and asleep in the kernel it would restart
+     * SO_SNDTIMEO with every piece it hands to TCP: a blocking socket is made
+     * non-blocking for the call, so that every wait is a poll against the
+     * deadline, as in block_send. */
     int blocking = c->drv == &tc__drv_sleep;
-    int64_t deadline = tc__conn_op_deadline(c);
+    if (blocking && (r = tc__sock_set_nonblocking(c->fd, 1)) < 0)
+        return r;
     size_t sent = 0;
-    while (sent < count) {
-        /* sendfile has no MSG_DONTWAIT: on a blocking socket it sleeps, for
-         * no longer than the time left. */
-        int64_t left = blocking ? time_left(deadline) : 0;
-        if (left < 0) {
-            if (sent > 0)
-                c->werr = -ETIMEDOUT;
-            return -ETIMEDOUT;
-        }
-        int rc;
-        if (blocking && (rc = arm_timeout(c, SO_SNDTIMEO, &c->sndtimeo, left)) < 0)
-            return rc;
+    r = 0;
+    while (sent < count && r == 0) {
         r = tc__sock_sendfile(c->fd, file_fd, &offset, count - sent);
         if (r > 0) {
             sent += (size_t)r;
-            continue;
-        }
-        if (r == 0)
+            r = sent < count && overdue(deadline) ? -ETIMEDOUT : 0;
+        } else if (r == 0) {
             break; /* the file ended */
-        if ((r == -EAGAIN || r == -EINTR) && (r = tc__sock_wait(c->fd, POLLOUT, deadline)) == 0)
-            continue;
-        if (r != -ETIMEDOUT || sent > 0)
-            c->werr = (int)r;
-        return r;
+        } else if (r == -EAGAIN) {
+            r = tc__sock_wait(c->fd, POLLOUT, deadline);
+        }
     }
-    return (ssize_t)sent;
+    if (r < 0 && (r != -ETIMEDOUT || sent > 0))
+        c->werr = (int)r; /* as in block_send */
+    tc__chan_set_sent(c, sent);
+    if (blocking) {
+        int rc = tc__sock_set_nonblocking(c->fd, 0);
+        if (rc < 0) {
+            /* A sleeping read on a non-blocking socket would spin: both sides are done. */
+            c->werr = rc;
+            (void)tc__chan_broken(c, rc);
+            if (r >= 0)
+                r = rc;
+        }
+    }
+    return r < 0 ? r : (ssize_t)sent;
 }
 
 const tc__driver tc__drv_sleep = {

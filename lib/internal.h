@@ -128,9 +128,12 @@ int tc__sock_shutdown_how(int fd, int how);
  * retried: a count, -EAGAIN when the socket would block, or a negated errno. */
 ssize_t tc__sock_sendmsg(int fd, const struct iovec *iov, int cnt);
 /* sendfile with SIGPIPE blocked in the calling thread (sendfile has no
- * MSG_NOSIGNAL): a count, 0 at the end of the file, -EAGAIN (would block, or
- * SO_SNDTIMEO ran out), -EINTR (not retried), or a negated errno. */
+ * MSG_NOSIGNAL) and EINTR retried, on a non-blocking socket (it has no
+ * MSG_DONTWAIT either): a count, 0 at the end of the file, -EAGAIN when the
+ * socket would block, or a negated errno. */
 ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n);
+/* Set or clear O_NONBLOCK on a socket: 0 or a negated errno. */
+int tc__sock_set_nonblocking(int fd, int on);
 /* setsockopt with an int value: 0 or a negated errno. */
 int tc__sock_setopt(int fd, int level, int opt, int value);
 /* close() that never reports EINTR (Linux frees the descriptor regardless). */
@@ -309,8 +312,11 @@ struct tc_conn {
     size_t wcap, woff, wlen;
     size_t wsize;      /* write buffer size */
     int werr;          /* sticky: the write side is broken with this code */
+    /* the caller's bytes the last write call took (tc_conn_last_sent): an
+     * event channel's sends may come from any thread, hence atomic (relaxed) */
+    atomic_size_t last_sent;
 
-    int64_t rcvtimeo, sndtimeo; /* SO_RCVTIMEO / SO_SNDTIMEO as last set (ns; 0 = none) */
+    int64_t rcvtimeo;  /* SO_RCVTIMEO as last set (ns; 0 = none) */
     tc_addr own_local[]; /* allocated (one) only when local is not shared */
 };
 
@@ -366,10 +372,18 @@ ssize_t tc__chan_send_window(tc_conn *c, const struct iovec *vec, int cnt, int i
  * Returns how many of the caller's bytes went out. */
 size_t tc__chan_advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, size_t *ioff,
                         size_t x);
-/* Send what the socket takes now, queue the rest: total or an error. */
-ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total);
+/* Send what the socket takes now, queue the rest: total or an error.
+ * *taken (if not NULL): how many of vec's bytes were sent or queued, also
+ * after an error. */
+ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total,
+                         size_t *taken);
 /* Send queued output: 0 all gone (buffer freed), 1 some left, or an error. */
 int tc__chan_flush_nb(tc_conn *c);
+/* Record how many of the caller's bytes the current write call took. */
+static inline void tc__chan_set_sent(tc_conn *c, size_t n)
+{
+    atomic_store_explicit(&c->last_sent, n, memory_order_relaxed);
+}
 
 /* conn.c */
 
@@ -402,7 +416,9 @@ struct tc__driver {
     ssize_t (*wait_input)(tc_conn *c, int64_t deadline);
     /* Send everything queued, then vec (total bytes): total or an error. A
      * blocking driver waits until the channel's deadline; an event loop's
-     * sends what the socket takes and queues the rest (from any thread). */
+     * sends what the socket takes and queues the rest (from any thread).
+     * Either records how many of vec's bytes went out or were queued, also
+     * on failure (tc__chan_set_sent); sendfile too, of the file's bytes. */
     ssize_t (*send)(tc_conn *c, const struct iovec *vec, int cnt, size_t total);
     /* Half-close once the queued output is out. */
     int (*shutdown_write)(tc_conn *c);

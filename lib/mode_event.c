@@ -416,7 +416,7 @@ static void read_mail(struct loop *lp)
         } else if (!m->ec->closed) {
             struct iovec v1 = {m->data, m->len};
             atomic_fetch_sub(&m->ec->mail_bytes, m->len);
-            if (tc__chan_send_nb(m->ec->conn, &v1, 1, m->len) < 0)
+            if (tc__chan_send_nb(m->ec->conn, &v1, 1, m->len, NULL) < 0)
                 ev_close(m->ec, m->ec->conn->werr, TC__REPORT_AUTO);
             else
                 set_interest(m->ec);
@@ -432,13 +432,16 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
 {
     struct evconn *ec = c->drv_data;
     if (pthread_equal(pthread_self(), ec->loop->tid)) {
-        ssize_t r = tc__chan_send_nb(c, vec, cnt, total);
+        size_t taken;
+        ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
+        tc__chan_set_sent(c, taken);
         if (r >= 0 && !ec->closed && tc__chan_pending(c) && !(ec->interest & TC__POLL_OUT))
             set_interest(ec);
         return r;
     }
     /* Another thread: copy the bytes into the loop's mailbox, within bounds
-     * (a queue that is never read must not grow without end). */
+     * (a queue that is never read must not grow without end). All or none. */
+    tc__chan_set_sent(c, 0);
     size_t queued = atomic_load(&ec->mail_bytes) +
                     atomic_load_explicit(&ec->out_queued, memory_order_relaxed);
     if (queued >= OUTPUT_HWM)
@@ -457,6 +460,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
         off += vec[i].iov_len;
     }
     atomic_fetch_add(&ec->mail_bytes, total);
+    tc__chan_set_sent(c, total); /* before post: after it the loop may close c */
     post(ec->loop, m);
     return (ssize_t)total;
 }

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -40,6 +41,12 @@ void tc__sock_shutdown(int fd)
 int tc__sock_shutdown_how(int fd, int how)
 {
     return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+int tc__sock_set_nonblocking(int fd, int on)
+{
+    int v = on ? 1 : 0;
+    return ioctl(fd, FIONBIO, &v) < 0 ? -errno : 0; /* one call: no F_GETFL first */
 }
 
 int tc__sock_setopt(int fd, int level, int opt, int value)
@@ -235,9 +242,10 @@ ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n)
     sigpending(&pending);
     int was_pending = sigismember(&pending, SIGPIPE) == 1;
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    /* EINTR is not retried here: on a blocking socket the caller recomputes
-     * SO_SNDTIMEO from its deadline first. */
-    ssize_t r = sendfile(fd, file_fd, offset, n);
+    ssize_t r;
+    do
+        r = sendfile(fd, file_fd, offset, n);
+    while (r < 0 && errno == EINTR);
     int err = r < 0 ? errno : 0;
     if (err == EPIPE && !was_pending) {
         const struct timespec zero = {0, 0};

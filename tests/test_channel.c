@@ -2,8 +2,9 @@
 /* Buffered channel I/O over real loopback connections: every read function
  * with data in one burst and in 1-byte pieces, limits, end of stream
  * mid-message, timeouts and deadlines (the one place timing is measured),
- * half-close, sendfile, partial writes on a full socket, and the client's
- * distinct dial errors. The peer side is a plain blocking socket. */
+ * what a timed-out write sent (tc_conn_last_sent), half-close, sendfile,
+ * partial writes on a full socket, and the client's distinct dial errors.
+ * The peer side is a plain blocking socket. */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -596,6 +597,70 @@ Test(channel, unbuffered_write_timeout_after_progress_breaks_the_write_side)
     free_pair(&p);
 }
 
+/* After an unbuffered write timed out part way, tc_conn_last_sent() counts
+ * exactly the caller's bytes the peer then receives: after the bytes that
+ * were buffered before it and the codec's header, which it does not count. */
+enum { LS_WRITEV, LS_WRITE_FRAME, LS_WRITE, LS_PRINTF, LS_N };
+static const char *const ls_name[LS_N] = {"writev", "write_frame", "write", "printf"};
+
+static void check_last_sent_timed_out(int kind)
+{
+    struct pair p;
+    make_pair(&p);
+    int small = 4096;
+    setsockopt(tc_conn_fd(p.c), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(p.peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(p.peer, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv); /* a bug fails, not hangs */
+    size_t n = 8 << 20, head = 0;
+    char *big = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)('a' + (i * 7 + i / 4093) % 26);
+    big[n] = '\0';
+    cr_assert_eq(tc_conn_write(p.c, "pre", 3), 3); /* buffered: goes first, not counted */
+    tc_conn_set_timeout(p.c, 150);
+    ssize_t r;
+    if (kind == LS_WRITEV) {
+        struct iovec v[8];
+        for (int i = 0; i < 8; i++)
+            v[i] = (struct iovec){big + (size_t)i * (n / 8), n / 8};
+        r = tc_conn_writev(p.c, v, 8);
+    } else if (kind == LS_WRITE_FRAME) {
+        tc_codec c;
+        tc_codec_length_prefixed(&c, 4, TC_BIG_ENDIAN);
+        tc_codec_set_max_frame(&c, n);
+        tc_conn_set_codec(p.c, &c);
+        head = 4;
+        r = tc_conn_write_frame(p.c, big, n);
+    } else if (kind == LS_WRITE) {
+        r = tc_conn_write(p.c, big, n); /* larger than the buffer: sent directly */
+    } else {
+        r = tc_conn_printf(p.c, "%s", big);
+    }
+    ssize_t last = tc_conn_last_sent(p.c);
+    tc_conn_close(p.c); /* nothing more goes out: the write side is broken */
+    p.c = NULL;
+    char *got = malloc(n + 16);
+    size_t k = peer_recv_all(p.peer, got, n + 16);
+    cr_assert_eq(r, -ETIMEDOUT, "%s: %zd (%s)", ls_name[kind], r, tc_err_name((int)r));
+    cr_assert_gt(last, 0, "%s: the count says nothing went out", ls_name[kind]);
+    cr_assert_lt(last, (ssize_t)n);
+    cr_assert_eq(k, 3 + head + (size_t)last,
+                 "%s: the peer got %zu bytes, the count says 3 + %zu + %zd", ls_name[kind], k,
+                 head, last);
+    cr_assert(memcmp(got, "pre", 3) == 0);
+    cr_assert(memcmp(got + 3 + head, big, (size_t)last) == 0, "%s: the first bytes, in order",
+              ls_name[kind]);
+    free(got);
+    free(big);
+    free_pair(&p);
+}
+
+Test(channel, last_sent_after_a_timed_out_writev) { check_last_sent_timed_out(LS_WRITEV); }
+Test(channel, last_sent_after_a_timed_out_frame) { check_last_sent_timed_out(LS_WRITE_FRAME); }
+Test(channel, last_sent_after_a_timed_out_direct_write) { check_last_sent_timed_out(LS_WRITE); }
+Test(channel, last_sent_after_a_timed_out_printf) { check_last_sent_timed_out(LS_PRINTF); }
+
 /* ---- writes ------------------------------------------------------------- */
 
 static int queued(int fd)
@@ -751,21 +816,33 @@ Test(channel, sends_return_the_callers_byte_count)
     unlink(path);
     cr_assert_eq(write(fd, "0123456789", 10), 10);
 
-    cr_assert_eq(tc_conn_write(p.c, "buffered", 8), 8);
-    cr_assert_eq(tc_conn_send_all(p.c, "all", 3), 3, "the 8 buffered bytes are not counted");
-    cr_assert_eq(tc_conn_write(p.c, "x", 1), 1);
+    /* After a success tc_conn_last_sent() is the call's return value. */
+#define SENT(call, n, ...)                                                                         \
+    do {                                                                                           \
+        cr_assert_eq((call), (n), __VA_ARGS__);                                                    \
+        cr_assert_eq(tc_conn_last_sent(p.c), (ssize_t)(n), "last_sent after %s", #call);          \
+    } while (0)
+    SENT(tc_conn_write(p.c, "buffered", 8), 8, "write");
+    SENT(tc_conn_send_all(p.c, "all", 3), 3, "the 8 buffered bytes are not counted");
+    SENT(tc_conn_write(p.c, "x", 1), 1, "write");
     struct iovec v[2] = {{"ab", 2}, {"cde", 3}};
-    cr_assert_eq(tc_conn_writev(p.c, v, 2), 5, "the vector's length, not the buffered byte");
-    cr_assert_eq(tc_conn_printf(p.c, "%d", 12345), 5);
-    cr_assert_eq(tc_conn_write_frame(p.c, "frame", 5), 5, "the payload: no prefix, no buffer");
-    cr_assert_eq(tc_conn_send(p.c, "", 0), 0, "an empty frame: 4 bytes of prefix, 0 of payload");
-    cr_assert_eq(tc_conn_send(p.c, "msg", 3), 3);
-    cr_assert_eq(tc_conn_write(p.c, "z", 1), 1);
-    cr_assert_eq(tc_conn_flush(p.c), 0, "a flush takes none of the caller's bytes");
-    cr_assert_eq(tc_conn_write(p.c, "y", 1), 1);
-    cr_assert_eq(tc_conn_sendfile(p.c, fd, 4, 100), 6, "the file's bytes, up to its end");
-    cr_assert_eq(tc_conn_send_all(p.c, "", 0), 0);
-    cr_assert_eq(tc_conn_writev(p.c, NULL, 0), 0);
+    SENT(tc_conn_writev(p.c, v, 2), 5, "the vector's length, not the buffered byte");
+    SENT(tc_conn_printf(p.c, "%d", 12345), 5, "printf");
+    SENT(tc_conn_write_frame(p.c, "frame", 5), 5, "the payload: no prefix, no buffer");
+    SENT(tc_conn_send(p.c, "", 0), 0, "an empty frame: 4 bytes of prefix, 0 of payload");
+    SENT(tc_conn_send(p.c, "msg", 3), 3, "send");
+    SENT(tc_conn_write(p.c, "z", 1), 1, "write");
+    SENT(tc_conn_flush(p.c), 0, "a flush takes none of the caller's bytes");
+    SENT(tc_conn_write(p.c, "y", 1), 1, "write");
+    SENT(tc_conn_sendfile(p.c, fd, 4, 100), 6, "the file's bytes, up to its end");
+    SENT(tc_conn_send_all(p.c, "", 0), 0, "nothing");
+    SENT(tc_conn_writev(p.c, NULL, 0), 0, "nothing");
+#undef SENT
+    cr_assert_eq(tc_conn_write_frame(p.c, "x", 1 << 30), TC_ETOOBIG);
+    cr_assert_eq(tc_conn_last_sent(p.c), 0, "a frame the codec refused sent nothing");
+    cr_assert_eq(tc_conn_send_all(p.c, NULL, 1), -EINVAL);
+    cr_assert_eq(tc_conn_last_sent(p.c), 0, "invalid arguments sent nothing");
+    cr_assert_eq(tc_conn_last_sent(NULL), -EINVAL);
 
     static const char want[] = "bufferedallxabcde12345\0\0\0\5frame\0\0\0\0\0\0\0\3msgzy456789";
     char got[sizeof want];
@@ -863,6 +940,8 @@ Test(channel, a_closed_peer_gives_EPIPE_not_SIGPIPE)
     for (int i = 0; i < 100 && r >= 0; i++)
         r = tc_conn_send_all(p.c, blob, sizeof blob);
     cr_assert(r == -EPIPE || r == -ECONNRESET, "%s", tc_err_name((int)r));
+    ssize_t last = tc_conn_last_sent(p.c);
+    cr_assert(last >= 0 && last < (ssize_t)sizeof blob, "sent %zd of the failed call", last);
     free_pair(&p);
     make_pair(&p);
     close(p.peer);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* tc_conn and tc_dial: accessors in a handler, EOF, timeouts, send_all under
- * a storm of signals and to a closed peer (no SIGPIPE), dialling TCP, IPv6
- * and unix servers, refusals and bad addresses. Loopback only. */
+ * a storm of signals, the deadline of every send to a reader that keeps up,
+ * what a timed-out send sent (tc_conn_last_sent), sends to a closed peer (no
+ * SIGPIPE), dialling TCP, IPv6 and unix servers, refusals and bad
+ * addresses. Loopback only. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
@@ -362,6 +364,225 @@ Test(conn, send_all_survives_signals, .timeout = 120)
                  tc_err_name((int)b.rc));
     cr_assert_gt(b.signals_during_send, 0, "no signal arrived during the send: test is void");
     free(b.buf);
+}
+
+/* ---- one deadline for every send, even to a reader that keeps up ---------------------- */
+
+/* A reader that takes STEADY_CHUNK bytes every STEADY_PACE_MS (scaled) needs
+ * at least 64 MiB / 32 KiB * 5 ms = 10.2 s (scaled) for the whole file: four
+ * times the bound a send with a 1 s timeout must end within. */
+#define STEADY_SIZE ((size_t)64 << 20)
+#define STEADY_CHUNK 32768
+#define STEADY_PACE_MS 5
+#define STEADY_TIMEOUT_MS 1000
+#define STEADY_LIMIT_MS 2500
+
+struct steady {
+    int use_sendfile;
+    int file_fd;          /* a sparse file of STEADY_SIZE bytes (sendfile) */
+    unsigned char *buf;   /* STEADY_SIZE bytes (send_all) */
+    tc_test_event done;
+    ssize_t rc, last; /* the send's code, and tc_conn_last_sent after it */
+    int64_t elapsed_ms;
+};
+
+static int steady_handle(tc_conn *c, void *ctx)
+{
+    struct steady *s = ctx;
+    tc_conn_set_timeout(c, STEADY_TIMEOUT_MS);
+    int64_t t0 = tc_test_now_ms();
+    s->rc = s->use_sendfile ? tc_conn_sendfile(c, s->file_fd, 0, STEADY_SIZE)
+                            : tc_conn_send_all(c, s->buf, STEADY_SIZE);
+    s->elapsed_ms = tc_test_now_ms() - t0;
+    s->last = tc_conn_last_sent(c);
+    tc_test_event_post(&s->done, NULL);
+    return 0;
+}
+
+/* A raw client with a small receive buffer (set before connecting, so the
+ * window is small from the start), its waits bounded like tc_test_connect's. */
+static int connect_small_rcvbuf(const tc_addr *addr)
+{
+    int fd = socket(tc_addr_family(addr), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int rcvbuf = 65536;
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+    int ms = TC_TEST_WAIT_MS;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    cr_assert_eq(connect(fd, &addr->u.sa, addr->len), 0);
+    return fd;
+}
+
+static void check_send_deadline_to_steady_reader(int use_sendfile)
+{
+    struct steady s;
+    memset(&s, 0, sizeof s);
+    tc_test_event_init(&s.done);
+    s.use_sendfile = use_sendfile;
+    s.file_fd = -1;
+    if (use_sendfile) {
+        char path[] = "/tmp/tc_steady_XXXXXX";
+        s.file_fd = mkstemp(path);
+        cr_assert_geq(s.file_fd, 0);
+        unlink(path);
+        cr_assert_eq(ftruncate(s.file_fd, (off_t)STEADY_SIZE), 0); /* sparse: no disk */
+    } else {
+        s.buf = calloc(1, STEADY_SIZE);
+        cr_assert_not_null(s.buf);
+    }
+    tc_handler h = TC_HANDLER_INIT;
+    h.handle = steady_handle;
+    h.ctx = &s;
+    tc_test_server ts;
+    tc_test_server_start(&ts, "127.0.0.1:0", NULL, &h);
+
+    int fd = connect_small_rcvbuf(&ts.addr);
+    static unsigned char chunk[STEADY_CHUNK];
+    size_t got = 0;
+    int limit = tc_test_ms(STEADY_LIMIT_MS);
+    /* Read steadily until the send ends; twice the limit bounds a send that
+     * does not (the close then ends it with an error). */
+    int64_t give_up = tc_test_now_ms() + 2 * limit;
+    while (tc_test_event_count(&s.done) == 0 && tc_test_now_ms() < give_up) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        tc_test_nap_ms(tc_test_ms(STEADY_PACE_MS)); /* the reader's pace */
+    }
+    /* The send ended: the rest of what it handed to the kernel, to the end. */
+    ssize_t n = 1;
+    while (tc_test_event_count(&s.done) > 0 && (n = recv(fd, chunk, sizeof chunk, 0)) > 0)
+        got += (size_t)n;
+    close(fd);
+    cr_assert_eq(tc_test_event_wait(&s.done, 1, TC_TEST_WAIT_MS), 0, "the send never ended");
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+
+    cr_assert_eq(s.rc, -ETIMEDOUT, "%s ended with %zd (%s) after %lld ms, %zu bytes read",
+                 use_sendfile ? "sendfile" : "send_all", s.rc, tc_err_name((int)s.rc),
+                 (long long)s.elapsed_ms, got);
+    cr_assert_geq(s.elapsed_ms, STEADY_TIMEOUT_MS - 1, "ended %lld ms in, before its deadline",
+                  (long long)s.elapsed_ms);
+    cr_assert_lt(s.elapsed_ms, limit, "ended %lld ms in (%zu bytes read): past the deadline",
+                 (long long)s.elapsed_ms, got);
+    cr_assert_gt(got, (size_t)STEADY_CHUNK, "the reader took only %zu bytes: not steady", got);
+    cr_assert_lt(got, STEADY_SIZE);
+    cr_assert_eq(n, 0, "no end of stream after the send: %s", n < 0 ? strerror(errno) : "data");
+    cr_assert_eq(s.last, (ssize_t)got, "tc_conn_last_sent says %zd bytes, the peer got %zu", s.last,
+                 got);
+    if (s.file_fd >= 0)
+        close(s.file_fd);
+    free(s.buf);
+    tc_test_event_destroy(&s.done);
+}
+
+Test(conn, sendfile_ends_at_its_deadline_while_the_peer_keeps_reading, .timeout = 40)
+{
+    check_send_deadline_to_steady_reader(1);
+}
+
+Test(conn, send_all_ends_at_its_deadline_while_the_peer_keeps_reading, .timeout = 40)
+{
+    check_send_deadline_to_steady_reader(0);
+}
+
+/* ---- how much a failed send sent --------------------------------------------------------- */
+
+#define LAST_HEAD ((size_t)5)      /* a first, small send that succeeds */
+#define LAST_BIG ((size_t)8 << 20) /* far more than the kernel's buffers hold */
+
+struct last {
+    int use_sendfile;
+    int file_fd;        /* LAST_HEAD + LAST_BIG pattern bytes (sendfile) */
+    unsigned char *buf; /* the same bytes (send_all, and what the client checks) */
+    tc_test_event done;
+    ssize_t head_rc, head_last, big_rc, big_last, after_rc, after_last;
+};
+
+static int last_handle(tc_conn *c, void *ctx)
+{
+    struct last *l = ctx;
+    int small = 65536;
+    (void)setsockopt(tc_conn_fd(c), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    tc_conn_set_timeout(c, 200);
+    l->head_rc = l->use_sendfile ? tc_conn_sendfile(c, l->file_fd, 0, LAST_HEAD)
+                                 : tc_conn_send_all(c, l->buf, LAST_HEAD);
+    l->head_last = tc_conn_last_sent(c);
+    l->big_rc = l->use_sendfile ? tc_conn_sendfile(c, l->file_fd, (off_t)LAST_HEAD, LAST_BIG)
+                                : tc_conn_send_all(c, l->buf + LAST_HEAD, LAST_BIG);
+    l->big_last = tc_conn_last_sent(c);
+    l->after_rc = tc_conn_send_all(c, "x", 1); /* the write side is broken now */
+    l->after_last = tc_conn_last_sent(c);
+    tc_test_event_post(&l->done, NULL);
+    return 0;
+}
+
+/* The client does not read until the handler's send timed out, then drains
+ * the socket to the end: it gets exactly the bytes tc_conn_last_sent counted. */
+static void check_last_sent_after_timeout(int use_sendfile)
+{
+    struct last l;
+    memset(&l, 0, sizeof l);
+    tc_test_event_init(&l.done);
+    l.use_sendfile = use_sendfile;
+    l.file_fd = -1;
+    size_t total = LAST_HEAD + LAST_BIG;
+    l.buf = malloc(total);
+    cr_assert_not_null(l.buf);
+    for (size_t i = 0; i < total; i++)
+        l.buf[i] = pattern(i);
+    if (use_sendfile) {
+        char path[] = "/tmp/tc_lastsent_XXXXXX";
+        l.file_fd = mkstemp(path);
+        cr_assert_geq(l.file_fd, 0);
+        unlink(path);
+        cr_assert_eq(write(l.file_fd, l.buf, total), (ssize_t)total);
+    }
+    tc_handler h = TC_HANDLER_INIT;
+    h.handle = last_handle;
+    h.ctx = &l;
+    tc_test_server ts;
+    tc_test_server_start(&ts, "127.0.0.1:0", NULL, &h);
+    int fd = connect_small_rcvbuf(&ts.addr);
+    cr_assert_eq(tc_test_event_wait(&l.done, 1, TC_TEST_WAIT_MS), 0, "the send never ended");
+    unsigned char *got = malloc(total);
+    cr_assert_not_null(got);
+    ssize_t n = tc_test_recv_full(fd, got, total); /* to the end: the handler has returned */
+    int eof = tc_test_recv_eof(fd);
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+
+    const char *what = use_sendfile ? "sendfile" : "send_all";
+    cr_assert_eq(l.head_rc, (ssize_t)LAST_HEAD, "%s: %s", what, tc_err_name((int)l.head_rc));
+    cr_assert_eq(l.head_last, (ssize_t)LAST_HEAD, "after a success: the length");
+    cr_assert_eq(l.big_rc, -ETIMEDOUT, "%s: %zd (%s)", what, l.big_rc, tc_err_name((int)l.big_rc));
+    cr_assert_gt(l.big_last, 0, "%s timed out after sending some bytes: the count says none",
+                 what);
+    cr_assert_lt(l.big_last, (ssize_t)LAST_BIG);
+    cr_assert_eq(l.after_rc, -ETIMEDOUT, "the write side stays broken");
+    cr_assert_eq(l.after_last, 0, "a send refused at once sent nothing");
+    cr_assert_geq(n, 0, "the client's read: %s", strerror((int)-n));
+    cr_assert_eq(eof, 0, "the client's drain did not reach the end of the stream");
+    cr_assert_eq((size_t)n, LAST_HEAD + (size_t)l.big_last,
+                 "%s: the client got %zd bytes, tc_conn_last_sent counted %zu + %zd", what, n,
+                 LAST_HEAD, l.big_last);
+    cr_assert(memcmp(got, l.buf, (size_t)n) == 0, "the bytes are the send's first ones");
+    free(got);
+    free(l.buf);
+    if (l.file_fd >= 0)
+        close(l.file_fd);
+    tc_test_event_destroy(&l.done);
+}
+
+Test(conn, last_sent_after_a_timed_out_send_all_is_what_the_peer_gets, .timeout = 30)
+{
+    check_last_sent_after_timeout(0);
+}
+
+Test(conn, last_sent_after_a_timed_out_sendfile_is_what_the_peer_gets, .timeout = 30)
+{
+    check_last_sent_after_timeout(1);
 }
 
 /* ---- send_all to a closed peer: an error code, never SIGPIPE ------------------------------ */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Event mode (lib/mode_event.c): a thousand concurrent connections on one or
  * two loops, bounded memory under backpressure, tc_conn_send from a foreign
- * thread and its high-water mark, timers (order, periods, cancel), the idle
+ * thread and its high-water mark, what a send took (tc_conn_last_sent),
+ * timers (order, periods, cancel), the idle
  * timeout, flushing on shutdown, max_conns, verify_request, stats,
  * service_actions while idle, and clean teardown. Servers listen on
  * 127.0.0.1:0; clients are raw sockets, tc_dial channels or an epoll fleet. */
@@ -1226,6 +1227,113 @@ Test(event, foreign_sends_refused_past_the_high_water_mark, .timeout = 60)
     tc_test_event_destroy(&w.again);
     tc_test_event_destroy(&w.done);
     hs_destroy(&w.hs);
+}
+
+/* ---- tc_conn_last_sent in event mode ---------------------------------------------------- */
+
+/* In event mode a send "takes" what the loop accepts into its queue: all of
+ * a loop-thread send, however little the socket took; all of a foreign
+ * send below the high-water mark; nothing of one refused above it. The
+ * loop's own sends of queued bytes (mail, flushes) never change the count. */
+#define LS_BIG ((size_t)4 << 20)
+
+struct lsent {
+    struct hs hs; /* first: the hooks' ctx */
+    pthread_mutex_t mu;
+    tc_conn *conn;     /* NULL once on_close ran */
+    tc_test_event big; /* on_message sent LS_BIG bytes */
+    ssize_t big_rc, big_last;
+};
+
+static int ls_on_open(tc_conn *c, void *ctx)
+{
+    struct lsent *ls = ctx;
+    int small = 65536; /* the kernel holds little: most of LS_BIG is queued */
+    (void)setsockopt(tc_conn_fd(c), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    pthread_mutex_lock(&ls->mu);
+    ls->conn = c;
+    pthread_mutex_unlock(&ls->mu);
+    return hs_on_open(c, &ls->hs);
+}
+
+static void ls_on_close(tc_conn *c, int reason, void *ctx)
+{
+    struct lsent *ls = ctx;
+    pthread_mutex_lock(&ls->mu);
+    ls->conn = NULL;
+    pthread_mutex_unlock(&ls->mu);
+    hs_on_close(c, reason, &ls->hs);
+}
+
+static int ls_on_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    struct lsent *ls = ctx;
+    (void)msg, (void)len;
+    unsigned char *p = calloc(1, LS_BIG);
+    ls->big_rc = p ? tc_conn_send(c, p, LS_BIG) : -ENOMEM;
+    ls->big_last = tc_conn_last_sent(c);
+    free(p);
+    tc_test_event_post(&ls->big, NULL);
+    return 0;
+}
+
+/* A send from this (foreign) thread and the count after it; -EPIPE if the
+ * channel is gone. */
+static ssize_t ls_send(struct lsent *ls, const char *s, ssize_t *last)
+{
+    ssize_t rc = -EPIPE;
+    pthread_mutex_lock(&ls->mu);
+    if (ls->conn) {
+        rc = tc_conn_send(ls->conn, s, strlen(s));
+        *last = tc_conn_last_sent(ls->conn);
+    }
+    pthread_mutex_unlock(&ls->mu);
+    return rc;
+}
+
+Test(event, last_sent_counts_what_the_loop_accepted)
+{
+    struct lsent ls;
+    memset(&ls, 0, sizeof ls);
+    hs_init(&ls.hs);
+    pthread_mutex_init(&ls.mu, NULL);
+    tc_test_event_init(&ls.big);
+    tc_server_config cfg = ev_config(&ls.hs, 1);
+    tc_codec_raw(&cfg.codec); /* the stream is exactly the payloads */
+    tc_handler hd = TC_HANDLER_INIT;
+    hd.on_open = ls_on_open;
+    hd.on_message = ls_on_message;
+    hd.on_close = ls_on_close;
+    hd.ctx = &ls;
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    int fd = tc_test_connect_ok(&ts.addr);
+    cr_assert_eq(tc_test_event_wait(&ls.hs.opened, 1, TC_TEST_WAIT_MS), 0);
+
+    ssize_t last = -1;
+    cr_assert_eq(ls_send(&ls, "abc", &last), 3, "a foreign send is accepted");
+    cr_assert_eq(last, 3, "all of it went to the loop's queue");
+    char b[4];
+    cr_assert_eq(tc_test_recv_full(fd, b, 3), 3); /* the loop has sent the mail */
+    pthread_mutex_lock(&ls.mu);
+    cr_assert_eq(tc_conn_last_sent(ls.conn), 3, "the loop's own send left the count alone");
+    pthread_mutex_unlock(&ls.mu);
+
+    cr_assert_eq(tc_test_send_all(fd, "go", 2), 0); /* the client reads no more */
+    cr_assert_eq(tc_test_event_wait(&ls.big, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(ls.big_rc, (ssize_t)LS_BIG, "%s", tc_err_name((int)ls.big_rc));
+    cr_assert_eq(ls.big_last, (ssize_t)LS_BIG, "sent or queued: all of it");
+    last = -1;
+    ssize_t rc = ls_send(&ls, "x", &last);
+    cr_assert_eq(rc, -EAGAIN, "a foreign send past the high-water mark: %s", tc_err_name((int)rc));
+    cr_assert_eq(last, 0, "a refused send took nothing");
+
+    close(fd);
+    cr_assert_eq(tc_test_event_wait(&ls.hs.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_event_destroy(&ls.big);
+    pthread_mutex_destroy(&ls.mu);
+    hs_destroy(&ls.hs);
 }
 
 /* ---- timers ------------------------------------------------------------------------- */

@@ -353,7 +353,8 @@ TC_API int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len);
  * @param n    How many.
  * @return @p n; -ETIMEDOUT (see "Timeouts and deadlines" in @ref channels);
  *         -EPIPE, -ECONNRESET or another negated errno value; -ENOMEM;
- *         -EINVAL for NULL arguments.
+ *         -EINVAL for NULL arguments. On failure, tc_conn_last_sent() tells
+ *         how many bytes went out (only a write sent directly sends any).
  */
 TC_API ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n);
 
@@ -365,6 +366,7 @@ TC_API ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n);
  * @return The number of bytes formatted (all taken: appended, or sent at
  *         once when more than the buffer holds), or the codes of
  *         tc_conn_write(), or -EINVAL for NULL arguments or a format error.
+ *         On failure, tc_conn_last_sent() tells how many bytes went out.
  */
 TC_API int tc_conn_printf(tc_conn *conn, const char *fmt, ...) TC_PRINTF_LIKE(2, 3);
 
@@ -389,6 +391,7 @@ TC_API int tc_conn_flush(tc_conn *conn);
  *         not counted), or -ETIMEDOUT, -EPIPE, -ECONNRESET or another
  *         negated errno value (some bytes may have been sent: see "Timeouts
  *         and deadlines" in @ref channels), -EINVAL for NULL arguments.
+ *         On failure, tc_conn_last_sent() tells how many bytes went out.
  */
 TC_API ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n);
 
@@ -404,7 +407,9 @@ TC_API ssize_t tc_conn_send_all(tc_conn *conn, const void *buf, size_t n);
  * @return The vector's total length, all of it sent (the buffered bytes sent
  *         before it are not counted); -ETIMEDOUT, -EPIPE, -ECONNRESET or
  *         another negated errno value; -EINVAL for NULL arguments, a
- *         negative count or a total over SSIZE_MAX.
+ *         negative count or a total over SSIZE_MAX. On failure,
+ *         tc_conn_last_sent() tells how many bytes went out (counted through
+ *         the vector in order).
  */
 TC_API ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt);
 
@@ -412,6 +417,9 @@ TC_API ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt
  * @brief Send @p count bytes of a file, starting at @p offset, with sendfile(2).
  *
  * The write buffer is flushed first. The file's own offset is not changed.
+ * Like every send, the whole call ends at the channel's deadline (the
+ * timeout counts from its start), however steadily the peer reads: a
+ * transfer still going then fails with -ETIMEDOUT.
  * @param conn    The channel.
  * @param file_fd An open, readable regular file.
  * @param offset  Where to start in the file, >= 0.
@@ -419,7 +427,9 @@ TC_API ssize_t tc_conn_writev(tc_conn *conn, const struct iovec *iov, int iovcnt
  * @return The number of bytes sent: @p count, or fewer if the file ends
  *         first; -ETIMEDOUT, -EPIPE, -ECONNRESET, -EBADF, or another negated
  *         errno value; -ENOTSUP in TC_MODE_EVENT (it would block the loop);
- *         -EINVAL for NULL, a negative offset or a negative @p file_fd.
+ *         -EINVAL for NULL, a negative offset or a negative @p file_fd. On
+ *         failure, tc_conn_last_sent() tells how many bytes went out (of the
+ *         file, from @p offset on).
  */
 TC_API ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count);
 
@@ -434,7 +444,8 @@ TC_API ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t
  * @return @p len, the payload's length (the codec's header and trailer, and
  *         the buffered bytes sent before them, are not counted); TC_ETOOBIG or
  *         TC_EBADFRAME from the codec (nothing sent); the codes of
- *         tc_conn_writev().
+ *         tc_conn_writev(). On failure, tc_conn_last_sent() tells how many
+ *         bytes went out (of the payload: the header's do not count).
  */
 TC_API ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
 
@@ -448,7 +459,8 @@ TC_API ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
  * @param conn The channel.
  * @param buf  The payload.
  * @param len  Its length.
- * @return As tc_conn_write_frame(): @p len, or a negative code; in event
+ * @return As tc_conn_write_frame(): @p len, or a negative code (on failure,
+ *         tc_conn_last_sent() tells how many bytes went out); in event
  *         mode, from a thread other than the channel's loop, -EAGAIN while
  *         1 MiB or more is queued for the channel (nothing of this call is
  *         queued then: try again once the peer has read).
@@ -466,6 +478,40 @@ TC_API ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
  * the other modes a channel belongs to its handler's thread.
  */
 TC_API ssize_t tc_conn_send(tc_conn *conn, const void *buf, size_t len);
+
+/**
+ * @brief How many of the caller's bytes the last write call on the channel
+ *        took, valid after a success and after a failure.
+ *
+ * Every write call sets it: tc_conn_send(), tc_conn_write_frame(),
+ * tc_conn_send_all(), tc_conn_writev(), tc_conn_sendfile(), tc_conn_write(),
+ * tc_conn_printf(), and tc_conn_flush() and tc_conn_shutdown_write(), which
+ * take none of the caller's bytes (0). Taken means handed to the kernel, or
+ * queued to go out after what is already queued: appended to the write
+ * buffer by tc_conn_write() or tc_conn_printf(), or accepted by an event
+ * loop's queue. So after a success it equals the call's return value (for
+ * tc_conn_write_frame() the payload's bytes, never the codec's framing, nor
+ * buffered bytes sent before the caller's). After a failure (-ETIMEDOUT,
+ * -EPIPE, ...) it tells how many of the call's bytes went out before it: a
+ * prefix of them, in order, that the peer receives unless the connection
+ * breaks, so that a caller can resume after it on a new connection, or log
+ * it. A call that fails before sending anything (invalid arguments, a
+ * broken write side, a codec's refusal) leaves 0. It costs nothing: no
+ * system call, one number the send paths keep.
+ * @code
+ * ssize_t r = tc_conn_sendfile(c, fd, off, len);
+ * if (r < 0)
+ *     fprintf(stderr, "%zd of %zu bytes sent: %s\n", tc_conn_last_sent(c), len,
+ *             tc_strerror((int)r));
+ * @endcode
+ * @param conn The channel.
+ * @return The count (>= 0), or -EINVAL for NULL.
+ * @par Thread safety
+ * Ask from the thread that made the call, before its next write call. In
+ * event mode, where sends may come from any thread, each call overwrites the
+ * count (safely): it is meaningful when one thread sends on the channel.
+ */
+TC_API ssize_t tc_conn_last_sent(const tc_conn *conn);
 
 /**
  * @brief Half-close: flush, then send end of stream (shutdown SHUT_WR) and
