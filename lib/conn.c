@@ -241,7 +241,7 @@ ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n)
         }
         if (r == TC_EOF)
             return got == 0 ? TC_EOF : tc__chan_broken(conn, TC_EPARTIAL);
-        if (r == -ETIMEDOUT || r == -ENOMEM) {
+        if (r == -ETIMEDOUT || r == -ENOMEM || r == TC_ESHUTDOWN) {
             /* Consume nothing: the caller can try again with the same n. */
             rc = unread(conn, dst, got);
             return rc < 0 ? tc__chan_broken(conn, rc) : (int)r;

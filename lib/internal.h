@@ -319,8 +319,8 @@ int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *pe
 void tc__chan_free(tc_conn *c);
 /* Drop the bytes of the last view: it ends with the next read call. */
 void tc__chan_consume_view(tc_conn *c);
-/* Remember a hard read error (not a timeout, ENOMEM or EAGAIN): the read
- * side stays broken with it. Returns err. */
+/* Remember a hard read error (not a timeout, ENOMEM, EAGAIN or
+ * TC_ESHUTDOWN): the read side stays broken with it. Returns err. */
 int tc__chan_broken(tc_conn *c, int err);
 /* Free empty buffers (a read buffer only if it holds more than keep bytes). */
 void tc__chan_trim(tc_conn *c, size_t keep);
