@@ -226,7 +226,8 @@ TC_API const tc_codec *tc_conn_codec(const tc_conn *conn);
  * @brief Read what is available, up to @p n bytes, waiting for at least one.
  *
  * Buffered bytes are returned first (without waiting); otherwise one receive
- * is made.
+ * is made. After a framed read answered TC_EPARTIAL, this returns the bytes
+ * of the incomplete last line or frame, then TC_EOF.
  * @param conn The channel.
  * @param buf  Destination.
  * @param n    Its size; 0 returns 0 at once.
@@ -282,7 +283,10 @@ TC_API ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n);
  * @param[out] ptr Receives the start of the view.
  * @param[out] len Receives its length.
  * @return 0; TC_EOF when the stream ended at a line boundary; TC_EPARTIAL
- *         when it ended inside a line; TC_ETOOBIG over @p max; -ETIMEDOUT
+ *         when it ended inside a line (nothing consumed: the unterminated
+ *         tail stays buffered, for tc_conn_read() or tc_conn_peek(); this
+ *         call answers TC_EPARTIAL again until the tail is taken, then
+ *         TC_EOF); TC_ETOOBIG over @p max; -ETIMEDOUT
  *         (nothing consumed); TC_ESHUTDOWN (the server's drain began while
  *         the call waited: see tc_conn_read(); nothing consumed); -ENOMEM;
  *         -ECONNRESET or another negated errno
@@ -304,7 +308,9 @@ TC_API int tc_conn_read_until(tc_conn *conn, const void *delim, size_t dlen, siz
  * @param max  Longest accepted line, "\n" excluded; 0 = 1 MiB.
  * @param[out] line Receives the start of the line.
  * @param[out] len  Receives its length.
- * @return As tc_conn_read_until(): 0; TC_EOF, TC_EPARTIAL, TC_ETOOBIG,
+ * @return As tc_conn_read_until(): 0; TC_EOF, TC_EPARTIAL (the last
+ *         line had no "\n": it stays readable, like the line Python's
+ *         readline() returns; see tc_conn_read_until()), TC_ETOOBIG,
  *         -ETIMEDOUT, TC_ESHUTDOWN, -ENOMEM, -ECONNRESET or another negated
  *         errno value;
  *         -ENOTSUP in TC_MODE_EVENT; -EINVAL for NULL arguments or @p max
@@ -330,15 +336,18 @@ TC_API int tc_conn_read_line(tc_conn *conn, size_t max, const char **line, size_
  * @param[out] msg Receives the start of the payload (valid even for length 0).
  * @param[out] len Receives its length.
  * @return 0; TC_EOF at a clean end of stream between frames; TC_EPARTIAL
- *         when the stream ended inside a frame; TC_ETOOBIG for a frame over
+ *         when the stream ended inside a frame (nothing consumed: the bytes
+ *         of the incomplete frame, framing included, stay readable by
+ *         tc_conn_read() and tc_conn_peek(); this call answers TC_EPARTIAL
+ *         until they are taken, then TC_EOF); TC_ETOOBIG for a frame over
  *         the maximum; TC_EBADFRAME (or a custom scan's code) for malformed
  *         bytes; -ETIMEDOUT (nothing consumed); TC_ESHUTDOWN (the server's
  *         drain began while the call waited: see tc_conn_read(); nothing
  *         consumed); -ENOMEM; -ECONNRESET or another negated errno value;
  *         -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler: see
  *         tc_handler::on_message); -EINVAL for NULL arguments. After any
- *         failure but -ETIMEDOUT, TC_ESHUTDOWN, -ENOMEM, -ENOTSUP and
- *         -EINVAL the read side is broken.
+ *         failure but -ETIMEDOUT, TC_ESHUTDOWN, TC_EPARTIAL, -ENOMEM,
+ *         -ENOTSUP and -EINVAL the read side is broken.
  * @par Ownership
  * The view points into the channel's buffer; the channel owns it.
  */
