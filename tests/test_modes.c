@@ -751,6 +751,53 @@ ParameterizedTest(tc_mode *mode, modes, drain_closes_idle_message_connections, .
     shared_free(sh);
 }
 
+/* Inline and forking: a message loop waiting for the rest of a frame is
+ * reached by the stop descriptor too; it ends quietly with TC_ESHUTDOWN. */
+MODE_PARAMS(modes, drain_ends_wait_inside_a_frame, STOPFD_MODES)
+ParameterizedTest(tc_mode *mode, modes, drain_ends_wait_inside_a_frame, .timeout = 40)
+{
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    int drain = tc_test_ms(3000);
+    cfg.drain_timeout_ms = drain;
+    cfg.conn_timeout_ms = tc_test_ms(HANDLER_MAX_MS);
+    tc_codec_delimited(&cfg.codec, "\n", 1);
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_message = m_echo;
+    h.on_close = m_closed;
+    h.ctx = sh;
+    struct msrv m;
+    memset(&m, 0, sizeof m);
+    cr_assert_eq(tc_server_create(&m.srv, &cfg, &h), 0);
+    cr_assert_eq(tc_server_address(m.srv, &m.addr), 0);
+    cr_assert_eq(pthread_create(&m.thread, NULL, serve_main, &m), 0);
+    m.running = 1;
+    int fd = cl_connect(&m.addr);
+    /* One send: the reply to the first line comes once the half line
+     * behind it is buffered, and the loop waits for the rest of it. */
+    cr_assert_eq(send(fd, "m\nhalf a li", 12, MSG_NOSIGNAL), 12);
+    cl_expect_echo(fd, 'm');
+    cl_expect_echo(fd, '\n');
+    int64_t t0 = tc_test_now_ms();
+    cr_assert_eq(tc_server_shutdown(m.srv), 0);
+    M_WAIT_UNTIL(atomic_load(&m.done), drain + tc_test_ms(1000));
+    int64_t took = tc_test_now_ms() - t0;
+    int done = atomic_load(&m.done);
+    if (!done)
+        cl_close(fd); /* the client leaves, so that the loop ends */
+    cr_assert(done, "%s: serve_forever still waits after %lld ms", tc_mode_name(*mode),
+              (long long)took);
+    pthread_join(m.thread, NULL);
+    cr_expect_lt(took, drain, "%s: serve_forever took %lld ms", tc_mode_name(*mode),
+                 (long long)took);
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == 1, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->saw_eof), 1, "on_close did not get TC_ESHUTDOWN");
+    cr_expect_eq(atomic_load(&sh->errors), 0, "the drain was reported");
+    cl_close(fd);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
 /* destroy leaves descriptors, threads and children as they were. */
 MODE_PARAMS(modes, destroy_restores_counts, ALL_MODES)
 ParameterizedTest(tc_mode *mode, modes, destroy_restores_counts, .timeout = 20)
