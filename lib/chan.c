@@ -64,7 +64,8 @@ void tc__chan_consume_view(tc_conn *c)
 
 int tc__chan_broken(tc_conn *c, int err)
 {
-    if (err != -ETIMEDOUT && err != -ENOMEM && err != -EAGAIN)
+    /* TC_ESHUTDOWN: a wait the stop descriptor ended, not a fault of the stream. */
+    if (err != -ETIMEDOUT && err != -ENOMEM && err != -EAGAIN && err != TC_ESHUTDOWN)
         c->rerr = err;
     return err;
 }

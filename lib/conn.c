@@ -241,7 +241,7 @@ ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n)
         }
         if (r == TC_EOF)
             return got == 0 ? TC_EOF : tc__chan_broken(conn, TC_EPARTIAL);
-        if (r == -ETIMEDOUT || r == -ENOMEM) {
+        if (r == -ETIMEDOUT || r == -ENOMEM || r == TC_ESHUTDOWN) {
             /* Consume nothing: the caller can try again with the same n. */
             rc = unread(conn, dst, got);
             return rc < 0 ? tc__chan_broken(conn, rc) : (int)r;
@@ -271,8 +271,8 @@ static int read_framed(tc_conn *c, const tc_codec *codec, size_t *off, size_t *p
         if (rc < 0)
             return tc__chan_broken(c, rc);
         scanned = c->rlen;
-        if (c->reof)
-            return c->rlen ? tc__chan_broken(c, TC_EPARTIAL) : TC_EOF;
+        if (c->reof) /* the cut-short tail stays buffered for plain reads */
+            return c->rlen ? TC_EPARTIAL : TC_EOF;
         ssize_t r = fill(c, deadline, limit);
         if (r < 0 && r != TC_EOF)
             return tc__chan_broken(c, (int)r);

@@ -64,13 +64,42 @@ static ssize_t note_dry(tc_conn *c, ssize_t r, size_t n)
     return r;
 }
 
+/* A receive for a channel that watches the stop descriptor (inline, a
+ * forked child, inetd: nothing else could wake a handler asleep in a read):
+ * ppoll on the socket and stopfd, then a recv that does not sleep; a recv
+ * first when the last one filled its buffer (more is most likely there).
+ * Once the stop descriptor is readable, bytes already there are still read;
+ * a read that would wait ends with TC_ESHUTDOWN. */
+static ssize_t recv_watch(tc_conn *c, void *buf, size_t n, int64_t deadline, int intr)
+{
+    for (;;) {
+        if (!c->rdry) {
+            ssize_t r = tc__sock_recv(c->fd, buf, n);
+            if (r != -EAGAIN)
+                return r;
+        }
+        int rc = tc__sock_wait_stop(c->fd, POLLIN, c->stopfd, deadline);
+        if (rc == 0 || (rc == -EINTR && !intr)) {
+            c->rdry = rc != 0; /* a signal: wait again against the same deadline */
+            continue;
+        }
+        if (rc != TC_ESHUTDOWN && rc != -ETIMEDOUT)
+            return rc;
+        ssize_t r = tc__sock_recv(c->fd, buf, n); /* only what is there already */
+        return r == -EAGAIN ? rc : r;
+    }
+}
+
 /* ---- sleep: a blocking socket ------------------------------------------- */
 
 /* One recv that sleeps until input, the deadline or (if intr) a signal: a
- * count, 0 at the end of the stream, -ETIMEDOUT, -EINTR, or an error. No
- * poll first: the common wait costs one system call. */
+ * count, 0 at the end of the stream, -ETIMEDOUT, -EINTR, TC_ESHUTDOWN (a
+ * channel with a stop descriptor: recv_watch), or an error. No poll first:
+ * the common wait costs one system call. */
 static ssize_t recv_block(tc_conn *c, void *buf, size_t n, int64_t deadline, int intr)
 {
+    if (c->stopfd >= 0)
+        return recv_watch(c, buf, n, deadline, intr);
     for (;;) {
         int64_t left = time_left(deadline);
         if (left < 0) {
@@ -141,6 +170,8 @@ static ssize_t sleep_fill(tc_conn *c, int64_t deadline, size_t limit)
 
 static ssize_t poll_recv(tc_conn *c, void *buf, size_t n, int64_t deadline)
 {
+    if (c->stopfd >= 0)
+        return note_dry(c, recv_watch(c, buf, n, deadline, 0), n);
     ssize_t r;
     for (;;) {
         if (c->rdry) {
@@ -158,8 +189,9 @@ static ssize_t poll_recv(tc_conn *c, void *buf, size_t n, int64_t deadline)
 
 static ssize_t poll_fill(tc_conn *c, int64_t deadline, size_t limit)
 {
-    if (c->rdry) {
+    if (c->rdry)
         tc__chan_trim(c, 0); /* about to sleep, most likely: an empty buffer goes back */
+    if (c->rdry && c->stopfd < 0) { /* else poll_recv waits, watching stopfd too */
         int rc = tc__sock_wait(c->fd, POLLIN, deadline);
         if (rc < 0)
             return rc;

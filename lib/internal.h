@@ -283,7 +283,8 @@ struct tc_conn {
     const tc__driver *drv; /* the transport: how this channel waits and sends */
     void *drv_data;        /* the driver's record of the channel, or NULL */
     tc_server *srv;        /* opaque here: tc_conn_server(); NULL for a dialled channel */
-    int stopfd;            /* a stop signal message waits watch (readable: TC_ESHUTDOWN), or -1 */
+    int stopfd;            /* a stop signal reads and message waits watch (readable:
+                            * TC_ESHUTDOWN), or -1 */
     tc_addr peer;
     /* The server's address when every accepted socket shares it, else the
      * copy in own_local: an idle channel in event mode should cost little,
@@ -330,8 +331,8 @@ int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *pe
 void tc__chan_free(tc_conn *c);
 /* Drop the bytes of the last view: it ends with the next read call. */
 void tc__chan_consume_view(tc_conn *c);
-/* Remember a hard read error (not a timeout, ENOMEM or EAGAIN): the read
- * side stays broken with it. Returns err. */
+/* Remember a hard read error (not a timeout, ENOMEM, EAGAIN or
+ * TC_ESHUTDOWN): the read side stays broken with it. Returns err. */
 int tc__chan_broken(tc_conn *c, int err);
 /* Free empty buffers (a read buffer only if it holds more than keep bytes). */
 void tc__chan_trim(tc_conn *c, size_t keep);
@@ -403,11 +404,13 @@ int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h);
 struct tc__driver {
     const char *name;
     /* One receive into the buffer (capacity at most limit), waiting for
-     * input until deadline: bytes added, TC_EOF, -ETIMEDOUT or an error.
+     * input until deadline: bytes added, TC_EOF, -ETIMEDOUT, TC_ESHUTDOWN
+     * (c->stopfd became readable while it had to wait) or an error.
      * NULL: the driver reads for the handler (event loops). */
     ssize_t (*fill)(tc_conn *c, int64_t deadline, size_t limit);
     /* One receive straight into buf (a read larger than the buffer), waiting
-     * until deadline: a count, 0 at the end of the stream, or an error. */
+     * until deadline: a count, 0 at the end of the stream, or an error
+     * (TC_ESHUTDOWN as for fill). */
     ssize_t (*recv)(tc_conn *c, void *buf, size_t n, int64_t deadline);
     /* The wait between messages: one receive into the empty buffer that may
      * sleep until deadline: bytes added, TC_EOF, -ETIMEDOUT, -EINTR (a
@@ -512,11 +515,14 @@ typedef struct tc__mode {
     tc_mode id;
     int default_max_conns; /* used when the config says 0 (forking: 40); 0 = TC_DEFAULT_MAX_CONNS */
     /* Each connection has a thread or process of its own: accept blocking
-     * sockets, run by tc__drv_sleep, so a read is one recv rather than poll + recv. */
+     * sockets, run by tc__drv_sleep, so a read is one recv rather than poll
+     * + recv (unless it watches the stop descriptor: see drain_reaches_idle). */
     int blocking;
     /* The connections run in this process, on threads other than the serving
-     * thread, so the drain can shut the idle message-style ones itself:
-     * their waits need not watch the stop descriptor. */
+     * thread, so the drain can shut the idle message-style ones itself and
+     * cut the others after drain_timeout: their reads and waits need not
+     * watch the stop descriptor. Otherwise (inline, forking) every read and
+     * wait watches it, and ends with TC_ESHUTDOWN once the drain begins. */
     int drain_reaches_idle;
     /* Bytes of tc__session.room the mode keeps its record of a connection in. */
     size_t session_room;

@@ -330,7 +330,8 @@ static void forking_stop(tc_server *srv)
 
 const tc__mode tc__mode_forking = {
     .id = TC_MODE_FORKING,
-    /* The child's message waits watch stopfd: the parent cannot see them idle. */
+    /* The child's reads and message waits watch stopfd: the parent cannot
+     * see them idle, and cuts their sockets only after drain_timeout. */
     .blocking = 1,
     .default_max_conns = 40, /* ForkingMixIn.max_children */
     .start = forking_start,

@@ -12,7 +12,7 @@ static int inline_process_request(tc_server *srv, tc__session *s)
 
 const tc__mode tc__mode_inline = {
     .id = TC_MODE_INLINE,
-    /* Its message waits watch stopfd: the drain comes after them. */
+    /* Its reads and message waits watch stopfd: the drain comes after them. */
     .blocking = 1,
     .start = NULL,
     .process_request = inline_process_request,

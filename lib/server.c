@@ -452,7 +452,7 @@ int tc__server_accept(tc_server *srv, tc__session **out)
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
     conn->codec = srv->cfg.codec;
     /* The drain reaches an idle session by shutting its socket, or its
-     * waits watch the stop descriptor. */
+     * reads and waits watch the stop descriptor. */
     conn->stopfd = srv->mode->drain_reaches_idle ? -1 : srv->stopfd;
     if (drv == &tc__drv_sleep)
         tc__drv_sleep_prepare(conn);

@@ -55,6 +55,8 @@ static int proxy_verdict(tc__session *s, int rc, const tc__proxy_hdr *h)
         return TC_EPROXY;
     case TC_EOF:
         return required ? 1 : 0;
+    case TC_ESHUTDOWN:
+        return 1; /* the drain ended the wait (a channel watching the stop descriptor) */
     case TC_EPROXY:
         tc__log(srv, TC_LOG_WARN, "PROXY header from %s: %s", peer, h->why);
         return rc;
@@ -247,6 +249,8 @@ static void pump(tc__session *s)
         ssize_t r = c->drv->fill(c, deadline, tc__chan_frame_limit(c));
         if (r < 0 && r != TC_EOF) {
             reason = tc__chan_broken(c, (int)r);
+            if (r == TC_ESHUTDOWN)
+                report = TC__REPORT_AUTO; /* the drain, through the stop descriptor */
             break;
         }
     }
@@ -278,7 +282,8 @@ static void run(tc__session *s)
         return;
     }
     int rc = srv->handler.handle(s->conn, srv->handler.ctx);
-    tc__session_close(s, rc, rc < 0 ? TC__REPORT_YES : TC__REPORT_NO);
+    /* TC_ESHUTDOWN: most likely a read the drain ended, passed on. */
+    tc__session_close(s, rc, rc < 0 && rc != TC_ESHUTDOWN ? TC__REPORT_YES : TC__REPORT_NO);
 }
 
 /* The handler's thread ends inside a callback (pthread_exit, or a

@@ -416,20 +416,71 @@ Test(channel, prefix_announcing_4GiB_is_refused_without_allocating)
 
 /* ---- end of stream in the middle of a message --------------------------- */
 
-Test(channel, end_of_stream_mid_frame_is_partial_and_sticky)
+/* TC_EPARTIAL from a framed read consumes nothing: the framed read keeps
+ * answering TC_EPARTIAL, and the cut-short tail, framing included, is
+ * readable by peek and plain reads; then TC_EOF for every read. */
+Test(channel, end_of_stream_mid_frame_is_partial_and_leaves_the_tail)
 {
     struct pair p;
     tc_codec c;
     const void *v;
     size_t len;
+    char b[16];
     make_pair(&p);
     tc_codec_length_prefixed(&c, 2, TC_BIG_ENDIAN);
     tc_conn_set_codec(p.c, &c);
-    peer_send(&p, "\0\3abc\0\x0a" "12345", 10);
+    peer_send(&p, "\0\3abc\0\x0a" "12345", 12); /* 5 of the second frame's 10 bytes */
     shutdown(p.peer, SHUT_WR);
     cr_assert_eq(tc_conn_read_frame(p.c, &v, &len), 0);
     cr_assert_eq(tc_conn_read_frame(p.c, &v, &len), TC_EPARTIAL);
     cr_assert_eq(tc_conn_read_frame(p.c, &v, &len), TC_EPARTIAL);
+    cr_assert_eq(tc_conn_peek(p.c, 0, &v, &len), 0);
+    cr_assert_eq(len, 7);
+    cr_assert_eq(memcmp(v, "\0\x0a" "12345", 7), 0);
+    cr_assert_eq(tc_conn_peek(p.c, 8, &v, &len), TC_EOF, "fewer than 8 bytes will ever come");
+    cr_assert_eq(len, 7);
+    cr_assert_eq(tc_conn_read(p.c, b, 3), 3);
+    cr_assert_eq(memcmp(b, "\0\x0a" "1", 3), 0);
+    cr_assert_eq(tc_conn_read_frame(p.c, &v, &len), TC_EPARTIAL, "a tail is left");
+    cr_assert_eq(tc_conn_read(p.c, b, sizeof b), 4);
+    cr_assert_eq(memcmp(b, "2345", 4), 0);
+    cr_assert_eq(tc_conn_read(p.c, b, sizeof b), TC_EOF);
+    cr_assert_eq(tc_conn_read_frame(p.c, &v, &len), TC_EOF, "the tail is taken");
+    free_pair(&p);
+}
+
+/* An unterminated last line (Python's readline returns it): read_line says
+ * TC_EPARTIAL, and the line is there for tc_conn_read; also when it came a
+ * byte at a time, and through read_until with a longer delimiter. */
+Test(channel, unterminated_last_line_stays_readable)
+{
+    struct pair p;
+    const char *line;
+    const void *v;
+    size_t len;
+    char b[32];
+    make_pair(&p);
+    peer_send(&p, "one\ntwo", 7);
+    shutdown(p.peer, SHUT_WR);
+    cr_assert_eq(tc_conn_read_line(p.c, 100, &line, &len), 0);
+    cr_assert_eq(len, 3);
+    cr_assert_eq(tc_conn_read_line(p.c, 100, &line, &len), TC_EPARTIAL);
+    cr_assert_eq(tc_conn_read_line(p.c, 100, &line, &len), TC_EPARTIAL);
+    cr_assert_eq(tc_conn_read(p.c, b, sizeof b), 3);
+    cr_assert_eq(memcmp(b, "two", 3), 0);
+    cr_assert_eq(tc_conn_read_line(p.c, 100, &line, &len), TC_EOF);
+    cr_assert_eq(tc_conn_read(p.c, b, sizeof b), TC_EOF);
+    free_pair(&p);
+
+    static const unsigned char slow[] = "no newline\r";
+    make_pair(&p);
+    struct feeder f;
+    deliver(&p, &f, slow, sizeof slow - 1, 1, 1); /* a byte at a time, then the end */
+    cr_assert_eq(tc_conn_read_until(p.c, "\r\n", 2, 100, &v, &len), TC_EPARTIAL);
+    delivered(&f, 1);
+    cr_assert_eq(tc_conn_read(p.c, b, sizeof b), (ssize_t)(sizeof slow - 1));
+    cr_assert_eq(memcmp(b, slow, sizeof slow - 1), 0);
+    cr_assert_eq(tc_conn_read_until(p.c, "\r\n", 2, 100, &v, &len), TC_EOF);
     free_pair(&p);
 }
 

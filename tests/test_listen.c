@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,6 +448,62 @@ Test(listen, inetd_one_connection)
     cr_assert_eq(tc_server_serve_inetd(NULL, &h, listener(&a)), -EINVAL);
     cr_assert_eq(tc_server_serve_inetd(NULL, NULL, 0), -EINVAL);
     cr_assert_eq(tc_server_serve_inetd(NULL, &h, -1), -EINVAL);
+}
+
+/* inetd: tc_server_shutdown() on the connection's server (from a signal
+ * handler, say) ends a read that waits for a silent client, as in inline mode. */
+struct inetd_stop {
+    tc_server *_Atomic srv; /* set by the handler before it reads */
+    atomic_int read_rc;     /* 1 until the read returns */
+    atomic_int done;
+    struct inetd_run run;
+};
+
+static int stop_handle(tc_conn *c, void *ctx)
+{
+    struct inetd_stop *st = ctx;
+    char b[16];
+    atomic_store(&st->srv, tc_conn_server(c));
+    ssize_t n = tc_conn_read(c, b, sizeof b);
+    atomic_store(&st->read_rc, (int)n);
+    return n < 0 ? (int)n : 0;
+}
+
+static void *inetd_stop_main(void *arg)
+{
+    struct inetd_stop *st = arg;
+    inetd_main(&st->run);
+    atomic_store(&st->done, 1);
+    return NULL;
+}
+
+Test(listen, inetd_shutdown_ends_a_waiting_read)
+{
+    int c, s;
+    tcp_pair(&c, &s);
+    struct inetd_stop st = {.run = {.fd = s, .cfg = tc_test_config(), .h = TC_HANDLER_INIT}};
+    atomic_init(&st.read_rc, 1);
+    st.run.cfg.conn_timeout_ms = tc_test_ms(60000); /* far beyond the waits below */
+    st.run.h.handle = stop_handle;
+    st.run.h.ctx = &st;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, inetd_stop_main, &st), 0);
+    TC_TEST_WAIT_UNTIL(atomic_load(&st.srv) != NULL, TC_TEST_WAIT_MS);
+    cr_assert(atomic_load(&st.srv) != NULL, "the handler never ran");
+    cr_assert_eq(tc_server_shutdown(atomic_load(&st.srv)), 0);
+    TC_TEST_WAIT_UNTIL(atomic_load(&st.done), TC_TEST_WAIT_MS);
+    int done = atomic_load(&st.done);
+    if (!done)
+        shutdown(c, SHUT_WR); /* end the read, so that the thread can be joined */
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert(done, "the read still waited after the shutdown (it returned %s)",
+              tc_err_name(atomic_load(&st.read_rc)));
+    cr_assert_eq(atomic_load(&st.read_rc), TC_ESHUTDOWN, "the read returned %s",
+                 tc_err_name(atomic_load(&st.read_rc)));
+    cr_assert_eq(st.run.rc, 0);
+    char b;
+    cr_assert_eq(recv(c, &b, 1, 0), 0, "the client did not see the end of the stream");
+    close(c);
 }
 
 #ifdef TC_ECHO_BIN

@@ -62,6 +62,7 @@ static size_t enabled_modes(tc_mode *out, const tc_mode *want, size_t n)
 
 #define ALL_MODES {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING, TC_MODE_POOL}
 #define CONCURRENT_MODES {TC_MODE_THREADING, TC_MODE_FORKING, TC_MODE_POOL}
+#define STOPFD_MODES {TC_MODE_INLINE, TC_MODE_FORKING} /* waits watch the stop descriptor */
 
 #define MODE_PARAMS(suite, test, list)                                                             \
     ParameterizedTestParameters(suite, test)                                                       \
@@ -84,6 +85,10 @@ static size_t enabled_modes(tc_mode *out, const tc_mode *want, size_t n)
 struct shared {
     atomic_int cur, max;        /* handlers between setup and finish, and the peak */
     atomic_int started, finished, saw_eof;
+    atomic_int saw_shutdown;    /* reads that ended with TC_ESHUTDOWN */
+    atomic_int exact_probe;     /* the handler reads 1 byte, then read_exact 8: */
+    atomic_int in_exact;        /* ... it is about to wait in read_exact, */
+    atomic_int exact_rc, after_rc; /* which returned this, then tc_conn_read this */
     atomic_int in_finish;       /* handlers waiting on the gate in finish */
     atomic_int gate_on;
     int gate_rd;                /* finish reads one byte from it when gate_on */
@@ -195,12 +200,21 @@ static int h_handle(tc_conn *conn, void *ctx)
 {
     struct shared *sh = ctx;
     char buf[256];
+    if (atomic_load(&sh->exact_probe) && tc_conn_read(conn, buf, 1) == 1) {
+        atomic_store(&sh->in_exact, 1);
+        ssize_t r = tc_conn_read_exact(conn, buf, 8);
+        atomic_store(&sh->exact_rc, (int)r);
+        atomic_store(&sh->after_rc, (int)tc_conn_read(conn, buf, sizeof buf));
+        return (int)r;
+    }
     for (;;) {
         ssize_t n = tc_conn_read(conn, buf, sizeof buf);
         if (n == TC_EOF) {
             atomic_fetch_add(&sh->saw_eof, 1);
             return 0;
         }
+        if (n == TC_ESHUTDOWN)
+            atomic_fetch_add(&sh->saw_shutdown, 1);
         if (n == -ETIMEDOUT && atomic_load(&sh->poll_shutdown)) {
             if (tc_server_shutting_down(tc_conn_server(conn)))
                 return 0;
@@ -555,7 +569,10 @@ ParameterizedTest(tc_mode *mode, modes, max_conns, .timeout = 20)
 }
 
 /* Shutdown with handlers blocked in read: serve_forever returns within the
- * drain timeout plus a bound; handlers see the end of the stream, finish runs. */
+ * drain timeout plus a bound, finish runs. Threading and pool handlers see
+ * the end of the stream once the drain timeout cuts their sockets; inline
+ * and forked ones watch the stop descriptor: their read ends at once with
+ * TC_ESHUTDOWN. */
 MODE_PARAMS(modes, shutdown_blocked_handlers, ALL_MODES)
 ParameterizedTest(tc_mode *mode, modes, shutdown_blocked_handlers, .timeout = 20)
 {
@@ -576,8 +593,11 @@ ParameterizedTest(tc_mode *mode, modes, shutdown_blocked_handlers, .timeout = 20
     cr_expect_eq(tc_server_shutting_down(m.srv), 0);
     int64_t t0 = tc_test_now_ms();
     cr_assert_eq(tc_server_shutdown(m.srv), 0);
-    /* The drain lasts at least until the handlers' sockets are cut. */
-    cr_expect_eq(tc_server_shutting_down(m.srv), 1);
+    int watch_stop = *mode == TC_MODE_INLINE || *mode == TC_MODE_FORKING;
+    /* Threading, pool: the drain lasts at least until the handlers' sockets
+     * are cut (with the stop descriptor it may be over already). */
+    if (!watch_stop)
+        cr_expect_eq(tc_server_shutting_down(m.srv), 1);
     M_WAIT_UNTIL(atomic_load(&m.done), WAIT_MS);
     cr_assert(atomic_load(&m.done), "serve_forever did not return");
     int64_t took = tc_test_now_ms() - t0;
@@ -585,17 +605,90 @@ ParameterizedTest(tc_mode *mode, modes, shutdown_blocked_handlers, .timeout = 20
     cr_expect_eq(m.rc, 0);
     cr_expect_lt(took, DRAIN + tc_test_ms(1500), "serve_forever took %lld ms", (long long)took);
     cr_expect_eq(atomic_load(&sh->finished), n);
-    if (*mode == TC_MODE_INLINE) {
-        cr_expect_eq(atomic_load(&sh->saw_eof), 0); /* it returned on shutting_down */
+    if (watch_stop) {
+        cr_expect_eq(atomic_load(&sh->saw_eof), 0);
+        cr_expect_eq(atomic_load(&sh->saw_shutdown), n);
     } else {
         cr_expect_geq(took, DRAIN - 20, "the drain did not wait (%lld ms)", (long long)took);
         cr_expect_eq(atomic_load(&sh->saw_eof), n);
     }
+    cr_expect_eq(atomic_load(&sh->errors), 0, "TC_ESHUTDOWN from handle is not reported");
     for (int i = 0; i < n; i++) {
         cr_expect_eq(cl_recv1(fd[i]), -1, "client %d: no end of stream", i);
         cl_close(fd[i]);
     }
     cr_expect_eq(tc_server_shutting_down(m.srv), 0, "the request is consumed");
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* A stream handler asleep in tc_conn_read on a silent client, with a
+ * connection timeout far beyond the drain: inline runs it in the serving
+ * thread and a forked child's memory is its own, so only the stop
+ * descriptor reaches the read. It ends with TC_ESHUTDOWN, the handler
+ * returns, finish runs, and serve_forever returns within the drain timeout. */
+MODE_PARAMS(modes, shutdown_ends_read_on_silent_client, STOPFD_MODES)
+ParameterizedTest(tc_mode *mode, modes, shutdown_ends_read_on_silent_client, .timeout = 40)
+{
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    int drain = tc_test_ms(3000);
+    atomic_store(&sh->poll_shutdown, 0); /* the handler only reads */
+    cfg.conn_timeout_ms = tc_test_ms(HANDLER_MAX_MS);
+    cfg.drain_timeout_ms = drain;
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    int fd = cl_connect(&m.addr);
+    cl_send(fd, 'x');
+    cl_expect_echo(fd, 'x'); /* the handler now sleeps in tc_conn_read */
+    int64_t t0 = tc_test_now_ms();
+    cr_assert_eq(tc_server_shutdown(m.srv), 0);
+    M_WAIT_UNTIL(atomic_load(&m.done), drain + tc_test_ms(1000));
+    int64_t took = tc_test_now_ms() - t0;
+    int done = atomic_load(&m.done);
+    if (!done)
+        cl_close(fd); /* the client leaves, so that the handler ends */
+    cr_assert(done, "%s: serve_forever still waits for the silent client after %lld ms",
+              tc_mode_name(*mode), (long long)took);
+    pthread_join(m.thread, NULL);
+    cr_expect_eq(m.rc, 0);
+    cr_expect_lt(took, drain, "%s: serve_forever took %lld ms", tc_mode_name(*mode),
+                 (long long)took);
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == 1, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->finished), 1, "finish did not run");
+    cr_expect_eq(atomic_load(&sh->saw_shutdown), 1, "the read did not end with TC_ESHUTDOWN");
+    cr_expect_eq(atomic_load(&sh->saw_eof), 0);
+    cr_expect_eq(atomic_load(&sh->errors), 0, "TC_ESHUTDOWN from handle is not reported");
+    cr_expect_eq(cl_recv1(fd), -1, "no end of stream for the client");
+    cl_close(fd);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* A read the drain ends consumes nothing: the bytes tc_conn_read_exact had
+ * taken are still there for the next read. */
+MODE_PARAMS(modes, shutdown_read_consumes_nothing, STOPFD_MODES)
+ParameterizedTest(tc_mode *mode, modes, shutdown_read_consumes_nothing, .timeout = 40)
+{
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    atomic_store(&sh->poll_shutdown, 0);
+    atomic_store(&sh->exact_probe, 1);
+    cfg.conn_timeout_ms = tc_test_ms(HANDLER_MAX_MS);
+    struct msrv m;
+    srv_start(&m, &cfg, sh);
+    int fd = cl_connect(&m.addr);
+    cr_assert_eq(send(fd, "abcd", 4, MSG_NOSIGNAL), 4);
+    M_WAIT_UNTIL(atomic_load(&sh->in_exact), WAIT_MS); /* 3 of 8 bytes buffered */
+    cr_assert(atomic_load(&sh->in_exact));
+    int64_t took = srv_stop(&m);
+    cr_expect_lt(took, tc_test_ms(WAIT_MS));
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == 1, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->exact_rc), TC_ESHUTDOWN, "%s: read_exact gave %s",
+                 tc_mode_name(*mode), tc_err_name(atomic_load(&sh->exact_rc)));
+    cr_expect_eq(atomic_load(&sh->after_rc), 3, "%s: then tc_conn_read gave %d",
+                 tc_mode_name(*mode), atomic_load(&sh->after_rc));
+    cl_close(fd);
     srv_destroy(&m);
     shared_free(sh);
 }
@@ -654,6 +747,53 @@ ParameterizedTest(tc_mode *mode, modes, drain_closes_idle_message_connections, .
     M_WAIT_UNTIL(atomic_load(&sh->finished) == n, WAIT_MS);
     cr_expect_eq(atomic_load(&sh->finished), n);
     cr_expect_eq(atomic_load(&sh->saw_eof), n);
+    srv_destroy(&m);
+    shared_free(sh);
+}
+
+/* Inline and forking: a message loop waiting for the rest of a frame is
+ * reached by the stop descriptor too; it ends quietly with TC_ESHUTDOWN. */
+MODE_PARAMS(modes, drain_ends_wait_inside_a_frame, STOPFD_MODES)
+ParameterizedTest(tc_mode *mode, modes, drain_ends_wait_inside_a_frame, .timeout = 40)
+{
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(*mode, sh);
+    int drain = tc_test_ms(3000);
+    cfg.drain_timeout_ms = drain;
+    cfg.conn_timeout_ms = tc_test_ms(HANDLER_MAX_MS);
+    tc_codec_delimited(&cfg.codec, "\n", 1);
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_message = m_echo;
+    h.on_close = m_closed;
+    h.ctx = sh;
+    struct msrv m;
+    memset(&m, 0, sizeof m);
+    cr_assert_eq(tc_server_create(&m.srv, &cfg, &h), 0);
+    cr_assert_eq(tc_server_address(m.srv, &m.addr), 0);
+    cr_assert_eq(pthread_create(&m.thread, NULL, serve_main, &m), 0);
+    m.running = 1;
+    int fd = cl_connect(&m.addr);
+    /* One send: the reply to the first line comes once the half line
+     * behind it is buffered, and the loop waits for the rest of it. */
+    cr_assert_eq(send(fd, "m\nhalf a li", 12, MSG_NOSIGNAL), 12);
+    cl_expect_echo(fd, 'm');
+    cl_expect_echo(fd, '\n');
+    int64_t t0 = tc_test_now_ms();
+    cr_assert_eq(tc_server_shutdown(m.srv), 0);
+    M_WAIT_UNTIL(atomic_load(&m.done), drain + tc_test_ms(1000));
+    int64_t took = tc_test_now_ms() - t0;
+    int done = atomic_load(&m.done);
+    if (!done)
+        cl_close(fd); /* the client leaves, so that the loop ends */
+    cr_assert(done, "%s: serve_forever still waits after %lld ms", tc_mode_name(*mode),
+              (long long)took);
+    pthread_join(m.thread, NULL);
+    cr_expect_lt(took, drain, "%s: serve_forever took %lld ms", tc_mode_name(*mode),
+                 (long long)took);
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == 1, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->saw_eof), 1, "on_close did not get TC_ESHUTDOWN");
+    cr_expect_eq(atomic_load(&sh->errors), 0, "the drain was reported");
+    cl_close(fd);
     srv_destroy(&m);
     shared_free(sh);
 }

@@ -13,6 +13,16 @@
  * MSG_DONTWAIT, then poll()). Sends use MSG_NOSIGNAL: a closed peer gives -EPIPE,
  * never SIGPIPE.
  *
+ * A server connection in inline or forking mode (or served with
+ * tc_server_serve_inetd()) also watches the server's stop signal while a
+ * read waits (ppoll() on the socket and the signal, then a recv() that does
+ * not sleep): once tc_server_shutdown() is called, a read that finds no
+ * input waiting ends with TC_ESHUTDOWN, consuming nothing, so that the
+ * handler returns and the drain completes. Bytes already received are
+ * still returned. In threading and pool modes the drain instead shuts the
+ * connection's socket after tc_server_config::drain_timeout_ms, and a
+ * waiting read sees the end of the stream.
+ *
  * @par Thread safety
  * A channel is used by one thread at a time (the handler's, or the client's).
  * The accessors are safe from any thread while the channel is alive.
@@ -216,12 +226,16 @@ TC_API const tc_codec *tc_conn_codec(const tc_conn *conn);
  * @brief Read what is available, up to @p n bytes, waiting for at least one.
  *
  * Buffered bytes are returned first (without waiting); otherwise one receive
- * is made.
+ * is made. After a framed read answered TC_EPARTIAL, this returns the bytes
+ * of the incomplete last line or frame, then TC_EOF.
  * @param conn The channel.
  * @param buf  Destination.
  * @param n    Its size; 0 returns 0 at once.
  * @return The number of bytes read (> 0), or TC_EOF when the peer closed its
  *         side and nothing is buffered, -ETIMEDOUT (nothing consumed),
+ *         TC_ESHUTDOWN (the server's drain began while the call waited, in
+ *         inline and forking modes: see "Reads and a shutdown" in
+ *         @ref channels; nothing consumed),
  *         -ECONNRESET or another negated errno value, the code that broke
  *         the read side earlier (see "Broken channels" in @ref channels),
  *         -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler),
@@ -232,14 +246,16 @@ TC_API ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n);
 /**
  * @brief Read exactly @p n bytes, waiting as long as needed.
  *
- * On -ETIMEDOUT nothing is consumed: the bytes that did arrive are kept in
- * the read buffer for the next read call, and the channel stays usable.
+ * On -ETIMEDOUT and TC_ESHUTDOWN nothing is consumed: the bytes that did
+ * arrive are kept in the read buffer for the next read call, and the
+ * channel stays usable.
  * @param conn The channel.
  * @param buf  Destination, @p n bytes.
  * @param n    How many; 0 returns 0 at once.
  * @return @p n; TC_EOF if the stream ended before any byte; TC_EPARTIAL if it
  *         ended after some but fewer than @p n (the read side is then
- *         broken); -ETIMEDOUT; -ECONNRESET or another negated errno value;
+ *         broken); -ETIMEDOUT; TC_ESHUTDOWN (the server's drain began while
+ *         the call waited: see tc_conn_read()); -ECONNRESET or another negated errno value;
  *         -ENOMEM if the bytes of a timed-out call could not be kept;
  *         -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler; @p n 0
  *         still returns 0); -EINVAL for NULL arguments.
@@ -267,8 +283,13 @@ TC_API ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n);
  * @param[out] ptr Receives the start of the view.
  * @param[out] len Receives its length.
  * @return 0; TC_EOF when the stream ended at a line boundary; TC_EPARTIAL
- *         when it ended inside a line; TC_ETOOBIG over @p max; -ETIMEDOUT
- *         (nothing consumed); -ENOMEM; -ECONNRESET or another negated errno
+ *         when it ended inside a line (nothing consumed: the unterminated
+ *         tail stays buffered, for tc_conn_read() or tc_conn_peek(); this
+ *         call answers TC_EPARTIAL again until the tail is taken, then
+ *         TC_EOF); TC_ETOOBIG over @p max; -ETIMEDOUT
+ *         (nothing consumed); TC_ESHUTDOWN (the server's drain began while
+ *         the call waited: see tc_conn_read(); nothing consumed); -ENOMEM;
+ *         -ECONNRESET or another negated errno
  *         value; -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler);
  *         -EINVAL for NULL arguments, @p dlen out of range or @p max over
  *         TC_CODEC_MAX_FRAME_LIMIT.
@@ -287,8 +308,11 @@ TC_API int tc_conn_read_until(tc_conn *conn, const void *delim, size_t dlen, siz
  * @param max  Longest accepted line, "\n" excluded; 0 = 1 MiB.
  * @param[out] line Receives the start of the line.
  * @param[out] len  Receives its length.
- * @return As tc_conn_read_until(): 0; TC_EOF, TC_EPARTIAL, TC_ETOOBIG,
- *         -ETIMEDOUT, -ENOMEM, -ECONNRESET or another negated errno value;
+ * @return As tc_conn_read_until(): 0; TC_EOF, TC_EPARTIAL (the last
+ *         line had no "\n": it stays readable, like the line Python's
+ *         readline() returns; see tc_conn_read_until()), TC_ETOOBIG,
+ *         -ETIMEDOUT, TC_ESHUTDOWN, -ENOMEM, -ECONNRESET or another negated
+ *         errno value;
  *         -ENOTSUP in TC_MODE_EVENT; -EINVAL for NULL arguments or @p max
  *         over TC_CODEC_MAX_FRAME_LIMIT.
  * @par Ownership
@@ -312,12 +336,17 @@ TC_API int tc_conn_read_line(tc_conn *conn, size_t max, const char **line, size_
  * @param[out] msg Receives the start of the payload (valid even for length 0).
  * @param[out] len Receives its length.
  * @return 0; TC_EOF at a clean end of stream between frames; TC_EPARTIAL
- *         when the stream ended inside a frame; TC_ETOOBIG for a frame over
+ *         when the stream ended inside a frame (nothing consumed: the bytes
+ *         of the incomplete frame, framing included, stay readable by
+ *         tc_conn_read() and tc_conn_peek(); this call answers TC_EPARTIAL
+ *         until they are taken, then TC_EOF); TC_ETOOBIG for a frame over
  *         the maximum; TC_EBADFRAME (or a custom scan's code) for malformed
- *         bytes; -ETIMEDOUT (nothing consumed); -ENOMEM; -ECONNRESET or
- *         another negated errno value; -ENOTSUP in TC_MODE_EVENT (the loop
- *         reads for the handler: see tc_handler::on_message); -EINVAL for
- *         NULL arguments. After any failure but -ETIMEDOUT, -ENOMEM,
+ *         bytes; -ETIMEDOUT (nothing consumed); TC_ESHUTDOWN (the server's
+ *         drain began while the call waited: see tc_conn_read(); nothing
+ *         consumed); -ENOMEM; -ECONNRESET or another negated errno value;
+ *         -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler: see
+ *         tc_handler::on_message); -EINVAL for NULL arguments. After any
+ *         failure but -ETIMEDOUT, TC_ESHUTDOWN, TC_EPARTIAL, -ENOMEM,
  *         -ENOTSUP and -EINVAL the read side is broken.
  * @par Ownership
  * The view points into the channel's buffer; the channel owns it.
@@ -334,9 +363,10 @@ TC_API int tc_conn_read_frame(tc_conn *conn, const void **msg, size_t *len);
  * @param[out] len Receives how many are buffered (>= @p n on success).
  * @return 0; TC_EOF if the stream ended with fewer than @p n bytes buffered
  *         (*@p len then tells how many, still readable); TC_ETOOBIG for @p n
- *         over the bound; -ETIMEDOUT; -ENOMEM; a socket error; -ENOTSUP in
- *         TC_MODE_EVENT (the loop reads for the handler); -EINVAL for NULL
- *         arguments.
+ *         over the bound; -ETIMEDOUT; TC_ESHUTDOWN (the server's drain began
+ *         while the call waited: see tc_conn_read()); -ENOMEM; a socket
+ *         error; -ENOTSUP in TC_MODE_EVENT (the loop reads for the handler);
+ *         -EINVAL for NULL arguments.
  * @par Ownership
  * The view points into the channel's buffer, valid until the next read call.
  */

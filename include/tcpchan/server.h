@@ -51,7 +51,9 @@ extern "C" {
  *   connections; share state through files, pipes or shared memory. In the
  *   child, tc_server_shutdown() and tc_server_shutting_down() act on the
  *   child's copy of the server and have no effect on the parent: a handler
- *   learns of a shutdown when the drain shuts its socket down (end of stream).
+ *   learns of a shutdown from a read that has to wait (it watches the
+ *   parent's stop signal and returns TC_ESHUTDOWN), or, busy elsewhere, when
+ *   the drain shuts its socket down (end of stream).
  * - fork() copies only the serving thread. Do not use this mode while threads
  *   of the application may hold locks (their own mutexes, or those of
  *   libraries that are not fork-safe) at the moment of a fork: the child
@@ -191,7 +193,8 @@ typedef struct tc_server_hooks {
  * after @ref tc_server_config::idle_timeout_ms (or the channel's timeout) of
  * silence between messages (-ETIMEDOUT), or when a graceful shutdown drains
  * the server while the connection is idle between messages (TC_ESHUTDOWN;
- * a message being handled completes and its reply is flushed first).
+ * a message being handled completes and its reply is flushed first; in
+ * inline and forking modes also while it waits for the rest of a frame).
  * What the write buffer holds is flushed after each batch of messages: every
  * complete frame already buffered is handled first, and the replies go out
  * before the loop waits for more input (so a pipelining client never waits
@@ -204,8 +207,10 @@ typedef struct tc_server_hooks {
  * is skipped and the code reaches handle_error. finish runs whenever setup
  * succeeded (or is NULL), even when handle failed. on_close runs whenever
  * on_open succeeded (or is NULL). A negative code returned by any callback
- * reaches the handle_error hook, and so does the error that ended a message
- * loop, except a clean end of stream, a timeout between messages and a drain.
+ * reaches the handle_error hook, except TC_ESHUTDOWN returned by handle (the
+ * code of a read the drain ended, passed on), and so does the error that
+ * ended a message loop, except a clean end of stream, a timeout between
+ * messages and a drain.
  * Before closing the channel the library flushes its write buffer.
  *
  * In threading and pool mode, a handler thread that ends inside a callback
@@ -520,8 +525,11 @@ TC_API int tc_server_create(tc_server **out, const tc_server_config *cfg, const 
  * between messages (and those that become idle later), lets open connections finish for up to
  * @ref tc_server_config::drain_timeout_ms, then shuts down the sockets of
  * those still open so that handlers blocked in a read see end of stream and
- * their finish runs, waits a short grace period for them, and returns. The
- * shutdown request is then consumed, so the server can be served again.
+ * their finish runs, waits a short grace period for them, and returns. In
+ * inline and forking modes a handler's read that waits for its client does
+ * not wait for that: it ends with TC_ESHUTDOWN as soon as the shutdown is
+ * requested (see tc_conn_read()). The shutdown request is then consumed, so
+ * the server can be served again.
  * @param srv The server.
  * @return 0 after a shutdown request, or -EINVAL for NULL, -EBUSY if the
  *         server is already being served in another thread.
