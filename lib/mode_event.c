@@ -1,10 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* Event mode: `workers` epoll loops run message-style handlers, each
- * connection owned by one loop. Loop 0 runs in the thread that called
- * serve_forever, accepts, and deals connections round-robin (to itself
- * directly, to the others through their mailboxes). Replies are sent at once
- * when the socket takes them and queued otherwise; above a high-water mark
- * of queued output a connection is not read until it drains. */
+/* Event loops, and event mode on them: `workers` epoll loops run
+ * message-style handlers, each connection owned by one loop. Loop 0 runs in
+ * the thread that called serve_forever, accepts, and deals connections
+ * round-robin (to itself directly, to the others through their mailboxes).
+ * Replies are sent at once when the socket takes them and queued otherwise;
+ * above a high-water mark of queued output a connection is not read until
+ * it drains.
+ *
+ * Pool mode runs the same loops with a dispatch table (tc__dispatch): a
+ * complete message is handed, with its connection, to a worker, which runs
+ * on_message and sends straight to the socket; the loop takes the
+ * connection back when the worker is done. A stream-style connection is
+ * handed to a worker for good once its first bytes arrive. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -43,6 +50,7 @@ struct loop;
 /* A connection's record in its loop: the driver's side of the channel,
  * kept in the session's room (tc__mode.session_room). */
 struct evconn {
+    tc__job job;         /* first: a pool hands back the tc__job pointer */
     tc__session *s;
     tc_conn *conn;
     struct loop *loop;
@@ -63,6 +71,17 @@ struct evconn {
      * output queue as the loop last saw it: a foreign send is refused
      * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
     atomic_size_t mail_bytes, out_queued;
+    /* With a pool: a worker runs the handler on msg; the loop neither reads
+     * nor writes the connection until the worker hands it back (busy). */
+    int busy;            /* a worker owns the connection */
+    int waiting;         /* a frame waits for room in the pool (on lp->waiting) */
+    int timer_due;       /* the user timer fired while busy */
+    int stream;          /* a stream handler: a worker takes it at its first bytes */
+    int job_rc;          /* on_message's answer, from the worker */
+    const void *msg;
+    size_t msg_len;
+    struct evconn *done_next, *wait_next;
+    struct mail *deferred, **deferred_tail; /* mail that came while busy */
 };
 
 struct loop {
@@ -77,7 +96,10 @@ struct loop {
     struct mail *mail, **mail_tail;
     tc__theap timers;
     struct evconn *conns, *dead;
+    struct evconn *done;      /* handed back by workers (mu) */
+    struct evconn *waiting, **waiting_tail; /* frames waiting for room in the pool */
     unsigned nconns;
+    struct state *st;
     atomic_int draining;      /* set by loop 0 when the server shuts down */
     int64_t drain_deadline;
     unsigned char *scratch;
@@ -88,14 +110,15 @@ struct state {
     struct loop *loops;
     unsigned next;   /* round-robin dealer */
     int listening;   /* the listener is in loop 0's poller */
+    int pooled;      /* handlers run in a pool (dispatch), not in the loops */
+    tc__dispatch dispatch;
 };
 
-static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
+/* The connection whose handler this worker thread runs now (pool mode):
+ * its sends go straight to the socket. */
+static _Thread_local struct evconn *tl_job;
 
-static struct state *st_of(tc_server *srv)
-{
-    return srv->mode_state;
-}
+static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
 
 /* When the connection times out: after idle_timeout_ms of silence, or when
  * an incomplete frame has taken conn_timeout_ms to arrive (a client sending
@@ -131,6 +154,13 @@ static void restart_idle(struct evconn *ec)
     }
 }
 
+/* Off the loop's list of connections (it no longer counts for the drain). */
+static void ev_unlink(struct evconn *ec)
+{
+    TC__LIST_UNLINK(ec->loop->conns, ec);
+    ec->loop->nconns--;
+}
+
 static void set_interest(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
@@ -144,7 +174,7 @@ static void set_interest(struct evconn *ec)
     if (ec->idle.t.slot == TC__TIMER_IDLE && ec->s->opened && !ec->lingering && pending == 0)
         restart_idle(ec); /* the idle clock stopped while output was pending */
     unsigned want = 0;
-    if (!ec->paused && !ec->lingering)
+    if (!ec->paused && !ec->lingering && !ec->waiting)
         want |= TC__POLL_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
      * wait for it even when another path (process_input's flush, a mail, a
@@ -153,6 +183,41 @@ static void set_interest(struct evconn *ec)
         want |= TC__POLL_OUT;
     if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, want, ec) == 0)
         ec->interest = want;
+}
+
+/* Forget the mail other threads sent to ec: in the mailbox, and what was
+ * kept while a worker had it. */
+static void drop_mail(struct loop *lp, struct evconn *ec)
+{
+    pthread_mutex_lock(&lp->mu);
+    for (struct mail **pm = &lp->mail; *pm;) {
+        struct mail *m = *pm;
+        if (m->ec == ec) {
+            *pm = m->next;
+            free(m);
+        } else {
+            pm = &m->next;
+        }
+    }
+    lp->mail_tail = &lp->mail;
+    while (*lp->mail_tail)
+        lp->mail_tail = &(*lp->mail_tail)->next;
+    pthread_mutex_unlock(&lp->mu);
+    while (ec->deferred) {
+        struct mail *m = ec->deferred;
+        ec->deferred = m->next;
+        free(m);
+    }
+    if (ec->waiting) { /* rare: a close while a frame waited for the pool */
+        struct evconn **pw = &lp->waiting;
+        while (*pw != ec)
+            pw = &(*pw)->wait_next;
+        *pw = ec->wait_next;
+        lp->waiting_tail = &lp->waiting;
+        while (*lp->waiting_tail)
+            lp->waiting_tail = &(*lp->waiting_tail)->wait_next;
+        ec->waiting = 0;
+    }
 }
 
 /* End a connection: the session's close (report, flush, on_close, finish),
@@ -173,23 +238,8 @@ static void ev_close(struct evconn *ec, int reason, int report)
     /* Sends other threads queued for it die with it (see tc_conn_send). Only
      * now: a foreign thread may send until on_close returns, and a mail left
      * behind would point at this record after it is freed. */
-    pthread_mutex_lock(&lp->mu);
-    for (struct mail **pm = &lp->mail; *pm;) {
-        struct mail *m = *pm;
-        if (m->ec == ec) {
-            *pm = m->next;
-            free(m);
-        } else {
-            pm = &m->next;
-        }
-    }
-    lp->mail_tail = &lp->mail;
-    while (*lp->mail_tail)
-        lp->mail_tail = &(*lp->mail_tail)->next;
-    pthread_mutex_unlock(&lp->mu);
-
-    TC__LIST_UNLINK(lp->conns, ec);
-    lp->nconns--;
+    drop_mail(lp, ec);
+    ev_unlink(ec);
     (void)tc__chan_settle(c);
     tc__server_session_end(ec->s);
     ec->conn = NULL;
@@ -223,6 +273,201 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
     set_interest(ec);
 }
 
+/* ---- pool mode: handlers in workers ------------------------------------- */
+
+/* A worker is done with ec: hand it back to its loop. */
+static void job_done(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    tl_job = NULL;
+    pthread_mutex_lock(&lp->mu);
+    ec->done_next = lp->done;
+    lp->done = ec;
+    pthread_mutex_unlock(&lp->mu);
+    tc__wake(lp->mailfd);
+}
+
+/* In a worker: on_message on the frame the loop handed over. */
+static void message_job(tc__job *job)
+{
+    struct evconn *ec = (struct evconn *)job;
+    tl_job = ec;
+    ec->job_rc = tc__session_message(ec->s, ec->msg, ec->msg_len);
+    job_done(ec);
+}
+
+/* The worker's thread ended inside on_message. */
+static void message_lost(tc__job *job)
+{
+    struct evconn *ec = (struct evconn *)job;
+    ec->job_rc = -ECANCELED;
+    job_done(ec);
+}
+
+/* Hand ec to the pool: the loop stops watching it. 0, or -EAGAIN (the
+ * pool is full: nothing changed). */
+static int hand_out(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    (void)tc__poller_del(lp->poller, ec->conn->fd);
+    ec->busy = 1;
+    int rc = lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job);
+    if (rc < 0) {
+        ec->busy = 0;
+        if (tc__poller_add(lp->poller, ec->conn->fd, ec->interest, ec) < 0)
+            ec->interest = 0;
+    }
+    return rc;
+}
+
+/* Wait for room in the pool: not read meanwhile; retried as jobs end. */
+static void wait_for_pool(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    ec->waiting = 1;
+    ec->wait_next = NULL;
+    *lp->waiting_tail = ec;
+    lp->waiting_tail = &ec->wait_next;
+    set_interest(ec);
+}
+
+/* A complete frame: a worker runs on_message on it where it lies, in the
+ * channel's own buffer (the loop's scratch buffer is for the next receive). */
+static void dispatch_message(struct evconn *ec, const void *msg, size_t len)
+{
+    tc_conn *c = ec->conn;
+    size_t at = (size_t)((const unsigned char *)msg - (c->rbuf + c->roff));
+    if (tc__chan_keep(c) < 0) {
+        ev_close(ec, -ENOMEM, TC__REPORT_YES);
+        return;
+    }
+    ec->msg = c->rbuf + c->roff + at;
+    ec->msg_len = len;
+    ec->job.run = message_job;
+    ec->job.lost = message_lost;
+    if (hand_out(ec) == 0)
+        return;
+    c->rview = 0; /* not taken: scanned again when the pool has room */
+    wait_for_pool(ec);
+}
+
+/* In a worker: a stream-style connection's whole life. */
+static void stream_job(tc__job *job)
+{
+    tc__session *s = ((struct evconn *)job)->s;
+    tc__session_run(s);
+    tc__server_session_done(s); /* frees the record this job lives in */
+}
+
+static void stream_lost(tc__job *job)
+{
+    tc__server_session_done(((struct evconn *)job)->s); /* the session has closed */
+}
+
+static const tc__driver ev_driver;
+static void process_input(struct evconn *ec);
+
+/* A stream-style connection said something: a worker takes it for good,
+ * with a blocking driver. 1 if it waits for room in the pool (else ec may
+ * be gone already). */
+static int dispatch_stream(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    if (tc__chan_settle(c) < 0) { /* its bytes leave the loop's scratch buffer */
+        ev_close(ec, -ENOMEM, TC__REPORT_YES);
+        return 0;
+    }
+    ec->job.run = stream_job;
+    ec->job.lost = stream_lost;
+    /* Off the loop first: once submitted, the job may end (and free ec) at once. */
+    (void)tc__poller_del(lp->poller, c->fd);
+    tc__theap_cancel(&lp->timers, &ec->idle.t);
+    tc__theap_cancel(&lp->timers, &ec->user.t);
+    drop_mail(lp, ec);
+    ev_unlink(ec);
+    c->drv = &tc__drv_poll;
+    c->drv_data = NULL;
+    c->stopfd = -1; /* the drain reaches it by shutting its socket */
+    if (lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job) == 0)
+        return 0;
+    /* The pool is full: back on the loop, unread, until a worker is free. */
+    c->drv = &ev_driver;
+    c->drv_data = ec;
+    TC__LIST_PUSH(lp->conns, ec);
+    lp->nconns++;
+    if (tc__poller_add(lp->poller, c->fd, 0, ec) < 0) {
+        ev_close(ec, -ENOMEM, TC__REPORT_YES);
+        return 0;
+    }
+    ec->interest = 0;
+    schedule_idle(ec);
+    wait_for_pool(ec);
+    return 1;
+}
+
+/* The loop takes ec back from its worker. */
+static void job_finished(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    ec->busy = 0;
+    ec->interest = 0;
+    if (tc__poller_add(lp->poller, ec->conn->fd, 0, ec) < 0) {
+        ev_close(ec, -ENOMEM, TC__REPORT_YES);
+        return;
+    }
+    while (ec->deferred && !ec->closed) { /* sends other threads made meanwhile */
+        struct mail *m = ec->deferred;
+        ec->deferred = m->next;
+        struct iovec v1 = {m->data, m->len};
+        atomic_fetch_sub(&ec->mail_bytes, m->len);
+        if (tc__chan_send_nb(ec->conn, &v1, 1, m->len) < 0)
+            ev_close(ec, ec->conn->werr, TC__REPORT_AUTO);
+        free(m);
+    }
+    if (ec->closed)
+        return;
+    if (ec->job_rc < 0) {
+        ev_close_after_flush(ec, ec->job_rc, TC__REPORT_YES);
+        return;
+    }
+    if (ec->timer_due) {
+        ec->timer_due = 0;
+        int rc = tc__session_timer(ec->s);
+        if (rc < 0) {
+            ev_close_after_flush(ec, rc, TC__REPORT_YES);
+            return;
+        }
+    }
+    restart_idle(ec);
+    process_input(ec); /* the next frames, if buffered; then flush and watch */
+}
+
+/* Workers handed connections back, and so made room: take them, then
+ * retry the frames that waited for room. */
+static void take_done(struct loop *lp)
+{
+    pthread_mutex_lock(&lp->mu);
+    struct evconn *ec = lp->done;
+    lp->done = NULL;
+    pthread_mutex_unlock(&lp->mu);
+    int freed = ec != NULL;
+    while (ec) {
+        struct evconn *next = ec->done_next;
+        job_finished(ec);
+        ec = next;
+    }
+    while (freed && lp->waiting) {
+        struct evconn *w = lp->waiting;
+        lp->waiting = w->wait_next;
+        if (!lp->waiting)
+            lp->waiting_tail = &lp->waiting;
+        w->waiting = 0;
+        if (w->stream ? dispatch_stream(w) : (set_interest(w), process_input(w), w->waiting))
+            break; /* still full */
+    }
+}
+
 /* Run on_message for every complete frame buffered, unless paused. */
 static void process_input(struct evconn *ec)
 {
@@ -244,6 +489,10 @@ static void process_input(struct evconn *ec)
             return;
         }
         ec->frame_from = 0;
+        if (ec->loop->st->pooled) {
+            dispatch_message(ec, msg, len);
+            return;
+        }
         if ((rc = tc__session_message(ec->s, msg, len)) < 0) {
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
@@ -277,6 +526,10 @@ static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr);
 static void on_readable(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
+    if (ec->stream && !ec->proxy_wait) {
+        (void)dispatch_stream(ec); /* its handler reads for itself */
+        return;
+    }
     ssize_t r = tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
     if (r == -EAGAIN)
         return;
@@ -320,6 +573,17 @@ static void on_writable(struct evconn *ec)
 /* setup, then on_open: the connection is the handler's from here on. */
 static void ev_start(struct evconn *ec)
 {
+    if (ec->stream) {
+        /* Parked until it says something, counting silence from the
+         * accept as a queue would: the per-operation timeout. */
+        int ms = ec->loop->srv->cfg.conn_timeout_ms;
+        if (ms > 0)
+            (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t,
+                                     ec->s->idle_since + (int64_t)ms * TC_NS_PER_MS);
+        if (ec->conn->rlen > 0) /* bytes came behind a PROXY header */
+            (void)dispatch_stream(ec);
+        return;
+    }
     if (tc__session_open(ec->s) < 0) {
         ev_close(ec, 0, TC__REPORT_NO); /* reported; finish if setup ran */
         return;
@@ -339,8 +603,9 @@ static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr)
         ev_close(ec, 0, TC__REPORT_NO);
         return;
     }
+    int stream = ec->stream;
     ev_start(ec);
-    if (!ec->closed)
+    if (!stream && !ec->closed)
         process_input(ec);
 }
 
@@ -361,6 +626,8 @@ static void ev_open(struct loop *lp, tc__session *s)
     atomic_init(&ec->out_queued, 0);
     c->drv = &ev_driver;
     c->drv_data = ec;
+    ec->deferred_tail = &ec->deferred;
+    ec->stream = srv->handler.handle != NULL;
     TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
     int rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec);
@@ -413,6 +680,13 @@ static void read_mail(struct loop *lp)
         struct mail *next = m->next;
         if (m->newsess) {
             ev_open(lp, m->newsess);
+        } else if (m->ec->busy) {
+            /* Its worker owns the channel: sent when the worker is done. */
+            m->next = NULL;
+            *m->ec->deferred_tail = m;
+            m->ec->deferred_tail = &m->next;
+            m = next;
+            continue;
         } else if (!m->ec->closed) {
             struct iovec v1 = {m->data, m->len};
             atomic_fetch_sub(&m->ec->mail_bytes, m->len);
@@ -424,6 +698,7 @@ static void read_mail(struct loop *lp)
         free(m);
         m = next;
     }
+    take_done(lp);
 }
 
 /* ---- the driver: a channel an event loop runs ------------------------------ */
@@ -431,7 +706,9 @@ static void read_mail(struct loop *lp)
 static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
     struct evconn *ec = c->drv_data;
-    if (pthread_equal(pthread_self(), ec->loop->tid)) {
+    if (tl_job == ec) /* its worker, which owns it now: straight to the socket */
+        return tc__chan_send_nb(c, vec, cnt, total);
+    if (pthread_equal(pthread_self(), ec->loop->tid) && !ec->busy) {
         ssize_t r = tc__chan_send_nb(c, vec, cnt, total);
         if (r >= 0 && !ec->closed && tc__chan_pending(c) && !(ec->interest & TC__POLL_OUT))
             set_interest(ec);
@@ -509,12 +786,19 @@ static void fire_timers(struct loop *lp)
             proxy_done(ec, -ETIMEDOUT, &hdr);
             continue;
         }
+        if (et->kind == TIMER_IDLE && ec->stream) {
+            /* Parked for the pool and silent for its whole timeout: closed
+             * without a worker, as a queue would. */
+            ev_close(ec, -ETIMEDOUT, TC__REPORT_YES);
+            continue;
+        }
         if (et->kind == TIMER_IDLE) {
             /* Not idle while a reply is still going out (the peer may be
-             * reading it slowly): the clock restarts once it is out (see
+             * reading it slowly), nor while a worker has it or its frame
+             * waits for one: the clock restarts afterwards (see
              * set_interest), as the other modes wait for the next message
              * only after flushing. */
-            if (tc__chan_pending(ec->conn) > 0)
+            if (tc__chan_pending(ec->conn) > 0 || ec->busy || ec->waiting)
                 continue;
             int64_t due = idle_due(ec);
             if (due > now) { /* moved on meanwhile: a frame completed, say */
@@ -528,6 +812,10 @@ static void fire_timers(struct loop *lp)
         if (ec->interval_ms > 0)
             (void)tc__theap_schedule(&lp->timers, t,
                                      t->when + (int64_t)ec->interval_ms * TC_NS_PER_MS);
+        if (ec->busy) {
+            ec->timer_due = 1; /* on_timer runs when the worker is done */
+            continue;
+        }
         int rc = tc__session_timer(ec->s);
         if (rc < 0)
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
@@ -540,7 +828,7 @@ static void fire_timers(struct loop *lp)
 static void accept_batch(struct loop *lp)
 {
     tc_server *srv = lp->srv;
-    struct state *st = st_of(srv);
+    struct state *st = lp->st;
     /* The listener's event can come in the same batch as the shutdown's
      * (even after it): once a shutdown is asked for, nothing more is
      * accepted, and nothing is dealt to loops that may have finished. */
@@ -579,7 +867,7 @@ static void accept_batch(struct loop *lp)
 static void update_listener(struct loop *lp)
 {
     tc_server *srv = lp->srv;
-    struct state *st = st_of(srv);
+    struct state *st = lp->st;
     int want = !atomic_load(&lp->draining) && tc__server_may_accept(srv);
     if (want == st->listening)
         return;
@@ -594,7 +882,7 @@ static void update_listener(struct loop *lp)
 static void start_drain(struct loop *lp)
 {
     tc_server *srv = lp->srv;
-    struct state *st = st_of(srv);
+    struct state *st = lp->st;
     int ms = srv->cfg.drain_timeout_ms;
     int64_t deadline = ms < 0 ? tc__now_ns() : tc__deadline_ms(ms);
     for (int i = 0; i < st->nloops; i++) {
@@ -614,6 +902,8 @@ static void drain_sweep(struct loop *lp)
         next = ec->next;
         tc_conn *c = ec->conn;
         int idle = c->rlen == 0 && tc__chan_pending(c) == 0;
+        if (ec->busy)
+            continue; /* its worker finishes the message first */
         if (idle || late)
             ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
     }
@@ -710,9 +1000,9 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static int event_serve(tc_server *srv)
+int tc__loops_serve(tc_server *srv)
 {
-    struct state *st = st_of(srv);
+    struct state *st = srv->mode_state;
     struct loop *l0 = &st->loops[0];
     int rc = tc__poller_add(l0->poller, srv->wakefd, TC__POLL_IN, &tag_wake);
     if (rc < 0)
@@ -763,17 +1053,16 @@ static void free_loops(struct state *st)
     free(st);
 }
 
-static int event_start(tc_server *srv)
+int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
 {
-    if (srv->handler.handle || !srv->handler.on_message) {
-        tc__log(srv, TC_LOG_ERROR, "invalid configuration: event mode runs message-style "
-                                          "handlers only (set on_message, not handle)");
-        return TC_EBADCONFIG;
-    }
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;
-    st->nloops = srv->cfg.workers;
+    st->nloops = nloops;
+    if (d) {
+        st->pooled = 1;
+        st->dispatch = *d;
+    }
     st->loops = calloc((size_t)st->nloops, sizeof *st->loops);
     if (!st->loops) {
         free(st);
@@ -783,9 +1072,11 @@ static int event_start(tc_server *srv)
     for (int i = 0; i < st->nloops; i++) {
         struct loop *lp = &st->loops[i];
         lp->srv = srv;
+        lp->st = st;
         lp->idx = i;
         lp->mailfd = -1;
         lp->mail_tail = &lp->mail;
+        lp->waiting_tail = &lp->waiting;
         pthread_mutex_init(&lp->mu, NULL);
         atomic_init(&lp->draining, 0);
         if (rc == 0)
@@ -802,7 +1093,33 @@ static int event_start(tc_server *srv)
         return rc;
     }
     srv->mode_state = st;
+    srv->session_room = sizeof(struct evconn);
     return 0;
+}
+
+const tc__dispatch *tc__loops_dispatch(tc_server *srv)
+{
+    struct state *st = srv->mode_state;
+    return st && st->pooled ? &st->dispatch : NULL;
+}
+
+void tc__loops_stop(tc_server *srv)
+{
+    if (srv->mode_state)
+        free_loops(srv->mode_state);
+    srv->mode_state = NULL;
+}
+
+/* ---- event mode: the handlers run in the loops ----------------------------- */
+
+static int event_start(tc_server *srv)
+{
+    if (srv->handler.handle || !srv->handler.on_message) {
+        tc__log(srv, TC_LOG_ERROR, "invalid configuration: event mode runs message-style "
+                                   "handlers only (set on_message, not handle)");
+        return TC_EBADCONFIG;
+    }
+    return tc__loops_start(srv, srv->cfg.workers, NULL);
 }
 
 static int event_process_request(tc_server *srv, tc__session *s)
@@ -811,18 +1128,10 @@ static int event_process_request(tc_server *srv, tc__session *s)
     return -ENOTSUP; /* never called: the mode accepts in its own loop */
 }
 
-static void event_stop(tc_server *srv)
-{
-    if (srv->mode_state)
-        free_loops(st_of(srv));
-    srv->mode_state = NULL;
-}
-
 const tc__mode tc__mode_event = {
     .id = TC_MODE_EVENT,
-    .session_room = sizeof(struct evconn),
     .start = event_start,
     .process_request = event_process_request,
-    .serve = event_serve,
-    .stop = event_stop,
+    .serve = tc__loops_serve,
+    .stop = tc__loops_stop,
 };
