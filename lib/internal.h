@@ -540,8 +540,8 @@ typedef struct tc__job {
 /* Where the loops send handlers to run (pool mode); absent, they run them
  * in the loop thread (event mode). */
 typedef struct tc__dispatch {
-    /* Queue a job: 0, or -EAGAIN when the queue is full (the loop retries
-     * once a job it handed out is done). */
+    /* Queue a job: 0, or -EAGAIN when the queue is full (the pool calls
+     * tc__loops_room once it has room again, and the loop retries). */
     int (*submit)(void *pool, tc__job *job);
     void *pool;
 } tc__dispatch;
@@ -554,6 +554,9 @@ int tc__loops_serve(tc_server *srv);
 void tc__loops_stop(tc_server *srv);
 /* The dispatch the loops were started with (NULL: none). */
 const tc__dispatch *tc__loops_dispatch(tc_server *srv);
+/* From the pool, any thread: it has room again after refusing a job (the
+ * loops retry what waited for it). */
+void tc__loops_room(tc_server *srv);
 
 /* ---- server (server.c) -------------------------------------------------- */
 

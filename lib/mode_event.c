@@ -75,7 +75,13 @@ struct evconn {
      * nor writes the connection until the worker hands it back (busy). */
     int busy;            /* a worker owns the connection */
     int waiting;         /* a frame waits for room in the pool (on lp->waiting) */
+    int unwatched;       /* out of the poller (busy or waiting): no events, not
+                          * even a hang-up, which epoll reports whatever the interest */
+    int drain_cut;       /* the drain's deadline passed while busy: socket shut */
     int timer_due;       /* the user timer fired while busy */
+    /* tc_conn_set_timer from the worker: applied when the loop takes it back */
+    int timer_req, timer_interval_ms;
+    int64_t timer_when;  /* 0: cancel */
     int stream;          /* a stream handler: a worker takes it at its first bytes */
     int job_rc;          /* on_message's answer, from the worker */
     const void *msg;
@@ -98,6 +104,8 @@ struct loop {
     struct evconn *conns, *dead;
     struct evconn *done;      /* handed back by workers (mu) */
     struct evconn *waiting, **waiting_tail; /* frames waiting for room in the pool */
+    int room_freed;           /* the pool had room since the waiting were last retried */
+    int room_mail;            /* the pool reported room (mu) */
     unsigned nconns;
     struct state *st;
     atomic_int draining;      /* set by loop 0 when the server shuts down */
@@ -173,8 +181,10 @@ static void set_interest(struct evconn *ec)
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
     if (ec->idle.t.slot == TC__TIMER_IDLE && ec->s->opened && !ec->lingering && pending == 0)
         restart_idle(ec); /* the idle clock stopped while output was pending */
+    if (ec->unwatched)
+        return; /* a worker has it, or its frame waits for one */
     unsigned want = 0;
-    if (!ec->paused && !ec->lingering && !ec->waiting)
+    if (!ec->paused && !ec->lingering)
         want |= TC__POLL_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
      * wait for it even when another path (process_input's flush, a mail, a
@@ -208,16 +218,46 @@ static void drop_mail(struct loop *lp, struct evconn *ec)
         ec->deferred = m->next;
         free(m);
     }
-    if (ec->waiting) { /* rare: a close while a frame waited for the pool */
-        struct evconn **pw = &lp->waiting;
-        while (*pw != ec)
-            pw = &(*pw)->wait_next;
-        *pw = ec->wait_next;
-        lp->waiting_tail = &lp->waiting;
-        while (*lp->waiting_tail)
-            lp->waiting_tail = &(*lp->waiting_tail)->wait_next;
-        ec->waiting = 0;
-    }
+}
+
+/* Off the poller: a worker owns ec, or its frame waits for one. Not even a
+ * hang-up is reported then (epoll reports one whatever the interest). */
+static void unwatch(struct evconn *ec)
+{
+    if (ec->unwatched)
+        return;
+    (void)tc__poller_del(ec->loop->poller, ec->conn->fd);
+    ec->unwatched = 1;
+    ec->interest = 0;
+}
+
+/* Back on the poller, watching nothing yet (set_interest picks): 0 or an error. */
+static int rewatch(struct evconn *ec)
+{
+    if (!ec->unwatched)
+        return 0;
+    int rc = tc__poller_add(ec->loop->poller, ec->conn->fd, 0, ec);
+    if (rc < 0)
+        return rc;
+    ec->unwatched = 0;
+    ec->interest = 0;
+    return 0;
+}
+
+/* Off the list of those waiting for room in the pool (still unwatched). */
+static void stop_waiting(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    if (!ec->waiting)
+        return;
+    struct evconn **pw = &lp->waiting;
+    while (*pw != ec)
+        pw = &(*pw)->wait_next;
+    *pw = ec->wait_next;
+    lp->waiting_tail = &lp->waiting;
+    while (*lp->waiting_tail)
+        lp->waiting_tail = &(*lp->waiting_tail)->wait_next;
+    ec->waiting = 0;
 }
 
 /* End a connection: the session's close (report, flush, on_close, finish),
@@ -239,6 +279,7 @@ static void ev_close(struct evconn *ec, int reason, int report)
      * now: a foreign thread may send until on_close returns, and a mail left
      * behind would point at this record after it is freed. */
     drop_mail(lp, ec);
+    stop_waiting(ec); /* rare: a close while a frame waited for the pool */
     ev_unlink(ec);
     (void)tc__chan_settle(c);
     tc__server_session_end(ec->s);
@@ -250,6 +291,14 @@ static void ev_close(struct evconn *ec, int reason, int report)
 /* Close once the queued output is out (or at once if there is none). */
 static void ev_close_after_flush(struct evconn *ec, int reason, int report)
 {
+    /* Its frame no longer waits for a worker (on_timer asked to close, say):
+     * back on the poller, so that its output can drain. */
+    stop_waiting(ec);
+    int wrc = rewatch(ec);
+    if (wrc < 0) {
+        ev_close(ec, wrc, TC__REPORT_YES);
+        return;
+    }
     /* Nothing reads the input any more: drop it rather than copy it out of
      * the loop's scratch buffer into a new one. */
     ec->conn->rview = ec->conn->rlen;
@@ -304,31 +353,30 @@ static void message_lost(tc__job *job)
     job_done(ec);
 }
 
-/* Hand ec to the pool: the loop stops watching it. 0, or -EAGAIN (the
- * pool is full: nothing changed). */
+/* Hand ec to the pool: the loop stops watching it, and touches neither its
+ * channel nor its session until the worker hands it back (job_done). 0, or
+ * -EAGAIN (the pool is full: ec is unwatched, not busy). */
 static int hand_out(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
-    (void)tc__poller_del(lp->poller, ec->conn->fd);
+    unwatch(ec);
     ec->busy = 1;
     int rc = lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job);
-    if (rc < 0) {
+    if (rc < 0)
         ec->busy = 0;
-        if (tc__poller_add(lp->poller, ec->conn->fd, ec->interest, ec) < 0)
-            ec->interest = 0;
-    }
     return rc;
 }
 
-/* Wait for room in the pool: not read meanwhile; retried as jobs end. */
+/* Wait for room in the pool, unwatched (not read meanwhile: backpressure);
+ * retried when the pool reports room (retry_waiting). */
 static void wait_for_pool(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
+    unwatch(ec);
     ec->waiting = 1;
     ec->wait_next = NULL;
     *lp->waiting_tail = ec;
     lp->waiting_tail = &ec->wait_next;
-    set_interest(ec);
 }
 
 /* A complete frame: a worker runs on_message on it where it lies, in the
@@ -380,8 +428,9 @@ static int dispatch_stream(struct evconn *ec)
     }
     ec->job.run = stream_job;
     ec->job.lost = stream_lost;
-    /* Off the loop first: once submitted, the job may end (and free ec) at once. */
-    (void)tc__poller_del(lp->poller, c->fd);
+    /* Off the loop first: once submitted, the job may end (and free ec) at
+     * once. No idle clock while it waits for a worker: it has spoken. */
+    unwatch(ec);
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
     drop_mail(lp, ec);
@@ -391,29 +440,40 @@ static int dispatch_stream(struct evconn *ec)
     c->stopfd = -1; /* the drain reaches it by shutting its socket */
     if (lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job) == 0)
         return 0;
-    /* The pool is full: back on the loop, unread, until a worker is free. */
+    /* The pool is full: back on the loop's list, unwatched, until a worker is free. */
     c->drv = &ev_driver;
     c->drv_data = ec;
     TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
-    if (tc__poller_add(lp->poller, c->fd, 0, ec) < 0) {
-        ev_close(ec, -ENOMEM, TC__REPORT_YES);
-        return 0;
-    }
-    ec->interest = 0;
-    schedule_idle(ec);
     wait_for_pool(ec);
     return 1;
+}
+
+/* The handler's tc_conn_set_timer calls from the worker, in effect now
+ * (the last one wins; a firing that came meanwhile is void if it moved). */
+static void apply_timer_request(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    if (!ec->timer_req)
+        return;
+    ec->timer_req = 0;
+    ec->timer_due = 0;
+    if (ec->timer_when == 0) {
+        tc__theap_cancel(&lp->timers, &ec->user.t);
+        return;
+    }
+    ec->interval_ms = ec->timer_interval_ms;
+    (void)tc__theap_schedule(&lp->timers, &ec->user.t, ec->timer_when);
 }
 
 /* The loop takes ec back from its worker. */
 static void job_finished(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
     ec->busy = 0;
-    ec->interest = 0;
-    if (tc__poller_add(lp->poller, ec->conn->fd, 0, ec) < 0) {
-        ev_close(ec, -ENOMEM, TC__REPORT_YES);
+    int rc = rewatch(ec);
+    if (rc < 0) {
+        ev_close(ec, rc, TC__REPORT_YES);
         return;
     }
     while (ec->deferred && !ec->closed) { /* sends other threads made meanwhile */
@@ -421,50 +481,89 @@ static void job_finished(struct evconn *ec)
         ec->deferred = m->next;
         struct iovec v1 = {m->data, m->len};
         atomic_fetch_sub(&ec->mail_bytes, m->len);
-        if (tc__chan_send_nb(ec->conn, &v1, 1, m->len) < 0)
-            ev_close(ec, ec->conn->werr, TC__REPORT_AUTO);
+        if (tc__chan_send_nb(c, &v1, 1, m->len) < 0)
+            ev_close(ec, c->werr, TC__REPORT_AUTO);
         free(m);
     }
     if (ec->closed)
         return;
+    ec->deferred_tail = &ec->deferred;
+    apply_timer_request(ec);
     if (ec->job_rc < 0) {
         ev_close_after_flush(ec, ec->job_rc, TC__REPORT_YES);
         return;
     }
     if (ec->timer_due) {
         ec->timer_due = 0;
-        int rc = tc__session_timer(ec->s);
-        if (rc < 0) {
+        if ((rc = tc__session_timer(ec->s)) < 0) {
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
         }
     }
+    /* The worker's replies went straight to the socket; what it did not
+     * take is queued, and above the high-water mark the connection is not
+     * read until it drains, as in event mode. */
+    if (tc__chan_pending(c) > OUTPUT_HWM)
+        ec->paused = 1;
     restart_idle(ec);
     process_input(ec); /* the next frames, if buffered; then flush and watch */
 }
 
-/* Workers handed connections back, and so made room: take them, then
- * retry the frames that waited for room. */
+/* Workers handed connections back: take them. */
 static void take_done(struct loop *lp)
 {
     pthread_mutex_lock(&lp->mu);
     struct evconn *ec = lp->done;
     lp->done = NULL;
+    if (lp->room_mail) {
+        lp->room_mail = 0;
+        lp->room_freed = 1;
+    }
     pthread_mutex_unlock(&lp->mu);
-    int freed = ec != NULL;
     while (ec) {
         struct evconn *next = ec->done_next;
         job_finished(ec);
         ec = next;
     }
-    while (freed && lp->waiting) {
+}
+
+/* The pool has room again: hand out, in turn, the frames and connections
+ * that waited for it, until it is full again. Between batches of events,
+ * never inside one: a connection handed out there could still have an
+ * event further on in the batch (and a stream one may be gone by then). */
+static void retry_waiting(struct loop *lp)
+{
+    if (!lp->room_freed)
+        return;
+    lp->room_freed = 0;
+    while (lp->waiting) {
         struct evconn *w = lp->waiting;
         lp->waiting = w->wait_next;
         if (!lp->waiting)
             lp->waiting_tail = &lp->waiting;
         w->waiting = 0;
-        if (w->stream ? dispatch_stream(w) : (set_interest(w), process_input(w), w->waiting))
-            break; /* still full */
+        if (w->stream) {
+            if (dispatch_stream(w))
+                break; /* still full */
+            continue;
+        }
+        process_input(w); /* its frame is scanned again and handed out */
+        if (w->waiting)
+            break;
+        if (!w->busy && !w->closed && rewatch(w) == 0) /* no frame after all */
+            set_interest(w);
+    }
+}
+
+void tc__loops_room(tc_server *srv)
+{
+    struct state *st = srv->mode_state;
+    for (int i = 0; i < st->nloops; i++) {
+        struct loop *lp = &st->loops[i];
+        pthread_mutex_lock(&lp->mu);
+        lp->room_mail = 1;
+        pthread_mutex_unlock(&lp->mu);
+        tc__wake(lp->mailfd);
     }
 }
 
@@ -588,7 +687,10 @@ static void ev_start(struct evconn *ec)
         ev_close(ec, 0, TC__REPORT_NO); /* reported; finish if setup ran */
         return;
     }
-    restart_idle(ec);
+    /* The first silence counts from the accept (a mailbox or a PROXY
+     * header before this is not the handler's doing, but is silence). */
+    ec->idle_from = ec->s->idle_since ? ec->s->idle_since : tc__now_ns();
+    schedule_idle(ec);
     set_interest(ec);
 }
 
@@ -741,7 +843,9 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
 static int ev_shutdown_write(tc_conn *c)
 {
     struct evconn *ec = c->drv_data;
-    if (!pthread_equal(pthread_self(), ec->loop->tid))
+    /* The loop thread, or the worker that owns the connection now (the loop
+     * reads shut_wr when it takes it back). */
+    if (tl_job != ec && !pthread_equal(pthread_self(), ec->loop->tid))
         return -EPERM;
     if (tc__chan_pending(c) == 0)
         return tc__sock_shutdown_how(c->fd, SHUT_WR);
@@ -752,6 +856,16 @@ static int ev_shutdown_write(tc_conn *c)
 static int ev_set_timer(tc_conn *c, int delay_ms, int interval_ms)
 {
     struct evconn *ec = c->drv_data;
+    if (tl_job == ec) {
+        /* The worker running on_message: the heap is the loop's, so the
+         * request waits in the record until the loop takes it back. */
+        if (!ec->loop->srv->handler.on_timer)
+            return TC_EBADCONFIG;
+        ec->timer_req = 1;
+        ec->timer_when = delay_ms ? tc__deadline_ms(delay_ms) : 0;
+        ec->timer_interval_ms = interval_ms;
+        return 0;
+    }
     if (!pthread_equal(pthread_self(), ec->loop->tid))
         return -EPERM;
     if (!ec->loop->srv->handler.on_timer)
@@ -900,10 +1014,20 @@ static void drain_sweep(struct loop *lp)
     int late = tc__now_ns() >= lp->drain_deadline;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next;
+        if (ec->busy) {
+            /* Its worker finishes the message first. Past the deadline its
+             * socket is cut, so that its sends fail at once; the loop closes
+             * it when the worker hands it back. */
+            if (late && !ec->drain_cut) {
+                ec->drain_cut = 1;
+                tc__sock_shutdown(ec->conn->fd);
+            }
+            continue;
+        }
         tc_conn *c = ec->conn;
-        int idle = c->rlen == 0 && tc__chan_pending(c) == 0;
-        if (ec->busy)
-            continue; /* its worker finishes the message first */
+        /* A frame (or a stream connection's first bytes) waiting for a
+         * worker is a request in flight, not idleness. */
+        int idle = c->rlen == 0 && tc__chan_pending(c) == 0 && !ec->waiting;
         if (idle || late)
             ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
     }
@@ -960,14 +1084,15 @@ static void run_loop(struct loop *lp)
                 read_mail(lp);
             } else {
                 struct evconn *ec = p;
-                if (ec->closed)
+                if (ec->closed || ec->unwatched)
                     continue;
                 if (ev[i].events & TC__POLL_OUT)
-                    on_writable(ec);
-                if (!ec->closed && (ev[i].events & TC__POLL_IN))
+                    on_writable(ec); /* may hand it to a worker (pool) */
+                if (!ec->closed && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
             }
         }
+        retry_waiting(lp);
         fire_timers(lp);
         if (lp->idx == 0) {
             if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
@@ -978,6 +1103,7 @@ static void run_loop(struct loop *lp)
         }
         if (atomic_load(&lp->draining)) {
             read_mail(lp); /* connections dealt just before the drain started */
+            retry_waiting(lp);
             drain_sweep(lp);
         }
         free_dead(lp);

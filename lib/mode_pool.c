@@ -36,6 +36,7 @@ struct state {
     tc__job *head, **tail; /* the queue ... */
     int count, cap;       /* ... of at most cap jobs */
     int busy;             /* workers running a job */
+    int refused;          /* a job was refused since the queue last had room */
     int quit;
 };
 
@@ -56,6 +57,8 @@ static int submit(void *pool, tc__job *job)
         st->tail = &job->next;
         st->count++;
         pthread_cond_signal(&st->work);
+    } else {
+        st->refused = 1;
     }
     pthread_mutex_unlock(&st->mu);
     return full ? -EAGAIN : 0;
@@ -115,7 +118,11 @@ static void *worker_main(void *arg)
         st->count--;
         st->busy++;
         sl->cur = job;
+        int room = st->refused;
+        st->refused = 0;
         pthread_mutex_unlock(&st->mu);
+        if (room) /* the job's session holds the server: the loops are there */
+            tc__loops_room(st->srv);
         run_guarded(sl); /* the job may end a session, and that may free the server */
         sl->cur = NULL;
         if (tl_freed_server)
