@@ -110,6 +110,7 @@ struct loop {
     struct state *st;
     atomic_int draining;      /* set by loop 0 when the server shuts down */
     int64_t drain_deadline;
+    int drain_past;           /* the deadline's sweep ran: no need to wake for it again */
     unsigned char *scratch;
 };
 
@@ -1012,6 +1013,9 @@ static void start_drain(struct loop *lp)
 static void drain_sweep(struct loop *lp)
 {
     int late = tc__now_ns() >= lp->drain_deadline;
+    /* What outlives the deadline is busy in a worker, and the loop wakes
+     * when the worker hands it back. */
+    lp->drain_past = late;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next;
         if (ec->busy) {
@@ -1048,7 +1052,7 @@ static int next_timeout_ms(struct loop *lp)
     tc__timer *t = tc__theap_next(&lp->timers);
     if (t)
         when = t->when;
-    if (atomic_load(&lp->draining) && lp->drain_deadline < when)
+    if (atomic_load(&lp->draining) && !lp->drain_past && lp->drain_deadline < when)
         when = lp->drain_deadline;
     return tc__ms_until(when);
 }
@@ -1134,8 +1138,10 @@ int tc__loops_serve(tc_server *srv)
     if (rc < 0)
         return rc;
     l0->tid = pthread_self();
-    for (int i = 0; i < st->nloops; i++)
+    for (int i = 0; i < st->nloops; i++) {
         atomic_store(&st->loops[i].draining, 0);
+        st->loops[i].drain_past = 0;
+    }
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, srv->cfg.thread_stack_size);
