@@ -93,6 +93,9 @@ int tc__sock_adopt(int fd, int listening);
 /* Accept one connection (close-on-exec; non-blocking unless blocking is
  * set); -EAGAIN when none is pending. */
 int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd, int blocking);
+/* Make an accepted socket blocking (a connection an event loop hands to a
+ * thread of its own): 0 or a negated errno. */
+int tc__sock_set_blocking(int fd);
 /* Start a non-blocking connect; 0 if connected at once, -EINPROGRESS, or an error. */
 int tc__sock_connect_start(const tc_addr *addr, int *out_fd);
 /* The pending error of a socket (SO_ERROR), negated. */

@@ -436,9 +436,19 @@ static int dispatch_stream(struct evconn *ec)
     tc__theap_cancel(&lp->timers, &ec->user.t);
     drop_mail(lp, ec);
     ev_unlink(ec);
-    c->drv = &tc__drv_poll;
+    /* From here on it is served as in threading mode: a blocking socket,
+     * one recv per wait under SO_RCVTIMEO (the sleep driver). */
+    int rc = tc__sock_set_blocking(c->fd);
+    if (rc < 0) {
+        TC__LIST_PUSH(lp->conns, ec);
+        lp->nconns++;
+        ev_close(ec, rc, TC__REPORT_YES);
+        return 0;
+    }
+    c->drv = &tc__drv_sleep;
     c->drv_data = NULL;
     c->stopfd = -1; /* the drain reaches it by shutting its socket */
+    tc__drv_sleep_prepare(c);
     if (lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job) == 0)
         return 0;
     /* The pool is full: back on the loop's list, unwatched, until a worker is free. */
