@@ -368,9 +368,10 @@ int main(int argc, char **argv)
         return bad_arg("--max-frame", "too large");
     cfg.idle_timeout_ms = o.idle_timeout ? (int)o.idle_timeout : -1; /* 0: never */
     cfg.conn_timeout_ms = -1; /* no flag: a silence is bounded by --idle-timeout alone */
-    /* Event loops send at once what the socket takes: no buffer to fill. */
-    handler.on_message = strcmp(o.framing, "raw") != 0 && o.mode != TC_MODE_EVENT ? echo_message
-                                                                                    : echo_send;
+    /* Event loops, and pool's workers, send at once what the socket takes:
+     * no buffer to fill (and in pool mode no second hop through the loop). */
+    int sends_now = o.mode == TC_MODE_EVENT || o.mode == TC_MODE_POOL;
+    handler.on_message = strcmp(o.framing, "raw") != 0 && !sends_now ? echo_message : echo_send;
 
     if (o.greet)
         handler.on_open = greet_open;
