@@ -1102,7 +1102,9 @@ static void run_loop(struct loop *lp)
                     continue;
                 if (ev[i].events & TC__POLL_OUT)
                     on_writable(ec); /* may hand it to a worker (pool) */
-                if (!ec->closed && !ec->unwatched && (ev[i].events & TC__POLL_IN))
+                /* conn too: NULL once closed (the analyzer cannot see that
+                 * ev_close's list unlinking leaves closed set). */
+                if (!ec->closed && ec->conn && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
             }
         }
