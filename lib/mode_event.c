@@ -13,6 +13,7 @@
  * connection back when the worker is done. A stream-style connection is
  * handed to a worker for good once its first bytes arrive. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -499,6 +500,10 @@ static void job_finished(struct evconn *ec)
     if (ec->closed)
         return;
     ec->deferred_tail = &ec->deferred;
+    if (ec->drain_cut) { /* the drain's deadline passed meanwhile: no more messages */
+        ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
+        return;
+    }
     apply_timer_request(ec);
     if (ec->job_rc < 0) {
         ev_close_after_flush(ec, ec->job_rc, TC__REPORT_YES);
@@ -1126,12 +1131,28 @@ static void run_loop(struct loop *lp)
         if (atomic_load(&lp->draining) && lp->nconns == 0)
             break;
     }
-    /* An error ended the loop early: nothing may outlive it. */
-    for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
-        next = ec->next;
-        ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
+    /* An error ended the loop early: nothing may outlive it. A connection
+     * a worker has is cut, and closed once the worker hands it back. */
+    for (;;) {
+        int busy = 0;
+        for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
+            next = ec->next;
+            if (!ec->busy) {
+                ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
+                continue;
+            }
+            if (!ec->drain_cut) {
+                ec->drain_cut = 1;
+                tc__sock_shutdown(ec->conn->fd);
+            }
+            busy = 1;
+        }
+        free_dead(lp);
+        if (!busy)
+            break;
+        (void)tc__sock_wait(lp->mailfd, POLLIN, TC__NO_DEADLINE);
+        read_mail(lp); /* takes them back (job_done) */
     }
-    free_dead(lp);
 }
 
 static void *loop_main(void *arg)
