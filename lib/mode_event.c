@@ -267,7 +267,9 @@ static void stop_waiting(struct evconn *ec)
  * turn (other lists may still point at it). */
 static void ev_close(struct evconn *ec, int reason, int report)
 {
-    if (ec->closed)
+    /* conn is NULL once closed too: the analyzer cannot tell that the
+     * list and mail unlinking below leave closed set. */
+    if (ec->closed || !ec->conn)
         return;
     ec->closed = 1;
     struct loop *lp = ec->loop;
@@ -1107,9 +1109,7 @@ static void run_loop(struct loop *lp)
                     continue;
                 if (ev[i].events & TC__POLL_OUT)
                     on_writable(ec); /* may hand it to a worker (pool) */
-                /* conn too: NULL once closed (the analyzer cannot see that
-                 * ev_close's list unlinking leaves closed set). */
-                if (!ec->closed && ec->conn && !ec->unwatched && (ev[i].events & TC__POLL_IN))
+                if (!ec->closed && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
             }
         }
