@@ -433,9 +433,10 @@ int main(int argc, char **argv)
         tc_codec_length_prefixed(&cfg.codec, 4, TC_BIG_ENDIAN);
     if (o.set_max_frame && tc_codec_set_max_frame(&cfg.codec, (size_t)o.max_frame) < 0)
         return bad_arg("--max-frame", "too large");
-    /* Event loops send at once what the socket takes: no buffer to fill. */
-    handler.on_message = strcmp(o.framing, "raw") != 0 && o.mode != TC_MODE_EVENT ? echo_message
-                                                                                    : echo_send;
+    /* Event loops, and pool's workers, send at once what the socket takes:
+     * no buffer to fill (and in pool mode no second hop through the loop). */
+    int sends_now = o.mode == TC_MODE_EVENT || o.mode == TC_MODE_POOL;
+    handler.on_message = strcmp(o.framing, "raw") != 0 && !sends_now ? echo_message : echo_send;
 
     if (o.greet)
         handler.on_open = greet_open;

@@ -227,6 +227,24 @@ int tc__chan_settle(tc_conn *c)
     return 0;
 }
 
+int tc__chan_keep(tc_conn *c)
+{
+    if (!c->rborrowed)
+        return 0;
+    size_t cap = tc__chan_frame_room(c);
+    if (cap < c->rlen)
+        cap = c->rlen;
+    unsigned char *nb = malloc(cap ? cap : 1);
+    if (!nb)
+        return tc__chan_broken(c, -ENOMEM);
+    memcpy(nb, c->rbuf + c->roff, c->rlen);
+    c->rbuf = nb;
+    c->rcap = cap;
+    c->roff = 0;
+    c->rborrowed = 0;
+    return 0;
+}
+
 int tc__chan_proxy(tc_conn *c, tc__proxy_hdr *h)
 {
     int rc = tc__proxy_parse(c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, h);

@@ -93,6 +93,9 @@ int tc__sock_adopt(int fd, int listening);
 /* Accept one connection (close-on-exec; non-blocking unless blocking is
  * set); -EAGAIN when none is pending. */
 int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd, int blocking);
+/* Make an accepted socket blocking (a connection an event loop hands to a
+ * thread of its own): 0 or a negated errno. */
+int tc__sock_set_blocking(int fd);
 /* Start a non-blocking connect; 0 if connected at once, -EINPROGRESS, or an error. */
 int tc__sock_connect_start(const tc_addr *addr, int *out_fd);
 /* The pending error of a socket (SO_ERROR), negated. */
@@ -358,6 +361,9 @@ int tc__chan_frame(tc_conn *c, const void **msg, size_t *len);
 ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch_len);
 /* After a batch of frames: move leftovers out of the scratch buffer, free empty buffers. */
 int tc__chan_settle(tc_conn *c);
+/* Move what the scratch buffer holds (the current view included) into the
+ * channel's own buffer, offsets relative to roff kept: 0 or -ENOMEM. */
+int tc__chan_keep(tc_conn *c);
 /* A PROXY header in what is buffered: TC__PROXY_MORE until one is
  * complete (then consumed: TC__PROXY_DONE), TC__PROXY_NONE, TC_EPROXY
  * (h->why), or TC_EOF (the stream ended before any byte). */
@@ -451,7 +457,8 @@ typedef struct tc__session {
     atomic_int idle;    /* message style, waiting for the next message: the
                          * drain may shut its read side */
     unsigned char msg_style, setup_done, opened, closed;
-    /* the mode's record of the connection (tc__mode.session_room bytes) */
+    unsigned char proxy_done; /* the PROXY step ran (an event loop did it) */
+    /* the mode's record of the connection (srv->session_room bytes) */
     _Alignas(max_align_t) unsigned char room[];
 } tc__session;
 
@@ -524,11 +531,11 @@ typedef struct tc__mode {
      * watch the stop descriptor. Otherwise (inline, forking) every read and
      * wait watches it, and ends with TC_ESHUTDOWN once the drain begins. */
     int drain_reaches_idle;
-    /* Bytes of tc__session.room the mode keeps its record of a connection in. */
-    size_t session_room;
     /* Prepare the mode's state once the server is bound (may be NULL). May
-     * set srv->mode_fd (polled by the loop; service runs when it is readable)
-     * and srv->mode_limit (the most connections the mode takes at once). */
+     * set srv->mode_fd (polled by the loop; service runs when it is readable),
+     * srv->mode_limit (the most connections the mode takes at once) and
+     * srv->session_room (bytes of tc__session.room for its record of a
+     * connection). */
     int (*start)(tc_server *srv);
     /* Take ownership of an accepted, verified session (process_request). */
     int (*process_request)(tc_server *srv, tc__session *s);
@@ -559,6 +566,37 @@ extern const tc__mode tc__mode_forking;
 extern const tc__mode tc__mode_pool;
 extern const tc__mode tc__mode_event;
 
+/* ---- event loops (mode_event.c): event mode's, and pool mode's ------------- */
+
+/* Work an event loop hands to a worker pool: run in a worker thread; lost
+ * instead when that thread ends inside it (pthread_exit, cancellation). */
+typedef struct tc__job {
+    struct tc__job *next; /* the pool's queue */
+    void (*run)(struct tc__job *job);
+    void (*lost)(struct tc__job *job);
+} tc__job;
+
+/* Where the loops send handlers to run (pool mode); absent, they run them
+ * in the loop thread (event mode). */
+typedef struct tc__dispatch {
+    /* Queue a job: 0, or -EAGAIN when the queue is full (the pool calls
+     * tc__loops_room once it has room again, and the loop retries). */
+    int (*submit)(void *pool, tc__job *job);
+    void *pool;
+} tc__dispatch;
+
+/* Start nloops loops (srv->mode_state, srv->session_room); d may be NULL. */
+int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d);
+/* serve_forever: accept, run, drain; 0 or an error. */
+int tc__loops_serve(tc_server *srv);
+/* Free the loops (no connection is live). */
+void tc__loops_stop(tc_server *srv);
+/* The dispatch the loops were started with (NULL: none). */
+const tc__dispatch *tc__loops_dispatch(tc_server *srv);
+/* From the pool, any thread: it has room again after refusing a job (the
+ * loops retry what waited for it). */
+void tc__loops_room(tc_server *srv);
+
 /* ---- server (server.c) -------------------------------------------------- */
 
 struct tc_server {
@@ -582,6 +620,7 @@ struct tc_server {
 
     int mode_fd;          /* the mode's descriptor for the loop to poll, or -1 */
     int mode_limit;       /* the most connections the mode takes; 0 = any */
+    size_t session_room;  /* bytes of each session's room the mode asked for */
     int limit;            /* effective max live connections; 0 = none */
 
     int stopfd;           /* eventfd, readable from tc_server_shutdown() until the request

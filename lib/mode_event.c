@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* Event mode: `workers` epoll loops run message-style handlers, each
- * connection owned by one loop. Loop 0 runs in the thread that called
- * serve_forever, accepts, and deals connections round-robin (to itself
- * directly, to the others through their mailboxes). Replies are sent at once
- * when the socket takes them and queued otherwise; above a high-water mark
- * of queued output a connection is not read until it drains. */
+/* Event loops, and event mode on them: `workers` epoll loops run
+ * message-style handlers, each connection owned by one loop. Loop 0 runs in
+ * the thread that called serve_forever, accepts, and deals connections
+ * round-robin (to itself directly, to the others through their mailboxes).
+ * Replies are sent at once when the socket takes them and queued otherwise;
+ * above a high-water mark of queued output a connection is not read until
+ * it drains.
+ *
+ * Pool mode runs the same loops with a dispatch table (tc__dispatch): a
+ * complete message is handed, with its connection, to a worker, which runs
+ * on_message and sends straight to the socket; the loop takes the
+ * connection back when the worker is done. A stream-style connection is
+ * handed to a worker for good once its first bytes arrive. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +51,7 @@ struct loop;
 /* A connection's record in its loop: the driver's side of the channel,
  * kept in the session's room (tc__mode.session_room). */
 struct evconn {
+    tc__job job;         /* first: a pool hands back the tc__job pointer */
     tc__session *s;
     tc_conn *conn;
     struct loop *loop;
@@ -63,6 +72,23 @@ struct evconn {
      * output queue as the loop last saw it: a foreign send is refused
      * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
     atomic_size_t mail_bytes, out_queued;
+    /* With a pool: a worker runs the handler on msg; the loop neither reads
+     * nor writes the connection until the worker hands it back (busy). */
+    int busy;            /* a worker owns the connection */
+    int waiting;         /* a frame waits for room in the pool (on lp->waiting) */
+    int unwatched;       /* out of the poller (busy or waiting): no events, not
+                          * even a hang-up, which epoll reports whatever the interest */
+    int drain_cut;       /* the drain's deadline passed while busy: socket shut */
+    int timer_due;       /* the user timer fired while busy */
+    /* tc_conn_set_timer from the worker: applied when the loop takes it back */
+    int timer_req, timer_interval_ms;
+    int64_t timer_when;  /* 0: cancel */
+    int stream;          /* a stream handler: a worker takes it at its first bytes */
+    int job_rc;          /* on_message's answer, from the worker */
+    const void *msg;
+    size_t msg_len;
+    struct evconn *done_next, *wait_next;
+    struct mail *deferred, **deferred_tail; /* mail that came while busy */
 };
 
 struct loop {
@@ -77,9 +103,15 @@ struct loop {
     struct mail *mail, **mail_tail;
     tc__theap timers;
     struct evconn *conns, *dead;
+    struct evconn *done;      /* handed back by workers (mu) */
+    struct evconn *waiting, **waiting_tail; /* frames waiting for room in the pool */
+    int room_freed;           /* the pool had room since the waiting were last retried */
+    int room_mail;            /* the pool reported room (mu) */
     unsigned nconns;
+    struct state *st;
     atomic_int draining;      /* set by loop 0 when the server shuts down */
     int64_t drain_deadline;
+    int drain_past;           /* the deadline's sweep ran: no need to wake for it again */
     unsigned char *scratch;
 };
 
@@ -88,14 +120,15 @@ struct state {
     struct loop *loops;
     unsigned next;   /* round-robin dealer */
     int listening;   /* the listener is in loop 0's poller */
+    int pooled;      /* handlers run in a pool (dispatch), not in the loops */
+    tc__dispatch dispatch;
 };
 
-static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
+/* The connection whose handler this worker thread runs now (pool mode):
+ * its sends go straight to the socket. */
+static _Thread_local struct evconn *tl_job;
 
-static struct state *st_of(tc_server *srv)
-{
-    return srv->mode_state;
-}
+static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
 
 /* When the connection times out: after idle_timeout_ms of silence, or when
  * an incomplete frame has taken conn_timeout_ms to arrive (a client sending
@@ -131,6 +164,13 @@ static void restart_idle(struct evconn *ec)
     }
 }
 
+/* Off the loop's list of connections (it no longer counts for the drain). */
+static void ev_unlink(struct evconn *ec)
+{
+    TC__LIST_UNLINK(ec->loop->conns, ec);
+    ec->loop->nconns--;
+}
+
 static void set_interest(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
@@ -143,6 +183,8 @@ static void set_interest(struct evconn *ec)
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
     if (ec->idle.t.slot == TC__TIMER_IDLE && ec->s->opened && !ec->lingering && pending == 0)
         restart_idle(ec); /* the idle clock stopped while output was pending */
+    if (ec->unwatched)
+        return; /* a worker has it, or its frame waits for one */
     unsigned want = 0;
     if (!ec->paused && !ec->lingering)
         want |= TC__POLL_IN;
@@ -155,24 +197,10 @@ static void set_interest(struct evconn *ec)
         ec->interest = want;
 }
 
-/* End a connection: the session's close (report, flush, on_close, finish),
- * then the core's bookkeeping. The record itself is freed at the end of the
- * turn (other lists may still point at it). */
-static void ev_close(struct evconn *ec, int reason, int report)
+/* Forget the mail other threads sent to ec: in the mailbox, and what was
+ * kept while a worker had it. */
+static void drop_mail(struct loop *lp, struct evconn *ec)
 {
-    if (ec->closed)
-        return;
-    ec->closed = 1;
-    struct loop *lp = ec->loop;
-    tc_conn *c = ec->conn;
-
-    (void)tc__poller_del(lp->poller, c->fd);
-    tc__theap_cancel(&lp->timers, &ec->idle.t);
-    tc__theap_cancel(&lp->timers, &ec->user.t);
-    tc__session_close(ec->s, reason, report);
-    /* Sends other threads queued for it die with it (see tc_conn_send). Only
-     * now: a foreign thread may send until on_close returns, and a mail left
-     * behind would point at this record after it is freed. */
     pthread_mutex_lock(&lp->mu);
     for (struct mail **pm = &lp->mail; *pm;) {
         struct mail *m = *pm;
@@ -187,9 +215,76 @@ static void ev_close(struct evconn *ec, int reason, int report)
     while (*lp->mail_tail)
         lp->mail_tail = &(*lp->mail_tail)->next;
     pthread_mutex_unlock(&lp->mu);
+    while (ec->deferred) {
+        struct mail *m = ec->deferred;
+        ec->deferred = m->next;
+        free(m);
+    }
+}
 
-    TC__LIST_UNLINK(lp->conns, ec);
-    lp->nconns--;
+/* Off the poller: a worker owns ec, or its frame waits for one. Not even a
+ * hang-up is reported then (epoll reports one whatever the interest). */
+static void unwatch(struct evconn *ec)
+{
+    if (ec->unwatched)
+        return;
+    (void)tc__poller_del(ec->loop->poller, ec->conn->fd);
+    ec->unwatched = 1;
+    ec->interest = 0;
+}
+
+/* Back on the poller, watching nothing yet (set_interest picks): 0 or an error. */
+static int rewatch(struct evconn *ec)
+{
+    if (!ec->unwatched)
+        return 0;
+    int rc = tc__poller_add(ec->loop->poller, ec->conn->fd, 0, ec);
+    if (rc < 0)
+        return rc;
+    ec->unwatched = 0;
+    ec->interest = 0;
+    return 0;
+}
+
+/* Off the list of those waiting for room in the pool (still unwatched). */
+static void stop_waiting(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    if (!ec->waiting)
+        return;
+    struct evconn **pw = &lp->waiting;
+    while (*pw != ec)
+        pw = &(*pw)->wait_next;
+    *pw = ec->wait_next;
+    lp->waiting_tail = &lp->waiting;
+    while (*lp->waiting_tail)
+        lp->waiting_tail = &(*lp->waiting_tail)->wait_next;
+    ec->waiting = 0;
+}
+
+/* End a connection: the session's close (report, flush, on_close, finish),
+ * then the core's bookkeeping. The record itself is freed at the end of the
+ * turn (other lists may still point at it). */
+static void ev_close(struct evconn *ec, int reason, int report)
+{
+    /* conn is NULL once closed too: the analyzer cannot tell that the
+     * list and mail unlinking below leave closed set. */
+    if (ec->closed || !ec->conn)
+        return;
+    ec->closed = 1;
+    struct loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+
+    (void)tc__poller_del(lp->poller, c->fd);
+    tc__theap_cancel(&lp->timers, &ec->idle.t);
+    tc__theap_cancel(&lp->timers, &ec->user.t);
+    tc__session_close(ec->s, reason, report);
+    /* Sends other threads queued for it die with it (see tc_conn_send). Only
+     * now: a foreign thread may send until on_close returns, and a mail left
+     * behind would point at this record after it is freed. */
+    drop_mail(lp, ec);
+    stop_waiting(ec); /* rare: a close while a frame waited for the pool */
+    ev_unlink(ec);
     (void)tc__chan_settle(c);
     tc__server_session_end(ec->s);
     ec->conn = NULL;
@@ -200,6 +295,14 @@ static void ev_close(struct evconn *ec, int reason, int report)
 /* Close once the queued output is out (or at once if there is none). */
 static void ev_close_after_flush(struct evconn *ec, int reason, int report)
 {
+    /* Its frame no longer waits for a worker (on_timer asked to close, say):
+     * back on the poller, so that its output can drain. */
+    stop_waiting(ec);
+    int wrc = rewatch(ec);
+    if (wrc < 0) {
+        ev_close(ec, wrc, TC__REPORT_YES);
+        return;
+    }
     /* Nothing reads the input any more: drop it rather than copy it out of
      * the loop's scratch buffer into a new one. */
     ec->conn->rview = ec->conn->rlen;
@@ -223,6 +326,265 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
     set_interest(ec);
 }
 
+/* ---- pool mode: handlers in workers ------------------------------------- */
+
+/* A worker is done with ec: hand it back to its loop. */
+static void job_done(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    tl_job = NULL;
+    pthread_mutex_lock(&lp->mu);
+    ec->done_next = lp->done;
+    lp->done = ec;
+    pthread_mutex_unlock(&lp->mu);
+    tc__wake(lp->mailfd);
+}
+
+/* In a worker: on_message on the frame the loop handed over. */
+static void message_job(tc__job *job)
+{
+    struct evconn *ec = (struct evconn *)job;
+    tl_job = ec;
+    ec->job_rc = tc__session_message(ec->s, ec->msg, ec->msg_len);
+    job_done(ec);
+}
+
+/* The worker's thread ended inside on_message. */
+static void message_lost(tc__job *job)
+{
+    struct evconn *ec = (struct evconn *)job;
+    ec->job_rc = -ECANCELED;
+    job_done(ec);
+}
+
+/* Hand ec to the pool: the loop stops watching it, and touches neither its
+ * channel nor its session until the worker hands it back (job_done). 0, or
+ * -EAGAIN (the pool is full: ec is unwatched, not busy). */
+static int hand_out(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    unwatch(ec);
+    ec->busy = 1;
+    int rc = lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job);
+    if (rc < 0)
+        ec->busy = 0;
+    return rc;
+}
+
+/* Wait for room in the pool, unwatched (not read meanwhile: backpressure);
+ * retried when the pool reports room (retry_waiting). */
+static void wait_for_pool(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    unwatch(ec);
+    ec->waiting = 1;
+    ec->wait_next = NULL;
+    *lp->waiting_tail = ec;
+    lp->waiting_tail = &ec->wait_next;
+}
+
+/* A complete frame: a worker runs on_message on it where it lies, in the
+ * channel's own buffer (the loop's scratch buffer is for the next receive). */
+static void dispatch_message(struct evconn *ec, const void *msg, size_t len)
+{
+    tc_conn *c = ec->conn;
+    size_t at = (size_t)((const unsigned char *)msg - (c->rbuf + c->roff));
+    if (tc__chan_keep(c) < 0) {
+        ev_close(ec, -ENOMEM, TC__REPORT_YES);
+        return;
+    }
+    ec->msg = c->rbuf + c->roff + at;
+    ec->msg_len = len;
+    ec->job.run = message_job;
+    ec->job.lost = message_lost;
+    if (hand_out(ec) == 0)
+        return;
+    c->rview = 0; /* not taken: scanned again when the pool has room */
+    wait_for_pool(ec);
+}
+
+/* In a worker: a stream-style connection's whole life. */
+static void stream_job(tc__job *job)
+{
+    tc__session *s = ((struct evconn *)job)->s;
+    tc__session_run(s);
+    tc__server_session_done(s); /* frees the record this job lives in */
+}
+
+static void stream_lost(tc__job *job)
+{
+    tc__server_session_done(((struct evconn *)job)->s); /* the session has closed */
+}
+
+static const tc__driver ev_driver;
+static void process_input(struct evconn *ec);
+
+/* A stream-style connection said something: a worker takes it for good,
+ * with a blocking driver. 1 if it waits for room in the pool (else ec may
+ * be gone already). */
+static int dispatch_stream(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    if (tc__chan_settle(c) < 0) { /* its bytes leave the loop's scratch buffer */
+        ev_close(ec, -ENOMEM, TC__REPORT_YES);
+        return 0;
+    }
+    ec->job.run = stream_job;
+    ec->job.lost = stream_lost;
+    /* Off the loop first: once submitted, the job may end (and free ec) at
+     * once. No idle clock while it waits for a worker: it has spoken. */
+    unwatch(ec);
+    tc__theap_cancel(&lp->timers, &ec->idle.t);
+    tc__theap_cancel(&lp->timers, &ec->user.t);
+    drop_mail(lp, ec);
+    ev_unlink(ec);
+    /* From here on it is served as in threading mode: a blocking socket,
+     * one recv per wait under SO_RCVTIMEO (the sleep driver). */
+    int rc = tc__sock_set_blocking(c->fd);
+    if (rc < 0) {
+        TC__LIST_PUSH(lp->conns, ec);
+        lp->nconns++;
+        ev_close(ec, rc, TC__REPORT_YES);
+        return 0;
+    }
+    c->drv = &tc__drv_sleep;
+    c->drv_data = NULL;
+    c->stopfd = -1; /* the drain reaches it by shutting its socket */
+    tc__drv_sleep_prepare(c);
+    if (lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job) == 0)
+        return 0;
+    /* The pool is full: back on the loop's list, unwatched, until a worker is free. */
+    c->drv = &ev_driver;
+    c->drv_data = ec;
+    TC__LIST_PUSH(lp->conns, ec);
+    lp->nconns++;
+    wait_for_pool(ec);
+    return 1;
+}
+
+/* The handler's tc_conn_set_timer calls from the worker, in effect now
+ * (the last one wins; a firing that came meanwhile is void if it moved). */
+static void apply_timer_request(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    if (!ec->timer_req)
+        return;
+    ec->timer_req = 0;
+    ec->timer_due = 0;
+    if (ec->timer_when == 0) {
+        tc__theap_cancel(&lp->timers, &ec->user.t);
+        return;
+    }
+    ec->interval_ms = ec->timer_interval_ms;
+    (void)tc__theap_schedule(&lp->timers, &ec->user.t, ec->timer_when);
+}
+
+/* The loop takes ec back from its worker. */
+static void job_finished(struct evconn *ec)
+{
+    tc_conn *c = ec->conn;
+    ec->busy = 0;
+    int rc = rewatch(ec);
+    if (rc < 0) {
+        ev_close(ec, rc, TC__REPORT_YES);
+        return;
+    }
+    while (ec->deferred && !ec->closed) { /* sends other threads made meanwhile */
+        struct mail *m = ec->deferred;
+        ec->deferred = m->next;
+        struct iovec v1 = {m->data, m->len};
+        atomic_fetch_sub(&ec->mail_bytes, m->len);
+        if (tc__chan_send_nb(c, &v1, 1, m->len, NULL) < 0)
+            ev_close(ec, c->werr, TC__REPORT_AUTO);
+        free(m);
+    }
+    if (ec->closed)
+        return;
+    ec->deferred_tail = &ec->deferred;
+    if (ec->drain_cut) { /* the drain's deadline passed meanwhile: no more messages */
+        ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
+        return;
+    }
+    apply_timer_request(ec);
+    if (ec->job_rc < 0) {
+        ev_close_after_flush(ec, ec->job_rc, TC__REPORT_YES);
+        return;
+    }
+    if (ec->timer_due) {
+        ec->timer_due = 0;
+        if ((rc = tc__session_timer(ec->s)) < 0) {
+            ev_close_after_flush(ec, rc, TC__REPORT_YES);
+            return;
+        }
+    }
+    /* The worker's replies went straight to the socket; what it did not
+     * take is queued, and above the high-water mark the connection is not
+     * read until it drains, as in event mode. */
+    if (tc__chan_pending(c) > OUTPUT_HWM)
+        ec->paused = 1;
+    restart_idle(ec);
+    process_input(ec); /* the next frames, if buffered; then flush and watch */
+}
+
+/* Workers handed connections back: take them. */
+static void take_done(struct loop *lp)
+{
+    pthread_mutex_lock(&lp->mu);
+    struct evconn *ec = lp->done;
+    lp->done = NULL;
+    if (lp->room_mail) {
+        lp->room_mail = 0;
+        lp->room_freed = 1;
+    }
+    pthread_mutex_unlock(&lp->mu);
+    while (ec) {
+        struct evconn *next = ec->done_next;
+        job_finished(ec);
+        ec = next;
+    }
+}
+
+/* The pool has room again: hand out, in turn, the frames and connections
+ * that waited for it, until it is full again. Between batches of events,
+ * never inside one: a connection handed out there could still have an
+ * event further on in the batch (and a stream one may be gone by then). */
+static void retry_waiting(struct loop *lp)
+{
+    if (!lp->room_freed)
+        return;
+    lp->room_freed = 0;
+    while (lp->waiting) {
+        struct evconn *w = lp->waiting;
+        lp->waiting = w->wait_next;
+        if (!lp->waiting)
+            lp->waiting_tail = &lp->waiting;
+        w->waiting = 0;
+        if (w->stream) {
+            if (dispatch_stream(w))
+                break; /* still full */
+            continue;
+        }
+        process_input(w); /* its frame is scanned again and handed out */
+        if (w->waiting)
+            break;
+        if (!w->busy && !w->closed && rewatch(w) == 0) /* no frame after all */
+            set_interest(w);
+    }
+}
+
+void tc__loops_room(tc_server *srv)
+{
+    struct state *st = srv->mode_state;
+    for (int i = 0; i < st->nloops; i++) {
+        struct loop *lp = &st->loops[i];
+        pthread_mutex_lock(&lp->mu);
+        lp->room_mail = 1;
+        pthread_mutex_unlock(&lp->mu);
+        tc__wake(lp->mailfd);
+    }
+}
+
 /* Run on_message for every complete frame buffered, unless paused. */
 static void process_input(struct evconn *ec)
 {
@@ -244,6 +606,10 @@ static void process_input(struct evconn *ec)
             return;
         }
         ec->frame_from = 0;
+        if (ec->loop->st->pooled) {
+            dispatch_message(ec, msg, len);
+            return;
+        }
         if ((rc = tc__session_message(ec->s, msg, len)) < 0) {
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
@@ -277,6 +643,10 @@ static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr);
 static void on_readable(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
+    if (ec->stream && !ec->proxy_wait) {
+        (void)dispatch_stream(ec); /* its handler reads for itself */
+        return;
+    }
     ssize_t r = tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
     if (r == -EAGAIN)
         return;
@@ -320,11 +690,25 @@ static void on_writable(struct evconn *ec)
 /* setup, then on_open: the connection is the handler's from here on. */
 static void ev_start(struct evconn *ec)
 {
+    if (ec->stream) {
+        /* Parked until it says something, counting silence from the
+         * accept as a queue would: the per-operation timeout. */
+        int ms = ec->loop->srv->cfg.conn_timeout_ms;
+        if (ms > 0)
+            (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t,
+                                     ec->s->idle_since + (int64_t)ms * TC_NS_PER_MS);
+        if (ec->conn->rlen > 0) /* bytes came behind a PROXY header */
+            (void)dispatch_stream(ec);
+        return;
+    }
     if (tc__session_open(ec->s) < 0) {
         ev_close(ec, 0, TC__REPORT_NO); /* reported; finish if setup ran */
         return;
     }
-    restart_idle(ec);
+    /* The first silence counts from the accept (a mailbox or a PROXY
+     * header before this is not the handler's doing, but is silence). */
+    ec->idle_from = ec->s->idle_since ? ec->s->idle_since : tc__now_ns();
+    schedule_idle(ec);
     set_interest(ec);
 }
 
@@ -339,8 +723,9 @@ static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr)
         ev_close(ec, 0, TC__REPORT_NO);
         return;
     }
+    int stream = ec->stream;
     ev_start(ec);
-    if (!ec->closed)
+    if (!stream && !ec->closed)
         process_input(ec);
 }
 
@@ -361,6 +746,8 @@ static void ev_open(struct loop *lp, tc__session *s)
     atomic_init(&ec->out_queued, 0);
     c->drv = &ev_driver;
     c->drv_data = ec;
+    ec->deferred_tail = &ec->deferred;
+    ec->stream = srv->handler.handle != NULL;
     TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
     int rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec);
@@ -413,6 +800,13 @@ static void read_mail(struct loop *lp)
         struct mail *next = m->next;
         if (m->newsess) {
             ev_open(lp, m->newsess);
+        } else if (m->ec->busy) {
+            /* Its worker owns the channel: sent when the worker is done. */
+            m->next = NULL;
+            *m->ec->deferred_tail = m;
+            m->ec->deferred_tail = &m->next;
+            m = next;
+            continue;
         } else if (!m->ec->closed) {
             struct iovec v1 = {m->data, m->len};
             atomic_fetch_sub(&m->ec->mail_bytes, m->len);
@@ -424,6 +818,7 @@ static void read_mail(struct loop *lp)
         free(m);
         m = next;
     }
+    take_done(lp);
 }
 
 /* ---- the driver: a channel an event loop runs ------------------------------ */
@@ -431,7 +826,13 @@ static void read_mail(struct loop *lp)
 static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
     struct evconn *ec = c->drv_data;
-    if (pthread_equal(pthread_self(), ec->loop->tid)) {
+    if (tl_job == ec) { /* its worker, which owns it now: straight to the socket */
+        size_t taken;
+        ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
+        tc__chan_set_sent(c, taken);
+        return r;
+    }
+    if (pthread_equal(pthread_self(), ec->loop->tid) && !ec->busy) {
         size_t taken;
         ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
         tc__chan_set_sent(c, taken);
@@ -468,7 +869,9 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
 static int ev_shutdown_write(tc_conn *c)
 {
     struct evconn *ec = c->drv_data;
-    if (!pthread_equal(pthread_self(), ec->loop->tid))
+    /* The loop thread, or the worker that owns the connection now (the loop
+     * reads shut_wr when it takes it back). */
+    if (tl_job != ec && !pthread_equal(pthread_self(), ec->loop->tid))
         return -EPERM;
     if (tc__chan_pending(c) == 0)
         return tc__sock_shutdown_how(c->fd, SHUT_WR);
@@ -479,6 +882,16 @@ static int ev_shutdown_write(tc_conn *c)
 static int ev_set_timer(tc_conn *c, int delay_ms, int interval_ms)
 {
     struct evconn *ec = c->drv_data;
+    if (tl_job == ec) {
+        /* The worker running on_message: the heap is the loop's, so the
+         * request waits in the record until the loop takes it back. */
+        if (!ec->loop->srv->handler.on_timer)
+            return TC_EBADCONFIG;
+        ec->timer_req = 1;
+        ec->timer_when = delay_ms ? tc__deadline_ms(delay_ms) : 0;
+        ec->timer_interval_ms = interval_ms;
+        return 0;
+    }
     if (!pthread_equal(pthread_self(), ec->loop->tid))
         return -EPERM;
     if (!ec->loop->srv->handler.on_timer)
@@ -513,12 +926,19 @@ static void fire_timers(struct loop *lp)
             proxy_done(ec, -ETIMEDOUT, &hdr);
             continue;
         }
+        if (et->kind == TIMER_IDLE && ec->stream) {
+            /* Parked for the pool and silent for its whole timeout: closed
+             * without a worker, as a queue would. */
+            ev_close(ec, -ETIMEDOUT, TC__REPORT_YES);
+            continue;
+        }
         if (et->kind == TIMER_IDLE) {
             /* Not idle while a reply is still going out (the peer may be
-             * reading it slowly): the clock restarts once it is out (see
+             * reading it slowly), nor while a worker has it or its frame
+             * waits for one: the clock restarts afterwards (see
              * set_interest), as the other modes wait for the next message
              * only after flushing. */
-            if (tc__chan_pending(ec->conn) > 0)
+            if (tc__chan_pending(ec->conn) > 0 || ec->busy || ec->waiting)
                 continue;
             int64_t due = idle_due(ec);
             if (due > now) { /* moved on meanwhile: a frame completed, say */
@@ -532,6 +952,10 @@ static void fire_timers(struct loop *lp)
         if (ec->interval_ms > 0)
             (void)tc__theap_schedule(&lp->timers, t,
                                      t->when + (int64_t)ec->interval_ms * TC_NS_PER_MS);
+        if (ec->busy) {
+            ec->timer_due = 1; /* on_timer runs when the worker is done */
+            continue;
+        }
         int rc = tc__session_timer(ec->s);
         if (rc < 0)
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
@@ -544,7 +968,7 @@ static void fire_timers(struct loop *lp)
 static void accept_batch(struct loop *lp)
 {
     tc_server *srv = lp->srv;
-    struct state *st = st_of(srv);
+    struct state *st = lp->st;
     /* The listener's event can come in the same batch as the shutdown's
      * (even after it): once a shutdown is asked for, nothing more is
      * accepted, and nothing is dealt to loops that may have finished. */
@@ -583,7 +1007,7 @@ static void accept_batch(struct loop *lp)
 static void update_listener(struct loop *lp)
 {
     tc_server *srv = lp->srv;
-    struct state *st = st_of(srv);
+    struct state *st = lp->st;
     int want = !atomic_load(&lp->draining) && tc__server_may_accept(srv);
     if (want == st->listening)
         return;
@@ -598,7 +1022,7 @@ static void update_listener(struct loop *lp)
 static void start_drain(struct loop *lp)
 {
     tc_server *srv = lp->srv;
-    struct state *st = st_of(srv);
+    struct state *st = lp->st;
     int ms = srv->cfg.drain_timeout_ms;
     int64_t deadline = ms < 0 ? tc__now_ns() : tc__deadline_ms(ms);
     for (int i = 0; i < st->nloops; i++) {
@@ -614,10 +1038,25 @@ static void start_drain(struct loop *lp)
 static void drain_sweep(struct loop *lp)
 {
     int late = tc__now_ns() >= lp->drain_deadline;
+    /* What outlives the deadline is busy in a worker, and the loop wakes
+     * when the worker hands it back. */
+    lp->drain_past = late;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next;
+        if (ec->busy) {
+            /* Its worker finishes the message first. Past the deadline its
+             * socket is cut, so that its sends fail at once; the loop closes
+             * it when the worker hands it back. */
+            if (late && !ec->drain_cut) {
+                ec->drain_cut = 1;
+                tc__sock_shutdown(ec->conn->fd);
+            }
+            continue;
+        }
         tc_conn *c = ec->conn;
-        int idle = c->rlen == 0 && tc__chan_pending(c) == 0;
+        /* A frame (or a stream connection's first bytes) waiting for a
+         * worker is a request in flight, not idleness. */
+        int idle = c->rlen == 0 && tc__chan_pending(c) == 0 && !ec->waiting;
         if (idle || late)
             ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
     }
@@ -638,7 +1077,7 @@ static int next_timeout_ms(struct loop *lp)
     tc__timer *t = tc__theap_next(&lp->timers);
     if (t)
         when = t->when;
-    if (atomic_load(&lp->draining) && lp->drain_deadline < when)
+    if (atomic_load(&lp->draining) && !lp->drain_past && lp->drain_deadline < when)
         when = lp->drain_deadline;
     return tc__ms_until(when);
 }
@@ -674,14 +1113,15 @@ static void run_loop(struct loop *lp)
                 read_mail(lp);
             } else {
                 struct evconn *ec = p;
-                if (ec->closed)
+                if (ec->closed || ec->unwatched)
                     continue;
                 if (ev[i].events & TC__POLL_OUT)
-                    on_writable(ec);
-                if (!ec->closed && (ev[i].events & TC__POLL_IN))
+                    on_writable(ec); /* may hand it to a worker (pool) */
+                if (!ec->closed && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
             }
         }
+        retry_waiting(lp);
         fire_timers(lp);
         if (lp->idx == 0) {
             if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
@@ -692,18 +1132,35 @@ static void run_loop(struct loop *lp)
         }
         if (atomic_load(&lp->draining)) {
             read_mail(lp); /* connections dealt just before the drain started */
+            retry_waiting(lp);
             drain_sweep(lp);
         }
         free_dead(lp);
         if (atomic_load(&lp->draining) && lp->nconns == 0)
             break;
     }
-    /* An error ended the loop early: nothing may outlive it. */
-    for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
-        next = ec->next;
-        ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
+    /* An error ended the loop early: nothing may outlive it. A connection
+     * a worker has is cut, and closed once the worker hands it back. */
+    for (;;) {
+        int busy = 0;
+        for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
+            next = ec->next;
+            if (!ec->busy) {
+                ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
+                continue;
+            }
+            if (!ec->drain_cut) {
+                ec->drain_cut = 1;
+                tc__sock_shutdown(ec->conn->fd);
+            }
+            busy = 1;
+        }
+        free_dead(lp);
+        if (!busy)
+            break;
+        (void)tc__sock_wait(lp->mailfd, POLLIN, TC__NO_DEADLINE);
+        read_mail(lp); /* takes them back (job_done) */
     }
-    free_dead(lp);
 }
 
 static void *loop_main(void *arg)
@@ -714,16 +1171,18 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static int event_serve(tc_server *srv)
+int tc__loops_serve(tc_server *srv)
 {
-    struct state *st = st_of(srv);
+    struct state *st = srv->mode_state;
     struct loop *l0 = &st->loops[0];
     int rc = tc__poller_add(l0->poller, srv->wakefd, TC__POLL_IN, &tag_wake);
     if (rc < 0)
         return rc;
     l0->tid = pthread_self();
-    for (int i = 0; i < st->nloops; i++)
+    for (int i = 0; i < st->nloops; i++) {
         atomic_store(&st->loops[i].draining, 0);
+        st->loops[i].drain_past = 0;
+    }
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, srv->cfg.thread_stack_size);
@@ -767,17 +1226,16 @@ static void free_loops(struct state *st)
     free(st);
 }
 
-static int event_start(tc_server *srv)
+int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
 {
-    if (srv->handler.handle || !srv->handler.on_message) {
-        tc__log_detail(srv, "invalid configuration: event mode runs message-style handlers only "
-                            "(set on_message, not handle)");
-        return TC_EBADCONFIG;
-    }
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;
-    st->nloops = srv->cfg.workers;
+    st->nloops = nloops;
+    if (d) {
+        st->pooled = 1;
+        st->dispatch = *d;
+    }
     st->loops = calloc((size_t)st->nloops, sizeof *st->loops);
     if (!st->loops) {
         free(st);
@@ -787,9 +1245,11 @@ static int event_start(tc_server *srv)
     for (int i = 0; i < st->nloops; i++) {
         struct loop *lp = &st->loops[i];
         lp->srv = srv;
+        lp->st = st;
         lp->idx = i;
         lp->mailfd = -1;
         lp->mail_tail = &lp->mail;
+        lp->waiting_tail = &lp->waiting;
         pthread_mutex_init(&lp->mu, NULL);
         atomic_init(&lp->draining, 0);
         if (rc == 0)
@@ -806,7 +1266,33 @@ static int event_start(tc_server *srv)
         return rc;
     }
     srv->mode_state = st;
+    srv->session_room = sizeof(struct evconn);
     return 0;
+}
+
+const tc__dispatch *tc__loops_dispatch(tc_server *srv)
+{
+    struct state *st = srv->mode_state;
+    return st && st->pooled ? &st->dispatch : NULL;
+}
+
+void tc__loops_stop(tc_server *srv)
+{
+    if (srv->mode_state)
+        free_loops(srv->mode_state);
+    srv->mode_state = NULL;
+}
+
+/* ---- event mode: the handlers run in the loops ----------------------------- */
+
+static int event_start(tc_server *srv)
+{
+    if (srv->handler.handle || !srv->handler.on_message) {
+        tc__log_detail(srv, "invalid configuration: event mode runs message-style handlers only "
+                            "(set on_message, not handle)");
+        return TC_EBADCONFIG;
+    }
+    return tc__loops_start(srv, srv->cfg.workers, NULL);
 }
 
 static int event_process_request(tc_server *srv, tc__session *s)
@@ -815,18 +1301,10 @@ static int event_process_request(tc_server *srv, tc__session *s)
     return -ENOTSUP; /* never called: the mode accepts in its own loop */
 }
 
-static void event_stop(tc_server *srv)
-{
-    if (srv->mode_state)
-        free_loops(st_of(srv));
-    srv->mode_state = NULL;
-}
-
 const tc__mode tc__mode_event = {
     .id = TC_MODE_EVENT,
-    .session_room = sizeof(struct evconn),
     .start = event_start,
     .process_request = event_process_request,
-    .serve = event_serve,
-    .stop = event_stop,
+    .serve = tc__loops_serve,
+    .stop = tc__loops_stop,
 };

@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/* Pool mode: a fixed set of worker threads taking accepted connections from
- * a bounded queue. The core stops accepting once workers + queue_len
- * connections are live, so a burst waits in the kernel's listen backlog. */
+/* Pool mode: a fixed set of worker threads, fed by an event loop that holds
+ * the connections. A message-style connection costs no thread while it is
+ * idle: each complete message is handed, with its connection, to a worker
+ * (one message of a connection at a time, so its order holds), and the loop
+ * takes the connection back when on_message returns. A stream-style
+ * connection gets a worker for the rest of its life once its first bytes
+ * arrive, so clients that connect and say nothing cost no worker. The queue
+ * of work is bounded: when it is full the loop stops reading the
+ * connections that have a message ready, and the kernel's buffers hold the
+ * rest (backpressure). */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -16,61 +22,59 @@ struct state;
 struct slot {
     struct state *st;
     pthread_t tid;
-    tc__session *cur;     /* the session the worker runs, if any */
+    tc__job *cur;         /* the job the worker runs, if any */
 };
 
 struct state {
     tc_server *srv;
     pthread_mutex_t mu;
-    pthread_cond_t work;  /* a connection was queued, or quit was set */
+    pthread_cond_t work;  /* a job was queued, or quit was set */
     pthread_cond_t idle;  /* the queue is empty and no worker is busy */
     pthread_attr_t attr;  /* the workers' (stack size) */
     struct slot *slots;
     int nworkers;         /* started */
-    tc__session **queue;  /* a ring of cap entries */
-    int cap, head, count;
-    int busy;             /* workers running a connection */
+    tc__job *head, **tail; /* the queue ... */
+    int count, cap;       /* ... of at most cap jobs */
+    int busy;             /* workers running a job */
+    int refused;          /* a job was refused since the queue last had room */
     int quit;
 };
 
-/* Set in the worker whose connection's end freed the server (see pool_stop). */
+/* Set in the worker whose job's end freed the server (see pool_stop). */
 static _Thread_local int tl_freed_server;
-
-static struct state *st_of(tc_server *srv)
-{
-    return srv->mode_state;
-}
-
-/* Whether a dequeued connection already spent its idle timeout (message
- * style; stream style: the per-operation timeout) in the queue, counted from
- * the accept, and sent nothing: no byte, no end of stream. */
-static int waited_out(tc_server *srv, tc__session *s)
-{
-    int ms = srv->handler.on_message ? srv->cfg.idle_timeout_ms : srv->cfg.conn_timeout_ms;
-    if (ms <= 0 || tc__now_ns() - s->idle_since < (int64_t)ms * TC_NS_PER_MS)
-        return 0;
-    return !tc__sock_readable(s->conn->fd);
-}
 
 static void *worker_main(void *arg);
 
-/* A session is over (its handler returned, or its thread is ending inside
- * it): release it; 1 if that freed the server (see pool_stop). */
-static int session_over(struct slot *sl)
+/* The loop's way in: 0, or -EAGAIN when the queue is full. */
+static int submit(void *pool, tc__job *job)
 {
-    tc__session *s = sl->cur;
-    sl->cur = NULL; /* before: the last session's end may free the slots */
-    tc__server_session_done(s);
-    return tl_freed_server;
+    struct state *st = pool;
+    pthread_mutex_lock(&st->mu);
+    int full = st->count >= st->cap;
+    if (!full) {
+        job->next = NULL;
+        *st->tail = job;
+        st->tail = &job->next;
+        st->count++;
+        pthread_cond_signal(&st->work);
+    } else {
+        st->refused = 1;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return full ? -EAGAIN : 0;
 }
 
-/* The worker's thread exits or is cancelled inside a handler (the session
- * has closed): end the session, and put a new thread in its place. */
+/* The worker's thread exits or is cancelled inside a handler: the job is
+ * lost (its connection is handed back or ended), and a new thread takes
+ * the worker's place. */
 static void worker_lost(void *arg)
 {
     struct slot *sl = arg;
     struct state *st = sl->st;
-    if (session_over(sl))
+    tc__job *job = sl->cur;
+    sl->cur = NULL;
+    job->lost(job);
+    if (tl_freed_server)
         return;
     pthread_mutex_lock(&st->mu);
     if (--st->busy == 0 && st->count == 0)
@@ -88,12 +92,12 @@ static void worker_lost(void *arg)
                 tc_strerror(-rc));
 }
 
-/* Run the slot's session; should the thread end inside it, worker_lost
- * cleans up. (A function of its own: the cleanup macros use setjmp.) */
+/* Run the slot's job; should the thread end inside it, worker_lost cleans
+ * up. (A function of its own: the cleanup macros use setjmp.) */
 static void run_guarded(struct slot *sl)
 {
     pthread_cleanup_push(worker_lost, sl);
-    tc__session_run(sl->cur);
+    sl->cur->run(sl->cur);
     pthread_cleanup_pop(0);
 }
 
@@ -101,30 +105,28 @@ static void *worker_main(void *arg)
 {
     struct slot *sl = arg;
     struct state *st = sl->st;
-    tc_server *srv = st->srv;
     pthread_mutex_lock(&st->mu);
     for (;;) {
         while (st->count == 0 && !st->quit)
             pthread_cond_wait(&st->work, &st->mu);
         if (st->count == 0)
             break; /* quit, and nothing left to run */
-        tc__session *s = st->queue[st->head];
-        st->head = (st->head + 1) % st->cap;
+        tc__job *job = st->head;
+        st->head = job->next;
+        if (!st->head)
+            st->tail = &st->head;
         st->count--;
         st->busy++;
-        sl->cur = s;
+        sl->cur = job;
+        int room = st->refused;
+        st->refused = 0;
         pthread_mutex_unlock(&st->mu);
-
-        if (waited_out(srv, s)) {
-            /* Silent for its whole timeout while queued: close it without
-             * running it, rather than give it a worker for another period. */
-            tc__report(srv, s->conn, -ETIMEDOUT);
-        } else {
-            run_guarded(sl);
-        }
-        if (session_over(sl))
+        if (room) /* the job's session holds the server: the loops are there */
+            tc__loops_room(st->srv);
+        run_guarded(sl); /* the job may end a session, and that may free the server */
+        sl->cur = NULL;
+        if (tl_freed_server)
             return NULL; /* srv and st are gone; this thread is detached */
-
         pthread_mutex_lock(&st->mu);
         if (--st->busy == 0 && st->count == 0)
             pthread_cond_broadcast(&st->idle);
@@ -167,15 +169,19 @@ static void free_state(struct state *st)
     pthread_cond_destroy(&st->idle);
     pthread_mutex_destroy(&st->mu);
     pthread_attr_destroy(&st->attr);
-    free(st->queue);
     free(st->slots);
     free(st);
+}
+
+static struct state *pool_of(tc_server *srv)
+{
+    return srv->mode_state ? tc__loops_dispatch(srv)->pool : NULL;
 }
 
 static int pool_start(tc_server *srv)
 {
     int workers = srv->cfg.workers, queue_len = srv->cfg.queue_len;
-    if (workers > INT_MAX - queue_len) {
+    if (workers > INT_MAX - queue_len) { /* messages in hand and waiting, at most */
         tc__log_detail(srv, "invalid configuration: workers + queue_len overflows");
         return TC_EBADCONFIG;
     }
@@ -183,15 +189,13 @@ static int pool_start(tc_server *srv)
     if (!st)
         return -ENOMEM;
     st->srv = srv;
-    /* The core keeps at most cap connections live, so the ring never overflows. */
-    st->cap = workers + queue_len;
-    st->queue = calloc((size_t)st->cap, sizeof *st->queue); /* NOLINT(bugprone-sizeof-expression) */
+    st->tail = &st->head;
+    st->cap = queue_len; /* messages waiting for a worker, at most */
     st->slots = calloc((size_t)workers, sizeof *st->slots);
-    int rc = st->queue && st->slots ? pthread_attr_init(&st->attr) : ENOMEM;
+    int rc = st->slots ? pthread_attr_init(&st->attr) : ENOMEM;
     if (rc == 0 && (rc = pthread_attr_setstacksize(&st->attr, srv->cfg.thread_stack_size)) != 0)
         pthread_attr_destroy(&st->attr);
     if (rc != 0) {
-        free(st->queue);
         free(st->slots);
         free(st);
         return -rc;
@@ -199,7 +203,6 @@ static int pool_start(tc_server *srv)
     pthread_mutex_init(&st->mu, NULL);
     tc__cond_init(&st->work);
     tc__cond_init(&st->idle);
-
     for (; st->nworkers < workers; st->nworkers++) {
         struct slot *sl = &st->slots[st->nworkers];
         sl->st = st;
@@ -219,28 +222,26 @@ static int pool_start(tc_server *srv)
         free_state(st);
         return -rc;
     }
-    srv->mode_state = st;
-    srv->mode_limit = st->cap;
-    return 0;
+    tc__dispatch d = {.submit = submit, .pool = st};
+    if ((rc = tc__loops_start(srv, 1, &d)) < 0) {
+        quit_workers(st);
+        free_state(st);
+    }
+    return rc;
 }
 
 static int pool_process_request(tc_server *srv, tc__session *s)
 {
-    struct state *st = st_of(srv);
-    pthread_mutex_lock(&st->mu);
-    int full = st->count == st->cap;
-    if (!full) {
-        st->queue[(st->head + st->count) % st->cap] = s;
-        st->count++;
-        pthread_cond_signal(&st->work);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return full ? -EAGAIN : 0; /* full cannot happen while the core enforces the limit */
+    (void)srv, (void)s;
+    return -ENOTSUP; /* never called: the loop accepts */
 }
 
+/* Wait until no worker runs a job (stream-style sessions end in theirs). */
 static int pool_wait(tc_server *srv, int64_t deadline)
 {
-    struct state *st = st_of(srv);
+    struct state *st = pool_of(srv);
+    if (!st)
+        return 0;
     pthread_mutex_lock(&st->mu);
     while ((st->count > 0 || st->busy > 0) && tc__cond_wait(&st->idle, &st->mu, deadline) == 0)
         ;
@@ -252,26 +253,23 @@ static int pool_wait(tc_server *srv, int64_t deadline)
 /* Called once no connection is live: the workers are idle (or about to be). */
 static void pool_stop(tc_server *srv)
 {
-    struct state *st = st_of(srv);
+    struct state *st = pool_of(srv);
     if (!st)
         return;
     quit_workers(st);
+    tc__loops_stop(srv);
     free_state(st);
-    srv->mode_state = NULL;
 }
 
 /* No .abandon: with block_on_close off, destroy shuts down the live sockets
- * and drops its reference; the workers run the remaining connections (and
- * any still queued) to their end, and the last one to end frees the server,
- * joining the other workers (see quit_workers). */
+ * and drops its reference; the workers run the remaining stream sessions to
+ * their end, and the last one to end frees the server, joining the other
+ * workers (see quit_workers). */
 const tc__mode tc__mode_pool = {
     .id = TC_MODE_POOL,
-    .blocking = 1,
-    .drain_reaches_idle = 1,
     .start = pool_start,
     .process_request = pool_process_request,
-    .service = NULL,
+    .serve = tc__loops_serve,
     .wait = pool_wait,
-    .abandon = NULL,
     .stop = pool_stop,
 };

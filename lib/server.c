@@ -78,7 +78,7 @@ static void session_register(tc_server *srv, tc__session *s)
  * failure), registered: 0 or -ENOMEM. */
 static int session_new(tc_server *srv, tc_conn *conn, tc__session **out)
 {
-    tc__session *s = calloc(1, sizeof *s + srv->mode->session_room);
+    tc__session *s = calloc(1, sizeof *s + srv->session_room);
     if (!s) {
         tc__chan_free(conn);
         return -ENOMEM;
@@ -578,8 +578,10 @@ int tc_server_serve_forever(tc_server *srv)
         return -EBUSY;
     int rc = 0;
     if (srv->mode->serve) {
-        /* The mode runs its own loop (event): accept, dispatch, drain. */
+        /* The mode runs its own loop (event, pool): accept, dispatch,
+         * drain; what its loop handed to other threads drains here. */
         rc = srv->mode->serve(srv);
+        drain(srv);
         (void)take_shutdown(srv);
         atomic_store(&srv->stopping, 0);
         atomic_store(&srv->serving, 0);

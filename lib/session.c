@@ -90,6 +90,7 @@ static int proxy_verdict(tc__session *s, int rc, const tc__proxy_hdr *h)
 int tc__session_proxy(tc__session *s, int rc, const tc__proxy_hdr *h)
 {
     int verdict = proxy_verdict(s, rc, h);
+    s->proxy_done = 1;
     if (verdict < 0)
         tc__report(s->srv, s->conn, verdict);
     return verdict;
@@ -260,7 +261,7 @@ static void pump(tc__session *s)
 static void run(tc__session *s)
 {
     tc_server *srv = s->srv;
-    if (srv->cfg.proxy_protocol != TC_PROXY_OFF) {
+    if (srv->cfg.proxy_protocol != TC_PROXY_OFF && !s->proxy_done) {
         /* The header comes before anything the handler may see or send. */
         int rc = tc__session_proxy_precheck(s);
         if (rc == 0) {

@@ -114,6 +114,14 @@ int tc__sock_adopt(int fd, int listening)
     return 0;
 }
 
+int tc__sock_set_blocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || ((fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0))
+        return -errno;
+    return 0;
+}
+
 int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd, int blocking)
 {
     struct sockaddr_storage ss;

@@ -39,8 +39,9 @@ struct hcase {
         {TC_MODE_EVENT, 0}
 #define STREAM_CASES                                                                               \
     {TC_MODE_INLINE, 1}, {TC_MODE_THREADING, 1}, {TC_MODE_FORKING, 1}, {TC_MODE_POOL, 1}
-#define BLOCKING_MSG_CASES                                                                         \
-    {TC_MODE_INLINE, 0}, {TC_MODE_THREADING, 0}, {TC_MODE_FORKING, 0}, {TC_MODE_POOL, 0}
+/* Message style where a send from on_message blocks (pool and event queue
+ * instead: a worker or a loop never blocks on a peer). */
+#define BLOCKING_MSG_CASES {TC_MODE_INLINE, 0}, {TC_MODE_THREADING, 0}, {TC_MODE_FORKING, 0}
 
 /* The parameters of a test: the cases listed whose mode is enabled. */
 #define CASES(suite, test, ...)                                                                    \
@@ -486,67 +487,73 @@ ParameterizedTest(struct hcase *p, hostile, slowloris, .timeout = 30)
     hx_free(x);
 }
 
-/* Pool, one worker, held by a talking client A while a silent client B waits
- * in the queue. Held for 1.5 timeouts: B spent its whole timeout queued, so
- * it is closed as soon as the worker is free, without setup or callbacks,
- * -ETIMEDOUT reported with its channel. Held for half a timeout (message
- * style): B runs, and its first wait counts silence from the accept, so it
- * is closed one timeout after it connected, not one after it got the worker. */
+/* Pool, one worker. Stream style: a talking client A holds the worker for
+ * 1.5 timeouts while a silent client B is parked on the loop; B spent its
+ * whole timeout waiting, so it is closed at the end of it (counted from the
+ * accept), without setup or callbacks, -ETIMEDOUT reported with its channel.
+ * Message style: a parked connection opens at once on the loop (setup,
+ * on_open), and its idle clock starts at the accept: B, silent, is closed one
+ * idle timeout after it connected, without on_message, while A, which talks
+ * through the same worker, is served throughout (a silence between messages
+ * is no error). */
 static void pool_queue(int stream)
 {
     const struct hcase p = {TC_MODE_POOL, stream};
     if (!tc_test_mode_enabled(TC_MODE_POOL))
         cr_skip_test("pool mode not selected by TC_TEST_MODES");
     const int T = tc_test_ms(600);
-    for (int phase = 0; phase < (stream ? 1 : 2); phase++) {
-        const int hold = phase == 0 ? 3 * T / 2 : T / 2;
-        struct hx *x = hx_new();
-        tc_test_counts before = tc_test_counts_now(NULL, 0);
-        tc_server_config cfg = x_config(&p, x);
-        cfg.workers = 1;
-        cfg.queue_len = 4;
-        if (stream)
-            cfg.conn_timeout_ms = T;
-        else
-            cfg.idle_timeout_ms = cfg.conn_timeout_ms = T;
-        tc_handler h = x_handler(&p, x);
-        tc_test_server ts;
-        tc_test_server_start(&ts, NULL, &cfg, &h);
-        int a = tc_test_connect_ok(&ts.addr);
-        cl_echo(a, "a"); /* A has the worker */
-        int b = tc_test_connect_ok(&ts.addr);
-        int64_t tb = tc_test_now_ms();
-        while (tc_test_now_ms() - tb < hold) {
-            tc_test_nap_ms(T / 6); /* pacing: A talks well within its timeout */
-            cl_echo(a, "a");
-        }
-        cl_close(a);
-        cl_expect_closed(b, "the queued client");
-        int64_t life = tc_test_now_ms() - tb;
-        cl_close(b);
-        wait_idle(&ts, TC_TEST_WAIT_MS);
-        cr_assert_eq(tc_test_server_stop(&ts), 0);
-        if (phase == 0) {
-            cr_assert_geq(life, hold - 20, "%s: B closed after %lld ms", case_name(&p),
-                          (long long)life);
-            cr_assert_lt(life, hold + T / 2, "%s: B closed after %lld ms, A left at %d ms",
-                         case_name(&p), (long long)life, hold);
-            cr_assert_eq(atomic_load(&x->setups), 1, "%s: B ran", case_name(&p));
-            cr_assert_eq(atomic_load(&x->nerr), 1);
-            cr_assert_eq(atomic_load(&x->err[0]), -ETIMEDOUT);
-            cr_assert_eq(atomic_load(&x->nerr_noconn), 0, "reported without its channel");
-        } else {
-            cr_assert_geq(life, T - 20, "%s: B closed after %lld ms", case_name(&p),
-                          (long long)life);
-            cr_assert_lt(life, T + T / 4, "%s: B closed after %lld ms: its clock started late",
-                         case_name(&p), (long long)life);
-            cr_assert_eq(atomic_load(&x->setups), 2);
-            cr_assert_eq(atomic_load(&x->nerr), 0, "a silence between messages is no error");
-            cr_assert_eq(count_of(&x->nclose, x->reason, -ETIMEDOUT), 1);
-        }
-        tc_test_expect_counts(before, NULL, 0, case_name(&p));
-        hx_free(x);
+    const int hold = stream ? 3 * T / 2 : T / 2;
+    struct hx *x = hx_new();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = x_config(&p, x);
+    cfg.workers = 1;
+    cfg.queue_len = 4;
+    if (stream)
+        cfg.conn_timeout_ms = T;
+    else
+        cfg.idle_timeout_ms = cfg.conn_timeout_ms = T;
+    tc_handler h = x_handler(&p, x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int a = tc_test_connect_ok(&ts.addr);
+    cl_echo(a, "a"); /* stream: A has the worker */
+    int echoes = 1;
+    int b = tc_test_connect_ok(&ts.addr);
+    int64_t tb = tc_test_now_ms();
+    while (tc_test_now_ms() - tb < hold) {
+        tc_test_nap_ms(T / 6); /* pacing: A talks well within its timeout */
+        cl_echo(a, "a");
+        echoes++;
     }
+    cl_close(a);
+    cl_expect_closed(b, "the parked client");
+    int64_t life = tc_test_now_ms() - tb;
+    cl_close(b);
+    wait_idle(&ts, TC_TEST_WAIT_MS);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    if (stream) {
+        cr_assert_geq(life, hold - 20, "%s: B closed after %lld ms", case_name(&p),
+                      (long long)life);
+        cr_assert_lt(life, hold + T / 2, "%s: B closed after %lld ms, A left at %d ms",
+                     case_name(&p), (long long)life, hold);
+        cr_assert_eq(atomic_load(&x->setups), 1, "%s: B ran", case_name(&p));
+        cr_assert_eq(atomic_load(&x->nerr), 1);
+        cr_assert_eq(atomic_load(&x->err[0]), -ETIMEDOUT);
+        cr_assert_eq(atomic_load(&x->nerr_noconn), 0, "reported without its channel");
+    } else {
+        cr_assert_geq(life, T - 20, "%s: B closed after %lld ms", case_name(&p),
+                      (long long)life);
+        cr_assert_lt(life, T + T / 4, "%s: B closed after %lld ms: its clock started late",
+                     case_name(&p), (long long)life);
+        cr_assert_eq(atomic_load(&x->setups), 2);
+        cr_assert_eq(atomic_load(&x->opens), 2, "%s: B opened on the loop", case_name(&p));
+        cr_assert_eq(atomic_load(&x->messages), echoes, "%s: on_message ran for B",
+                     case_name(&p));
+        cr_assert_eq(atomic_load(&x->nerr), 0, "a silence between messages is no error");
+        cr_assert_eq(count_of(&x->nclose, x->reason, -ETIMEDOUT), 1);
+    }
+    tc_test_expect_counts(before, NULL, 0, case_name(&p));
+    hx_free(x);
 }
 
 Test(hostile, pool_queue_counts_as_silence_message) { pool_queue(0); }
@@ -847,7 +854,9 @@ ParameterizedTest(struct hcase *p, hostile, half_close_mid_reply, .timeout = 30)
 /* A handler writing a reply far larger than the socket buffers to a client
  * that never reads: its send gives up with -ETIMEDOUT after conn_timeout_ms
  * (reported to handle_error) instead of blocking forever, and other clients
- * are served meanwhile (inline: afterwards). */
+ * are served meanwhile (inline: afterwards). Message style in pool mode is
+ * left out, as event mode is: sends from on_message never block there (the
+ * output queue and backpressure apply: see pool_never_reads below). */
 CASES(hostile, never_reads, BLOCKING_MSG_CASES, STREAM_CASES)
 ParameterizedTest(struct hcase *p, hostile, never_reads, .timeout = 30)
 {
@@ -886,17 +895,18 @@ ParameterizedTest(struct hcase *p, hostile, never_reads, .timeout = 30)
     hx_free(x);
 }
 
-/* Event mode: a client pipelines thousands of requests, each answered with
+/* Event mode (and pool mode, message style, whose workers send as the
+ * loop does): a client pipelines thousands of requests, each answered with
  * 256 KiB, and reads nothing. Backpressure stops reading it, so the replies
  * produced and the memory queued stay bounded (far under the 1 GiB its
  * requests ask for); another client is served meanwhile; the drain deadline
  * ends it and serve_forever returns. */
-static void event_never_reads(int workers)
+static void loop_never_reads(tc_mode mode, int workers)
 {
     enum { REQS = 4000 };
-    const struct hcase ev = {TC_MODE_EVENT, 0};
-    if (!tc_test_mode_enabled(TC_MODE_EVENT))
-        cr_skip_test("event mode not selected by TC_TEST_MODES");
+    const struct hcase ev = {mode, 0};
+    if (!tc_test_mode_enabled(mode))
+        cr_skip_test("%s mode not selected by TC_TEST_MODES", tc_mode_name(mode));
     ah_init();
     struct hx *x = hx_new();
     tc_test_counts before = tc_test_counts_now(NULL, 0);
@@ -941,12 +951,13 @@ static void event_never_reads(int workers)
     cr_assert_eq(atomic_load(&x->nerr), 0);
     cl_close(fd);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
-    tc_test_expect_counts(before, NULL, 0, "event");
+    tc_test_expect_counts(before, NULL, 0, case_name(&ev));
     hx_free(x);
 }
 
-Test(hostile, event_never_reads_one_loop) { event_never_reads(1); }
-Test(hostile, event_never_reads_two_loops) { event_never_reads(2); }
+Test(hostile, event_never_reads_one_loop) { loop_never_reads(TC_MODE_EVENT, 1); }
+Test(hostile, event_never_reads_two_loops) { loop_never_reads(TC_MODE_EVENT, 2); }
+Test(hostile, pool_never_reads) { loop_never_reads(TC_MODE_POOL, 2); }
 
 /* ---- floods ------------------------------------------------------------------------------ */
 

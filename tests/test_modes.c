@@ -108,6 +108,9 @@ struct shared {
     atomic_int closes;          /* message style: on_close calls */
     atomic_int victim_ready;    /* a handler stored its thread in victim and goes on to block */
     pthread_t victim;           /* written before victim_ready is set */
+    atomic_int in_msg, msg_peak, msgs; /* pool: on_message calls running, the most, all */
+    int block_rd;               /* pool, message style: 'C' blocks reading this pipe ... */
+    atomic_int block_in_pipe;   /* ... when set (its channel cannot be read there) */
 };
 
 static struct shared *shared_new(void)
@@ -868,7 +871,26 @@ ParameterizedTest(tc_mode *mode, modes, stats, .timeout = 20)
     shared_free(sh);
 }
 
-/* ---- block_on_close: threading, forking, pool ------------------------------ */
+/* ---- block_on_close: threading, forking --------------------------------- */
+
+/* These serve through handle_request, which pool mode (like event mode) does
+ * not offer: its loop accepts, and serves only through serve_forever. */
+#define HANDLE_REQUEST_MODES {TC_MODE_THREADING, TC_MODE_FORKING}
+
+Test(modes, handle_request_not_in_pool_mode, .timeout = 10)
+{
+    SKIP_UNLESS(TC_MODE_POOL);
+    struct shared *sh = shared_new();
+    tc_server_config cfg = base_config(TC_MODE_POOL, sh);
+    struct msrv m;
+    srv_create(&m, &cfg, sh);
+    int fd = cl_connect(&m.addr); /* waiting in the backlog: nothing takes it */
+    cr_assert_eq(tc_server_handle_request(m.srv), -ENOTSUP);
+    cr_expect_eq(srv_stats(&m).accepted, 0, "handle_request accepted a connection");
+    cl_close(fd);
+    srv_destroy(&m);
+    shared_free(sh);
+}
 
 struct destroyer {
     tc_server *srv;
@@ -887,7 +909,7 @@ static void *destroy_main(void *arg)
 }
 
 /* On (the default): destroy waits for a handler that is still in finish. */
-MODE_PARAMS(modes, block_on_close_on, CONCURRENT_MODES)
+MODE_PARAMS(modes, block_on_close_on, HANDLE_REQUEST_MODES)
 ParameterizedTest(tc_mode *mode, modes, block_on_close_on, .timeout = 20)
 {
     struct shared *sh = shared_new();
@@ -923,7 +945,7 @@ ParameterizedTest(tc_mode *mode, modes, block_on_close_on, .timeout = 20)
 
 /* Off: destroy returns at once while a handler is blocked in read; the
  * handler then sees the end of the stream; everything is released later. */
-MODE_PARAMS(modes, block_on_close_off, CONCURRENT_MODES)
+MODE_PARAMS(modes, block_on_close_off, HANDLE_REQUEST_MODES)
 ParameterizedTest(tc_mode *mode, modes, block_on_close_off, .timeout = 20)
 {
     struct shared *sh = shared_new();
@@ -990,7 +1012,9 @@ ParameterizedTest(tc_mode *mode, modes, service_actions_every_poll_interval, .ti
  *
  * Byte commands, one per send: 'X' the handler calls pthread_exit(NULL);
  * 'C' it stores its thread in victim, sets victim_ready and blocks in
- * tc_conn_read (the test then cancels it); anything else is echoed. */
+ * tc_conn_read (pool, message style: in read(2) on a pipe, since its channel
+ * cannot be read there) and the test then cancels it; anything else is
+ * echoed. */
 enum { DIE_EXIT, DIE_CANCEL };
 
 static int die_command(struct shared *sh, tc_conn *conn, char cmd)
@@ -1001,8 +1025,15 @@ static int die_command(struct shared *sh, tc_conn *conn, char cmd)
         return 0;
     sh->victim = pthread_self();
     atomic_store(&sh->victim_ready, 1);
-    /* Cancellation is deferred: it takes effect inside this read (poll/recv). */
     char buf[16];
+    if (atomic_load(&sh->block_in_pipe)) {
+        /* Pool, message style: on_message runs in a worker that cannot read
+         * its channel (-ENOTSUP); it blocks in a cancellation point of its
+         * own, read(2) on a pipe nobody writes to. */
+        ssize_t r = read(sh->block_rd, buf, sizeof buf);
+        return r < 0 ? -errno : 0; /* not reached */
+    }
+    /* Cancellation is deferred: it takes effect inside this read (poll/recv). */
     ssize_t n = tc_conn_read(conn, buf, sizeof buf);
     return n < 0 && n != TC_EOF ? (int)n : 0; /* not reached: nothing more is sent */
 }
@@ -1045,6 +1076,12 @@ static void handler_thread_dies(tc_mode mode, int message_style, int how)
     const char *what = message_style ? "message style" : "stream style";
     const char *end = how == DIE_EXIT ? "pthread_exit" : "pthread_cancel";
     struct shared *sh = shared_new();
+    int block[2] = {-1, -1};
+    if (mode == TC_MODE_POOL && message_style && how == DIE_CANCEL) {
+        cr_assert_eq(pipe2(block, O_CLOEXEC), 0);
+        sh->block_rd = block[0];
+        atomic_store(&sh->block_in_pipe, 1);
+    }
     tc_test_counts before = tc_test_counts_now(own_children, 2);
     tc_server_config cfg = base_config(mode, sh);
     cfg.workers = 1; /* pool: the one worker dies */
@@ -1128,6 +1165,10 @@ static void handler_thread_dies(tc_mode mode, int message_style, int how)
     pthread_join(t, NULL);
     cr_expect_eq(atomic_load(&sh->finished), served ? 2 : 1, "finish ran again in destroy");
     tc_test_expect_counts(before, own_children, 2, tc_mode_name(mode));
+    if (block[0] >= 0) {
+        close(block[0]);
+        close(block[1]);
+    }
     shared_free(sh);
 }
 
@@ -1161,9 +1202,125 @@ ParameterizedTest(tc_mode *mode, modes, message_handler_cancelled_in_read, .time
 
 TestSuite(pool, .fini = tc_test_kill_children);
 
-/* Two workers: a third client waits until one finishes. The queue (here one
- * place) takes one more; beyond it the server stops accepting (backpressure). */
+/* The job queue of the pool holds messages, not connections: with two
+ * workers and one place in the queue, four clients are all accepted and
+ * opened at once; two messages run, one is queued, and the fourth
+ * connection's message waits unread on the loop (backpressure) instead of
+ * being dropped. Once the workers are free every message is answered, each
+ * connection's in order, never more than two at a time. */
+static int gated_message(tc_conn *conn, const void *msg, size_t len, void *ctx)
+{
+    struct shared *sh = ctx;
+    atomic_max(&sh->msg_peak, atomic_fetch_add(&sh->in_msg, 1) + 1);
+    atomic_fetch_add(&sh->msgs, 1);
+    struct pollfd p = {.fd = sh->gate_rd, .events = POLLIN};
+    char c;
+    if (poll(&p, 1, tc_test_ms(HANDLER_MAX_MS)) == 1)
+        (void)!read(sh->gate_rd, &c, 1);
+    atomic_fetch_sub(&sh->in_msg, 1);
+    ssize_t n = tc_conn_send(conn, msg, len);
+    return n < 0 ? (int)n : 0;
+}
+
+static void read_exact_or_fail(int fd, char *buf, size_t n, int client)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = recv(fd, buf + got, n - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        cr_assert_gt(r, 0, "client %d: %zu of %zu bytes, then %s", client, got, n,
+                     r == 0 ? "end of stream" : strerror(errno));
+        got += (size_t)r;
+    }
+}
+
 Test(pool, queue_and_backpressure, .timeout = 20)
+{
+    SKIP_UNLESS(TC_MODE_POOL);
+    enum { N = 4, PER = 2 };
+    struct shared *sh = shared_new();
+    int gate[2];
+    cr_assert_eq(pipe2(gate, O_CLOEXEC), 0);
+    sh->gate_rd = gate[0];
+    tc_server_config cfg = base_config(TC_MODE_POOL, sh);
+    cfg.workers = 2;
+    cfg.queue_len = 1;
+    cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+    tc_test_counts before = tc_test_counts_now(own_children, 2);
+    tc_handler h = TC_HANDLER_INIT;
+    h.setup = h_setup;
+    h.on_message = gated_message;
+    h.finish = h_finish;
+    h.ctx = sh;
+    struct msrv m;
+    memset(&m, 0, sizeof m);
+    cr_assert_eq(tc_server_create(&m.srv, &cfg, &h), 0);
+    cr_assert_eq(tc_server_address(m.srv, &m.addr), 0);
+    cr_assert_eq(pthread_create(&m.thread, NULL, serve_main, &m), 0);
+    m.running = 1;
+    cr_expect_eq(tc_test_count_threads(), before.threads + 3,
+                 "two workers and the serving thread (the loop)");
+    int fd[N];
+    for (int i = 0; i < N; i++) {
+        fd[i] = cl_connect(&m.addr);
+        char req[2 * PER];
+        for (int k = 0; k < PER; k++) {
+            req[2 * k] = (char)((k == 0 ? 'a' : 'A') + i);
+            req[2 * k + 1] = '\n';
+        }
+        cr_assert_eq(send(fd[i], req, sizeof req, MSG_NOSIGNAL), (ssize_t)sizeof req);
+    }
+    M_WAIT_UNTIL(atomic_load(&sh->in_msg) == 2, WAIT_MS);
+    cr_assert_eq(atomic_load(&sh->in_msg), 2, "both workers run a message");
+    tc_stats st;
+    M_WAIT_UNTIL((tc_server_stats(m.srv, &st), st.accepted == N), WAIT_MS);
+    cr_expect_eq(st.accepted, N, "connections are not bounded by workers + queue_len");
+    M_WAIT_UNTIL(atomic_load(&sh->started) == N, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->started), N, "every connection set up on the loop");
+    /* Two running, one queued, the rest waiting: nothing more runs. */
+    for (int i = 0; i < N; i++)
+        cr_expect_not(cl_readable(fd[i], i == 0 ? QUIET_MS : 0), "client %d answered", i);
+    cr_expect_eq(atomic_load(&sh->msgs), 2, "a third message ran beyond the two workers");
+    /* One message ends: the queued one starts, the waiting one is queued. */
+    cr_assert_eq(write(gate[1], "g", 1), 1);
+    M_WAIT_UNTIL(atomic_load(&sh->msgs) == 3, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->msgs), 3);
+    /* Open the gate for the rest: every message answered, none dropped. */
+    char all[N * PER];
+    memset(all, 'g', sizeof all);
+    cr_assert_eq(write(gate[1], all, sizeof all - 1), (ssize_t)sizeof all - 1);
+    for (int i = 0; i < N; i++) {
+        char got[2 * PER], want[2 * PER];
+        for (int k = 0; k < PER; k++) {
+            want[2 * k] = (char)((k == 0 ? 'a' : 'A') + i);
+            want[2 * k + 1] = '\n';
+        }
+        read_exact_or_fail(fd[i], got, sizeof got, i);
+        cr_expect_eq(memcmp(got, want, sizeof got), 0, "client %d: \"%.*s\"", i,
+                     (int)sizeof got, got);
+    }
+    cr_expect_eq(atomic_load(&sh->msgs), N * PER);
+    cr_expect_eq(atomic_load(&sh->msg_peak), 2, "more messages at once than workers");
+    for (int i = 0; i < N; i++)
+        cl_close(fd[i]);
+    M_WAIT_UNTIL(atomic_load(&sh->finished) == N, WAIT_MS);
+    cr_expect_eq(atomic_load(&sh->finished), N);
+    cr_expect_eq(atomic_load(&sh->errors), 0);
+    srv_stop(&m);
+    srv_destroy(&m);
+    tc_test_expect_counts(before, own_children, 2, "pool");
+    close(gate[0]);
+    close(gate[1]);
+    shared_free(sh);
+}
+
+/* Stream style: a connection gets a worker for good at its first bytes.
+ * With two workers and one place in the queue, two clients hold the
+ * workers; two more that each send a byte are accepted and wait (one
+ * queued, one on the loop: which is which depends on the order the loop saw
+ * their bytes), and each is served in turn as a worker frees up. */
+Test(pool, stream_connections_wait_for_a_worker, .timeout = 20)
 {
     SKIP_UNLESS(TC_MODE_POOL);
     struct shared *sh = shared_new();
@@ -1173,24 +1330,30 @@ Test(pool, queue_and_backpressure, .timeout = 20)
     tc_test_counts before = tc_test_counts_now(own_children, 2);
     struct msrv m;
     srv_start(&m, &cfg, sh);
-    cr_expect_eq(tc_test_count_threads(), before.threads + 3, "two workers and the serving thread");
     int fd[4];
     for (int i = 0; i < 4; i++) {
         fd[i] = cl_connect(&m.addr);
         cl_send(fd[i], (char)('a' + i));
+        if (i < 2)
+            cl_expect_echo(fd[i], (char)('a' + i)); /* it holds a worker from here */
     }
-    cl_expect_echo(fd[0], 'a');
-    cl_expect_echo(fd[1], 'b');
     tc_stats st;
-    M_WAIT_UNTIL((tc_server_stats(m.srv, &st), st.accepted == 3), WAIT_MS);
-    cr_expect_eq(st.accepted, 3, "two running and one queued");
+    M_WAIT_UNTIL((tc_server_stats(m.srv, &st), st.accepted == 4), WAIT_MS);
+    cr_expect_eq(st.accepted, 4, "parked on the loop, not in the backlog");
     cr_expect_not(cl_readable(fd[2], QUIET_MS), "the third client was served by a third worker");
-    tc_server_stats(m.srv, &st);
-    cr_expect_eq(st.accepted, 3, "accepted beyond workers + queue_len");
+    cr_expect_not(cl_readable(fd[3], 0), "the fourth client was served by a third worker");
+    /* A worker frees up: one of the two is served, the other still waits. */
     cl_close(fd[0]);
-    cl_expect_echo(fd[2], 'c');
+    struct pollfd p[2] = {{.fd = fd[2], .events = POLLIN}, {.fd = fd[3], .events = POLLIN}};
+    int r;
+    while ((r = poll(p, 2, tc_test_ms(WAIT_MS))) < 0 && errno == EINTR)
+        ;
+    cr_assert_eq(r, 1, "%s once a worker was free", r == 0 ? "neither was served" : "both served");
+    int first = p[0].revents ? 2 : 3, second = 5 - first;
+    cl_expect_echo(fd[first], (char)('a' + first));
+    cr_expect_not(cl_readable(fd[second], QUIET_MS), "served beyond the two workers");
     cl_close(fd[1]);
-    cl_expect_echo(fd[3], 'd');
+    cl_expect_echo(fd[second], (char)('a' + second));
     cl_close(fd[2]);
     cl_close(fd[3]);
     M_WAIT_UNTIL(atomic_load(&sh->finished) == 4, WAIT_MS);

@@ -8,8 +8,8 @@
  * the channel's timeout, so a timeout is exact, interrupted system calls are
  * retried and EINTR never reaches the caller: with poll() on a non-blocking
  * socket, or, for a server connection with a thread or process of its own
- * (threading, pool, forking, inline), asleep in recv() on a blocking socket
- * whose SO_RCVTIMEO the library sets (sends never sleep in the kernel:
+ * (threading, forking, inline, pool's stream style), asleep in recv() on a
+ * blocking socket whose SO_RCVTIMEO the library sets (sends never sleep in the kernel:
  * MSG_DONTWAIT, then poll()). Sends use MSG_NOSIGNAL: a closed peer gives -EPIPE,
  * never SIGPIPE.
  *
@@ -29,6 +29,14 @@
  * Event mode adds one exception: the unbuffered sends (tc_conn_send(),
  * tc_conn_write_frame(), tc_conn_writev(), tc_conn_send_all()) may be called
  * from any thread; see tc_conn_send().
+ *
+ * What is said here of TC_MODE_EVENT holds for every channel an event loop
+ * runs: those of event mode, and the message-style connections of
+ * TC_MODE_POOL, whose loop hands each message to a worker thread. That
+ * worker owns the channel while on_message runs: its sends go straight to
+ * the socket (never blocking; what the socket does not take is queued for
+ * the loop), and it may call tc_conn_set_timer() and tc_conn_shutdown_write()
+ * as the loop thread may.
  */
 #ifndef TCPCHAN_CONN_H
 #define TCPCHAN_CONN_H
@@ -556,20 +564,27 @@ TC_API ssize_t tc_conn_last_sent(const tc_conn *conn);
 TC_API int tc_conn_shutdown_write(tc_conn *conn);
 
 /**
- * @brief Event mode: arm the channel's timer, which calls the handler's
- *        on_timer in the channel's loop thread.
+ * @brief Event mode (and pool mode, message style): arm the channel's timer,
+ *        which calls the handler's on_timer in the channel's loop thread.
  *
  * Each channel has one timer; arming it again moves it. Timers live in a
  * heap per loop (O(log n) to arm, move or cancel) and fire in deadline order,
  * never early.
+ * Pool mode, message style: on_timer runs in the loop thread too, never
+ * while a worker runs on_message for the channel (a firing that comes
+ * meanwhile waits for the message to end). Armed from on_message, in the
+ * worker, the timer takes effect when the worker hands the channel back,
+ * counting from the call.
  * @param conn        A channel run by an event loop, from one of its callbacks.
  * @param delay_ms    First firing, in ms from now; 0 cancels the timer.
  * @param interval_ms Period after that, in ms; 0 = fire once.
- * @return 0, or -ENOTSUP outside event mode, -EPERM from a thread other than
- *         the channel's loop, TC_EBADCONFIG if the handler has no on_timer,
- *         -EINVAL for NULL or negative times, -ENOMEM.
+ * @return 0, or -ENOTSUP outside event mode and pool mode's message style,
+ *         -EPERM from a thread other than the channel's loop (and, in pool
+ *         mode, the worker running its on_message), TC_EBADCONFIG if the
+ *         handler has no on_timer, -EINVAL for NULL or negative times, -ENOMEM.
  * @par Thread safety
- * Only from the loop thread that runs the channel (inside its callbacks).
+ * Only from the loop thread that runs the channel (inside its callbacks), or
+ * in pool mode from on_message.
  */
 TC_API int tc_conn_set_timer(tc_conn *conn, int delay_ms, int interval_ms);
 

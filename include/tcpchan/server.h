@@ -76,28 +76,49 @@ extern "C" {
  * - max_conns defaults to 40 (ForkingMixIn.max_children), not TC_DEFAULT_MAX_CONNS.
  *
  * @par Pool
+ * An event loop (the one of TC_MODE_EVENT, in the thread that calls
+ * tc_server_serve_forever()) holds every connection, and
  * @ref tc_server_config::workers threads, started by tc_server_create() and
- * joined by tc_server_destroy(), take accepted connections from a queue of
- * @ref tc_server_config::queue_len places; with workers + queue_len
- * connections live the server stops accepting and clients wait in the listen
- * backlog. A handler that blocks holds its worker.
+ * joined by tc_server_destroy(), run the handlers that may block:
+ * - **Message style**: setup, on_open, on_close, finish and on_timer run in
+ *   the loop thread, on_message in a worker. An idle connection costs no
+ *   thread. Each complete frame is handed, with its connection, to a worker;
+ *   a connection has at most one message in flight, so its messages are
+ *   handled in order. The worker's replies go straight to the socket
+ *   (never blocking: what the socket does not take is queued, and the loop
+ *   sends it); the channel cannot be read there (-ENOTSUP), as in event
+ *   mode. Messages waiting for a worker queue in
+ *   @ref tc_server_config::queue_len places; when the queue is full the
+ *   loop stops reading the connections whose next message is ready, and
+ *   they wait, unread (backpressure: nothing is dropped). Above 1 MiB of
+ *   queued output a connection is not read until it drains, as in event
+ *   mode.
+ * - **Stream style**: a connection waits on the loop, costing no thread,
+ *   until its first bytes arrive; then a worker takes it for the rest of its
+ *   life (setup, handle, finish, with blocking reads, as in threading mode).
+ *   Connections with something to say wait for a worker in the same queue.
  *
- * The idle clock starts at the accept, not when a worker takes the
- * connection: time spent in the queue counts as silence. A message-style
- * connection that has sent nothing (no byte, no end of stream) for
- * @ref tc_server_config::idle_timeout_ms by the time a worker takes it is
- * closed at once, without setup or any other callback: -ETIMEDOUT reaches
- * handle_error with the connection. A stream-style one is treated the same
- * way after @ref tc_server_config::conn_timeout_ms (so with a protocol in
- * which the server speaks first, keep conn_timeout_ms above the queueing a
- * client may see). A queue of silent clients thus costs the clients behind
- * it one timeout, not one per silent client.
- */
+ * Connections are not bounded by the workers: @ref tc_server_config::max_conns
+ * is the limit, as in threading mode. The idle clock starts at the accept:
+ * a message-style connection that sends nothing is closed
+ * @ref tc_server_config::idle_timeout_ms after it connected (on_close gets
+ * -ETIMEDOUT); a stream-style one that sends nothing is closed after
+ * @ref tc_server_config::conn_timeout_ms, without setup or any other
+ * callback (-ETIMEDOUT reaches handle_error with the connection). A
+ * connection whose message a worker is running is never timed out: its
+ * idle clock starts again when the handler returns.
+ * tc_server_handle_request() is not available (-ENOTSUP): the loop accepts.
+ * At shutdown the loop ends idle connections at once, lets messages in
+ * flight finish and their replies go out, and at the drain deadline shuts
+ * down the sockets of connections still busy in a worker (their handler's
+ * sends then fail); serve_forever returns when their handlers have
+ * returned, and stream sessions get the drain of the blocking modes.
+  */
 typedef enum tc_mode {
     TC_MODE_INLINE = 0, /**< one connection at a time, in the serving thread (TCPServer); the default */
     TC_MODE_THREADING,  /**< a thread per connection (ThreadingMixIn) */
     TC_MODE_FORKING,    /**< a process per connection (ForkingMixIn); see the notes above */
-    TC_MODE_POOL,       /**< a fixed set of worker threads and a bounded queue */
+    TC_MODE_POOL,       /**< an event loop holding connections, handlers on worker threads */
     TC_MODE_EVENT       /**< epoll event loops running message-style handlers */
 } tc_mode;
 
@@ -214,13 +235,17 @@ typedef struct tc_server_hooks {
  * Before closing the channel the library flushes its write buffer.
  *
  * In threading and pool mode, a handler thread that ends inside a callback
- * (pthread_exit(), or a cancellation at a blocking read) still ends its
+ * (pthread_exit(), or a cancellation at a blocking read, or in pool mode's
+ * on_message at a cancellation point of the handler's own) still ends its
  * connection as above: the reason reported (and given to on_close) is
  * -ECANCELED, finish runs, the channel is closed, and pool mode starts a new
  * worker in place of the lost one.
  *
  * All callbacks run in the thread (or process) the mode gives the
- * connection, one at a time per connection, and receive @ref tc_handler::ctx last.
+ * connection, one at a time per connection, and receive @ref tc_handler::ctx
+ * last. Pool mode, message style, is the one mode with two threads per
+ * connection: on_message runs in a worker, the other callbacks in the loop
+ * thread, never at the same time (see tc_mode).
  */
 typedef struct tc_handler {
     /** @brief Prepare the connection (may be NULL). @return 0, or negative to refuse it. */
@@ -305,7 +330,7 @@ typedef enum tc_proxy_mode {
  * | idle_timeout_ms (between messages) | 300 000 ms (TC_DEFAULT_IDLE_TIMEOUT_MS) | negative |
  * | conn_timeout_ms (each read, write, flush) | 300 000 ms (TC_DEFAULT_CONN_TIMEOUT_MS) | negative |
  * | max_conns (live connections)   | 4096 (TC_DEFAULT_MAX_CONNS); forking: 40 | negative |
- * | queue_len (pool's waiting connections) | the number of workers   | no such value |
+ * | queue_len (pool: work waiting for a worker) | the number of workers   | no such value |
  * | proxy_timeout_ms (PROXY header) | 5000 ms                       | no such value |
  * | drain_timeout_ms (shutdown)    | 5000 ms                        | negative = do not wait |
  * | backlog (listen queue)         | SOMAXCONN                      | no such value |
@@ -345,7 +370,8 @@ typedef struct tc_server_config {
      * does (the shorter of the two applies), and the arrival of each frame
      * from its first byte, so that a client sending a byte now and then
      * cannot hold a frame open forever (-ETIMEDOUT, reported as an error);
-     * TC_MODE_EVENT applies it that way too. Pool: see also the queue, in tc_mode.
+     * TC_MODE_EVENT and TC_MODE_POOL apply it that way too (pool, stream
+     * style: also to the wait for the first bytes; see tc_mode).
      */
     int conn_timeout_ms;
     /** @brief Framing of every accepted channel (tc_conn_set_codec()), used by
@@ -355,8 +381,7 @@ typedef struct tc_server_config {
      *         long, in ms (between messages, on_close gets -ETIMEDOUT; inside
      *         a frame it counts as an error too); 0 = TC_DEFAULT_IDLE_TIMEOUT_MS
      *         (5 minutes), negative = never. Before the first message the
-     *         silence is counted from the accept (pool: the time in the queue
-     *         counts). */
+     *         silence is counted from the accept. */
     int idle_timeout_ms;
     /** @brief Live connections at most; while that many run, the server stops
      *         accepting and further clients wait in the listen backlog (they are
@@ -366,8 +391,10 @@ typedef struct tc_server_config {
     int max_conns;
     /** @brief Pool: worker threads; event: loop threads. 0 = the number of CPUs. */
     int workers;
-    /** @brief Pool: accepted connections waiting for a worker, at most; when the
-     *         queue is full the server stops accepting. 0 = the number of workers. */
+    /** @brief Pool: messages (and stream connections that spoke) waiting for a
+     *         worker, at most; when the queue is full the loop stops reading
+     *         the connections with a message ready (see tc_mode). 0 = the
+     *         number of workers. */
     int queue_len;
     /** @brief After tc_server_shutdown(), how long serve_forever lets open
      *         connections finish before shutting down their sockets, in ms;
@@ -379,8 +406,9 @@ typedef struct tc_server_config {
      *         children, whose sockets destroy shuts down but does not wait for).
      *         With TC_OFF the server is freed when its last connection ends:
      *         forking hands the remaining children to a detached reaper thread;
-     *         in pool mode the worker that ends the last connection joins the
-     *         other workers and exits. Handler and hook contexts must stay valid
+     *         in pool mode (whose message-style connections all end with
+     *         serve_forever) the worker that ends the last stream connection
+     *         joins the other workers and exits. Handler and hook contexts must stay valid
      *         until then. */
     int block_on_close;
     /** @brief Stack size of the threads running handlers, in bytes; 0 = 256 KiB
@@ -550,8 +578,8 @@ TC_API int tc_server_serve_forever(tc_server *srv);
  *         verify_request refused it), -ETIMEDOUT, TC_ESHUTDOWN if
  *         tc_server_shutdown() was called (the request is consumed), -EBUSY if
  *         the server is being served in another thread, -ENOTSUP in
- *         TC_MODE_EVENT (its loops serve only through
- *         tc_server_serve_forever()), -EINVAL for NULL.
+ *         TC_MODE_EVENT and TC_MODE_POOL (their loop accepts, and serves
+ *         only through tc_server_serve_forever()), -EINVAL for NULL.
  */
 TC_API int tc_server_handle_request(tc_server *srv);
 
