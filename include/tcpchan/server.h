@@ -366,12 +366,14 @@ typedef struct tc_server_config {
      * forever. A stream handler that must wait longer for a quiet peer sets
      * its own with tc_conn_set_timeout(), or the server sets a negative value
      * and bounds connections some other way. Message style: it bounds the
-     * wait between messages too, as @ref tc_server_config::idle_timeout_ms
-     * does (the shorter of the two applies), and the arrival of each frame
-     * from its first byte, so that a client sending a byte now and then
-     * cannot hold a frame open forever (-ETIMEDOUT, reported as an error);
-     * TC_MODE_EVENT and TC_MODE_POOL apply it that way too (pool, stream
-     * style: also to the wait for the first bytes; see tc_mode).
+     * arrival of each frame from its first byte, so that a client sending a
+     * byte now and then cannot hold a frame open forever (-ETIMEDOUT,
+     * reported as an error), in every mode. In the blocking modes (inline,
+     * threading, forking) it bounds the wait between messages too, as
+     * @ref tc_server_config::idle_timeout_ms does (the shorter of the two
+     * applies); TC_MODE_EVENT and TC_MODE_POOL bound that wait with
+     * idle_timeout_ms alone (pool, stream style: conn_timeout_ms also bounds
+     * the wait for the first bytes; see tc_mode).
      */
     int conn_timeout_ms;
     /** @brief Framing of every accepted channel (tc_conn_set_codec()), used by
