@@ -624,7 +624,8 @@ int tc_test_have_ipv6(void)
 void tc_test_nap_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ; /* a signal does not cut the nap short */
 }
 
 int tc_test_mode_enabled(tc_mode m)

@@ -83,14 +83,6 @@ static int on_loop(struct ps *p)
     return yes;
 }
 
-/* The handler's own block: a plain sleep, EINTR resumed. */
-static void block_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
 static int p_setup(tc_conn *c, void *ctx)
 {
     struct ps *p = ctx;
@@ -162,7 +154,7 @@ static int p_message(tc_conn *c, const void *msg, size_t len, void *ctx)
     if (!strcmp(line, "slow") || !strcmp(line, "slowsend")) {
         atomic_fetch_add(&p->slow_in, 1);
         tc_test_event_post(&p->slept, NULL);
-        block_ms(ms);
+        tc_test_nap_ms(ms); /* the handler's own block */
         atomic_fetch_sub(&p->slow_in, 1);
         atomic_fetch_add(&p->slow_done, 1);
         if (!strcmp(line, "slow")) {
