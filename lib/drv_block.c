@@ -300,18 +300,13 @@ static int block_shutdown_write(tc_conn *c)
     return tc__sock_shutdown_how(c->fd, SHUT_WR);
 }
 
-static ssize_t block_sendfile(tc_conn *c, int file_fd, off_t offset, size_t count)
+/* The file to a non-blocking socket, every wait a poll against the call's
+ * deadline, as in block_send. */
+static ssize_t poll_sendfile(tc_conn *c, int file_fd, off_t offset, size_t count)
 {
     int64_t deadline = tc__conn_op_deadline(c); /* one for the flush and the file */
     ssize_t r = send_until(c, NULL, 0, 0, deadline);
     if (r < 0)
-        return r;
-    /* sendfile has no MSG_DONTWAIT, and asleep in the kernel it would restart
-     * SO_SNDTIMEO with every piece it hands to TCP: a blocking socket is made
-     * non-blocking for the call, so that every wait is a poll against the
-     * deadline, as in block_send. */
-    int blocking = c->drv == &tc__drv_sleep;
-    if (blocking && (r = tc__sock_set_nonblocking(c->fd, 1)) < 0)
         return r;
     size_t sent = 0;
     r = 0;
@@ -329,17 +324,27 @@ static ssize_t block_sendfile(tc_conn *c, int file_fd, off_t offset, size_t coun
     if (r < 0 && (r != -ETIMEDOUT || sent > 0))
         c->werr = (int)r; /* as in block_send */
     tc__chan_set_sent(c, sent);
-    if (blocking) {
-        int rc = tc__sock_set_nonblocking(c->fd, 0);
-        if (rc < 0) {
-            /* A sleeping read on a non-blocking socket would spin: both sides are done. */
-            c->werr = rc;
-            (void)tc__chan_broken(c, rc);
-            if (r >= 0)
-                r = rc;
-        }
-    }
     return r < 0 ? r : (ssize_t)sent;
+}
+
+/* sendfile has no MSG_DONTWAIT, and asleep in the kernel it would restart
+ * SO_SNDTIMEO with every piece it hands to TCP: the blocking socket is made
+ * non-blocking for the call. */
+static ssize_t sleep_sendfile(tc_conn *c, int file_fd, off_t offset, size_t count)
+{
+    ssize_t r = tc__sock_set_nonblocking(c->fd, 1);
+    if (r < 0)
+        return r;
+    r = poll_sendfile(c, file_fd, offset, count);
+    int rc = tc__sock_set_nonblocking(c->fd, 0);
+    if (rc < 0) {
+        /* A sleeping read on a non-blocking socket would spin: both sides are done. */
+        c->werr = rc;
+        (void)tc__chan_broken(c, rc);
+        if (r >= 0)
+            r = rc;
+    }
+    return r;
 }
 
 const tc__driver tc__drv_sleep = {
@@ -349,7 +354,7 @@ const tc__driver tc__drv_sleep = {
     .wait_input = sleep_wait_input,
     .send = block_send,
     .shutdown_write = block_shutdown_write,
-    .sendfile = block_sendfile,
+    .sendfile = sleep_sendfile,
 };
 
 const tc__driver tc__drv_poll = {
@@ -359,5 +364,5 @@ const tc__driver tc__drv_poll = {
     .wait_input = wait_stop,
     .send = block_send,
     .shutdown_write = block_shutdown_write,
-    .sendfile = block_sendfile,
+    .sendfile = poll_sendfile,
 };
