@@ -177,6 +177,13 @@ static void restart_idle(struct evconn *ec)
     }
 }
 
+/* Whether ec has ended (its record waits to be freed). conn is NULL then
+ * too, which the analyzer can follow where it loses closed. */
+static int gone(const struct evconn *ec)
+{
+    return ec->closed || !ec->conn;
+}
+
 /* Off the loop's list of connections (it no longer counts for the drain). */
 static void ev_unlink(struct evconn *ec)
 {
@@ -444,7 +451,7 @@ static void serve_job(tc__job *job)
     if (rc == 0 && !c->reof) {
         ssize_t r = tc__chan_fill_scratch(c, job->scratch, job->scratch_len);
         if (r > 0 || r == TC_EOF)
-            rc = serve_frames(ec);
+            (void)serve_frames(ec); /* its answer is in job_rc and the output queued */
         else if (r < 0 && r != -EAGAIN)
             ec->io_err = (int)r;
     }
@@ -1287,18 +1294,18 @@ static void run_loop(struct loop *lp)
                     }
                     ec->interest = 0;
                 }
-                if (ec->closed || ec->unwatched)
+                if (gone(ec) || ec->unwatched)
                     continue;
                 unsigned handouts = lp->handouts;
                 if (ev[i].events & TC__POLL_OUT)
                     on_writable(ec); /* may hand it to a worker (pool) */
                 if (lp->handouts != handouts)
                     continue; /* the worker's now: not even a look */
-                if (!ec->closed && !ec->unwatched && (ev[i].events & TC__POLL_IN))
+                if (!gone(ec) && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
                 /* Still the loop's and disarmed (a PROXY header in part, a
                  * receive that found nothing): arm it again. */
-                if (lp->st->pooled && lp->handouts == handouts && !ec->closed && !ec->unwatched &&
+                if (lp->st->pooled && lp->handouts == handouts && !gone(ec) && !ec->unwatched &&
                     ec->interest == 0)
                     set_interest(ec);
             }
