@@ -204,7 +204,9 @@ int tc__cidr_match(const tc__cidr *list, size_t n, const tc_addr *a);
 /* ---- readiness poller (poller.c: epoll) ---------------------------------- */
 
 typedef struct tc__poller tc__poller;
-enum { TC__POLL_IN = 1, TC__POLL_OUT = 2 };
+/* TC__POLL_ONESHOT (add and mod only): the descriptor reports one event,
+ * then nothing until a mod arms it again, from whichever thread. */
+enum { TC__POLL_IN = 1, TC__POLL_OUT = 2, TC__POLL_ONESHOT = 4 };
 #define TC__POLL_BATCH 256 /* events taken per wait: bounds one loop turn */
 typedef struct tc__pevent {
     void *ptr;        /* what was registered with the descriptor */
@@ -574,7 +576,14 @@ typedef struct tc__job {
     struct tc__job *next; /* the pool's queue */
     void (*run)(struct tc__job *job);
     void (*lost)(struct tc__job *job);
+    /* The running worker's receive buffer, lent for the run (and for lost):
+     * what is left in it must move out before either returns. */
+    unsigned char *scratch;
+    size_t scratch_len;
 } tc__job;
+
+/* Bytes of a worker's receive buffer (tc__job.scratch). */
+#define TC__JOB_SCRATCH ((size_t)64 * 1024)
 
 /* Where the loops send handlers to run (pool mode); absent, they run them
  * in the loop thread (event mode). */

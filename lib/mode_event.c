@@ -8,10 +8,14 @@
  * it drains.
  *
  * Pool mode runs the same loops with a dispatch table (tc__dispatch): a
- * complete message is handed, with its connection, to a worker, which runs
- * on_message and sends straight to the socket; the loop takes the
- * connection back when the worker is done. A stream-style connection is
- * handed to a worker for good once its first bytes arrive. */
+ * connection with input is handed to a worker, which receives, runs
+ * on_message on each complete message and sends straight to the socket. Its
+ * descriptor is registered one-shot, so that nothing else happens to it
+ * meanwhile; in the common case (all sent, no partial frame, nothing asked
+ * of the loop) the worker arms it again itself and lets go, and the loop
+ * takes it back only when there is more to do (a close, queued output, a
+ * timer request, mail). A stream-style connection is handed to a worker for
+ * good once its first bytes arrive. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -64,7 +68,9 @@ struct evconn {
     int shut_wr;         /* half-close once the output is out */
     int lingering;       /* closing: flush first, then close with linger_reason */
     int linger_reason, linger_report;
-    int64_t idle_from;   /* the idle clock runs from here: the last input, or output drained */
+    /* the idle clock runs from here: the last input, or output drained
+     * (a worker that lets go sets it, before its release store of busy) */
+    int64_t idle_from;
     int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
     int closed;          /* ended: the record waits on the dead list */
     int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
@@ -72,21 +78,26 @@ struct evconn {
      * output queue as the loop last saw it: a foreign send is refused
      * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
     atomic_size_t mail_bytes, out_queued;
-    /* With a pool: a worker runs the handler on msg; the loop neither reads
-     * nor writes the connection until the worker hands it back (busy). */
-    int busy;            /* a worker owns the connection */
-    int waiting;         /* a frame waits for room in the pool (on lp->waiting) */
-    int unwatched;       /* out of the poller (busy or waiting): no events, not
-                          * even a hang-up, which epoll reports whatever the interest */
+    /* With a pool: while busy, a worker owns the connection and the loop
+     * touches nothing of it but under lp->mu (deferred, timer_due,
+     * drain_cut, which the worker looks at, under lp->mu, before it lets
+     * go). The worker stores 0 last, with release, after arming the
+     * descriptor again; the loop loads it with acquire before it reads
+     * anything else of the connection. */
+    atomic_int busy;
+    int waiting;         /* waits for room in the pool (on lp->waiting) */
+    int registered;      /* the descriptor is in the poller */
+    int unwatched;       /* no events wanted (busy or waiting): out of the
+                          * poller, or (pool) registered one-shot and disarmed.
+                          * Not even a hang-up: epoll reports one whatever the interest */
     int drain_cut;       /* the drain's deadline passed while busy: socket shut */
     int timer_due;       /* the user timer fired while busy */
     /* tc_conn_set_timer from the worker: applied when the loop takes it back */
     int timer_req, timer_interval_ms;
     int64_t timer_when;  /* 0: cancel */
     int stream;          /* a stream handler: a worker takes it at its first bytes */
-    int job_rc;          /* on_message's answer, from the worker */
-    const void *msg;
-    size_t msg_len;
+    int job_rc;          /* on_message's answer (or a frame error), from the worker */
+    int io_err;          /* the worker's receive or flush failed with this */
     struct evconn *done_next, *wait_next;
     struct mail *deferred, **deferred_tail; /* mail that came while busy */
 };
@@ -108,6 +119,8 @@ struct loop {
     int room_freed;           /* the pool had room since the waiting were last retried */
     int room_mail;            /* the pool reported room (mu) */
     unsigned nconns;
+    unsigned handouts;        /* connections handed to workers: the count tells
+                               * run_loop that one just left */
     struct state *st;
     atomic_int draining;      /* set by loop 0 when the server shuts down */
     int64_t drain_deadline;
@@ -164,11 +177,31 @@ static void restart_idle(struct evconn *ec)
     }
 }
 
+/* Whether ec has ended (its record waits to be freed). conn is NULL then
+ * too, which the analyzer can follow where it loses closed. */
+static int gone(const struct evconn *ec)
+{
+    return ec->closed || !ec->conn;
+}
+
 /* Off the loop's list of connections (it no longer counts for the drain). */
 static void ev_unlink(struct evconn *ec)
 {
     TC__LIST_UNLINK(ec->loop->conns, ec);
     ec->loop->nconns--;
+}
+
+/* The poller flags for want: in pool mode every connection is one-shot (a
+ * worker must own it alone, and arms it again itself). */
+static unsigned poll_flags(const struct evconn *ec, unsigned want)
+{
+    return ec->loop->st->pooled ? want | TC__POLL_ONESHOT : want;
+}
+
+/* Whether a worker has ec (acquire: what it wrote is visible once it let go). */
+static int is_busy(struct evconn *ec)
+{
+    return atomic_load_explicit(&ec->busy, memory_order_acquire);
 }
 
 static void set_interest(struct evconn *ec)
@@ -193,7 +226,7 @@ static void set_interest(struct evconn *ec)
      * timer) already emptied the output, or nothing would ever wake us. */
     if (pending || ec->paused || ec->lingering)
         want |= TC__POLL_OUT;
-    if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, want, ec) == 0)
+    if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, poll_flags(ec, want), ec) == 0)
         ec->interest = want;
 }
 
@@ -222,25 +255,33 @@ static void drop_mail(struct loop *lp, struct evconn *ec)
     }
 }
 
-/* Off the poller: a worker owns ec, or its frame waits for one. Not even a
- * hang-up is reported then (epoll reports one whatever the interest). */
+/* No events for ec: a worker owns it, or it waits for one. Not even a
+ * hang-up may come then (epoll reports one whatever the interest), so it
+ * leaves the poller, unless it is one-shot and already disarmed (its event
+ * came: the common case in pool mode, and free). */
 static void unwatch(struct evconn *ec)
 {
     if (ec->unwatched)
         return;
-    (void)tc__poller_del(ec->loop->poller, ec->conn->fd);
     ec->unwatched = 1;
+    if (ec->interest == 0 && ec->loop->st->pooled)
+        return;
+    (void)tc__poller_del(ec->loop->poller, ec->conn->fd);
+    ec->registered = 0;
     ec->interest = 0;
 }
 
-/* Back on the poller, watching nothing yet (set_interest picks): 0 or an error. */
+/* Events again, none armed yet (set_interest picks): 0 or an error. */
 static int rewatch(struct evconn *ec)
 {
     if (!ec->unwatched)
         return 0;
-    int rc = tc__poller_add(ec->loop->poller, ec->conn->fd, 0, ec);
-    if (rc < 0)
-        return rc;
+    if (!ec->registered) {
+        int rc = tc__poller_add(ec->loop->poller, ec->conn->fd, poll_flags(ec, 0), ec);
+        if (rc < 0)
+            return rc;
+        ec->registered = 1;
+    }
     ec->unwatched = 0;
     ec->interest = 0;
     return 0;
@@ -328,7 +369,8 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
 
 /* ---- pool mode: handlers in workers ------------------------------------- */
 
-/* A worker is done with ec: hand it back to its loop. */
+/* A worker is done with ec, and the loop has something to do with it:
+ * hand it back (the loop runs job_finished). */
 static void job_done(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
@@ -340,34 +382,112 @@ static void job_done(struct evconn *ec)
     tc__wake(lp->mailfd);
 }
 
-/* In a worker: on_message on the frame the loop handed over. */
-static void message_job(tc__job *job)
+/* In a worker: on_message for every complete frame buffered, while the
+ * handler goes on and the output stays under the high-water mark. 0 once
+ * a frame is incomplete, 1 when the output is too high (the loop pauses
+ * reading), or the error that ends the connection (in job_rc). */
+static int serve_frames(struct evconn *ec)
 {
-    struct evconn *ec = (struct evconn *)job;
-    tl_job = ec;
-    ec->job_rc = tc__session_message(ec->s, ec->msg, ec->msg_len);
-    job_done(ec);
+    const void *msg;
+    size_t len;
+    for (;;) {
+        int rc = tc__chan_frame(ec->conn, &msg, &len);
+        if (rc == 0)
+            return 0;
+        if (rc < 0)
+            return ec->job_rc = rc;
+        ec->frame_from = 0;
+        if ((rc = tc__session_message(ec->s, msg, len)) < 0)
+            return ec->job_rc = rc;
+        if (tc__chan_pending(ec->conn) > OUTPUT_HWM)
+            return 1;
+    }
 }
 
-/* The worker's thread ended inside on_message. */
-static void message_lost(tc__job *job)
+/* In a worker, the common ending: nothing is left for the loop to do (all
+ * sent, no partial frame, no end of stream, no timer request, no mail, no
+ * drain), so arm the descriptor again and let go, without waking the loop.
+ * 1 if done; 0: hand it back instead. */
+static int let_go(struct evconn *ec)
+{
+    tc_conn *c = ec->conn;
+    struct loop *lp = ec->loop;
+    if (ec->job_rc < 0 || ec->io_err || c->rlen > 0 || c->reof || tc__chan_pending(c) > 0 ||
+        ec->timer_req || ec->shut_wr)
+        return 0;
+    const tc_server_config *cfg = &lp->srv->cfg;
+    int done = 0;
+    pthread_mutex_lock(&lp->mu);
+    if (!ec->deferred && !ec->drain_cut && !ec->timer_due && !atomic_load(&lp->draining)) {
+        /* The idle timer stays scheduled while a worker has the connection
+         * (fire_timers moves it on): only the clock's start moves. */
+        if (cfg->idle_timeout_ms > 0 || cfg->conn_timeout_ms > 0)
+            ec->idle_from = tc__now_ns();
+        if (tc__poller_mod(lp->poller, c->fd, TC__POLL_IN | TC__POLL_ONESHOT, ec) == 0) {
+            ec->unwatched = 0;
+            ec->interest = TC__POLL_IN;
+            tl_job = NULL;
+            /* Last: from here on the loop may take an event for it, or close it. */
+            atomic_store_explicit(&ec->busy, 0, memory_order_release);
+            done = 1;
+        }
+    }
+    pthread_mutex_unlock(&lp->mu);
+    return done;
+}
+
+/* In a worker: serve a connection with input. The frames already buffered,
+ * then one receive into the worker's buffer and the frames it completes;
+ * buffered replies go out; what is left of a frame moves into the
+ * connection's own buffer. Then let go, or hand it back to the loop. */
+static void serve_job(tc__job *job)
 {
     struct evconn *ec = (struct evconn *)job;
+    tc_conn *c = ec->conn;
+    tl_job = ec;
+    ec->job_rc = 0;
+    ec->io_err = 0;
+    int rc = serve_frames(ec);
+    if (rc == 0 && !c->reof) {
+        ssize_t r = tc__chan_fill_scratch(c, job->scratch, job->scratch_len);
+        if (r > 0 || r == TC_EOF)
+            (void)serve_frames(ec); /* its answer is in job_rc and the output queued */
+        else if (r < 0 && r != -EAGAIN)
+            ec->io_err = (int)r;
+    }
+    if (ec->job_rc < 0 || ec->io_err)
+        c->rview = c->rlen; /* it ends: what it sent after is not kept */
+    if (tc__chan_settle(c) < 0 && !ec->io_err)
+        ec->io_err = -ENOMEM;
+    if (ec->job_rc == 0 && !ec->io_err && tc__chan_pending(c) && tc__chan_flush_nb(c) < 0)
+        ec->io_err = c->werr;
+    if (!let_go(ec))
+        job_done(ec);
+}
+
+/* The worker's thread ended inside on_message: its buffer is about to go
+ * to another thread, so what the connection has in it moves out first. */
+static void serve_lost(tc__job *job)
+{
+    struct evconn *ec = (struct evconn *)job;
+    (void)tc__chan_settle(ec->conn);
     ec->job_rc = -ECANCELED;
     job_done(ec);
 }
 
-/* Hand ec to the pool: the loop stops watching it, and touches neither its
- * channel nor its session until the worker hands it back (job_done). 0, or
- * -EAGAIN (the pool is full: ec is unwatched, not busy). */
+/* Hand ec to the pool: the loop gets no events for it, and touches neither
+ * its channel nor its session until the worker lets go (busy back to 0) or
+ * hands it back (job_done). 0, or -EAGAIN (the pool is full: ec is
+ * unwatched, not busy). */
 static int hand_out(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
     unwatch(ec);
-    ec->busy = 1;
+    atomic_store_explicit(&ec->busy, 1, memory_order_relaxed);
+    lp->handouts++;
     int rc = lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job);
     if (rc < 0)
-        ec->busy = 0;
+        atomic_store_explicit(&ec->busy, 0, memory_order_relaxed);
     return rc;
 }
 
@@ -383,24 +503,20 @@ static void wait_for_pool(struct evconn *ec)
     lp->waiting_tail = &ec->wait_next;
 }
 
-/* A complete frame: a worker runs on_message on it where it lies, in the
- * channel's own buffer (the loop's scratch buffer is for the next receive). */
-static void dispatch_message(struct evconn *ec, const void *msg, size_t len)
+/* A message-style connection has input (buffered or in the socket): a
+ * worker serves it, or it waits for one. What it has in the loop's scratch
+ * buffer moves into its own first (the scratch is for the next receive). */
+static void dispatch_serve(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
-    size_t at = (size_t)((const unsigned char *)msg - (c->rbuf + c->roff));
-    if (tc__chan_keep(c) < 0) {
+    if (tc__chan_settle(c) < 0) {
         ev_close(ec, -ENOMEM, TC__REPORT_YES);
         return;
     }
-    ec->msg = c->rbuf + c->roff + at;
-    ec->msg_len = len;
-    ec->job.run = message_job;
-    ec->job.lost = message_lost;
-    if (hand_out(ec) == 0)
-        return;
-    c->rview = 0; /* not taken: scanned again when the pool has room */
-    wait_for_pool(ec);
+    ec->job.run = serve_job;
+    ec->job.lost = serve_lost;
+    if (hand_out(ec) < 0)
+        wait_for_pool(ec);
 }
 
 /* In a worker: a stream-style connection's whole life. */
@@ -433,8 +549,13 @@ static int dispatch_stream(struct evconn *ec)
     ec->job.run = stream_job;
     ec->job.lost = stream_lost;
     /* Off the loop first: once submitted, the job may end (and free ec) at
-     * once. No idle clock while it waits for a worker: it has spoken. */
+     * once. No idle clock while it waits for a worker: it has spoken. Out
+     * of the poller for good: its descriptor becomes the worker's. */
     unwatch(ec);
+    if (ec->registered) {
+        (void)tc__poller_del(lp->poller, c->fd);
+        ec->registered = 0;
+    }
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
     drop_mail(lp, ec);
@@ -452,6 +573,7 @@ static int dispatch_stream(struct evconn *ec)
     c->drv_data = NULL;
     c->stopfd = -1; /* the drain reaches it by shutting its socket */
     tc__drv_sleep_prepare(c);
+    lp->handouts++; /* run_loop looks at ec no more: it may be gone at once */
     if (lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job) == 0)
         return 0;
     /* The pool is full: back on the loop's list, unwatched, until a worker is free. */
@@ -484,7 +606,7 @@ static void apply_timer_request(struct evconn *ec)
 static void job_finished(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
-    ec->busy = 0;
+    atomic_store_explicit(&ec->busy, 0, memory_order_relaxed);
     int rc = rewatch(ec);
     if (rc < 0) {
         ev_close(ec, rc, TC__REPORT_YES);
@@ -509,6 +631,10 @@ static void job_finished(struct evconn *ec)
     apply_timer_request(ec);
     if (ec->job_rc < 0) {
         ev_close_after_flush(ec, ec->job_rc, TC__REPORT_YES);
+        return;
+    }
+    if (ec->io_err) { /* the worker's receive or flush failed */
+        ev_close(ec, ec->io_err, TC__REPORT_AUTO);
         return;
     }
     if (ec->timer_due) {
@@ -565,11 +691,9 @@ static void retry_waiting(struct loop *lp)
                 break; /* still full */
             continue;
         }
-        process_input(w); /* its frame is scanned again and handed out */
+        dispatch_serve(w);
         if (w->waiting)
-            break;
-        if (!w->busy && !w->closed && rewatch(w) == 0) /* no frame after all */
-            set_interest(w);
+            break; /* still full */
     }
 }
 
@@ -607,7 +731,8 @@ static void process_input(struct evconn *ec)
         }
         ec->frame_from = 0;
         if (ec->loop->st->pooled) {
-            dispatch_message(ec, msg, len);
+            c->rview = 0; /* not taken here: the worker scans it again */
+            dispatch_serve(ec);
             return;
         }
         if ((rc = tc__session_message(ec->s, msg, len)) < 0) {
@@ -645,6 +770,10 @@ static void on_readable(struct evconn *ec)
     struct loop *lp = ec->loop;
     if (ec->stream && !ec->proxy_wait) {
         (void)dispatch_stream(ec); /* its handler reads for itself */
+        return;
+    }
+    if (lp->st->pooled && !ec->proxy_wait) {
+        dispatch_serve(ec); /* the worker receives */
         return;
     }
     ssize_t r = tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
@@ -750,12 +879,13 @@ static void ev_open(struct loop *lp, tc__session *s)
     ec->stream = srv->handler.handle != NULL;
     TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
-    int rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec);
+    int rc = tc__poller_add(lp->poller, c->fd, poll_flags(ec, TC__POLL_IN), ec);
     if (rc < 0) {
         tc__report(srv, c, rc);
         ev_close(ec, rc, TC__REPORT_NO);
         return;
     }
+    ec->registered = 1;
     ec->interest = TC__POLL_IN;
     /* Room for every connection's two timers now: arming one later (an idle
      * clock restarting, a frame starting) can then never fail for memory. */
@@ -788,6 +918,36 @@ static void post(struct loop *lp, struct mail *m)
     tc__wake(lp->mailfd);
 }
 
+/* Keep a foreign send for later if a worker has the connection: 1 if kept
+ * (the worker looks at the deferred mail, under the same lock, before it
+ * lets go). */
+static int defer_if_busy(struct loop *lp, struct mail *m)
+{
+    struct evconn *ec = m->ec;
+    pthread_mutex_lock(&lp->mu);
+    int busy = atomic_load_explicit(&ec->busy, memory_order_relaxed);
+    if (busy) {
+        m->next = NULL;
+        *ec->deferred_tail = m;
+        ec->deferred_tail = &m->next;
+    }
+    pthread_mutex_unlock(&lp->mu);
+    return busy;
+}
+
+/* Set a flag the worker looks at before it lets go, if a worker has ec: 1
+ * if set (under lp->mu, as let_go reads it). */
+static int flag_if_busy(struct evconn *ec, int *flag)
+{
+    struct loop *lp = ec->loop;
+    pthread_mutex_lock(&lp->mu);
+    int busy = atomic_load_explicit(&ec->busy, memory_order_relaxed);
+    if (busy)
+        *flag = 1;
+    pthread_mutex_unlock(&lp->mu);
+    return busy;
+}
+
 static void read_mail(struct loop *lp)
 {
     tc__wake_drain(lp->mailfd);
@@ -800,11 +960,8 @@ static void read_mail(struct loop *lp)
         struct mail *next = m->next;
         if (m->newsess) {
             ev_open(lp, m->newsess);
-        } else if (m->ec->busy) {
+        } else if (lp->st->pooled && defer_if_busy(lp, m)) {
             /* Its worker owns the channel: sent when the worker is done. */
-            m->next = NULL;
-            *m->ec->deferred_tail = m;
-            m->ec->deferred_tail = &m->next;
             m = next;
             continue;
         } else if (!m->ec->closed) {
@@ -832,7 +989,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
         tc__chan_set_sent(c, taken);
         return r;
     }
-    if (pthread_equal(pthread_self(), ec->loop->tid) && !ec->busy) {
+    if (pthread_equal(pthread_self(), ec->loop->tid) && !is_busy(ec)) {
         size_t taken;
         ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
         tc__chan_set_sent(c, taken);
@@ -933,13 +1090,18 @@ static void fire_timers(struct loop *lp)
             continue;
         }
         if (et->kind == TIMER_IDLE) {
-            /* Not idle while a reply is still going out (the peer may be
-             * reading it slowly), nor while a worker has it or its frame
-             * waits for one: the clock restarts afterwards (see
-             * set_interest), as the other modes wait for the next message
-             * only after flushing. */
-            if (tc__chan_pending(ec->conn) > 0 || ec->busy || ec->waiting)
+            /* Not idle while a worker has it or it waits for one, nor while
+             * a reply is still going out (the peer may be reading it
+             * slowly), as the other modes wait for the next message only
+             * after flushing: look again a timeout later, by when the clock
+             * will have restarted (a worker that lets go restarts it
+             * without the loop). */
+            if (is_busy(ec) || ec->waiting || tc__chan_pending(ec->conn) > 0) {
+                const tc_server_config *cfg = &lp->srv->cfg;
+                int ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : cfg->conn_timeout_ms;
+                (void)tc__theap_schedule(&lp->timers, t, now + (int64_t)ms * TC_NS_PER_MS);
                 continue;
+            }
             int64_t due = idle_due(ec);
             if (due > now) { /* moved on meanwhile: a frame completed, say */
                 (void)tc__theap_schedule(&lp->timers, t, due);
@@ -952,10 +1114,8 @@ static void fire_timers(struct loop *lp)
         if (ec->interval_ms > 0)
             (void)tc__theap_schedule(&lp->timers, t,
                                      t->when + (int64_t)ec->interval_ms * TC_NS_PER_MS);
-        if (ec->busy) {
-            ec->timer_due = 1; /* on_timer runs when the worker is done */
-            continue;
-        }
+        if (lp->st->pooled && flag_if_busy(ec, &ec->timer_due))
+            continue; /* on_timer runs when the worker is done */
         int rc = tc__session_timer(ec->s);
         if (rc < 0)
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
@@ -1034,6 +1194,24 @@ static void start_drain(struct loop *lp)
     update_listener(lp);
 }
 
+/* If a worker has ec and cut is set, shut its socket, so that its sends
+ * fail at once, and have it handed back rather than let go: 1 if a worker
+ * has it (the loop closes it once it is handed back). */
+static int cut_if_busy(struct evconn *ec, int cut)
+{
+    struct loop *lp = ec->loop;
+    if (!lp->st->pooled)
+        return 0;
+    pthread_mutex_lock(&lp->mu);
+    int busy = atomic_load_explicit(&ec->busy, memory_order_relaxed);
+    if (busy && cut && !ec->drain_cut) {
+        ec->drain_cut = 1;
+        tc__sock_shutdown(ec->conn->fd);
+    }
+    pthread_mutex_unlock(&lp->mu);
+    return busy;
+}
+
 /* While draining: close what is idle; at the deadline, close everything. */
 static void drain_sweep(struct loop *lp)
 {
@@ -1043,16 +1221,8 @@ static void drain_sweep(struct loop *lp)
     lp->drain_past = late;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next;
-        if (ec->busy) {
-            /* Its worker finishes the message first. Past the deadline its
-             * socket is cut, so that its sends fail at once; the loop closes
-             * it when the worker hands it back. */
-            if (late && !ec->drain_cut) {
-                ec->drain_cut = 1;
-                tc__sock_shutdown(ec->conn->fd);
-            }
-            continue;
-        }
+        if (cut_if_busy(ec, late))
+            continue; /* its worker finishes the message first */
         tc_conn *c = ec->conn;
         /* A frame (or a stream connection's first bytes) waiting for a
          * worker is a request in flight, not idleness. */
@@ -1113,12 +1283,31 @@ static void run_loop(struct loop *lp)
                 read_mail(lp);
             } else {
                 struct evconn *ec = p;
-                if (ec->closed || ec->unwatched)
+                if (lp->st->pooled) {
+                    /* One-shot: the event disarmed it. A worker that armed it
+                     * may still be letting go: it does so holding lp->mu. */
+                    if (is_busy(ec)) {
+                        pthread_mutex_lock(&lp->mu);
+                        pthread_mutex_unlock(&lp->mu);
+                        if (is_busy(ec))
+                            continue; /* cannot be: armed only by whoever lets go */
+                    }
+                    ec->interest = 0;
+                }
+                if (gone(ec) || ec->unwatched)
                     continue;
+                unsigned handouts = lp->handouts;
                 if (ev[i].events & TC__POLL_OUT)
                     on_writable(ec); /* may hand it to a worker (pool) */
-                if (!ec->closed && !ec->unwatched && (ev[i].events & TC__POLL_IN))
+                if (lp->handouts != handouts)
+                    continue; /* the worker's now: not even a look */
+                if (!gone(ec) && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
+                /* Still the loop's and disarmed (a PROXY header in part, a
+                 * receive that found nothing): arm it again. */
+                if (lp->st->pooled && lp->handouts == handouts && !gone(ec) && !ec->unwatched &&
+                    ec->interest == 0)
+                    set_interest(ec);
             }
         }
         retry_waiting(lp);
@@ -1145,13 +1334,9 @@ static void run_loop(struct loop *lp)
         int busy = 0;
         for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
             next = ec->next;
-            if (!ec->busy) {
+            if (!cut_if_busy(ec, 1)) {
                 ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
                 continue;
-            }
-            if (!ec->drain_cut) {
-                ec->drain_cut = 1;
-                tc__sock_shutdown(ec->conn->fd);
             }
             busy = 1;
         }

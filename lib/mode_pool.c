@@ -23,6 +23,7 @@ struct slot {
     struct state *st;
     pthread_t tid;
     tc__job *cur;         /* the job the worker runs, if any */
+    unsigned char *scratch; /* lent to each job it runs (TC__JOB_SCRATCH bytes) */
 };
 
 struct state {
@@ -32,6 +33,7 @@ struct state {
     pthread_cond_t idle;  /* the queue is empty and no worker is busy */
     pthread_attr_t attr;  /* the workers' (stack size) */
     struct slot *slots;
+    int nslots;           /* allocated */
     int nworkers;         /* started */
     tc__job *head, **tail; /* the queue ... */
     int count, cap;       /* ... of at most cap jobs */
@@ -118,6 +120,8 @@ static void *worker_main(void *arg)
         st->count--;
         st->busy++;
         sl->cur = job;
+        job->scratch = sl->scratch;
+        job->scratch_len = TC__JOB_SCRATCH;
         int room = st->refused;
         st->refused = 0;
         pthread_mutex_unlock(&st->mu);
@@ -169,6 +173,8 @@ static void free_state(struct state *st)
     pthread_cond_destroy(&st->idle);
     pthread_mutex_destroy(&st->mu);
     pthread_attr_destroy(&st->attr);
+    for (int i = 0; i < st->nslots; i++)
+        free(st->slots[i].scratch);
     free(st->slots);
     free(st);
 }
@@ -192,10 +198,16 @@ static int pool_start(tc_server *srv)
     st->tail = &st->head;
     st->cap = queue_len; /* messages waiting for a worker, at most */
     st->slots = calloc((size_t)workers, sizeof *st->slots);
-    int rc = st->slots ? pthread_attr_init(&st->attr) : ENOMEM;
-    if (rc == 0 && (rc = pthread_attr_setstacksize(&st->attr, srv->cfg.thread_stack_size)) != 0)
+    int rc = st->slots ? 0 : ENOMEM;
+    for (; rc == 0 && st->nslots < workers; st->nslots++)
+        if (!(st->slots[st->nslots].scratch = malloc(TC__JOB_SCRATCH)))
+            rc = ENOMEM;
+    if (rc == 0 && (rc = pthread_attr_init(&st->attr)) == 0 &&
+        (rc = pthread_attr_setstacksize(&st->attr, srv->cfg.thread_stack_size)) != 0)
         pthread_attr_destroy(&st->attr);
     if (rc != 0) {
+        for (int i = 0; st->slots && i < st->nslots; i++)
+            free(st->slots[i].scratch);
         free(st->slots);
         free(st);
         return -rc;

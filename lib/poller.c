@@ -20,6 +20,8 @@ static uint32_t to_epoll(unsigned events)
         e |= EPOLLIN | EPOLLRDHUP;
     if (events & TC__POLL_OUT)
         e |= EPOLLOUT;
+    if (events & TC__POLL_ONESHOT)
+        e |= EPOLLONESHOT;
     return e;
 }
 

@@ -45,6 +45,9 @@ struct ps {
     int have_loop;
     tc_test_event closed;             /* on_close, tag: the reason's name */
     tc_test_event slept;              /* a handler entered its block */
+    tc_test_event held;               /* "hold" entered: its connection is in held_conn */
+    _Atomic(tc_conn *) held_conn;
+    atomic_int release;               /* "hold" may answer */
 };
 
 /* Per connection: the next number "n<k>" must carry, and messages in flight. */
@@ -59,12 +62,14 @@ static void ps_init(struct ps *p)
     pthread_mutex_init(&p->mu, NULL);
     tc_test_event_init(&p->closed);
     tc_test_event_init(&p->slept);
+    tc_test_event_init(&p->held);
 }
 
 static void ps_destroy(struct ps *p)
 {
     tc_test_event_destroy(&p->closed);
     tc_test_event_destroy(&p->slept);
+    tc_test_event_destroy(&p->held);
     pthread_mutex_destroy(&p->mu);
 }
 
@@ -131,7 +136,9 @@ static int reply(tc_conn *c, const char *text)
 }
 
 /* Lines: "slow" blocks, then answers "slow"; "slowsend" blocks, then sends
- * "late" and records the result (returning 0 whatever it was); "timer" arms
+ * "late" and records the result (returning 0 whatever it was); "hold"
+ * publishes its connection, waits (bounded) for release, then answers
+ * "held"; "timer" arms
  * the timer (20 ms) and answers "armed"; "half" answers "bye" and
  * half-closes; "n<k>" checks that k follows the connection's last number;
  * anything else is echoed. */
@@ -163,6 +170,11 @@ static int p_message(tc_conn *c, const void *msg, size_t len, void *ctx)
             atomic_store(&p->late_send, (int)tc_conn_send(c, "late", 4));
             rc = 0;
         }
+    } else if (!strcmp(line, "hold")) {
+        atomic_store(&p->held_conn, c);
+        tc_test_event_post(&p->held, NULL);
+        TC_TEST_WAIT_UNTIL(atomic_load(&p->release), TC_TEST_WAIT_MS);
+        rc = reply(c, "held");
     } else if (!strcmp(line, "timer")) {
         atomic_store(&p->timer_rc, tc_conn_set_timer(c, 20, 0));
         rc = reply(c, "armed");
@@ -767,6 +779,82 @@ Test(pool, timer_and_half_close_from_a_worker)
     close(fd);
     wait_idle(&ts);
     cr_assert_eq(atomic_load(&p.errors), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, "pool");
+    ps_destroy(&p);
+}
+
+/* ---- a worker lets go of the connection itself ---------------------------------------------- */
+
+/* idle_timeout T. A client that sends a line every T/2 for 3T is never
+ * timed out: each message a worker serves moves the idle clock on, also
+ * when the worker arms the connection again itself, without the loop.
+ * Silent after its last reply, it is closed T later (ETIMEDOUT, no error). */
+Test(pool, idle_clock_restarts_with_each_message)
+{
+    SKIP_UNLESS_POOL();
+    const int T = tc_test_ms(200);
+    struct ps p;
+    ps_init(&p);
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = p_config(&p, 2);
+    cfg.idle_timeout_ms = T;
+    tc_handler h = p_handler(&p, 0);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int fd = tc_test_connect_ok(&ts.addr);
+    int64_t last = 0;
+    for (int i = 0; i < 6; i++) {
+        char line[32];
+        snprintf(line, sizeof line, "n%d", i);
+        cl_rtt(fd, line);
+        last = tc_test_now_ms();
+        tc_test_nap_ms(T / 2); /* a pause, not a synchronisation: the clock must survive it */
+    }
+    cr_assert_eq(tc_test_recv_eof(fd), 0, "the silent client was not closed");
+    int64_t after = tc_test_now_ms() - last;
+    cr_assert_geq(after, T - 20, "closed %lld ms after its last reply", (long long)after);
+    cr_assert_lt(after, T + T / 2 + 50, "closed %lld ms after its last reply", (long long)after);
+    wait_idle(&ts);
+    char log[256];
+    tc_test_event_log(&p.closed, log, sizeof log);
+    cr_assert_str_eq(log, "ETIMEDOUT", "on_close reasons: %s", log);
+    cr_assert_eq(atomic_load(&p.msgs), 6);
+    cr_assert_eq(atomic_load(&p.disorder), 0);
+    cr_assert_eq(atomic_load(&p.errors), 0, "a silence between messages is no error");
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, "pool");
+    ps_destroy(&p);
+}
+
+/* A send from another thread while a worker has the connection waits for
+ * the worker: the client gets the worker's reply first, then the other
+ * thread's message, then echoes as before (the worker hands the connection
+ * back to the loop, which sends the mail and arms it again). */
+Test(pool, foreign_send_while_a_worker_has_the_connection)
+{
+    SKIP_UNLESS_POOL();
+    struct ps p;
+    ps_init(&p);
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = p_config(&p, 2);
+    tc_handler h = p_handler(&p, 0);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int fd = tc_test_connect_ok(&ts.addr);
+    cl_send(fd, "hold\n");
+    cr_assert_eq(tc_test_event_wait(&p.held, 1, TC_TEST_WAIT_MS), 0, "hold never ran");
+    tc_conn *c = atomic_load(&p.held_conn);
+    cr_assert_eq(tc_conn_send(c, "mail", 4), 4, "the send from this thread was refused");
+    cr_assert_not(cl_readable(fd, tc_test_ms(QUIET_MS)), "the mail overtook the worker's reply");
+    atomic_store(&p.release, 1);
+    cl_expect(fd, "held\nmail\n");
+    cr_assert_lt(cl_rtt(fd, "n0"), TC_TEST_WAIT_MS, "no echo after the mail");
+    close(fd);
+    wait_idle(&ts);
+    cr_assert_eq(atomic_load(&p.errors), 0);
+    cr_assert_eq(atomic_load(&p.disorder), 0);
     cr_assert_eq(tc_test_server_stop(&ts), 0);
     tc_test_expect_counts(before, NULL, 0, "pool");
     ps_destroy(&p);
