@@ -1252,9 +1252,37 @@ static int next_timeout_ms(struct loop *lp)
     return tc__ms_until(when);
 }
 
+/* An event for a connection in pool mode. */
+static void pool_event(struct loop *lp, struct evconn *ec, unsigned events)
+{
+    /* One-shot: the event disarmed it. A worker that armed it may still be
+     * letting go: it does so holding lp->mu. */
+    if (is_busy(ec)) {
+        pthread_mutex_lock(&lp->mu);
+        pthread_mutex_unlock(&lp->mu);
+        if (is_busy(ec))
+            return; /* cannot be: it is armed only by whoever lets go */
+    }
+    ec->interest = 0;
+    if (gone(ec) || ec->unwatched)
+        return;
+    unsigned handouts = lp->handouts;
+    if (events & TC__POLL_OUT)
+        on_writable(ec); /* may hand it to a worker */
+    if (lp->handouts != handouts)
+        return; /* the worker's now: not even a look */
+    if (!gone(ec) && !ec->unwatched && (events & TC__POLL_IN))
+        on_readable(ec);
+    /* Still the loop's and disarmed (a PROXY header in part, a receive that
+     * found nothing): arm it again. */
+    if (lp->handouts == handouts && !gone(ec) && !ec->unwatched && ec->interest == 0)
+        set_interest(ec);
+}
+
 static void run_loop(struct loop *lp)
 {
     tc_server *srv = lp->srv;
+    const int pooled = lp->st->pooled;
     tc__pevent ev[TC__POLL_BATCH];
     for (;;) {
         int timeout = next_timeout_ms(lp);
@@ -1281,33 +1309,16 @@ static void run_loop(struct loop *lp)
                     start_drain(lp);
             } else if (p == &tag_mail) {
                 read_mail(lp);
+            } else if (pooled) {
+                pool_event(lp, p, ev[i].events);
             } else {
                 struct evconn *ec = p;
-                if (lp->st->pooled) {
-                    /* One-shot: the event disarmed it. A worker that armed it
-                     * may still be letting go: it does so holding lp->mu. */
-                    if (is_busy(ec)) {
-                        pthread_mutex_lock(&lp->mu);
-                        pthread_mutex_unlock(&lp->mu);
-                        if (is_busy(ec))
-                            continue; /* cannot be: armed only by whoever lets go */
-                    }
-                    ec->interest = 0;
-                }
                 if (gone(ec) || ec->unwatched)
                     continue;
-                unsigned handouts = lp->handouts;
                 if (ev[i].events & TC__POLL_OUT)
-                    on_writable(ec); /* may hand it to a worker (pool) */
-                if (lp->handouts != handouts)
-                    continue; /* the worker's now: not even a look */
+                    on_writable(ec);
                 if (!gone(ec) && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
-                /* Still the loop's and disarmed (a PROXY header in part, a
-                 * receive that found nothing): arm it again. */
-                if (lp->st->pooled && lp->handouts == handouts && !gone(ec) && !ec->unwatched &&
-                    ec->interest == 0)
-                    set_interest(ec);
             }
         }
         retry_waiting(lp);
