@@ -204,9 +204,11 @@ int tc__cidr_match(const tc__cidr *list, size_t n, const tc_addr *a);
 /* ---- readiness poller (poller.c: epoll) ---------------------------------- */
 
 typedef struct tc__poller tc__poller;
-/* TC__POLL_ONESHOT (add and mod only): the descriptor reports one event,
- * then nothing until a mod arms it again, from whichever thread. */
-enum { TC__POLL_IN = 1, TC__POLL_OUT = 2, TC__POLL_ONESHOT = 4 };
+/* Flags for add and mod. TC__POLL_ONESHOT: the descriptor reports one
+ * event, then nothing until a mod arms it again, from whichever thread.
+ * TC__POLL_EDGE: an event per change (each write to an eventfd), not while
+ * the state lasts. */
+enum { TC__POLL_IN = 1, TC__POLL_OUT = 2, TC__POLL_ONESHOT = 4, TC__POLL_EDGE = 8 };
 #define TC__POLL_BATCH 256 /* events taken per wait: bounds one loop turn */
 typedef struct tc__pevent {
     void *ptr;        /* what was registered with the descriptor */
@@ -219,6 +221,11 @@ int tc__poller_mod(tc__poller *p, int fd, unsigned events, void *ptr);
 int tc__poller_del(tc__poller *p, int fd);
 /* Wait up to timeout_ms (-1: forever): the number of events, 0 on timeout or EINTR. */
 int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms);
+/* A poller that several threads wait on, each taking one event: add (add
+ * set) or mod fd with a 64-bit token instead of a pointer; wait for one
+ * event: 1 (*token, *events set), 0 on timeout or EINTR, or an error. */
+int tc__poller_set_token(tc__poller *p, int add, int fd, unsigned events, uint64_t token);
+int tc__poller_wait_token(tc__poller *p, uint64_t *token, unsigned *events, int timeout_ms);
 /* The epoll descriptor itself, readable while an event is pending: for a
  * caller that waits on it with other descriptors (a mode's srv->mode_fd). */
 int tc__poller_fd(const tc__poller *p);
@@ -586,16 +593,27 @@ typedef struct tc__job {
 #define TC__JOB_SCRATCH ((size_t)64 * 1024)
 
 /* Where the loops send handlers to run (pool mode); absent, they run them
- * in the loop thread (event mode). */
+ * in the loop thread (event mode). In pool mode the workers also wait for
+ * connections with input themselves (tc__loops_wait): the loop queues work
+ * only for what it cannot leave to them (a stream connection's first bytes,
+ * frames left buffered). */
 typedef struct tc__dispatch {
     /* Queue a job: 0, or -EAGAIN when the queue is full (the pool calls
      * tc__loops_room once it has room again, and the loop retries). */
     int (*submit)(void *pool, tc__job *job);
     void *pool;
+    /* An eventfd the pool writes to wake one worker in tc__loops_wait
+       (work queued, or quit): watched edge-triggered. */
+    int wakefd;
 } tc__dispatch;
 
-/* Start nloops loops (srv->mode_state, srv->session_room); d may be NULL. */
+/* Start nloops loops (srv->mode_state, srv->session_room); d may be NULL
+ * (with d, nloops must be 1). */
 int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d);
+/* From a pool worker, between jobs: wait for a connection with input and
+ * take it (its job, ready to run), or NULL: nothing after all, or (*woken
+ * set) the pool's wakefd fired. */
+tc__job *tc__loops_wait(tc_server *srv, int *woken);
 /* serve_forever: accept, run, drain; 0 or an error. */
 int tc__loops_serve(tc_server *srv);
 /* Free the loops (no connection is live). */

@@ -7,18 +7,22 @@
  * above a high-water mark of queued output a connection is not read until
  * it drains.
  *
- * Pool mode runs the same loops with a dispatch table (tc__dispatch): a
- * connection with input is handed to a worker, which receives, runs
- * on_message on each complete message and sends straight to the socket. Its
- * descriptor is registered one-shot, so that nothing else happens to it
- * meanwhile; in the common case (all sent, no partial frame, nothing asked
- * of the loop) the worker arms it again itself and lets go, and the loop
- * takes it back only when there is more to do (a close, queued output, a
- * timer request, mail). A stream-style connection is handed to a worker for
- * good once its first bytes arrive. */
+ * Pool mode runs one loop with a dispatch table (tc__dispatch). An idle
+ * message-style connection is parked in a second poller, the ready set,
+ * one-shot, and the workers wait on that set themselves: the one that takes
+ * a connection's event receives, runs on_message on each complete message,
+ * sends straight to the socket, and in the common case (all sent, nothing
+ * asked of the loop) parks it again, so that a message costs one wake-up, as
+ * in a thread per connection. Who may touch a parked connection is settled
+ * by its slot (stable memory, with a generation, so that a late event for a
+ * closed connection finds nothing); the loop claims a connection through it
+ * for a timer, a send from another thread or the drain, and takes it back
+ * whenever there is more to do (queued output, a close). A stream-style
+ * connection is handed to a worker for good once its first bytes arrive. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -69,7 +73,7 @@ struct evconn {
     int lingering;       /* closing: flush first, then close with linger_reason */
     int linger_reason, linger_report;
     /* the idle clock runs from here: the last input, or output drained
-     * (a worker that lets go sets it, before its release store of busy) */
+     * (a worker that parks the connection sets it, before it lets go) */
     int64_t idle_from;
     int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
     int closed;          /* ended: the record waits on the dead list */
@@ -78,20 +82,21 @@ struct evconn {
      * output queue as the loop last saw it: a foreign send is refused
      * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
     atomic_size_t mail_bytes, out_queued;
-    /* With a pool: while busy, a worker owns the connection and the loop
-     * touches nothing of it but under lp->mu (deferred, timer_due,
-     * drain_cut, which the worker looks at, under lp->mu, before it lets
-     * go). The worker stores 0 last, with release, after arming the
-     * descriptor again; the loop loads it with acquire before it reads
-     * anything else of the connection. */
-    atomic_int busy;
+    /* Pool mode. away: the loop has let the connection go (parked in the
+     * ready set, or handed to a worker); it touches nothing of it then
+     * but under lp->mu, after claiming it through its slot (or setting
+     * deferred, timer_due or drain_cut, which the worker looks at, under
+     * lp->mu, before it parks it again). */
+    int away;
+    uint32_t slot;       /* its slot (message style) */
+    int in_ready;        /* the descriptor is in the ready set (armed or not) */
     int waiting;         /* waits for room in the pool (on lp->waiting) */
-    int registered;      /* the descriptor is in the poller */
-    int unwatched;       /* no events wanted (busy or waiting): out of the
-                          * poller, or (pool) registered one-shot and disarmed.
-                          * Not even a hang-up: epoll reports one whatever the interest */
-    int drain_cut;       /* the drain's deadline passed while busy: socket shut */
-    int timer_due;       /* the user timer fired while busy */
+    int registered;      /* the descriptor is in the loop's poller */
+    int unwatched;       /* no events wanted from the loop's poller (handed out
+                          * or waiting): out of it, as epoll reports a hang-up
+                          * whatever the interest */
+    int drain_cut;       /* the drain's deadline passed while a worker had it: socket shut */
+    int timer_due;       /* the user timer fired while a worker had it */
     /* tc_conn_set_timer from the worker: applied when the loop takes it back */
     int timer_req, timer_interval_ms;
     int64_t timer_when;  /* 0: cancel */
@@ -99,7 +104,7 @@ struct evconn {
     int job_rc;          /* on_message's answer (or a frame error), from the worker */
     int io_err;          /* the worker's receive or flush failed with this */
     struct evconn *done_next, *wait_next;
-    struct mail *deferred, **deferred_tail; /* mail that came while busy */
+    struct mail *deferred, **deferred_tail; /* mail that came while a worker had it */
 };
 
 struct loop {
@@ -119,8 +124,6 @@ struct loop {
     int room_freed;           /* the pool had room since the waiting were last retried */
     int room_mail;            /* the pool reported room (mu) */
     unsigned nconns;
-    unsigned handouts;        /* connections handed to workers: the count tells
-                               * run_loop that one just left */
     struct state *st;
     atomic_int draining;      /* set by loop 0 when the server shuts down */
     int64_t drain_deadline;
@@ -135,7 +138,27 @@ struct state {
     int listening;   /* the listener is in loop 0's poller */
     int pooled;      /* handlers run in a pool (dispatch), not in the loops */
     tc__dispatch dispatch;
+    /* pool mode: the ready set the workers wait on, and the slots */
+    tc__poller *ready;
+    _Atomic(struct pslot *) *chunks; /* PSLOT_CHUNKS, each set once */
+    uint32_t slots_used;  /* slots made so far (the loop's) */
+    uint32_t slot_free;   /* the free list's head, or PSLOT_NONE */
 };
+
+/* A parked connection's slot: memory that stays while the loops run, so a
+ * worker can look at it with a token from the ready set even after the
+ * connection is gone. word = generation << 1 | owned: a worker or the loop
+ * takes a connection by setting owned from the generation its token (or
+ * the loop's record) names; closing moves the generation on. */
+struct pslot {
+    _Atomic uint64_t word;
+    struct evconn *ec;   /* read only by whoever took the slot */
+    uint32_t next_free;
+};
+#define PSLOT_CHUNK 1024u
+#define PSLOT_CHUNKS 4096u /* slots at most: 4 Mi connections */
+#define PSLOT_NONE UINT32_MAX
+#define WAKE_TOKEN UINT64_MAX /* the pool's wakefd in the ready set */
 
 /* The connection whose handler this worker thread runs now (pool mode):
  * its sends go straight to the socket. */
@@ -191,19 +214,189 @@ static void ev_unlink(struct evconn *ec)
     ec->loop->nconns--;
 }
 
-/* The poller flags for want: in pool mode every connection is one-shot (a
- * worker must own it alone, and arms it again itself). */
-static unsigned poll_flags(const struct evconn *ec, unsigned want)
+/* ---- pool mode: slots ------------------------------------------------------ */
+
+static struct pslot *slot_at(struct state *st, uint32_t i)
 {
-    return ec->loop->st->pooled ? want | TC__POLL_ONESHOT : want;
+    struct pslot *chunk = atomic_load_explicit(&st->chunks[i / PSLOT_CHUNK], memory_order_acquire);
+    return &chunk[i % PSLOT_CHUNK];
 }
 
-/* Whether a worker has ec (acquire: what it wrote is visible once it let go). */
-static int is_busy(struct evconn *ec)
+/* A slot for ec, owned (by the loop): 0 or -ENOMEM. */
+static int slot_new(struct state *st, struct evconn *ec)
 {
-    return atomic_load_explicit(&ec->busy, memory_order_acquire);
+    uint32_t i = st->slot_free;
+    if (i != PSLOT_NONE) {
+        st->slot_free = slot_at(st, i)->next_free;
+    } else {
+        if (st->slots_used == PSLOT_CHUNK * PSLOT_CHUNKS)
+            return -ENOMEM;
+        i = st->slots_used;
+        if (i % PSLOT_CHUNK == 0) {
+            struct pslot *chunk = calloc(PSLOT_CHUNK, sizeof *chunk);
+            if (!chunk)
+                return -ENOMEM;
+            for (uint32_t k = 0; k < PSLOT_CHUNK; k++)
+                atomic_init(&chunk[k].word, 1); /* generation 0, owned */
+            atomic_store_explicit(&st->chunks[i / PSLOT_CHUNK], chunk, memory_order_release);
+        }
+        st->slots_used++;
+    }
+    slot_at(st, i)->ec = ec;
+    ec->slot = i;
+    return 0;
 }
 
+/* ec is closed: its slot moves to the next generation (owned, so that no
+ * late token takes it) and is free for another connection. */
+static void slot_end(struct state *st, struct evconn *ec)
+{
+    struct pslot *sl = slot_at(st, ec->slot);
+    uint64_t w = atomic_load_explicit(&sl->word, memory_order_relaxed);
+    atomic_store_explicit(&sl->word, (((w >> 1) + 1) & 0xffffffffu) << 1 | 1, memory_order_release);
+    sl->next_free = st->slot_free;
+    st->slot_free = ec->slot;
+}
+
+/* The ready set's token for ec: its slot and generation. */
+static uint64_t slot_token(struct state *st, const struct evconn *ec)
+{
+    uint64_t w = atomic_load_explicit(&slot_at(st, ec->slot)->word, memory_order_relaxed);
+    return (w >> 1) << 32 | ec->slot;
+}
+
+/* Take the connection a token names, if it is still that one and nobody
+ * has it: the record, or NULL. Acquire: what its last owner wrote is seen. */
+static struct evconn *slot_take(struct state *st, uint64_t token)
+{
+    uint32_t i = (uint32_t)token;
+    if (i >= PSLOT_CHUNK * PSLOT_CHUNKS)
+        return NULL;
+    struct pslot *sl = slot_at(st, i);
+    uint64_t free_word = (token >> 32) << 1;
+    if (!atomic_compare_exchange_strong_explicit(&sl->word, &free_word, free_word | 1,
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return NULL;
+    return sl->ec;
+}
+
+/* Let ec go (release: what this thread wrote is seen by the next owner). */
+static void slot_give(struct state *st, const struct evconn *ec)
+{
+    struct pslot *sl = slot_at(st, ec->slot);
+    uint64_t w = atomic_load_explicit(&sl->word, memory_order_relaxed);
+    atomic_store_explicit(&sl->word, w & ~(uint64_t)1, memory_order_release);
+}
+
+/* Park ec in the ready set for the workers (the loop has it): 0, or an
+ * error with ec still the loop's. */
+static int park(struct evconn *ec)
+{
+    struct loop *lp = ec->loop;
+    struct state *st = lp->st;
+    tc_conn *c = ec->conn;
+    if (ec->registered) {
+        (void)tc__poller_del(lp->poller, c->fd);
+        ec->registered = 0;
+        ec->interest = 0;
+    }
+    int add = !ec->in_ready;
+    uint64_t token = slot_token(st, ec);
+    int fd = c->fd;
+    ec->in_ready = 1;
+    ec->away = 1;
+    slot_give(st, ec);
+    /* From here on a worker may have it: only locals. */
+    int rc = tc__poller_set_token(st->ready, add, fd, TC__POLL_IN | TC__POLL_ONESHOT, token);
+    if (rc == 0)
+        return 0;
+    pthread_mutex_lock(&lp->mu);
+    struct evconn *back = slot_take(st, token);
+    if (back) {
+        back->away = 0;
+        if (add)
+            back->in_ready = 0;
+    }
+    pthread_mutex_unlock(&lp->mu);
+    return back ? rc : 0; /* a worker that took it meanwhile parks it again */
+}
+
+/* The loop takes back a connection it let go, unless a worker has it:
+ * then flag (if not NULL) is set for the worker to see before it parks it
+ * again. 1 if the loop has it now. */
+static int claim(struct evconn *ec, int *flag)
+{
+    if (!ec->away)
+        return 1;
+    struct loop *lp = ec->loop;
+    pthread_mutex_lock(&lp->mu);
+    int got = slot_take(lp->st, slot_token(lp->st, ec)) != NULL;
+    if (got)
+        ec->away = 0;
+    else if (flag)
+        *flag = 1;
+    pthread_mutex_unlock(&lp->mu);
+    return got;
+}
+
+/* Whether a pool's message-style connection can wait in the ready set
+ * now: open, nothing to send, not closing. */
+static int parkable(const struct evconn *ec, size_t pending)
+{
+    return !ec->proxy_wait && ec->s->opened && !ec->paused && !ec->lingering && pending == 0;
+}
+
+static void ev_close(struct evconn *ec, int reason, int report);
+
+/* The events the loop's poller should report for ec. */
+static unsigned wanted(const struct evconn *ec, size_t pending)
+{
+    unsigned want = 0;
+    if (!ec->paused && !ec->lingering)
+        want |= TC__POLL_IN;
+    /* Paused or closing, on_writable resumes reading or ends the connection;
+     * wait for it even when another path (process_input's flush, a mail, a
+     * timer) already emptied the output, or nothing would ever wake us. */
+    if (pending || ec->paused || ec->lingering)
+        want |= TC__POLL_OUT;
+    return want;
+}
+
+/* set_interest for a pool's message-style connection (park it, or bring it
+ * back to the loop's poller), or one out of the loop's poller. Out of line:
+ * event mode's path stays short. */
+__attribute__((noinline)) static void set_interest_slow(struct evconn *ec, size_t pending)
+{
+    struct loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    if (ec->slot != PSLOT_NONE) {
+        if (parkable(ec, pending)) {
+            int rc = park(ec);
+            if (rc < 0)
+                ev_close(ec, rc, TC__REPORT_YES);
+            return;
+        }
+        if (ec->in_ready) { /* back from the ready set (the loop has it) */
+            (void)tc__poller_del(lp->st->ready, c->fd);
+            ec->in_ready = 0;
+        }
+    }
+    unsigned want = wanted(ec, pending);
+    if (!ec->registered) {
+        if (tc__poller_add(lp->poller, c->fd, want, ec) < 0) {
+            ev_close(ec, -ENOMEM, TC__REPORT_YES);
+            return;
+        }
+        ec->registered = 1;
+        ec->interest = want;
+    } else if (want != ec->interest && tc__poller_mod(lp->poller, c->fd, want, ec) == 0) {
+        ec->interest = want;
+    }
+}
+
+/* What the loop wants to hear of ec, from its poller or (pool mode, when
+ * it has nothing to send) the ready set. In pool mode ec may be a worker's
+ * once this returns. */
 static void set_interest(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
@@ -218,15 +411,12 @@ static void set_interest(struct evconn *ec)
         restart_idle(ec); /* the idle clock stopped while output was pending */
     if (ec->unwatched)
         return; /* a worker has it, or its frame waits for one */
-    unsigned want = 0;
-    if (!ec->paused && !ec->lingering)
-        want |= TC__POLL_IN;
-    /* Paused or closing, on_writable resumes reading or ends the connection;
-     * wait for it even when another path (process_input's flush, a mail, a
-     * timer) already emptied the output, or nothing would ever wake us. */
-    if (pending || ec->paused || ec->lingering)
-        want |= TC__POLL_OUT;
-    if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, poll_flags(ec, want), ec) == 0)
+    if (ec->slot != PSLOT_NONE || !ec->registered) {
+        set_interest_slow(ec, pending);
+        return;
+    }
+    unsigned want = wanted(ec, pending);
+    if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, want, ec) == 0)
         ec->interest = want;
 }
 
@@ -255,36 +445,25 @@ static void drop_mail(struct loop *lp, struct evconn *ec)
     }
 }
 
-/* No events for ec: a worker owns it, or it waits for one. Not even a
- * hang-up may come then (epoll reports one whatever the interest), so it
- * leaves the poller, unless it is one-shot and already disarmed (its event
- * came: the common case in pool mode, and free). */
+/* No events for ec from the loop's poller: a worker owns it, or it waits
+ * for one. Not even a hang-up may come then (epoll reports one whatever
+ * the interest), so it leaves the poller. */
 static void unwatch(struct evconn *ec)
 {
     if (ec->unwatched)
         return;
     ec->unwatched = 1;
-    if (ec->interest == 0 && ec->loop->st->pooled)
-        return;
-    (void)tc__poller_del(ec->loop->poller, ec->conn->fd);
-    ec->registered = 0;
-    ec->interest = 0;
+    if (ec->registered) {
+        (void)tc__poller_del(ec->loop->poller, ec->conn->fd);
+        ec->registered = 0;
+        ec->interest = 0;
+    }
 }
 
-/* Events again, none armed yet (set_interest picks): 0 or an error. */
-static int rewatch(struct evconn *ec)
+/* Events again, none chosen yet (set_interest picks, and registers). */
+static void rewatch(struct evconn *ec)
 {
-    if (!ec->unwatched)
-        return 0;
-    if (!ec->registered) {
-        int rc = tc__poller_add(ec->loop->poller, ec->conn->fd, poll_flags(ec, 0), ec);
-        if (rc < 0)
-            return rc;
-        ec->registered = 1;
-    }
     ec->unwatched = 0;
-    ec->interest = 0;
-    return 0;
 }
 
 /* Off the list of those waiting for room in the pool (still unwatched). */
@@ -316,7 +495,12 @@ static void ev_close(struct evconn *ec, int reason, int report)
     struct loop *lp = ec->loop;
     tc_conn *c = ec->conn;
 
-    (void)tc__poller_del(lp->poller, c->fd);
+    if (ec->registered)
+        (void)tc__poller_del(lp->poller, c->fd);
+    if (ec->in_ready)
+        (void)tc__poller_del(lp->st->ready, c->fd);
+    if (ec->slot != PSLOT_NONE)
+        slot_end(lp->st, ec); /* a late token for it finds another generation */
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
     tc__session_close(ec->s, reason, report);
@@ -339,11 +523,7 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
     /* Its frame no longer waits for a worker (on_timer asked to close, say):
      * back on the poller, so that its output can drain. */
     stop_waiting(ec);
-    int wrc = rewatch(ec);
-    if (wrc < 0) {
-        ev_close(ec, wrc, TC__REPORT_YES);
-        return;
-    }
+    rewatch(ec);
     /* Nothing reads the input any more: drop it rather than copy it out of
      * the loop's scratch buffer into a new one. */
     ec->conn->rview = ec->conn->rlen;
@@ -370,7 +550,7 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
 /* ---- pool mode: handlers in workers ------------------------------------- */
 
 /* A worker is done with ec, and the loop has something to do with it:
- * hand it back (the loop runs job_finished). */
+ * hand it back (the loop runs job_finished; ec stays owned, now the loop's). */
 static void job_done(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
@@ -406,29 +586,42 @@ static int serve_frames(struct evconn *ec)
 
 /* In a worker, the common ending: nothing is left for the loop to do (all
  * sent, no partial frame, no end of stream, no timer request, no mail, no
- * drain), so arm the descriptor again and let go, without waking the loop.
- * 1 if done; 0: hand it back instead. */
+ * drain), so park the connection in the ready set again, without the loop.
+ * 1 if done (ec may be another worker's at once); 0: hand it back instead. */
 static int let_go(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
     struct loop *lp = ec->loop;
+    struct state *st = lp->st;
     if (ec->job_rc < 0 || ec->io_err || c->rlen > 0 || c->reof || tc__chan_pending(c) > 0 ||
         ec->timer_req || ec->shut_wr)
         return 0;
     const tc_server_config *cfg = &lp->srv->cfg;
     int done = 0;
+    /* Under lp->mu: the loop's claims and flags (deferred, timer_due,
+     * drain_cut) take it too, and the loop must not claim the connection
+     * between the release and the arming (it could close the descriptor). */
     pthread_mutex_lock(&lp->mu);
     if (!ec->deferred && !ec->drain_cut && !ec->timer_due && !atomic_load(&lp->draining)) {
-        /* The idle timer stays scheduled while a worker has the connection
-         * (fire_timers moves it on): only the clock's start moves. */
+        /* The idle timer stays scheduled (fire_timers moves it on): only
+         * the clock's start moves. */
         if (cfg->idle_timeout_ms > 0 || cfg->conn_timeout_ms > 0)
             ec->idle_from = tc__now_ns();
-        if (tc__poller_mod(lp->poller, c->fd, TC__POLL_IN | TC__POLL_ONESHOT, ec) == 0) {
-            ec->unwatched = 0;
-            ec->interest = TC__POLL_IN;
-            tl_job = NULL;
-            /* Last: from here on the loop may take an event for it, or close it. */
-            atomic_store_explicit(&ec->busy, 0, memory_order_release);
+        int add = !ec->in_ready;
+        uint64_t token = slot_token(st, ec);
+        int fd = c->fd;
+        ec->in_ready = 1;
+        tl_job = NULL;
+        slot_give(st, ec);
+        /* From here on another worker may have it: only locals. */
+        int rc = tc__poller_set_token(st->ready, add, fd, TC__POLL_IN | TC__POLL_ONESHOT, token);
+        /* Not armed: taken back for the loop to see to, unless a worker
+         * took it meanwhile (it parks it again). */
+        if (rc < 0 && slot_take(st, token) == ec) {
+            tl_job = ec;
+            if (add)
+                ec->in_ready = 0;
+        } else {
             done = 1;
         }
     }
@@ -439,7 +632,7 @@ static int let_go(struct evconn *ec)
 /* In a worker: serve a connection with input. The frames already buffered,
  * then one receive into the worker's buffer and the frames it completes;
  * buffered replies go out; what is left of a frame moves into the
- * connection's own buffer. Then let go, or hand it back to the loop. */
+ * connection's own buffer. Then park it again, or hand it back. */
 static void serve_job(tc__job *job)
 {
     struct evconn *ec = (struct evconn *)job;
@@ -475,19 +668,38 @@ static void serve_lost(tc__job *job)
     job_done(ec);
 }
 
-/* Hand ec to the pool: the loop gets no events for it, and touches neither
- * its channel nor its session until the worker lets go (busy back to 0) or
- * hands it back (job_done). 0, or -EAGAIN (the pool is full: ec is
- * unwatched, not busy). */
+tc__job *tc__loops_wait(tc_server *srv, int *woken)
+{
+    struct state *st = srv->mode_state;
+    uint64_t token;
+    unsigned events;
+    int n = tc__poller_wait_token(st->ready, &token, &events, -1);
+    if (n <= 0)
+        return NULL;
+    if (token == WAKE_TOKEN) {
+        *woken = 1;
+        return NULL;
+    }
+    struct evconn *ec = slot_take(st, token);
+    if (!ec)
+        return NULL; /* gone, or the loop has it: it parks it again */
+    ec->job.run = serve_job;
+    ec->job.lost = serve_lost;
+    return &ec->job;
+}
+
+/* Hand ec to the pool's queue (the loop has it): the loop gets no events
+ * for it, and touches neither its channel nor its session until the
+ * worker parks it or hands it back. 0, or -EAGAIN (the pool is full: ec is
+ * unwatched, still the loop's). */
 static int hand_out(struct evconn *ec)
 {
     struct loop *lp = ec->loop;
     unwatch(ec);
-    atomic_store_explicit(&ec->busy, 1, memory_order_relaxed);
-    lp->handouts++;
+    ec->away = 1;
     int rc = lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job);
     if (rc < 0)
-        atomic_store_explicit(&ec->busy, 0, memory_order_relaxed);
+        ec->away = 0;
     return rc;
 }
 
@@ -503,8 +715,9 @@ static void wait_for_pool(struct evconn *ec)
     lp->waiting_tail = &ec->wait_next;
 }
 
-/* A message-style connection has input (buffered or in the socket): a
- * worker serves it, or it waits for one. What it has in the loop's scratch
+/* A message-style connection has input the ready set will not report
+ * (frames already buffered, or input seen by the loop): a worker from the
+ * queue serves it, or it waits for one. What it has in the loop's scratch
  * buffer moves into its own first (the scratch is for the next receive). */
 static void dispatch_serve(struct evconn *ec)
 {
@@ -552,10 +765,6 @@ static int dispatch_stream(struct evconn *ec)
      * once. No idle clock while it waits for a worker: it has spoken. Out
      * of the poller for good: its descriptor becomes the worker's. */
     unwatch(ec);
-    if (ec->registered) {
-        (void)tc__poller_del(lp->poller, c->fd);
-        ec->registered = 0;
-    }
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
     drop_mail(lp, ec);
@@ -573,7 +782,6 @@ static int dispatch_stream(struct evconn *ec)
     c->drv_data = NULL;
     c->stopfd = -1; /* the drain reaches it by shutting its socket */
     tc__drv_sleep_prepare(c);
-    lp->handouts++; /* run_loop looks at ec no more: it may be gone at once */
     if (lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job) == 0)
         return 0;
     /* The pool is full: back on the loop's list, unwatched, until a worker is free. */
@@ -606,12 +814,9 @@ static void apply_timer_request(struct evconn *ec)
 static void job_finished(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
-    atomic_store_explicit(&ec->busy, 0, memory_order_relaxed);
-    int rc = rewatch(ec);
-    if (rc < 0) {
-        ev_close(ec, rc, TC__REPORT_YES);
-        return;
-    }
+    ec->away = 0; /* the worker handed it back: the loop's now */
+    rewatch(ec);
+    int rc;
     while (ec->deferred && !ec->closed) { /* sends other threads made meanwhile */
         struct mail *m = ec->deferred;
         ec->deferred = m->next;
@@ -772,8 +977,8 @@ static void on_readable(struct evconn *ec)
         (void)dispatch_stream(ec); /* its handler reads for itself */
         return;
     }
-    if (lp->st->pooled && !ec->proxy_wait) {
-        dispatch_serve(ec); /* the worker receives */
+    if (ec->slot != PSLOT_NONE && !ec->proxy_wait) {
+        dispatch_serve(ec); /* a worker receives */
         return;
     }
     ssize_t r = tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
@@ -838,7 +1043,10 @@ static void ev_start(struct evconn *ec)
      * header before this is not the handler's doing, but is silence). */
     ec->idle_from = ec->s->idle_since ? ec->s->idle_since : tc__now_ns();
     schedule_idle(ec);
-    set_interest(ec);
+    if (ec->loop->st->pooled && ec->conn->rlen > 0)
+        dispatch_serve(ec); /* bytes came behind a PROXY header: not in the socket */
+    else
+        set_interest(ec); /* in pool mode, a worker's from here on */
 }
 
 /* The PROXY header, or what stands instead (rc as tc__chan_proxy gives
@@ -852,9 +1060,9 @@ static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr)
         ev_close(ec, 0, TC__REPORT_NO);
         return;
     }
-    int stream = ec->stream;
+    int stream = ec->stream, pooled = ec->loop->st->pooled;
     ev_start(ec);
-    if (!stream && !ec->closed)
+    if (!stream && !pooled && !ec->closed)
         process_input(ec);
 }
 
@@ -877,16 +1085,26 @@ static void ev_open(struct loop *lp, tc__session *s)
     c->drv_data = ec;
     ec->deferred_tail = &ec->deferred;
     ec->stream = srv->handler.handle != NULL;
+    ec->slot = PSLOT_NONE;
     TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
-    int rc = tc__poller_add(lp->poller, c->fd, poll_flags(ec, TC__POLL_IN), ec);
+    int rc = 0;
+    /* A pool's message-style connection waits in the ready set, from the
+     * end of on_open: a slot, and the loop's poller only for a PROXY header. */
+    int parks = lp->st->pooled && !ec->stream;
+    if (parks)
+        rc = slot_new(lp->st, ec);
+    if (rc == 0 && (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF)) {
+        if ((rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec)) == 0) {
+            ec->registered = 1;
+            ec->interest = TC__POLL_IN;
+        }
+    }
     if (rc < 0) {
         tc__report(srv, c, rc);
         ev_close(ec, rc, TC__REPORT_NO);
         return;
     }
-    ec->registered = 1;
-    ec->interest = TC__POLL_IN;
     /* Room for every connection's two timers now: arming one later (an idle
      * clock restarting, a frame starting) can then never fail for memory. */
     if ((rc = tc__theap_reserve(&lp->timers, 2 * (size_t)lp->nconns)) < 0) {
@@ -918,34 +1136,25 @@ static void post(struct loop *lp, struct mail *m)
     tc__wake(lp->mailfd);
 }
 
-/* Keep a foreign send for later if a worker has the connection: 1 if kept
- * (the worker looks at the deferred mail, under the same lock, before it
- * lets go). */
-static int defer_if_busy(struct loop *lp, struct mail *m)
+/* Keep a send from another thread for later if a worker has the
+ * connection: 1 if kept (the worker looks at the deferred mail, under the
+ * same lock, before it parks the connection again). 0: the loop has it. */
+static int defer_if_away(struct loop *lp, struct mail *m)
 {
     struct evconn *ec = m->ec;
+    if (!ec->away)
+        return 0;
     pthread_mutex_lock(&lp->mu);
-    int busy = atomic_load_explicit(&ec->busy, memory_order_relaxed);
-    if (busy) {
+    int kept = slot_take(lp->st, slot_token(lp->st, ec)) == NULL;
+    if (kept) {
         m->next = NULL;
         *ec->deferred_tail = m;
         ec->deferred_tail = &m->next;
+    } else {
+        ec->away = 0;
     }
     pthread_mutex_unlock(&lp->mu);
-    return busy;
-}
-
-/* Set a flag the worker looks at before it lets go, if a worker has ec: 1
- * if set (under lp->mu, as let_go reads it). */
-static int flag_if_busy(struct evconn *ec, int *flag)
-{
-    struct loop *lp = ec->loop;
-    pthread_mutex_lock(&lp->mu);
-    int busy = atomic_load_explicit(&ec->busy, memory_order_relaxed);
-    if (busy)
-        *flag = 1;
-    pthread_mutex_unlock(&lp->mu);
-    return busy;
+    return kept;
 }
 
 static void read_mail(struct loop *lp)
@@ -960,7 +1169,7 @@ static void read_mail(struct loop *lp)
         struct mail *next = m->next;
         if (m->newsess) {
             ev_open(lp, m->newsess);
-        } else if (lp->st->pooled && defer_if_busy(lp, m)) {
+        } else if (defer_if_away(lp, m)) {
             /* Its worker owns the channel: sent when the worker is done. */
             m = next;
             continue;
@@ -989,13 +1198,16 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
         tc__chan_set_sent(c, taken);
         return r;
     }
-    if (pthread_equal(pthread_self(), ec->loop->tid) && !is_busy(ec)) {
-        size_t taken;
-        ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
-        tc__chan_set_sent(c, taken);
-        if (r >= 0 && !ec->closed && tc__chan_pending(c) && !(ec->interest & TC__POLL_OUT))
-            set_interest(ec);
-        return r;
+    if (pthread_equal(pthread_self(), ec->loop->tid) && !ec->closed) {
+        int was_away = ec->away;
+        if (claim(ec, NULL)) { /* the loop has it (or took it back from the ready set) */
+            size_t taken;
+            ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
+            tc__chan_set_sent(c, taken);
+            if (was_away || (r >= 0 && tc__chan_pending(c) && !(ec->interest & TC__POLL_OUT)))
+                set_interest(ec); /* taken back: it must go back too */
+            return r;
+        }
     }
     /* Another thread: copy the bytes into the loop's mailbox, within bounds
      * (a queue that is never read must not grow without end). All or none. */
@@ -1028,12 +1240,22 @@ static int ev_shutdown_write(tc_conn *c)
     struct evconn *ec = c->drv_data;
     /* The loop thread, or the worker that owns the connection now (the loop
      * reads shut_wr when it takes it back). */
-    if (tl_job != ec && !pthread_equal(pthread_self(), ec->loop->tid))
-        return -EPERM;
+    int taken_back = 0;
+    if (tl_job != ec) {
+        if (!pthread_equal(pthread_self(), ec->loop->tid))
+            return -EPERM;
+        taken_back = ec->away;
+        if (!claim(ec, NULL))
+            return -EAGAIN; /* pool mode: a worker has it now */
+    }
+    int rc = 0;
     if (tc__chan_pending(c) == 0)
-        return tc__sock_shutdown_how(c->fd, SHUT_WR);
-    ec->shut_wr = 1;
-    return 0;
+        rc = tc__sock_shutdown_how(c->fd, SHUT_WR);
+    else
+        ec->shut_wr = 1;
+    if (taken_back)
+        set_interest(ec);
+    return rc;
 }
 
 static int ev_set_timer(tc_conn *c, int delay_ms, int interval_ms)
@@ -1094,17 +1316,22 @@ static void fire_timers(struct loop *lp)
              * a reply is still going out (the peer may be reading it
              * slowly), as the other modes wait for the next message only
              * after flushing: look again a timeout later, by when the clock
-             * will have restarted (a worker that lets go restarts it
-             * without the loop). */
-            if (is_busy(ec) || ec->waiting || tc__chan_pending(ec->conn) > 0) {
+             * will have restarted (a worker that parks it restarts it
+             * without the loop). A parked one is taken back to look. */
+            int was_away = ec->away;
+            if (!claim(ec, NULL) || ec->waiting || tc__chan_pending(ec->conn) > 0) {
                 const tc_server_config *cfg = &lp->srv->cfg;
                 int ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : cfg->conn_timeout_ms;
                 (void)tc__theap_schedule(&lp->timers, t, now + (int64_t)ms * TC_NS_PER_MS);
+                if (was_away && !ec->away)
+                    set_interest(ec); /* taken back: it goes back */
                 continue;
             }
             int64_t due = idle_due(ec);
             if (due > now) { /* moved on meanwhile: a frame completed, say */
                 (void)tc__theap_schedule(&lp->timers, t, due);
+                if (was_away)
+                    set_interest(ec);
                 continue;
             }
             /* Silence inside a frame is an error; between frames it is not. */
@@ -1114,7 +1341,7 @@ static void fire_timers(struct loop *lp)
         if (ec->interval_ms > 0)
             (void)tc__theap_schedule(&lp->timers, t,
                                      t->when + (int64_t)ec->interval_ms * TC_NS_PER_MS);
-        if (lp->st->pooled && flag_if_busy(ec, &ec->timer_due))
+        if (!claim(ec, &ec->timer_due))
             continue; /* on_timer runs when the worker is done */
         int rc = tc__session_timer(ec->s);
         if (rc < 0)
@@ -1194,34 +1421,38 @@ static void start_drain(struct loop *lp)
     update_listener(lp);
 }
 
-/* If a worker has ec and cut is set, shut its socket, so that its sends
- * fail at once, and have it handed back rather than let go: 1 if a worker
- * has it (the loop closes it once it is handed back). */
-static int cut_if_busy(struct evconn *ec, int cut)
+/* Take ec back if the loop let it go and no worker has it: 0 (the loop
+ * has it), or 1 when a worker does; then, if cut is set, its socket is shut
+ * so that its sends fail at once, and it will be handed back rather than
+ * parked (the loop closes it then). */
+static int cut_if_away(struct evconn *ec, int cut)
 {
-    struct loop *lp = ec->loop;
-    if (!lp->st->pooled)
+    if (!ec->away)
         return 0;
+    struct loop *lp = ec->loop;
     pthread_mutex_lock(&lp->mu);
-    int busy = atomic_load_explicit(&ec->busy, memory_order_relaxed);
-    if (busy && cut && !ec->drain_cut) {
+    int theirs = slot_take(lp->st, slot_token(lp->st, ec)) == NULL;
+    if (!theirs)
+        ec->away = 0;
+    else if (cut && !ec->drain_cut) {
         ec->drain_cut = 1;
         tc__sock_shutdown(ec->conn->fd);
     }
     pthread_mutex_unlock(&lp->mu);
-    return busy;
+    return theirs;
 }
 
 /* While draining: close what is idle; at the deadline, close everything. */
 static void drain_sweep(struct loop *lp)
 {
     int late = tc__now_ns() >= lp->drain_deadline;
-    /* What outlives the deadline is busy in a worker, and the loop wakes
-     * when the worker hands it back. */
+    /* What outlives the deadline is with a worker, and the loop wakes when
+     * the worker hands it back. */
     lp->drain_past = late;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next;
-        if (cut_if_busy(ec, late))
+        int was_away = ec->away;
+        if (cut_if_away(ec, late))
             continue; /* its worker finishes the message first */
         tc_conn *c = ec->conn;
         /* A frame (or a stream connection's first bytes) waiting for a
@@ -1229,6 +1460,8 @@ static void drain_sweep(struct loop *lp)
         int idle = c->rlen == 0 && tc__chan_pending(c) == 0 && !ec->waiting;
         if (idle || late)
             ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
+        else if (was_away)
+            set_interest(ec); /* taken back to look: it goes back */
     }
 }
 
@@ -1252,37 +1485,9 @@ static int next_timeout_ms(struct loop *lp)
     return tc__ms_until(when);
 }
 
-/* An event for a connection in pool mode. */
-static void pool_event(struct loop *lp, struct evconn *ec, unsigned events)
-{
-    /* One-shot: the event disarmed it. A worker that armed it may still be
-     * letting go: it does so holding lp->mu. */
-    if (is_busy(ec)) {
-        pthread_mutex_lock(&lp->mu);
-        pthread_mutex_unlock(&lp->mu);
-        if (is_busy(ec))
-            return; /* cannot be: it is armed only by whoever lets go */
-    }
-    ec->interest = 0;
-    if (gone(ec) || ec->unwatched)
-        return;
-    unsigned handouts = lp->handouts;
-    if (events & TC__POLL_OUT)
-        on_writable(ec); /* may hand it to a worker */
-    if (lp->handouts != handouts)
-        return; /* the worker's now: not even a look */
-    if (!gone(ec) && !ec->unwatched && (events & TC__POLL_IN))
-        on_readable(ec);
-    /* Still the loop's and disarmed (a PROXY header in part, a receive that
-     * found nothing): arm it again. */
-    if (lp->handouts == handouts && !gone(ec) && !ec->unwatched && ec->interest == 0)
-        set_interest(ec);
-}
-
 static void run_loop(struct loop *lp)
 {
     tc_server *srv = lp->srv;
-    const int pooled = lp->st->pooled;
     tc__pevent ev[TC__POLL_BATCH];
     for (;;) {
         int timeout = next_timeout_ms(lp);
@@ -1309,15 +1514,16 @@ static void run_loop(struct loop *lp)
                     start_drain(lp);
             } else if (p == &tag_mail) {
                 read_mail(lp);
-            } else if (pooled) {
-                pool_event(lp, p, ev[i].events);
             } else {
+                /* In pool mode a connection may have left for the ready
+                 * set or a worker earlier in the batch (away): its event
+                 * is stale, and the record no longer the loop's to read. */
                 struct evconn *ec = p;
-                if (gone(ec) || ec->unwatched)
+                if (gone(ec) || ec->away || ec->unwatched)
                     continue;
                 if (ev[i].events & TC__POLL_OUT)
-                    on_writable(ec);
-                if (!gone(ec) && !ec->unwatched && (ev[i].events & TC__POLL_IN))
+                    on_writable(ec); /* may park it or hand it out */
+                if (!gone(ec) && !ec->away && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
             }
         }
@@ -1345,7 +1551,7 @@ static void run_loop(struct loop *lp)
         int busy = 0;
         for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
             next = ec->next;
-            if (!cut_if_busy(ec, 1)) {
+            if (!cut_if_away(ec, 1)) {
                 ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
                 continue;
             }
@@ -1418,6 +1624,12 @@ static void free_loops(struct state *st)
         tc__theap_free(&lp->timers);
         free(lp->scratch);
     }
+    tc__poller_destroy(st->ready);
+    if (st->chunks) {
+        for (uint32_t i = 0; i < PSLOT_CHUNKS; i++)
+            free(atomic_load_explicit(&st->chunks[i], memory_order_relaxed));
+        free((void *)st->chunks);
+    }
     free(st->loops);
     free(st);
 }
@@ -1428,6 +1640,7 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
     if (!st)
         return -ENOMEM;
     st->nloops = nloops;
+    st->slot_free = PSLOT_NONE;
     if (d) {
         st->pooled = 1;
         st->dispatch = *d;
@@ -1438,6 +1651,20 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
         return -ENOMEM;
     }
     int rc = 0;
+    if (d && nloops != 1) {
+        rc = -EINVAL; /* the slots are one loop's */
+    } else if (d) {
+        /* The ready set, and the pool's wake-ups in it: edge-triggered, one
+         * worker per write. */
+        st->chunks = calloc(PSLOT_CHUNKS, sizeof *st->chunks);
+        if (!st->chunks)
+            rc = -ENOMEM;
+        if (rc == 0)
+            rc = tc__poller_create(&st->ready);
+        if (rc == 0)
+            rc = tc__poller_set_token(st->ready, 1, d->wakefd, TC__POLL_IN | TC__POLL_EDGE,
+                                      WAKE_TOKEN);
+    }
     for (int i = 0; i < st->nloops; i++) {
         struct loop *lp = &st->loops[i];
         lp->srv = srv;
@@ -1448,6 +1675,7 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
         lp->waiting_tail = &lp->waiting;
         pthread_mutex_init(&lp->mu, NULL);
         atomic_init(&lp->draining, 0);
+        lp->mailfd = -1;
         if (rc == 0)
             rc = tc__poller_create(&lp->poller);
         if (rc == 0)

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* Pool mode: a fixed set of worker threads, fed by an event loop that holds
+/* Pool mode: a fixed set of worker threads and an event loop that holds
  * the connections. A message-style connection costs no thread while it is
- * idle: each complete message is handed, with its connection, to a worker
- * (one message of a connection at a time, so its order holds), and the loop
- * takes the connection back when on_message returns. A stream-style
- * connection gets a worker for the rest of its life once its first bytes
- * arrive, so clients that connect and say nothing cost no worker. The queue
- * of work is bounded: when it is full the loop stops reading the
- * connections that have a message ready, and the kernel's buffers hold the
- * rest (backpressure). */
+ * idle: it waits in the loops' ready set, which the idle workers wait on
+ * themselves (tc__loops_wait); the worker that takes it serves its input
+ * (one worker at a time per connection, so its order holds). A
+ * stream-style connection gets a worker for the rest of its life once its
+ * first bytes arrive, through the queue, so clients that connect and say
+ * nothing cost no worker. The queue of work the loop hands over is bounded:
+ * when it is full the loop stops reading those connections, and the
+ * kernel's buffers hold the rest (backpressure); so does the ready set,
+ * whose connections wait for a worker in the kernel. */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -23,13 +24,15 @@ struct slot {
     struct state *st;
     pthread_t tid;
     tc__job *cur;         /* the job the worker runs, if any */
+    int counted;          /* cur came from the queue (counted in busy) */
     unsigned char *scratch; /* lent to each job it runs (TC__JOB_SCRATCH bytes) */
 };
 
 struct state {
     tc_server *srv;
     pthread_mutex_t mu;
-    pthread_cond_t work;  /* a job was queued, or quit was set */
+    int wakefd;           /* eventfd: a job was queued, or quit was set (one
+                           * worker wakes per write, in tc__loops_wait) */
     pthread_cond_t idle;  /* the queue is empty and no worker is busy */
     pthread_attr_t attr;  /* the workers' (stack size) */
     struct slot *slots;
@@ -58,11 +61,12 @@ static int submit(void *pool, tc__job *job)
         *st->tail = job;
         st->tail = &job->next;
         st->count++;
-        pthread_cond_signal(&st->work);
     } else {
         st->refused = 1;
     }
     pthread_mutex_unlock(&st->mu);
+    if (!full)
+        tc__wake(st->wakefd);
     return full ? -EAGAIN : 0;
 }
 
@@ -79,7 +83,7 @@ static void worker_lost(void *arg)
     if (tl_freed_server)
         return;
     pthread_mutex_lock(&st->mu);
-    if (--st->busy == 0 && st->count == 0)
+    if (sl->counted && --st->busy == 0 && st->count == 0)
         pthread_cond_broadcast(&st->idle);
     /* Nobody will join this thread: the slot gets the new one's handle. */
     pthread_detach(pthread_self());
@@ -103,16 +107,38 @@ static void run_guarded(struct slot *sl)
     pthread_cleanup_pop(0);
 }
 
+/* Run a connection the ready set gave this worker: not counted in busy
+ * (pool_wait is for what ends sessions in workers; this hands the
+ * connection back to the loop, or parks it). */
+static void run_ready(struct slot *sl, tc__job *job)
+{
+    sl->cur = job;
+    sl->counted = 0;
+    job->scratch = sl->scratch;
+    job->scratch_len = TC__JOB_SCRATCH;
+    run_guarded(sl);
+    sl->cur = NULL;
+}
+
 static void *worker_main(void *arg)
 {
     struct slot *sl = arg;
     struct state *st = sl->st;
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        while (st->count == 0 && !st->quit)
-            pthread_cond_wait(&st->work, &st->mu);
-        if (st->count == 0)
-            break; /* quit, and nothing left to run */
+        if (st->count == 0) {
+            if (st->quit)
+                break; /* and nothing left to run */
+            pthread_mutex_unlock(&st->mu);
+            int woken = 0;
+            tc__job *job = tc__loops_wait(st->srv, &woken);
+            if (job)
+                run_ready(sl, job);
+            else if (woken)
+                tc__wake_drain(st->wakefd); /* every write woke one worker already */
+            pthread_mutex_lock(&st->mu);
+            continue;
+        }
         tc__job *job = st->head;
         st->head = job->next;
         if (!st->head)
@@ -120,11 +146,15 @@ static void *worker_main(void *arg)
         st->count--;
         st->busy++;
         sl->cur = job;
+        sl->counted = 1;
         job->scratch = sl->scratch;
         job->scratch_len = TC__JOB_SCRATCH;
         int room = st->refused;
         st->refused = 0;
+        int more = st->count > 0;
         pthread_mutex_unlock(&st->mu);
+        if (more) /* pass it on: another worker takes the next job */
+            tc__wake(st->wakefd);
         if (room) /* the job's session holds the server: the loops are there */
             tc__loops_room(st->srv);
         run_guarded(sl); /* the job may end a session, and that may free the server */
@@ -136,6 +166,7 @@ static void *worker_main(void *arg)
             pthread_cond_broadcast(&st->idle);
     }
     pthread_mutex_unlock(&st->mu);
+    tc__wake(st->wakefd); /* quit: wake the next worker, which does the same */
     return NULL;
 }
 
@@ -147,7 +178,7 @@ static void quit_workers(struct state *st)
 {
     pthread_mutex_lock(&st->mu);
     st->quit = 1;
-    pthread_cond_broadcast(&st->work);
+    tc__wake(st->wakefd); /* each worker that quits wakes the next */
     pthread_mutex_unlock(&st->mu);
     pthread_t self = pthread_self();
     for (int i = 0; i < st->nworkers; i++) {
@@ -169,7 +200,7 @@ static void quit_workers(struct state *st)
 
 static void free_state(struct state *st)
 {
-    pthread_cond_destroy(&st->work);
+    tc__close(st->wakefd);
     pthread_cond_destroy(&st->idle);
     pthread_mutex_destroy(&st->mu);
     pthread_attr_destroy(&st->attr);
@@ -205,6 +236,9 @@ static int pool_start(tc_server *srv)
     if (rc == 0 && (rc = pthread_attr_init(&st->attr)) == 0 &&
         (rc = pthread_attr_setstacksize(&st->attr, srv->cfg.thread_stack_size)) != 0)
         pthread_attr_destroy(&st->attr);
+    st->wakefd = -1;
+    if (rc == 0 && (rc = -tc__wake_open(&st->wakefd)) != 0)
+        pthread_attr_destroy(&st->attr);
     if (rc != 0) {
         for (int i = 0; st->slots && i < st->nslots; i++)
             free(st->slots[i].scratch);
@@ -213,8 +247,13 @@ static int pool_start(tc_server *srv)
         return -rc;
     }
     pthread_mutex_init(&st->mu, NULL);
-    tc__cond_init(&st->work);
     tc__cond_init(&st->idle);
+    /* The loop first: the workers wait on its ready set from the start. */
+    tc__dispatch d = {.submit = submit, .pool = st, .wakefd = st->wakefd};
+    if ((rc = tc__loops_start(srv, 1, &d)) < 0) {
+        free_state(st);
+        return rc;
+    }
     for (; st->nworkers < workers; st->nworkers++) {
         struct slot *sl = &st->slots[st->nworkers];
         sl->st = st;
@@ -231,15 +270,11 @@ static int pool_start(tc_server *srv)
         tc__log_detail(srv, "pool: cannot start worker %d of %d: %s", st->nworkers + 1, workers,
                        tc_strerror(-rc));
         quit_workers(st);
+        tc__loops_stop(srv);
         free_state(st);
         return -rc;
     }
-    tc__dispatch d = {.submit = submit, .pool = st};
-    if ((rc = tc__loops_start(srv, 1, &d)) < 0) {
-        quit_workers(st);
-        free_state(st);
-    }
-    return rc;
+    return 0;
 }
 
 static int pool_process_request(tc_server *srv, tc__session *s)

@@ -22,6 +22,8 @@ static uint32_t to_epoll(unsigned events)
         e |= EPOLLOUT;
     if (events & TC__POLL_ONESHOT)
         e |= EPOLLONESHOT;
+    if (events & TC__POLL_EDGE)
+        e |= EPOLLET;
     return e;
 }
 
@@ -74,6 +76,35 @@ int tc__poller_del(tc__poller *p, int fd)
     return ctl(p, EPOLL_CTL_DEL, fd, 0, NULL);
 }
 
+int tc__poller_set_token(tc__poller *p, int add, int fd, unsigned events, uint64_t token)
+{
+    struct epoll_event ev = {.events = to_epoll(events), .data.u64 = token};
+    return epoll_ctl(p->epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static unsigned from_epoll(uint32_t events)
+{
+    unsigned e = 0;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        e |= TC__POLL_IN;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        e |= TC__POLL_OUT;
+    return e;
+}
+
+int tc__poller_wait_token(tc__poller *p, uint64_t *token, unsigned *events, int timeout_ms)
+{
+    struct epoll_event ev;
+    int n = epoll_wait(p->epfd, &ev, 1, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    if (n == 1) {
+        *token = ev.data.u64;
+        *events = from_epoll(ev.events);
+    }
+    return n;
+}
+
 int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms)
 {
     struct epoll_event ev[TC__POLL_BATCH];
@@ -83,13 +114,8 @@ int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms)
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < n; i++) {
-        unsigned e = 0;
-        if (ev[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-            e |= TC__POLL_IN;
-        if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-            e |= TC__POLL_OUT;
         out[i].ptr = ev[i].data.ptr;
-        out[i].events = e;
+        out[i].events = from_epoll(ev[i].events);
     }
     return n;
 }

@@ -82,21 +82,22 @@ extern "C" {
  * joined by tc_server_destroy(), run the handlers that may block:
  * - **Message style**: setup, on_open, on_close, finish and on_timer run in
  *   the loop thread, on_message in a worker. An idle connection costs no
- *   thread. Each complete frame is handed, with its connection, to a worker;
- *   a connection has at most one message in flight, so its messages are
- *   handled in order. The worker's replies go straight to the socket
- *   (never blocking: what the socket does not take is queued, and the loop
- *   sends it); the channel cannot be read there (-ENOTSUP), as in event
- *   mode. Messages waiting for a worker queue in
- *   @ref tc_server_config::queue_len places; when the queue is full the
- *   loop stops reading the connections whose next message is ready, and
- *   they wait, unread (backpressure: nothing is dropped). Above 1 MiB of
- *   queued output a connection is not read until it drains, as in event
- *   mode.
+ *   thread: it waits in an epoll set that the idle workers wait on
+ *   themselves, and the worker that takes a ready connection receives and
+ *   runs on_message on each complete frame; a connection is with one worker
+ *   at a time, so its messages are handled in order. The worker's replies
+ *   go straight to the socket (never blocking: what the socket does not
+ *   take is queued, and the loop sends it); the channel cannot be read
+ *   there (-ENOTSUP), as in event mode. With every worker busy, ready
+ *   connections wait, unread, in the kernel (backpressure: nothing is
+ *   dropped). Above 1 MiB of queued output a connection is not read until
+ *   it drains, as in event mode.
  * - **Stream style**: a connection waits on the loop, costing no thread,
  *   until its first bytes arrive; then a worker takes it for the rest of its
  *   life (setup, handle, finish, with blocking reads, as in threading mode).
- *   Connections with something to say wait for a worker in the same queue.
+ *   Connections with something to say wait for a worker in a queue of
+ *   @ref tc_server_config::queue_len places; when it is full the loop stops
+ *   reading them, and they wait, unread.
  *
  * Connections are not bounded by the workers: @ref tc_server_config::max_conns
  * is the limit, as in threading mode. The idle clock starts at the accept:
@@ -330,7 +331,7 @@ typedef enum tc_proxy_mode {
  * | idle_timeout_ms (between messages) | 300 000 ms (TC_DEFAULT_IDLE_TIMEOUT_MS) | negative |
  * | conn_timeout_ms (each read, write, flush) | 300 000 ms (TC_DEFAULT_CONN_TIMEOUT_MS) | negative |
  * | max_conns (live connections)   | 4096 (TC_DEFAULT_MAX_CONNS); forking: 40 | negative |
- * | queue_len (pool: work waiting for a worker) | the number of workers   | no such value |
+ * | queue_len (pool: work the loop hands over) | the number of workers | no such value |
  * | proxy_timeout_ms (PROXY header) | 5000 ms                       | no such value |
  * | drain_timeout_ms (shutdown)    | 5000 ms                        | negative = do not wait |
  * | backlog (listen queue)         | SOMAXCONN                      | no such value |
@@ -393,10 +394,12 @@ typedef struct tc_server_config {
     int max_conns;
     /** @brief Pool: worker threads; event: loop threads. 0 = the number of CPUs. */
     int workers;
-    /** @brief Pool: messages (and stream connections that spoke) waiting for a
-     *         worker, at most; when the queue is full the loop stops reading
-     *         the connections with a message ready (see tc_mode). 0 = the
-     *         number of workers. */
+    /** @brief Pool: the work the loop hands to the workers itself (stream
+     *         connections that spoke, frames left buffered after a pause)
+     *         waiting for a worker, at most; when the queue is full the loop
+     *         stops reading those connections (see tc_mode). Connections the
+     *         workers take from the epoll set they wait on need no place.
+     *         0 = the number of workers. */
     int queue_len;
     /** @brief After tc_server_shutdown(), how long serve_forever lets open
      *         connections finish before shutting down their sockets, in ms;
