@@ -160,7 +160,7 @@ def configs(args):
                               limit_flag="--max-conns", mode=mode))
     peer = lambda b: os.path.join(BUILD, b)
     out.append(Config(FLOOR, [peer("epoll_floor")], "peer"))
-    # What any pool that parks connections on a loop pays: the hand-off to a worker.
+    # The least a pool of threads over one epoll set can do: pool mode's reference.
     out.append(Config("pool floor", [peer("pool_floor"), "--workers", "16"], "peer"))
     out.append(Config("libevent", [peer("libevent_echo")], "peer"))
     out.append(Config("libuv", [peer("libuv_echo")], "peer"))

@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* pool_floor: the least a multiplexing pool can do, as the pool mode's floor.
- * One epoll thread parks every connection (EPOLLONESHOT) and accepts; a
- * ready connection goes through a bounded queue (mutex + condition) to one
- * of N worker threads, which receives, echoes with a blocking send and arms
- * the descriptor again itself. No timers, no limits, no frames: what is left
- * is the hand-off, which a thread-per-connection server (thread_floor) does
- * not pay and an epoll server (epoll_floor) does not either.
+/* pool_floor: the least a pool of threads over one epoll set can do, as
+ * the pool mode's floor. N worker threads wait on the same epoll set, in
+ * which every connection (and the listener) is registered EPOLLONESHOT: the
+ * kernel gives each ready descriptor to one waiting worker, which receives,
+ * echoes with a blocking send and arms the descriptor again. No loop
+ * thread, no timers, no limits, no frames.
  *
  *   pool_floor [--listen HOST:PORT] [--workers N]   (default 16) */
 #define _GNU_SOURCE
@@ -13,7 +12,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,19 +21,14 @@
 
 #include "peer_common.h"
 
-#define QUEUE_CAP 4096
 #define BUF_SIZE (64 * 1024)
 
-static int ep;
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t work = PTHREAD_COND_INITIALIZER;
-static int queue[QUEUE_CAP];
-static unsigned qhead, qlen;
+static int ep, lfd;
 
-static void arm(int fd)
+static void arm(int fd, int add)
 {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.fd = fd};
-    epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+    epoll_ctl(ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
 }
 
 /* Everything of buf out, waiting for room with poll (a slow reader). */
@@ -62,24 +55,30 @@ static void *worker(void *arg)
 {
     (void)arg;
     char *buf = malloc(BUF_SIZE);
+    if (!buf)
+        return NULL;
     for (;;) {
-        pthread_mutex_lock(&mu);
-        while (qlen == 0)
-            pthread_cond_wait(&work, &mu);
-        int fd = queue[qhead];
-        qhead = (qhead + 1) % QUEUE_CAP;
-        qlen--;
-        pthread_mutex_unlock(&mu);
+        struct epoll_event ev;
+        if (epoll_wait(ep, &ev, 1, -1) != 1)
+            continue;
+        int fd = ev.data.fd;
+        if (fd == lfd) {
+            int c;
+            while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
+                arm(c, 1);
+            arm(lfd, 0);
+            continue;
+        }
         ssize_t n = recv(fd, buf, BUF_SIZE, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            arm(fd);
+            arm(fd, 0);
             continue;
         }
         if (n <= 0 || send_all(fd, buf, (size_t)n) < 0) {
             close(fd); /* leaves the epoll set with it */
             continue;
         }
-        arm(fd);
+        arm(fd, 0);
     }
     return NULL;
 }
@@ -103,12 +102,10 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    int lfd = peer_listen(addr);
-    if (lfd < 0)
+    if ((lfd = peer_listen(addr)) < 0)
         return 1;
     ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event lev = {.events = EPOLLIN, .data.fd = lfd};
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
+    arm(lfd, 1);
     for (int i = 0; i < nworkers; i++) {
         pthread_t t;
         if (pthread_create(&t, NULL, worker, NULL) != 0) {
@@ -118,29 +115,6 @@ int main(int argc, char **argv)
         pthread_detach(t);
     }
     peer_announce(lfd);
-    struct epoll_event evs[256];
-    for (;;) { /* SIGTERM's default action ends it */
-        int n = epoll_wait(ep, evs, 256, -1);
-        for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == lfd) {
-                int c;
-                while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-                    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
-                                             .data.fd = c};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
-                }
-                continue;
-            }
-            pthread_mutex_lock(&mu);
-            if (qlen < QUEUE_CAP) {
-                queue[(qhead + qlen) % QUEUE_CAP] = fd;
-                qlen++;
-                pthread_cond_signal(&work);
-            } else {
-                arm(fd); /* full: look again later (the floor never fills it) */
-            }
-            pthread_mutex_unlock(&mu);
-        }
-    }
+    for (;;) /* SIGTERM's default action ends it */
+        pause();
 }
