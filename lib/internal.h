@@ -391,6 +391,10 @@ struct tc_conn {
     int timeout_ms;    /* per-operation timeout; <= 0 = none */
     int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
     tc_codec codec;
+    /* A protocol spoken over the channel (a WebSocket), or NULL: its table
+     * and state (see tc__proto). */
+    const struct tc__proto *proto;
+    void *proto_data;
 
     /* read side: data is rbuf[roff, roff + rlen); the last view covers the
      * first rview bytes of it, consumed at the start of the next read call */
@@ -403,6 +407,7 @@ struct tc_conn {
     int rerr;          /* sticky: the read side is broken with this code */
     int rpend;         /* an error that came behind buffered bytes: reported after them */
     int rborrowed;     /* rbuf is the event loop's scratch buffer, not ours */
+    uint64_t rtaken;   /* bytes consumed from the front of the buffer so far */
 
     /* write side: pending data is wbuf[woff, wlen) */
     unsigned char *wbuf;
@@ -461,6 +466,11 @@ int tc__chan_keep(tc_conn *c);
  * complete (then consumed: TC__PROXY_DONE), TC__PROXY_NONE, TC_EPROXY
  * (h->why), or TC_EOF (the stream ended before any byte). */
 int tc__chan_proxy(tc_conn *c, tc__proxy_hdr *h);
+/* Drop n buffered bytes from the front (consumed by a protocol step). */
+void tc__chan_take(tc_conn *c, size_t n);
+/* Append n bytes to the write queue (sent with the next flush or send):
+ * 0 or -ENOMEM. */
+int tc__chan_queue(tc_conn *c, const void *p, size_t n);
 /* Bytes queued for sending. */
 size_t tc__chan_pending(const tc_conn *c);
 /* Room for n more bytes in the write buffer. 0 or -ENOMEM. */
@@ -495,6 +505,38 @@ void tc__conn_flush_quiet(tc_conn *c);
  * tc__chan_proxy, never TC__PROXY_MORE; -ETIMEDOUT (c->rlen tells whether
  * anything came) or a socket error. */
 int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h);
+
+/* ---- protocols: what a channel speaks over its bytes (ws.c) --------------- */
+
+/* A protocol with its own framing and an opening step (the WebSocket
+ * handshake). The server hands it to each accepted channel; chan.c and
+ * conn.c consult the channel's table where a codec would do the work
+ * (frames, tc_conn_send), and the session runs its opening step before
+ * setup, in every mode. */
+typedef struct tc__proto {
+    const char *name;
+    /* Copy and check the server's settings: 0 or TC_EBADCONFIG (detail logged), -ENOMEM. */
+    int (*configure)(tc_server *srv, void **out);
+    void (*unconfigure)(void *cfg);
+    /* Give an accepted channel its state (c->proto, c->proto_data): 0 or -ENOMEM. */
+    int (*attach)(tc_conn *c, const void *cfg);
+    /* Free the channel's state (from tc__chan_free). */
+    void (*detach)(tc_conn *c);
+    /* The opening step over what is buffered, without waiting: 1 done (the
+     * handler may open), 0 more bytes needed, TC_EOF to end quietly, or an
+     * error to report; a response may be queued for the peer in any case. */
+    int (*open)(tc_conn *c);
+    /* The longest wait for the opening step, in ms. */
+    int (*open_timeout_ms)(const tc_conn *c);
+    /* As tc__chan_frame: the next message (1), 0 need more, or an error. */
+    int (*frame)(tc_conn *c, const void **msg, size_t *len);
+    /* tc_conn_send on the channel: len or an error. */
+    ssize_t (*send)(tc_conn *c, const void *buf, size_t len);
+    /* The most the read buffer needs to hold (tc__chan_frame_limit). */
+    size_t (*limit)(const tc_conn *c);
+} tc__proto;
+
+extern const tc__proto tc__proto_ws;
 
 /* ---- drivers: how a channel waits and sends ----------------------------- */
 
@@ -565,6 +607,10 @@ int tc__session_proxy(tc__session *s, int rc, const tc__proxy_hdr *h);
 int tc__session_proxy_precheck(tc__session *s);
 /* setup, then (message style) on_open: 0, or the refusal, reported. */
 int tc__session_open(tc__session *s);
+/* The channel's protocol's opening step (the WebSocket handshake) over what
+ * is buffered: 1 done, 0 more bytes needed, or the session ends (TC_EOF
+ * quietly, another code reported; a response may be queued). */
+int tc__session_upgrade(tc__session *s);
 /* on_message: its answer. */
 int tc__session_message(tc__session *s, const void *msg, size_t len);
 /* on_timer: its answer. */
@@ -731,6 +777,9 @@ struct tc_server {
 
     atomic_uint active, peak;
     atomic_ullong accepted, refused, errors;
+
+    const tc__proto *proto;   /* what every channel speaks (cfg.ws), or NULL */
+    void *proto_cfg;          /* its settings, as proto->configure copied them */
 
     char *proxy_trusted_text; /* owned copy of cfg.proxy_trusted */
     tc__cidr *proxy_trusted;  /* the parsed list ... */

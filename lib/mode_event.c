@@ -68,6 +68,7 @@ struct evconn {
     int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
     int closed;          /* ended: the record waits on the dead list */
     int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
+    int upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
     /* Bytes other threads sent that the loop has not taken yet, and the
      * output queue as the loop last saw it: a foreign send is refused
      * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
@@ -144,6 +145,8 @@ static int64_t idle_due(const struct evconn *ec)
         if (f < due)
             due = f;
     }
+    if (ec->conn->deadline < due)
+        due = ec->conn->deadline; /* the channel's own (a WebSocket closing) */
     return due;
 }
 
@@ -639,6 +642,7 @@ static void process_input(struct evconn *ec)
 }
 
 static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr);
+static void upgrade_step(struct evconn *ec);
 
 static void on_readable(struct evconn *ec)
 {
@@ -664,8 +668,14 @@ static void on_readable(struct evconn *ec)
         proxy_done(ec, rc, &hdr);
         return;
     }
+    if (ec->upgrade_wait) {
+        upgrade_step(ec);
+        return;
+    }
     restart_idle(ec);
     process_input(ec);
+    if (!ec->closed && ec->conn->deadline != TC__NO_DEADLINE)
+        schedule_idle(ec); /* process_input may have set it (a WebSocket closing) */
 }
 
 static void on_writable(struct evconn *ec)
@@ -701,6 +711,15 @@ static void ev_start(struct evconn *ec)
             (void)dispatch_stream(ec);
         return;
     }
+    if (ec->conn->proto && !ec->upgraded) {
+        /* The protocol's opening step first, within its timeout. */
+        ec->upgrade_wait = 1;
+        (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t,
+                                 tc__deadline_ms(ec->conn->proto->open_timeout_ms(ec->conn)));
+        if (ec->conn->rlen > 0) /* bytes came behind a PROXY header */
+            upgrade_step(ec);
+        return;
+    }
     if (tc__session_open(ec->s) < 0) {
         ev_close(ec, 0, TC__REPORT_NO); /* reported; finish if setup ran */
         return;
@@ -726,6 +745,27 @@ static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr)
     int stream = ec->stream;
     ev_start(ec);
     if (!stream && !ec->closed)
+        process_input(ec);
+}
+
+/* The opening step over what came; once done, the handler starts and the
+ * bytes after the request are its first input. */
+static void upgrade_step(struct evconn *ec)
+{
+    int rc = tc__session_upgrade(ec->s);
+    if (rc == 0) {
+        (void)tc__chan_settle(ec->conn); /* the scratch buffer is shared */
+        return;
+    }
+    tc__theap_cancel(&ec->loop->timers, &ec->idle.t);
+    ec->upgrade_wait = 0;
+    if (rc < 0) {
+        ev_close_after_flush(ec, rc, TC__REPORT_NO); /* its response goes out first */
+        return;
+    }
+    ec->upgraded = 1;
+    ev_start(ec);
+    if (!ec->closed)
         process_input(ec);
 }
 
@@ -924,6 +964,10 @@ static void fire_timers(struct loop *lp)
         if (et->kind == TIMER_IDLE && ec->proxy_wait) {
             tc__proxy_hdr hdr = {.why = "no complete header in time"};
             proxy_done(ec, -ETIMEDOUT, &hdr);
+            continue;
+        }
+        if (et->kind == TIMER_IDLE && ec->upgrade_wait) {
+            ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* no request in time */
             continue;
         }
         if (et->kind == TIMER_IDLE && ec->stream) {

@@ -115,6 +115,37 @@ int tc__session_open(tc__session *s)
     return 0;
 }
 
+/* ---- the protocol's opening step --------------------------------------------- */
+
+int tc__session_upgrade(tc__session *s)
+{
+    int rc = s->conn->proto->open(s->conn);
+    if (rc < 0 && rc != TC_EOF)
+        tc__report(s->srv, s->conn, rc);
+    return rc;
+}
+
+/* Blocking: the opening step until done, within its timeout. 0 to go on,
+ * or the session ends (its response flushed). */
+static int upgrade(tc__session *s)
+{
+    tc_conn *c = s->conn;
+    int64_t deadline = tc__deadline_ms(c->proto->open_timeout_ms(c));
+    for (;;) {
+        int rc = tc__session_upgrade(s);
+        if (rc == 1)
+            return 0;
+        if (rc < 0) {
+            tc__conn_flush_quiet(c);
+            return rc;
+        }
+        /* A client that never asks, or leaves, ends quietly. */
+        ssize_t r = c->drv->fill(c, deadline, tc__chan_frame_limit(c));
+        if (r < 0 && r != TC_EOF)
+            return (int)r;
+    }
+}
+
 /* ---- messages ----------------------------------------------------------- */
 
 int tc__session_message(tc__session *s, const void *msg, size_t len)
@@ -234,6 +265,8 @@ static void pump(tc__session *s)
         }
         if (c->rlen == 0) {
             if ((rc = wait_message(s)) < 0) {
+                if (rc == TC_EOF && c->proto)
+                    continue; /* its protocol has the last word (a WebSocket that failed) */
                 reason = rc;
                 report = TC__REPORT_AUTO;
                 break;
@@ -273,6 +306,10 @@ static void run(tc__session *s)
             s->closed = 1; /* nothing of the handler ran */
             return;
         }
+    }
+    if (s->conn->proto && upgrade(s) != 0) {
+        s->closed = 1; /* nothing of the handler ran */
+        return;
     }
     if (tc__session_open(s) < 0) {
         tc__session_close(s, 0, TC__REPORT_NO); /* reported; finish if setup ran */
