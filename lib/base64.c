@@ -22,7 +22,10 @@ size_t tc__base64_encode(const void *data, size_t len, char *out)
         uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
         out[o++] = alphabet[v >> 18];
         out[o++] = alphabet[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
+        if (i + 1 < len)
+            out[o++] = alphabet[(v >> 6) & 63];
+        else
+            out[o++] = '=';
         out[o++] = '=';
     }
     out[o] = '\0';

@@ -145,7 +145,7 @@ static int64_t idle_due(const struct evconn *ec)
         if (f < due)
             due = f;
     }
-    if (ec->conn->deadline < due)
+    if (ec->conn && ec->conn->deadline < due)
         due = ec->conn->deadline; /* the channel's own (a WebSocket closing) */
     return due;
 }
@@ -674,7 +674,7 @@ static void on_readable(struct evconn *ec)
     }
     restart_idle(ec);
     process_input(ec);
-    if (!ec->closed && ec->conn->deadline != TC__NO_DEADLINE)
+    if (!ec->closed && ec->conn && ec->conn->deadline != TC__NO_DEADLINE)
         schedule_idle(ec); /* process_input may have set it (a WebSocket closing) */
 }
 

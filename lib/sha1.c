@@ -14,7 +14,7 @@ static uint32_t rol(uint32_t x, unsigned n)
 static void block(uint32_t h[5], const unsigned char *p)
 {
     uint32_t w[80];
-    for (int i = 0; i < 16; i++)
+    for (size_t i = 0; i < 16; i++)
         w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
                (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
     for (int i = 16; i < 80; i++)
@@ -88,7 +88,7 @@ void tc__sha1_final(tc__sha1_ctx *s, unsigned char out[TC__SHA1_LEN])
     for (int i = 0; i < 8; i++)
         pad[padlen + (size_t)i] = (unsigned char)(bits >> (56 - 8 * i));
     tc__sha1_update(s, pad, padlen + 8);
-    for (int i = 0; i < 5; i++) {
+    for (size_t i = 0; i < 5; i++) {
         out[4 * i] = (unsigned char)(s->h[i] >> 24);
         out[4 * i + 1] = (unsigned char)(s->h[i] >> 16);
         out[4 * i + 2] = (unsigned char)(s->h[i] >> 8);

@@ -466,8 +466,8 @@ int tc_ws_close(tc_conn *conn, unsigned code, const char *reason)
     if (atomic_exchange(&w->close_sent, 1))
         return TC_ECLOSED;
     unsigned char p[125] = {(unsigned char)(code >> 8), (unsigned char)code};
-    if (rlen)
-        memcpy(p + 2, reason, rlen);
+    for (size_t i = 0; i < rlen; i++)
+        p[2 + i] = (unsigned char)reason[i];
     ssize_t r = send_frame(conn, TC__WS_CLOSE, p, 2 + rlen);
     if (r < 0)
         return (int)r;

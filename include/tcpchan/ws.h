@@ -72,11 +72,11 @@
 extern "C" {
 #endif
 
-/** @brief Default of @ref tc_ws_config::max_header_size: 16 KiB. */
+/** @brief Default of tc_ws_config::max_header_size, in bytes (16 KiB). */
 #define TC_WS_DEFAULT_MAX_HEADER 16384
-/** @brief Default of @ref tc_ws_config::handshake_timeout_ms: 10 s. */
+/** @brief Default of tc_ws_config::handshake_timeout_ms, in ms (10 s). */
 #define TC_WS_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
-/** @brief Default of @ref tc_ws_config::close_timeout_ms: 5 s. */
+/** @brief Default of tc_ws_config::close_timeout_ms, in ms (5 s). */
 #define TC_WS_DEFAULT_CLOSE_TIMEOUT_MS 5000
 
 /** @brief Message types (the RFC's opcodes). */
