@@ -4,7 +4,8 @@
  * `tcpchan-echo --framing ws` in every mode: sizes 0 to 1 MiB, text and
  * binary, 1-byte fragments, a ping between fragments, the close handshake,
  * close codes 1009, 1002 and 1007, and plain HTTP answered with a 4xx. The
- * tool listens on 127.0.0.1:0 and says where; every wait is bounded. */
+ * tool listens on 127.0.0.1:0 and says where; every wait is bounded. And a
+ * real browser: headless Chromium in two tabs of examples/ws_chat. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
@@ -48,17 +49,15 @@ struct echo {
     char addr[TC_ADDR_STRLEN];
 };
 
-/* Start tcpchan-echo --framing ws in mode; its address from its first line. */
-static void echo_start(struct echo *e, tc_mode mode)
+/* Start argv[0]; its address from its first line ("listening on ADDR"). */
+static void server_start(struct echo *e, char **argv)
 {
     int out[2];
     cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    char *argv[] = {TC_ECHO_BIN, "--framing", "ws", "--listen", "127.0.0.1:0", "--mode",
-                    (char *)tc_mode_name(mode), "--workers", "2", NULL};
-    cr_assert_eq(posix_spawn(&e->pid, TC_ECHO_BIN, &fa, NULL, argv, environ), 0);
+    cr_assert_eq(posix_spawn(&e->pid, argv[0], &fa, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
     close(out[1]);
     char line[128] = "";
@@ -72,19 +71,29 @@ static void echo_start(struct echo *e, tc_mode mode)
     }
     line[n] = '\0';
     close(out[0]);
-    cr_assert(sscanf(line, "listening on %63s", e->addr) == 1, "tcpchan-echo said \"%s\"", line);
+    cr_assert(sscanf(line, "listening on %63s", e->addr) == 1, "%s said \"%s\"", argv[0], line);
+}
+
+/* tcpchan-echo --framing ws in mode. */
+static void echo_start(struct echo *e, tc_mode mode)
+{
+    char *argv[] = {TC_ECHO_BIN, "--framing", "ws", "--listen", "127.0.0.1:0", "--mode",
+                    (char *)tc_mode_name(mode), "--workers", "2", NULL};
+    server_start(e, argv);
 }
 
 static void echo_stop(struct echo *e)
 {
     kill(e->pid, SIGTERM);
     int st = wait_bounded(e->pid, TC_TEST_WAIT_MS * 2);
-    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "tcpchan-echo ended badly (%d)",
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the server ended badly (%d)",
               st);
 }
 
-/* Run a client; its output goes to the test's log on failure. */
-static void run_client(const char *prog, const char *script, const char *addr)
+/* Run a client script: its exit status (-1: killed at the bound), its
+ * output in out. */
+static int run_script(const char *prog, const char *script, const char *addr, char *out,
+                      size_t cap)
 {
     char log[] = "/tmp/tc_ws_client_XXXXXX";
     int fd = mkstemp(log);
@@ -101,13 +110,19 @@ static void run_client(const char *prog, const char *script, const char *addr)
     posix_spawn_file_actions_destroy(&fa);
     cr_assert_eq(rc, 0, "cannot run %s: %s", prog, strerror(rc));
     int st = wait_bounded(pid, tc_test_ms(120000));
-    char out[4096] = "";
-    ssize_t n = pread(fd, out, sizeof out - 1, 0);
+    ssize_t n = pread(fd, out, cap - 1, 0);
     out[n > 0 ? n : 0] = '\0';
     close(fd);
     unlink(log);
-    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "%s %s failed (status %d):\n%s", prog, script, st, out);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Run a client that must succeed; its output goes to the test's log. */
+static void run_client(const char *prog, const char *script, const char *addr)
+{
+    char out[4096];
+    int st = run_script(prog, script, addr, out, sizeof out);
+    cr_assert_eq(st, 0, "%s %s failed (status %d):\n%s", prog, script, st, out);
     cr_log_info("%s", out);
 }
 
@@ -158,4 +173,21 @@ ParameterizedTest(tc_mode *mode, ws_clients, node_ws)
     echo_start(&e, *mode);
     run_client("node", "client.js", e.addr);
     echo_stop(&e);
+}
+
+/* A real browser: headless Chromium opens examples/ws_chat in two tabs,
+ * each sends a line through the page's form, each shows both. Skipped, with
+ * one line, only where chromium is not installed. */
+Test(ws_clients, chromium_chat)
+{
+    struct echo e;
+    char *argv[] = {TC_CHAT_BIN, "127.0.0.1:0", NULL};
+    server_start(&e, argv);
+    char out[4096];
+    int st = run_script(python(), "chat_browser.py", e.addr, out, sizeof out);
+    echo_stop(&e);
+    if (st == 77)
+        cr_skip_test("%s", out);
+    cr_assert_eq(st, 0, "chat_browser.py failed (status %d):\n%s", st, out);
+    cr_log_info("%s", out);
 }
