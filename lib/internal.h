@@ -534,6 +534,13 @@ typedef struct tc__proto {
     ssize_t (*send)(tc_conn *c, const void *buf, size_t len);
     /* The most the read buffer needs to hold (tc__chan_frame_limit). */
     size_t (*limit)(const tc_conn *c);
+    /* When the protocol wants to act while the channel waits for input (a
+     * keepalive ping, or its timeout): an absolute deadline, or
+     * TC__NO_DEADLINE. The modes call wake once it has passed. */
+    int64_t (*wake_at)(const tc_conn *c);
+    /* Act: 0 (perhaps with something queued to send), or the code to end
+     * the session with (-ETIMEDOUT: no answer to a ping). */
+    int (*wake)(tc_conn *c);
 } tc__proto;
 
 extern const tc__proto tc__proto_ws;

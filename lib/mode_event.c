@@ -147,6 +147,8 @@ static int64_t idle_due(const struct evconn *ec)
     }
     if (ec->conn && ec->conn->deadline < due)
         due = ec->conn->deadline; /* the channel's own (a WebSocket closing) */
+    if (ec->conn && ec->conn->proto && ec->conn->proto->wake_at(ec->conn) < due)
+        due = ec->conn->proto->wake_at(ec->conn); /* its protocol's (a keepalive ping) */
     return due;
 }
 
@@ -161,7 +163,7 @@ static void schedule_idle(struct evconn *ec)
 static void restart_idle(struct evconn *ec)
 {
     const tc_server_config *cfg = &ec->loop->srv->cfg;
-    if (cfg->idle_timeout_ms > 0 || cfg->conn_timeout_ms > 0) {
+    if (cfg->idle_timeout_ms > 0 || cfg->conn_timeout_ms > 0 || (ec->conn && ec->conn->proto)) {
         ec->idle_from = tc__now_ns();
         schedule_idle(ec);
     }
@@ -968,6 +970,21 @@ static void fire_timers(struct loop *lp)
         }
         if (et->kind == TIMER_IDLE && ec->upgrade_wait) {
             ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* no request in time */
+            continue;
+        }
+        if (et->kind == TIMER_IDLE && ec->conn->proto && !ec->busy && !ec->waiting &&
+            ec->conn->proto->wake_at(ec->conn) <= now) {
+            /* Its protocol's turn (a keepalive ping, or no answer to one). */
+            int rc = ec->conn->proto->wake(ec->conn);
+            int f = rc == 0 ? tc__chan_flush_nb(ec->conn) : 0;
+            if (f < 0)
+                rc = f;
+            if (rc < 0) {
+                ev_close(ec, rc, TC__REPORT_AUTO);
+                continue;
+            }
+            set_interest(ec);
+            schedule_idle(ec);
             continue;
         }
         if (et->kind == TIMER_IDLE && ec->stream) {

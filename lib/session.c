@@ -209,6 +209,8 @@ static int wait_message(tc__session *s)
         deadline = earlier(deadline, s->idle_since
                                          ? s->idle_since + (int64_t)idle_ms * TC_NS_PER_MS
                                          : tc__deadline_ms(idle_ms));
+    if (c->proto)
+        deadline = earlier(deadline, c->proto->wake_at(c)); /* a keepalive ping */
     s->idle_since = 0;
     /* Idle, then look at the flag: a drain that starts after this store
      * finds the session idle and shuts it; one that started before it is
@@ -267,6 +269,9 @@ static void pump(tc__session *s)
             if ((rc = wait_message(s)) < 0) {
                 if (rc == TC_EOF && c->proto)
                     continue; /* its protocol has the last word (a WebSocket that failed) */
+                if (rc == -ETIMEDOUT && c->proto && c->proto->wake_at(c) <= tc__now_ns() &&
+                    (rc = c->proto->wake(c)) == 0)
+                    continue; /* a keepalive ping is queued: flushed before the next wait */
                 reason = rc;
                 report = TC__REPORT_AUTO;
                 break;

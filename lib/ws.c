@@ -33,6 +33,8 @@ struct ws {
     int peer_code;      /* the peer's close code: 0 none yet, 1005 a close without one */
     atomic_int close_sent;
     int err;            /* WS_FAILED: the error the session ends with */
+    int64_t heard;      /* keepalive: the last frame from the peer (ns) */
+    int64_t pinged;     /* keepalive: when our unanswered ping went out (0: none) */
     /* A message handed out, which the caller may not have taken (a pool
      * full of work scans the same frame again): it is handed out again,
      * not unmasked twice, while nothing was consumed since. */
@@ -63,9 +65,13 @@ static int ws_configure(tc_server *srv, void **out)
                             "(on_message, not handle)");
         return TC_EBADCONFIG;
     }
-    if (u->handshake_timeout_ms < 0 || u->close_timeout_ms < 0) {
+    if (u->handshake_timeout_ms < 0 || u->close_timeout_ms < 0 || u->ping_interval_ms < 0 ||
+        u->ping_timeout_ms < 0) {
         tc__log_detail(srv, "invalid configuration: ws.%s is negative",
-                       u->handshake_timeout_ms < 0 ? "handshake_timeout_ms" : "close_timeout_ms");
+                       u->handshake_timeout_ms < 0 ? "handshake_timeout_ms"
+                       : u->close_timeout_ms < 0   ? "close_timeout_ms"
+                       : u->ping_interval_ms < 0   ? "ping_interval_ms"
+                                                   : "ping_timeout_ms");
         return TC_EBADCONFIG;
     }
     if (u->max_header_size && u->max_header_size < 64) {
@@ -82,6 +88,8 @@ static int ws_configure(tc_server *srv, void **out)
         cfg->user.handshake_timeout_ms = TC_WS_DEFAULT_HANDSHAKE_TIMEOUT_MS;
     if (!cfg->user.close_timeout_ms)
         cfg->user.close_timeout_ms = TC_WS_DEFAULT_CLOSE_TIMEOUT_MS;
+    if (!cfg->user.ping_timeout_ms)
+        cfg->user.ping_timeout_ms = TC_WS_DEFAULT_PING_TIMEOUT_MS;
     cfg->max_msg = tc_codec_max_frame(&srv->cfg.codec);
     srv->cfg.ws = &cfg->user; /* the copy, not the caller's */
     *out = cfg;
@@ -300,6 +308,7 @@ static int ws_open(tc_conn *c)
         return rc;
     tc__chan_take(c, h.size);
     w->state = WS_OPEN;
+    w->heard = tc__now_ns();
     w->rx.max = w->cfg->max_msg;
     w->rx.expect_mask = 1;
     return 1;
@@ -383,6 +392,10 @@ static int ws_frame(tc_conn *c, const void **msg, size_t *len)
         tc__ws_ev ev;
         int rc = tc__ws_rx_step(&w->rx, base, c->rlen, &ev);
         c->rlen -= ev.squeeze;
+        if (rc != TC__WS_MORE && w->cfg->user.ping_interval_ms) {
+            w->heard = tc__now_ns(); /* a frame: the peer is there */
+            w->pinged = 0;
+        }
         if (rc == TC__WS_MORE)
             return c->reof && w->state == WS_OPEN ? tc__chan_broken(c, TC_EPARTIAL) : 0;
         if (rc < 0) {
@@ -409,6 +422,31 @@ static int ws_frame(tc_conn *c, const void **msg, size_t *len)
         *len = ev.len;
         return 1;
     }
+}
+
+/* ---- keepalive --------------------------------------------------------------- */
+
+static int64_t ws_wake_at(const tc_conn *c)
+{
+    const struct ws *w = c->proto_data;
+    const tc_ws_config *cfg = &w->cfg->user;
+    if (!cfg->ping_interval_ms || w->state != WS_OPEN)
+        return TC__NO_DEADLINE;
+    if (w->pinged)
+        return w->pinged + (int64_t)cfg->ping_timeout_ms * TC_NS_PER_MS;
+    return w->heard + (int64_t)cfg->ping_interval_ms * TC_NS_PER_MS;
+}
+
+static int ws_wake(tc_conn *c)
+{
+    struct ws *w = c->proto_data;
+    int64_t now = tc__now_ns();
+    if (ws_wake_at(c) > now)
+        return 0;
+    if (w->pinged)
+        return -ETIMEDOUT; /* silent through the ping and its timeout */
+    w->pinged = now;
+    return queue_control(c, TC__WS_PING, "tcpchan", 7);
 }
 
 /* ---- sending ---------------------------------------------------------------- */
@@ -514,4 +552,6 @@ const tc__proto tc__proto_ws = {
     .frame = ws_frame,
     .send = ws_send,
     .limit = ws_limit,
+    .wake_at = ws_wake_at,
+    .wake = ws_wake,
 };

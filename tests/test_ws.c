@@ -105,6 +105,7 @@ static int page(tc_conn *c, const tc_ws_request *req, void *ctx)
 }
 
 static tc_ws_config ws_cfg;
+static int keepalive_ms; /* ws_cfg.ping_interval_ms of the next start() */
 
 static void start(tc_test_server *ts, tc_mode mode, size_t max_frame)
 {
@@ -115,6 +116,8 @@ static void start(tc_test_server *ts, tc_mode mode, size_t max_frame)
     ws_cfg.on_handshake = refuse_evil;
     ws_cfg.on_http = NULL;
     ws_cfg.close_timeout_ms = tc_test_ms(2000);
+    ws_cfg.ping_interval_ms = keepalive_ms;
+    ws_cfg.ping_timeout_ms = keepalive_ms * 2;
     cfg.mode = mode;
     cfg.workers = 2;
     cfg.ws = &ws_cfg;
@@ -643,5 +646,39 @@ ParameterizedTest(tc_mode *mode, ws, close_timeout)
     int64_t took = tc_test_now_ms() - t0;
     cr_assert_geq(took, 1500, "closed after %lld ms", (long long)took);
     close(fd);
+    stop(&ts);
+}
+
+/* Keepalive: a silent peer gets pings; answering keeps it open, silence
+ * through a ping's timeout closes it (-ETIMEDOUT). */
+MODE_PARAMS(keepalive)
+ParameterizedTest(tc_mode *mode, ws, keepalive)
+{
+    tc_test_server ts;
+    keepalive_ms = tc_test_ms(200);
+    start(&ts, *mode, 0);
+    int fd = ws_connect(&ts.addr);
+    for (int i = 0; i < 2; i++) {
+        unsigned char *got;
+        size_t len;
+        cr_assert_eq(read_frame(fd, &got, &len), 9, "no ping");
+        cr_assert_eq(len, 7);
+        cr_assert_eq(memcmp(got, "tcpchan", 7), 0);
+        send_frame(fd, 1, 0, 10, 1, got, len);
+        free(got);
+    }
+    send_frame(fd, 1, 0, 1, 1, "still here", 10);
+    expect_message(fd, 1, "still here", 10);
+    /* Now silent: a ping, then the end after its timeout. */
+    int64_t t0 = tc_test_now_ms();
+    unsigned char *got;
+    size_t len;
+    cr_assert_eq(read_frame(fd, &got, &len), 9);
+    free(got);
+    cr_assert_eq(tc_test_recv_eof(fd), 0);
+    cr_assert_geq(tc_test_now_ms() - t0, keepalive_ms * 2 - 50);
+    close(fd);
+    TC_TEST_WAIT_UNTIL(atomic_load(&seen->closes) >= 1, TC_TEST_WAIT_MS);
+    cr_assert_eq(atomic_load(&seen->last_reason), -ETIMEDOUT);
     stop(&ts);
 }

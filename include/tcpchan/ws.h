@@ -78,6 +78,8 @@ extern "C" {
 #define TC_WS_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 /** @brief Default of tc_ws_config::close_timeout_ms, in ms (5 s). */
 #define TC_WS_DEFAULT_CLOSE_TIMEOUT_MS 5000
+/** @brief Default of tc_ws_config::ping_timeout_ms, in ms (10 s). */
+#define TC_WS_DEFAULT_PING_TIMEOUT_MS 10000
 
 /** @brief Message types (the RFC's opcodes). */
 typedef enum tc_ws_type {
@@ -128,6 +130,14 @@ typedef struct tc_ws_config {
     /** @brief After the server sent a close frame, how long it waits for the
      *         peer to close, in ms; 0 = TC_WS_DEFAULT_CLOSE_TIMEOUT_MS. */
     int close_timeout_ms;
+    /** @brief Keepalive: after this long without a frame from the peer, in
+     *         ms, send a ping; 0 = no keepalive. Any frame (the pong, or
+     *         anything else) counts as an answer. */
+    int ping_interval_ms;
+    /** @brief Keepalive: how long a ping may go unanswered before the
+     *         connection is closed (on_close reason -ETIMEDOUT), in ms;
+     *         0 = TC_WS_DEFAULT_PING_TIMEOUT_MS. */
+    int ping_timeout_ms;
     /**
      * @brief Check an upgrade request and choose a subprotocol (may be NULL:
      *        every path and origin is accepted, no subprotocol).
@@ -164,7 +174,7 @@ typedef struct tc_ws_config {
 } tc_ws_config;
 
 /** @brief Initialiser for tc_ws_config: every field at its default. */
-#define TC_WS_CONFIG_INIT {0, 0, 0, 0, 0, 0}
+#define TC_WS_CONFIG_INIT {0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Set every field of @p cfg to its default: a copy of TC_WS_CONFIG_INIT.
