@@ -100,7 +100,9 @@ static int page(tc_conn *c, const tc_ws_request *req, void *ctx)
 {
     (void)ctx;
     const char *body = "<p>hello</p>";
-    return tc_conn_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s%s",
+    return tc_conn_printf(c,
+                          "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n"
+                          "Connection: close\r\n\r\n%s%s",
                           strlen(body) + strlen(req->path), body, req->path) < 0 ? -EIO : 0;
 }
 
@@ -342,7 +344,8 @@ ParameterizedTest(tc_mode *mode, ws, handshake)
     /* Another version: 426 naming ours. */
     fd = tc_test_connect_ok(&ts.addr);
     const char *v8 = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 8\r\n\r\n";
     cr_assert_eq(tc_test_send_all(fd, v8, strlen(v8)), 0);
     read_head(fd, head, sizeof head);
     cr_assert(!strncmp(head, "HTTP/1.1 426 ", 13), "%s", head);
@@ -350,7 +353,8 @@ ParameterizedTest(tc_mode *mode, ws, handshake)
     close(fd);
     /* A key that is not 16 bytes of base64: 400. */
     fd = tc_test_connect_ok(&ts.addr);
-    const char *badkey = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    const char *badkey = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\n"
                          "Sec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\n";
     cr_assert_eq(tc_test_send_all(fd, badkey, strlen(badkey)), 0);
     read_head(fd, head, sizeof head);
