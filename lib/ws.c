@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "internal.h"
 
@@ -42,6 +43,8 @@ struct ws {
     uint64_t delivered_at;
     size_t d_off, d_len, d_used;
     char *path, *subprotocol;
+    int client;              /* tc_ws_dial's side: frames out are masked, frames in are not */
+    struct ws_cfg *own_cfg;  /* a client's settings (a server's are the server's) */
 };
 
 static struct ws *ws_of(const tc_conn *c)
@@ -119,6 +122,7 @@ static void ws_detach(tc_conn *c)
     if (w) {
         free(w->path);
         free(w->subprotocol);
+        free(w->own_cfg);
         free(w);
     }
     c->proto_data = NULL;
@@ -319,10 +323,15 @@ static int ws_open(tc_conn *c)
 /* Queue a control frame (at most 125 bytes of payload) behind the output. */
 static int queue_control(tc_conn *c, int op, const void *p, size_t n)
 {
-    unsigned char frame[TC__WS_HDR_MAX + 125];
-    size_t h = tc__ws_header_build(frame, 1, op, n, NULL);
+    const struct ws *w = c->proto_data;
+    unsigned char frame[TC__WS_HDR_MAX + 125], key[4];
+    if (w->client && getrandom(key, sizeof key, 0) != (ssize_t)sizeof key)
+        memset(key, 0x5a, sizeof key); /* the mask hides nothing secret here */
+    size_t h = tc__ws_header_build(frame, 1, op, n, w->client ? key : NULL);
     if (n)
         memcpy(frame + h, p, n);
+    if (w->client)
+        tc__ws_mask(frame + h, n, key, 0);
     return tc__chan_queue(c, frame, h + n);
 }
 
@@ -454,11 +463,25 @@ static int ws_wake(tc_conn *c)
 /* One frame around the caller's bytes, through the driver. */
 static ssize_t send_frame(tc_conn *c, int op, const void *buf, size_t len)
 {
-    unsigned char head[TC__WS_HDR_MAX];
-    size_t h = tc__ws_header_build(head, 1, op, len, NULL);
+    const struct ws *w = c->proto_data;
+    unsigned char head[TC__WS_HDR_MAX], key[4];
+    unsigned char *copy = NULL;
+    if (w->client) { /* a client masks: a copy, the caller's bytes stay as they are */
+        if (getrandom(key, sizeof key, 0) != (ssize_t)sizeof key)
+            memset(key, 0x5a, sizeof key);
+        if (len && !(copy = malloc(len)))
+            return -ENOMEM;
+        if (len) {
+            memcpy(copy, buf, len);
+            tc__ws_mask(copy, len, key, 0);
+            buf = copy;
+        }
+    }
+    size_t h = tc__ws_header_build(head, 1, op, len, w->client ? key : NULL);
     struct iovec v[2] = {{head, h}, {(void *)buf, len}};
     tc__chan_set_sent(c, 0);
     ssize_t r = c->drv->send(c, v, len ? 2 : 1, h + len);
+    free(copy);
     /* The driver counted the header: keep the payload's part. */
     size_t out = (size_t)atomic_load_explicit(&c->last_sent, memory_order_relaxed);
     out = out > h ? out - h : 0;
@@ -513,6 +536,181 @@ int tc_ws_close(tc_conn *conn, unsigned code, const char *reason)
         w->state = WS_CLOSING;
     start_closing(conn, w);
     return 0;
+}
+
+/* ---- the client --------------------------------------------------------------- */
+
+void tc_ws_dial_config_init(tc_ws_dial_config *cfg)
+{
+    if (cfg)
+        *cfg = (tc_ws_dial_config)TC_WS_DIAL_CONFIG_INIT;
+}
+
+/* "ws://HOST[:PORT][/PATH]": HOST:PORT for tc_dial, the path, the Host field. */
+static int parse_url(const char *url, char *addr, size_t an, char *host, size_t hn,
+                     const char **path)
+{
+    if (strncmp(url, "ws://", 5) != 0)
+        return TC_EBADADDR;
+    const char *h = url + 5, *end = h + strcspn(h, "/?#");
+    size_t n = (size_t)(end - h);
+    if (n == 0 || n >= hn || n + 4 >= an)
+        return TC_EBADADDR;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    /* A port is there if the last colon follows the closing bracket of an IPv6 literal. */
+    const char *colon = strrchr(host, ':'), *bracket = strrchr(host, ']');
+    int has_port = colon && (!bracket || colon > bracket);
+    if ((size_t)snprintf(addr, an, "%s%s", host, has_port ? "" : ":80") >= an)
+        return TC_EBADADDR;
+    *path = *end == '/' ? end : "/";
+    if (*end == '?' || *end == '#')
+        return TC_EBADADDR; /* a query needs a path: ws://host/?q */
+    return 0;
+}
+
+/* Whether the response head (without its blank line) upgrades with accept. */
+static int check_response(const char *p, size_t n, const char *accept, const char *protocols,
+                          char **sub)
+{
+    if (n < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0)
+        return TC_EDENIED;
+    int upgrade = 0, connection = 0, accepted = 0;
+    for (size_t i = 0; i < n;) {
+        size_t e = i;
+        while (e < n && p[e] != '\r')
+            e++;
+        const char *line = p + i, *colon = memchr(line, ':', e - i);
+        if (colon && i > 0) {
+            size_t nl = (size_t)(colon - line);
+            const char *v = colon + 1;
+            while (v < p + e && (*v == ' ' || *v == '\t'))
+                v++;
+            size_t vl = (size_t)(p + e - v);
+            while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+                vl--;
+            if (tc__http_ieq(line, nl, "Upgrade"))
+                upgrade |= tc__http_has_token(v, vl, "websocket");
+            else if (tc__http_ieq(line, nl, "Connection"))
+                connection |= tc__http_has_token(v, vl, "upgrade");
+            else if (tc__http_ieq(line, nl, "Sec-WebSocket-Accept"))
+                accepted = vl == 28 && memcmp(v, accept, 28) == 0;
+            else if (tc__http_ieq(line, nl, "Sec-WebSocket-Protocol") && !*sub) {
+                if (!(*sub = strndup(v, vl)))
+                    return -ENOMEM;
+                if (!protocols || !tc__http_has_token(protocols, strlen(protocols), *sub))
+                    return TC_EBADFRAME; /* one we did not offer */
+            } else if (tc__http_ieq(line, nl, "Sec-WebSocket-Extensions")) {
+                return TC_EBADFRAME; /* none was offered */
+            }
+        }
+        i = e + 2;
+    }
+    return upgrade && connection && accepted ? 0 : TC_EBADFRAME;
+}
+
+int tc_ws_dial(tc_conn **out, const char *url, const tc_ws_dial_config *cfg)
+{
+    tc_ws_dial_config defaults = TC_WS_DIAL_CONFIG_INIT;
+    char addr[300], host[280], key[25], accept[29], req[1024];
+    const char *path;
+    unsigned char nonce[16];
+    if (!out || !url)
+        return -EINVAL;
+    if (!cfg)
+        cfg = &defaults;
+    int rc = parse_url(url, addr, sizeof addr, host, sizeof host, &path);
+    if (rc < 0) {
+        tc__detail_clear();
+        tc__log_detail(NULL, "WebSocket URL \"%s\": not ws://HOST[:PORT][/PATH]", url);
+        return rc;
+    }
+    struct ws_cfg *wc = calloc(1, sizeof *wc);
+    if (!wc)
+        return -ENOMEM;
+    wc->user.close_timeout_ms = cfg->close_timeout_ms ? cfg->close_timeout_ms
+                                                      : TC_WS_DEFAULT_CLOSE_TIMEOUT_MS;
+    wc->max_msg = tc_codec_max_frame(&cfg->dial.codec);
+    tc_conn *c;
+    if ((rc = tc_dial(&c, addr, &cfg->dial)) < 0) {
+        free(wc);
+        return rc;
+    }
+    if (getrandom(nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce) {
+        rc = -EIO;
+        goto fail;
+    }
+    (void)tc__base64_encode(nonce, sizeof nonce, key);
+    (void)tc_ws_accept_key(key, accept);
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n%s%s%s%s%s%s\r\n",
+                     path, host, key, cfg->origin ? "Origin: " : "",
+                     cfg->origin ? cfg->origin : "", cfg->origin ? "\r\n" : "",
+                     cfg->protocols ? "Sec-WebSocket-Protocol: " : "",
+                     cfg->protocols ? cfg->protocols : "", cfg->protocols ? "\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof req) {
+        rc = -ENAMETOOLONG;
+        goto fail;
+    }
+    ssize_t s = tc_conn_send_all(c, req, (size_t)n);
+    if (s < 0) {
+        rc = (int)s;
+        goto fail;
+    }
+    const void *head;
+    size_t hlen;
+    if ((rc = tc_conn_read_until(c, "\r\n\r\n", 4, TC_WS_DEFAULT_MAX_HEADER, &head, &hlen)) < 0)
+        goto fail;
+    char *sub = NULL;
+    if ((rc = check_response(head, hlen, accept, cfg->protocols, &sub)) < 0) {
+        free(sub);
+        goto fail;
+    }
+    tc__chan_consume_view(c); /* the response is done with; frames may follow it */
+    if ((rc = ws_attach(c, wc)) < 0) {
+        free(sub);
+        goto fail;
+    }
+    struct ws *w = c->proto_data;
+    w->own_cfg = wc;
+    w->client = 1;
+    w->subprotocol = sub;
+    w->path = strdup(path);
+    w->state = WS_OPEN;
+    w->heard = tc__now_ns();
+    w->rx.max = wc->max_msg;
+    w->rx.expect_mask = 0;
+    *out = c;
+    return 0;
+fail:
+    tc_conn_close(c);
+    free(wc);
+    return rc;
+}
+
+int tc_ws_recv(tc_conn *conn, const void **msg, size_t *len)
+{
+    struct ws *w = ws_of(conn);
+    if (!w || !w->client || !msg || !len)
+        return -EINVAL;
+    int64_t deadline = tc__conn_op_deadline(conn);
+    for (;;) {
+        int rc = tc__chan_frame(conn, msg, len);
+        if (rc == 1)
+            return w->type;
+        if (rc < 0)
+            return rc;
+        /* Answers we owe (a pong, our close) go out before we wait. */
+        if (tc__chan_pending(conn) && (rc = tc_conn_flush(conn)) < 0)
+            return rc;
+        if (w->state == WS_DONE || conn->reof)
+            return TC_EOF; /* the peer closed (its close answered) */
+        ssize_t r = conn->drv->fill(conn, deadline, tc__chan_frame_limit(conn));
+        if (r < 0 && r != TC_EOF)
+            return tc__chan_broken(conn, (int)r);
+    }
 }
 
 /* ---- accessors -------------------------------------------------------------- */

@@ -686,3 +686,82 @@ ParameterizedTest(tc_mode *mode, ws, keepalive)
     cr_assert_eq(atomic_load(&seen->last_reason), -ETIMEDOUT);
     stop(&ts);
 }
+
+/* The client (tc_ws_dial, tc_ws_recv) against the server: messages both
+ * ways with their types, the close handshake from either side, refusals. */
+MODE_PARAMS(dial_client)
+ParameterizedTest(tc_mode *mode, ws, dial_client)
+{
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_test_server ts;
+    start(&ts, *mode, 0);
+    char url[TC_ADDR_STRLEN + 32];
+    snprintf(url, sizeof url, "ws://%s/dialled?q=1", ts.addr_str);
+    tc_ws_dial_config dc;
+    tc_ws_dial_config_init(&dc);
+    dc.dial.timeout_ms = TC_TEST_WAIT_MS;
+    dc.protocols = "chat";
+    tc_conn *c;
+    cr_assert_eq(tc_ws_dial(&c, url, &dc), 0, "%s", tc_last_error_detail());
+    cr_assert_str_eq(tc_ws_subprotocol(c), "chat");
+    static const size_t sizes[] = {0, 125, 126, 65536, 200000};
+    char *p = malloc(200000);
+    cr_assert_not_null(p);
+    memset(p, 'z', 200000);
+    for (size_t i = 0; i < 5; i++) {
+        for (int type = TC_WS_TEXT; type <= TC_WS_BINARY; type++) {
+            cr_assert_eq(tc_ws_send(c, (tc_ws_type)type, p, sizes[i]), (ssize_t)sizes[i]);
+            const void *m;
+            size_t len;
+            cr_assert_eq(tc_ws_recv(c, &m, &len), type);
+            cr_assert_eq(len, sizes[i]);
+            cr_assert_eq(memcmp(m, p, len), 0);
+        }
+    }
+    free(p);
+    cr_assert_str_eq(seen->path, "/dialled?q=1");
+    cr_assert_eq(tc_ws_close(c, 1000, "done"), 0);
+    const void *m;
+    size_t len;
+    cr_assert_eq(tc_ws_recv(c, &m, &len), TC_EOF);
+    cr_assert_eq(tc_ws_close_code(c), 1000);
+    cr_assert_eq(tc_ws_send(c, TC_WS_TEXT, "x", 1), TC_ECLOSED);
+    tc_conn_close(c);
+    /* The server closes: its code, then the end. */
+    cr_assert_eq(tc_ws_dial(&c, url, &dc), 0);
+    cr_assert_eq(tc_ws_send(c, TC_WS_TEXT, "close", 5), 5);
+    cr_assert_eq(tc_ws_recv(c, &m, &len), TC_EOF);
+    cr_assert_eq(tc_ws_close_code(c), 4001);
+    tc_conn_close(c);
+    /* Refusals. */
+    dc.origin = "http://evil.example";
+    cr_assert_eq(tc_ws_dial(&c, url, &dc), TC_EDENIED);
+    cr_assert_eq(tc_ws_dial(&c, "http://x/", NULL), TC_EBADADDR);
+    cr_assert_not_null(strstr(tc_last_error_detail(), "ws://"));
+    cr_assert_eq(tc_ws_recv(NULL, &m, &len), -EINVAL);
+    stop(&ts);
+    tc_test_expect_counts(before, NULL, 0, "after the dialled connections");
+}
+
+/* A client refuses a message over its own max_frame with 1009. */
+Test(ws, dial_client_limit)
+{
+    tc_test_server ts;
+    start(&ts, TC_MODE_EVENT, 0);
+    char url[TC_ADDR_STRLEN + 32];
+    snprintf(url, sizeof url, "ws://%s/", ts.addr_str);
+    tc_ws_dial_config dc = TC_WS_DIAL_CONFIG_INIT;
+    dc.dial.timeout_ms = TC_TEST_WAIT_MS;
+    tc_codec_set_max_frame(&dc.dial.codec, 100);
+    tc_conn *c;
+    cr_assert_eq(tc_ws_dial(&c, url, &dc), 0);
+    char p[200] = {0};
+    cr_assert_eq(tc_ws_send(c, TC_WS_BINARY, p, sizeof p), (ssize_t)sizeof p);
+    const void *m;
+    size_t len;
+    cr_assert_eq(tc_ws_recv(c, &m, &len), TC_ETOOBIG);
+    tc_conn_close(c);
+    TC_TEST_WAIT_UNTIL(atomic_load(&seen->closes) >= 1, TC_TEST_WAIT_MS);
+    cr_assert_eq(atomic_load(&seen->last_code), 1009);
+    stop(&ts);
+}

@@ -267,6 +267,86 @@ TC_API const char *tc_ws_subprotocol(const tc_conn *conn);
  */
 TC_API int tc_ws_accept_key(const char *key, char out[29]);
 
+/**
+ * @brief Configuration of tc_ws_dial(). Zero-initialise, or use TC_WS_DIAL_CONFIG_INIT.
+ */
+typedef struct tc_ws_dial_config {
+    /** @brief The connection's settings (tc_dial()); the codec's max_frame
+     *         is the largest message accepted (1 MiB by default; larger: 1009). */
+    tc_dial_config dial;
+    /** @brief An Origin field to send, or NULL. Copied into the request. */
+    const char *origin;
+    /** @brief Sec-WebSocket-Protocol to offer ("chat, superchat"), or NULL. */
+    const char *protocols;
+    /** @brief After tc_ws_close(), how long tc_ws_recv() waits for the
+     *         server's close, in ms; 0 = TC_WS_DEFAULT_CLOSE_TIMEOUT_MS. */
+    int close_timeout_ms;
+} tc_ws_dial_config;
+
+/** @brief Initialiser for tc_ws_dial_config: every field at its default. */
+#define TC_WS_DIAL_CONFIG_INIT {TC_DIAL_CONFIG_INIT, 0, 0, 0}
+
+/**
+ * @brief Set every field of @p cfg to its default: a copy of TC_WS_DIAL_CONFIG_INIT.
+ * @param cfg The config; NULL does nothing.
+ */
+TC_API void tc_ws_dial_config_init(tc_ws_dial_config *cfg);
+
+/**
+ * @brief Open a WebSocket client connection (for tests and tools): connect,
+ *        send the upgrade request, check the server's 101 and its
+ *        Sec-WebSocket-Accept.
+ *
+ * The channel is a blocking client channel, as tc_dial() returns: send with
+ * tc_ws_send() (frames are masked, as a client's must be), receive with
+ * tc_ws_recv(), end with tc_ws_close() then tc_ws_recv() until TC_EOF, and
+ * free it with tc_conn_close().
+ * @code
+ * tc_conn *c;
+ * const void *msg;
+ * size_t len;
+ * if (tc_ws_dial(&c, "ws://127.0.0.1:7000/echo", NULL) < 0) return 1;
+ * tc_ws_send(c, TC_WS_TEXT, "hi", 2);
+ * int type = tc_ws_recv(c, &msg, &len);   // TC_WS_TEXT, "hi"
+ * tc_ws_close(c, 1000, NULL);
+ * while (tc_ws_recv(c, &msg, &len) > 0) {}
+ * tc_conn_close(c);
+ * @endcode
+ * @param[out] out Receives the channel; written only on success.
+ * @param url      "ws://HOST[:PORT][/PATH]" (port 80 by default; HOST as
+ *                 tc_dial() takes it, [::1] for IPv6).
+ * @param cfg      The configuration, or NULL for the defaults.
+ * @return 0, or TC_EBADADDR (not such a URL; tc_last_error_detail() says
+ *         so), tc_dial()'s errors, TC_EDENIED (the server answered with
+ *         another status than 101), TC_EBADFRAME (a 101 without the right
+ *         Upgrade, Connection or Sec-WebSocket-Accept, or naming an extension
+ *         or subprotocol not offered), TC_ETOOBIG (a response head over
+ *         16 KiB), -ETIMEDOUT (the dial config's timeout_ms), -ENOMEM.
+ * @par Ownership
+ * The caller owns the channel and releases it with tc_conn_close().
+ */
+TC_API int tc_ws_dial(tc_conn **out, const char *url, const tc_ws_dial_config *cfg);
+
+/**
+ * @brief Receive the next message on a client channel from tc_ws_dial().
+ *
+ * Waits (within the channel's timeout) for a whole message: fragments are
+ * joined, pings answered, text checked as UTF-8. A close from the server is
+ * answered, and ends the stream.
+ * @param conn     The client channel.
+ * @param[out] msg Receives the payload: a view into the channel's buffer,
+ *                 valid until the next read call on the channel.
+ * @param[out] len Receives its length.
+ * @return TC_WS_TEXT or TC_WS_BINARY, TC_EOF once the server closed (see
+ *         tc_ws_close_code()) or the connection ended, TC_EBADFRAME or
+ *         TC_ETOOBIG for what broke the protocol (the client answered with
+ *         1002, 1007 or 1009), -ETIMEDOUT, a socket error, or -EINVAL (NULL,
+ *         or not a tc_ws_dial() channel).
+ * @par Thread safety
+ * One thread at a time per channel.
+ */
+TC_API int tc_ws_recv(tc_conn *conn, const void **msg, size_t *len);
+
 #ifdef __cplusplus
 }
 #endif
