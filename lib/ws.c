@@ -28,7 +28,9 @@ enum { WS_HANDSHAKE, WS_OPEN, WS_CLOSING, WS_FAILED, WS_DONE };
 
 struct ws {
     const struct ws_cfg *cfg;
-    int state;
+    int state;          /* the thread that reads the channel's only */
+    int opened;         /* the handshake is done: set once, before the channel
+                         * reaches the handler (other threads may read it) */
     tc__ws_rx rx;
     int type;           /* the last message's */
     int peer_code;      /* the peer's close code: 0 none yet, 1005 a close without one */
@@ -312,6 +314,7 @@ static int ws_open(tc_conn *c)
         return rc;
     tc__chan_take(c, h.size);
     w->state = WS_OPEN;
+    w->opened = 1;
     w->heard = tc__now_ns();
     w->rx.max = w->cfg->max_msg;
     w->rx.expect_mask = 1;
@@ -489,9 +492,11 @@ static ssize_t send_frame(tc_conn *c, int op, const void *buf, size_t len)
     return r < 0 ? r : (ssize_t)len;
 }
 
+/* From any thread (event mode): only what never changes once the handler
+ * has the channel, and the atomic close flag. */
 static int sendable(const struct ws *w)
 {
-    if (!w || w->state == WS_HANDSHAKE)
+    if (!w || !w->opened)
         return -EINVAL;
     return atomic_load(&w->close_sent) ? TC_ECLOSED : 0;
 }
@@ -519,7 +524,7 @@ int tc_ws_close(tc_conn *conn, unsigned code, const char *reason)
 {
     struct ws *w = ws_of(conn);
     size_t rlen = reason ? strlen(reason) : 0;
-    if (!w || w->state == WS_HANDSHAKE || rlen > 123 ||
+    if (!w || !w->opened || rlen > 123 ||
         !(code == 1000 || code == 1001 || code == 1008 || code == 1011 ||
           (code >= 3000 && code <= 4999)) ||
         (rlen && tc__utf8_feed(0, (const unsigned char *)reason, rlen) != 0))
@@ -679,6 +684,7 @@ int tc_ws_dial(tc_conn **out, const char *url, const tc_ws_dial_config *cfg)
     w->subprotocol = sub;
     w->path = strdup(path);
     w->state = WS_OPEN;
+    w->opened = 1;
     w->heard = tc__now_ns();
     w->rx.max = wc->max_msg;
     w->rx.expect_mask = 0;

@@ -60,9 +60,12 @@ static int echo(tc_conn *c, const void *msg, size_t len, void *ctx)
     return n < 0 ? (int)n : 0;
 }
 
+static tc_conn *_Atomic opened_conn; /* the last connection opened (in this process) */
+
 static int on_open(tc_conn *c, void *ctx)
 {
     (void)ctx;
+    atomic_store(&opened_conn, c);
     const char *p = tc_ws_path(c);
     snprintf(seen->path, sizeof seen->path, "%s", p ? p : "(null)");
     atomic_fetch_add(&seen->opens, 1);
@@ -763,5 +766,40 @@ Test(ws, dial_client_limit)
     tc_conn_close(c);
     TC_TEST_WAIT_UNTIL(atomic_load(&seen->closes) >= 1, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&seen->last_code), 1009);
+    stop(&ts);
+}
+
+/* Event and pool mode: tc_ws_send from a thread of the application (here
+ * the test's), as tc_conn_send allows there; the frame arrives whole. */
+ParameterizedTestParameters(ws, send_from_another_thread)
+{
+    static tc_mode params[] = {TC_MODE_EVENT, TC_MODE_POOL};
+    size_t n = 0;
+    for (size_t i = 0; i < 2; i++)
+        if (tc_test_mode_enabled(params[i]))
+            params[n++] = params[i];
+    return cr_make_param_array(tc_mode, params, n);
+}
+ParameterizedTest(tc_mode *mode, ws, send_from_another_thread)
+{
+    tc_test_server ts;
+    atomic_store(&opened_conn, NULL);
+    start(&ts, *mode, 0);
+    int fd = ws_connect(&ts.addr);
+    TC_TEST_WAIT_UNTIL(atomic_load(&opened_conn) != NULL, TC_TEST_WAIT_MS);
+    tc_conn *c = atomic_load(&opened_conn);
+    cr_assert_not_null(c);
+    char big[70000];
+    memset(big, 'q', sizeof big);
+    cr_assert_eq(tc_ws_send(c, TC_WS_TEXT, "pushed", 6), 6);
+    cr_assert_eq(tc_ws_send(c, TC_WS_BINARY, big, sizeof big), (ssize_t)sizeof big);
+    cr_assert_eq(tc_ws_send(c, TC_WS_TEXT, "\xff", 1), TC_EBADFRAME);
+    expect_message(fd, 1, "pushed", 6);
+    expect_message(fd, 2, big, sizeof big);
+    send_frame(fd, 1, 0, 1, 1, "echo", 4);
+    expect_message(fd, 1, "echo", 4);
+    send_frame(fd, 1, 0, 8, 1, "\x03\xe8", 2);
+    expect_close(fd, 1000);
+    close(fd);
     stop(&ts);
 }
