@@ -46,6 +46,7 @@ struct ws {
     size_t d_off, d_len, d_used;
     char *path, *subprotocol;
     int client;              /* tc_ws_dial's side: frames out are masked, frames in are not */
+    int sending_parts;       /* tc_ws_send_part: a message is going out in fragments */
     struct ws_cfg *own_cfg;  /* a client's settings (a server's are the server's) */
 };
 
@@ -464,7 +465,14 @@ static int ws_wake(tc_conn *c)
 /* ---- sending ---------------------------------------------------------------- */
 
 /* One frame around the caller's bytes, through the driver. */
+static ssize_t send_frame_fin(tc_conn *c, int fin, int op, const void *buf, size_t len);
+
 static ssize_t send_frame(tc_conn *c, int op, const void *buf, size_t len)
+{
+    return send_frame_fin(c, 1, op, buf, len);
+}
+
+static ssize_t send_frame_fin(tc_conn *c, int fin, int op, const void *buf, size_t len)
 {
     const struct ws *w = c->proto_data;
     unsigned char head[TC__WS_HDR_MAX], key[4];
@@ -480,7 +488,7 @@ static ssize_t send_frame(tc_conn *c, int op, const void *buf, size_t len)
             buf = copy;
         }
     }
-    size_t h = tc__ws_header_build(head, 1, op, len, w->client ? key : NULL);
+    size_t h = tc__ws_header_build(head, fin, op, len, w->client ? key : NULL);
     struct iovec v[2] = {{head, h}, {(void *)buf, len}};
     tc__chan_set_sent(c, 0);
     ssize_t r = c->drv->send(c, v, len ? 2 : 1, h + len);
@@ -518,6 +526,24 @@ ssize_t tc_ws_send(tc_conn *conn, tc_ws_type type, const void *buf, size_t len)
     if (type == TC_WS_TEXT && len && tc__utf8_feed(0, buf, len) != 0)
         return TC_EBADFRAME;
     return send_frame(conn, (int)type, buf, len);
+}
+
+ssize_t tc_ws_send_part(tc_conn *conn, tc_ws_type type, const void *buf, size_t len, int last)
+{
+    struct ws *w = ws_of(conn);
+    if (!w || (!buf && len) || (type != TC_WS_TEXT && type != TC_WS_BINARY) || len > SSIZE_MAX)
+        return -EINVAL;
+    int rc = sendable(w);
+    if (rc < 0)
+        return rc;
+    /* Text: each part must end at a character boundary (checked alone). */
+    if (type == TC_WS_TEXT && len && tc__utf8_feed(0, buf, len) != 0)
+        return TC_EBADFRAME;
+    ssize_t r = send_frame_fin(conn, last != 0, w->sending_parts ? TC__WS_CONT : (int)type, buf,
+                               len);
+    if (r >= 0)
+        w->sending_parts = !last;
+    return r;
 }
 
 int tc_ws_close(tc_conn *conn, unsigned code, const char *reason)

@@ -56,6 +56,14 @@ static int echo(tc_conn *c, const void *msg, size_t len, void *ctx)
     (void)ctx;
     if (len == 5 && !memcmp(msg, "close", 5))
         return tc_ws_close(c, 4001, "asked");
+    if (len == 5 && !memcmp(msg, "parts", 5)) { /* the answer in three fragments */
+        ssize_t r = tc_ws_send_part(c, TC_WS_TEXT, "ab", 2, 0);
+        if (r >= 0)
+            r = tc_ws_send_part(c, TC_WS_TEXT, "cd", 2, 0);
+        if (r >= 0)
+            r = tc_ws_send_part(c, TC_WS_TEXT, "ef", 2, 1);
+        return r < 0 ? (int)r : 0;
+    }
     ssize_t n = tc_ws_send(c, (tc_ws_type)tc_ws_message_type(c), msg, len);
     return n < 0 ? (int)n : 0;
 }
@@ -722,6 +730,13 @@ ParameterizedTest(tc_mode *mode, ws, dial_client)
         }
     }
     free(p);
+    /* A message the server sends in fragments arrives whole. */
+    cr_assert_eq(tc_ws_send(c, TC_WS_TEXT, "parts", 5), 5);
+    const void *pm;
+    size_t plen;
+    cr_assert_eq(tc_ws_recv(c, &pm, &plen), TC_WS_TEXT);
+    cr_assert_eq(plen, 6);
+    cr_assert_eq(memcmp(pm, "abcdef", 6), 0);
     cr_assert_str_eq(seen->path, "/dialled?q=1");
     cr_assert_eq(tc_ws_close(c, 1000, "done"), 0);
     const void *m;

@@ -215,6 +215,29 @@ TC_API int tc_ws_message_type(const tc_conn *conn);
 TC_API ssize_t tc_ws_send(tc_conn *conn, tc_ws_type type, const void *buf, size_t len);
 
 /**
+ * @brief Send one message in parts (fragments): a large payload produced
+ *        piece by piece, without holding it whole.
+ *
+ * The first call sends a frame of @p type, the following ones
+ * continuations, the call with @p last set the final one; the peer
+ * receives one message. No other message may be sent on the channel in
+ * between (control frames the library sends may: the RFC allows them), so
+ * call it from one thread, and not with tc_ws_send() interleaved. Each part
+ * goes out as tc_ws_send() sends a message.
+ * @param conn A WebSocket channel.
+ * @param type TC_WS_TEXT or TC_WS_BINARY: the message's type (the same for
+ *             every part). Text parts must each be whole UTF-8 characters.
+ * @param buf  This part (may be NULL when @p len is 0).
+ * @param len  Its length.
+ * @param last Non-zero for the message's last part.
+ * @return @p len, or the errors of tc_ws_send().
+ * @par Thread safety
+ * One thread per message, as above.
+ */
+TC_API ssize_t tc_ws_send_part(tc_conn *conn, tc_ws_type type, const void *buf, size_t len,
+                               int last);
+
+/**
  * @brief Start the close handshake: send a close frame with @p code and
  *        @p reason, then wait (reading and dropping messages) for the
  *        peer's close, at most @ref tc_ws_config::close_timeout_ms.
