@@ -15,6 +15,8 @@
 #include "internal.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+/* Messages up to this size go out as one piece with their header. */
+#define WS_SMALL 512
 /* Room for a receive behind a message being joined (see limit()). */
 #define WS_SLACK ((size_t)64 * 1024)
 
@@ -490,8 +492,17 @@ static ssize_t send_frame_fin(tc_conn *c, int fin, int op, const void *buf, size
     }
     size_t h = tc__ws_header_build(head, fin, op, len, w->client ? key : NULL);
     struct iovec v[2] = {{head, h}, {(void *)buf, len}};
+    int cnt = len ? 2 : 1;
+    unsigned char small[TC__WS_HDR_MAX + WS_SMALL];
+    if (len && len <= WS_SMALL) {
+        /* A small message in one piece: one send(), not a sendmsg() of two. */
+        memcpy(small, head, h);
+        memcpy(small + h, buf, len);
+        v[0] = (struct iovec){small, h + len};
+        cnt = 1;
+    }
     tc__chan_set_sent(c, 0);
-    ssize_t r = c->drv->send(c, v, len ? 2 : 1, h + len);
+    ssize_t r = c->drv->send(c, v, cnt, h + len);
     free(copy);
     /* The driver counted the header: keep the payload's part. */
     size_t out = (size_t)atomic_load_explicit(&c->last_sent, memory_order_relaxed);
