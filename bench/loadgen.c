@@ -28,7 +28,7 @@
 
 static const char usage_text[] =
     "usage: loadgen --connect HOST:PORT [--scenario rr|churn|throughput|idle]\n"
-    "               [--conns N] [--size BYTES] [--depth D] [--framing raw|line|len32]\n"
+    "               [--conns N] [--size BYTES] [--depth D] [--framing raw|line|len32|ws]\n"
     "               [--duration S] [--warmup S] [--threads T] [--server-pid PID]\n"
     "               [--connect-timeout S] [--max-requests N] [--hold S] [--no-ping]\n"
     "  rr          each connection sends DEPTH messages and waits for their echo (closed loop)\n"
@@ -36,11 +36,12 @@ static const char usage_text[] =
     "  throughput  bulk streaming: rr with about 1 MiB in flight per connection (MB/s)\n"
     "  idle        open CONNS connections, ping each once, print a ready line, hold them\n"
     "              until a line (or EOF) on stdin, SIGUSR1 or --hold S, then close\n"
-    "  --size      payload bytes per message; line adds '\\n', len32 a 4-byte length\n"
+    "  --size      payload bytes per message; line adds '\\n', len32 a 4-byte length,\n"
+    "              ws a WebSocket frame (binary, masked; the handshake is made at connect)\n"
     "  --server-pid  sample utime+stime of that process tree over the measured window\n";
 
 enum { SC_RR, SC_CHURN, SC_THROUGHPUT, SC_IDLE };
-enum { FR_RAW, FR_LINE, FR_LEN32 };
+enum { FR_RAW, FR_LINE, FR_LEN32, FR_WS };
 enum { ST_FREE, ST_CONNECTING, ST_ACTIVE, ST_DEAD };
 
 #define MAX_CONNS 200000
@@ -70,7 +71,7 @@ static struct {
          .connect_timeout = 10.0, .max_requests = 1000000000LL};
 
 static const char *scenario_names[] = {"rr", "churn", "throughput", "idle"};
-static const char *framing_names[] = {"raw", "line", "len32"};
+static const char *framing_names[] = {"raw", "line", "len32", "ws"};
 
 static int64_t now_ns(void)
 {
@@ -160,9 +161,66 @@ static double hist_pct(const struct hist *h, double q)
 static uint8_t *tmpl;     /* one whole frame; the stamp region is overwritten per message */
 static size_t stamp_off;  /* where the stamp starts inside a frame */
 static size_t stamp_len;  /* min(STAMP_LEN, size) */
+/* What comes back: the same frame, except for WebSocket (the server's frame
+ * is unmasked, the client's masked), whose echo has its own template. */
+static uint8_t *rtmpl;
+static size_t rstamp_off, rframe;
+static const uint8_t ws_key[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+/* A WebSocket binary frame header for size bytes, masked or not: its length. */
+static size_t ws_header(uint8_t *h, size_t size, int masked)
+{
+    size_t n = 2;
+    h[0] = 0x82;
+    if (size < 126) {
+        h[1] = (uint8_t)size;
+    } else if (size < 65536) {
+        h[1] = 126;
+        h[2] = (uint8_t)(size >> 8);
+        h[3] = (uint8_t)size;
+        n = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (uint8_t)((uint64_t)size >> (56 - 8 * i));
+        n = 10;
+    }
+    if (masked) {
+        h[1] |= 0x80;
+        memcpy(h + n, ws_key, 4);
+        n += 4;
+    }
+    return n;
+}
+
+/* WebSocket: the client's frame (masked) in tmpl, the echo (unmasked) in rtmpl. */
+static void make_ws_templates(void)
+{
+    uint8_t h[14];
+    size_t sh = ws_header(h, opt.size, 1), rh = ws_header(h, opt.size, 0);
+    opt.frame = sh + opt.size;
+    rframe = rh + opt.size;
+    tmpl = malloc(opt.frame);
+    rtmpl = malloc(rframe);
+    if (!tmpl || !rtmpl)
+        die("%s", "out of memory");
+    ws_header(tmpl, opt.size, 1);
+    ws_header(rtmpl, opt.size, 0);
+    stamp_off = sh;
+    rstamp_off = rh;
+    stamp_len = opt.size < STAMP_LEN ? opt.size : STAMP_LEN;
+    for (size_t i = 0; i < opt.size; i++) {
+        rtmpl[rh + i] = (uint8_t)('A' + (i * 7 + i / 26) % 26);
+        tmpl[sh + i] = rtmpl[rh + i] ^ ws_key[i & 3];
+    }
+}
 
 static void make_template(void)
 {
+    if (opt.framing == FR_WS) {
+        make_ws_templates();
+        return;
+    }
     opt.frame = opt.size + (opt.framing == FR_LINE ? 1 : opt.framing == FR_LEN32 ? 4 : 0);
     tmpl = malloc(opt.frame);
     if (!tmpl)
@@ -179,6 +237,9 @@ static void make_template(void)
         tmpl[p + i] = (uint8_t)('A' + (i * 7 + i / 26) % 26); /* never '\n' */
     if (opt.framing == FR_LINE)
         tmpl[opt.frame - 1] = '\n';
+    rtmpl = tmpl;
+    rstamp_off = stamp_off;
+    rframe = opt.frame;
 }
 
 static void make_stamp(uint8_t *dst, uint64_t seq, uint32_t cid)
@@ -387,6 +448,9 @@ static int conn_pump(struct thread *t, struct conn *c, int64_t now)
             uint8_t *f = c->sbuf + c->slen;
             memcpy(f, tmpl, opt.frame);
             make_stamp(f + stamp_off, c->sent, c->id);
+            if (opt.framing == FR_WS) /* the stamp is payload: masked too */
+                for (size_t i = 0; i < stamp_len; i++)
+                    f[stamp_off + i] ^= ws_key[i & 3];
             c->tsent[c->sent % (uint64_t)opt.depth] = now;
             c->sent++;
             c->slen += opt.frame;
@@ -446,27 +510,27 @@ static int consume(struct thread *t, struct conn *c, const uint8_t *p, size_t n,
                 return -1; /* bytes nobody asked for */
             make_stamp(c->exp_stamp, c->recvd, c->id);
         }
-        size_t take = opt.frame - c->roff;
+        size_t take = rframe - c->roff;
         if (take > n)
             take = n;
         /* [roff, roff+take) against the template, except the stamp region. */
         size_t a = c->roff, b = c->roff + take;
-        size_t s0 = stamp_off, s1 = stamp_off + stamp_len;
+        size_t s0 = rstamp_off, s1 = rstamp_off + stamp_len;
         size_t lo = a > s0 ? a : s0, hi = b < s1 ? b : s1;
         if (lo < hi) {
             if (memcmp(p + (lo - a), c->exp_stamp + (lo - s0), hi - lo))
                 return -1;
-            if (lo > a && memcmp(p, tmpl + a, lo - a))
+            if (lo > a && memcmp(p, rtmpl + a, lo - a))
                 return -1;
-            if (b > hi && memcmp(p + (hi - a), tmpl + hi, b - hi))
+            if (b > hi && memcmp(p + (hi - a), rtmpl + hi, b - hi))
                 return -1;
-        } else if (memcmp(p, tmpl + a, take)) {
+        } else if (memcmp(p, rtmpl + a, take)) {
             return -1;
         }
         c->roff += take;
         p += take;
         n -= take;
-        if (c->roff == opt.frame) {
+        if (c->roff == rframe) {
             c->roff = 0;
             if (message_done(t, c, now)) {
                 *finished = 1;
@@ -475,6 +539,38 @@ static int consume(struct thread *t, struct conn *c, const uint8_t *p, size_t n,
         }
     }
     return 0;
+}
+
+/* WebSocket: the upgrade, made blocking (poll) right after the connect:
+ * the request, then the response head read up to its blank line (the
+ * server says nothing more before our first frame). 0 or -1. */
+static int ws_handshake(int fd)
+{
+    char req[512], head[1024];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     opt.target);
+    int64_t end = now_ns() + (int64_t)(opt.connect_timeout * 1e9);
+    size_t off = 0, got = 0;
+    while (off < (size_t)n || got < 4 || memcmp(head + got - 4, "\r\n\r\n", 4)) {
+        struct pollfd p = {fd, off < (size_t)n ? POLLOUT : POLLIN, 0};
+        int ms = (int)((end - now_ns()) / 1000000);
+        if (ms <= 0 || got == sizeof head || poll(&p, 1, ms) < 0)
+            return -1;
+        ssize_t r = off < (size_t)n ? send(fd, req + off, (size_t)n - off, MSG_NOSIGNAL)
+                                    : recv(fd, head + got, 1, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (r <= 0)
+            return -1;
+        if (off < (size_t)n)
+            off += (size_t)r;
+        else
+            got += (size_t)r;
+    }
+    return got >= 12 && !memcmp(head, "HTTP/1.1 101", 12) ? 0 : -1;
 }
 
 /* Handle readiness on an active connection: read, verify, send more. */
@@ -492,6 +588,11 @@ static void conn_ready(struct thread *t, struct conn *c, uint32_t ev, int64_t no
         }
         if (!(ev & EPOLLOUT))
             return;
+        if (opt.framing == FR_WS && ws_handshake(c->fd) < 0) {
+            thread_error(t, &t->connect_errors);
+            conn_close(t, c, opt.scenario != SC_CHURN);
+            return;
+        }
         c->state = ST_ACTIVE;
         t->connecting--;
         t->established++;
@@ -744,7 +845,7 @@ static void parse_args(int argc, char **argv)
         else if (!strcmp(a, "--scenario"))
             opt.scenario = lookup(v, scenario_names, 4, a);
         else if (!strcmp(a, "--framing"))
-            opt.framing = lookup(v, framing_names, 3, a);
+            opt.framing = lookup(v, framing_names, 4, a);
         else if (!strcmp(a, "--conns"))
             opt.conns = (int)parse_num(a, v, 1, MAX_CONNS);
         else if (!strcmp(a, "--size"))

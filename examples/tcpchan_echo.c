@@ -30,8 +30,11 @@ static const char usage_text[] =
     "  --workers N         pool: worker threads; event: loop threads (default, or 0: CPU count)\n"
     "  --max-conns N       live connections at most; further clients wait in the backlog\n"
     "                      (default 4096; forking: 40; 0: no limit)\n"
-    "  --framing F         raw (default) | line | len32\n"
-    "  --max-frame BYTES   largest line or frame accepted (default 1048576)\n"
+    "  --framing F         raw (default) | line | len32 | ws\n"
+    "                      ws: WebSocket (RFC 6455) on any path; each text or binary message\n"
+    "                      echoed as one message of its type, pings answered, a close answered\n"
+    "  --max-frame BYTES   largest line, frame or WebSocket message accepted (default 1048576;\n"
+    "                      ws: a larger one is refused with close code 1009)\n"
     "  --idle-timeout MS   close a connection silent between messages for MS ms\n"
     "                      (default 300000; 0: never)\n"
     "  --conn-timeout MS   bound on each read and send, and on a message in progress\n"
@@ -190,8 +193,10 @@ static int parse_args(int argc, char **argv, struct options *o)
             return rc;
     }
     if (strcmp(o->framing, "raw") != 0 && strcmp(o->framing, "line") != 0 &&
-        strcmp(o->framing, "len32") != 0)
-        return bad_arg("--framing", "must be raw, line or len32");
+        strcmp(o->framing, "len32") != 0 && strcmp(o->framing, "ws") != 0)
+        return bad_arg("--framing", "must be raw, line, len32 or ws");
+    if (o->greet && !strcmp(o->framing, "ws"))
+        return bad_arg("--greet", "makes no sense with --framing ws (a line is no message)");
     if (!strcmp(o->listen, "systemd") || !strncmp(o->listen, "systemd:", 8)) {
         o->systemd = 1;
         o->systemd_name = o->listen[7] == ':' ? o->listen + 8 : NULL;
@@ -231,6 +236,14 @@ static int echo_message(tc_conn *conn, const void *msg, size_t len, void *ctx)
         (w = tc_conn_write(conn, msg, len)) >= 0)
         w = tc_conn_write(conn, env.tail, env.tail_len);
     return w < 0 ? (int)w : 0;
+}
+
+/* WebSocket: the message back, with its type (text or binary). */
+static int echo_ws(tc_conn *conn, const void *msg, size_t len, void *ctx)
+{
+    (void)ctx;
+    ssize_t sent = tc_ws_send(conn, (tc_ws_type)tc_ws_message_type(conn), msg, len);
+    return sent < 0 ? (int)sent : 0;
 }
 
 /* --greet: one line saying who the client is, as the server sees it. */
@@ -437,6 +450,11 @@ int main(int argc, char **argv)
      * no buffer to fill (and in pool mode no second hop through the loop). */
     int sends_now = o.mode == TC_MODE_EVENT || o.mode == TC_MODE_POOL;
     handler.on_message = strcmp(o.framing, "raw") != 0 && !sends_now ? echo_message : echo_send;
+    tc_ws_config ws = TC_WS_CONFIG_INIT;
+    if (!strcmp(o.framing, "ws")) {
+        cfg.ws = &ws;
+        handler.on_message = echo_ws;
+    }
 
     if (o.greet)
         handler.on_open = greet_open;

@@ -43,6 +43,8 @@ void tc__chan_free(tc_conn *c)
 {
     if (!c)
         return;
+    if (c->proto)
+        c->proto->detach(c);
     tc__close(c->fd);
     if (!c->rborrowed)
         free(c->rbuf);
@@ -55,6 +57,7 @@ void tc__chan_free(tc_conn *c)
 
 void tc__chan_consume_view(tc_conn *c)
 {
+    c->rtaken += c->rview;
     c->roff += c->rview;
     c->rlen -= c->rview;
     c->rview = 0;
@@ -135,6 +138,8 @@ ssize_t tc__chan_fill_once(tc_conn *c, size_t limit)
 
 size_t tc__chan_frame_limit(const tc_conn *c)
 {
+    if (c->proto)
+        return c->proto->limit(c);
     return tc_codec_max_frame(&c->codec) + tc__codec_overhead(&c->codec);
 }
 
@@ -149,6 +154,8 @@ int tc__chan_frame(tc_conn *c, const void **msg, size_t *len)
     tc__chan_consume_view(c);
     if (c->rerr)
         return c->rerr;
+    if (c->proto)
+        return c->proto->frame(c, msg, len); /* its own framing */
     if (c->rlen == 0)
         return 0; /* the usual end of a batch: nothing to scan */
     if (c->rscan > c->rlen)
@@ -264,6 +271,15 @@ int tc__chan_proxy(tc_conn *c, tc__proxy_hdr *h)
     return rc;
 }
 
+void tc__chan_take(tc_conn *c, size_t n)
+{
+    c->rtaken += n;
+    c->roff += n;
+    c->rlen -= n;
+    if (c->rlen == 0)
+        c->roff = 0;
+}
+
 /* ---- write side --------------------------------------------------------- */
 
 size_t tc__chan_pending(const tc_conn *c)
@@ -288,6 +304,16 @@ int tc__chan_reserve(tc_conn *c, size_t n)
         return -ENOMEM;
     c->wbuf = nb;
     c->wcap = cap;
+    return 0;
+}
+
+int tc__chan_queue(tc_conn *c, const void *p, size_t n)
+{
+    int rc = tc__chan_reserve(c, n);
+    if (rc < 0)
+        return rc;
+    memcpy(c->wbuf + c->wlen, p, n);
+    c->wlen += n;
     return 0;
 }
 

@@ -509,6 +509,8 @@ ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
         return -EINVAL;
     if (len > SSIZE_MAX)
         return -EINVAL;
+    if (conn->proto)
+        return conn->proto->send(conn, buf, len); /* its own framing */
     tc_codec_envelope env;
     int rc = tc__codec_encode(&conn->codec, buf, len, &env);
     if (rc < 0)

@@ -159,6 +159,99 @@ size_t tc__codec_overhead(const tc_codec *c);
  * passes here, and the checks were made when the codec was set. */
 int tc__codec_encode(const tc_codec *c, const void *payload, size_t len, tc_codec_envelope *env);
 
+/* ---- WebSocket leaves (sha1.c, base64.c, ws_frame.c, ws_http.c: pure) ------ */
+
+#define TC__SHA1_LEN 20
+typedef struct tc__sha1_ctx {
+    uint32_t h[5];
+    uint64_t total;         /* bytes hashed */
+    size_t used;            /* bytes waiting in buf */
+    unsigned char buf[64];
+} tc__sha1_ctx;
+void tc__sha1_init(tc__sha1_ctx *s);
+void tc__sha1_update(tc__sha1_ctx *s, const void *data, size_t len);
+void tc__sha1_final(tc__sha1_ctx *s, unsigned char out[TC__SHA1_LEN]);
+void tc__sha1(const void *data, size_t len, unsigned char out[TC__SHA1_LEN]);
+
+/* Base64 of len bytes into out (room for 4 * ((len + 2) / 3) + 1, NUL
+ * written): the length without the NUL. */
+size_t tc__base64_encode(const void *data, size_t len, char *out);
+/* Decode padded base64 (len a multiple of 4) into out (cap bytes): the
+ * count, -EINVAL (not canonical base64) or -ENOSPC. */
+ssize_t tc__base64_decode(const char *in, size_t len, void *out, size_t cap);
+
+enum { TC__WS_CONT = 0, TC__WS_TEXT = 1, TC__WS_BINARY = 2,
+       TC__WS_CLOSE = 8, TC__WS_PING = 9, TC__WS_PONG = 10 };
+#define TC__WS_HDR_MAX 14 /* 2 + 8 (64-bit length) + 4 (mask) */
+
+typedef struct tc__ws_hdr {
+    unsigned fin, rsv, opcode, masked;
+    uint64_t len;           /* payload length */
+    unsigned char mask[4];
+    size_t size;            /* header bytes, mask included */
+} tc__ws_hdr;
+/* A frame header at b: 1 (h set), 0 need more, TC_EBADFRAME (a 64-bit
+ * length with its top bit set). Checks nothing else. */
+int tc__ws_header_parse(const unsigned char *b, size_t n, tc__ws_hdr *h);
+/* Write a header (mask NULL: unmasked) to out (TC__WS_HDR_MAX bytes): its size. */
+size_t tc__ws_header_build(unsigned char *out, int fin, int opcode, uint64_t len,
+                           const unsigned char *mask);
+/* XOR n bytes with the key, the first byte being number phase of the payload. */
+void tc__ws_mask(unsigned char *p, size_t n, const unsigned char mask[4], size_t phase);
+
+/* UTF-8 validation that resumes: feed state 0 and the bytes; 0 means at a
+ * character boundary, TC__UTF8_BAD invalid (sticky), else inside one. */
+#define TC__UTF8_BAD UINT32_MAX
+uint32_t tc__utf8_feed(uint32_t st, const unsigned char *p, size_t n);
+/* Whether a peer may send this close code. */
+int tc__ws_close_code_valid(unsigned code);
+
+/* The receiver: what tc__ws_rx_step returns besides an error. */
+enum { TC__WS_MORE = 0, TC__WS_MSG = 1, TC__WS_CTRL = 2 };
+typedef struct tc__ws_rx {
+    size_t max;             /* the largest message payload */
+    int expect_mask;        /* frames must be masked (a server) or must not (a client) */
+    int in_msg;             /* a fragmented message is being joined */
+    int type;               /* its opcode */
+    uint32_t utf8;          /* its text's validator state */
+    size_t asm_len;         /* its payload so far, at buf[0, asm_len) */
+    size_t pos;             /* the first byte of buf not parsed yet */
+} tc__ws_rx;
+typedef struct tc__ws_ev {
+    int opcode;             /* MSG: TEXT or BINARY; CTRL: CLOSE, PING or PONG */
+    size_t off, len;        /* the payload, unmasked, at buf + off */
+    size_t used;            /* bytes to drop from the front of buf once done with it */
+    size_t squeeze;         /* bytes removed from inside buf: its length is len - squeeze */
+    int close_code;         /* on an error: the close code to answer with */
+} tc__ws_ev;
+/* One step over the buffered bytes buf[0, len), which start at a frame (or
+ * the message being joined): unmasks payloads in place, joins fragments at
+ * the front, checks the RFC's rules. TC__WS_MSG, TC__WS_CTRL, TC__WS_MORE,
+ * or TC_EBADFRAME / TC_ETOOBIG with ev->close_code (1002, 1007, 1009). The
+ * caller drops ev->used bytes before the next step and shortens buf by
+ * ev->squeeze (any answer). */
+int tc__ws_rx_step(tc__ws_rx *rx, unsigned char *buf, size_t len, tc__ws_ev *ev);
+
+#define TC__HTTP_MAX_HEADERS 64
+typedef struct tc__http_span {
+    size_t off, len;
+} tc__http_span;
+typedef struct tc__http_req {
+    size_t size;            /* bytes of the head, blank line included */
+    tc__http_span method, target;
+    int minor;              /* HTTP/1.minor */
+    size_t nheaders;
+    tc__http_span name[TC__HTTP_MAX_HEADERS], value[TC__HTTP_MAX_HEADERS];
+} tc__http_req;
+/* A request head at buf, looked for in the first max bytes: 1 (out set),
+ * 0 need more, TC_EBADFRAME malformed, TC_ETOOBIG (no end within max, or
+ * more than TC__HTTP_MAX_HEADERS fields). */
+int tc__http_parse(const char *buf, size_t len, size_t max, tc__http_req *out);
+/* Whether a (alen bytes) equals the string b, ignoring ASCII case. */
+int tc__http_ieq(const char *a, size_t alen, const char *b);
+/* Whether a comma-separated field value holds token (ignoring case). */
+int tc__http_has_token(const char *v, size_t len, const char *token);
+
 /* ---- PROXY protocol (proxy.c: pure) --------------------------------------- */
 
 #define TC__PROXY_V1_MAX 107           /* a v1 line at most, CRLF included (the spec's bound) */
@@ -307,6 +400,10 @@ struct tc_conn {
     int timeout_ms;    /* per-operation timeout; <= 0 = none */
     int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
     tc_codec codec;
+    /* A protocol spoken over the channel (a WebSocket), or NULL: its table
+     * and state (see tc__proto). */
+    const struct tc__proto *proto;
+    void *proto_data;
 
     /* read side: data is rbuf[roff, roff + rlen); the last view covers the
      * first rview bytes of it, consumed at the start of the next read call */
@@ -319,6 +416,7 @@ struct tc_conn {
     int rerr;          /* sticky: the read side is broken with this code */
     int rpend;         /* an error that came behind buffered bytes: reported after them */
     int rborrowed;     /* rbuf is the event loop's scratch buffer, not ours */
+    uint64_t rtaken;   /* bytes consumed from the front of the buffer so far */
 
     /* write side: pending data is wbuf[woff, wlen) */
     unsigned char *wbuf;
@@ -377,6 +475,11 @@ int tc__chan_keep(tc_conn *c);
  * complete (then consumed: TC__PROXY_DONE), TC__PROXY_NONE, TC_EPROXY
  * (h->why), or TC_EOF (the stream ended before any byte). */
 int tc__chan_proxy(tc_conn *c, tc__proxy_hdr *h);
+/* Drop n buffered bytes from the front (consumed by a protocol step). */
+void tc__chan_take(tc_conn *c, size_t n);
+/* Append n bytes to the write queue (sent with the next flush or send):
+ * 0 or -ENOMEM. */
+int tc__chan_queue(tc_conn *c, const void *p, size_t n);
 /* Bytes queued for sending. */
 size_t tc__chan_pending(const tc_conn *c);
 /* Room for n more bytes in the write buffer. 0 or -ENOMEM. */
@@ -411,6 +514,45 @@ void tc__conn_flush_quiet(tc_conn *c);
  * tc__chan_proxy, never TC__PROXY_MORE; -ETIMEDOUT (c->rlen tells whether
  * anything came) or a socket error. */
 int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h);
+
+/* ---- protocols: what a channel speaks over its bytes (ws.c) --------------- */
+
+/* A protocol with its own framing and an opening step (the WebSocket
+ * handshake). The server hands it to each accepted channel; chan.c and
+ * conn.c consult the channel's table where a codec would do the work
+ * (frames, tc_conn_send), and the session runs its opening step before
+ * setup, in every mode. */
+typedef struct tc__proto {
+    const char *name;
+    /* Copy and check the server's settings: 0 or TC_EBADCONFIG (detail logged), -ENOMEM. */
+    int (*configure)(tc_server *srv, void **out);
+    void (*unconfigure)(void *cfg);
+    /* Give an accepted channel its state (c->proto, c->proto_data): 0 or -ENOMEM. */
+    int (*attach)(tc_conn *c, const void *cfg);
+    /* Free the channel's state (from tc__chan_free). */
+    void (*detach)(tc_conn *c);
+    /* The opening step over what is buffered, without waiting: 1 done (the
+     * handler may open), 0 more bytes needed, TC_EOF to end quietly, or an
+     * error to report; a response may be queued for the peer in any case. */
+    int (*open)(tc_conn *c);
+    /* The longest wait for the opening step, in ms. */
+    int (*open_timeout_ms)(const tc_conn *c);
+    /* As tc__chan_frame: the next message (1), 0 need more, or an error. */
+    int (*frame)(tc_conn *c, const void **msg, size_t *len);
+    /* tc_conn_send on the channel: len or an error. */
+    ssize_t (*send)(tc_conn *c, const void *buf, size_t len);
+    /* The most the read buffer needs to hold (tc__chan_frame_limit). */
+    size_t (*limit)(const tc_conn *c);
+    /* When the protocol wants to act while the channel waits for input (a
+     * keepalive ping, or its timeout): an absolute deadline, or
+     * TC__NO_DEADLINE. The modes call wake once it has passed. */
+    int64_t (*wake_at)(const tc_conn *c);
+    /* Act: 0 (perhaps with something queued to send), or the code to end
+     * the session with (-ETIMEDOUT: no answer to a ping). */
+    int (*wake)(tc_conn *c);
+} tc__proto;
+
+extern const tc__proto tc__proto_ws;
 
 /* ---- drivers: how a channel waits and sends ----------------------------- */
 
@@ -481,6 +623,10 @@ int tc__session_proxy(tc__session *s, int rc, const tc__proxy_hdr *h);
 int tc__session_proxy_precheck(tc__session *s);
 /* setup, then (message style) on_open: 0, or the refusal, reported. */
 int tc__session_open(tc__session *s);
+/* The channel's protocol's opening step (the WebSocket handshake) over what
+ * is buffered: 1 done, 0 more bytes needed, or the session ends (TC_EOF
+ * quietly, another code reported; a response may be queued). */
+int tc__session_upgrade(tc__session *s);
 /* on_message: its answer. */
 int tc__session_message(tc__session *s, const void *msg, size_t len);
 /* on_timer: its answer. */
@@ -665,6 +811,9 @@ struct tc_server {
 
     atomic_uint active, peak;
     atomic_ullong accepted, refused, errors;
+
+    const tc__proto *proto;   /* what every channel speaks (cfg.ws), or NULL */
+    void *proto_cfg;          /* its settings, as proto->configure copied them */
 
     char *proxy_trusted_text; /* owned copy of cfg.proxy_trusted */
     tc__cidr *proxy_trusted;  /* the parsed list ... */

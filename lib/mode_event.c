@@ -78,6 +78,7 @@ struct evconn {
     int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
     int closed;          /* ended: the record waits on the dead list */
     int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
+    int upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
     /* Bytes other threads sent that the loop has not taken yet, and the
      * output queue as the loop last saw it: a foreign send is refused
      * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
@@ -180,6 +181,10 @@ static int64_t idle_due(const struct evconn *ec)
         if (f < due)
             due = f;
     }
+    if (ec->conn && ec->conn->deadline < due)
+        due = ec->conn->deadline; /* the channel's own (a WebSocket closing) */
+    if (ec->conn && ec->conn->proto && ec->conn->proto->wake_at(ec->conn) < due)
+        due = ec->conn->proto->wake_at(ec->conn); /* its protocol's (a keepalive ping) */
     return due;
 }
 
@@ -194,7 +199,7 @@ static void schedule_idle(struct evconn *ec)
 static void restart_idle(struct evconn *ec)
 {
     const tc_server_config *cfg = &ec->loop->srv->cfg;
-    if (cfg->idle_timeout_ms > 0 || cfg->conn_timeout_ms > 0) {
+    if (cfg->idle_timeout_ms > 0 || cfg->conn_timeout_ms > 0 || (ec->conn && ec->conn->proto)) {
         ec->idle_from = tc__now_ns();
         schedule_idle(ec);
     }
@@ -593,8 +598,9 @@ static int let_go(struct evconn *ec)
     tc_conn *c = ec->conn;
     struct loop *lp = ec->loop;
     struct state *st = lp->st;
+    /* A channel deadline (a WebSocket closing) needs the loop's timer. */
     if (ec->job_rc < 0 || ec->io_err || c->rlen > 0 || c->reof || tc__chan_pending(c) > 0 ||
-        ec->timer_req || ec->shut_wr)
+        ec->timer_req || ec->shut_wr || c->deadline != TC__NO_DEADLINE)
         return 0;
     const tc_server_config *cfg = &lp->srv->cfg;
     int done = 0;
@@ -969,6 +975,7 @@ static void process_input(struct evconn *ec)
 }
 
 static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr);
+static void upgrade_step(struct evconn *ec);
 
 static void on_readable(struct evconn *ec)
 {
@@ -977,7 +984,7 @@ static void on_readable(struct evconn *ec)
         (void)dispatch_stream(ec); /* its handler reads for itself */
         return;
     }
-    if (ec->slot != PSLOT_NONE && !ec->proxy_wait) {
+    if (ec->slot != PSLOT_NONE && !ec->proxy_wait && !ec->upgrade_wait) {
         dispatch_serve(ec); /* a worker receives */
         return;
     }
@@ -998,8 +1005,14 @@ static void on_readable(struct evconn *ec)
         proxy_done(ec, rc, &hdr);
         return;
     }
+    if (ec->upgrade_wait) {
+        upgrade_step(ec);
+        return;
+    }
     restart_idle(ec);
     process_input(ec);
+    if (!ec->closed && ec->conn && ec->conn->deadline != TC__NO_DEADLINE)
+        schedule_idle(ec); /* process_input may have set it (a WebSocket closing) */
 }
 
 static void on_writable(struct evconn *ec)
@@ -1035,6 +1048,15 @@ static void ev_start(struct evconn *ec)
             (void)dispatch_stream(ec);
         return;
     }
+    if (ec->conn->proto && !ec->upgraded) {
+        /* The protocol's opening step first, within its timeout. */
+        ec->upgrade_wait = 1;
+        (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t,
+                                 tc__deadline_ms(ec->conn->proto->open_timeout_ms(ec->conn)));
+        if (ec->conn->rlen > 0) /* bytes came behind a PROXY header */
+            upgrade_step(ec);
+        return;
+    }
     if (tc__session_open(ec->s) < 0) {
         ev_close(ec, 0, TC__REPORT_NO); /* reported; finish if setup ran */
         return;
@@ -1066,6 +1088,28 @@ static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr)
         process_input(ec);
 }
 
+/* The opening step over what came; once done, the handler starts and the
+ * bytes after the request are its first input. */
+static void upgrade_step(struct evconn *ec)
+{
+    int rc = tc__session_upgrade(ec->s);
+    if (rc == 0) {
+        (void)tc__chan_settle(ec->conn); /* the scratch buffer is shared */
+        return;
+    }
+    tc__theap_cancel(&ec->loop->timers, &ec->idle.t);
+    ec->upgrade_wait = 0;
+    if (rc < 0) {
+        ev_close_after_flush(ec, rc, TC__REPORT_NO); /* its response goes out first */
+        return;
+    }
+    ec->upgraded = 1;
+    int pooled = ec->loop->st->pooled;
+    ev_start(ec); /* in pool mode it may be a worker's from here */
+    if (!pooled && !ec->closed)
+        process_input(ec);
+}
+
 static const tc__driver ev_driver;
 
 /* Take a connection into this loop: register, then the PROXY header or setup and on_open. */
@@ -1090,11 +1134,12 @@ static void ev_open(struct loop *lp, tc__session *s)
     lp->nconns++;
     int rc = 0;
     /* A pool's message-style connection waits in the ready set, from the
-     * end of on_open: a slot, and the loop's poller only for a PROXY header. */
+     * end of on_open: a slot, and the loop's poller only for what comes
+     * first (a PROXY header, a protocol's opening step). */
     int parks = lp->st->pooled && !ec->stream;
     if (parks)
         rc = slot_new(lp->st, ec);
-    if (rc == 0 && (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF)) {
+    if (rc == 0 && (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF || c->proto)) {
         if ((rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec)) == 0) {
             ec->registered = 1;
             ec->interest = TC__POLL_IN;
@@ -1305,6 +1350,10 @@ static void fire_timers(struct loop *lp)
             proxy_done(ec, -ETIMEDOUT, &hdr);
             continue;
         }
+        if (et->kind == TIMER_IDLE && ec->upgrade_wait) {
+            ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* no request in time */
+            continue;
+        }
         if (et->kind == TIMER_IDLE && ec->stream) {
             /* Parked for the pool and silent for its whole timeout: closed
              * without a worker, as a queue would. */
@@ -1315,16 +1364,36 @@ static void fire_timers(struct loop *lp)
             /* Not idle while a worker has it or it waits for one, nor while
              * a reply is still going out (the peer may be reading it
              * slowly), as the other modes wait for the next message only
-             * after flushing: look again a timeout later, by when the clock
-             * will have restarted (a worker that parks it restarts it
-             * without the loop). A parked one is taken back to look. */
+             * after flushing: look again later, by when the clock will have
+             * restarted (a worker that parks it restarts it without the
+             * loop). A parked one is taken back to look, and goes back. */
+            const tc_server_config *cfg = &lp->srv->cfg;
+            int ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : cfg->conn_timeout_ms;
             int was_away = ec->away;
-            if (!claim(ec, NULL) || ec->waiting || tc__chan_pending(ec->conn) > 0) {
-                const tc_server_config *cfg = &lp->srv->cfg;
-                int ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : cfg->conn_timeout_ms;
+            if (!claim(ec, NULL) || ec->waiting) {
+                if (ms <= 0 || (ec->conn->proto && ms > 100))
+                    ms = 100; /* a protocol's wake-up may come sooner */
                 (void)tc__theap_schedule(&lp->timers, t, now + (int64_t)ms * TC_NS_PER_MS);
-                if (was_away && !ec->away)
-                    set_interest(ec); /* taken back: it goes back */
+                continue;
+            }
+            if (ec->conn->proto && ec->conn->proto->wake_at(ec->conn) <= now) {
+                /* Its protocol's turn (a keepalive ping, or no answer to one). */
+                int rc = ec->conn->proto->wake(ec->conn);
+                int f = rc == 0 ? tc__chan_flush_nb(ec->conn) : 0;
+                if (f < 0)
+                    rc = f;
+                if (rc < 0) {
+                    ev_close(ec, rc, TC__REPORT_AUTO);
+                    continue;
+                }
+                schedule_idle(ec);
+                set_interest(ec); /* in pool mode, possibly a worker's from here */
+                continue;
+            }
+            if (tc__chan_pending(ec->conn) > 0) {
+                (void)tc__theap_schedule(&lp->timers, t, now + (int64_t)ms * TC_NS_PER_MS);
+                if (was_away)
+                    set_interest(ec);
                 continue;
             }
             int64_t due = idle_due(ec);

@@ -41,6 +41,8 @@ static void server_free(tc_server *srv)
 {
     if (srv->mode && srv->mode->stop)
         srv->mode->stop(srv);
+    if (srv->proto)
+        srv->proto->unconfigure(srv->proto_cfg);
     tc__close(srv->wakefd);
     tc__close(srv->stopfd);
     tc__close(srv->spare_fd);
@@ -331,6 +333,11 @@ static int create_server(tc_server **out, const tc_server_config *cfg, const tc_
         if ((rc = load_trusted(srv)) < 0)
             goto fail;
     }
+    if (srv->cfg.ws) { /* every channel speaks WebSocket (ws.c) */
+        if ((rc = tc__proto_ws.configure(srv, &srv->proto_cfg)) < 0)
+            goto fail;
+        srv->proto = &tc__proto_ws;
+    }
     if (listener && srv->cfg.adopt_fd != TC_ON) {
         srv->listen_text = strdup(srv->cfg.listen ? srv->cfg.listen : DEFAULT_LISTEN);
         if (!srv->listen_text) {
@@ -451,6 +458,11 @@ int tc__server_accept(tc_server *srv, tc__session **out)
     conn->srv = srv;
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
     conn->codec = srv->cfg.codec;
+    if (srv->proto && (rc = srv->proto->attach(conn, srv->proto_cfg)) < 0) {
+        tc__report(srv, NULL, rc);
+        tc__chan_free(conn);
+        return 0;
+    }
     /* The drain reaches an idle session by shutting its socket, or its
      * reads and waits watch the stop descriptor. */
     conn->stopfd = srv->mode->drain_reaches_idle ? -1 : srv->stopfd;
@@ -772,7 +784,8 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
         conn->timeout_ms = srv->cfg.conn_timeout_ms;
         conn->codec = srv->cfg.codec;
         conn->stopfd = srv->stopfd;
-        tc__session_run(sess);
+        if (!srv->proto || (rc = srv->proto->attach(conn, srv->proto_cfg)) == 0)
+            tc__session_run(sess);
         /* inetd also hands the socket over as stdout: closing our descriptor
          * alone would not end the stream for the client. */
         tc__sock_shutdown(conn->fd);

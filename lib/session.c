@@ -115,6 +115,37 @@ int tc__session_open(tc__session *s)
     return 0;
 }
 
+/* ---- the protocol's opening step --------------------------------------------- */
+
+int tc__session_upgrade(tc__session *s)
+{
+    int rc = s->conn->proto->open(s->conn);
+    if (rc < 0 && rc != TC_EOF)
+        tc__report(s->srv, s->conn, rc);
+    return rc;
+}
+
+/* Blocking: the opening step until done, within its timeout. 0 to go on,
+ * or the session ends (its response flushed). */
+static int upgrade(tc__session *s)
+{
+    tc_conn *c = s->conn;
+    int64_t deadline = tc__deadline_ms(c->proto->open_timeout_ms(c));
+    for (;;) {
+        int rc = tc__session_upgrade(s);
+        if (rc == 1)
+            return 0;
+        if (rc < 0) {
+            tc__conn_flush_quiet(c);
+            return rc;
+        }
+        /* A client that never asks, or leaves, ends quietly. */
+        ssize_t r = c->drv->fill(c, deadline, tc__chan_frame_limit(c));
+        if (r < 0 && r != TC_EOF)
+            return (int)r;
+    }
+}
+
 /* ---- messages ----------------------------------------------------------- */
 
 int tc__session_message(tc__session *s, const void *msg, size_t len)
@@ -178,6 +209,8 @@ static int wait_message(tc__session *s)
         deadline = earlier(deadline, s->idle_since
                                          ? s->idle_since + (int64_t)idle_ms * TC_NS_PER_MS
                                          : tc__deadline_ms(idle_ms));
+    if (c->proto)
+        deadline = earlier(deadline, c->proto->wake_at(c)); /* a keepalive ping */
     s->idle_since = 0;
     /* Idle, then look at the flag: a drain that starts after this store
      * finds the session idle and shuts it; one that started before it is
@@ -234,6 +267,11 @@ static void pump(tc__session *s)
         }
         if (c->rlen == 0) {
             if ((rc = wait_message(s)) < 0) {
+                if (rc == TC_EOF && c->proto)
+                    continue; /* its protocol has the last word (a WebSocket that failed) */
+                if (rc == -ETIMEDOUT && c->proto && c->proto->wake_at(c) <= tc__now_ns() &&
+                    (rc = c->proto->wake(c)) == 0)
+                    continue; /* a keepalive ping is queued: flushed before the next wait */
                 reason = rc;
                 report = TC__REPORT_AUTO;
                 break;
@@ -273,6 +311,10 @@ static void run(tc__session *s)
             s->closed = 1; /* nothing of the handler ran */
             return;
         }
+    }
+    if (s->conn->proto && upgrade(s) != 0) {
+        s->closed = 1; /* nothing of the handler ran */
+        return;
     }
     if (tc__session_open(s) < 0) {
         tc__session_close(s, 0, TC__REPORT_NO); /* reported; finish if setup ran */

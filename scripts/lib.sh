@@ -15,7 +15,8 @@ TC_DEMO_PACKAGES=(cmake:cmake make:make gcc:gcc libc6-dev pkg-config:pkg-config 
 TC_TEST_PACKAGES=("${TC_DEMO_PACKAGES[@]}" g++:g++ clang:clang binutils:nm
                   libclang-rt-14-dev libcriterion-dev doxygen:doxygen haproxy:haproxy
                   systemd:systemd-analyze clang-tidy:clang-tidy cppcheck:cppcheck
-                  valgrind:valgrind python3:python3)
+                  valgrind:valgrind python3:python3
+                  python3-websockets nodejs:node node-ws chromium:chromium)
 
 tc_say() { printf '==> %s\n' "$*"; }
 tc_die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -494,12 +494,17 @@ typedef struct tc_server_config {
     /** @brief Longest wait for the whole PROXY header, from the start of the
      *         connection's run, in ms; 0 = 5000. */
     int proxy_timeout_ms;
+    /** @brief WebSocket (see ws.h): every connection opens with the upgrade
+     *         handshake, and on_message receives WebSocket messages (at most
+     *         the codec's max_frame each); NULL = plain TCP. Copied by
+     *         tc_server_create(). Message-style handlers only. */
+    const struct tc_ws_config *ws;
 } tc_server_config;
 
 /** @brief Initialiser for tc_server_config: every field at its default. */
 #define TC_SERVER_CONFIG_INIT                                                                      \
     {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0},  \
-     0, 0, TC_PROXY_OFF, 0, 0}
+     0, 0, TC_PROXY_OFF, 0, 0, 0}
 
 /** @brief Counters of a server, as tc_server_stats() reads them. */
 typedef struct tc_stats {

@@ -18,5 +18,6 @@
 #include "conn.h"
 #include "server.h"
 #include "prefork.h"
+#include "ws.h"
 
 #endif /* TCPCHAN_TCPCHAN_H */
