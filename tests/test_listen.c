@@ -124,15 +124,17 @@ Test(listen, adopt_refuses_what_is_not_a_listener)
     struct {
         int fd;
         const char *why;
-    } cases[4];
+    } cases[5];
     int p[2];
     cr_assert_eq(pipe(p), 0);
     int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0);
+    int seq = socket(AF_UNIX, SOCK_SEQPACKET, 0);
     cases[0].fd = p[0], cases[0].why = "is not a socket";
-    cases[1].fd = udp, cases[1].why = "is not a stream (SOCK_STREAM) socket";
+    cases[1].fd = udp, cases[1].why = "is a datagram socket that is not bound";
     cases[2].fd = tcp, cases[2].why = "is not listening";
     cases[3].fd = 999, cases[3].why = "is not an open descriptor";
-    for (int i = 0; i < 4; i++) {
+    cases[4].fd = seq, cases[4].why = "is not a SOCK_STREAM or SOCK_DGRAM socket";
+    for (int i = 0; i < 5; i++) {
         tc_server_config cfg = adopt_config(cases[i].fd, &log);
         cr_assert_eq(tc_server_create(&srv, &cfg, &h), TC_EBADCONFIG, "case %d", i);
         tc_test_event_log(&log, text, sizeof text);
@@ -169,6 +171,7 @@ Test(listen, adopt_refuses_what_is_not_a_listener)
     close(p[1]);
     close(udp);
     close(tcp);
+    close(seq);
     tc_test_event_destroy(&log);
 }
 

@@ -315,6 +315,12 @@ typedef enum tc_proxy_mode {
 #define TC_DEFAULT_CONN_TIMEOUT_MS 300000
 /** @brief Default of @ref tc_server_config::max_conns in every mode but forking (40). */
 #define TC_DEFAULT_MAX_CONNS 4096
+/** @brief A datagram server's default max_frame (the codec's max_frame left
+ *         0): 65507 bytes, the largest UDP payload over IPv4. */
+#define TC_DGRAM_DEFAULT_MAX_FRAME 65507
+/** @brief The largest max_frame a datagram server accepts (16 MiB; a unix
+ *         datagram can be as large as the socket buffers allow). */
+#define TC_DGRAM_MAX_FRAME ((size_t)16 * 1024 * 1024)
 
 /**
  * @brief Server configuration. Every field's zero value means its default,
@@ -505,6 +511,17 @@ typedef struct tc_stats {
     unsigned long long handler_errors; /**< negative codes reported to handle_error */
     unsigned active;                   /**< connections accepted and not yet closed */
     unsigned peak_active;              /**< the most connections ever active at once */
+    /* Added in 0.2, at the end: a datagram server's counters (all 0 for a
+     * stream server). There, accepted counts the datagrams handed on as
+     * requests (refused ones included), and active the requests in flight. */
+    unsigned long long dgram_received;  /**< datagrams read from the socket, all of them */
+    unsigned long long dgram_answered;  /**< reply datagrams the socket took */
+    unsigned long long dgram_dropped;   /**< datagrams lost inside the server: received but
+                                             never handed to a handler (over max_frame, no
+                                             memory, no thread or process for it), or replies
+                                             the socket refused (its buffer full, an
+                                             unreachable unix peer) */
+    unsigned long long dgram_truncated; /**< of the dropped, those over max_frame (MSG_TRUNC) */
 } tc_stats;
 
 /**
