@@ -363,13 +363,6 @@ int tc__sock_sendmmsg(int fd, struct mmsghdr *v, unsigned n)
     return r;
 }
 
-int tc__sock_type(int fd)
-{
-    int type = 0;
-    socklen_t len = sizeof type;
-    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ? -errno : type;
-}
-
 /* Wait for fd (or stopfd, if >= 0, to become readable: TC_ESHUTDOWN). */
 static int wait_fd(int fd, short events, int stopfd, int64_t deadline, int report_eintr)
 {
