@@ -134,7 +134,7 @@ int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count)
 {
     if (!text || !list || max < 1 || !count)
         return text ? -EINVAL : TC_EBADADDR;
-    int socktype = 0, rc;
+    int socktype = 0, rc, n = 0;
     const char *path = NULL;
     if (has_prefix(text, UNIX_PREFIX)) {
         path = text + strlen(UNIX_PREFIX);
@@ -147,14 +147,16 @@ int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count)
     }
     if (path) {
         if ((rc = parse_unix(&list[0], path)) == 0)
-            *count = 1;
+            n = 1;
     } else {
-        rc = resolve_inet(text, socktype, list, max, count);
+        rc = resolve_inet(text, socktype, list, max, &n);
     }
-    if (rc == 0)
-        for (int i = 0; i < *count; i++)
-            list[i].socktype = socktype;
-    return rc;
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < n; i++)
+        list[i].socktype = socktype;
+    *count = n;
+    return 0;
 }
 
 static int resolve_inet(const char *text, int socktype, tc_addr *list, int max, int *count)

@@ -299,6 +299,7 @@ ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n)
 ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *truncated)
 {
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss); /* a unix sender without a name fills none of it */
     struct iovec v = {buf, n};
     struct msghdr m;
     memset(&m, 0, sizeof m);
