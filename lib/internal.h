@@ -10,12 +10,16 @@
  *   conn     conn.c: the public tc_conn API over chan, waiting and sending
  *            only through the channel's driver (tc__driver).
  *   drivers  drv_block.c (blocking sockets, dial and the blocking modes),
- *            mode_event.c's (an event loop's channels). One table each.
+ *            mode_event.c's (an event loop's channels), drv_dgram.c's (a
+ *            datagram request; a dialled datagram socket), dgram.c's (event
+ *            mode's batched datagram replies). One table each.
  *   session  session.c: the handler contract (socketserver's
  *            BaseRequestHandler), written once: open, messages, close,
  *            and the blocking pump.
  *   modes    mode_*.c: how connections get a thread, a process or a loop.
- *   server   server.c: bind, accept, hooks, shutdown and drain.
+ *   server   server.c: bind, accept, hooks, shutdown and drain; dgram.c:
+ *            a datagram server's receive (its "accept"), pool feeder and
+ *            event loops.
  *
  * Calls go downward by name. Upward only through a table: the driver table
  * (conn -> driver) and the mode table (server -> mode). chan.c and conn.c
