@@ -61,7 +61,10 @@ static void dg_send(int fd, const tc_addr *to, const void *buf, size_t n)
 /* One datagram (bounded by SO_RCVTIMEO): its length, or -errno. */
 static ssize_t dg_recv(int fd, void *buf, size_t n)
 {
-    ssize_t r = recv(fd, buf, n, 0);
+    ssize_t r;
+    do /* SO_RCVTIMEO makes recv return EINTR even for a restartable signal */
+        r = recv(fd, buf, n, 0);
+    while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : r;
 }
 
@@ -69,7 +72,12 @@ static ssize_t dg_recv(int fd, void *buf, size_t n)
 static int dg_quiet(int fd, int ms)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    return poll(&p, 1, tc_test_ms(ms)) == 0;
+    int64_t end = tc_test_now_ms() + tc_test_ms(ms);
+    int r;
+    do
+        r = poll(&p, 1, (int)(end - tc_test_now_ms() > 0 ? end - tc_test_now_ms() : 0));
+    while (r < 0 && errno == EINTR);
+    return r == 0;
 }
 
 /* Send msg and expect it back, whole. */
@@ -307,6 +315,18 @@ Test(dgram, oversize_dropped_and_counted)
 
 /* ---- hostile loads ---------------------------------------------------------------- */
 
+/* Under a sanitizer freed memory waits in a quarantine: RSS says nothing there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define DG_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define DG_SANITIZED 1
+#endif
+#endif
+#ifndef DG_SANITIZED
+#define DG_SANITIZED 0
+#endif
+
 static long rss_kib(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -354,7 +374,8 @@ static void flood_in(tc_mode mode)
     }
     cr_assert(answered, "the server answers after the flood");
     long grown = rss_kib() - rss0;
-    cr_assert_lt(grown, 32 * 1024, "memory grew by %ld KiB during the flood", grown);
+    if (!DG_SANITIZED)
+        cr_assert_lt(grown, 32 * 1024, "memory grew by %ld KiB during the flood", grown);
     tc_stats st;
     cr_assert_eq(tc_server_stats(ts.srv, &st), 0);
     cr_assert_gt(st.dgram_received, 1);

@@ -379,6 +379,39 @@ Test(listen, socket_activation_of_tcpchan_echo)
     close(fds[0]);
     close(fds[1]);
 }
+
+/* A datagram socket passed by systemd (ListenDatagram=): tcpchan-echo
+ * adopts it and echoes each datagram (issue 14). */
+Test(listen, socket_activation_of_a_datagram_socket)
+{
+    int udp = socket(AF_INET, SOCK_DGRAM, 0), out;
+    tc_addr a;
+    cr_assert_eq(tc_addr_parse(&a, "127.0.0.1:0"), 0);
+    cr_assert_eq(bind(udp, &a.u.sa, a.len), 0);
+    socklen_t len = sizeof a.u;
+    cr_assert_eq(getsockname(udp, &a.u.sa, &len), 0);
+    a.len = len;
+    a.socktype = SOCK_DGRAM;
+    char line[256], want[256], addr[TC_ADDR_STRLEN];
+    pid_t pid = spawn_echo(&udp, 1, "dns", 0, "systemd:dns", &out);
+    read_line(out, line, sizeof line);
+    tc_addr_format(&a, addr, sizeof addr);
+    snprintf(want, sizeof want, "listening on %s", addr);
+    cr_assert_str_eq(line, want);
+    tc_conn *c;
+    tc_dial_config dc = TC_DIAL_CONFIG_INIT;
+    dc.timeout_ms = TC_TEST_WAIT_MS;
+    cr_assert_eq(tc_dial(&c, addr, &dc), 0);
+    cr_assert_eq(tc_conn_send(c, "activated", 9), 9);
+    char got[16];
+    cr_assert_eq(tc_conn_read(c, got, sizeof got), 9);
+    cr_assert(memcmp(got, "activated", 9) == 0);
+    tc_conn_close(c);
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_exit(pid, TC_TEST_WAIT_MS), 0);
+    close(out);
+    close(udp);
+}
 #endif
 
 /* ---- inetd ----------------------------------------------------------------------- */

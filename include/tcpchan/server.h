@@ -758,6 +758,8 @@ TC_API int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *
  * cfg.adopt_fd = TC_ON;
  * cfg.listen_fd = fd;
  * @endcode
+ * A passed SOCK_DGRAM socket (a socket unit's `ListenDatagram=`) is
+ * adopted the same way and served as a datagram server.
  * With tc_prefork_run(), call it in the parent, before the workers are
  * forked (their pids differ from `LISTEN_PID`), and let every worker adopt
  * the same descriptor: they then accept from one shared queue.
