@@ -559,10 +559,11 @@ typedef struct tc_stats {
     unsigned long long dgram_received;  /**< datagrams read from the socket, all of them */
     unsigned long long dgram_answered;  /**< reply datagrams the socket took */
     unsigned long long dgram_dropped;   /**< datagrams lost inside the server: received but
-                                             never handed to a handler (over max_frame, no
-                                             memory, no thread or process for it), or replies
-                                             the socket refused (its buffer full, an
-                                             unreachable unix peer) */
+                                             never handed on as requests (over max_frame, no
+                                             memory to hold them), or replies the socket
+                                             refused (its buffer full, an unreachable unix
+                                             peer). A request that gets no thread or process
+                                             is reported to handle_error, as a connection is */
     unsigned long long dgram_truncated; /**< of the dropped, those over max_frame (MSG_TRUNC) */
 } tc_stats;
 
