@@ -723,6 +723,10 @@ static void roundtrip(const char *text, int family)
     cr_assert_str_eq(out, text);
 }
 
+/* socktype lives in what was padding: the struct kept its size (LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(tc_addr) == sizeof(struct sockaddr_storage) + 8,
+               "tc_addr grew");
+
 Test(dgram, addresses)
 {
     roundtrip("udp:127.0.0.1:7000", AF_INET);

@@ -57,7 +57,7 @@ typedef struct tc_addr {
     socklen_t len; /**< length of the meaningful part of u, as the socket calls take it */
     /** @brief The socket type the address is for: 0 (or SOCK_STREAM) for a
      *         stream socket, SOCK_DGRAM for a datagram one (`udp:`,
-     *         `unixgram:`). Added in 0.2 in what was padding: the size of
+     *         `unixgram:`). On 64-bit Linux it sits in what was padding: the size of
      *         tc_addr did not change. */
     int socktype;
 } tc_addr;

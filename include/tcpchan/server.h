@@ -553,7 +553,7 @@ typedef struct tc_stats {
     unsigned long long handler_errors; /**< negative codes reported to handle_error */
     unsigned active;                   /**< connections accepted and not yet closed */
     unsigned peak_active;              /**< the most connections ever active at once */
-    /* Added in 0.2, at the end: a datagram server's counters (all 0 for a
+    /* Added at the end (datagram servers): their counters (all 0 for a
      * stream server). There, accepted counts the datagrams handed on as
      * requests (refused ones included), and active the requests in flight. */
     unsigned long long dgram_received;  /**< datagrams read from the socket, all of them */
