@@ -596,6 +596,66 @@ Test(dgram, drain_answers_in_flight)
         drain_in(modes[i]);
 }
 
+/* ---- limits: datagrams in flight ------------------------------------------------------ */
+
+static int nap_echo(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    (void)ctx;
+    tc_test_nap_ms(40); /* the handler's work: holds its thread, worker or child */
+    ssize_t r = tc_conn_send(c, msg, len);
+    return r < 0 ? (int)r : 0;
+}
+
+/* More datagrams than the mode takes at once: the rest wait in the socket's
+ * buffer (pool: one waits in the loop for room in the queue), none is lost,
+ * and no more than the limit is ever in flight. */
+static void in_flight_in(tc_mode mode, int max_conns, int workers, int queue_len)
+{
+    if (!tc_test_mode_enabled(mode))
+        return;
+    enum { N = 8 };
+    tc_server_config cfg = dg_config(mode);
+    cfg.max_conns = max_conns;
+    cfg.workers = workers;
+    cfg.queue_len = queue_len;
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_message = nap_echo;
+    tc_test_server ts;
+    tc_test_server_start(&ts, "udp:127.0.0.1:0", &cfg, &h);
+    int fd = dg_client(AF_INET, NULL);
+    for (int i = 0; i < N; i++) {
+        char m[8];
+        int n = snprintf(m, sizeof m, "d%d", i);
+        dg_send(fd, &ts.addr, m, (size_t)n);
+    }
+    int seen = 0;
+    for (int i = 0; i < N; i++) {
+        char got[8];
+        ssize_t n = dg_recv(fd, got, sizeof got - 1);
+        cr_assert_gt(n, 0, "%s: reply %d of %d missing", tc_mode_name(mode), i, N);
+        got[n] = '\0';
+        int k = atoi(got + 1);
+        cr_assert(k >= 0 && k < N && !(seen & (1 << k)));
+        seen |= 1 << k;
+        if (mode == TC_MODE_POOL && workers == 1) /* one worker, a FIFO queue: in order */
+            cr_assert_eq(k, i);
+    }
+    tc_stats st;
+    cr_assert_eq(tc_server_stats(ts.srv, &st), 0);
+    cr_assert_leq(st.peak_active, (unsigned)(max_conns > 0 ? max_conns : N));
+    cr_assert_eq(st.accepted, N);
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+}
+
+Test(dgram, max_conns_bounds_datagrams_in_flight)
+{
+    in_flight_in(TC_MODE_THREADING, 2, 0, 0);
+    in_flight_in(TC_MODE_FORKING, 2, 0, 0);  /* ForkingUDPServer's max_children */
+    in_flight_in(TC_MODE_POOL, 0, 1, 1);     /* a full queue: the loop waits for room */
+    in_flight_in(TC_MODE_POOL, 3, 2, 4);
+}
+
 /* ---- unix clients with a path of their own, abstract names -------------------------- */
 
 static int peer_echo(tc_conn *c, const void *msg, size_t len, void *ctx)
