@@ -5,6 +5,7 @@
  * workers from the serve loop below; event mode runs `workers` loops that
  * take datagrams in batches (recvmmsg), run the handler on each in the loop
  * thread and send the replies in batches (sendmmsg). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -53,6 +54,13 @@ int tc__dgram_start(tc_server *srv)
         return -ENOMEM;
     d->sock.fd = srv->lfd;
     d->sock.max = c->codec.max_frame;
+    /* Bound to every address (0.0.0.0, [::]): a reply must leave from the
+     * address its request was sent to, or a client that sent to one of
+     * several (and connected its socket to it) never sees it. */
+    const tc_addr *a = &srv->addr;
+    if ((tc_addr_family(a) == AF_INET && a->u.in4.sin_addr.s_addr == htonl(INADDR_ANY)) ||
+        (tc_addr_family(a) == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)))
+        d->sock.pktinfo = tc__sock_pktinfo_on(srv->lfd, tc_addr_family(a)) == 0;
     if (!(d->buf = malloc(d->sock.max + 1))) {
         free(d);
         return -ENOMEM;
@@ -104,10 +112,11 @@ static int verify(tc_server *srv, const tc_addr *peer)
 int tc__dgram_receive(tc_server *srv, tc_conn **out)
 {
     struct tc__dgram *d = srv->dgram;
-    tc_addr peer;
+    tc_addr peer, dst = srv->addr;
     int trunc = 0;
     *out = NULL;
-    ssize_t r = tc__sock_recvfrom(srv->lfd, d->buf, d->sock.max + 1, &peer, &trunc);
+    ssize_t r = tc__sock_recvfrom(srv->lfd, d->buf, d->sock.max + 1, &peer, &trunc,
+                                  d->sock.pktinfo ? &dst : NULL);
     if (r < 0)
         return (int)r;
     atomic_fetch_add_explicit(&d->sock.received, 1, memory_order_relaxed);
@@ -119,7 +128,8 @@ int tc__dgram_receive(tc_server *srv, tc_conn **out)
     if (verify(srv, &peer) < 0)
         return 0;
     tc_conn *conn;
-    int rc = tc__dgram_chan(&conn, &d->sock, &peer, &srv->addr, d->buf, (size_t)r);
+    int rc = tc__dgram_chan(&conn, &d->sock, &peer, &srv->addr,
+                            d->sock.pktinfo && dst.len ? &dst : NULL, d->buf, (size_t)r);
     if (rc < 0) {
         atomic_fetch_add_explicit(&d->sock.dropped, 1, memory_order_relaxed);
         tc__report(srv, NULL, rc);
@@ -216,12 +226,18 @@ struct evloop {
     struct mmsghdr *inh;
     struct iovec *iniov;
     struct sockaddr_storage *inaddr;
+    struct {
+        _Alignas(size_t) unsigned char buf[TC__PKTINFO_SPACE]; /* as struct cmsghdr */
+    } *inctl;                     /* pktinfo: where each datagram was sent */
     unsigned char *out;           /* EV_OUT_ARENA bytes of replies ... */
     size_t outlen;
     unsigned nout;                /* ... in this many datagrams */
     struct mmsghdr outh[EV_OUT_MAX];
     struct iovec outiov[EV_OUT_MAX];
     tc_addr outaddr[EV_OUT_MAX];
+    struct {
+        _Alignas(size_t) unsigned char buf[TC__PKTINFO_SPACE]; /* as struct cmsghdr */
+    } outctl[EV_OUT_MAX];         /* pktinfo: the source of each reply */
     tc_conn *conn;                /* the request channel, reused for each datagram */
     tc__session *s;               /* its session, reused too */
 };
@@ -252,13 +268,13 @@ static void out_flush(struct evloop *lp)
     lp->outlen = 0;
 }
 
-/* Hold one reply datagram for the batch's sendmmsg. */
-static void out_add(struct evloop *lp, const tc_addr *to, const struct iovec *vec, int cnt,
-                    size_t total)
+/* Hold one reply datagram for the batch's sendmmsg (from: its source, or NULL). */
+static void out_add(struct evloop *lp, const tc_addr *to, const tc_addr *from,
+                    const struct iovec *vec, int cnt, size_t total)
 {
     tc__dgram_sock *ds = &lp->srv->dgram->sock;
     if (total > EV_OUT_ARENA) { /* too big to hold: on its own, now */
-        ssize_t r = tc__sock_sendto(ds->fd, vec, cnt, to);
+        ssize_t r = tc__sock_sendto(ds->fd, vec, cnt, to, from);
         atomic_fetch_add_explicit(r >= 0 ? &ds->answered : &ds->dropped, 1,
                                   memory_order_relaxed);
         return;
@@ -281,6 +297,11 @@ static void out_add(struct evloop *lp, const tc_addr *to, const struct iovec *ve
     lp->outh[k].msg_hdr.msg_namelen = to->len;
     lp->outh[k].msg_hdr.msg_iov = &lp->outiov[k];
     lp->outh[k].msg_hdr.msg_iovlen = 1;
+    size_t clen = from ? tc__sock_pktinfo_put(lp->outctl[k].buf, sizeof lp->outctl[k].buf, from) : 0;
+    if (clen) {
+        lp->outh[k].msg_hdr.msg_control = lp->outctl[k].buf;
+        lp->outh[k].msg_hdr.msg_controllen = clen;
+    }
 }
 
 static ssize_t ev_fill(tc_conn *c, int64_t deadline, size_t limit)
@@ -305,9 +326,10 @@ static ssize_t ev_wait_input(tc_conn *c, int64_t deadline)
 static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
     struct evloop *lp = c->drv_data;
+    const tc_addr *from = lp->srv->dgram->sock.pktinfo ? c->local : NULL;
     if (c->woff < c->wlen) {
         struct iovec q = {c->wbuf + c->woff, c->wlen - c->woff};
-        out_add(lp, &c->peer, &q, 1, q.iov_len);
+        out_add(lp, &c->peer, from, &q, 1, q.iov_len);
         c->woff = c->wlen = 0;
     }
     tc__chan_set_sent(c, 0);
@@ -315,7 +337,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
         return 0;
     if (cnt > IOV_MAX)
         return -EMSGSIZE;
-    out_add(lp, &c->peer, vec, cnt, total);
+    out_add(lp, &c->peer, from, vec, cnt, total);
     tc__chan_set_sent(c, total);
     return (ssize_t)total;
 }
@@ -346,6 +368,7 @@ static void ev_free(struct evloop *lp)
     free(lp->inh);
     free(lp->iniov);
     free(lp->inaddr);
+    free(lp->inctl);
     free(lp->out);
 }
 
@@ -361,17 +384,22 @@ static int ev_init(struct evloop *lp, tc_server *srv, int idx)
     lp->inh = calloc(lp->nin, sizeof *lp->inh);
     lp->iniov = calloc(lp->nin, sizeof *lp->iniov);
     lp->inaddr = calloc(lp->nin, sizeof *lp->inaddr);
+    lp->inctl = calloc(lp->nin, sizeof *lp->inctl);
     lp->out = malloc(EV_OUT_ARENA);
     lp->s = calloc(1, sizeof *lp->s + srv->session_room);
-    int rc = lp->in && lp->inh && lp->iniov && lp->inaddr && lp->out && lp->s ? 0 : -ENOMEM;
+    int rc = lp->in && lp->inh && lp->iniov && lp->inaddr && lp->inctl && lp->out && lp->s
+                 ? 0
+                 : -ENOMEM;
+    /* A local address of its own (NULL): with pktinfo, each datagram's. */
     if (rc == 0)
-        rc = tc__chan_new(&lp->conn, &ev_dgram_driver, -1, NULL, &srv->addr);
+        rc = tc__chan_new(&lp->conn, &ev_dgram_driver, -1, NULL, NULL);
     if (rc < 0) {
         ev_free(lp);
         return rc;
     }
     lp->conn->drv_data = lp;
     lp->conn->srv = srv;
+    lp->conn->own_local[0] = srv->addr;
     lp->s->srv = srv;
     lp->s->conn = lp->conn;
     lp->s->msg_style = 1;
@@ -380,11 +408,13 @@ static int ev_init(struct evloop *lp, tc_server *srv, int idx)
 }
 
 /* Run the handler on one datagram, in this loop's reused channel and session. */
-static void ev_handle(struct evloop *lp, const tc_addr *peer, unsigned char *data, size_t len)
+static void ev_handle(struct evloop *lp, const tc_addr *peer, const tc_addr *dst,
+                      unsigned char *data, size_t len)
 {
     tc_server *srv = lp->srv;
     tc_conn *c = lp->conn;
     c->peer = *peer;
+    c->own_local[0] = *dst;
     c->rbuf = data;
     c->rborrowed = 1;
     c->rcap = c->rlen = len;
@@ -415,6 +445,10 @@ static int ev_batch(struct evloop *lp)
         lp->inh[i].msg_hdr.msg_namelen = sizeof lp->inaddr[i];
         lp->inh[i].msg_hdr.msg_iov = &lp->iniov[i];
         lp->inh[i].msg_hdr.msg_iovlen = 1;
+        if (ds->pktinfo) {
+            lp->inh[i].msg_hdr.msg_control = lp->inctl[i].buf;
+            lp->inh[i].msg_hdr.msg_controllen = sizeof lp->inctl[i].buf;
+        }
     }
     int n = tc__sock_recvmmsg(ds->fd, lp->inh, lp->nin);
     if (n <= 0)
@@ -433,8 +467,11 @@ static int ev_batch(struct evloop *lp)
             continue;
         }
         handed++;
+        tc_addr dst = srv->addr;
+        if (ds->pktinfo && !tc__sock_pktinfo_get(&lp->inh[i].msg_hdr, tc_addr_port(&dst), &dst))
+            dst = srv->addr;
         if (verify(srv, &peer) == 0)
-            ev_handle(lp, &peer, lp->in + (size_t)i * lp->slot, len);
+            ev_handle(lp, &peer, &dst, lp->in + (size_t)i * lp->slot, len);
     }
     atomic_fetch_add(&srv->accepted, handed);
     out_flush(lp);

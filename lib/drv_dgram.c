@@ -18,17 +18,19 @@
 #define REPLY_WAIT_MS 10
 
 int tc__dgram_chan(tc_conn **out, tc__dgram_sock *ds, const tc_addr *peer, const tc_addr *local,
-                   const void *data, size_t len)
+                   const tc_addr *dst, const void *data, size_t len)
 {
     unsigned char *copy = NULL;
     if (len && !(copy = malloc(len)))
         return -ENOMEM;
     tc_conn *c;
-    int rc = tc__chan_new(&c, &tc__drv_dgram, -1, peer, local);
+    int rc = tc__chan_new(&c, &tc__drv_dgram, -1, peer, dst ? NULL : local);
     if (rc < 0) {
         free(copy);
         return rc;
     }
+    if (dst)
+        c->own_local[0] = *dst; /* the channel has room for it: local was NULL */
     if (len)
         memcpy(copy, data, len);
     c->drv_data = ds;
@@ -39,18 +41,19 @@ int tc__dgram_chan(tc_conn **out, tc__dgram_sock *ds, const tc_addr *peer, const
     return 0;
 }
 
-/* One datagram of vec through fd to peer (NULL: connected), counted. */
-static ssize_t put_datagram(tc__dgram_sock *ds, int fd, const tc_addr *peer,
+/* One datagram of vec through fd to peer (NULL: connected), from src (NULL:
+ * the kernel's choice), counted. */
+static ssize_t put_datagram(tc__dgram_sock *ds, int fd, const tc_addr *peer, const tc_addr *src,
                             const struct iovec *vec, int cnt, int64_t deadline)
 {
-    ssize_t r = tc__sock_sendto(fd, vec, cnt, peer);
+    ssize_t r = tc__sock_sendto(fd, vec, cnt, peer, src);
     if (r == -EAGAIN) {
         /* A connected client waits its own deadline; a server's reply briefly. */
         int64_t soon = tc__deadline_ms(REPLY_WAIT_MS);
         if (peer && soon < deadline)
             deadline = soon;
         if (tc__sock_wait(fd, POLLOUT, deadline) == 0)
-            r = tc__sock_sendto(fd, vec, cnt, peer);
+            r = tc__sock_sendto(fd, vec, cnt, peer, src);
     }
     if (ds)
         atomic_fetch_add_explicit(r >= 0 ? &ds->answered : &ds->dropped, 1, memory_order_relaxed);
@@ -63,11 +66,12 @@ static ssize_t send_both(tc_conn *c, tc__dgram_sock *ds, const tc_addr *peer,
                          const struct iovec *vec, int cnt, size_t total)
 {
     int fd = ds && peer ? ds->fd : c->fd;
+    const tc_addr *src = ds && ds->pktinfo ? c->local : NULL;
     int64_t deadline = tc__conn_op_deadline(c);
     ssize_t r = 0;
     if (c->woff < c->wlen) {
         struct iovec q = {c->wbuf + c->woff, c->wlen - c->woff};
-        r = put_datagram(ds, fd, peer, &q, 1, deadline);
+        r = put_datagram(ds, fd, peer, src, &q, 1, deadline);
         c->woff = c->wlen = 0; /* sent or lost: a datagram is not retried */
         tc__chan_trim(c, SIZE_MAX);
     }
@@ -75,7 +79,7 @@ static ssize_t send_both(tc_conn *c, tc__dgram_sock *ds, const tc_addr *peer,
         tc__chan_set_sent(c, 0);
         return r < 0 ? r : 0;
     }
-    r = put_datagram(ds, fd, peer, vec, cnt, deadline);
+    r = put_datagram(ds, fd, peer, src, vec, cnt, deadline);
     tc__chan_set_sent(c, r < 0 ? 0 : total);
     return r < 0 ? r : (ssize_t)total;
 }
@@ -137,7 +141,7 @@ static ssize_t dial_take(tc_conn *c, void *buf, size_t n, int64_t deadline)
 {
     for (;;) {
         int trunc = 0;
-        ssize_t r = tc__sock_recvfrom(c->fd, buf, n, NULL, &trunc);
+        ssize_t r = tc__sock_recvfrom(c->fd, buf, n, NULL, &trunc, NULL);
         if (r >= 0 && !trunc)
             return r;
         if (r != -EAGAIN && r < 0)

@@ -146,12 +146,32 @@ ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n);
 /* One datagram, without waiting (MSG_DONTWAIT, EINTR retried): its length
  * (0: an empty datagram), -EAGAIN when none is queued, or a negated errno.
  * *truncated: it was longer than n (MSG_TRUNC), and buf holds only its
- * start. from (if not NULL) receives the sender, socktype SOCK_DGRAM. */
-ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *truncated);
+ * start. from (if not NULL) receives the sender, socktype SOCK_DGRAM. to
+ * (if not NULL, holding the socket's address): the address the sender sent
+ * to, from IP_PKTINFO / IPV6_PKTINFO (see tc__sock_pktinfo_on), port kept;
+ * len 0 if the datagram carried none. */
+ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *truncated,
+                          tc_addr *to);
 /* One datagram of iov (at most IOV_MAX entries, else -EMSGSIZE) to to (NULL:
- * the connected peer), MSG_NOSIGNAL | MSG_DONTWAIT, EINTR retried: the count,
- * -EAGAIN when the socket would block, or a negated errno. */
-ssize_t tc__sock_sendto(int fd, const struct iovec *iov, int cnt, const tc_addr *to);
+ * the connected peer), from the source address from (NULL: the kernel's
+ * choice; else IP_PKTINFO), MSG_NOSIGNAL | MSG_DONTWAIT, EINTR retried: the
+ * count, -EAGAIN when the socket would block, or a negated errno. */
+ssize_t tc__sock_sendto(int fd, const struct iovec *iov, int cnt, const tc_addr *to,
+                        const tc_addr *from);
+/* A socket bound to every address answers from the one each datagram was
+ * sent to: ask for that address with each datagram (IP_PKTINFO,
+ * IPV6_RECVPKTINFO; nothing for other families): 0 or a negated errno. */
+int tc__sock_pktinfo_on(int fd, int family);
+/* Room for one pktinfo control message, either family. */
+#define TC__PKTINFO_SPACE 64
+struct msghdr;
+/* The destination address of a received message (its pktinfo), port set:
+ * 1, or 0 if it carries none. */
+int tc__sock_pktinfo_get(const struct msghdr *m, int port, tc_addr *to);
+/* Write a control message choosing from as the source of a datagram into
+ * buf (len bytes, at least TC__PKTINFO_SPACE): its length, 0 if from is not
+ * an IP address. */
+size_t tc__sock_pktinfo_put(void *buf, size_t len, const tc_addr *from);
 /* recvmmsg / sendmmsg without waiting, EINTR retried: how many datagrams,
  * -EAGAIN when none could be taken, or a negated errno. */
 struct mmsghdr;
@@ -476,15 +496,19 @@ void tc__drv_sleep_prepare(tc_conn *c);
 typedef struct tc__dgram_sock {
     int fd;         /* the bound socket the replies go out of */
     size_t max;     /* the largest datagram delivered (max_frame) */
+    int pktinfo;    /* bound to every address: replies go out from the one each
+                     * request was sent to (its channel's local address) */
     atomic_ullong received, answered, dropped, truncated; /* tc_stats' datagram counters */
 } tc__dgram_sock;
 extern const tc__driver tc__drv_dgram;
 extern const tc__driver tc__drv_dgram_dial;
 /* A request channel for the datagram data[0, len) from peer, replies going
- * out through ds: 0 or -ENOMEM. The channel has no descriptor of its own
- * (c->fd is -1: nothing can close or shut down the shared socket through it). */
+ * out through ds: 0 or -ENOMEM. Its local address is dst (a copy: the
+ * address the datagram was sent to) or, if dst is NULL, local (shared).
+ * The channel has no descriptor of its own (c->fd is -1: nothing can close
+ * or shut down the shared socket through it). */
 int tc__dgram_chan(tc_conn **out, tc__dgram_sock *ds, const tc_addr *peer, const tc_addr *local,
-                   const void *data, size_t len);
+                   const tc_addr *dst, const void *data, size_t len);
 /* Prepare a dialled datagram channel: receive buffer for datagrams of max bytes. */
 void tc__dgram_dial_prepare(tc_conn *c, size_t max);
 

@@ -296,10 +296,87 @@ ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n)
     return r;
 }
 
-ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *truncated)
+int tc__sock_pktinfo_on(int fd, int family)
+{
+    if (family == AF_INET)
+        return set_flag(fd, IPPROTO_IP, IP_PKTINFO, 1);
+    if (family == AF_INET6)
+        return set_flag(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+    return 0;
+}
+
+int tc__sock_pktinfo_get(const struct msghdr *m, int port, tc_addr *to)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)m); c;
+         c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            memset(to, 0, sizeof *to);
+            to->u.in4.sin_family = AF_INET;
+            to->u.in4.sin_addr = pi.ipi_addr; /* the destination the sender used */
+            to->u.in4.sin_port = htons((uint16_t)port);
+            to->len = sizeof to->u.in4;
+            to->socktype = SOCK_DGRAM;
+            return 1;
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            memset(to, 0, sizeof *to);
+            to->u.in6.sin6_family = AF_INET6;
+            to->u.in6.sin6_addr = pi.ipi6_addr;
+            to->u.in6.sin6_port = htons((uint16_t)port);
+            if (IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr))
+                to->u.in6.sin6_scope_id = pi.ipi6_ifindex;
+            to->len = sizeof to->u.in6;
+            to->socktype = SOCK_DGRAM;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+size_t tc__sock_pktinfo_put(void *buf, size_t len, const tc_addr *from)
+{
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_control = buf;
+    m.msg_controllen = len;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    int family = tc_addr_family(from);
+    if (!c || (family != AF_INET && family != AF_INET6) || len < TC__PKTINFO_SPACE)
+        return 0;
+    memset(buf, 0, TC__PKTINFO_SPACE);
+    if (family == AF_INET) {
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof pi);
+        pi.ipi_spec_dst = from->u.in4.sin_addr; /* the source of the reply */
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof pi);
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+        return CMSG_SPACE(sizeof pi);
+    }
+    struct in6_pktinfo pi;
+    memset(&pi, 0, sizeof pi);
+    pi.ipi6_addr = from->u.in6.sin6_addr;
+    pi.ipi6_ifindex = from->u.in6.sin6_scope_id;
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof pi);
+    memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    return CMSG_SPACE(sizeof pi);
+}
+
+ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *truncated,
+                          tc_addr *to)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss); /* a unix sender without a name fills none of it */
+    struct {
+        _Alignas(size_t) unsigned char buf[TC__PKTINFO_SPACE]; /* as struct cmsghdr */
+    } ctl;
     struct iovec v = {buf, n};
     struct msghdr m;
     memset(&m, 0, sizeof m);
@@ -307,6 +384,10 @@ ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *trunc
     m.msg_namelen = from ? sizeof ss : 0;
     m.msg_iov = &v;
     m.msg_iovlen = 1;
+    if (to) {
+        m.msg_control = ctl.buf;
+        m.msg_controllen = sizeof ctl.buf;
+    }
     ssize_t r;
     do
         r = recvmsg(fd, &m, MSG_DONTWAIT);
@@ -318,13 +399,19 @@ ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *trunc
         (void)tc_addr_from_sockaddr(from, (struct sockaddr *)&ss, m.msg_namelen);
         from->socktype = SOCK_DGRAM;
     }
+    if (to && !tc__sock_pktinfo_get(&m, tc_addr_port(to) > 0 ? tc_addr_port(to) : 0, to))
+        to->len = 0; /* none came: the caller keeps its own idea */
     return r;
 }
 
-ssize_t tc__sock_sendto(int fd, const struct iovec *iov, int cnt, const tc_addr *to)
+ssize_t tc__sock_sendto(int fd, const struct iovec *iov, int cnt, const tc_addr *to,
+                        const tc_addr *from)
 {
     if (cnt > IOV_MAX)
         return -EMSGSIZE; /* capped, the datagram would go out cut */
+    struct {
+        _Alignas(size_t) unsigned char buf[TC__PKTINFO_SPACE]; /* as struct cmsghdr */
+    } ctl;
     struct msghdr m;
     memset(&m, 0, sizeof m);
     if (to) {
@@ -333,6 +420,8 @@ ssize_t tc__sock_sendto(int fd, const struct iovec *iov, int cnt, const tc_addr 
     }
     m.msg_iov = (struct iovec *)iov;
     m.msg_iovlen = (size_t)cnt;
+    if (from && (m.msg_controllen = tc__sock_pktinfo_put(ctl.buf, sizeof ctl.buf, from)) > 0)
+        m.msg_control = ctl.buf;
     ssize_t r;
     do
         r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);

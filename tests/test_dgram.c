@@ -719,6 +719,55 @@ Test(dgram, unixgram_abstract_name)
     cr_assert_eq(tc_test_server_stop(&ts), 0);
 }
 
+/* ---- a server bound to every address ------------------------------------------------ */
+
+static int local_echo(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    (void)msg, (void)len, (void)ctx;
+    char local[TC_ADDR_STRLEN];
+    int n = tc_addr_format(tc_conn_local(c), local, sizeof local);
+    ssize_t r = tc_conn_send(c, local, n > 0 ? (size_t)n : 0);
+    return r < 0 ? (int)r : 0;
+}
+
+/* Bound to 0.0.0.0: a client that sent to 127.0.0.2 over a connected socket
+ * gets its reply from 127.0.0.2 (IP_PKTINFO), and tc_conn_local() says so.
+ * (The server listens on every IPv4 address for the length of the test.) */
+static void wildcard_in(tc_mode mode)
+{
+    if (!tc_test_mode_enabled(mode))
+        return;
+    tc_server_config cfg = dg_config(mode);
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_message = local_echo;
+    tc_test_server ts;
+    tc_test_server_start(&ts, "udp:0.0.0.0:0", &cfg, &h);
+    for (int k = 1; k <= 2; k++) {
+        char addr[64], got[TC_ADDR_STRLEN];
+        snprintf(addr, sizeof addr, "udp:127.0.0.%d:%d", k, tc_addr_port(&ts.addr));
+        tc_conn *c;
+        tc_dial_config dc = TC_DIAL_CONFIG_INIT;
+        dc.timeout_ms = TC_TEST_WAIT_MS;
+        cr_assert_eq(tc_dial(&c, addr, &dc), 0);
+        cr_assert_eq(tc_conn_send(c, "?", 1), 1);
+        ssize_t n = tc_conn_read(c, got, sizeof got - 1);
+        cr_assert_gt(n, 0, "%s: no reply from %s (%s)", tc_mode_name(mode), addr,
+                     tc_strerror((int)n));
+        got[n] = '\0';
+        cr_assert_str_eq(got, addr);
+        tc_conn_close(c);
+    }
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+}
+
+Test(dgram, wildcard_server_answers_from_the_address_used)
+{
+    tc_mode modes[] = {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING, TC_MODE_POOL,
+                       TC_MODE_EVENT};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        wildcard_in(modes[i]);
+}
+
 /* ---- tc_dial ------------------------------------------------------------------------- */
 
 static int silent(tc_conn *c, const void *msg, size_t len, void *ctx)

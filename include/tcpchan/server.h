@@ -385,7 +385,10 @@ typedef struct tc_server_config {
      * a longer one is dropped and counted, never delivered cut); max_conns
      * counts the datagrams in flight; proxy_protocol must be off;
      * SO_REUSEADDR is set only with reuse_addr TC_ON (on a UDP port it would
-     * let another process take our datagrams). See docs/datagrams.md.
+     * let another process take our datagrams). Bound to every address
+     * (`udp::PORT`, `udp:[::]:PORT`), the server answers each datagram from
+     * the address it was sent to (IP_PKTINFO), which is then the request's
+     * tc_conn_local(). See docs/datagrams.md.
      */
     const char *listen;
     /** @brief Concurrency mode; default TC_MODE_INLINE. */
