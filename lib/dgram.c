@@ -454,6 +454,11 @@ static int ev_batch(struct evloop *lp)
     if (n <= 0)
         return n;
     atomic_fetch_add_explicit(&ds->received, (unsigned)n, memory_order_relaxed);
+    /* The batch is in flight until its replies are out (tc_stats.active). */
+    unsigned active = atomic_fetch_add(&srv->active, (unsigned)n) + (unsigned)n;
+    unsigned peak = atomic_load(&srv->peak);
+    while (active > peak && !atomic_compare_exchange_weak(&srv->peak, &peak, active))
+        ;
     unsigned handed = 0;
     /* Every datagram received is in flight: a shutdown now still answers them. */
     for (int i = 0; i < n; i++) {
@@ -475,6 +480,7 @@ static int ev_batch(struct evloop *lp)
     }
     atomic_fetch_add(&srv->accepted, handed);
     out_flush(lp);
+    atomic_fetch_sub(&srv->active, (unsigned)n);
     return n;
 }
 

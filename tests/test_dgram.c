@@ -700,6 +700,53 @@ Test(dgram, unixgram_clients_with_their_own_path)
     tc_test_rmtree(dir);
 }
 
+/* A unix client without a name cannot be answered: the reply is dropped and
+ * counted, the error reported, and the server goes on. */
+Test(dgram, unixgram_unnamed_client_cannot_be_answered)
+{
+    char dir[64], listen[128], path[128];
+    tc_test_tmpdir(dir, sizeof dir);
+    snprintf(listen, sizeof listen, "unixgram:%s/srv", dir);
+    snprintf(path, sizeof path, "%s/named", dir);
+    atomic_store(&errors_seen, 0);
+    tc_server_config cfg = dg_config(TC_MODE_INLINE);
+    tc_handler h = msg_handler();
+    tc_test_server ts;
+    tc_test_server_start(&ts, listen, &cfg, &h);
+    int anon = dg_client(AF_UNIX, NULL), named = dg_client(AF_UNIX, path);
+    dg_send(anon, &ts.addr, "lost", 4);
+    dg_echo(named, &ts.addr, "found", 5); /* after the first: it was handled first */
+    tc_stats st;
+    cr_assert_eq(tc_server_stats(ts.srv, &st), 0);
+    cr_assert_eq(st.dgram_dropped, 1);
+    cr_assert_eq(atomic_load(&errors_seen), 1);
+    close(anon);
+    close(named);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_rmtree(dir);
+}
+
+Test(dgram, udp_over_ipv6)
+{
+    if (!tc_test_have_ipv6())
+        cr_skip_test("no IPv6 loopback here");
+    tc_server_config cfg = dg_config(TC_MODE_EVENT);
+    tc_handler h = msg_handler();
+    tc_test_server ts;
+    tc_test_server_start(&ts, "udp:[::1]:0", &cfg, &h);
+    cr_assert(strncmp(ts.addr_str, "udp:[::1]:", 10) == 0);
+    tc_conn *c;
+    tc_dial_config dc = TC_DIAL_CONFIG_INIT;
+    dc.timeout_ms = TC_TEST_WAIT_MS;
+    cr_assert_eq(tc_dial(&c, ts.addr_str, &dc), 0);
+    cr_assert_eq(tc_conn_send(c, "six", 3), 3);
+    char got[8];
+    cr_assert_eq(tc_conn_read(c, got, sizeof got), 3);
+    cr_assert(memcmp(got, "six", 3) == 0);
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+}
+
 Test(dgram, unixgram_abstract_name)
 {
     char listen[64];
