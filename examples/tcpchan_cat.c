@@ -17,7 +17,8 @@
 #include <tcpchan/tcpchan.h>
 
 static const char usage_text[] =
-    "usage: tcpchan-cat ADDR [--framing raw|line|len32] [--max-frame BYTES] [--timeout MS] [--udp]\n"
+    "usage: tcpchan-cat ADDR [--framing raw|line|len32] [--max-frame BYTES] [--timeout MS]\n"
+    "                        [--udp]\n"
     "  ADDR               HOST:PORT, [IPV6]:PORT or unix:PATH; datagrams: udp:HOST:PORT,\n"
     "                     udp:[IPV6]:PORT or unixgram:PATH (each read or line one datagram)\n"
     "  --udp              ADDR is a UDP address (as if written udp:ADDR)\n"

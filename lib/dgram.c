@@ -297,7 +297,8 @@ static void out_add(struct evloop *lp, const tc_addr *to, const tc_addr *from,
     lp->outh[k].msg_hdr.msg_namelen = to->len;
     lp->outh[k].msg_hdr.msg_iov = &lp->outiov[k];
     lp->outh[k].msg_hdr.msg_iovlen = 1;
-    size_t clen = from ? tc__sock_pktinfo_put(lp->outctl[k].buf, sizeof lp->outctl[k].buf, from) : 0;
+    size_t clen =
+        from ? tc__sock_pktinfo_put(lp->outctl[k].buf, sizeof lp->outctl[k].buf, from) : 0;
     if (clen) {
         lp->outh[k].msg_hdr.msg_control = lp->outctl[k].buf;
         lp->outh[k].msg_hdr.msg_controllen = clen;

@@ -58,7 +58,8 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
     if (addrs[0].socktype == SOCK_DGRAM && opts &&
         (opts->codec.kind != TC_CODEC_RAW || opts->codec.max_frame > TC_DGRAM_MAX_FRAME)) {
         tc__log_detail(NULL, "invalid configuration: codec must be raw, with max_frame at most "
-                             "TC_DGRAM_MAX_FRAME, for a datagram address (a datagram is one message)");
+                             "TC_DGRAM_MAX_FRAME, for a datagram address (a datagram is one "
+                             "message)");
         return -EINVAL;
     }
     /* Keep the first failure that is not a refusal: it says more (a timeout

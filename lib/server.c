@@ -290,8 +290,8 @@ static int bind_listener(tc_server *srv)
     /* Datagrams: SO_REUSEADDR would let another process bind the same UDP
      * port and take our datagrams, so it is on only when asked for. */
     int dgram = addr.socktype == SOCK_DGRAM;
-    rc = tc__sock_listen(&addr, c->backlog, dgram ? c->reuse_addr == TC_ON : c->reuse_addr != TC_OFF,
-                         c->reuse_port == TC_ON, &srv->lfd);
+    int reuse_addr = dgram ? c->reuse_addr == TC_ON : c->reuse_addr != TC_OFF;
+    rc = tc__sock_listen(&addr, c->backlog, reuse_addr, c->reuse_port == TC_ON, &srv->lfd);
     if (rc < 0) {
         tc__log_detail(srv, "cannot listen on %s: %s", c->listen, tc_strerror(rc));
         return rc;
