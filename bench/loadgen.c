@@ -36,11 +36,13 @@ static const char usage_text[] =
     "  throughput  bulk streaming: rr with about 1 MiB in flight per connection (MB/s)\n"
     "  idle        open CONNS connections, ping each once, print a ready line, hold them\n"
     "              until a line (or EOF) on stdin, SIGUSR1 or --hold S, then close\n"
+    "  udp         datagrams: CONNS connected UDP sockets, each a closed loop of one datagram\n"
+    "              of SIZE bytes in flight (raw framing); no reply in 200 ms counts as lost\n"
     "  --size      payload bytes per message; line adds '\\n', len32 a 4-byte length,\n"
     "              ws a WebSocket frame (binary, masked; the handshake is made at connect)\n"
     "  --server-pid  sample utime+stime of that process tree over the measured window\n";
 
-enum { SC_RR, SC_CHURN, SC_THROUGHPUT, SC_IDLE };
+enum { SC_RR, SC_CHURN, SC_THROUGHPUT, SC_IDLE, SC_UDP };
 enum { FR_RAW, FR_LINE, FR_LEN32, FR_WS };
 enum { ST_FREE, ST_CONNECTING, ST_ACTIVE, ST_DEAD };
 
@@ -70,7 +72,7 @@ static struct {
          .ping = 1, .size = 64, .duration = 2.0, .warmup = 0.5, .hold = 120.0,
          .connect_timeout = 10.0, .max_requests = 1000000000LL};
 
-static const char *scenario_names[] = {"rr", "churn", "throughput", "idle"};
+static const char *scenario_names[] = {"rr", "churn", "throughput", "idle", "udp"};
 static const char *framing_names[] = {"raw", "line", "len32", "ws"};
 
 static int64_t now_ns(void)
@@ -771,6 +773,94 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
+/* ---- udp: a closed loop of one datagram per connected socket ---- */
+
+#define UDP_LOST_NS 200000000LL /* no reply for this long: lost; the next one goes out */
+
+static void udp_send(struct thread *t, struct conn *c, int64_t now)
+{
+    if (now >= atomic_load_explicit(&t_stop, memory_order_relaxed) ||
+        atomic_fetch_sub_explicit(&requests_left, 1, memory_order_relaxed) <= 0)
+        return;
+    memcpy(c->sbuf, tmpl, opt.frame);
+    make_stamp(c->sbuf + stamp_off, c->sent, c->id);
+    c->tsent[0] = now;
+    c->sent++;
+    if (send(c->fd, c->sbuf, opt.frame, 0) != (ssize_t)opt.frame)
+        thread_error(t, &t->io_errors); /* counted; the loss timer sends the next */
+}
+
+static void udp_readable(struct thread *t, struct conn *c, int64_t now)
+{
+    for (int i = 0; i < READS_PER_WAKEUP; i++) {
+        ssize_t n = recv(c->fd, t->rbuf, RECV_BUF, MSG_DONTWAIT);
+        if (n < 0)
+            return;
+        /* The one in flight comes back whole; anything else (the late reply
+         * to one counted lost) is a verify error and changes nothing. */
+        if (c->sent == c->recvd || (size_t)n != opt.frame || memcmp(t->rbuf, c->sbuf, opt.frame)) {
+            thread_error(t, &t->verify_errors);
+            continue;
+        }
+        message_done(t, c, now);
+        udp_send(t, c, now);
+    }
+}
+
+static void *udp_thread_main(void *arg)
+{
+    struct thread *t = arg;
+    struct epoll_event evs[256];
+    for (int i = 0; i < t->nconns; i++) {
+        struct conn *c = &t->conns[i];
+        c->fd = socket(opt.addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&opt.addr, opt.addrlen) < 0 ||
+            set_events(t, c, EPOLLIN, EPOLL_CTL_ADD) < 0) {
+            thread_error(t, &t->connect_errors);
+            conn_close(t, c, 1);
+            continue;
+        }
+        c->id = t->next_id++;
+        c->state = ST_ACTIVE;
+        t->established++;
+    }
+    pthread_barrier_wait(&barrier); /* all set up */
+    pthread_barrier_wait(&barrier); /* main has set the window */
+    int64_t now = now_ns(), stop = atomic_load(&t_stop);
+    for (int i = 0; i < t->nconns; i++)
+        if (t->conns[i].state == ST_ACTIVE)
+            udp_send(t, &t->conns[i], now);
+    int64_t next_sweep = now + UDP_LOST_NS / 4;
+    while ((now = now_ns()) < stop && t->errors < MAX_THREAD_ERRORS) {
+        int n = epoll_wait(t->epfd, evs, 256, 50);
+        if (n < 0 && errno != EINTR)
+            break;
+        now = now_ns();
+        for (int i = 0; i < n; i++)
+            udp_readable(t, evs[i].data.ptr, now);
+        if (now >= next_sweep) { /* lost datagrams: count them, go on with the next */
+            next_sweep = now + UDP_LOST_NS / 4;
+            for (int i = 0; i < t->nconns; i++) {
+                struct conn *c = &t->conns[i];
+                if (c->state == ST_ACTIVE && c->sent > c->recvd && now - c->tsent[0] > UDP_LOST_NS) {
+                    thread_error(t, &t->io_errors);
+                    c->recvd = c->sent;
+                    udp_send(t, c, now);
+                }
+            }
+        }
+        int busy = 0; /* the count is spent: stop once the last replies are in */
+        if (atomic_load_explicit(&requests_left, memory_order_relaxed) <= 0) {
+            for (int i = 0; i < t->nconns && !busy; i++)
+                busy = t->conns[i].state == ST_ACTIVE && t->conns[i].sent > t->conns[i].recvd;
+            if (!busy)
+                break;
+        }
+    }
+    atomic_fetch_add(&threads_done, 1);
+    return NULL;
+}
+
 /* ---- argument parsing ---- */
 
 static double parse_num(const char *a, const char *v, double min, double max)
@@ -843,7 +933,7 @@ static void parse_args(int argc, char **argv)
         if (!strcmp(a, "--connect"))
             parse_target(v);
         else if (!strcmp(a, "--scenario"))
-            opt.scenario = lookup(v, scenario_names, 4, a);
+            opt.scenario = lookup(v, scenario_names, 5, a);
         else if (!strcmp(a, "--framing"))
             opt.framing = lookup(v, framing_names, 4, a);
         else if (!strcmp(a, "--conns"))
@@ -875,8 +965,10 @@ static void parse_args(int argc, char **argv)
         opt.depth = opt.scenario == SC_THROUGHPUT
                         ? (int)((1 << 20) / (opt.size + 4) > 1 ? (1 << 20) / (opt.size + 4) : 1)
                         : 1;
-    if (opt.scenario == SC_CHURN || opt.scenario == SC_IDLE)
+    if (opt.scenario == SC_CHURN || opt.scenario == SC_IDLE || opt.scenario == SC_UDP)
         opt.depth = 1;
+    if (opt.scenario == SC_UDP && (opt.framing != FR_RAW || opt.size > 65507))
+        die("%s", "--scenario udp: raw framing, --size at most 65507");
     if (opt.scenario == SC_IDLE)
         opt.threads = 1;
     if (opt.threads > opt.conns)
@@ -972,7 +1064,8 @@ int main(int argc, char **argv)
         for (int j = 0; j < t->nconns; j++)
             if (conn_alloc(&t->conns[j]) < 0)
                 die("%s", "out of memory");
-        if (pthread_create(&t->tid, NULL, thread_main, t) != 0)
+        if (pthread_create(&t->tid, NULL, opt.scenario == SC_UDP ? udp_thread_main : thread_main,
+                           t) != 0)
             die("%s", "pthread_create failed");
     }
 

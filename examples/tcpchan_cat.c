@@ -2,7 +2,10 @@
 /* tcpchan-cat: a small nc. Sends standard input to a server and prints what
  * comes back. With --framing line or len32, each stdin line is one frame and
  * each reply frame is printed as one line. At the end of stdin the sending
- * side is half-closed and replies are printed until the server closes. */
+ * side is half-closed and replies are printed until the server closes.
+ * Datagrams (udp:ADDR, unixgram:PATH, or --udp): each stdin read (raw) or
+ * line (line) is one datagram; at the end of stdin replies are printed until
+ * there are as many as datagrams sent, or --timeout passes without one. */
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -15,7 +18,10 @@
 
 static const char usage_text[] =
     "usage: tcpchan-cat ADDR [--framing raw|line|len32] [--max-frame BYTES] [--timeout MS]\n"
-    "  ADDR               HOST:PORT, [IPV6]:PORT or unix:PATH\n"
+    "                        [--udp]\n"
+    "  ADDR               HOST:PORT, [IPV6]:PORT or unix:PATH; datagrams: udp:HOST:PORT,\n"
+    "                     udp:[IPV6]:PORT or unixgram:PATH (each read or line one datagram)\n"
+    "  --udp              ADDR is a UDP address (as if written udp:ADDR)\n"
     "  --framing F        raw (default): bytes both ways; line: a line per message;\n"
     "                     len32: each stdin line sent as a 4-byte big-endian length + payload,\n"
     "                     each reply frame printed as a line\n"
@@ -85,6 +91,63 @@ static int send_input(tc_conn *c, enum framing f, char *pending, size_t *plen, i
     return 0;
 }
 
+/* Datagrams: every stdin read (raw) or line (line) goes out as one datagram,
+ * every reply datagram is printed (line: followed by a newline). */
+static int run_datagrams(tc_conn *c, enum framing f, int timeout_ms)
+{
+    static char in[65536], out[65536];
+    size_t plen = 0;
+    long sent = 0, got = 0;
+    int stdin_open = 1;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = stdin_open ? STDIN_FILENO : -1, .events = POLLIN},
+                              {.fd = tc_conn_fd(c), .events = POLLIN}};
+        if (!stdin_open && got >= sent)
+            return 0;
+        int r = poll(p, 2, stdin_open ? -1 : timeout_ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return fail("poll", -errno);
+        if (r == 0)
+            return 0; /* quiet for --timeout after the end of stdin: done */
+        if (p[1].revents) {
+            ssize_t n = tc_conn_read(c, out, sizeof out); /* one datagram (0: an empty one) */
+            if (n < 0 && n != TC_EOF)
+                return fail("receive", (int)n);
+            got++;
+            fwrite(out, 1, n > 0 ? (size_t)n : 0, stdout);
+            if (f == LINE)
+                putchar('\n');
+            fflush(stdout);
+        }
+        if (p[0].revents) {
+            ssize_t n = read(STDIN_FILENO, in + plen, sizeof in - plen);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n > 0)
+                plen += (size_t)n;
+            size_t start = 0;
+            for (;;) {
+                char *nl = f == LINE ? memchr(in + start, '\n', plen - start) : NULL;
+                size_t end = nl ? (size_t)(nl - in) : plen;
+                /* raw: all there is; line: complete lines, and at the end the rest */
+                if (start == plen || (f == LINE && !nl && n > 0 && plen < sizeof in))
+                    break;
+                ssize_t w = tc_conn_send(c, in + start, end - start);
+                if (w < 0)
+                    return fail("send", (int)w);
+                sent++;
+                start = nl ? end + 1 : end;
+            }
+            memmove(in, in + start, plen - start);
+            plen -= start;
+            if (n <= 0)
+                stdin_open = 0;
+        }
+    }
+}
+
 /* A command-line mistake: one line naming the argument, exit status 2. */
 static int bad_arg(const char *arg, const char *why)
 {
@@ -112,6 +175,7 @@ int main(int argc, char **argv)
     enum framing f = RAW;
     const char *addr = NULL;
     long max_frame = 0, timeout = 10000;
+    int udp = 0;
     for (int i = 1; i < argc; i++) {
         /* "--name value" or "--name=value". */
         char name[32];
@@ -127,6 +191,12 @@ int main(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             return 0;
+        }
+        if (!strcmp(a, "--udp")) {
+            if (v)
+                return bad_arg(a, "takes no value");
+            udp = 1;
+            continue;
         }
         if (a[0] != '-') {
             if (addr)
@@ -156,10 +226,20 @@ int main(int argc, char **argv)
     }
     if (!addr)
         return bad_arg("ADDR", "missing: where to connect (see --help)");
+    static char udp_addr[TC_ADDR_STRLEN + 8];
+    if (udp) {
+        if (!strncmp(addr, "udp:", 4) || !strncmp(addr, "unix", 4))
+            return bad_arg("--udp", "takes a HOST:PORT address (or write udp:HOST:PORT alone)");
+        snprintf(udp_addr, sizeof udp_addr, "udp:%s", addr);
+        addr = udp_addr;
+    }
+    int dgram = !strncmp(addr, "udp:", 4) || !strncmp(addr, "unixgram:", 9);
+    if (dgram && f == LEN32)
+        return bad_arg("--framing", "len32 does not apply to datagrams (each is one message)");
 
     tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.connect_timeout_ms = (int)timeout;
-    if (f == LINE)
+    if (f == LINE && !dgram)
         tc_codec_delimited(&o.codec, "\n", 1);
     else if (f == LEN32)
         tc_codec_length_prefixed(&o.codec, 4, TC_BIG_ENDIAN);
@@ -170,6 +250,11 @@ int main(int argc, char **argv)
     if (rc < 0)
         return fail(addr, rc);
     tc_conn_set_timeout(c, (int)timeout); /* a frame that stalls half-way */
+    if (dgram) {
+        int status = run_datagrams(c, f, (int)timeout);
+        tc_conn_close(c);
+        return status;
+    }
 
     static char pending[1 << 16];
     size_t plen = 0;

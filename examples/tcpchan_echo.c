@@ -26,6 +26,11 @@ static const char usage_text[] =
     "  --listen ADDR       default 127.0.0.1:7000; HOST:PORT, [IPV6]:PORT or unix:PATH; port 0 = any free port;\n"
     "                      :PORT or *:PORT = every IPv4 address (0.0.0.0:PORT);\n"
     "                      systemd or systemd:NAME = the socket systemd passed (socket activation)\n"
+    "                      (a stream or a datagram socket);\n"
+    "                      udp:HOST:PORT, udp:[IPV6]:PORT or unixgram:PATH = datagrams: each one\n"
+    "                      echoed to its sender as one datagram (--max-frame bounds it, default\n"
+    "                      65507; larger ones are dropped); not with --framing, --idle-timeout,\n"
+    "                      --max-conns, --processes or --proxy\n"
     "  --mode MODE         inline | threading | forking | pool | event   (default threading)\n"
     "  --workers N         pool: worker threads; event: loop threads (default, or 0: CPU count)\n"
     "  --max-conns N       live connections at most; further clients wait in the backlog\n"
@@ -200,6 +205,17 @@ static int parse_args(int argc, char **argv, struct options *o)
     if (!strcmp(o->listen, "systemd") || !strncmp(o->listen, "systemd:", 8)) {
         o->systemd = 1;
         o->systemd_name = o->listen[7] == ':' ? o->listen + 8 : NULL;
+    }
+    /* Datagrams: each is one message, no connection idles, none is live. */
+    if (!strncmp(o->listen, "udp:", 4) || !strncmp(o->listen, "unixgram:", 9)) {
+        if (strcmp(o->framing, "raw") != 0)
+            return bad_arg("--framing", "does not apply to datagrams (a datagram is one message)");
+        if (o->set_idle_timeout)
+            return bad_arg("--idle-timeout", "does not apply to datagrams (no connection idles)");
+        if (o->set_max_conns)
+            return bad_arg("--max-conns", "does not apply to datagrams (there are no connections)");
+        if (o->processes > 1)
+            return bad_arg("--processes", "does not apply to datagrams");
     }
     if (o->inetd && o->processes > 1)
         return bad_arg("--processes", "makes no sense with --inetd");

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Address parsing and formatting: HOST:PORT, [IPV6]:PORT, :PORT and *:PORT
- * (every IPv4 address), unix:PATH, unix:@NAME. Numeric hosts never touch the
+ * (every IPv4 address), unix:PATH, unix:@NAME; the same for datagram
+ * sockets behind udp: and unixgram:. Numeric hosts never touch the
  * resolver; only names go to getaddrinfo(). */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -12,6 +13,8 @@
 #include "internal.h"
 
 #define UNIX_PREFIX "unix:"
+#define UDP_PREFIX "udp:"
+#define UNIXGRAM_PREFIX "unixgram:"
 #define HOST_MAX 256 /* a DNS name is at most 253 characters; a zone may follow IPv6 */
 
 static int parse_port(const char *s, int *port)
@@ -120,19 +123,47 @@ static void set_port(tc_addr *a, int port)
         a->u.in6.sin6_port = htons((uint16_t)port);
 }
 
+static int has_prefix(const char *text, const char *prefix)
+{
+    return strncmp(text, prefix, strlen(prefix)) == 0;
+}
+
+static int resolve_inet(const char *text, int socktype, tc_addr *list, int max, int *count);
+
 int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count)
+{
+    if (!text || !list || max < 1 || !count)
+        return text ? -EINVAL : TC_EBADADDR;
+    int socktype = 0, rc, n = 0;
+    const char *path = NULL;
+    if (has_prefix(text, UNIX_PREFIX)) {
+        path = text + strlen(UNIX_PREFIX);
+    } else if (has_prefix(text, UNIXGRAM_PREFIX)) {
+        path = text + strlen(UNIXGRAM_PREFIX);
+        socktype = SOCK_DGRAM;
+    } else if (has_prefix(text, UDP_PREFIX)) {
+        text += strlen(UDP_PREFIX);
+        socktype = SOCK_DGRAM;
+    }
+    if (path) {
+        if ((rc = parse_unix(&list[0], path)) == 0)
+            n = 1;
+    } else {
+        rc = resolve_inet(text, socktype, list, max, &n);
+    }
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < n; i++)
+        list[i].socktype = socktype;
+    *count = n;
+    return 0;
+}
+
+static int resolve_inet(const char *text, int socktype, tc_addr *list, int max, int *count)
 {
     char host[HOST_MAX];
     int port, bracketed, numeric_like, rc;
 
-    if (!text || !list || max < 1 || !count)
-        return text ? -EINVAL : TC_EBADADDR;
-    if (strncmp(text, UNIX_PREFIX, strlen(UNIX_PREFIX)) == 0) {
-        if ((rc = parse_unix(&list[0], text + strlen(UNIX_PREFIX))) < 0)
-            return rc;
-        *count = 1;
-        return 0;
-    }
     if ((rc = split_host_port(text, host, &port, &bracketed)) < 0)
         return rc;
 
@@ -157,7 +188,7 @@ int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count)
 
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = socktype ? socktype : SOCK_STREAM;
     hints.ai_family = bracketed ? AF_INET6 : AF_UNSPEC;
     hints.ai_flags = bracketed ? AI_NUMERICHOST : 0;
     errno = 0;
@@ -239,25 +270,28 @@ int tc_addr_format(const tc_addr *addr, char *buf, size_t size)
         return -EINVAL;
     if (size == 0)
         return -ENOSPC;
+    int dgram = addr->socktype == SOCK_DGRAM;
+    const char *ip = dgram ? UDP_PREFIX : "";
+    const char *un = dgram ? UNIXGRAM_PREFIX : UNIX_PREFIX;
     switch (tc_addr_family(addr)) {
     case AF_INET:
         if (!inet_ntop(AF_INET, &addr->u.in4.sin_addr, host, sizeof host))
             return put(buf, size, -1);
-        return put(buf, size, snprintf(buf, size, "%s:%d", host, tc_addr_port(addr)));
+        return put(buf, size, snprintf(buf, size, "%s%s:%d", ip, host, tc_addr_port(addr)));
     case AF_INET6:
         /* NI_NUMERICHOST: no lookup; it also writes a scope as %zone. */
         if (getnameinfo(&addr->u.sa, addr->len, host, sizeof host, NULL, 0, NI_NUMERICHOST) != 0)
             return put(buf, size, -1);
-        return put(buf, size, snprintf(buf, size, "[%s]:%d", host, tc_addr_port(addr)));
+        return put(buf, size, snprintf(buf, size, "%s[%s]:%d", ip, host, tc_addr_port(addr)));
     case AF_UNIX: {
         size_t off = offsetof(struct sockaddr_un, sun_path);
         size_t n = addr->len > off ? addr->len - off : 0;
         const char *p = addr->u.un.sun_path;
         if (n == 0)
-            return put(buf, size, snprintf(buf, size, UNIX_PREFIX));
+            return put(buf, size, snprintf(buf, size, "%s", un));
         if (p[0] == '\0')
-            return put(buf, size, snprintf(buf, size, UNIX_PREFIX "@%.*s", (int)(n - 1), p + 1));
-        return put(buf, size, snprintf(buf, size, UNIX_PREFIX "%.*s", (int)strnlen(p, n), p));
+            return put(buf, size, snprintf(buf, size, "%s@%.*s", un, (int)(n - 1), p + 1));
+        return put(buf, size, snprintf(buf, size, "%s%.*s", un, (int)strnlen(p, n), p));
     }
     default:
         return -EAFNOSUPPORT;

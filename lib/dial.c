@@ -55,6 +55,13 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
         tc__log_detail(NULL, "dial address \"%s\": %s", address, tc_strerror(rc));
         return rc;
     }
+    if (addrs[0].socktype == SOCK_DGRAM && opts &&
+        (opts->codec.kind != TC_CODEC_RAW || opts->codec.max_frame > TC_DGRAM_MAX_FRAME)) {
+        tc__log_detail(NULL, "invalid configuration: codec must be raw, with max_frame at most "
+                             "TC_DGRAM_MAX_FRAME, for a datagram address (a datagram is one "
+                             "message)");
+        return -EINVAL;
+    }
     /* Keep the first failure that is not a refusal: it says more (a timeout
      * on one address and a refusal on another is reported as the timeout). */
     int err = -ECONNREFUSED;
@@ -67,15 +74,23 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
     }
     if (rc < 0)
         return err;
+    int dgram = addrs[0].socktype == SOCK_DGRAM;
     tc_conn *c;
-    if ((rc = tc__chan_new(&c, &tc__drv_poll, fd, &addrs[0], NULL)) < 0)
+    if ((rc = tc__chan_new(&c, dgram ? &tc__drv_dgram_dial : &tc__drv_poll, fd, &addrs[0], NULL)) <
+        0)
         return rc;
     /* The peer is the address that answered, not necessarily the first. */
     (void)tc__sock_peer(fd, &c->peer);
+    c->peer.socktype = c->own_local[0].socktype = addrs[0].socktype; /* local: not shared */
     c->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : 0;
     if (opts) {
         c->codec = opts->codec;
         (void)tc_conn_set_buffer_sizes(c, opts->read_buffer_size, opts->write_buffer_size);
+    }
+    if (dgram) {
+        if (!c->codec.max_frame)
+            c->codec.max_frame = TC_DGRAM_DEFAULT_MAX_FRAME;
+        tc__dgram_dial_prepare(c, c->codec.max_frame);
     }
     *out = c;
     return 0;

@@ -10,12 +10,16 @@
  *   conn     conn.c: the public tc_conn API over chan, waiting and sending
  *            only through the channel's driver (tc__driver).
  *   drivers  drv_block.c (blocking sockets, dial and the blocking modes),
- *            mode_event.c's (an event loop's channels). One table each.
+ *            mode_event.c's (an event loop's channels), drv_dgram.c's (a
+ *            datagram request; a dialled datagram socket), dgram.c's (event
+ *            mode's batched datagram replies). One table each.
  *   session  session.c: the handler contract (socketserver's
  *            BaseRequestHandler), written once: open, messages, close,
  *            and the blocking pump.
  *   modes    mode_*.c: how connections get a thread, a process or a loop.
- *   server   server.c: bind, accept, hooks, shutdown and drain.
+ *   server   server.c: bind, accept, hooks, shutdown and drain; dgram.c:
+ *            a datagram server's receive (its "accept"), pool feeder and
+ *            event loops.
  *
  * Calls go downward by name. Upward only through a table: the driver table
  * (conn -> driver) and the mode table (server -> mode). chan.c and conn.c
@@ -93,6 +97,10 @@ int tc__sock_adopt(int fd, int listening);
 /* Accept one connection (close-on-exec; non-blocking unless blocking is
  * set); -EAGAIN when none is pending. */
 int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd, int blocking);
+/* Take over a SOCK_DGRAM socket the process was given (bound): make it
+ * non-blocking and close-on-exec. 0, -EPROTOTYPE (not a datagram socket),
+ * -EBADF, -ENOTSOCK or another negated errno. */
+int tc__sock_adopt_dgram(int fd);
 /* Make an accepted socket blocking (a connection an event loop hands to a
  * thread of its own): 0 or a negated errno. */
 int tc__sock_set_blocking(int fd);
@@ -135,6 +143,40 @@ ssize_t tc__sock_sendmsg(int fd, const struct iovec *iov, int cnt);
  * MSG_DONTWAIT either): a count, 0 at the end of the file, -EAGAIN when the
  * socket would block, or a negated errno. */
 ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n);
+/* One datagram, without waiting (MSG_DONTWAIT, EINTR retried): its length
+ * (0: an empty datagram), -EAGAIN when none is queued, or a negated errno.
+ * *truncated: it was longer than n (MSG_TRUNC), and buf holds only its
+ * start. from (if not NULL) receives the sender, socktype SOCK_DGRAM. to
+ * (if not NULL, holding the socket's address): the address the sender sent
+ * to, from IP_PKTINFO / IPV6_PKTINFO (see tc__sock_pktinfo_on), port kept;
+ * len 0 if the datagram carried none. */
+ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *truncated,
+                          tc_addr *to);
+/* One datagram of iov (at most IOV_MAX entries, else -EMSGSIZE) to to (NULL:
+ * the connected peer), from the source address from (NULL: the kernel's
+ * choice; else IP_PKTINFO), MSG_NOSIGNAL | MSG_DONTWAIT, EINTR retried: the
+ * count, -EAGAIN when the socket would block, or a negated errno. */
+ssize_t tc__sock_sendto(int fd, const struct iovec *iov, int cnt, const tc_addr *to,
+                        const tc_addr *from);
+/* A socket bound to every address answers from the one each datagram was
+ * sent to: ask for that address with each datagram (IP_PKTINFO,
+ * IPV6_RECVPKTINFO; nothing for other families): 0 or a negated errno. */
+int tc__sock_pktinfo_on(int fd, int family);
+/* Room for one pktinfo control message, either family. */
+#define TC__PKTINFO_SPACE 64
+struct msghdr;
+/* The destination address of a received message (its pktinfo), port set:
+ * 1, or 0 if it carries none. */
+int tc__sock_pktinfo_get(const struct msghdr *m, int port, tc_addr *to);
+/* Write a control message choosing from as the source of a datagram into
+ * buf (len bytes, at least TC__PKTINFO_SPACE): its length, 0 if from is not
+ * an IP address. */
+size_t tc__sock_pktinfo_put(void *buf, size_t len, const tc_addr *from);
+/* recvmmsg / sendmmsg without waiting, EINTR retried: how many datagrams,
+ * -EAGAIN when none could be taken, or a negated errno. */
+struct mmsghdr;
+int tc__sock_recvmmsg(int fd, struct mmsghdr *v, unsigned n);
+int tc__sock_sendmmsg(int fd, struct mmsghdr *v, unsigned n);
 /* Set or clear O_NONBLOCK on a socket: 0 or a negated errno. */
 int tc__sock_set_nonblocking(int fd, int on);
 /* setsockopt with an int value: 0 or a negated errno. */
@@ -596,6 +638,31 @@ extern const tc__driver tc__drv_poll;
  * malloc's per-thread cache. Best effort. */
 void tc__drv_sleep_prepare(tc_conn *c);
 
+/* drv_dgram.c: datagram channels. A request channel holds one datagram
+ * received by the server (its reads see that datagram and then the end of
+ * the stream) and sends each reply to its sender (c->peer) through the
+ * server's socket, at once, as one datagram; its drv_data is the socket's
+ * tc__dgram_sock. The dial driver runs a connected datagram socket of its
+ * own: each receive is one whole datagram. */
+typedef struct tc__dgram_sock {
+    int fd;         /* the bound socket the replies go out of */
+    size_t max;     /* the largest datagram delivered (max_frame) */
+    int pktinfo;    /* bound to every address: replies go out from the one each
+                     * request was sent to (its channel's local address) */
+    atomic_ullong received, answered, dropped, truncated; /* tc_stats' datagram counters */
+} tc__dgram_sock;
+extern const tc__driver tc__drv_dgram;
+extern const tc__driver tc__drv_dgram_dial;
+/* A request channel for the datagram data[0, len) from peer, replies going
+ * out through ds: 0 or -ENOMEM. Its local address is dst (a copy: the
+ * address the datagram was sent to) or, if dst is NULL, local (shared).
+ * The channel has no descriptor of its own (c->fd is -1: nothing can close
+ * or shut down the shared socket through it). */
+int tc__dgram_chan(tc_conn **out, tc__dgram_sock *ds, const tc_addr *peer, const tc_addr *local,
+                   const tc_addr *dst, const void *data, size_t len);
+/* Prepare a dialled datagram channel: receive buffer for datagrams of max bytes. */
+void tc__dgram_dial_prepare(tc_conn *c, size_t max);
+
 /* ---- sessions (session.c: the handler contract, once) -------------------- */
 
 /* One accepted connection's run of the handler (BaseRequestHandler). */
@@ -609,6 +676,7 @@ typedef struct tc__session {
                          * drain may shut its read side */
     unsigned char msg_style, setup_done, opened, closed;
     unsigned char proxy_done; /* the PROXY step ran (an event loop did it) */
+    unsigned char dgram;      /* a datagram request: its one datagram is the message */
     /* the mode's record of the connection (srv->session_room bytes) */
     _Alignas(max_align_t) unsigned char room[];
 } tc__session;
@@ -818,6 +886,8 @@ struct tc_server {
     char *proxy_trusted_text; /* owned copy of cfg.proxy_trusted */
     tc__cidr *proxy_trusted;  /* the parsed list ... */
     size_t proxy_ntrusted;    /* ... of this many entries */
+
+    struct tc__dgram *dgram;  /* a datagram server's socket, buffer and loops (dgram.c), or NULL */
 };
 
 /* Unregister a session, close and free its channel and drop its server
@@ -844,5 +914,27 @@ int tc__server_accept_timeout(tc_server *srv, int timeout_ms);
  * destroy, with daemon connections, that may be in a handler thread). */
 void tc__server_ref(tc_server *srv);
 void tc__server_release(tc_server *srv);
+
+/* ---- datagram servers (dgram.c) ------------------------------------------ */
+
+/* A datagram server's "get a request" is a receive instead of an accept:
+ * server.c asks dgram.c for the next datagram as a request channel, and
+ * hands it to the mode like an accepted connection. Pool and event mode
+ * serve datagrams with dgram.c's loop (mode_event.c's loops hand over). */
+
+/* After bind: if srv's socket is a datagram one, check the config against
+ * it and set srv->dgram. 0 or TC_EBADCONFIG (the field named) or -ENOMEM. */
+int tc__dgram_start(tc_server *srv);
+void tc__dgram_free(tc_server *srv);
+/* Receive one datagram, drop it if over max_frame (counted), apply
+ * verify_request, wrap it: 0 with *out set, 0 with *out NULL (dropped or
+ * refused), -EAGAIN (none queued), or an error. */
+int tc__dgram_receive(tc_server *srv, tc_conn **out);
+/* serve_forever for pool and event mode on a datagram socket. */
+int tc__dgram_serve(tc_server *srv);
+/* From the pool, any thread: room again after refusing a job. */
+void tc__dgram_room(tc_server *srv);
+/* The datagram counters into out (zero for a stream server). */
+void tc__dgram_stats(const tc_server *srv, tc_stats *out);
 
 #endif /* TCPCHAN_INTERNAL_H */

@@ -910,6 +910,10 @@ static void retry_waiting(struct loop *lp)
 
 void tc__loops_room(tc_server *srv)
 {
+    if (srv->dgram) { /* a datagram server's pool is fed by dgram.c */
+        tc__dgram_room(srv);
+        return;
+    }
     struct state *st = srv->mode_state;
     for (int i = 0; i < st->nloops; i++) {
         struct loop *lp = &st->loops[i];
@@ -1644,6 +1648,8 @@ static void *loop_main(void *arg)
 
 int tc__loops_serve(tc_server *srv)
 {
+    if (srv->dgram) /* datagrams have a loop of their own (dgram.c) */
+        return tc__dgram_serve(srv);
     struct state *st = srv->mode_state;
     struct loop *l0 = &st->loops[0];
     int rc = tc__poller_add(l0->poller, srv->wakefd, TC__POLL_IN, &tag_wake);

@@ -198,7 +198,8 @@ static int forking_start(tc_server *srv)
 __attribute__((noreturn)) static void child_main(tc_server *srv, struct state *st,
                                                  tc__session *s, int pipe_rd)
 {
-    tc__close(srv->lfd);
+    if (!srv->dgram) /* a datagram's reply goes out through the server's socket */
+        tc__close(srv->lfd);
     tc__close(srv->wakefd);
     tc__close(srv->spare_fd);
     tc__poller_destroy(st->poller);

@@ -50,6 +50,7 @@ static void server_free(tc_server *srv)
     free(srv->listen_text);
     free(srv->proxy_trusted_text);
     free(srv->proxy_trusted);
+    tc__dgram_free(srv);
     free(srv);
 }
 
@@ -255,10 +256,11 @@ static int load_trusted(tc_server *srv)
 static int adopt_listener(tc_server *srv)
 {
     int fd = srv->cfg.listen_fd, rc = tc__sock_adopt(fd, 1);
+    int dgram = rc == -EPROTOTYPE && (rc = tc__sock_adopt_dgram(fd)) == 0;
     if (rc < 0) {
         const char *why = rc == -EBADF        ? "is not an open descriptor"
                           : rc == -ENOTSOCK   ? "is not a socket"
-                          : rc == -EPROTOTYPE ? "is not a stream (SOCK_STREAM) socket"
+                          : rc == -EPROTOTYPE ? "is not a SOCK_STREAM or SOCK_DGRAM socket"
                           : rc == -EINVAL     ? "is not listening"
                                               : tc_strerror(rc);
         tc__log_detail(srv, "invalid configuration: listen_fd %d %s", fd, why);
@@ -266,6 +268,14 @@ static int adopt_listener(tc_server *srv)
     }
     if ((rc = tc__sock_local(fd, &srv->addr)) < 0)
         return rc;
+    if (dgram) {
+        srv->addr.socktype = SOCK_DGRAM;
+        if (tc_addr_port(&srv->addr) == 0 || srv->addr.len <= sizeof(sa_family_t)) {
+            tc__log_detail(srv, "invalid configuration: listen_fd %d is a datagram socket "
+                                "that is not bound", fd);
+            return TC_EBADCONFIG;
+        }
+    }
     srv->lfd = fd;
     return 0;
 }
@@ -279,14 +289,18 @@ static int bind_listener(tc_server *srv)
         tc__log_detail(srv, "listen address \"%s\": %s", c->listen, tc_strerror(rc));
         return rc;
     }
-    rc = tc__sock_listen(&addr, c->backlog, c->reuse_addr != TC_OFF, c->reuse_port == TC_ON,
-                         &srv->lfd);
+    /* Datagrams: SO_REUSEADDR would let another process bind the same UDP
+     * port and take our datagrams, so it is on only when asked for. */
+    int dgram = addr.socktype == SOCK_DGRAM;
+    int reuse_addr = dgram ? c->reuse_addr == TC_ON : c->reuse_addr != TC_OFF;
+    rc = tc__sock_listen(&addr, c->backlog, reuse_addr, c->reuse_port == TC_ON, &srv->lfd);
     if (rc < 0) {
         tc__log_detail(srv, "cannot listen on %s: %s", c->listen, tc_strerror(rc));
         return rc;
     }
     if ((rc = tc__sock_local(srv->lfd, &srv->addr)) < 0)
         return rc;
+    srv->addr.socktype = addr.socktype;
     /* Bound to one address, every accepted socket's local address is the
      * listener's: no getsockname per connection. A wildcard needs it. */
     srv->local_known = !((tc_addr_family(&srv->addr) == AF_INET &&
@@ -354,6 +368,8 @@ static int create_server(tc_server **out, const tc_server_config *cfg, const tc_
     }
     if (listener && (rc = srv->cfg.adopt_fd == TC_ON ? adopt_listener(srv) : bind_listener(srv)) < 0)
         goto fail;
+    if ((rc = tc__dgram_start(srv)) < 0) /* a datagram socket: check the config against it */
+        goto fail;
     if (srv->mode->start && (rc = srv->mode->start(srv)) < 0)
         goto fail;
     srv->limit = srv->cfg.max_conns;
@@ -407,6 +423,20 @@ int tc__server_accept(tc_server *srv, tc__session **out)
 {
     tc_addr peer;
     *out = NULL;
+    if (srv->dgram) { /* socketserver's get_request: a recvfrom, not an accept */
+        tc_conn *dc;
+        tc__session *ds;
+        int drc = tc__dgram_receive(srv, &dc);
+        if (drc < 0 || !dc)
+            return drc;
+        if ((drc = session_new(srv, dc, &ds)) < 0) {
+            tc__report(srv, NULL, drc);
+            return 0;
+        }
+        ds->dgram = 1;
+        *out = ds;
+        return 0;
+    }
     if (srv->spare_fd < 0) /* lost to a race for the last descriptor: take it back */
         srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int fd, rc = tc__sock_accept(srv->lfd, &peer, &fd, srv->mode->blocking);
@@ -713,6 +743,7 @@ int tc_server_stats(const tc_server *srv, tc_stats *out)
     out->handler_errors = atomic_load(&srv->errors);
     out->active = atomic_load(&srv->active);
     out->peak_active = atomic_load(&srv->peak);
+    tc__dgram_stats(srv, out);
     return 0;
 }
 

@@ -296,6 +296,16 @@ static void pump(tc__session *s)
     tc__session_close(s, reason, report);
 }
 
+/* Message style, a datagram request: its one datagram is the message,
+ * whole (an empty one too), and the session ends after it. */
+static void datagram(tc__session *s)
+{
+    tc_conn *c = s->conn;
+    c->rview = c->rlen; /* a read from on_message ends the view */
+    int rc = tc__session_message(s, c->rlen ? c->rbuf + c->roff : (const void *)"", c->rlen);
+    tc__session_close(s, rc, rc < 0 ? TC__REPORT_YES : TC__REPORT_NO);
+}
+
 static void run(tc__session *s)
 {
     tc_server *srv = s->srv;
@@ -321,7 +331,10 @@ static void run(tc__session *s)
         return;
     }
     if (srv->handler.on_message) {
-        pump(s);
+        if (s->dgram)
+            datagram(s);
+        else
+            pump(s);
         return;
     }
     int rc = srv->handler.handle(s->conn, srv->handler.ctx);

@@ -68,7 +68,8 @@ static int set_flag(int fd, int level, int opt, int on)
 int tc__sock_listen(const tc_addr *addr, int backlog, int reuse_addr, int reuse_port, int *out_fd)
 {
     int family = tc_addr_family(addr);
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int dgram = addr->socktype == SOCK_DGRAM;
+    int fd = socket(family, (dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int rc = 0;
     if (fd < 0)
         return -errno;
@@ -81,7 +82,8 @@ int tc__sock_listen(const tc_addr *addr, int backlog, int reuse_addr, int reuse_
         if (family == AF_INET6 && (rc = set_flag(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1)) < 0)
             goto fail;
     }
-    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, backlog) < 0) {
+    /* A datagram socket is bound and ready: there is nothing to listen for. */
+    if (bind(fd, &addr->u.sa, addr->len) < 0 || (!dgram && listen(fd, backlog) < 0)) {
         rc = -errno;
         goto fail;
     }
@@ -105,6 +107,23 @@ int tc__sock_adopt(int fd, int listening)
         return -errno;
     if (!acc != !listening)
         return -EINVAL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+        return -errno;
+    int fdfl = fcntl(fd, F_GETFD);
+    if (fdfl < 0 || (!(fdfl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0))
+        return -errno;
+    return 0;
+}
+
+int tc__sock_adopt_dgram(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        return -errno;
+    if (type != SOCK_DGRAM)
+        return -EPROTOTYPE;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
         return -errno;
@@ -140,10 +159,21 @@ int tc__sock_accept(int lfd, tc_addr *peer, int *out_fd, int blocking)
 
 int tc__sock_connect_start(const tc_addr *addr, int *out_fd)
 {
-    int fd = socket(tc_addr_family(addr), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int dgram = addr->socktype == SOCK_DGRAM;
+    int fd = socket(tc_addr_family(addr),
+                    (dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    int rc = connect(fd, &addr->u.sa, addr->len) < 0 ? -errno : 0;
+    int rc = 0;
+    if (dgram && tc_addr_family(addr) == AF_UNIX) {
+        /* A unix datagram client needs an address of its own for the replies
+         * to come back to: the kernel picks an abstract one (autobind). */
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        if (bind(fd, (struct sockaddr *)&un, sizeof(sa_family_t)) < 0)
+            rc = -errno;
+    }
+    if (rc == 0)
+        rc = connect(fd, &addr->u.sa, addr->len) < 0 ? -errno : 0;
     /* An interrupted connect goes on in the background, like EINPROGRESS. */
     if (rc == -EINTR)
         rc = -EINPROGRESS;
@@ -263,6 +293,163 @@ ssize_t tc__sock_sendfile(int fd, int file_fd, off_t *offset, size_t n)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r < 0)
         return err == EWOULDBLOCK ? -EAGAIN : -err;
+    return r;
+}
+
+int tc__sock_pktinfo_on(int fd, int family)
+{
+    if (family == AF_INET)
+        return set_flag(fd, IPPROTO_IP, IP_PKTINFO, 1);
+    if (family == AF_INET6)
+        return set_flag(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+    return 0;
+}
+
+int tc__sock_pktinfo_get(const struct msghdr *m, int port, tc_addr *to)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)m); c;
+         c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            memset(to, 0, sizeof *to);
+            to->u.in4.sin_family = AF_INET;
+            to->u.in4.sin_addr = pi.ipi_addr; /* the destination the sender used */
+            to->u.in4.sin_port = htons((uint16_t)port);
+            to->len = sizeof to->u.in4;
+            to->socktype = SOCK_DGRAM;
+            return 1;
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            memset(to, 0, sizeof *to);
+            to->u.in6.sin6_family = AF_INET6;
+            to->u.in6.sin6_addr = pi.ipi6_addr;
+            to->u.in6.sin6_port = htons((uint16_t)port);
+            if (IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr))
+                to->u.in6.sin6_scope_id = pi.ipi6_ifindex;
+            to->len = sizeof to->u.in6;
+            to->socktype = SOCK_DGRAM;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+size_t tc__sock_pktinfo_put(void *buf, size_t len, const tc_addr *from)
+{
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_control = buf;
+    m.msg_controllen = len;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    int family = tc_addr_family(from);
+    if (!c || (family != AF_INET && family != AF_INET6) || len < TC__PKTINFO_SPACE)
+        return 0;
+    memset(buf, 0, TC__PKTINFO_SPACE);
+    if (family == AF_INET) {
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof pi);
+        pi.ipi_spec_dst = from->u.in4.sin_addr; /* the source of the reply */
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof pi);
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+        return CMSG_SPACE(sizeof pi);
+    }
+    struct in6_pktinfo pi;
+    memset(&pi, 0, sizeof pi);
+    pi.ipi6_addr = from->u.in6.sin6_addr;
+    pi.ipi6_ifindex = from->u.in6.sin6_scope_id;
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof pi);
+    memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    return CMSG_SPACE(sizeof pi);
+}
+
+ssize_t tc__sock_recvfrom(int fd, void *buf, size_t n, tc_addr *from, int *truncated,
+                          tc_addr *to)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss); /* a unix sender without a name fills none of it */
+    struct {
+        _Alignas(size_t) unsigned char buf[TC__PKTINFO_SPACE]; /* as struct cmsghdr */
+    } ctl;
+    struct iovec v = {buf, n};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = from ? &ss : NULL;
+    m.msg_namelen = from ? sizeof ss : 0;
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    if (to) {
+        m.msg_control = ctl.buf;
+        m.msg_controllen = sizeof ctl.buf;
+    }
+    ssize_t r;
+    do
+        r = recvmsg(fd, &m, MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    *truncated = (m.msg_flags & MSG_TRUNC) != 0;
+    if (from) {
+        (void)tc_addr_from_sockaddr(from, (struct sockaddr *)&ss, m.msg_namelen);
+        from->socktype = SOCK_DGRAM;
+    }
+    if (to && !tc__sock_pktinfo_get(&m, tc_addr_port(to) > 0 ? tc_addr_port(to) : 0, to))
+        to->len = 0; /* none came: the caller keeps its own idea */
+    return r;
+}
+
+ssize_t tc__sock_sendto(int fd, const struct iovec *iov, int cnt, const tc_addr *to,
+                        const tc_addr *from)
+{
+    if (cnt > IOV_MAX)
+        return -EMSGSIZE; /* capped, the datagram would go out cut */
+    struct {
+        _Alignas(size_t) unsigned char buf[TC__PKTINFO_SPACE]; /* as struct cmsghdr */
+    } ctl;
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    if (to) {
+        m.msg_name = (void *)&to->u; /* sendmsg does not write through it */
+        m.msg_namelen = to->len;
+    }
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)cnt;
+    if (from && (m.msg_controllen = tc__sock_pktinfo_put(ctl.buf, sizeof ctl.buf, from)) > 0)
+        m.msg_control = ctl.buf;
+    ssize_t r;
+    do
+        r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return r;
+}
+
+int tc__sock_recvmmsg(int fd, struct mmsghdr *v, unsigned n)
+{
+    int r;
+    do
+        r = recvmmsg(fd, v, n, MSG_DONTWAIT, NULL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return r;
+}
+
+int tc__sock_sendmmsg(int fd, struct mmsghdr *v, unsigned n)
+{
+    int r;
+    do
+        r = sendmmsg(fd, v, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     return r;
 }
 

@@ -124,15 +124,17 @@ Test(listen, adopt_refuses_what_is_not_a_listener)
     struct {
         int fd;
         const char *why;
-    } cases[4];
+    } cases[5];
     int p[2];
     cr_assert_eq(pipe(p), 0);
     int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0);
+    int seq = socket(AF_UNIX, SOCK_SEQPACKET, 0);
     cases[0].fd = p[0], cases[0].why = "is not a socket";
-    cases[1].fd = udp, cases[1].why = "is not a stream (SOCK_STREAM) socket";
+    cases[1].fd = udp, cases[1].why = "is a datagram socket that is not bound";
     cases[2].fd = tcp, cases[2].why = "is not listening";
     cases[3].fd = 999, cases[3].why = "is not an open descriptor";
-    for (int i = 0; i < 4; i++) {
+    cases[4].fd = seq, cases[4].why = "is not a SOCK_STREAM or SOCK_DGRAM socket";
+    for (int i = 0; i < 5; i++) {
         tc_server_config cfg = adopt_config(cases[i].fd, &log);
         cr_assert_eq(tc_server_create(&srv, &cfg, &h), TC_EBADCONFIG, "case %d", i);
         tc_test_event_log(&log, text, sizeof text);
@@ -169,6 +171,7 @@ Test(listen, adopt_refuses_what_is_not_a_listener)
     close(p[1]);
     close(udp);
     close(tcp);
+    close(seq);
     tc_test_event_destroy(&log);
 }
 
@@ -375,6 +378,39 @@ Test(listen, socket_activation_of_tcpchan_echo)
     close(out);
     close(fds[0]);
     close(fds[1]);
+}
+
+/* A datagram socket passed by systemd (ListenDatagram=): tcpchan-echo
+ * adopts it and echoes each datagram (issue 14). */
+Test(listen, socket_activation_of_a_datagram_socket)
+{
+    int udp = socket(AF_INET, SOCK_DGRAM, 0), out;
+    tc_addr a;
+    cr_assert_eq(tc_addr_parse(&a, "127.0.0.1:0"), 0);
+    cr_assert_eq(bind(udp, &a.u.sa, a.len), 0);
+    socklen_t len = sizeof a.u;
+    cr_assert_eq(getsockname(udp, &a.u.sa, &len), 0);
+    a.len = len;
+    a.socktype = SOCK_DGRAM;
+    char line[256], want[256], addr[TC_ADDR_STRLEN];
+    pid_t pid = spawn_echo(&udp, 1, "dns", 0, "systemd:dns", &out);
+    read_line(out, line, sizeof line);
+    tc_addr_format(&a, addr, sizeof addr);
+    snprintf(want, sizeof want, "listening on %s", addr);
+    cr_assert_str_eq(line, want);
+    tc_conn *c;
+    tc_dial_config dc = TC_DIAL_CONFIG_INIT;
+    dc.timeout_ms = TC_TEST_WAIT_MS;
+    cr_assert_eq(tc_dial(&c, addr, &dc), 0);
+    cr_assert_eq(tc_conn_send(c, "activated", 9), 9);
+    char got[16];
+    cr_assert_eq(tc_conn_read(c, got, sizeof got), 9);
+    cr_assert(memcmp(got, "activated", 9) == 0);
+    tc_conn_close(c);
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_exit(pid, TC_TEST_WAIT_MS), 0);
+    close(out);
+    close(udp);
 }
 #endif
 

@@ -9,6 +9,12 @@
  * abstract namespace, `unix:@NAME`. Port 0 asks the kernel for a free port
  * when binding.
  *
+ * Datagram sockets have the same forms behind their own scheme:
+ * `udp:HOST:PORT`, `udp:[IPV6]:PORT`, `udp::PORT`, `unixgram:PATH` and
+ * `unixgram:@NAME`. The address then carries @ref tc_addr::socktype
+ * SOCK_DGRAM, and tc_addr_format() writes the scheme back (see
+ * docs/datagrams.md).
+ *
  * `:PORT` and `*:PORT` mean every address, as in nginx's `listen` and
  * HAProxy's `bind`: they are `0.0.0.0:PORT`, every IPv4 address. Not `[::]`:
  * a server listening on an IPv6 address sets IPV6_V6ONLY, so `[::]:PORT`
@@ -49,6 +55,11 @@ typedef struct tc_addr {
         struct sockaddr_storage storage;  /**< room for any family */
     } u;
     socklen_t len; /**< length of the meaningful part of u, as the socket calls take it */
+    /** @brief The socket type the address is for: 0 (or SOCK_STREAM) for a
+     *         stream socket, SOCK_DGRAM for a datagram one (`udp:`,
+     *         `unixgram:`). On 64-bit Linux it sits in what was padding: the size of
+     *         tc_addr did not change. */
+    int socktype;
 } tc_addr;
 
 /**
@@ -61,7 +72,10 @@ typedef struct tc_addr {
  *
  * @param[out] out  Receives the address; written only on success.
  * @param text      `HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `*:PORT` (both
- *                  `0.0.0.0:PORT`), `unix:PATH` or `unix:@NAME`.
+ *                  `0.0.0.0:PORT`), `unix:PATH` or `unix:@NAME`; or, for a
+ *                  datagram socket (socktype SOCK_DGRAM), any of the first
+ *                  four behind `udp:` (`udp:127.0.0.1:7000`, `udp:[::1]:7000`),
+ *                  `unixgram:PATH` or `unixgram:@NAME`.
  * @return 0 on success, or:
  *   - TC_EBADADDR: NULL or empty text, missing or non-numeric port, port over
  *     65535, unbracketed IPv6, empty brackets or path, stray characters;
@@ -77,7 +91,9 @@ TC_API int tc_addr_parse(tc_addr *out, const char *text);
  * @brief Write an address in the text form tc_addr_parse() reads.
  *
  * IPv4 as `1.2.3.4:PORT`, IPv6 as `[::1]:PORT`, unix as `unix:PATH` or
- * `unix:@NAME`; an unnamed unix socket (a typical client) as `unix:`.
+ * `unix:@NAME`; an unnamed unix socket (a typical client) as `unix:`. A
+ * datagram address (socktype SOCK_DGRAM) gets its scheme: `udp:1.2.3.4:PORT`,
+ * `udp:[::1]:PORT`, `unixgram:PATH`, `unixgram:@NAME`, or `unixgram:` unnamed.
  *
  * @param addr  The address.
  * @param buf   Destination; TC_ADDR_STRLEN bytes always suffice.
@@ -91,7 +107,8 @@ TC_API int tc_addr_parse(tc_addr *out, const char *text);
 TC_API int tc_addr_format(const tc_addr *addr, char *buf, size_t size);
 
 /**
- * @brief Fill a tc_addr from a system socket address.
+ * @brief Fill a tc_addr from a system socket address (socktype 0: a stream
+ *        address; set @ref tc_addr::socktype to SOCK_DGRAM for a datagram one).
  * @param[out] out  Receives the copy.
  * @param sa        The address, as accept() or getsockname() return it.
  * @param len       Its length.

@@ -68,8 +68,10 @@ extern "C" {
  *
  * For poll()ing it, or setsockopt(); reading or writing it directly
  * bypasses the channel's buffering. The library owns and closes it.
+ * A request of a datagram server has no socket of its own (its replies go
+ * out through the server's, tc_server_fileno()): -1.
  * @param conn The channel.
- * @return The descriptor, or -EINVAL for NULL.
+ * @return The descriptor, -1 for a datagram server's request, or -EINVAL for NULL.
  */
 TC_API int tc_conn_fd(const tc_conn *conn);
 
@@ -614,6 +616,19 @@ TC_API void tc_dial_config_init(tc_dial_config *cfg);
  * Resolves @p address (same forms as tc_addr_parse()), tries each address
  * the name resolves to in turn (IPv6 and IPv4) until one connects, each
  * within the connect timeout.
+ *
+ * A datagram address (`udp:HOST:PORT`, `unixgram:PATH`) gives a connected
+ * datagram socket (a unix one is bound to an abstract name the kernel picks,
+ * so that replies reach it): each tc_conn_send() or tc_conn_send_all() is
+ * one datagram (what tc_conn_write() buffered goes out as one datagram at
+ * the flush), tc_conn_read() and tc_conn_read_frame() return one whole
+ * datagram each (tc_conn_read() returns 0 for an empty one, which frame
+ * reads skip), a read never spans two datagrams (one that would, such as
+ * tc_conn_read_exact() past the end of the current datagram, fails with
+ * TC_EPARTIAL), a datagram longer than the codec's max_frame (default
+ * TC_DGRAM_DEFAULT_MAX_FRAME) is dropped, never delivered cut, and every
+ * wait is bounded by the channel's timeout. The codec must be raw. See
+ * docs/datagrams.md.
  * @code
  * tc_conn *c;
  * int rc = tc_dial(&c, "127.0.0.1:7000", NULL);
@@ -628,7 +643,9 @@ TC_API void tc_dial_config_init(tc_dial_config *cfg);
  *         TC_ENORESOLVE for a name that does not resolve, -ECONNREFUSED,
  *         -ETIMEDOUT (connect timeout), -ENETUNREACH / -EHOSTUNREACH,
  *         -ENOMEM, -EMFILE or another negated errno value, -EINVAL for NULL
- *         or an invalid configuration (codec, buffer sizes). An invalid
+ *         or an invalid configuration (codec, buffer sizes; a codec that
+ *         is not raw, or a max_frame over TC_DGRAM_MAX_FRAME, for a datagram
+ *         address). An invalid
  *         configuration and an address that does not parse or resolve are
  *         described in tc_last_error_detail().
  * @par Ownership

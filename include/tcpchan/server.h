@@ -114,7 +114,21 @@ extern "C" {
  * down the sockets of connections still busy in a worker (their handler's
  * sends then fail); serve_forever returns when their handlers have
  * returned, and stream sessions get the drain of the blocking modes.
-  */
+ *
+ * @par Datagram servers
+ * A request is one datagram (see @ref tc_server_config::listen): inline runs
+ * them one at a time in the serving thread (UDPServer); threading starts a
+ * thread per datagram (ThreadingUDPServer: about 16 µs of thread creation
+ * and exit per datagram, several times the work of an echo, so it suits
+ * handlers that block for long; pool is the sane choice for blocking ones);
+ * forking a child per datagram, at most max_conns (40) at once; pool hands
+ * each datagram to a worker from the serving thread's receive loop (at most
+ * queue_len waiting: then the loop stops reading, and the socket's buffer
+ * holds the rest); event runs @ref tc_server_config::workers loops that all
+ * read the one socket, each taking datagrams in batches (recvmmsg), running
+ * on_message in the loop thread and sending the batch's replies with one
+ * sendmmsg. docs/datagrams.md has the details and the measurements.
+ */
 typedef enum tc_mode {
     TC_MODE_INLINE = 0, /**< one connection at a time, in the serving thread (TCPServer); the default */
     TC_MODE_THREADING,  /**< a thread per connection (ThreadingMixIn) */
@@ -247,6 +261,20 @@ typedef struct tc_server_hooks {
  * last. Pool mode, message style, is the one mode with two threads per
  * connection: on_message runs in a worker, the other callbacks in the loop
  * thread, never at the same time (see tc_mode).
+ *
+ * On a datagram server (see @ref tc_server_config::listen) each datagram is
+ * a request of its own, as in socketserver's DatagramRequestHandler: setup,
+ * then handle (its reads see that datagram and then TC_EOF; never the next
+ * one) or on_open, on_message with the datagram whole (an empty one too)
+ * and on_close (reason 0), then finish. tc_conn_peer() is the sender, and
+ * each tc_conn_send() (or tc_conn_send_all(), tc_conn_writev()) sends one
+ * datagram to it; what tc_conn_write() and tc_conn_printf() buffer goes out
+ * as one datagram at tc_conn_flush() or at the end of the request. A reply
+ * the socket does not take within 10 ms (its buffer full; a unix peer's
+ * queue full, which is not waited for) fails with -EAGAIN and counts in
+ * tc_stats::dgram_dropped; in event mode replies are sent after on_message
+ * returns, in one sendmmsg per batch, so a refusal is only counted.
+ * Timers and tc_conn_sendfile() are not available (-ENOTSUP).
  */
 typedef struct tc_handler {
     /** @brief Prepare the connection (may be NULL). @return 0, or negative to refuse it. */
@@ -316,6 +344,12 @@ typedef enum tc_proxy_mode {
 #define TC_DEFAULT_CONN_TIMEOUT_MS 300000
 /** @brief Default of @ref tc_server_config::max_conns in every mode but forking (40). */
 #define TC_DEFAULT_MAX_CONNS 4096
+/** @brief A datagram server's default max_frame (the codec's max_frame left
+ *         0): 65507 bytes, the largest UDP payload over IPv4. */
+#define TC_DGRAM_DEFAULT_MAX_FRAME 65507
+/** @brief The largest max_frame a datagram server accepts (16 MiB; a unix
+ *         datagram can be as large as the socket buffers allow). */
+#define TC_DGRAM_MAX_FRAME ((size_t)16 * 1024 * 1024)
 
 /**
  * @brief Server configuration. Every field's zero value means its default,
@@ -339,8 +373,24 @@ typedef enum tc_proxy_mode {
  * docs/production.md explains how to choose them.
  */
 typedef struct tc_server_config {
-    /** @brief Listen address (see tc_addr_parse()); NULL = "127.0.0.1:0", any free loopback port.
-     *         Must be NULL when @ref tc_server_config::adopt_fd is TC_ON. */
+    /**
+     * @brief Listen address (see tc_addr_parse()); NULL = "127.0.0.1:0", any free loopback port.
+     *        Must be NULL when @ref tc_server_config::adopt_fd is TC_ON.
+     *
+     * A datagram address (`udp:HOST:PORT`, `udp:[IPV6]:PORT`, `unixgram:PATH`,
+     * `unixgram:@NAME`) makes a datagram server (socketserver's UDPServer and
+     * UnixDatagramServer): each datagram received is a request, run by the
+     * same handler in the same mode, and the replies go back to its sender
+     * as datagrams. There, the codec must be raw and its max_frame bounds a
+     * datagram (0 = TC_DGRAM_DEFAULT_MAX_FRAME, at most TC_DGRAM_MAX_FRAME:
+     * a longer one is dropped and counted, never delivered cut); max_conns
+     * counts the datagrams in flight; proxy_protocol must be off;
+     * SO_REUSEADDR is set only with reuse_addr TC_ON (on a UDP port it would
+     * let another process take our datagrams). Bound to every address
+     * (`udp::PORT`, `udp:[::]:PORT`), the server answers each datagram from
+     * the address it was sent to (IP_PKTINFO), which is then the request's
+     * tc_conn_local(). See docs/datagrams.md.
+     */
     const char *listen;
     /** @brief Concurrency mode; default TC_MODE_INLINE. */
     tc_mode mode;
@@ -431,7 +481,8 @@ typedef struct tc_server_config {
      * The socket is one the process was given already listening: by systemd
      * (see tc_listen_fds()), by a supervisor, by a parent before fork().
      * tc_server_create() checks that it is a listening SOCK_STREAM socket
-     * (SO_TYPE, SO_ACCEPTCONN), makes it non-blocking and close-on-exec, and
+     * (SO_TYPE, SO_ACCEPTCONN), or a bound SOCK_DGRAM socket (a datagram
+     * server, as with a `udp:` address), makes it non-blocking and close-on-exec, and
      * does not bind, listen, or set any socket option on it; backlog,
      * reuse_addr and reuse_port are then ignored, and listen must stay NULL.
      * @par Ownership
@@ -513,6 +564,18 @@ typedef struct tc_stats {
     unsigned long long handler_errors; /**< negative codes reported to handle_error */
     unsigned active;                   /**< connections accepted and not yet closed */
     unsigned peak_active;              /**< the most connections ever active at once */
+    /* Added at the end (datagram servers): their counters (all 0 for a
+     * stream server). There, accepted counts the datagrams handed on as
+     * requests (refused ones included), and active the requests in flight. */
+    unsigned long long dgram_received;  /**< datagrams read from the socket, all of them */
+    unsigned long long dgram_answered;  /**< reply datagrams the socket took */
+    unsigned long long dgram_dropped;   /**< datagrams lost inside the server: received but
+                                             never handed on as requests (over max_frame, no
+                                             memory to hold them), or replies the socket
+                                             refused (its buffer full, an unreachable unix
+                                             peer). A request that gets no thread or process
+                                             is reported to handle_error, as a connection is */
+    unsigned long long dgram_truncated; /**< of the dropped, those over max_frame (MSG_TRUNC) */
 } tc_stats;
 
 /**
@@ -538,8 +601,10 @@ TC_API void tc_server_config_init(tc_server_config *cfg);
  *   - TC_EBADCONFIG: a field out of range, an invalid codec, neither or
  *     both of handle and on_message, on_open/on_close without on_message;
  *     adopt_fd with a descriptor that is not an open, listening SOCK_STREAM
- *     socket, or with listen set, or listen_fd set without adopt_fd; a
- *     malformed proxy_trusted entry;
+ *     socket or a bound SOCK_DGRAM one, or with listen set, or listen_fd set
+ *     without adopt_fd; a malformed proxy_trusted entry; on a datagram socket,
+ *     proxy_protocol not off, a codec that is not raw or a max_frame over
+ *     TC_DGRAM_MAX_FRAME (tc_last_error_detail() names the field);
  *   - TC_ENOMODE: the mode is not available in this build;
  *   - TC_EBADADDR, -ENAMETOOLONG, TC_ENORESOLVE: the listen address (see tc_addr_parse());
  *   - -EADDRINUSE: the address is taken (a unix path that exists counts);
@@ -705,6 +770,8 @@ TC_API int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *
  * cfg.adopt_fd = TC_ON;
  * cfg.listen_fd = fd;
  * @endcode
+ * A passed SOCK_DGRAM socket (a socket unit's `ListenDatagram=`) is
+ * adopted the same way and served as a datagram server.
  * With tc_prefork_run(), call it in the parent, before the workers are
  * forked (their pids differ from `LISTEN_PID`), and let every worker adopt
  * the same descriptor: they then accept from one shared queue.

@@ -322,5 +322,45 @@ else
 fi
 stop "$busy_pid"
 
+# Datagrams (issue 14): udp: and unixgram: in every mode, tcpchan-cat as the
+# client (scheme or --udp), --max-frame dropping larger ones, the options
+# that do not apply refused with one line, and socketserver's UDP example.
+for mode in inline threading forking pool event; do
+    start "udp-$mode" "$bin/tcpchan-echo" --listen udp:127.0.0.1:0 --mode "$mode"
+    if [[ $line =~ ^listening\ on\ udp:127\.0\.0\.1:[0-9]+$ ]]; then
+        r=$(printf 'one\ntwo\n' | timeout 10 "$bin/tcpchan-cat" "udp:127.0.0.1:${line##*:}" --framing line 2>&1)
+        [ "$r" = $'one\ntwo' ] || [ "$r" = $'two\none' ] && ok "udp --mode $mode: $line, echo" || fail "udp --mode $mode: echo '$r'"
+        r=$(printf 'via --udp' | timeout 10 "$bin/tcpchan-cat" --udp "127.0.0.1:${line##*:}" 2>&1)
+        [ "$r" = "via --udp" ] && ok "udp --mode $mode: tcpchan-cat --udp" || fail "udp --mode $mode: --udp '$r'"
+        stop "$pid"
+        [ "$rc" -eq 0 ] && ok "udp --mode $mode: SIGTERM exits 0" || fail "udp --mode $mode: exit $rc"
+    else
+        fail "udp --mode $mode: '$line' $(cat "$tmp/udp-$mode.err")"
+    fi
+    start "ugram-$mode" "$bin/tcpchan-echo" --listen "unixgram:$tmp/g-$mode.sock" --mode "$mode"
+    if [ "$line" = "listening on unixgram:$tmp/g-$mode.sock" ]; then
+        r=$(printf 'over unixgram' | timeout 10 "$bin/tcpchan-cat" "unixgram:$tmp/g-$mode.sock" 2>&1)
+        [ "$r" = "over unixgram" ] && ok "unixgram --mode $mode: echo" || fail "unixgram --mode $mode: echo '$r'"
+        stop "$pid"
+        [ ! -e "$tmp/g-$mode.sock" ] && ok "unixgram --mode $mode: file removed" || fail "unixgram --mode $mode: file left"
+    else
+        fail "unixgram --mode $mode: '$line' $(cat "$tmp/ugram-$mode.err")"
+    fi
+done
+start udpmax "$bin/tcpchan-echo" --listen udp:127.0.0.1:0 --max-frame 4
+r=$(printf 'toolong\nok\n' | timeout 10 "$bin/tcpchan-cat" "udp:127.0.0.1:${line##*:}" --framing line --timeout 300 2>&1)
+[ "$r" = "ok" ] && ok "udp --max-frame 4: the longer datagram dropped, the next echoed" || fail "udp --max-frame: '$r'"
+stop "$pid"
+check_bad --framing --listen udp:127.0.0.1:0 --framing line
+check_bad --idle-timeout --listen udp:127.0.0.1:0 --idle-timeout 5
+check_bad --max-conns --listen unixgram:/tmp/x.sock --max-conns 3
+check_bad proxy_protocol --listen udp:127.0.0.1:0 --proxy required
+check_bad_cat '--framing: len32 does not apply to datagrams' udp:127.0.0.1:1 --framing len32
+start udpupper "$bin/udp_upper_server" udp:127.0.0.1:0
+r=$(timeout 10 "$bin/udp_upper_client" "udp:127.0.0.1:${line##*:}" hello datagrams 2>&1)
+[[ $r == *"Received: HELLO DATAGRAMS"* ]] && ok "udp_upper_server / udp_upper_client" || fail "udp_upper: '$r'"
+stop "$pid"
+[ "$rc" -eq 0 ] && ok "udp_upper_server: SIGTERM exits 0" || fail "udp_upper_server exit $rc"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
