@@ -786,6 +786,36 @@ Test(pool, timer_and_half_close_from_a_worker)
 
 /* ---- a worker lets go of the connection itself ---------------------------------------------- */
 
+/* A pool of workers serving the message handler (idle_timeout_ms idle_ms
+ * when positive), with the process's counts taken first. */
+struct pt {
+    struct ps p;
+    tc_test_counts before;
+    tc_test_server ts;
+};
+
+static void pt_start(struct pt *t, int workers, int idle_ms)
+{
+    ps_init(&t->p);
+    t->before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = p_config(&t->p, workers);
+    if (idle_ms > 0)
+        cfg.idle_timeout_ms = idle_ms;
+    tc_handler h = p_handler(&t->p, 0);
+    tc_test_server_start(&t->ts, NULL, &cfg, &h);
+}
+
+/* No overlap or disorder; the server stops and leaves nothing behind. */
+static void pt_stop(struct pt *t)
+{
+    wait_idle(&t->ts);
+    cr_assert_eq(atomic_load(&t->p.disorder), 0, "messages of one connection overlapped or "
+                                                  "came out of order");
+    cr_assert_eq(tc_test_server_stop(&t->ts), 0);
+    tc_test_expect_counts(t->before, NULL, 0, "pool");
+    ps_destroy(&t->p);
+}
+
 /* idle_timeout T. A client that sends a line every T/2 for 3T is never
  * timed out: each message a worker serves moves the idle clock on, also
  * when the worker arms the connection again itself, without the loop.
@@ -794,15 +824,9 @@ Test(pool, idle_clock_restarts_with_each_message)
 {
     SKIP_UNLESS_POOL();
     const int T = tc_test_ms(200);
-    struct ps p;
-    ps_init(&p);
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_server_config cfg = p_config(&p, 2);
-    cfg.idle_timeout_ms = T;
-    tc_handler h = p_handler(&p, 0);
-    tc_test_server ts;
-    tc_test_server_start(&ts, NULL, &cfg, &h);
-    int fd = tc_test_connect_ok(&ts.addr);
+    struct pt t;
+    pt_start(&t, 2, T);
+    int fd = tc_test_connect_ok(&t.ts.addr);
     int64_t last = 0;
     for (int i = 0; i < 6; i++) {
         char line[32];
@@ -815,17 +839,14 @@ Test(pool, idle_clock_restarts_with_each_message)
     int64_t after = tc_test_now_ms() - last;
     cr_assert_geq(after, T - 20, "closed %lld ms after its last reply", (long long)after);
     cr_assert_lt(after, T + T / 2 + 50, "closed %lld ms after its last reply", (long long)after);
-    wait_idle(&ts);
-    char log[256];
-    tc_test_event_log(&p.closed, log, sizeof log);
-    cr_assert_str_eq(log, "ETIMEDOUT", "on_close reasons: %s", log);
-    cr_assert_eq(atomic_load(&p.msgs), 6);
-    cr_assert_eq(atomic_load(&p.disorder), 0);
-    cr_assert_eq(atomic_load(&p.errors), 0, "a silence between messages is no error");
     close(fd);
-    cr_assert_eq(tc_test_server_stop(&ts), 0);
-    tc_test_expect_counts(before, NULL, 0, "pool");
-    ps_destroy(&p);
+    wait_idle(&t.ts);
+    char log[256];
+    tc_test_event_log(&t.p.closed, log, sizeof log);
+    cr_assert_str_eq(log, "ETIMEDOUT", "on_close reasons: %s", log);
+    cr_assert_eq(atomic_load(&t.p.msgs), 6);
+    cr_assert_eq(atomic_load(&t.p.errors), 0, "a silence between messages is no error");
+    pt_stop(&t);
 }
 
 /* A send from another thread while a worker has the connection waits for
@@ -835,29 +856,20 @@ Test(pool, idle_clock_restarts_with_each_message)
 Test(pool, foreign_send_while_a_worker_has_the_connection)
 {
     SKIP_UNLESS_POOL();
-    struct ps p;
-    ps_init(&p);
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_server_config cfg = p_config(&p, 2);
-    tc_handler h = p_handler(&p, 0);
-    tc_test_server ts;
-    tc_test_server_start(&ts, NULL, &cfg, &h);
-    int fd = tc_test_connect_ok(&ts.addr);
+    struct pt t;
+    pt_start(&t, 2, 0);
+    int fd = tc_test_connect_ok(&t.ts.addr);
     cl_send(fd, "hold\n");
-    cr_assert_eq(tc_test_event_wait(&p.held, 1, TC_TEST_WAIT_MS), 0, "hold never ran");
-    tc_conn *c = atomic_load(&p.held_conn);
+    cr_assert_eq(tc_test_event_wait(&t.p.held, 1, TC_TEST_WAIT_MS), 0, "hold never ran");
+    tc_conn *c = atomic_load(&t.p.held_conn);
     cr_assert_eq(tc_conn_send(c, "mail", 4), 4, "the send from this thread was refused");
     cr_assert_not(cl_readable(fd, tc_test_ms(QUIET_MS)), "the mail overtook the worker's reply");
-    atomic_store(&p.release, 1);
+    atomic_store(&t.p.release, 1);
     cl_expect(fd, "held\nmail\n");
     cr_assert_lt(cl_rtt(fd, "n0"), TC_TEST_WAIT_MS, "no echo after the mail");
     close(fd);
-    wait_idle(&ts);
-    cr_assert_eq(atomic_load(&p.errors), 0);
-    cr_assert_eq(atomic_load(&p.disorder), 0);
-    cr_assert_eq(tc_test_server_stop(&ts), 0);
-    tc_test_expect_counts(before, NULL, 0, "pool");
-    ps_destroy(&p);
+    cr_assert_eq(atomic_load(&t.p.errors), 0);
+    pt_stop(&t);
 }
 
 /* ---- connections that come and go while workers serve others ---------------------------- */
@@ -911,18 +923,14 @@ Test(pool, connections_come_and_go_while_workers_serve)
 {
     SKIP_UNLESS_POOL();
     enum { T = 8 };
-    struct ps p;
-    ps_init(&p);
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_server_config cfg = p_config(&p, 2);
-    tc_handler h = p_handler(&p, 0);
-    tc_test_server ts;
-    tc_test_server_start(&ts, NULL, &cfg, &h);
+    struct pt pool;
+    pt_start(&pool, 2, 0);
     atomic_int answered = 0, failed = 0;
     struct churner ch[T];
     pthread_t t[T];
     for (int i = 0; i < T; i++) {
-        ch[i] = (struct churner){.addr = &ts.addr, .id = i, .answered = &answered, .failed = &failed};
+        ch[i] = (struct churner){.addr = &pool.ts.addr, .id = i, .answered = &answered,
+                                 .failed = &failed};
         cr_assert_eq(pthread_create(&t[i], NULL, churn_main, &ch[i]), 0);
     }
     for (int i = 0; i < T; i++)
@@ -934,13 +942,9 @@ Test(pool, connections_come_and_go_while_workers_serve)
     int want = T * (early * 3 + (150 - early) * 4);
     cr_assert_eq(atomic_load(&answered), want, "%d replies read, %d expected",
                  atomic_load(&answered), want);
-    wait_idle(&ts);
-    cr_assert_eq(atomic_load(&p.disorder), 0, "messages of one connection overlapped or "
-                                               "came out of order");
-    cr_assert_leq(atomic_load(&p.peak_msg), 2);
-    cr_assert_eq(atomic_load(&p.setups), T * 150);
-    cr_assert_eq(atomic_load(&p.finishes), T * 150);
-    cr_assert_eq(tc_test_server_stop(&ts), 0);
-    tc_test_expect_counts(before, NULL, 0, "pool");
-    ps_destroy(&p);
+    wait_idle(&pool.ts);
+    cr_assert_leq(atomic_load(&pool.p.peak_msg), 2);
+    cr_assert_eq(atomic_load(&pool.p.setups), T * 150);
+    cr_assert_eq(atomic_load(&pool.p.finishes), T * 150);
+    pt_stop(&pool);
 }
