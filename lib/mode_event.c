@@ -319,8 +319,7 @@ static int park(struct evconn *ec)
     struct evconn *back = slot_take(st, token);
     if (back) {
         back->away = 0;
-        if (add)
-            back->in_ready = 0;
+        back->in_ready = 0; /* not added, or (a mod that failed) not there */
     }
     pthread_mutex_unlock(&lp->mu);
     return back ? rc : 0; /* a worker that took it meanwhile parks it again */
@@ -625,8 +624,7 @@ static int let_go(struct evconn *ec)
          * took it meanwhile (it parks it again). */
         if (rc < 0 && slot_take(st, token) == ec) {
             tl_job = ec;
-            if (add)
-                ec->in_ready = 0;
+            ec->in_ready = 0; /* not added, or (a mod that failed) not there */
         } else {
             done = 1;
         }
