@@ -1013,8 +1013,10 @@ static void on_readable(struct evconn *ec)
     }
     restart_idle(ec);
     process_input(ec);
-    if (!ec->closed && ec->conn && ec->conn->deadline != TC__NO_DEADLINE)
-        schedule_idle(ec); /* process_input may have set it (a WebSocket closing) */
+    /* process_input may have set it (a WebSocket closing); not while a
+     * worker has the connection (its handler may be setting it). */
+    if (!ec->closed && !ec->away && ec->conn && ec->conn->deadline != TC__NO_DEADLINE)
+        schedule_idle(ec);
 }
 
 static void on_writable(struct evconn *ec)
