@@ -208,6 +208,7 @@ static void respond(tc_conn *c, int status, const char *extra)
 /* The request with NUL-terminated strings, in one allocation. */
 struct request {
     tc_ws_request pub;
+    int minor;           /* HTTP/1.minor */
     char *text;
     const char *names[TC__HTTP_MAX_HEADERS], *values[TC__HTTP_MAX_HEADERS];
 };
@@ -258,6 +259,10 @@ static int handshake(tc_conn *c, struct ws *w, const struct request *r)
     }
     if (strcmp(req->method, "GET") != 0) {
         respond(c, 405, "Allow: GET\r\n");
+        return TC_EOF;
+    }
+    if (r->minor < 1) { /* RFC 6455 4.1: an upgrade is an HTTP/1.1 (or later) GET */
+        respond(c, 400, NULL);
         return TC_EOF;
     }
     const char *version = tc_ws_request_header(req, "Sec-WebSocket-Version");
@@ -311,6 +316,7 @@ static int ws_open(tc_conn *c)
     struct request r;
     if ((rc = request_build(&r, head, &h)) < 0)
         return rc;
+    r.minor = h.minor;
     rc = handshake(c, w, &r);
     free(r.text);
     if (rc != 1)

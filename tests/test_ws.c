@@ -365,6 +365,15 @@ ParameterizedTest(tc_mode *mode, ws, handshake)
     cr_assert(!strncmp(head, "HTTP/1.1 426 ", 13), "%s", head);
     cr_assert_not_null(strstr(head, "Sec-WebSocket-Version: 13\r\n"));
     close(fd);
+    /* An upgrade over HTTP/1.0: 400 (RFC 6455 asks for 1.1 or later). */
+    fd = tc_test_connect_ok(&ts.addr);
+    const char *h10 = "GET / HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n";
+    cr_assert_eq(tc_test_send_all(fd, h10, strlen(h10)), 0);
+    read_head(fd, head, sizeof head);
+    cr_assert(!strncmp(head, "HTTP/1.1 400 ", 13), "%s", head);
+    close(fd);
     /* A key that is not 16 bytes of base64: 400. */
     fd = tc_test_connect_ok(&ts.addr);
     const char *badkey = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
