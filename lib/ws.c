@@ -36,6 +36,7 @@ struct ws {
     tc__ws_rx rx;
     int type;           /* the last message's */
     int peer_code;      /* the peer's close code: 0 none yet, 1005 a close without one */
+    char peer_reason[124]; /* its reason (at most 123 bytes of UTF-8), NUL-terminated */
     atomic_int close_sent;
     int err;            /* WS_FAILED: the error the session ends with */
     int64_t heard;      /* keepalive: the last frame from the peer (ns) */
@@ -384,6 +385,11 @@ static void control(tc_conn *c, struct ws *w, const tc__ws_ev *ev)
     if (ev->opcode != TC__WS_CLOSE)
         return; /* a pong: nothing asked for it (no keepalive yet) */
     w->peer_code = ev->len >= 2 ? (int)(p[0] << 8 | p[1]) : 1005;
+    size_t rlen = ev->len > 2 ? ev->len - 2 : 0; /* a control frame: at most 123 */
+    if (rlen > sizeof w->peer_reason - 1)
+        rlen = sizeof w->peer_reason - 1;
+    memcpy(w->peer_reason, p + 2, rlen);
+    w->peer_reason[rlen] = '\0';
     if (!atomic_exchange(&w->close_sent, 1))
         (void)queue_control(c, TC__WS_CLOSE, p, ev->len >= 2 ? 2 : 0); /* the same code */
     w->state = WS_DONE;
@@ -774,6 +780,12 @@ int tc_ws_close_code(const tc_conn *conn)
 {
     const struct ws *w = ws_of(conn);
     return w ? w->peer_code : -EINVAL;
+}
+
+const char *tc_ws_close_reason(const tc_conn *conn)
+{
+    const struct ws *w = ws_of(conn);
+    return w ? w->peer_reason : NULL;
 }
 
 const char *tc_ws_path(const tc_conn *conn)

@@ -41,6 +41,7 @@ TestSuite(ws, .timeout = 60);
 struct seen {
     atomic_int closes, last_reason, last_code, errors, last_error, opens;
     char path[128];
+    char close_reason[128]; /* the peer's, from the last on_close */
 };
 static struct seen *seen;
 
@@ -85,6 +86,8 @@ static void on_close(tc_conn *c, int reason, void *ctx)
     (void)ctx;
     atomic_store(&seen->last_reason, reason);
     atomic_store(&seen->last_code, tc_ws_close_code(c));
+    const char *why = tc_ws_close_reason(c);
+    snprintf(seen->close_reason, sizeof seen->close_reason, "%s", why ? why : "(null)");
     atomic_fetch_add(&seen->closes, 1);
 }
 
@@ -619,6 +622,7 @@ ParameterizedTest(tc_mode *mode, ws, close_handling)
     TC_TEST_WAIT_UNTIL(atomic_load(&seen->closes) >= 1, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&seen->last_reason), 0);
     cr_assert_eq(atomic_load(&seen->last_code), 1000);
+    cr_assert_str_eq(seen->close_reason, "done");
     /* A close without a code: an empty one back; the code seen is 1005. */
     atomic_store(&seen->closes, 0);
     fd = ws_connect(&ts.addr);
@@ -627,6 +631,7 @@ ParameterizedTest(tc_mode *mode, ws, close_handling)
     close(fd);
     TC_TEST_WAIT_UNTIL(atomic_load(&seen->closes) >= 1, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&seen->last_code), 1005);
+    cr_assert_str_eq(seen->close_reason, "");
     /* The handler closes (tc_ws_close): its code comes, then the session
      * waits for the client's answer and ends cleanly. */
     atomic_store(&seen->closes, 0);

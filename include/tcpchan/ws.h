@@ -265,6 +265,18 @@ TC_API int tc_ws_close(tc_conn *conn, unsigned code, const char *reason);
 TC_API int tc_ws_close_code(const tc_conn *conn);
 
 /**
+ * @brief The reason the peer gave with its close code.
+ * @param conn A WebSocket channel.
+ * @return The reason's text (UTF-8, at most 123 bytes, NUL-terminated; ""
+ *         while no close frame came or when it had none), valid until the
+ *         connection closes; or NULL for a channel that does not speak
+ *         WebSocket.
+ * @par Thread safety
+ * From the connection's callbacks (on_close, typically).
+ */
+TC_API const char *tc_ws_close_reason(const tc_conn *conn);
+
+/**
  * @brief The request target the connection was opened with ("/chat?x=1").
  * @param conn A WebSocket channel.
  * @return The path (valid until the connection closes), or NULL before the
