@@ -555,6 +555,13 @@ void tc_conn_close(tc_conn *conn)
 }
 
 
+size_t tc_conn_pending(const tc_conn *conn)
+{
+    if (!conn)
+        return 0;
+    return conn->drv->pending ? conn->drv->pending(conn) : tc__chan_pending(conn);
+}
+
 int tc_conn_set_timer(tc_conn *conn, int delay_ms, int interval_ms)
 {
     if (!conn || delay_ms < 0 || interval_ms < 0)

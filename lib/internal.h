@@ -626,6 +626,9 @@ struct tc__driver {
     int (*shutdown_write)(tc_conn *c);
     ssize_t (*sendfile)(tc_conn *c, int file_fd, off_t offset, size_t count);
     int (*set_timer)(tc_conn *c, int delay_ms, int interval_ms);
+    /* The bytes queued for sending, from whichever thread asks (NULL: the
+     * write buffer's, tc__chan_pending). */
+    size_t (*pending)(const tc_conn *c);
 };
 
 /* drv_block.c: blocking channels. sleep: a blocking socket, reads asleep
@@ -699,6 +702,8 @@ int tc__session_upgrade(tc__session *s);
 int tc__session_message(tc__session *s, const void *msg, size_t len);
 /* on_timer: its answer. */
 int tc__session_timer(tc__session *s);
+/* on_drain (if set): its answer, or 0. */
+int tc__session_drain(tc__session *s);
 /* The end: the reason reported (AUTO: unless a quiet end), queued output
  * flushed (best effort), on_close (if opened), finish (if set up), and a
  * last flush. Runs once; the channel stays open (the mode ends it). */

@@ -33,9 +33,9 @@
 /* per loop: receives land here, not in per-connection buffers */
 #define SCRATCH_SIZE ((size_t)64 * 1024)
 /* stop reading a connection above this much queued output, and read again
- * below LWM; sends from other threads fail (-EAGAIN) above HWM */
-#define OUTPUT_HWM ((size_t)1024 * 1024)
-#define OUTPUT_LWM ((size_t)256 * 1024)
+ * (and run on_drain) below LWM; sends from other threads fail (-EAGAIN) above HWM */
+#define OUTPUT_HWM TC_SEND_HIGH_WATER
+#define OUTPUT_LWM TC_SEND_LOW_WATER
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
 
 enum { TIMER_IDLE, TIMER_USER };
@@ -69,6 +69,7 @@ struct evconn {
     int interval_ms;     /* user timer: period, 0 = one-shot */
     unsigned interest;   /* TC__POLL_* registered now */
     int paused;          /* not read: too much output queued */
+    int above;           /* the output passed OUTPUT_HWM since on_drain last ran */
     int shut_wr;         /* half-close once the output is out */
     int lingering;       /* closing: flush first, then close with linger_reason */
     int linger_reason, linger_report;
@@ -411,6 +412,8 @@ static void set_interest(struct evconn *ec)
     }
     size_t pending = tc__chan_pending(c);
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
+    if (pending > OUTPUT_HWM)
+        ec->above = 1; /* on_drain once it falls below OUTPUT_LWM */
     if (ec->idle.t.slot == TC__TIMER_IDLE && ec->s->opened && !ec->lingering && pending == 0)
         restart_idle(ec); /* the idle clock stopped while output was pending */
     if (ec->unwatched)
@@ -1030,6 +1033,13 @@ static void on_writable(struct evconn *ec)
         ev_close(ec, ec->linger_reason, ec->linger_report);
         return;
     }
+    if (ec->above && !ec->lingering && tc__chan_pending(ec->conn) < OUTPUT_LWM) {
+        ec->above = 0; /* flow control: the handler may send more */
+        if ((rc = tc__session_drain(ec->s)) < 0) {
+            ev_close_after_flush(ec, rc, TC__REPORT_YES);
+            return;
+        }
+    }
     if (ec->paused && tc__chan_pending(ec->conn) < OUTPUT_LWM) {
         ec->paused = 0;
         process_input(ec); /* frames that waited in the buffer */
@@ -1332,6 +1342,17 @@ static int ev_set_timer(tc_conn *c, int delay_ms, int interval_ms)
     return tc__theap_schedule(&ec->loop->timers, &ec->user.t, tc__deadline_ms(delay_ms));
 }
 
+/* Queued output and the other threads' sends not taken yet: exact from the
+ * thread that has the channel, as the loop last saw it from the others. */
+static size_t ev_pending(const tc_conn *c)
+{
+    struct evconn *ec = c->drv_data;
+    size_t mail = atomic_load(&ec->mail_bytes);
+    if (tl_job == ec || (pthread_equal(pthread_self(), ec->loop->tid) && !ec->away))
+        return tc__chan_pending(c) + mail;
+    return atomic_load_explicit(&ec->out_queued, memory_order_relaxed) + mail;
+}
+
 /* Reads, waits and sendfile are absent: the loop reads for the handler,
  * and nothing may block it. */
 static const tc__driver ev_driver = {
@@ -1339,6 +1360,7 @@ static const tc__driver ev_driver = {
     .send = ev_send,
     .shutdown_write = ev_shutdown_write,
     .set_timer = ev_set_timer,
+    .pending = ev_pending,
 };
 
 static void fire_timers(struct loop *lp)

@@ -160,6 +160,12 @@ int tc__session_timer(tc__session *s)
     return h->on_timer(s->conn, h->ctx);
 }
 
+int tc__session_drain(tc__session *s)
+{
+    const tc_handler *h = &s->srv->handler;
+    return h->on_drain ? h->on_drain(s->conn, h->ctx) : 0;
+}
+
 /* ---- closing ------------------------------------------------------------ */
 
 void tc__session_close(tc__session *s, int reason, int report)

@@ -879,3 +879,28 @@ Test(conn, dial_config_init_equals_the_macro, .timeout = 10)
     cr_assert_eq(b.write_buffer_size, m.write_buffer_size);
     tc_dial_config_init(NULL); /* does nothing */
 }
+
+/* tc_conn_pending on a blocking channel: what tc_conn_write buffered, until a
+ * flush sends it; 0 for NULL. */
+Test(conn, pending_counts_buffered_writes, .timeout = 20)
+{
+    tc_handler h = tc_test_echo_handler();
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, NULL, &h);
+    tc_conn *c;
+    tc_dial_config o = TC_DIAL_CONFIG_INIT;
+    o.timeout_ms = TC_TEST_WAIT_MS;
+    cr_assert_eq(tc_dial(&c, ts.addr_str, &o), 0);
+    cr_assert_eq(tc_conn_pending(NULL), 0);
+    cr_assert_eq(tc_conn_pending(c), 0);
+    cr_assert_eq(tc_conn_write(c, "hello, ", 7), 7);
+    cr_assert_eq(tc_conn_write(c, "world", 5), 5);
+    cr_assert_eq(tc_conn_pending(c), 12, "buffered: %zu", tc_conn_pending(c));
+    cr_assert_eq(tc_conn_flush(c), 0);
+    cr_assert_eq(tc_conn_pending(c), 0);
+    char buf[12];
+    cr_assert_eq(tc_conn_read_exact(c, buf, sizeof buf), (ssize_t)sizeof buf);
+    cr_assert_eq(memcmp(buf, "hello, world", 12), 0);
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+}

@@ -2440,3 +2440,107 @@ Test(event, accept_out_of_descriptors_drops_and_recovers)
     cr_assert_eq(tc_test_server_stop(&ts), 0);
     hs_destroy(&h);
 }
+
+/* ---- flow control: tc_conn_pending and on_drain ------------------------------------------ */
+
+struct drain_seen {
+    atomic_int flooded, drains;
+    atomic_size_t peak, at_drain;
+    atomic_int on_loop_ok; /* on_drain ran in the thread that ran on_open */
+    pthread_t loop;
+};
+
+enum { DRAIN_PIECES = 128, DRAIN_PIECE = 64 * 1024 }; /* 8 MiB, beyond any socket buffer */
+
+static int drain_open(tc_conn *c, void *ctx)
+{
+    struct drain_seen *d = ctx;
+    (void)c;
+    d->loop = pthread_self();
+    return 0;
+}
+
+/* "flood": 8 MiB of lines, more than the socket takes; the count queued after. */
+static int drain_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    struct drain_seen *d = ctx;
+    (void)msg, (void)len;
+    static char piece[DRAIN_PIECE];
+    memset(piece, 'x', sizeof piece);
+    for (int i = 0; i < DRAIN_PIECES; i++) {
+        ssize_t r = tc_conn_send(c, piece, sizeof piece);
+        if (r < 0)
+            return (int)r;
+    }
+    atomic_store(&d->peak, tc_conn_pending(c));
+    atomic_store(&d->flooded, 1);
+    return 0;
+}
+
+/* The queue fell below the low-water mark: one more line, "drained". */
+static int drain_drain(tc_conn *c, void *ctx)
+{
+    struct drain_seen *d = ctx;
+    atomic_store(&d->at_drain, tc_conn_pending(c));
+    if (pthread_equal(pthread_self(), d->loop))
+        atomic_store(&d->on_loop_ok, 1);
+    atomic_fetch_add(&d->drains, 1);
+    ssize_t r = tc_conn_send(c, "drained", 7);
+    return r < 0 ? (int)r : 0;
+}
+
+/* Event and pool modes: a handler queues 8 MiB for a client that reads
+ * nothing yet; tc_conn_pending shows more than the high-water mark. As the
+ * client reads, on_drain runs once, in the loop thread, with less than the
+ * low-water mark queued, and its line comes after every byte before it. */
+Test(event, flow_control_pending_and_on_drain, .timeout = 60)
+{
+    const tc_mode modes[] = {TC_MODE_EVENT, TC_MODE_POOL};
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        if (!tc_test_mode_enabled(modes[m]))
+            continue;
+        struct drain_seen d;
+        memset(&d, 0, sizeof d);
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
+        tc_server_config cfg = tc_test_config();
+        cfg.mode = modes[m];
+        cfg.workers = modes[m] == TC_MODE_POOL ? 2 : 1;
+        cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+        tc_handler h = TC_HANDLER_INIT;
+        h.on_open = drain_open;
+        h.on_message = drain_message;
+        h.on_drain = drain_drain;
+        h.ctx = &d;
+        tc_test_server ts;
+        tc_test_server_start(&ts, NULL, &cfg, &h);
+        int fd = tc_test_connect_ok(&ts.addr);
+        cr_assert_eq(tc_test_send_all(fd, "flood\n", 6), 0);
+        TC_TEST_WAIT_UNTIL(atomic_load(&d.flooded), TC_TEST_WAIT_MS);
+        cr_assert(atomic_load(&d.flooded), "%s: the flood never ran", tc_mode_name(modes[m]));
+        cr_assert_gt(atomic_load(&d.peak), TC_SEND_HIGH_WATER, "%s: %zu bytes queued",
+                     tc_mode_name(modes[m]), atomic_load(&d.peak));
+        cr_assert_eq(atomic_load(&d.drains), 0, "on_drain before the client read");
+        const size_t total = (size_t)DRAIN_PIECES * (DRAIN_PIECE + 1);
+        static char buf[256 * 1024];
+        size_t got = 0;
+        while (got < total) {
+            size_t want = total - got < sizeof buf ? total - got : sizeof buf;
+            ssize_t r = tc_test_recv_full(fd, buf, want);
+            cr_assert_eq(r, (ssize_t)want, "%s: %zd after %zu bytes", tc_mode_name(modes[m]), r,
+                         got);
+            got += want;
+        }
+        char tail[8];
+        cr_assert_eq(tc_test_recv_full(fd, tail, 8), 8, "%s: no line from on_drain",
+                     tc_mode_name(modes[m]));
+        cr_assert_eq(memcmp(tail, "drained\n", 8), 0);
+        cr_assert_eq(atomic_load(&d.drains), 1, "%s: on_drain ran %d times",
+                     tc_mode_name(modes[m]), atomic_load(&d.drains));
+        cr_assert_lt(atomic_load(&d.at_drain), TC_SEND_LOW_WATER);
+        cr_assert(atomic_load(&d.on_loop_ok), "%s: on_drain outside the loop thread",
+                  tc_mode_name(modes[m]));
+        close(fd);
+        cr_assert_eq(tc_test_server_stop(&ts), 0);
+        tc_test_expect_counts(before, NULL, 0, tc_mode_name(modes[m]));
+    }
+}

@@ -553,6 +553,32 @@ TC_API ssize_t tc_conn_send(tc_conn *conn, const void *buf, size_t len);
  */
 TC_API ssize_t tc_conn_last_sent(const tc_conn *conn);
 
+/** @brief Event and pool modes: above this much queued output a connection is not read,
+ *         sends from other threads are refused, and tc_handler::on_drain is armed (1 MiB). */
+#define TC_SEND_HIGH_WATER ((size_t)1024 * 1024)
+/** @brief Event and pool modes: below this much queued output, after the high-water mark,
+ *         the connection is read again and tc_handler::on_drain runs (256 KiB). */
+#define TC_SEND_LOW_WATER ((size_t)256 * 1024)
+
+/**
+ * @brief The bytes queued for sending on the channel and not yet taken by
+ *        the kernel.
+ *
+ * In the blocking modes (and on a dialled channel) that is what
+ * tc_conn_write() buffered and no flush has sent yet. In event and pool
+ * modes it is also what the connection's sends queued because the socket
+ * was full, and what other threads sent that the loop has not taken yet:
+ * the figure to compare with TC_SEND_HIGH_WATER, with tc_handler::on_drain
+ * telling when it fell below TC_SEND_LOW_WATER again.
+ * @param conn The channel.
+ * @return The count, or 0 for NULL.
+ * @par Thread safety
+ * From the thread that runs the connection's handler, any time. In event
+ * and pool modes also from any other thread, where the answer is the
+ * count as the loop last saw it (with the other threads' sends since).
+ */
+TC_API size_t tc_conn_pending(const tc_conn *conn);
+
 /**
  * @brief Half-close: flush, then send end of stream (shutdown SHUT_WR) and
  *        keep reading.

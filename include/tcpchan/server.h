@@ -318,10 +318,23 @@ typedef struct tc_handler {
     int (*on_timer)(tc_conn *conn, void *ctx);
     /** @brief User pointer passed to every callback. */
     void *ctx;
+    /**
+     * @brief Event and pool modes: the connection's queued output, having
+     *        passed TC_SEND_HIGH_WATER, fell below TC_SEND_LOW_WATER; may be NULL.
+     *
+     * Flow control for a handler that produces more than the peer reads
+     * (a relay, a broadcast, a file): send until tc_conn_pending() passes the
+     * high-water mark, then wait for this callback to send more. It runs in
+     * the connection's loop thread, once per crossing. The blocking modes
+     * never call it (their sends wait for the peer).
+     * @return 0 to go on, or a negative code to close the connection (after
+     *         its queued output), which reaches handle_error and on_close.
+     */
+    int (*on_drain)(tc_conn *conn, void *ctx);
 } tc_handler;
 
 /** @brief Initialiser for tc_handler: no callbacks, NULL ctx. */
-#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0, 0}
+#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Whether a server expects the PROXY protocol header that load
