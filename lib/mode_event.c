@@ -48,13 +48,15 @@ struct etimer {
 
 struct mail {
     struct mail *next;
+    tc_loop_fn fn;         /* work posted to the loop (tc_loop_post), or */
+    void *arg;
     struct evconn *ec;     /* a send from another thread, or */
     tc__session *newsess;  /* a connection dealt to this loop */
     size_t len;
     unsigned char data[];
 };
 
-struct loop;
+struct tc_loop;
 
 /* A connection's record in its loop: the driver's side of the channel,
  * kept in the session's room (tc__mode.session_room). */
@@ -62,7 +64,7 @@ struct evconn {
     tc__job job;         /* first: a pool hands back the tc__job pointer */
     tc__session *s;
     tc_conn *conn;
-    struct loop *loop;
+    struct tc_loop *loop;
     struct evconn *prev, *next; /* the loop's connections */
     struct evconn *dead_next;   /* freed at the end of the turn */
     struct etimer idle, user;
@@ -109,7 +111,7 @@ struct evconn {
     struct mail *deferred, **deferred_tail; /* mail that came while a worker had it */
 };
 
-struct loop {
+struct tc_loop {
     tc_server *srv;
     int idx;
     pthread_t tid;            /* the thread running the loop, as it stores it itself */
@@ -118,6 +120,7 @@ struct loop {
     tc__poller *poller;
     int mailfd;               /* eventfd: mail arrived, or stop */
     pthread_mutex_t mu;       /* guards the mailbox */
+    int ended;                /* the loop has ended: no more posted work (mu) */
     struct mail *mail, **mail_tail;
     tc__theap timers;
     struct evconn *conns, *dead;
@@ -135,7 +138,7 @@ struct loop {
 
 struct state {
     int nloops;
-    struct loop *loops;
+    struct tc_loop *loops;
     unsigned next;   /* round-robin dealer */
     int listening;   /* the listener is in loop 0's poller */
     int pooled;      /* handlers run in a pool (dispatch), not in the loops */
@@ -298,7 +301,7 @@ static void slot_give(struct state *st, const struct evconn *ec)
  * error with ec still the loop's. */
 static int park(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     struct state *st = lp->st;
     tc_conn *c = ec->conn;
     if (ec->registered) {
@@ -333,7 +336,7 @@ static int claim(struct evconn *ec, int *flag)
 {
     if (!ec->away)
         return 1;
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     pthread_mutex_lock(&lp->mu);
     int got = slot_take(lp->st, slot_token(lp->st, ec)) != NULL;
     if (got)
@@ -372,7 +375,7 @@ static unsigned wanted(const struct evconn *ec, size_t pending)
  * event mode's path stays short. */
 __attribute__((noinline)) static void set_interest_slow(struct evconn *ec, size_t pending)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     tc_conn *c = ec->conn;
     if (ec->slot != PSLOT_NONE) {
         if (parkable(ec, pending)) {
@@ -429,7 +432,7 @@ static void set_interest(struct evconn *ec)
 
 /* Forget the mail other threads sent to ec: in the mailbox, and what was
  * kept while a worker had it. */
-static void drop_mail(struct loop *lp, struct evconn *ec)
+static void drop_mail(struct tc_loop *lp, struct evconn *ec)
 {
     pthread_mutex_lock(&lp->mu);
     for (struct mail **pm = &lp->mail; *pm;) {
@@ -476,7 +479,7 @@ static void rewatch(struct evconn *ec)
 /* Off the list of those waiting for room in the pool (still unwatched). */
 static void stop_waiting(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     if (!ec->waiting)
         return;
     struct evconn **pw = &lp->waiting;
@@ -499,7 +502,7 @@ static void ev_close(struct evconn *ec, int reason, int report)
     if (ec->closed || !ec->conn)
         return;
     ec->closed = 1;
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     tc_conn *c = ec->conn;
 
     if (ec->registered)
@@ -560,7 +563,7 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
  * hand it back (the loop runs job_finished; ec stays owned, now the loop's). */
 static void job_done(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     tl_job = NULL;
     pthread_mutex_lock(&lp->mu);
     ec->done_next = lp->done;
@@ -598,7 +601,7 @@ static int serve_frames(struct evconn *ec)
 static int let_go(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     struct state *st = lp->st;
     /* A channel deadline (a WebSocket closing) needs the loop's timer. */
     if (ec->job_rc < 0 || ec->io_err || c->rlen > 0 || c->reof || tc__chan_pending(c) > 0 ||
@@ -701,7 +704,7 @@ tc__job *tc__loops_wait(tc_server *srv, int *woken)
  * unwatched, still the loop's). */
 static int hand_out(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     unwatch(ec);
     ec->away = 1;
     int rc = lp->st->dispatch.submit(lp->st->dispatch.pool, &ec->job);
@@ -714,7 +717,7 @@ static int hand_out(struct evconn *ec)
  * retried when the pool reports room (retry_waiting). */
 static void wait_for_pool(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     unwatch(ec);
     ec->waiting = 1;
     ec->wait_next = NULL;
@@ -760,7 +763,7 @@ static void process_input(struct evconn *ec);
  * be gone already). */
 static int dispatch_stream(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     tc_conn *c = ec->conn;
     if (tc__chan_settle(c) < 0) { /* its bytes leave the loop's scratch buffer */
         ev_close(ec, -ENOMEM, TC__REPORT_YES);
@@ -804,7 +807,7 @@ static int dispatch_stream(struct evconn *ec)
  * (the last one wins; a firing that came meanwhile is void if it moved). */
 static void apply_timer_request(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     if (!ec->timer_req)
         return;
     ec->timer_req = 0;
@@ -866,7 +869,7 @@ static void job_finished(struct evconn *ec)
 }
 
 /* Workers handed connections back: take them. */
-static void take_done(struct loop *lp)
+static void take_done(struct tc_loop *lp)
 {
     pthread_mutex_lock(&lp->mu);
     struct evconn *ec = lp->done;
@@ -887,7 +890,7 @@ static void take_done(struct loop *lp)
  * that waited for it, until it is full again. Between batches of events,
  * never inside one: a connection handed out there could still have an
  * event further on in the batch (and a stream one may be gone by then). */
-static void retry_waiting(struct loop *lp)
+static void retry_waiting(struct tc_loop *lp)
 {
     if (!lp->room_freed)
         return;
@@ -917,7 +920,7 @@ void tc__loops_room(tc_server *srv)
     }
     struct state *st = srv->mode_state;
     for (int i = 0; i < st->nloops; i++) {
-        struct loop *lp = &st->loops[i];
+        struct tc_loop *lp = &st->loops[i];
         pthread_mutex_lock(&lp->mu);
         lp->room_mail = 1;
         pthread_mutex_unlock(&lp->mu);
@@ -984,7 +987,7 @@ static void upgrade_step(struct evconn *ec);
 
 static void on_readable(struct evconn *ec)
 {
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     if (ec->stream && !ec->proxy_wait) {
         (void)dispatch_stream(ec); /* its handler reads for itself */
         return;
@@ -1127,7 +1130,7 @@ static void upgrade_step(struct evconn *ec)
 static const tc__driver ev_driver;
 
 /* Take a connection into this loop: register, then the PROXY header or setup and on_open. */
-static void ev_open(struct loop *lp, tc__session *s)
+static void ev_open(struct tc_loop *lp, tc__session *s)
 {
     tc_server *srv = lp->srv;
     tc_conn *c = s->conn;
@@ -1185,7 +1188,7 @@ static void ev_open(struct loop *lp, tc__session *s)
     ev_start(ec);
 }
 
-static void post(struct loop *lp, struct mail *m)
+static void post(struct tc_loop *lp, struct mail *m)
 {
     m->next = NULL;
     pthread_mutex_lock(&lp->mu);
@@ -1198,7 +1201,7 @@ static void post(struct loop *lp, struct mail *m)
 /* Keep a send from another thread for later if a worker has the
  * connection: 1 if kept (the worker looks at the deferred mail, under the
  * same lock, before it parks the connection again). 0: the loop has it. */
-static int defer_if_away(struct loop *lp, struct mail *m)
+static int defer_if_away(struct tc_loop *lp, struct mail *m)
 {
     struct evconn *ec = m->ec;
     if (!ec->away)
@@ -1216,7 +1219,24 @@ static int defer_if_away(struct loop *lp, struct mail *m)
     return kept;
 }
 
-static void read_mail(struct loop *lp)
+/* post(), unless the loop has ended (the caller keeps m then): 0 or TC_ESHUTDOWN. */
+static int post_unless_ended(struct tc_loop *lp, struct mail *m)
+{
+    m->next = NULL;
+    pthread_mutex_lock(&lp->mu);
+    int ended = lp->ended;
+    if (!ended) {
+        *lp->mail_tail = m;
+        lp->mail_tail = &m->next;
+    }
+    pthread_mutex_unlock(&lp->mu);
+    if (ended)
+        return TC_ESHUTDOWN;
+    tc__wake(lp->mailfd);
+    return 0;
+}
+
+static void read_mail(struct tc_loop *lp)
 {
     tc__wake_drain(lp->mailfd);
     pthread_mutex_lock(&lp->mu);
@@ -1226,7 +1246,9 @@ static void read_mail(struct loop *lp)
     pthread_mutex_unlock(&lp->mu);
     while (m) {
         struct mail *next = m->next;
-        if (m->newsess) {
+        if (m->fn) {
+            m->fn(lp, m->arg);
+        } else if (m->newsess) {
             ev_open(lp, m->newsess);
         } else if (defer_if_away(lp, m)) {
             /* Its worker owns the channel: sent when the worker is done. */
@@ -1255,6 +1277,8 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
         size_t taken;
         ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
         tc__chan_set_sent(c, taken);
+        /* for tc_conn_pending and the mailbox's bound, from other threads */
+        atomic_store_explicit(&ec->out_queued, tc__chan_pending(c), memory_order_relaxed);
         return r;
     }
     if (pthread_equal(pthread_self(), ec->loop->tid) && !ec->closed) {
@@ -1263,6 +1287,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
             size_t taken;
             ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
             tc__chan_set_sent(c, taken);
+            atomic_store_explicit(&ec->out_queued, tc__chan_pending(c), memory_order_relaxed);
             if (was_away || (r >= 0 && tc__chan_pending(c) && !(ec->interest & TC__POLL_OUT)))
                 set_interest(ec); /* taken back: it must go back too */
             return r;
@@ -1280,6 +1305,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
     struct mail *m = malloc(sizeof *m + total);
     if (!m)
         return -ENOMEM;
+    m->fn = NULL;
     m->ec = ec;
     m->newsess = NULL;
     m->len = total;
@@ -1363,7 +1389,7 @@ static const tc__driver ev_driver = {
     .pending = ev_pending,
 };
 
-static void fire_timers(struct loop *lp)
+static void fire_timers(struct tc_loop *lp)
 {
     int64_t now = tc__now_ns();
     tc__timer *t;
@@ -1447,7 +1473,7 @@ static void fire_timers(struct loop *lp)
 }
 
 /* Loop 0: take what the listener has, while the connection limit allows. */
-static void accept_batch(struct loop *lp)
+static void accept_batch(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
     struct state *st = lp->st;
@@ -1467,7 +1493,7 @@ static void accept_batch(struct loop *lp)
         }
         if (!c)
             continue;
-        struct loop *to = &st->loops[st->next++ % (unsigned)st->nloops];
+        struct tc_loop *to = &st->loops[st->next++ % (unsigned)st->nloops];
         if (to == lp) {
             ev_open(lp, c);
             continue;
@@ -1478,6 +1504,7 @@ static void accept_batch(struct loop *lp)
             tc__server_session_done(c);
             continue;
         }
+        m->fn = NULL;
         m->ec = NULL;
         m->newsess = c;
         m->len = 0;
@@ -1486,7 +1513,7 @@ static void accept_batch(struct loop *lp)
 }
 
 /* Loop 0: poll the listener only while accepting is allowed. */
-static void update_listener(struct loop *lp)
+static void update_listener(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
     struct state *st = lp->st;
@@ -1501,14 +1528,14 @@ static void update_listener(struct loop *lp)
 }
 
 /* Loop 0, on shutdown: stop accepting and tell every loop to drain. */
-static void start_drain(struct loop *lp)
+static void start_drain(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
     struct state *st = lp->st;
     int ms = srv->cfg.drain_timeout_ms;
     int64_t deadline = ms < 0 ? tc__now_ns() : tc__deadline_ms(ms);
     for (int i = 0; i < st->nloops; i++) {
-        struct loop *o = &st->loops[i];
+        struct tc_loop *o = &st->loops[i];
         o->drain_deadline = deadline; /* published by the atomic store below */
         atomic_store(&o->draining, 1);
         tc__wake(o->mailfd);
@@ -1524,7 +1551,7 @@ static int cut_if_away(struct evconn *ec, int cut)
 {
     if (!ec->away)
         return 0;
-    struct loop *lp = ec->loop;
+    struct tc_loop *lp = ec->loop;
     pthread_mutex_lock(&lp->mu);
     int theirs = slot_take(lp->st, slot_token(lp->st, ec)) == NULL;
     if (!theirs)
@@ -1538,7 +1565,7 @@ static int cut_if_away(struct evconn *ec, int cut)
 }
 
 /* While draining: close what is idle; at the deadline, close everything. */
-static void drain_sweep(struct loop *lp)
+static void drain_sweep(struct tc_loop *lp)
 {
     int late = tc__now_ns() >= lp->drain_deadline;
     /* What outlives the deadline is with a worker, and the loop wakes when
@@ -1560,7 +1587,7 @@ static void drain_sweep(struct loop *lp)
     }
 }
 
-static void free_dead(struct loop *lp)
+static void free_dead(struct tc_loop *lp)
 {
     while (lp->dead) {
         struct evconn *ec = lp->dead;
@@ -1569,7 +1596,7 @@ static void free_dead(struct loop *lp)
     }
 }
 
-static int next_timeout_ms(struct loop *lp)
+static int next_timeout_ms(struct tc_loop *lp)
 {
     int64_t when = TC__NO_DEADLINE;
     tc__timer *t = tc__theap_next(&lp->timers);
@@ -1580,7 +1607,7 @@ static int next_timeout_ms(struct loop *lp)
     return tc__ms_until(when);
 }
 
-static void run_loop(struct loop *lp)
+static void run_loop(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
     tc__pevent ev[TC__POLL_BATCH];
@@ -1658,11 +1685,16 @@ static void run_loop(struct loop *lp)
         (void)tc__sock_wait(lp->mailfd, POLLIN, TC__NO_DEADLINE);
         read_mail(lp); /* takes them back (job_done) */
     }
+    /* No more posted work; what came before this runs now. */
+    pthread_mutex_lock(&lp->mu);
+    lp->ended = 1;
+    pthread_mutex_unlock(&lp->mu);
+    read_mail(lp);
 }
 
 static void *loop_main(void *arg)
 {
-    struct loop *lp = arg;
+    struct tc_loop *lp = arg;
     lp->tid = pthread_self();
     run_loop(lp);
     return NULL;
@@ -1673,7 +1705,7 @@ int tc__loops_serve(tc_server *srv)
     if (srv->dgram) /* datagrams have a loop of their own (dgram.c) */
         return tc__dgram_serve(srv);
     struct state *st = srv->mode_state;
-    struct loop *l0 = &st->loops[0];
+    struct tc_loop *l0 = &st->loops[0];
     int rc = tc__poller_add(l0->poller, srv->wakefd, TC__POLL_IN, &tag_wake);
     if (rc < 0)
         return rc;
@@ -1681,13 +1713,16 @@ int tc__loops_serve(tc_server *srv)
     for (int i = 0; i < st->nloops; i++) {
         atomic_store(&st->loops[i].draining, 0);
         st->loops[i].drain_past = 0;
+        pthread_mutex_lock(&st->loops[i].mu);
+        st->loops[i].ended = 0; /* serving again: work may be posted again */
+        pthread_mutex_unlock(&st->loops[i].mu);
     }
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, srv->cfg.thread_stack_size);
     int started = 1;
     for (; started < st->nloops; started++) {
-        struct loop *lp = &st->loops[started];
+        struct tc_loop *lp = &st->loops[started];
         /* Not into lp->tid: the new thread writes that one (it needs it at
          * once), and two unordered writes of it would race. */
         if ((rc = -pthread_create(&lp->thread, &attr, loop_main, lp)) < 0)
@@ -1714,9 +1749,14 @@ int tc__loops_serve(tc_server *srv)
 static void free_loops(struct state *st)
 {
     for (int i = 0; i < st->nloops; i++) {
-        struct loop *lp = &st->loops[i];
+        struct tc_loop *lp = &st->loops[i];
         tc__poller_destroy(lp->poller);
         tc__close(lp->mailfd);
+        while (lp->mail) { /* work posted to a server that never served */
+            struct mail *m = lp->mail;
+            lp->mail = m->next;
+            free(m);
+        }
         pthread_mutex_destroy(&lp->mu);
         tc__theap_free(&lp->timers);
         free(lp->scratch);
@@ -1763,7 +1803,7 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
                                       WAKE_TOKEN);
     }
     for (int i = 0; i < st->nloops; i++) {
-        struct loop *lp = &st->loops[i];
+        struct tc_loop *lp = &st->loops[i];
         lp->srv = srv;
         lp->st = st;
         lp->idx = i;
@@ -1802,6 +1842,111 @@ void tc__loops_stop(tc_server *srv)
     if (srv->mode_state)
         free_loops(srv->mode_state);
     srv->mode_state = NULL;
+}
+
+/* ---- the loops' public face (tcpchan/loop.h) --------------------------------- */
+
+/* The loops' state of a server that has loops, or NULL. */
+static struct state *loops_of(const tc_server *srv)
+{
+    if (!srv || srv->dgram || !srv->mode ||
+        (srv->mode->id != TC_MODE_EVENT && srv->mode->id != TC_MODE_POOL))
+        return NULL;
+    return srv->mode_state;
+}
+
+int tc_server_loop_count(const tc_server *srv)
+{
+    struct state *st = loops_of(srv);
+    return st ? st->nloops : 0;
+}
+
+tc_loop *tc_server_loop(tc_server *srv, int i)
+{
+    struct state *st = loops_of(srv);
+    return st && i >= 0 && i < st->nloops ? &st->loops[i] : NULL;
+}
+
+tc_loop *tc_conn_loop(const tc_conn *conn)
+{
+    if (!conn || conn->drv != &ev_driver)
+        return NULL;
+    return ((const struct evconn *)conn->drv_data)->loop;
+}
+
+tc_server *tc_loop_server(const tc_loop *loop)
+{
+    return loop ? loop->srv : NULL;
+}
+
+int tc_loop_post(tc_loop *loop, tc_loop_fn fn, void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    struct mail *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->fn = fn;
+    m->arg = arg;
+    int rc = post_unless_ended(loop, m);
+    if (rc < 0)
+        free(m);
+    return rc;
+}
+
+/* One message for every loop's connections, freed by the last loop. */
+struct bcast {
+    atomic_int refs;
+    size_t len;
+    unsigned char data[];
+};
+
+/* In each loop: the message to each of its open message-style connections
+ * with room (a send from the loop thread claims a parked one, and leaves
+ * one a worker has to the mailbox). */
+static void bcast_run(tc_loop *lp, void *arg)
+{
+    struct bcast *b = arg;
+    for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
+        next = ec->next; /* a failed send may close ec */
+        if (gone(ec) || ec->stream || ec->proxy_wait || ec->upgrade_wait || ec->lingering ||
+            !ec->s->opened || ev_pending(ec->conn) >= OUTPUT_HWM)
+            continue;
+        (void)tc_conn_send(ec->conn, b->data, b->len);
+    }
+    if (atomic_fetch_sub(&b->refs, 1) == 1)
+        free(b);
+}
+
+int tc_server_broadcast(tc_server *srv, const void *msg, size_t len)
+{
+    if (!srv || (!msg && len))
+        return -EINVAL;
+    struct state *st = loops_of(srv);
+    if (!st)
+        return -ENOTSUP;
+    if (len > SIZE_MAX - sizeof(struct bcast))
+        return -EINVAL;
+    struct bcast *b = malloc(sizeof *b + len);
+    if (!b)
+        return -ENOMEM;
+    atomic_init(&b->refs, st->nloops);
+    b->len = len;
+    if (len)
+        memcpy(b->data, msg, len);
+    int posted = 0, rc = 0;
+    for (int i = 0; i < st->nloops; i++) {
+        int r = tc_loop_post(&st->loops[i], bcast_run, b);
+        if (r == 0)
+            posted++;
+        else
+            rc = r;
+    }
+    /* The loops that took it free it; what the others would have held goes now. */
+    int unposted = st->nloops - posted;
+    if (unposted && atomic_fetch_sub(&b->refs, unposted) == unposted)
+        free(b);
+    return posted ? 0 : rc;
 }
 
 /* ---- event mode: the handlers run in the loops ----------------------------- */

@@ -2544,3 +2544,179 @@ Test(event, flow_control_pending_and_on_drain, .timeout = 60)
         tc_test_expect_counts(before, NULL, 0, tc_mode_name(modes[m]));
     }
 }
+
+/* ---- loops: posted work and broadcasts (tcpchan/loop.h) -------------------------------- */
+
+struct post_seen {
+    _Atomic(tc_conn *) conn[2];  /* the two clients' connections, as on_open saw them */
+    pthread_t thread[2];         /* the thread that ran each one's on_open */
+    atomic_int opened;
+    atomic_int ran, right_thread;
+    tc_test_event done;
+};
+
+static int post_open(tc_conn *c, void *ctx)
+{
+    struct post_seen *p = ctx;
+    int i = atomic_fetch_add(&p->opened, 1);
+    if (i < 2) {
+        p->thread[i] = pthread_self();
+        atomic_store(&p->conn[i], c);
+    }
+    return 0;
+}
+
+static int post_echo(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    (void)ctx;
+    ssize_t r = tc_conn_send(c, msg, len);
+    return r < 0 ? (int)r : 0;
+}
+
+struct post_job {
+    struct post_seen *p;
+    int i;
+};
+
+/* Posted to connection i's loop: it runs in the thread that opened it. */
+static void post_fn(tc_loop *loop, void *arg)
+{
+    struct post_job *j = arg;
+    if (pthread_equal(pthread_self(), j->p->thread[j->i]) &&
+        tc_conn_loop(atomic_load(&j->p->conn[j->i])) == loop)
+        atomic_fetch_add(&j->p->right_thread, 1);
+    atomic_fetch_add(&j->p->ran, 1);
+    tc_test_event_post(&j->p->done, NULL);
+}
+
+/* Event mode with two loops: tc_server_loop_count and tc_server_loop name
+ * them, tc_conn_loop gives each connection's; work posted from this thread
+ * runs in that loop's thread; once the server has stopped, posting is
+ * refused. A threading server has no loops. */
+Test(event, loop_post_runs_in_the_connections_loop)
+{
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected by TC_TEST_MODES");
+    struct post_seen p;
+    memset(&p, 0, sizeof p);
+    tc_test_event_init(&p.done);
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = TC_MODE_EVENT;
+    cfg.workers = 2;
+    cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_open = post_open;
+    h.on_message = post_echo;
+    h.ctx = &p;
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    cr_assert_eq(tc_server_loop_count(ts.srv), 2);
+    cr_assert_not_null(tc_server_loop(ts.srv, 0));
+    cr_assert_not_null(tc_server_loop(ts.srv, 1));
+    cr_assert_null(tc_server_loop(ts.srv, 2));
+    cr_assert_null(tc_server_loop(ts.srv, -1));
+    cr_assert_eq(tc_loop_server(tc_server_loop(ts.srv, 1)), ts.srv);
+    int fd[2];
+    for (int i = 0; i < 2; i++) {
+        fd[i] = tc_test_connect_ok(&ts.addr);
+        cr_assert_eq(tc_test_send_all(fd[i], "hi\n", 3), 0); /* opened once it answers */
+        char b[3];
+        cr_assert_eq(tc_test_recv_full(fd[i], b, 3), 3);
+    }
+    cr_assert_eq(atomic_load(&p.opened), 2);
+    /* Dealt round-robin: one connection on each loop. */
+    cr_assert_neq(tc_conn_loop(atomic_load(&p.conn[0])), tc_conn_loop(atomic_load(&p.conn[1])));
+    struct post_job jobs[2] = {{&p, 0}, {&p, 1}};
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(tc_loop_post(tc_conn_loop(atomic_load(&p.conn[i])), post_fn, &jobs[i]), 0);
+    cr_assert_eq(tc_test_event_wait(&p.done, 2, TC_TEST_WAIT_MS), 0, "posted work never ran");
+    cr_assert_eq(atomic_load(&p.right_thread), 2, "posted work ran outside its loop's thread");
+    cr_assert_eq(tc_loop_post(NULL, post_fn, &jobs[0]), -EINVAL);
+    cr_assert_eq(tc_loop_post(tc_server_loop(ts.srv, 0), NULL, NULL), -EINVAL);
+    close(fd[0]);
+    close(fd[1]);
+    tc_loop *l0 = tc_server_loop(ts.srv, 0);
+    cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+    cr_assert_eq(tc_test_server_join(&ts), 0); /* serve_forever returned; not yet destroyed */
+    cr_assert_eq(tc_loop_post(l0, post_fn, &jobs[0]), TC_ESHUTDOWN);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, "event");
+    tc_test_event_destroy(&p.done);
+    cr_assert_eq(atomic_load(&p.ran), 2);
+}
+
+enum { BC_FAST = 4, BC_ROUNDS = 16, BC_SIZE = 512 * 1024 }; /* 8 MiB: more than the kernel holds */
+
+/* Event mode (two loops) and pool mode (two workers): tc_server_broadcast
+ * reaches every connection, in order, round after round, while one client
+ * that never reads is skipped once its queue passes the high-water mark (it
+ * holds up nobody, and what is queued for it stays bounded). A threading
+ * server has no loops: -ENOTSUP. */
+Test(event, broadcast_reaches_every_connection_and_skips_a_slow_one, .timeout = 60)
+{
+    const tc_mode modes[] = {TC_MODE_EVENT, TC_MODE_POOL};
+    static char piece[BC_SIZE], got[BC_SIZE + 1];
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        if (!tc_test_mode_enabled(modes[m]))
+            continue;
+        const char *name = tc_mode_name(modes[m]);
+        struct post_seen p;
+        memset(&p, 0, sizeof p);
+        tc_test_event_init(&p.done);
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
+        tc_server_config cfg = tc_test_config();
+        cfg.mode = modes[m];
+        cfg.workers = 2;
+        cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+        tc_handler h = TC_HANDLER_INIT;
+        h.on_open = post_open;
+        h.on_message = post_echo;
+        h.ctx = &p;
+        tc_test_server ts;
+        tc_test_server_start(&ts, NULL, &cfg, &h);
+        /* The slow client first (post_open keeps the first two connections). */
+        int slow = tc_test_connect_ok(&ts.addr);
+        int small = 4096;
+        cr_assert_eq(setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+        int fd[BC_FAST];
+        for (int i = -1; i < BC_FAST; i++) {
+            int f = i < 0 ? slow : (fd[i] = tc_test_connect_ok(&ts.addr));
+            cr_assert_eq(tc_test_send_all(f, "hi\n", 3), 0);
+            char b[3];
+            cr_assert_eq(tc_test_recv_full(f, b, 3), 3, "%s: no echo", name);
+        }
+        tc_conn *slow_conn = atomic_load(&p.conn[0]);
+        for (int k = 0; k < BC_ROUNDS; k++) {
+            memset(piece, 'a' + k, sizeof piece);
+            cr_assert_eq(tc_server_broadcast(ts.srv, piece, sizeof piece), 0);
+            for (int i = 0; i < BC_FAST; i++) {
+                ssize_t r = tc_test_recv_full(fd[i], got, sizeof got);
+                if (r != (ssize_t)sizeof got || got[0] != 'a' + k || got[BC_SIZE - 1] != 'a' + k ||
+                    got[BC_SIZE] != '\n')
+                    cr_assert_fail("%s: client %d, round %d: %zd bytes, '%c'", name, i, k, r,
+                                   r > 0 ? got[0] : '?');
+            }
+        }
+        size_t queued = tc_conn_pending(slow_conn);
+        cr_assert_leq(queued, TC_SEND_HIGH_WATER + BC_SIZE + 1, "%s: %zu bytes queued for the "
+                      "client that does not read", name, queued);
+        for (int i = 0; i < BC_FAST; i++)
+            close(fd[i]);
+        close(slow);
+        cr_assert_eq(tc_test_server_stop(&ts), 0);
+        tc_test_expect_counts(before, NULL, 0, name);
+        tc_test_event_destroy(&p.done);
+    }
+    /* No loops in threading mode. */
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = TC_MODE_THREADING;
+    tc_handler h = tc_test_echo_handler();
+    tc_server *srv;
+    cr_assert_eq(tc_server_create(&srv, &cfg, &h), 0);
+    cr_assert_eq(tc_server_loop_count(srv), 0);
+    cr_assert_null(tc_server_loop(srv, 0));
+    cr_assert_eq(tc_server_broadcast(srv, "x", 1), -ENOTSUP);
+    cr_assert_eq(tc_server_broadcast(NULL, "x", 1), -EINVAL);
+    tc_server_destroy(srv);
+}

@@ -19,5 +19,6 @@
 #include "server.h"
 #include "prefork.h"
 #include "ws.h"
+#include "loop.h"
 
 #endif /* TCPCHAN_TCPCHAN_H */
