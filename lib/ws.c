@@ -538,7 +538,11 @@ static ssize_t ws_send(tc_conn *c, const void *buf, size_t len)
     return rc < 0 ? rc : send_frame(c, TC__WS_BINARY, buf, len);
 }
 
-ssize_t tc_ws_send(tc_conn *conn, tc_ws_type type, const void *buf, size_t len)
+/* What tc_ws_send and tc_ws_send_part check first: 0 with *out set, or the
+ * error. Text must be UTF-8; a part of a message must end at a character
+ * boundary (each is checked alone). */
+static int send_check(tc_conn *conn, tc_ws_type type, const void *buf, size_t len,
+                      struct ws **out)
 {
     struct ws *w = ws_of(conn);
     if (!w || (!buf && len) || (type != TC_WS_TEXT && type != TC_WS_BINARY) || len > SSIZE_MAX)
@@ -548,20 +552,23 @@ ssize_t tc_ws_send(tc_conn *conn, tc_ws_type type, const void *buf, size_t len)
         return rc;
     if (type == TC_WS_TEXT && len && tc__utf8_feed(0, buf, len) != 0)
         return TC_EBADFRAME;
-    return send_frame(conn, (int)type, buf, len);
+    *out = w;
+    return 0;
+}
+
+ssize_t tc_ws_send(tc_conn *conn, tc_ws_type type, const void *buf, size_t len)
+{
+    struct ws *w;
+    int rc = send_check(conn, type, buf, len, &w);
+    return rc < 0 ? rc : send_frame(conn, (int)type, buf, len);
 }
 
 ssize_t tc_ws_send_part(tc_conn *conn, tc_ws_type type, const void *buf, size_t len, int last)
 {
-    struct ws *w = ws_of(conn);
-    if (!w || (!buf && len) || (type != TC_WS_TEXT && type != TC_WS_BINARY) || len > SSIZE_MAX)
-        return -EINVAL;
-    int rc = sendable(w);
+    struct ws *w;
+    int rc = send_check(conn, type, buf, len, &w);
     if (rc < 0)
         return rc;
-    /* Text: each part must end at a character boundary (checked alone). */
-    if (type == TC_WS_TEXT && len && tc__utf8_feed(0, buf, len) != 0)
-        return TC_EBADFRAME;
     ssize_t r = send_frame_fin(conn, last != 0, w->sending_parts ? TC__WS_CONT : (int)type, buf,
                                len);
     if (r >= 0)
