@@ -38,12 +38,22 @@
 #define OUTPUT_LWM TC_SEND_LOW_WATER
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
 
-enum { TIMER_IDLE, TIMER_USER };
+enum { TIMER_IDLE, TIMER_USER, TIMER_LOOP };
 
 struct etimer {
     tc__timer t; /* first: the heap hands back a tc__timer pointer */
-    struct evconn *ec;
+    struct evconn *ec; /* NULL for a loop's own timer */
     int kind;
+};
+
+/* A loop's own timer (tcpchan/loop.h), on the loop's list until stopped. */
+struct tc_loop_timer {
+    struct etimer e; /* first: kind TIMER_LOOP */
+    struct tc_loop *loop;
+    tc_loop_fn fn;
+    void *arg;
+    int interval_ms;
+    struct tc_loop_timer *prev, *next;
 };
 
 struct mail {
@@ -123,6 +133,8 @@ struct tc_loop {
     int ended;                /* the loop has ended: no more posted work (mu) */
     struct mail *mail, **mail_tail;
     tc__theap timers;
+    struct tc_loop_timer *own_timers; /* the loop's own (tc_loop_timer_start) */
+    size_t n_own_timers;
     struct evconn *conns, *dead;
     struct evconn *done;      /* handed back by workers (mu) */
     struct evconn *waiting, **waiting_tail; /* frames waiting for room in the pool */
@@ -168,6 +180,10 @@ struct pslot {
 /* The connection whose handler this worker thread runs now (pool mode):
  * its sends go straight to the socket. */
 static _Thread_local struct evconn *tl_job;
+
+/* The loop this thread is running, if any: a test that needs no other
+ * thread's data (the loop's tid is written as it starts). */
+static _Thread_local struct tc_loop *tl_loop;
 
 static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
 
@@ -351,7 +367,8 @@ static int claim(struct evconn *ec, int *flag)
  * now: open, nothing to send, not closing. */
 static int parkable(const struct evconn *ec, size_t pending)
 {
-    return !ec->proxy_wait && ec->s->opened && !ec->paused && !ec->lingering && pending == 0;
+    return !ec->proxy_wait && ec->s->opened && !ec->paused && !ec->lingering && !ec->above &&
+           pending == 0;
 }
 
 static void ev_close(struct evconn *ec, int reason, int report);
@@ -363,9 +380,10 @@ static unsigned wanted(const struct evconn *ec, size_t pending)
     if (!ec->paused && !ec->lingering)
         want |= TC__POLL_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
-     * wait for it even when another path (process_input's flush, a mail, a
-     * timer) already emptied the output, or nothing would ever wake us. */
-    if (pending || ec->paused || ec->lingering)
+     * owed an on_drain, it calls it: wait for it even when another path
+     * (process_input's flush, a mail, a timer, a worker) already emptied the
+     * output, or nothing would ever wake us. */
+    if (pending || ec->paused || ec->lingering || ec->above)
         want |= TC__POLL_OUT;
     return want;
 }
@@ -603,9 +621,10 @@ static int let_go(struct evconn *ec)
     tc_conn *c = ec->conn;
     struct tc_loop *lp = ec->loop;
     struct state *st = lp->st;
-    /* A channel deadline (a WebSocket closing) needs the loop's timer. */
+    /* A channel deadline (a WebSocket closing) needs the loop's timer, an
+     * owed on_drain the loop. */
     if (ec->job_rc < 0 || ec->io_err || c->rlen > 0 || c->reof || tc__chan_pending(c) > 0 ||
-        ec->timer_req || ec->shut_wr || c->deadline != TC__NO_DEADLINE)
+        ec->timer_req || ec->shut_wr || ec->above || c->deadline != TC__NO_DEADLINE)
         return 0;
     const tc_server_config *cfg = &lp->srv->cfg;
     int done = 0;
@@ -1169,7 +1188,7 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     }
     /* Room for every connection's two timers now: arming one later (an idle
      * clock restarting, a frame starting) can then never fail for memory. */
-    if ((rc = tc__theap_reserve(&lp->timers, 2 * (size_t)lp->nconns)) < 0) {
+    if ((rc = tc__theap_reserve(&lp->timers, 2 * (size_t)lp->nconns + lp->n_own_timers)) < 0) {
         tc__report(srv, c, rc);
         ev_close(ec, rc, TC__REPORT_NO);
         return;
@@ -1270,6 +1289,18 @@ static void read_mail(struct tc_loop *lp)
 
 /* ---- the driver: a channel an event loop runs ------------------------------ */
 
+/* After a send by whoever has the connection: the queue as other threads
+ * see it (tc_conn_pending, the mailbox's bound), and whether it passed the
+ * high-water mark (on_drain is owed once it falls below the low one, even
+ * if a flush brings it down before the loop looks). */
+static void note_queued(struct evconn *ec)
+{
+    size_t pending = tc__chan_pending(ec->conn);
+    atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
+    if (pending > OUTPUT_HWM)
+        ec->above = 1;
+}
+
 static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
     struct evconn *ec = c->drv_data;
@@ -1277,8 +1308,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
         size_t taken;
         ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
         tc__chan_set_sent(c, taken);
-        /* for tc_conn_pending and the mailbox's bound, from other threads */
-        atomic_store_explicit(&ec->out_queued, tc__chan_pending(c), memory_order_relaxed);
+        note_queued(ec);
         return r;
     }
     if (pthread_equal(pthread_self(), ec->loop->tid) && !ec->closed) {
@@ -1287,7 +1317,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
             size_t taken;
             ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
             tc__chan_set_sent(c, taken);
-            atomic_store_explicit(&ec->out_queued, tc__chan_pending(c), memory_order_relaxed);
+            note_queued(ec);
             if (was_away || (r >= 0 && tc__chan_pending(c) && !(ec->interest & TC__POLL_OUT)))
                 set_interest(ec); /* taken back: it must go back too */
             return r;
@@ -1397,6 +1427,14 @@ static void fire_timers(struct tc_loop *lp)
         struct etimer *et = (struct etimer *)t;
         struct evconn *ec = et->ec;
         tc__theap_cancel(&lp->timers, t);
+        if (et->kind == TIMER_LOOP) {
+            struct tc_loop_timer *lt = (struct tc_loop_timer *)et;
+            if (lt->interval_ms > 0) /* first: fn may stop (free) it */
+                (void)tc__theap_schedule(&lp->timers, t,
+                                         t->when + (int64_t)lt->interval_ms * TC_NS_PER_MS);
+            lt->fn(lp, lt->arg);
+            continue;
+        }
         if (et->kind == TIMER_IDLE && ec->proxy_wait) {
             tc__proxy_hdr hdr = {.why = "no complete header in time"};
             proxy_done(ec, -ETIMEDOUT, &hdr);
@@ -1611,6 +1649,7 @@ static void run_loop(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
     tc__pevent ev[TC__POLL_BATCH];
+    tl_loop = lp;
     for (;;) {
         int timeout = next_timeout_ms(lp);
         if (lp->idx == 0) {
@@ -1690,6 +1729,7 @@ static void run_loop(struct tc_loop *lp)
     lp->ended = 1;
     pthread_mutex_unlock(&lp->mu);
     read_mail(lp);
+    tl_loop = NULL;
 }
 
 static void *loop_main(void *arg)
@@ -1759,6 +1799,11 @@ static void free_loops(struct state *st)
         }
         pthread_mutex_destroy(&lp->mu);
         tc__theap_free(&lp->timers);
+        while (lp->own_timers) { /* the ones the application never stopped */
+            struct tc_loop_timer *lt = lp->own_timers;
+            lp->own_timers = lt->next;
+            free(lt);
+        }
         free(lp->scratch);
     }
     tc__poller_destroy(st->ready);
@@ -1892,6 +1937,53 @@ int tc_loop_post(tc_loop *loop, tc_loop_fn fn, void *arg)
     if (rc < 0)
         free(m);
     return rc;
+}
+
+int tc_loop_timer_start(tc_loop *loop, int delay_ms, int interval_ms, tc_loop_fn fn, void *arg,
+                        tc_loop_timer **out)
+{
+    if (out)
+        *out = NULL;
+    if (!loop || !fn || !out || delay_ms < 0 || interval_ms < 0)
+        return -EINVAL;
+    if (tl_loop != loop)
+        return -EPERM; /* the heap is the loop's: post the start instead */
+    struct tc_loop_timer *lt = calloc(1, sizeof *lt);
+    if (!lt)
+        return -ENOMEM;
+    /* Room for it without taking the connections' reserved places. */
+    lt->e.t.slot = TC__TIMER_IDLE;
+    int rc = tc__theap_reserve(&loop->timers, 2 * (size_t)loop->nconns + loop->n_own_timers + 1);
+    if (rc == 0)
+        rc = tc__theap_schedule(&loop->timers, &lt->e.t,
+                                tc__now_ns() + (int64_t)delay_ms * TC_NS_PER_MS);
+    if (rc < 0) {
+        free(lt);
+        return rc;
+    }
+    lt->e.kind = TIMER_LOOP;
+    lt->loop = loop;
+    lt->fn = fn;
+    lt->arg = arg;
+    lt->interval_ms = interval_ms;
+    TC__LIST_PUSH(loop->own_timers, lt);
+    loop->n_own_timers++;
+    *out = lt;
+    return 0;
+}
+
+int tc_loop_timer_stop(tc_loop_timer *t)
+{
+    if (!t)
+        return -EINVAL;
+    struct tc_loop *lp = t->loop;
+    if (tl_loop != lp)
+        return -EPERM;
+    tc__theap_cancel(&lp->timers, &t->e.t);
+    TC__LIST_UNLINK(lp->own_timers, t);
+    lp->n_own_timers--;
+    free(t);
+    return 0;
 }
 
 /* One message for every loop's connections, freed by the last loop. */

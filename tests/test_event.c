@@ -2646,6 +2646,12 @@ Test(event, loop_post_runs_in_the_connections_loop)
     cr_assert_eq(atomic_load(&p.ran), 2);
 }
 
+static void sync_fn(tc_loop *loop, void *arg)
+{
+    (void)loop;
+    tc_test_event_post(arg, NULL);
+}
+
 enum { BC_FAST = 4, BC_ROUNDS = 16, BC_SIZE = 512 * 1024 }; /* 8 MiB: more than the kernel holds */
 
 /* Event mode (two loops) and pool mode (two workers): tc_server_broadcast
@@ -2701,6 +2707,10 @@ Test(event, broadcast_reaches_every_connection_and_skips_a_slow_one, .timeout = 
         size_t queued = tc_conn_pending(slow_conn);
         cr_assert_leq(queued, TC_SEND_HIGH_WATER + BC_SIZE + 1, "%s: %zu bytes queued for the "
                       "client that does not read", name, queued);
+        /* The loop's next turn comes after that read (its mailbox lock
+         * orders them), and only then may it free the connection. */
+        cr_assert_eq(tc_loop_post(tc_conn_loop(slow_conn), sync_fn, &p.done), 0);
+        cr_assert_eq(tc_test_event_wait(&p.done, 1, TC_TEST_WAIT_MS), 0);
         for (int i = 0; i < BC_FAST; i++)
             close(fd[i]);
         close(slow);
@@ -2719,4 +2729,111 @@ Test(event, broadcast_reaches_every_connection_and_skips_a_slow_one, .timeout = 
     cr_assert_eq(tc_server_broadcast(srv, "x", 1), -ENOTSUP);
     cr_assert_eq(tc_server_broadcast(NULL, "x", 1), -EINVAL);
     tc_server_destroy(srv);
+}
+
+/* ---- a loop's own timers ------------------------------------------------------------------ */
+
+struct lt_seen {
+    atomic_int ticks, once, left_running, stopped_at, start_rc;
+    tc_loop_timer *periodic; /* the loop thread's only */
+    tc_test_event started;
+};
+
+static void lt_tick(tc_loop *loop, void *arg)
+{
+    (void)loop;
+    atomic_fetch_add(&((struct lt_seen *)arg)->ticks, 1);
+}
+
+static void lt_once(tc_loop *loop, void *arg)
+{
+    (void)loop;
+    atomic_fetch_add(&((struct lt_seen *)arg)->once, 1);
+}
+
+static void lt_forgotten(tc_loop *loop, void *arg)
+{
+    (void)loop;
+    atomic_fetch_add(&((struct lt_seen *)arg)->left_running, 1);
+}
+
+/* Posted from the test thread: starts a timer nobody stops (destroy frees it). */
+static void lt_start_forgotten(tc_loop *loop, void *arg)
+{
+    struct lt_seen *s = arg;
+    tc_loop_timer *t;
+    atomic_store(&s->start_rc, tc_loop_timer_start(loop, 0, 5, lt_forgotten, s, &t));
+    tc_test_event_post(&s->started, NULL);
+}
+
+static int lt_open(tc_conn *c, void *ctx)
+{
+    struct lt_seen *s = ctx;
+    tc_loop_timer *once;
+    int rc = tc_loop_timer_start(tc_conn_loop(c), 20, 20, lt_tick, s, &s->periodic);
+    if (rc == 0)
+        rc = tc_loop_timer_start(tc_conn_loop(c), 10, 0, lt_once, s, &once);
+    return rc;
+}
+
+/* "stop": stop the periodic timer, answer with the ticks so far. */
+static int lt_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    struct lt_seen *s = ctx;
+    (void)msg, (void)len;
+    int rc = tc_loop_timer_stop(s->periodic);
+    atomic_store(&s->stopped_at, atomic_load(&s->ticks));
+    char line[32];
+    int n = snprintf(line, sizeof line, "%d", rc);
+    ssize_t r = tc_conn_send(c, line, (size_t)n);
+    return r < 0 ? (int)r : 0;
+}
+
+/* tc_loop_timer_start from a connection's callback: a periodic timer ticks
+ * until tc_loop_timer_stop, a one-shot one runs once; from another thread
+ * the start is refused (-EPERM) and a posted function starts it instead;
+ * a timer never stopped is freed with the server (ASan, valgrind). */
+Test(event, loop_timers_periodic_once_and_stopped)
+{
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected by TC_TEST_MODES");
+    struct lt_seen s;
+    memset(&s, 0, sizeof s);
+    atomic_store(&s.start_rc, 1);
+    tc_test_event_init(&s.started);
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = TC_MODE_EVENT;
+    cfg.workers = 1;
+    cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_open = lt_open;
+    h.on_message = lt_message;
+    h.ctx = &s;
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    tc_loop_timer *t;
+    cr_assert_eq(tc_loop_timer_start(tc_server_loop(ts.srv, 0), 1, 0, lt_once, &s, &t), -EPERM);
+    cr_assert_null(t);
+    int fd = tc_test_connect_ok(&ts.addr);
+    TC_TEST_WAIT_UNTIL(atomic_load(&s.ticks) >= 3, TC_TEST_WAIT_MS);
+    cr_assert_geq(atomic_load(&s.ticks), 3, "the periodic timer ticked %d times",
+                  atomic_load(&s.ticks));
+    cr_assert_eq(atomic_load(&s.once), 1, "the one-shot timer ran %d times", atomic_load(&s.once));
+    cr_assert_eq(tc_test_send_all(fd, "stop\n", 5), 0);
+    char reply[2];
+    cr_assert_eq(tc_test_recv_full(fd, reply, 2), 2);
+    cr_assert_eq(memcmp(reply, "0\n", 2), 0, "tc_loop_timer_stop: %.2s", reply);
+    tc_test_nap_ms(tc_test_ms(100)); /* a window in which a stopped timer must not tick */
+    cr_assert_eq(atomic_load(&s.ticks), atomic_load(&s.stopped_at), "ticked after its stop");
+    cr_assert_eq(atomic_load(&s.once), 1);
+    cr_assert_eq(tc_loop_post(tc_server_loop(ts.srv, 0), lt_start_forgotten, &s), 0);
+    cr_assert_eq(tc_test_event_wait(&s.started, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(atomic_load(&s.start_rc), 0);
+    TC_TEST_WAIT_UNTIL(atomic_load(&s.left_running) >= 2, TC_TEST_WAIT_MS);
+    cr_assert_geq(atomic_load(&s.left_running), 2);
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0); /* frees the timer left running */
+    tc_test_expect_counts(before, NULL, 0, "event");
+    tc_test_event_destroy(&s.started);
 }

@@ -101,6 +101,45 @@ TC_API tc_server *tc_loop_server(const tc_loop *loop);
  */
 TC_API int tc_loop_post(tc_loop *loop, tc_loop_fn fn, void *arg);
 
+/** @brief A timer of a loop's own (opaque; see tc_loop_timer_start()). */
+typedef struct tc_loop_timer tc_loop_timer;
+
+/**
+ * @brief Run @p fn (@p loop, @p arg) in the loop's thread after @p delay_ms,
+ *        then every @p interval_ms (0: once).
+ *
+ * A server-wide timer (a statistics line, a cache's expiry, a heartbeat to
+ * every connection): it lives in the loop's timer heap with the
+ * connections' timers, fires in deadline order, never early, and between
+ * the loop's callbacks. From another thread, post a function that starts it
+ * (tc_loop_post()).
+ * @param loop        The loop, from its own thread (a callback of one of its
+ *                    connections, or work posted to it).
+ * @param delay_ms    The first run, from now (0: at the loop's next turn).
+ * @param interval_ms The period after it; 0 runs once.
+ * @param fn          The work; it may stop its own timer.
+ * @param arg         Passed to @p fn; the caller keeps ownership.
+ * @param out         The handle, for tc_loop_timer_stop(). It stays valid
+ *                    after a one-shot timer has run, until it is stopped or
+ *                    the server is destroyed (which frees the timers nobody
+ *                    stopped).
+ * @return 0, -EPERM (not the loop's thread), -ENOMEM, or -EINVAL (NULL
+ *         @p loop, @p fn or @p out, a negative time).
+ * @par Thread safety
+ * The loop's thread only.
+ */
+TC_API int tc_loop_timer_start(tc_loop *loop, int delay_ms, int interval_ms, tc_loop_fn fn,
+                               void *arg, tc_loop_timer **out);
+
+/**
+ * @brief Cancel a loop timer and free it.
+ * @param t The handle tc_loop_timer_start() gave; not used again after.
+ * @return 0, -EPERM (not the loop's thread), or -EINVAL for NULL.
+ * @par Thread safety
+ * The loop's thread only.
+ */
+TC_API int tc_loop_timer_stop(tc_loop_timer *t);
+
 /**
  * @brief Send one message to every message-style connection of the server.
  *
