@@ -41,9 +41,32 @@ TestSuite(ws, .timeout = 60);
 struct seen {
     atomic_int closes, last_reason, last_code, errors, last_error, opens;
     char path[128];
-    char close_reason[128]; /* the peer's, from the last on_close */
+    char close_reason[128]; /* the peer's, from the last on_close (reason_lock) */
+    atomic_flag reason_lock; /* a spin lock over path and close_reason: their callbacks
+                              * may run in two threads or processes at once */
 };
+
 static struct seen *seen;
+
+static void reason_lock(void)
+{
+    while (atomic_flag_test_and_set(&seen->reason_lock))
+        ;
+}
+
+static void reason_unlock(void)
+{
+    atomic_flag_clear(&seen->reason_lock);
+}
+
+/* The last close reason on_close saw, copied out under the lock. */
+static const char *last_close_reason(char *out, size_t n)
+{
+    reason_lock();
+    snprintf(out, n, "%s", seen->close_reason);
+    reason_unlock();
+    return out;
+}
 
 static void seen_map(void)
 {
@@ -76,7 +99,9 @@ static int on_open(tc_conn *c, void *ctx)
     (void)ctx;
     atomic_store(&opened_conn, c);
     const char *p = tc_ws_path(c);
+    reason_lock(); /* the same lock: another connection's on_open may write it too */
     snprintf(seen->path, sizeof seen->path, "%s", p ? p : "(null)");
+    reason_unlock();
     atomic_fetch_add(&seen->opens, 1);
     return 0;
 }
@@ -87,7 +112,9 @@ static void on_close(tc_conn *c, int reason, void *ctx)
     atomic_store(&seen->last_reason, reason);
     atomic_store(&seen->last_code, tc_ws_close_code(c));
     const char *why = tc_ws_close_reason(c);
+    reason_lock();
     snprintf(seen->close_reason, sizeof seen->close_reason, "%s", why ? why : "(null)");
+    reason_unlock();
     atomic_fetch_add(&seen->closes, 1);
 }
 
@@ -622,7 +649,8 @@ ParameterizedTest(tc_mode *mode, ws, close_handling)
     TC_TEST_WAIT_UNTIL(atomic_load(&seen->closes) >= 1, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&seen->last_reason), 0);
     cr_assert_eq(atomic_load(&seen->last_code), 1000);
-    cr_assert_str_eq(seen->close_reason, "done");
+    char why[128];
+    cr_assert_str_eq(last_close_reason(why, sizeof why), "done");
     /* A close without a code: an empty one back; the code seen is 1005. */
     atomic_store(&seen->closes, 0);
     fd = ws_connect(&ts.addr);
@@ -631,7 +659,7 @@ ParameterizedTest(tc_mode *mode, ws, close_handling)
     close(fd);
     TC_TEST_WAIT_UNTIL(atomic_load(&seen->closes) >= 1, TC_TEST_WAIT_MS);
     cr_assert_eq(atomic_load(&seen->last_code), 1005);
-    cr_assert_str_eq(seen->close_reason, "");
+    cr_assert_str_eq(last_close_reason(why, sizeof why), "");
     /* The handler closes (tc_ws_close): its code comes, then the session
      * waits for the client's answer and ends cleanly. */
     atomic_store(&seen->closes, 0);
