@@ -346,9 +346,9 @@ static int park(struct evconn *ec)
 }
 
 /* The loop takes back a connection it let go, unless a worker has it:
- * then flag (if not NULL) is set for the worker to see before it parks it
- * again. 1 if the loop has it now. */
-static int claim(struct evconn *ec, int *flag)
+ * then theirs (if not NULL) runs under lp->mu, leaving word for the worker
+ * to see before it parks the connection again. 1 if the loop has it now. */
+static int claim_or(struct evconn *ec, void (*theirs)(struct evconn *ec, void *arg), void *arg)
 {
     if (!ec->away)
         return 1;
@@ -357,10 +357,22 @@ static int claim(struct evconn *ec, int *flag)
     int got = slot_take(lp->st, slot_token(lp->st, ec)) != NULL;
     if (got)
         ec->away = 0;
-    else if (flag)
-        *flag = 1;
+    else if (theirs)
+        theirs(ec, arg);
     pthread_mutex_unlock(&lp->mu);
     return got;
+}
+
+static void set_flag(struct evconn *ec, void *flag)
+{
+    (void)ec;
+    *(int *)flag = 1;
+}
+
+/* claim_or, setting *flag (if not NULL) when a worker has it. */
+static int claim(struct evconn *ec, int *flag)
+{
+    return claim_or(ec, flag ? set_flag : NULL, flag);
 }
 
 /* Whether a pool's message-style connection can wait in the ready set
@@ -1217,25 +1229,20 @@ static void post(struct tc_loop *lp, struct mail *m)
     tc__wake(lp->mailfd);
 }
 
+static void defer_mail(struct evconn *ec, void *arg)
+{
+    struct mail *m = arg;
+    m->next = NULL;
+    *ec->deferred_tail = m;
+    ec->deferred_tail = &m->next;
+}
+
 /* Keep a send from another thread for later if a worker has the
  * connection: 1 if kept (the worker looks at the deferred mail, under the
  * same lock, before it parks the connection again). 0: the loop has it. */
-static int defer_if_away(struct tc_loop *lp, struct mail *m)
+static int defer_if_away(struct mail *m)
 {
-    struct evconn *ec = m->ec;
-    if (!ec->away)
-        return 0;
-    pthread_mutex_lock(&lp->mu);
-    int kept = slot_take(lp->st, slot_token(lp->st, ec)) == NULL;
-    if (kept) {
-        m->next = NULL;
-        *ec->deferred_tail = m;
-        ec->deferred_tail = &m->next;
-    } else {
-        ec->away = 0;
-    }
-    pthread_mutex_unlock(&lp->mu);
-    return kept;
+    return !claim_or(m->ec, defer_mail, m);
 }
 
 /* post(), unless the loop has ended (the caller keeps m then): 0 or TC_ESHUTDOWN. */
@@ -1269,7 +1276,7 @@ static void read_mail(struct tc_loop *lp)
             m->fn(lp, m->arg);
         } else if (m->newsess) {
             ev_open(lp, m->newsess);
-        } else if (defer_if_away(lp, m)) {
+        } else if (defer_if_away(m)) {
             /* Its worker owns the channel: sent when the worker is done. */
             m = next;
             continue;
@@ -1585,21 +1592,18 @@ static void start_drain(struct tc_loop *lp)
  * has it), or 1 when a worker does; then, if cut is set, its socket is shut
  * so that its sends fail at once, and it will be handed back rather than
  * parked (the loop closes it then). */
-static int cut_if_away(struct evconn *ec, int cut)
+static void cut_socket(struct evconn *ec, void *arg)
 {
-    if (!ec->away)
-        return 0;
-    struct tc_loop *lp = ec->loop;
-    pthread_mutex_lock(&lp->mu);
-    int theirs = slot_take(lp->st, slot_token(lp->st, ec)) == NULL;
-    if (!theirs)
-        ec->away = 0;
-    else if (cut && !ec->drain_cut) {
+    (void)arg;
+    if (!ec->drain_cut) {
         ec->drain_cut = 1;
         tc__sock_shutdown(ec->conn->fd);
     }
-    pthread_mutex_unlock(&lp->mu);
-    return theirs;
+}
+
+static int cut_if_away(struct evconn *ec, int cut)
+{
+    return !claim_or(ec, cut ? cut_socket : NULL, NULL);
 }
 
 /* While draining: close what is idle; at the deadline, close everything. */
