@@ -430,6 +430,7 @@ struct tc_conn {
     const tc__driver *drv; /* the transport: how this channel waits and sends */
     void *drv_data;        /* the driver's record of the channel, or NULL */
     tc_server *srv;        /* opaque here: tc_conn_server(); NULL for a dialled channel */
+    uint64_t id;           /* tc_conn_id(): the server's name for it; 0 when dialled */
     int stopfd;            /* a stop signal reads and message waits watch (readable:
                             * TC_ESHUTDOWN), or -1 */
     tc_addr peer;
@@ -864,6 +865,7 @@ struct tc_server {
     dev_t unix_dev;       /* ... identified by device and inode */
     ino_t unix_ino;
 
+    _Atomic uint64_t last_conn_id; /* ids of connections without a loop (tc_conn_id) */
     int mode_fd;          /* the mode's descriptor for the loop to poll, or -1 */
     int mode_limit;       /* the most connections the mode takes; 0 = any */
     size_t session_room;  /* bytes of each session's room the mode asked for */
@@ -900,6 +902,9 @@ struct tc_server {
  * session's memory stays (the caller frees it: an event loop does so at the
  * end of its turn). */
 void tc__server_session_end(tc__session *s);
+/* Shut the socket of the live connection with this id (tc_server_close_conn
+ * where no loop has it): 0, or TC_ECLOSED when none has it. */
+int tc__server_shut_live(tc_server *srv, uint64_t id);
 /* tc__server_session_end(), then free the session. */
 void tc__server_session_done(tc__session *s);
 /* tc__session_run() then tc__server_session_done(): a connection's whole

@@ -61,7 +61,9 @@ struct mail {
     tc_loop_fn fn;         /* work posted to the loop (tc_loop_post), or */
     void *arg;
     struct evconn *ec;     /* a send from another thread, or */
-    tc__session *newsess;  /* a connection dealt to this loop */
+    tc__session *newsess;  /* a connection dealt to this loop, or */
+    uint64_t id;           /* a payload for, or a close of, a connection by id */
+    int close;
     size_t len;
     unsigned char data[];
 };
@@ -115,6 +117,7 @@ struct evconn {
     int timer_req, timer_interval_ms;
     int64_t timer_when;  /* 0: cancel */
     int stream;          /* a stream handler: a worker takes it at its first bytes */
+    int in_ids;          /* in the loop's id table */
     int job_rc;          /* on_message's answer (or a frame error), from the worker */
     int io_err;          /* the worker's receive or flush failed with this */
     struct evconn *done_next, *wait_next;
@@ -136,6 +139,12 @@ struct tc_loop {
     struct tc_loop_timer *own_timers; /* the loop's own (tc_loop_timer_start) */
     size_t n_own_timers;
     struct evconn *conns, *dead;
+    /* Its message-style connections by id (open addressing, linear probes;
+     * cap a power of two or 0). Changed by the loop under mu; read by the
+     * loop freely, by other threads under mu. */
+    struct evconn **ids;
+    size_t ids_cap, ids_used;
+    uint64_t last_seq; /* ids: seq * nloops + idx, so an id names its loop */
     struct evconn *done;      /* handed back by workers (mu) */
     struct evconn *waiting, **waiting_tail; /* frames waiting for room in the pool */
     int room_freed;           /* the pool had room since the waiting were last retried */
@@ -384,6 +393,7 @@ static int parkable(const struct evconn *ec, size_t pending)
 }
 
 static void ev_close(struct evconn *ec, int reason, int report);
+static void deliver(struct evconn *ec, struct mail *m);
 
 /* The events the loop's poller should report for ec. */
 static unsigned wanted(const struct evconn *ec, size_t pending)
@@ -522,6 +532,88 @@ static void stop_waiting(struct evconn *ec)
     ec->waiting = 0;
 }
 
+/* ---- connections by id (tc_server_send_to, tc_server_close_conn) --------- */
+
+static size_t id_home(const struct tc_loop *lp, uint64_t id)
+{
+    /* The sequence part, spread: ids of one loop differ there. */
+    uint64_t seq = id / (uint64_t)lp->st->nloops;
+    return (size_t)(seq * UINT64_C(0x9E3779B97F4A7C15) >> 32) & (lp->ids_cap - 1);
+}
+
+static struct evconn *id_find(const struct tc_loop *lp, uint64_t id)
+{
+    if (!lp->ids_cap)
+        return NULL;
+    for (size_t i = id_home(lp, id);; i = (i + 1) & (lp->ids_cap - 1)) {
+        struct evconn *ec = lp->ids[i];
+        if (!ec || ec->conn->id == id)
+            return ec;
+    }
+}
+
+static void id_place(struct tc_loop *lp, struct evconn *ec)
+{
+    size_t i = id_home(lp, ec->conn->id);
+    while (lp->ids[i])
+        i = (i + 1) & (lp->ids_cap - 1);
+    lp->ids[i] = ec;
+}
+
+/* Name a message-style connection and enter it in the table: 0 or -ENOMEM. */
+static int id_add(struct tc_loop *lp, struct evconn *ec)
+{
+    ec->conn->id = ++lp->last_seq * (uint64_t)lp->st->nloops + (uint64_t)lp->idx;
+    struct evconn **grown = NULL;
+    size_t cap = lp->ids_cap;
+    if ((lp->ids_used + 1) * 4 > cap * 3) { /* at most 3/4 full */
+        cap = cap ? cap * 2 : 64;
+        if (!(grown = calloc(cap, sizeof *grown)))
+            return -ENOMEM;
+    }
+    pthread_mutex_lock(&lp->mu);
+    if (grown) {
+        struct evconn **old = lp->ids;
+        size_t old_cap = lp->ids_cap;
+        lp->ids = grown;
+        lp->ids_cap = cap;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i])
+                id_place(lp, old[i]);
+        free(old);
+    }
+    id_place(lp, ec);
+    lp->ids_used++;
+    pthread_mutex_unlock(&lp->mu);
+    ec->in_ids = 1;
+    return 0;
+}
+
+/* Out of the table, at the start of its close: from here other threads'
+ * sends and closes by id find nothing. */
+static void id_remove(struct tc_loop *lp, struct evconn *ec)
+{
+    if (!ec->in_ids)
+        return;
+    ec->in_ids = 0;
+    size_t mask = lp->ids_cap - 1, i = id_home(lp, ec->conn->id);
+    pthread_mutex_lock(&lp->mu);
+    while (lp->ids[i] != ec)
+        i = (i + 1) & mask;
+    /* Shift back the entries of the run after it that would no longer be
+     * reached from their home (no tombstones). */
+    for (size_t j = (i + 1) & mask; lp->ids[j]; j = (j + 1) & mask) {
+        size_t home = id_home(lp, lp->ids[j]->conn->id);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            lp->ids[i] = lp->ids[j];
+            i = j;
+        }
+    }
+    lp->ids[i] = NULL;
+    lp->ids_used--;
+    pthread_mutex_unlock(&lp->mu);
+}
+
 /* End a connection: the session's close (report, flush, on_close, finish),
  * then the core's bookkeeping. The record itself is freed at the end of the
  * turn (other lists may still point at it). */
@@ -534,6 +626,7 @@ static void ev_close(struct evconn *ec, int reason, int report)
     ec->closed = 1;
     struct tc_loop *lp = ec->loop;
     tc_conn *c = ec->conn;
+    id_remove(lp, ec);
 
     if (ec->registered)
         (void)tc__poller_del(lp->poller, c->fd);
@@ -858,13 +951,10 @@ static void job_finished(struct evconn *ec)
     ec->away = 0; /* the worker handed it back: the loop's now */
     rewatch(ec);
     int rc;
-    while (ec->deferred && !ec->closed) { /* sends other threads made meanwhile */
+    while (ec->deferred && !ec->closed) { /* sends and closes other threads made meanwhile */
         struct mail *m = ec->deferred;
         ec->deferred = m->next;
-        struct iovec v1 = {m->data, m->len};
-        atomic_fetch_sub(&ec->mail_bytes, m->len);
-        if (tc__chan_send_nb(c, &v1, 1, m->len, NULL) < 0)
-            ev_close(ec, c->werr, TC__REPORT_AUTO);
+        deliver(ec, m);
         free(m);
     }
     if (ec->closed)
@@ -874,6 +964,8 @@ static void job_finished(struct evconn *ec)
         ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
         return;
     }
+    if (ec->lingering) /* closed by id meanwhile: it flushes, then ends */
+        return;
     apply_timer_request(ec);
     if (ec->job_rc < 0) {
         ev_close_after_flush(ec, ec->job_rc, TC__REPORT_YES);
@@ -1180,12 +1272,13 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     ec->slot = PSLOT_NONE;
     TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
-    int rc = 0;
+    /* A message-style connection can be reached by id from other threads. */
+    int rc = ec->stream ? 0 : id_add(lp, ec);
     /* A pool's message-style connection waits in the ready set, from the
      * end of on_open: a slot, and the loop's poller only for what comes
      * first (a PROXY header, a protocol's opening step). */
     int parks = lp->st->pooled && !ec->stream;
-    if (parks)
+    if (rc == 0 && parks)
         rc = slot_new(lp->st, ec);
     if (rc == 0 && (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF || c->proto)) {
         if ((rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec)) == 0) {
@@ -1262,6 +1355,31 @@ static int post_unless_ended(struct tc_loop *lp, struct mail *m)
     return 0;
 }
 
+/* Carry out mail for ec, which the loop has (claimed if it was away): a
+ * send from another thread (framed already, or by id: framed here), or a
+ * close by id. A connection closing takes no more. */
+static void deliver(struct evconn *ec, struct mail *m)
+{
+    tc_conn *c = ec->conn;
+    if (!m->close)
+        atomic_fetch_sub(&ec->mail_bytes, m->len);
+    if (ec->lingering)
+        return;
+    if (m->close) {
+        ev_close_after_flush(ec, TC_ECLOSED, TC__REPORT_NO);
+    } else if (m->id) {
+        /* As tc_server_broadcast: a codec's refusal drops the message, a
+         * broken socket ends the connection. Not before on_open. */
+        if (!ec->proxy_wait && !ec->upgrade_wait && ec->s->opened &&
+            tc_conn_send(c, m->data, m->len) < 0 && c->werr)
+            ev_close(ec, c->werr, TC__REPORT_AUTO);
+    } else {
+        struct iovec v1 = {m->data, m->len};
+        if (tc__chan_send_nb(c, &v1, 1, m->len, NULL) < 0)
+            ev_close(ec, c->werr, TC__REPORT_AUTO);
+    }
+}
+
 static void read_mail(struct tc_loop *lp)
 {
     tc__wake_drain(lp->mailfd);
@@ -1276,16 +1394,15 @@ static void read_mail(struct tc_loop *lp)
             m->fn(lp, m->arg);
         } else if (m->newsess) {
             ev_open(lp, m->newsess);
+        } else if (m->id && !(m->ec = id_find(lp, m->id))) {
+            /* Closed since it was posted: nothing to do. */
         } else if (defer_if_away(m)) {
-            /* Its worker owns the channel: sent when the worker is done. */
+            /* Its worker owns the channel: done when the worker is done. */
             m = next;
             continue;
         } else if (!m->ec->closed) {
-            struct iovec v1 = {m->data, m->len};
-            atomic_fetch_sub(&m->ec->mail_bytes, m->len);
-            if (tc__chan_send_nb(m->ec->conn, &v1, 1, m->len, NULL) < 0)
-                ev_close(m->ec, m->ec->conn->werr, TC__REPORT_AUTO);
-            else
+            deliver(m->ec, m);
+            if (!m->ec->closed)
                 set_interest(m->ec);
         }
         free(m);
@@ -1345,6 +1462,8 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
     m->fn = NULL;
     m->ec = ec;
     m->newsess = NULL;
+    m->id = 0;
+    m->close = 0;
     m->len = total;
     size_t off = 0;
     for (int i = 0; i < cnt; i++) {
@@ -1552,6 +1671,8 @@ static void accept_batch(struct tc_loop *lp)
         m->fn = NULL;
         m->ec = NULL;
         m->newsess = c;
+        m->id = 0;
+        m->close = 0;
         m->len = 0;
         post(to, m);
     }
@@ -1809,6 +1930,7 @@ static void free_loops(struct state *st)
             free(lt);
         }
         free(lp->scratch);
+        free(lp->ids);
     }
     tc__poller_destroy(st->ready);
     if (st->chunks) {
@@ -1997,6 +2119,14 @@ struct bcast {
     unsigned char data[];
 };
 
+/* Whether a connection of the loop is one the application reaches as its
+ * own: message style, open (on_open ran), not closing. */
+static int reachable(const struct evconn *ec)
+{
+    return !gone(ec) && !ec->stream && !ec->proxy_wait && !ec->upgrade_wait && !ec->lingering &&
+           ec->s->opened;
+}
+
 /* In each loop: the message to each of its open message-style connections
  * with room (a send from the loop thread claims a parked one, and leaves
  * one a worker has to the mailbox). */
@@ -2005,13 +2135,106 @@ static void bcast_run(tc_loop *lp, void *arg)
     struct bcast *b = arg;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next; /* a failed send may close ec */
-        if (gone(ec) || ec->stream || ec->proxy_wait || ec->upgrade_wait || ec->lingering ||
-            !ec->s->opened || ev_pending(ec->conn) >= OUTPUT_HWM)
-            continue;
-        (void)tc_conn_send(ec->conn, b->data, b->len);
+        if (reachable(ec) && ev_pending(ec->conn) < OUTPUT_HWM)
+            (void)tc_conn_send(ec->conn, b->data, b->len);
     }
     if (atomic_fetch_sub(&b->refs, 1) == 1)
         free(b);
+}
+
+int tc_loop_foreach(tc_loop *loop, tc_conn_visit_fn fn, void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    if (tl_loop != loop)
+        return -EPERM;
+    int n = 0;
+    for (struct evconn *ec = loop->conns, *next; ec; ec = next) {
+        next = ec->next; /* a failed send may close ec (never another) */
+        if (!reachable(ec))
+            continue;
+        n++;
+        if (fn(ec->conn, arg) != 0)
+            break;
+    }
+    return n;
+}
+
+/* Mail for the connection with this id, if its loop has it and is running
+ * (under the loop's lock, so that it cannot close meanwhile): 0, or
+ * TC_ECLOSED, TC_ESHUTDOWN, -EAGAIN (its queue is full). m stays the
+ * caller's unless 0. */
+static int post_to(struct state *st, uint64_t id, struct mail *m)
+{
+    struct tc_loop *lp = &st->loops[id % (uint64_t)st->nloops];
+    m->next = NULL;
+    m->fn = NULL;
+    m->ec = NULL;
+    m->newsess = NULL;
+    m->id = id;
+    int rc = 0;
+    pthread_mutex_lock(&lp->mu);
+    struct evconn *ec = lp->ended ? NULL : id_find(lp, id);
+    if (lp->ended) {
+        rc = TC_ESHUTDOWN;
+    } else if (!ec) {
+        rc = TC_ECLOSED;
+    } else if (!m->close) {
+        size_t queued = atomic_load(&ec->mail_bytes) +
+                        atomic_load_explicit(&ec->out_queued, memory_order_relaxed);
+        if (queued >= OUTPUT_HWM)
+            rc = -EAGAIN;
+        else
+            atomic_fetch_add(&ec->mail_bytes, m->len);
+    }
+    if (rc == 0) {
+        *lp->mail_tail = m;
+        lp->mail_tail = &m->next;
+    }
+    pthread_mutex_unlock(&lp->mu);
+    if (rc == 0)
+        tc__wake(lp->mailfd);
+    return rc;
+}
+
+int tc_server_send_to(tc_server *srv, uint64_t id, const void *msg, size_t len)
+{
+    if (!srv || !id || (!msg && len))
+        return -EINVAL;
+    struct state *st = loops_of(srv);
+    if (!st)
+        return -ENOTSUP;
+    if (len > SIZE_MAX - sizeof(struct mail))
+        return -EINVAL;
+    struct mail *m = malloc(sizeof *m + len);
+    if (!m)
+        return -ENOMEM;
+    m->close = 0;
+    m->len = len;
+    if (len)
+        memcpy(m->data, msg, len);
+    int rc = post_to(st, id, m);
+    if (rc < 0)
+        free(m);
+    return rc;
+}
+
+int tc_server_close_conn(tc_server *srv, uint64_t id)
+{
+    if (!srv || !id)
+        return -EINVAL;
+    struct state *st = loops_of(srv);
+    if (!st || srv->handler.handle) /* stream style: a thread of its own has it */
+        return tc__server_shut_live(srv, id);
+    struct mail *m = malloc(sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->close = 1;
+    m->len = 0;
+    int rc = post_to(st, id, m);
+    if (rc < 0)
+        free(m);
+    return rc;
 }
 
 int tc_server_broadcast(tc_server *srv, const void *msg, size_t len)

@@ -88,6 +88,8 @@ static int session_new(tc_server *srv, tc_conn *conn, tc__session **out)
     }
     s->srv = srv;
     s->conn = conn;
+    /* An event loop names its connections itself (their ids route to it). */
+    conn->id = atomic_fetch_add(&srv->last_conn_id, 1) + 1;
     s->msg_style = srv->handler.on_message != NULL;
     atomic_init(&s->idle, 0);
     session_register(srv, s);
@@ -110,6 +112,26 @@ void tc__server_session_end(tc__session *s)
     if (atomic_exchange(&srv->at_limit, 0))
         tc__wake(srv->wakefd);
     tc__server_release(srv);
+}
+
+int tc__server_shut_live(tc_server *srv, uint64_t id)
+{
+    int rc = TC_ECLOSED;
+    if (srv->in_child)
+        return -ENOTSUP; /* a forked child's list names its siblings' closed descriptors */
+    pthread_mutex_lock(&srv->mu);
+    for (tc__session *s = srv->live; s; s = s->next) {
+        if (s->conn && s->conn->id == id) {
+            /* The handler's thread (or process) sees the end of the stream
+             * at its next read, and its writes fail: it ends as if the
+             * peer had gone. Closing the descriptor here could not be safe. */
+            tc__sock_shutdown(s->conn->fd);
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return rc;
 }
 
 void tc__server_session_done(tc__session *s)

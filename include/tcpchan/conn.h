@@ -41,6 +41,7 @@
 #ifndef TCPCHAN_CONN_H
 #define TCPCHAN_CONN_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "addr.h"
@@ -126,6 +127,22 @@ TC_API const tc_addr *tc_conn_local(const tc_conn *conn);
  * @return The server, or NULL for a client channel from tc_dial().
  */
 TC_API tc_server *tc_conn_server(const tc_conn *conn);
+
+/**
+ * @brief The connection's id: a name for it that other threads can hold
+ *        safely after the connection is gone (see tc_server_send_to() and
+ *        tc_server_close_conn()).
+ *
+ * Nonzero, set before setup runs, and never given to another connection of
+ * the same server while the server lives (ids are not reused). Unlike the
+ * tc_conn pointer, which is freed once on_close (or finish) returns, an id
+ * stays harmless: using it later returns TC_ECLOSED.
+ * @param conn The channel.
+ * @return The id, or 0 for a client channel from tc_dial() and for NULL.
+ * @par Thread safety
+ * Any thread while the connection lives.
+ */
+TC_API uint64_t tc_conn_id(const tc_conn *conn);
 
 /**
  * @brief Attach a user pointer to the channel (per-connection state).

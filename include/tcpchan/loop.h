@@ -27,6 +27,7 @@
 #define TCPCHAN_LOOP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 #include "conn.h"
@@ -159,6 +160,87 @@ TC_API int tc_loop_timer_stop(tc_loop_timer *t);
  * Any thread, between tc_server_create() and tc_server_destroy().
  */
 TC_API int tc_server_broadcast(tc_server *srv, const void *msg, size_t len);
+
+/**
+ * @brief Send one message to the connection with id @p id (tc_conn_id()),
+ *        from any thread, without holding its tc_conn pointer.
+ *
+ * The way to reach a connection from a thread that does not own it and
+ * cannot know whether it is still open (a chat room's member list, a
+ * session table of a gateway): the id is looked up under the loop's lock,
+ * the payload is copied into the loop's mailbox, and the loop sends it as
+ * tc_conn_send() would (framed by the codec; a WebSocket message on a
+ * WebSocket server), in order with the loop's own sends and with other
+ * messages sent to the id from the same thread. A connection that closes
+ * before the loop takes the message drops it, as it drops a send queued
+ * on its socket; a message over the codec's max_frame is dropped then too.
+ * The queue is bounded as tc_conn_send()'s from another thread is.
+ * @param srv The server (event or pool mode, message-style handler).
+ * @param id  The connection's id.
+ * @param msg The payload, @p len bytes.
+ * @param len Its length.
+ * @return 0 (queued), TC_ECLOSED (no open connection of this server has
+ *         that id: it closed, or never existed), -EAGAIN (TC_SEND_HIGH_WATER
+ *         or more is waiting for it: try again once the peer has read),
+ *         TC_ESHUTDOWN (its loop has ended), -ENOTSUP (a server without
+ *         loops: the other modes' connections belong to their handler's
+ *         thread), -ENOMEM, or -EINVAL (NULL, id 0).
+ * @par Thread safety
+ * Any thread, between tc_server_create() and tc_server_destroy(); races with
+ * the connection's close are safe (that is its purpose).
+ */
+TC_API int tc_server_send_to(tc_server *srv, uint64_t id, const void *msg, size_t len);
+
+/**
+ * @brief Close the connection with id @p id (tc_conn_id()), from any thread.
+ *
+ * Event and pool modes, message style: the connection's loop closes it
+ * once what is queued for it has gone out (on_close sees TC_ECLOSED; not
+ * reported to handle_error). Other modes, and a pool's stream-style
+ * connections: the socket is shut down, so the handler's next read sees
+ * the end of the stream and its writes fail, and it ends as if the peer
+ * had left. Either way the call returns at once; the close happens in the
+ * connection's own thread.
+ * @param srv The server.
+ * @param id  The connection's id.
+ * @return 0 (the close is under way), TC_ECLOSED (no open connection has
+ *         that id), TC_ESHUTDOWN (its loop has ended), -ENOTSUP (called in a
+ *         forked child of a TC_MODE_FORKING server), -ENOMEM, or -EINVAL
+ *         (NULL, id 0).
+ * @par Thread safety
+ * Any thread, between tc_server_create() and tc_server_destroy(), including
+ * a callback of that very connection.
+ */
+TC_API int tc_server_close_conn(tc_server *srv, uint64_t id);
+
+/**
+ * @brief Visit a loop's connections: the callback for tc_loop_foreach().
+ * @return 0 to go on, non-zero to stop.
+ */
+typedef int (*tc_conn_visit_fn)(tc_conn *conn, void *arg);
+
+/**
+ * @brief Call @p fn for each open message-style connection of @p loop.
+ *
+ * Open means on_open has run and no close has begun; connections accepted
+ * or closed by what @p fn does are visited or not, never visited twice or
+ * after they are gone. In event mode @p fn may use the connection as its
+ * own callbacks do (send, set its timer, read tc_conn_data()); closing it
+ * by id takes effect after the walk. In pool mode a worker may be running
+ * on_message for a connection meanwhile: touch only what is safe from
+ * another thread (tc_conn_send(), tc_conn_id(), tc_conn_pending(),
+ * tc_server_close_conn()).
+ * @param loop The loop, from its own thread (a callback of one of its
+ *             connections, posted work, a loop timer).
+ * @param fn   Called with each connection and @p arg.
+ * @param arg  Passed to @p fn.
+ * @return The number of connections visited (including the one whose
+ *         @p fn stopped the walk), -EPERM (not the loop's thread), or
+ *         -EINVAL (NULL @p loop or @p fn).
+ * @par Thread safety
+ * The loop's thread only.
+ */
+TC_API int tc_loop_foreach(tc_loop *loop, tc_conn_visit_fn fn, void *arg);
 
 #ifdef __cplusplus
 }
