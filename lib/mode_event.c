@@ -32,10 +32,6 @@
 
 /* per loop: receives land here, not in per-connection buffers */
 #define SCRATCH_SIZE ((size_t)64 * 1024)
-/* stop reading a connection above this much queued output, and read again
- * (and run on_drain) below LWM; sends from other threads fail (-EAGAIN) above HWM */
-#define OUTPUT_HWM TC_SEND_HIGH_WATER
-#define OUTPUT_LWM TC_SEND_LOW_WATER
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
 
 enum { TIMER_IDLE, TIMER_USER, TIMER_LOOP };
@@ -83,7 +79,7 @@ struct evconn {
     int interval_ms;     /* user timer: period, 0 = one-shot */
     unsigned interest;   /* TC__POLL_* registered now */
     int paused;          /* not read: too much output queued */
-    int above;           /* the output passed OUTPUT_HWM since on_drain last ran */
+    int above;           /* the output passed the high-water mark since on_drain last ran */
     int shut_wr;         /* half-close once the output is out */
     int lingering;       /* closing: flush first, then close with linger_reason */
     int linger_reason, linger_report;
@@ -96,7 +92,7 @@ struct evconn {
     int upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
     /* Bytes other threads sent that the loop has not taken yet, and the
      * output queue as the loop last saw it: a foreign send is refused
-     * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
+     * (-EAGAIN) while they add up to the high-water mark or more. */
     atomic_size_t mail_bytes, out_queued;
     /* Pool mode. away: the loop has let the connection go (parked in the
      * ready set, or handed to a worker); it touches nothing of it then
@@ -155,6 +151,10 @@ struct tc_loop {
     int64_t drain_deadline;
     int drain_past;           /* the deadline's sweep ran: no need to wake for it again */
     unsigned char *scratch;
+    /* Above hwm bytes of queued output a connection is not read and sends
+     * from other threads fail (-EAGAIN); below lwm it is read again and
+     * on_drain runs: the server's send_high_water and send_low_water. */
+    size_t hwm, lwm;
 };
 
 struct state {
@@ -455,8 +455,8 @@ static void set_interest(struct evconn *ec)
     }
     size_t pending = tc__chan_pending(c);
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
-    if (pending > OUTPUT_HWM)
-        ec->above = 1; /* on_drain once it falls below OUTPUT_LWM */
+    if (pending > ec->loop->hwm)
+        ec->above = 1; /* on_drain once it falls below the low one */
     if (ec->idle.t.slot == TC__TIMER_IDLE && ec->s->opened && !ec->lingering && pending == 0)
         restart_idle(ec); /* the idle clock stopped while output was pending */
     if (ec->unwatched)
@@ -712,7 +712,7 @@ static int serve_frames(struct evconn *ec)
         ec->frame_from = 0;
         if ((rc = tc__session_message(ec->s, msg, len)) < 0)
             return ec->job_rc = rc;
-        if (tc__chan_pending(ec->conn) > OUTPUT_HWM)
+        if (tc__chan_pending(ec->conn) > ec->loop->hwm)
             return 1;
     }
 }
@@ -985,7 +985,7 @@ static void job_finished(struct evconn *ec)
     /* The worker's replies went straight to the socket; what it did not
      * take is queued, and above the high-water mark the connection is not
      * read until it drains, as in event mode. */
-    if (tc__chan_pending(c) > OUTPUT_HWM)
+    if (tc__chan_pending(c) > ec->loop->hwm)
         ec->paused = 1;
     restart_idle(ec);
     process_input(ec); /* the next frames, if buffered; then flush and watch */
@@ -1081,7 +1081,7 @@ static void process_input(struct evconn *ec)
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
         }
-        if (tc__chan_pending(c) > OUTPUT_HWM)
+        if (tc__chan_pending(c) > ec->loop->hwm)
             ec->paused = 1; /* backpressure: read again once it drains */
     }
     if (ec->paused)
@@ -1159,14 +1159,14 @@ static void on_writable(struct evconn *ec)
         ev_close(ec, ec->linger_reason, ec->linger_report);
         return;
     }
-    if (ec->above && !ec->lingering && tc__chan_pending(ec->conn) < OUTPUT_LWM) {
+    if (ec->above && !ec->lingering && tc__chan_pending(ec->conn) < ec->loop->lwm) {
         ec->above = 0; /* flow control: the handler may send more */
         if ((rc = tc__session_drain(ec->s)) < 0) {
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
         }
     }
-    if (ec->paused && tc__chan_pending(ec->conn) < OUTPUT_LWM) {
+    if (ec->paused && tc__chan_pending(ec->conn) < ec->loop->lwm) {
         ec->paused = 0;
         process_input(ec); /* frames that waited in the buffer */
         return;
@@ -1421,7 +1421,7 @@ static void note_queued(struct evconn *ec)
 {
     size_t pending = tc__chan_pending(ec->conn);
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
-    if (pending > OUTPUT_HWM)
+    if (pending > ec->loop->hwm)
         ec->above = 1;
 }
 
@@ -1452,7 +1452,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
     tc__chan_set_sent(c, 0);
     size_t queued = atomic_load(&ec->mail_bytes) +
                     atomic_load_explicit(&ec->out_queued, memory_order_relaxed);
-    if (queued >= OUTPUT_HWM)
+    if (queued >= ec->loop->hwm)
         return -EAGAIN;
     if (total > SIZE_MAX - sizeof(struct mail))
         return -EINVAL;
@@ -1958,6 +1958,10 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
         free(st);
         return -ENOMEM;
     }
+    for (int i = 0; i < nloops; i++) {
+        st->loops[i].hwm = srv->cfg.send_high_water;
+        st->loops[i].lwm = srv->cfg.send_low_water;
+    }
     int rc = 0;
     if (d && nloops != 1) {
         rc = -EINVAL; /* the slots are one loop's */
@@ -2135,7 +2139,7 @@ static void bcast_run(tc_loop *lp, void *arg)
     struct bcast *b = arg;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next; /* a failed send may close ec */
-        if (reachable(ec) && ev_pending(ec->conn) < OUTPUT_HWM)
+        if (reachable(ec) && ev_pending(ec->conn) < ec->loop->hwm)
             (void)tc_conn_send(ec->conn, b->data, b->len);
     }
     if (atomic_fetch_sub(&b->refs, 1) == 1)
@@ -2182,7 +2186,7 @@ static int post_to(struct state *st, uint64_t id, struct mail *m)
     } else if (!m->close) {
         size_t queued = atomic_load(&ec->mail_bytes) +
                         atomic_load_explicit(&ec->out_queued, memory_order_relaxed);
-        if (queued >= OUTPUT_HWM)
+        if (queued >= ec->loop->hwm)
             rc = -EAGAIN;
         else
             atomic_fetch_add(&ec->mail_bytes, m->len);

@@ -242,6 +242,13 @@ static int validate(tc_server *srv, const tc_handler *handler)
     }
     if (c->queue_len == 0)
         c->queue_len = c->workers;
+    if (c->send_high_water == 0)
+        c->send_high_water = TC_SEND_HIGH_WATER;
+    if (c->send_low_water == 0)
+        c->send_low_water = c->send_high_water / 4 < TC_SEND_LOW_WATER ? c->send_high_water / 4
+                                                                       : TC_SEND_LOW_WATER;
+    if (c->send_low_water >= c->send_high_water)
+        return bad(srv, "send_low_water", "is not below send_high_water");
     if (c->drain_timeout_ms == 0)
         c->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
     if (c->thread_stack_size == 0)

@@ -147,7 +147,7 @@ TC_API int tc_loop_timer_stop(tc_loop_timer *t);
  * Each loop sends it to its own connections, in its own thread, as
  * tc_conn_send() would (framed by the codec; a WebSocket message on a
  * WebSocket server): the call copies @p msg once and returns at once. A
- * connection with TC_SEND_HIGH_WATER or more queued (a client that does not
+ * connection with send_high_water or more queued (a client that does not
  * read) is skipped rather than let its queue grow: a slow receiver never
  * holds up the others, nor the loop. Connections accepted after the call
  * may or may not get it.
@@ -180,7 +180,7 @@ TC_API int tc_server_broadcast(tc_server *srv, const void *msg, size_t len);
  * @param msg The payload, @p len bytes.
  * @param len Its length.
  * @return 0 (queued), TC_ECLOSED (no open connection of this server has
- *         that id: it closed, or never existed), -EAGAIN (TC_SEND_HIGH_WATER
+ *         that id: it closed, or never existed), -EAGAIN (send_high_water
  *         or more is waiting for it: try again once the peer has read),
  *         TC_ESHUTDOWN (its loop has ended), -ENOTSUP (a server without
  *         loops: the other modes' connections belong to their handler's

@@ -90,8 +90,8 @@ extern "C" {
  *   take is queued, and the loop sends it); the channel cannot be read
  *   there (-ENOTSUP), as in event mode. With every worker busy, ready
  *   connections wait, unread, in the kernel (backpressure: nothing is
- *   dropped). Above 1 MiB of queued output a connection is not read until
- *   it drains, as in event mode.
+ *   dropped). Above send_high_water of queued output (1 MiB by default) a
+ *   connection is not read until it drains, as in event mode.
  * - **Stream style**: a connection waits on the loop, costing no thread,
  *   until its first bytes arrive; then a worker takes it for the rest of its
  *   life (setup, handle, finish, with blocking reads, as in threading mode).
@@ -320,7 +320,9 @@ typedef struct tc_handler {
     void *ctx;
     /**
      * @brief Event and pool modes: the connection's queued output, having
-     *        passed TC_SEND_HIGH_WATER, fell below TC_SEND_LOW_WATER; may be NULL.
+     *        passed tc_server_config::send_high_water, fell below
+     *        send_low_water (TC_SEND_HIGH_WATER, TC_SEND_LOW_WATER by default);
+     *        may be NULL.
      *
      * Flow control for a handler that produces more than the peer reads
      * (a relay, a broadcast, a file): send until tc_conn_pending() passes the
@@ -563,12 +565,24 @@ typedef struct tc_server_config {
      *         the codec's max_frame each); NULL = plain TCP. Copied by
      *         tc_server_create(). Message-style handlers only. */
     const struct tc_ws_config *ws;
+    /** @brief Event and pool modes: above this many bytes of queued output a
+     *         connection is not read, sends to it from other threads are
+     *         refused (-EAGAIN), and tc_handler::on_drain is owed;
+     *         0 = TC_SEND_HIGH_WATER (1 MiB). Lower it for many connections
+     *         that may each fall behind (memory is about this much per slow
+     *         reader), raise it for a few fast bulk streams. */
+    size_t send_high_water;
+    /** @brief Event and pool modes: below this many bytes, after passing the
+     *         high-water mark, the connection is read again and on_drain runs;
+     *         less than send_high_water. 0 = TC_SEND_LOW_WATER (256 KiB), or a
+     *         quarter of send_high_water when that is set lower. */
+    size_t send_low_water;
 } tc_server_config;
 
 /** @brief Initialiser for tc_server_config: every field at its default. */
 #define TC_SERVER_CONFIG_INIT                                                                      \
     {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0},  \
-     0, 0, TC_PROXY_OFF, 0, 0, 0}
+     0, 0, TC_PROXY_OFF, 0, 0, 0, 0, 0}
 
 /** @brief Counters of a server, as tc_server_stats() reads them. */
 typedef struct tc_stats {
