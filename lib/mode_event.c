@@ -568,7 +568,7 @@ static int id_add(struct tc_loop *lp, struct evconn *ec)
     size_t cap = lp->ids_cap;
     if ((lp->ids_used + 1) * 4 > cap * 3) { /* at most 3/4 full */
         cap = cap ? cap * 2 : 64;
-        if (!(grown = calloc(cap, sizeof *grown)))
+        if (!(grown = calloc(cap, sizeof(struct evconn *))))
             return -ENOMEM;
     }
     pthread_mutex_lock(&lp->mu);
