@@ -733,13 +733,17 @@ int tc_server_shutdown(tc_server *srv)
     if (!srv)
         return -EINVAL;
     /* Async-signal-safe: an atomic store and a write(); errno is preserved
-     * because this may run inside a signal handler. */
+     * because this may run inside a signal handler. The descriptors are
+     * read first: once the first wake-up is out, the server may end and be
+     * freed before this returns (tc_server_serve_inetd() destroys its own
+     * server as soon as the handler's read gives up). */
+    int stopfd = srv->stopfd, wakefd = srv->wakefd;
     atomic_store(&srv->stopping, 1);
     atomic_store(&srv->shutdown_req, 1);
     /* stopfd first: message loops waiting for input, here, in handler
      * threads or in forked children, see the drain begin. */
-    tc__wake(srv->stopfd);
-    tc__wake(srv->wakefd);
+    tc__wake(stopfd);
+    tc__wake(wakefd);
     return 0;
 }
 
