@@ -185,7 +185,25 @@ static _Thread_local struct evconn *tl_job;
  * thread's data (the loop's tid is written as it starts). */
 static _Thread_local struct tc_loop *tl_loop;
 
-static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
+static char tag_wake, tag_mail; /* poller cookies that are not connections */
+
+/* The other cookies are pointers to records whose low bits are free: a
+ * connection's (the record itself), a listener's (2 bytes into its
+ * tc__listener). Compare with the static tags first: a char may sit anywhere. */
+enum { TAG_CONN = 0, TAG_LISTENER = 2 };
+#define TAG_MASK 3u
+static void *tag_make(void *obj, unsigned kind)
+{
+    return (char *)obj + kind;
+}
+static unsigned tag_kind(const void *p)
+{
+    return (unsigned)((uintptr_t)p & TAG_MASK);
+}
+static void *tag_obj(void *p, unsigned kind)
+{
+    return (char *)p - kind;
+}
 
 /* When the connection times out: after idle_timeout_ms of silence, or when
  * an incomplete frame has taken conn_timeout_ms to arrive (a client sending
@@ -1517,8 +1535,8 @@ static void fire_timers(struct tc_loop *lp)
     }
 }
 
-/* Loop 0: take what the listener has, while the connection limit allows. */
-static void accept_batch(struct tc_loop *lp)
+/* Loop 0: take what listener li has, while the connection limit allows. */
+static void accept_batch(struct tc_loop *lp, int li)
 {
     tc_server *srv = lp->srv;
     struct state *st = lp->st;
@@ -1529,7 +1547,7 @@ static void accept_batch(struct tc_loop *lp)
         return;
     for (int i = 0; i < ACCEPT_BATCH && tc__server_may_accept(srv); i++) {
         tc__session *c;
-        int rc = tc__server_accept(srv, &c);
+        int rc = tc__server_accept_from(srv, li, &c);
         if (rc == -EAGAIN)
             break;
         if (rc < 0) {
@@ -1557,7 +1575,7 @@ static void accept_batch(struct tc_loop *lp)
     }
 }
 
-/* Loop 0: poll the listener only while accepting is allowed. */
+/* Loop 0: poll the listeners only while accepting is allowed. */
 static void update_listener(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
@@ -1565,10 +1583,13 @@ static void update_listener(struct tc_loop *lp)
     int want = !atomic_load(&lp->draining) && tc__server_may_accept(srv);
     if (want == st->listening)
         return;
-    if (want)
-        (void)tc__poller_add(lp->poller, srv->lfd, TC__POLL_IN, &tag_listener);
-    else
-        (void)tc__poller_del(lp->poller, srv->lfd);
+    for (int i = 0; i < srv->nlisteners; i++) {
+        tc__listener *l = &srv->listeners[i];
+        if (want)
+            (void)tc__poller_add(lp->poller, l->fd, TC__POLL_IN, tag_make(l, TAG_LISTENER));
+        else
+            (void)tc__poller_del(lp->poller, l->fd);
+    }
     st->listening = want;
 }
 
@@ -1671,14 +1692,15 @@ static void run_loop(struct tc_loop *lp)
         }
         for (int i = 0; i < n; i++) {
             void *p = ev[i].ptr;
-            if (p == &tag_listener) {
-                accept_batch(lp);
-            } else if (p == &tag_wake) {
+            if (p == &tag_wake) {
                 tc__wake_drain(srv->wakefd);
                 if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
                     start_drain(lp);
             } else if (p == &tag_mail) {
                 read_mail(lp);
+            } else if (tag_kind(p) == TAG_LISTENER) {
+                tc__listener *l = tag_obj(p, TAG_LISTENER);
+                accept_batch(lp, (int)(l - srv->listeners));
             } else {
                 /* In pool mode a connection may have left for the ready
                  * set or a worker earlier in the batch (away): its event
@@ -1783,7 +1805,8 @@ int tc__loops_serve(tc_server *srv)
     for (int i = 1; i < started; i++)
         pthread_join(st->loops[i].thread, NULL);
     if (st->listening) {
-        (void)tc__poller_del(l0->poller, srv->lfd);
+        for (int i = 0; i < srv->nlisteners; i++)
+            (void)tc__poller_del(l0->poller, srv->listeners[i].fd);
         st->listening = 0;
     }
     (void)tc__poller_del(l0->poller, srv->wakefd);
