@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* Several listeners on one server (listen_list, listen_fds): IPv4, IPv6 and
  * unix together in every mode, per-listener stats, tc_conn_listener, the
- * shutdown closing them all, bad lists failing create without leaks. */
+ * shutdown closing them all, bad lists failing create without leaks; and
+ * descriptors of the application's own watched by a loop (tc_loop_watch). */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,5 +468,325 @@ Test(listeners, getters_and_arguments)
     cr_assert_eq(tc_server_listener_stats(ts.srv, 1, &st), -ERANGE);
     cr_assert_eq(tc_server_listener_stats(ts.srv, 0, NULL), -EINVAL);
     cr_assert_eq(tc_conn_listener(NULL), -EINVAL);
+    tc_test_server_stop(&ts);
+}
+
+/* ---- descriptors of the application's own in a loop (tc_loop_watch) ---------- */
+
+TestSuite(watch, .timeout = 30);
+
+struct wstate {
+    tc_test_event ev;     /* "R" / "W" per callback, "started" */
+    tc_test_event turns;  /* loop_turns' markers */
+    tc_loop *loop;
+    int fd;
+    unsigned start_events;
+    tc_watch *w;
+    pthread_t loop_thread;
+    int start_rc, again_rc, stop_rc, update_rc;
+    int wrong_thread;
+    int calls;
+    int stop_in_cb;       /* the callback stops its watch */
+    int to_write;         /* after a read, wait for writable; then pause */
+};
+
+static void wstate_init(struct wstate *st, int fd, unsigned events)
+{
+    memset(st, 0, sizeof *st);
+    tc_test_event_init(&st->ev);
+    tc_test_event_init(&st->turns);
+    st->fd = fd;
+    st->start_events = events;
+    st->stop_rc = st->update_rc = 1;
+}
+
+static void wstate_destroy(struct wstate *st)
+{
+    tc_test_event_destroy(&st->ev);
+    tc_test_event_destroy(&st->turns);
+}
+
+static void drain_fd(int fd)
+{
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+}
+
+static void on_watch(tc_watch *w, int fd, unsigned events, void *ctx)
+{
+    struct wstate *st = ctx;
+    if (!pthread_equal(pthread_self(), st->loop_thread) || w != st->w || fd != st->fd)
+        st->wrong_thread = 1;
+    st->calls++;
+    if (events & TC_WATCH_READ) {
+        drain_fd(fd);
+        if (st->stop_in_cb)
+            st->stop_rc = tc_watch_stop(w);
+        else if (st->to_write)
+            st->update_rc = tc_watch_update(w, TC_WATCH_WRITE);
+        tc_test_event_post(&st->ev, "R");
+    } else if (events & TC_WATCH_WRITE) {
+        st->update_rc = tc_watch_update(w, 0); /* paused: writable forever otherwise */
+        tc_test_event_post(&st->ev, "W");
+    }
+}
+
+static void start_watch(tc_loop *loop, void *arg)
+{
+    struct wstate *st = arg;
+    st->loop_thread = pthread_self();
+    st->loop = loop;
+    st->start_rc = tc_loop_watch(loop, st->fd, st->start_events, on_watch, st, &st->w);
+    /* The same descriptor twice in one loop. */
+    tc_watch *dup = NULL;
+    st->again_rc = tc_loop_watch(loop, st->fd, TC_WATCH_READ, on_watch, st, &dup);
+    tc_test_event_post(&st->ev, "started");
+}
+
+static void turn_marker(tc_loop *loop, void *arg)
+{
+    (void)loop;
+    tc_test_event_post(arg, NULL);
+}
+
+/* Let the loop go round n more times (each marker is posted after the last
+ * ran): a ready descriptor still watched would have fired by then. */
+static void loop_turns(tc_loop *loop, tc_test_event *e, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int target = tc_test_event_count(e) + 1;
+        cr_assert_eq(tc_loop_post(loop, turn_marker, e), 0);
+        cr_assert_eq(tc_test_event_wait(e, target, TC_TEST_WAIT_MS), 0);
+    }
+}
+
+static void start_loop_server(tc_test_server *ts, tc_mode mode)
+{
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = mode;
+    cfg.workers = 1;
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_message = tag_reply;
+    tc_test_server_start(ts, "127.0.0.1:0", &cfg, &h);
+}
+
+static void *write_byte(void *arg)
+{
+    int fd = *(int *)arg;
+    ssize_t r = write(fd, "x", 1);
+    return (void *)(intptr_t)r;
+}
+
+ParameterizedTestParameters(watch, pipe_from_another_thread)
+{
+    static tc_mode params[2];
+    size_t n = 0;
+    if (tc_test_mode_enabled(TC_MODE_EVENT))
+        params[n++] = TC_MODE_EVENT;
+    if (tc_test_mode_enabled(TC_MODE_POOL))
+        params[n++] = TC_MODE_POOL;
+    return cr_make_param_array(tc_mode, params, n);
+}
+
+/* A pipe written from another thread wakes the callback in the loop's
+ * thread; the watch is left running: destroy frees it, and the pipe stays
+ * open (the loop never closes the application's descriptor). */
+ParameterizedTest(tc_mode *mode, watch, pipe_from_another_thread)
+{
+    int p[2];
+    cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    struct wstate st;
+    wstate_init(&st, p[0], TC_WATCH_READ);
+    tc_test_server ts;
+    start_loop_server(&ts, *mode);
+    tc_loop *loop = tc_server_loop(ts.srv, 0);
+    cr_assert_not_null(loop);
+    cr_assert_eq(tc_loop_post(loop, start_watch, &st), 0);
+    cr_assert_eq(tc_test_event_wait(&st.ev, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(st.start_rc, 0);
+    cr_assert_eq(st.again_rc, -EEXIST);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, write_byte, &p[1]), 0);
+    cr_assert_eq(tc_test_event_wait(&st.ev, 2, TC_TEST_WAIT_MS), 0, "no callback");
+    void *wr;
+    pthread_join(t, &wr);
+    cr_assert_eq((intptr_t)wr, 1);
+    loop_turns(loop, &st.turns, 2);
+    char log[64];
+    tc_test_event_log(&st.ev, log, sizeof log);
+    cr_assert_str_eq(log, "started,R");
+    cr_assert_eq(st.wrong_thread, 0);
+    /* Only the loop's thread may touch it. */
+    cr_assert_eq(tc_watch_update(st.w, TC_WATCH_READ), -EPERM);
+    cr_assert_eq(tc_watch_stop(st.w), -EPERM);
+    tc_test_server_stop(&ts); /* the watch is still there: destroy frees it */
+    cr_assert_geq(fcntl(p[0], F_GETFD), 0, "the loop closed the application's descriptor");
+    close(p[0]);
+    close(p[1]);
+    before.fds -= 2;
+    tc_test_expect_counts(before, NULL, 0, "after destroy");
+    wstate_destroy(&st);
+}
+
+/* Readable, then (updated from the callback) writable once, then paused. */
+Test(watch, update_to_writable)
+{
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected");
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    struct wstate st;
+    wstate_init(&st, sv[0], TC_WATCH_READ);
+    st.to_write = 1;
+    tc_test_server ts;
+    start_loop_server(&ts, TC_MODE_EVENT);
+    tc_loop *loop = tc_server_loop(ts.srv, 0);
+    cr_assert_eq(tc_loop_post(loop, start_watch, &st), 0);
+    cr_assert_eq(tc_test_event_wait(&st.ev, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(st.start_rc, 0);
+    cr_assert_eq(write(sv[1], "x", 1), 1);
+    cr_assert_eq(tc_test_event_wait(&st.ev, 3, TC_TEST_WAIT_MS), 0);
+    /* Paused: input now wakes nothing. */
+    cr_assert_eq(write(sv[1], "y", 1), 1);
+    loop_turns(loop, &st.turns, 3);
+    char log[64];
+    tc_test_event_log(&st.ev, log, sizeof log);
+    cr_assert_str_eq(log, "started,R,W");
+    cr_assert_eq(st.update_rc, 0);
+    cr_assert_eq(st.calls, 2);
+    tc_test_server_stop(&ts);
+    close(sv[0]);
+    close(sv[1]);
+    wstate_destroy(&st);
+}
+
+/* A callback that stops its own watch: never called again, though the pipe
+ * stays readable. */
+Test(watch, stop_inside_the_callback)
+{
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected");
+    int p[2];
+    cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    struct wstate st;
+    wstate_init(&st, p[0], TC_WATCH_READ);
+    st.stop_in_cb = 1;
+    tc_test_server ts;
+    start_loop_server(&ts, TC_MODE_EVENT);
+    tc_loop *loop = tc_server_loop(ts.srv, 0);
+    cr_assert_eq(tc_loop_post(loop, start_watch, &st), 0);
+    cr_assert_eq(tc_test_event_wait(&st.ev, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(write(p[1], "x", 1), 1);
+    cr_assert_eq(tc_test_event_wait(&st.ev, 2, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(write(p[1], "y", 1), 1);
+    loop_turns(loop, &st.turns, 3);
+    cr_assert_eq(st.stop_rc, 0);
+    cr_assert_eq(st.calls, 1);
+    cr_assert_eq(tc_test_event_count(&st.ev), 2);
+    tc_test_server_stop(&ts);
+    close(p[0]);
+    close(p[1]);
+    wstate_destroy(&st);
+}
+
+#define MANY 64
+
+struct many {
+    tc_test_event ev;
+    int rd[MANY], wr[MANY];
+    tc_watch *w[MANY];
+    int rc[MANY], stop_rc[MANY];
+};
+
+static void many_cb(tc_watch *w, int fd, unsigned events, void *ctx)
+{
+    struct many *m = ctx;
+    (void)events;
+    drain_fd(fd);
+    for (int i = 0; i < MANY; i++)
+        if (m->w[i] == w)
+            m->stop_rc[i] = tc_watch_stop(w);
+    tc_test_event_post(&m->ev, NULL);
+}
+
+static void many_start(tc_loop *loop, void *arg)
+{
+    struct many *m = arg;
+    for (int i = 0; i < MANY; i++)
+        m->rc[i] = tc_loop_watch(loop, m->rd[i], TC_WATCH_READ, many_cb, m, &m->w[i]);
+    tc_test_event_post(&m->ev, NULL);
+}
+
+static void *write_all(void *arg)
+{
+    struct many *m = arg;
+    for (int i = 0; i < MANY; i++)
+        if (write(m->wr[i], "x", 1) != 1)
+            return (void *)1;
+    return NULL;
+}
+
+/* Many watches at once, each stopping itself; destroy with none left. */
+Test(watch, many_watches)
+{
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected");
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    struct many *m = calloc(1, sizeof *m);
+    cr_assert_not_null(m);
+    tc_test_event_init(&m->ev);
+    for (int i = 0; i < MANY; i++) {
+        int p[2];
+        cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+        m->rd[i] = p[0];
+        m->wr[i] = p[1];
+        m->stop_rc[i] = 1;
+    }
+    tc_test_server ts;
+    start_loop_server(&ts, TC_MODE_EVENT);
+    tc_loop *loop = tc_server_loop(ts.srv, 0);
+    cr_assert_eq(tc_loop_post(loop, many_start, m), 0);
+    cr_assert_eq(tc_test_event_wait(&m->ev, 1, TC_TEST_WAIT_MS), 0);
+    for (int i = 0; i < MANY; i++)
+        cr_assert_eq(m->rc[i], 0, "watch %d: %d", i, m->rc[i]);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, write_all, m), 0);
+    cr_assert_eq(tc_test_event_wait(&m->ev, 1 + MANY, TC_TEST_WAIT_MS), 0);
+    void *wr;
+    pthread_join(t, &wr);
+    cr_assert_null(wr);
+    for (int i = 0; i < MANY; i++)
+        cr_assert_eq(m->stop_rc[i], 0, "watch %d", i);
+    cr_assert_eq(tc_test_event_count(&m->ev), 1 + MANY);
+    tc_test_server_stop(&ts);
+    for (int i = 0; i < MANY; i++) {
+        close(m->rd[i]);
+        close(m->wr[i]);
+    }
+    tc_test_event_destroy(&m->ev);
+    free(m);
+    tc_test_expect_counts(before, NULL, 0, "after destroy");
+}
+
+Test(watch, arguments)
+{
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected");
+    tc_test_server ts;
+    start_loop_server(&ts, TC_MODE_EVENT);
+    tc_loop *loop = tc_server_loop(ts.srv, 0);
+    tc_watch *w = NULL;
+    cr_assert_eq(tc_loop_watch(loop, 0, TC_WATCH_READ, on_watch, NULL, &w), -EPERM,
+                 "not the loop's thread");
+    cr_assert_null(w);
+    cr_assert_eq(tc_loop_watch(NULL, 0, TC_WATCH_READ, on_watch, NULL, &w), -EINVAL);
+    cr_assert_eq(tc_loop_watch(loop, -1, TC_WATCH_READ, on_watch, NULL, &w), -EINVAL);
+    cr_assert_eq(tc_loop_watch(loop, 0, 4, on_watch, NULL, &w), -EINVAL);
+    cr_assert_eq(tc_loop_watch(loop, 0, TC_WATCH_READ, NULL, NULL, &w), -EINVAL);
+    cr_assert_eq(tc_loop_watch(loop, 0, TC_WATCH_READ, on_watch, NULL, NULL), -EINVAL);
+    cr_assert_eq(tc_watch_update(NULL, 0), -EINVAL);
+    cr_assert_eq(tc_watch_stop(NULL), -EINVAL);
     tc_test_server_stop(&ts);
 }
