@@ -924,7 +924,7 @@ int tc_server_listener_stats(const tc_server *srv, int i, tc_listener_stats *out
     /* A datagram server counts its requests in dgram.c, on the server. */
     out->accepted = atomic_load(srv->dgram ? &srv->accepted : &l->accepted);
     out->refused = atomic_load(srv->dgram ? &srv->refused : &l->refused);
-    out->active = atomic_load(&l->active);
+    out->active = atomic_load(srv->dgram ? &srv->active : &l->active);
     return 0;
 }
 
