@@ -750,6 +750,8 @@ TC_API int tc_server_stats(const tc_server *srv, tc_stats *out);
 
 /**
  * @brief The address the server listens on, with the real port where port 0 was asked.
+ *
+ * With several listeners, the first one's (see tc_server_listener_address()).
  * @param srv       The server.
  * @param[out] out  Receives the address.
  * @return 0, or -EINVAL for NULL.
