@@ -471,6 +471,7 @@ struct tc_conn {
     atomic_size_t last_sent;
 
     int64_t rcvtimeo;  /* SO_RCVTIMEO as last set (ns; 0 = none) */
+    int listener;      /* the index of the server's listener that accepted it (0: one only) */
     tc_addr own_local[]; /* allocated (one) only when local is not shared */
 };
 
@@ -846,6 +847,20 @@ void tc__loops_room(tc_server *srv);
 
 /* ---- server (server.c) -------------------------------------------------- */
 
+/* One listening socket of a server. listeners[0] is also srv->lfd and
+ * srv->addr, which the single-socket code (datagrams, forking) reads. */
+struct pollfd;
+typedef struct tc__listener {
+    int fd;
+    tc_addr addr;         /* bound address, real port */
+    int local_known;      /* addr is every accepted socket's local address (no wildcard) */
+    int unix_created;     /* we created a unix socket file ... */
+    dev_t unix_dev;       /* ... identified by device and inode */
+    ino_t unix_ino;
+    atomic_ullong accepted, refused;
+    atomic_uint active;
+} tc__listener;
+
 struct tc_server {
     tc_server_config cfg; /* validated copy, defaults filled in */
     char *listen_text;    /* owned copy of cfg.listen */
@@ -853,17 +868,16 @@ struct tc_server {
     const tc__mode *mode;
     void *mode_state;
 
-    int lfd;              /* listening socket */
-    tc_addr addr;         /* bound address, real port */
-    int local_known;      /* addr is every accepted socket's local address (no wildcard) */
+    int lfd;              /* listening socket (listeners[0].fd) */
+    tc_addr addr;         /* bound address, real port (listeners[0].addr) */
+    tc__listener *listeners; /* every listening socket, in the config's order */
+    int nlisteners;       /* 0: none (inetd) */
+    struct pollfd *pfd;   /* the blocking modes' poll set: wake-up, mode, listeners */
     int wakefd;           /* eventfd written by tc_server_shutdown() */
     int spare_fd;         /* reserve descriptor for EMFILE on accept */
     _Atomic int64_t accept_paused_until; /* no accept before this (ns): out of
                                           * descriptors even with the spare freed */
     int accept_backoff_ms; /* the next pause (accepting thread only) */
-    int unix_created;     /* we created a unix socket file ... */
-    dev_t unix_dev;       /* ... identified by device and inode */
-    ino_t unix_ino;
 
     _Atomic uint64_t last_conn_id; /* ids of connections without a loop (tc_conn_id) */
     int mode_fd;          /* the mode's descriptor for the loop to poll, or -1 */
@@ -913,6 +927,10 @@ void tc__server_run_session(tc__session *s);
 /* Accept one pending connection, apply verify_request, wrap and register it:
  * 0 with *out set, 0 with *out NULL (refused or dropped), -EAGAIN (none), or an error. */
 int tc__server_accept(tc_server *srv, tc__session **out);
+/* The same from listener i (0 .. srv->nlisteners - 1). */
+int tc__server_accept_from(tc_server *srv, int i, tc__session **out);
+/* Close every listening socket (a forked child's copy, or destroy). */
+void tc__server_close_listeners(tc_server *srv);
 /* Whether the connection limit allows another accept, and accepting is not
  * paused for want of descriptors; if not, the next connection to end writes
  * the server's wake-up eventfd (and ends the pause). */

@@ -52,6 +52,19 @@ struct tc_loop_timer {
     struct tc_loop_timer *prev, *next;
 };
 
+/* A descriptor of the application's own (tcpchan/loop.h), on the loop's
+ * list until stopped, then on its dead list until the end of the turn. */
+struct tc_watch {
+    struct tc_loop *loop;
+    int fd;
+    unsigned events;     /* TC_WATCH_* wanted now; 0: out of the poller */
+    int registered;      /* fd is in the loop's poller */
+    int stopped;
+    tc_watch_fn cb;
+    void *ctx;
+    struct tc_watch *prev, *next, *dead_next;
+};
+
 struct mail {
     struct mail *next;
     tc_loop_fn fn;         /* work posted to the loop (tc_loop_post), or */
@@ -134,6 +147,7 @@ struct tc_loop {
     tc__theap timers;
     struct tc_loop_timer *own_timers; /* the loop's own (tc_loop_timer_start) */
     size_t n_own_timers;
+    struct tc_watch *watches, *dead_watches; /* tc_loop_watch; stopped this turn */
     struct evconn *conns, *dead;
     /* Its message-style connections by id (open addressing, linear probes;
      * cap a power of two or 0). Changed by the loop under mu; read by the
@@ -194,7 +208,26 @@ static _Thread_local struct evconn *tl_job;
  * thread's data (the loop's tid is written as it starts). */
 static _Thread_local struct tc_loop *tl_loop;
 
-static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
+static char tag_wake, tag_mail; /* poller cookies that are not connections */
+
+/* The other cookies are pointers to records whose low bits are free: a
+ * connection's (the record itself), a watch's (1 byte into its tc_watch), a
+ * listener's (2 bytes into its tc__listener). Compare with the static tags
+ * first: a char may sit anywhere. */
+enum { TAG_CONN = 0, TAG_WATCH = 1, TAG_LISTENER = 2 };
+#define TAG_MASK 3u
+static void *tag_make(void *obj, unsigned kind)
+{
+    return (char *)obj + kind;
+}
+static unsigned tag_kind(const void *p)
+{
+    return (unsigned)((uintptr_t)p & TAG_MASK);
+}
+static void *tag_obj(void *p, unsigned kind)
+{
+    return (char *)p - kind;
+}
 
 /* When the connection times out: after idle_timeout_ms of silence, or when
  * an incomplete frame has taken conn_timeout_ms to arrive (a client sending
@@ -1636,8 +1669,8 @@ static void fire_timers(struct tc_loop *lp)
     }
 }
 
-/* Loop 0: take what the listener has, while the connection limit allows. */
-static void accept_batch(struct tc_loop *lp)
+/* Loop 0: take what listener li has, while the connection limit allows. */
+static void accept_batch(struct tc_loop *lp, int li)
 {
     tc_server *srv = lp->srv;
     struct state *st = lp->st;
@@ -1648,7 +1681,7 @@ static void accept_batch(struct tc_loop *lp)
         return;
     for (int i = 0; i < ACCEPT_BATCH && tc__server_may_accept(srv); i++) {
         tc__session *c;
-        int rc = tc__server_accept(srv, &c);
+        int rc = tc__server_accept_from(srv, li, &c);
         if (rc == -EAGAIN)
             break;
         if (rc < 0) {
@@ -1678,7 +1711,7 @@ static void accept_batch(struct tc_loop *lp)
     }
 }
 
-/* Loop 0: poll the listener only while accepting is allowed. */
+/* Loop 0: poll the listeners only while accepting is allowed. */
 static void update_listener(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
@@ -1686,10 +1719,13 @@ static void update_listener(struct tc_loop *lp)
     int want = !atomic_load(&lp->draining) && tc__server_may_accept(srv);
     if (want == st->listening)
         return;
-    if (want)
-        (void)tc__poller_add(lp->poller, srv->lfd, TC__POLL_IN, &tag_listener);
-    else
-        (void)tc__poller_del(lp->poller, srv->lfd);
+    for (int i = 0; i < srv->nlisteners; i++) {
+        tc__listener *l = &srv->listeners[i];
+        if (want)
+            (void)tc__poller_add(lp->poller, l->fd, TC__POLL_IN, tag_make(l, TAG_LISTENER));
+        else
+            (void)tc__poller_del(lp->poller, l->fd);
+    }
     st->listening = want;
 }
 
@@ -1750,8 +1786,23 @@ static void drain_sweep(struct tc_loop *lp)
     }
 }
 
+/* A watch's events fired: run its callback with those it still wants. */
+static void watch_fire(struct tc_watch *w, unsigned pev)
+{
+    unsigned got = ((pev & TC__POLL_IN) ? TC_WATCH_READ : 0u) |
+                   ((pev & TC__POLL_OUT) ? TC_WATCH_WRITE : 0u);
+    got &= w->events; /* stopped or changed earlier in the batch */
+    if (!w->stopped && got)
+        w->cb(w, w->fd, got, w->ctx);
+}
+
 static void free_dead(struct tc_loop *lp)
 {
+    while (lp->dead_watches) { /* stopped this turn: no event of the batch names them now */
+        struct tc_watch *w = lp->dead_watches;
+        lp->dead_watches = w->dead_next;
+        free(w);
+    }
     while (lp->dead) {
         struct evconn *ec = lp->dead;
         lp->dead = ec->dead_next;
@@ -1792,14 +1843,17 @@ static void run_loop(struct tc_loop *lp)
         }
         for (int i = 0; i < n; i++) {
             void *p = ev[i].ptr;
-            if (p == &tag_listener) {
-                accept_batch(lp);
-            } else if (p == &tag_wake) {
+            if (p == &tag_wake) {
                 tc__wake_drain(srv->wakefd);
                 if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
                     start_drain(lp);
             } else if (p == &tag_mail) {
                 read_mail(lp);
+            } else if (tag_kind(p) == TAG_WATCH) {
+                watch_fire(tag_obj(p, TAG_WATCH), ev[i].events);
+            } else if (tag_kind(p) == TAG_LISTENER) {
+                tc__listener *l = tag_obj(p, TAG_LISTENER);
+                accept_batch(lp, (int)(l - srv->listeners));
             } else {
                 /* In pool mode a connection may have left for the ready
                  * set or a worker earlier in the batch (away): its event
@@ -1904,7 +1958,8 @@ int tc__loops_serve(tc_server *srv)
     for (int i = 1; i < started; i++)
         pthread_join(st->loops[i].thread, NULL);
     if (st->listening) {
-        (void)tc__poller_del(l0->poller, srv->lfd);
+        for (int i = 0; i < srv->nlisteners; i++)
+            (void)tc__poller_del(l0->poller, srv->listeners[i].fd);
         st->listening = 0;
     }
     (void)tc__poller_del(l0->poller, srv->wakefd);
@@ -1928,6 +1983,16 @@ static void free_loops(struct state *st)
             struct tc_loop_timer *lt = lp->own_timers;
             lp->own_timers = lt->next;
             free(lt);
+        }
+        while (lp->watches) { /* likewise; their descriptors stay the application's */
+            struct tc_watch *w = lp->watches;
+            lp->watches = w->next;
+            free(w);
+        }
+        while (lp->dead_watches) {
+            struct tc_watch *w = lp->dead_watches;
+            lp->dead_watches = w->dead_next;
+            free(w);
         }
         free(lp->scratch);
         free(lp->ids);
@@ -2113,6 +2178,80 @@ int tc_loop_timer_stop(tc_loop_timer *t)
     TC__LIST_UNLINK(lp->own_timers, t);
     lp->n_own_timers--;
     free(t);
+    return 0;
+}
+
+/* The one place a watch meets the poller (a backend other than epoll
+ * reroutes here): put fd in the set for events, move it, or take it out. */
+static int watch_arm(struct tc_watch *w, unsigned events)
+{
+    tc__poller *p = w->loop->poller;
+    unsigned pev = ((events & TC_WATCH_READ) ? TC__POLL_IN : 0u) |
+                   ((events & TC_WATCH_WRITE) ? TC__POLL_OUT : 0u);
+    int rc = 0;
+    if (!events) {
+        /* Out of the set: epoll reports errors and hang-ups whatever the
+         * interest, and a paused watch must not spin the loop. */
+        if (w->registered && (rc = tc__poller_del(p, w->fd)) == 0)
+            w->registered = 0;
+    } else if (w->registered) {
+        rc = tc__poller_mod(p, w->fd, pev, tag_make(w, TAG_WATCH));
+    } else if ((rc = tc__poller_add(p, w->fd, pev, tag_make(w, TAG_WATCH))) == 0) {
+        w->registered = 1;
+    }
+    if (rc == 0)
+        w->events = events;
+    return rc;
+}
+
+#define WATCH_EVENTS ((unsigned)(TC_WATCH_READ | TC_WATCH_WRITE))
+
+int tc_loop_watch(tc_loop *loop, int fd, unsigned events, tc_watch_fn cb, void *ctx,
+                  tc_watch **out)
+{
+    if (!loop || !cb || !out || fd < 0 || (events & ~WATCH_EVENTS))
+        return -EINVAL;
+    if (tl_loop != loop)
+        return -EPERM; /* the poller's set and the lists are the loop's: post the start */
+    struct tc_watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->loop = loop;
+    w->fd = fd;
+    w->cb = cb;
+    w->ctx = ctx;
+    int rc = watch_arm(w, events);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    TC__LIST_PUSH(loop->watches, w);
+    *out = w;
+    return 0;
+}
+
+int tc_watch_update(tc_watch *w, unsigned events)
+{
+    if (!w || w->stopped || (events & ~WATCH_EVENTS))
+        return -EINVAL;
+    if (tl_loop != w->loop)
+        return -EPERM;
+    return watch_arm(w, events);
+}
+
+int tc_watch_stop(tc_watch *w)
+{
+    if (!w || w->stopped)
+        return -EINVAL;
+    struct tc_loop *lp = w->loop;
+    if (tl_loop != lp)
+        return -EPERM;
+    (void)watch_arm(w, 0);
+    w->stopped = 1;
+    TC__LIST_UNLINK(lp->watches, w);
+    /* Freed at the end of the turn: an event for it may still be in the batch. */
+    w->dead_next = lp->dead_watches;
+    lp->dead_watches = w;
     return 0;
 }
 

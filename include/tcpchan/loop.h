@@ -2,7 +2,8 @@
 /**
  * @file loop.h
  * @brief The event loops of an event-mode or pool-mode server: work posted
- *        to a loop from any thread, and a message sent to every connection.
+ *        to a loop from any thread, timers, descriptors of the application's
+ *        own watched by a loop, and a message sent to every connection.
  *
  * In TC_MODE_EVENT a server runs @ref tc_server_config::workers loops, in
  * TC_MODE_POOL one; each connection belongs to one loop for its life
@@ -140,6 +141,106 @@ TC_API int tc_loop_timer_start(tc_loop *loop, int delay_ms, int interval_ms, tc_
  * The loop's thread only.
  */
 TC_API int tc_loop_timer_stop(tc_loop_timer *t);
+
+/** @brief A descriptor of the application's own watched by a loop (opaque;
+ *         see tc_loop_watch()). */
+typedef struct tc_watch tc_watch;
+
+/** @brief Events of a watch: readable, writable (a bit mask). */
+enum {
+    TC_WATCH_READ = 1, /**< the descriptor is readable (or at its end, or in error) */
+    TC_WATCH_WRITE = 2 /**< the descriptor is writable (or in error) */
+};
+
+/**
+ * @brief What a watch runs: @p events (TC_WATCH_READ and/or TC_WATCH_WRITE,
+ *        only among those asked for) are ready on @p fd.
+ *
+ * It runs in the loop's thread, between the connections' callbacks, and
+ * must not block (it holds up every connection of the loop). It may
+ * update or stop its own watch, or any other of the loop's, start new ones,
+ * and send on the loop's connections.
+ */
+typedef void (*tc_watch_fn)(tc_watch *w, int fd, unsigned events, void *ctx);
+
+/**
+ * @brief Watch a descriptor of the application's own in a loop: a pipe from
+ *        another subsystem, a database client's socket, an eventfd, a timerfd.
+ *
+ * Level-triggered: while @p fd stays ready for one of @p events, @p cb runs
+ * at each turn of the loop (read or write until EAGAIN, or change the
+ * events). An error or hang-up on @p fd reports whichever of the asked
+ * events are set, so the next read or write sees it. With @p events 0 the
+ * watch exists but is paused (the descriptor is out of the loop's epoll set).
+ * Watches do not hold a drain open: the loop ends when its connections have;
+ * callbacks do not run while the server is not serving, and run again when
+ * it serves again.
+ *
+ * @code
+ * static void on_pipe(tc_watch *w, int fd, unsigned events, void *ctx)
+ * {
+ *     char buf[512];
+ *     ssize_t n;
+ *     (void)w, (void)events;
+ *     while ((n = read(fd, buf, sizeof buf)) > 0)   // fd is O_NONBLOCK
+ *         tc_server_broadcast(ctx, buf, (size_t)n);
+ * }
+ * static void start(tc_loop *loop, void *arg)      // posted: runs in the loop
+ * {
+ *     tc_watch *w;
+ *     tc_loop_watch(loop, pipe_rd, TC_WATCH_READ, on_pipe, tc_loop_server(loop), &w);
+ * }
+ * ...
+ * tc_loop_post(tc_server_loop(srv, 0), start, NULL);
+ * @endcode
+ * @param loop   The loop, from its own thread (a callback of one of its
+ *               connections, a timer, a watch, or work posted to it).
+ * @param fd     The descriptor; make it non-blocking (a callback must not block).
+ * @param events TC_WATCH_READ, TC_WATCH_WRITE, both, or 0 (paused).
+ * @param cb     The callback.
+ * @param ctx    Passed to @p cb; the caller keeps ownership.
+ * @param[out] out The handle, for tc_watch_update() and tc_watch_stop();
+ *               written only on success.
+ * @return 0, -EPERM (not the loop's thread), -EEXIST (@p fd is watched
+ *         already by this loop, a watch's or the library's own), -EBADF,
+ *         -EPERM from epoll (a regular file: it is always ready; use a
+ *         thread), -ENOMEM, or -EINVAL (NULL @p loop, @p cb or @p out, a
+ *         negative @p fd, unknown bits in @p events).
+ * @par Ownership
+ * The descriptor stays the caller's: the loop never reads, writes or closes
+ * it. Stop the watch before closing it. The watch is freed by
+ * tc_watch_stop() (at the end of the loop's turn, so a callback may stop
+ * itself), or, if still running then, by tc_server_destroy().
+ * @par Thread safety
+ * The loop's thread only: from another thread, post a function that starts
+ * it (tc_loop_post()). The same holds for tc_watch_update() and
+ * tc_watch_stop(). Event mode and pool mode (in the loop, never a worker).
+ */
+TC_API int tc_loop_watch(tc_loop *loop, int fd, unsigned events, tc_watch_fn cb, void *ctx,
+                         tc_watch **out);
+
+/**
+ * @brief Change the events a watch waits for (0 pauses it).
+ * @param w      The watch.
+ * @param events TC_WATCH_READ, TC_WATCH_WRITE, both, or 0.
+ * @return 0, -EPERM (not the loop's thread), an epoll error (-ENOMEM), or
+ *         -EINVAL (NULL, a stopped watch, unknown bits).
+ * @par Thread safety
+ * The loop's thread only.
+ */
+TC_API int tc_watch_update(tc_watch *w, unsigned events);
+
+/**
+ * @brief Stop a watch: its callback never runs again (not even for events
+ *        already taken in the current turn), and it is freed at the end of
+ *        the loop's turn. The descriptor is left open.
+ * @param w The watch; not used again after (a callback may stop its own).
+ * @return 0, -EPERM (not the loop's thread), or -EINVAL for NULL or a
+ *         watch already stopped.
+ * @par Thread safety
+ * The loop's thread only.
+ */
+TC_API int tc_watch_stop(tc_watch *w);
 
 /**
  * @brief Send one message to every message-style connection of the server.
