@@ -188,6 +188,9 @@ void tc__close(int fd);
 
 /* Resolve text into up to max addresses (all families); *count set on success. */
 int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count);
+/* tc_addr_parse without the resolver: a host name is TC_EBADADDR (an event
+ * loop must not block in getaddrinfo). */
+int tc__addr_parse_numeric(const char *text, tc_addr *out);
 
 /* ---- codecs (codec.c: pure) --------------------------------------------- */
 
@@ -673,6 +676,8 @@ typedef struct tc__session {
     tc_server *srv;
     tc_conn *conn;
     struct tc__session *prev, *next; /* the server's live sessions (srv->mu) */
+    const tc_handler *handler; /* what it runs: &srv->handler (or NULL), or an
+                                * outbound connection's own copy (tc_loop_dial) */
     int64_t idle_since; /* accept time: the first wait for a message counts silence
                          * from here (a queue counts as silence); 0 after it */
     atomic_int idle;    /* message style, waiting for the next message: the
@@ -680,6 +685,8 @@ typedef struct tc__session {
     unsigned char msg_style, setup_done, opened, closed;
     unsigned char proxy_done; /* the PROXY step ran (an event loop did it) */
     unsigned char dgram;      /* a datagram request: its one datagram is the message */
+    unsigned char dialling;   /* an outbound connect in progress: on_close reports
+                               * its failure (cleared when the handler opens) */
     /* the mode's record of the connection (srv->session_room bytes) */
     _Alignas(max_align_t) unsigned char room[];
 } tc__session;
@@ -902,6 +909,21 @@ struct tc_server {
 void tc__server_session_end(tc__session *s);
 /* tc__server_session_end(), then free the session. */
 void tc__server_session_done(tc__session *s);
+/* An outbound connection's session (tc_loop_dial) for conn (owned from
+ * here, even on failure): the mode's room, then a copy of h for it to run;
+ * no PROXY step, dialling set. Not registered yet: 0 or -ENOMEM. */
+int tc__server_session_outbound(tc_server *srv, tc_conn *conn, const tc_handler *h,
+                                tc__session **out);
+/* Register it once its loop takes it: live and counted like an accepted
+ * connection (active, peak, the drain, the server's reference), not in accepted. */
+void tc__server_session_register(tc__session *s);
+
+/* The handler a session runs (a session made elsewhere, such as a datagram
+ * loop's, leaves handler NULL: the server's). */
+static inline const tc_handler *tc__session_handler(const tc__session *s)
+{
+    return s->handler ? s->handler : &s->srv->handler;
+}
 /* tc__session_run() then tc__server_session_done(): a connection's whole
  * life, for the modes that run it in this process. */
 void tc__server_run_session(tc__session *s);

@@ -88,11 +88,44 @@ static int session_new(tc_server *srv, tc_conn *conn, tc__session **out)
     }
     s->srv = srv;
     s->conn = conn;
+    s->handler = &srv->handler;
     s->msg_style = srv->handler.on_message != NULL;
     atomic_init(&s->idle, 0);
     session_register(srv, s);
     *out = s;
     return 0;
+}
+
+int tc__server_session_outbound(tc_server *srv, tc_conn *conn, const tc_handler *h,
+                                tc__session **out)
+{
+    /* The handler's copy after the room, rounded up to its alignment. */
+    size_t align = _Alignof(tc_handler);
+    size_t room = (srv->session_room + align - 1) / align * align;
+    tc__session *s = calloc(1, sizeof *s + room + sizeof(tc_handler));
+    if (!s) {
+        tc__chan_free(conn);
+        return -ENOMEM;
+    }
+    tc_handler *copy = (tc_handler *)(void *)(s->room + room);
+    *copy = *h;
+    s->srv = srv;
+    s->conn = conn;
+    s->handler = copy;
+    s->msg_style = 1;
+    s->proxy_done = 1; /* nobody sends a PROXY header on a connection we made */
+    s->dialling = 1;
+    atomic_init(&s->idle, 0);
+    conn->srv = srv;
+    conn->timeout_ms = srv->cfg.conn_timeout_ms;
+    conn->stopfd = srv->mode->drain_reaches_idle ? -1 : srv->stopfd;
+    *out = s;
+    return 0;
+}
+
+void tc__server_session_register(tc__session *s)
+{
+    session_register(s->srv, s);
 }
 
 void tc__server_session_end(tc__session *s)
