@@ -3,8 +3,8 @@
  * to the backend dialled from its own loop (tc_loop_dial); bytes go both
  * ways as they come (raw framing), and each side stops reading while the
  * other side's queue is above the high-water mark, until that side's
- * on_drain. The two connections of a pair close together. SIGINT/SIGTERM
- * drain and exit 0. The command line is a stable contract: see usage(). */
+ * on_drain. An end of stream is passed on as a half-close; the two
+ * connections of a pair close together. SIGINT/SIGTERM drain and exit 0. The command line is a stable contract: see usage(). */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -42,6 +42,7 @@ struct options {
 struct pair {
     tc_conn *client, *backend;
     int dialling;          /* the backend's dial has not answered yet */
+    int client_eof, backend_eof; /* that side ended its stream (half-close) */
 };
 
 struct proxy {
@@ -78,6 +79,23 @@ static int relay(tc_conn *from, tc_conn *to, const void *msg, size_t len)
     return 0;
 }
 
+/* One side ended its stream: the other side's peer hears it as a
+ * half-close once what was sent before it is out (tc_conn_shutdown_write),
+ * and this side stays open for the answer. Both ended: the pair is done. */
+static int half_close(struct pair *p, tc_conn *other, int other_eof)
+{
+    if (!other)
+        return 0; /* nobody to tell: close */
+    int rc = tc_conn_shutdown_write(other);
+    if (rc < 0)
+        return rc;
+    if (other_eof) {
+        (void)tc_conn_end(p->client, 0);
+        (void)tc_conn_end(p->backend, 0);
+    }
+    return 1;
+}
+
 /* ---- the backend side ---------------------------------------------------------- */
 
 static int backend_open(tc_conn *b, void *ctx)
@@ -96,6 +114,14 @@ static int backend_message(tc_conn *b, const void *msg, size_t len, void *ctx)
     struct pair *p = tc_conn_data(b);
     (void)ctx;
     return p->client ? relay(b, p->client, msg, len) : 0;
+}
+
+static int backend_eof(tc_conn *b, void *ctx)
+{
+    struct pair *p = tc_conn_data(b);
+    (void)ctx;
+    p->backend_eof = 1;
+    return half_close(p, p->client, p->client_eof);
 }
 
 static int backend_drain(tc_conn *b, void *ctx)
@@ -150,6 +176,14 @@ static int client_message(tc_conn *c, const void *msg, size_t len, void *ctx)
     struct pair *p = tc_conn_data(c);
     (void)ctx;
     return p->backend ? relay(c, p->backend, msg, len) : -ENOTCONN;
+}
+
+static int client_eof(tc_conn *c, void *ctx)
+{
+    struct pair *p = tc_conn_data(c);
+    (void)ctx;
+    p->client_eof = 1;
+    return half_close(p, p->backend, p->backend_eof);
 }
 
 static int client_drain(tc_conn *c, void *ctx)
@@ -266,6 +300,7 @@ int main(int argc, char **argv)
     bh.on_open = backend_open;
     bh.on_message = backend_message;
     bh.on_drain = backend_drain;
+    bh.on_eof = backend_eof;
     bh.on_close = backend_close;
     px.backend_handler = bh;
 
@@ -284,6 +319,7 @@ int main(int argc, char **argv)
     h.on_open = client_open;
     h.on_message = client_message;
     h.on_drain = client_drain;
+    h.on_eof = client_eof;
     h.on_close = client_close;
     h.ctx = &px;
 

@@ -709,6 +709,8 @@ int tc__session_upgrade(tc__session *s);
 int tc__session_message(tc__session *s, const void *msg, size_t len);
 /* on_timer: its answer. */
 int tc__session_timer(tc__session *s);
+/* on_eof (if set): its answer (1: keep the connection open for sending), or 0. */
+int tc__session_eof(tc__session *s);
 /* on_drain (if set): its answer, or 0. */
 int tc__session_drain(tc__session *s);
 /* The end: the reason reported (AUTO: unless a quiet end), queued output

@@ -122,6 +122,7 @@ struct evconn {
     /* Outbound (tc_loop_dial): connecting, its idle timer the connect's
      * timeout; held (HELD_*): neither read nor given messages, no idle timeout. */
     unsigned char connecting, held;
+    unsigned char eof_kept; /* the peer ended its stream; on_eof kept it open for sending */
     int end_reason;      /* tc_conn_end's reason, for its mail */
 };
 
@@ -392,12 +393,13 @@ static void ev_close(struct evconn *ec, int reason, int report);
 static void dial_ready(struct evconn *ec);
 static void dial_run(struct tc_loop *lp, void *arg);
 static void dial_drop(void *arg);
+static int ev_eof(struct evconn *ec);
 
 /* The events the loop's poller should report for ec. */
 static unsigned wanted(const struct evconn *ec, size_t pending)
 {
     unsigned want = 0;
-    if (!ec->paused && !ec->lingering && !ec->held)
+    if (!ec->paused && !ec->lingering && !ec->held && !ec->eof_kept)
         want |= TC__POLL_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
      * owed an on_drain, it calls it: wait for it even when another path
@@ -1008,10 +1010,14 @@ static void process_input(struct evconn *ec)
         ev_close(ec, -ENOMEM, TC__REPORT_AUTO);
         return;
     }
-    if (c->reof && !ec->held) { /* held: its frames wait for tc_conn_resume_reading */
-        /* The peer finished sending; a frame cut short was caught above. */
-        ev_close_after_flush(ec, 0, TC__REPORT_NO);
-        return;
+    if (c->reof && !ec->held && !ec->eof_kept) { /* held: its frames wait for resume */
+        /* The peer finished sending; a frame cut short was caught above.
+         * on_eof may keep the connection open for sending (a relay). */
+        int rc = ev_eof(ec);
+        if (rc <= 0) {
+            ev_close_after_flush(ec, rc, rc < 0 ? TC__REPORT_YES : TC__REPORT_NO);
+            return;
+        }
     }
     /* Buffered replies (tc_conn_write) go out now, not a poll turn later. */
     if (tc__chan_pending(c) && tc__chan_flush_nb(c) < 0) {
@@ -1027,6 +1033,10 @@ static void upgrade_step(struct evconn *ec);
 static void on_readable(struct evconn *ec)
 {
     struct tc_loop *lp = ec->loop;
+    if (ec->eof_kept) { /* not read any more: a hang-up (both ways shut, or a reset) */
+        ev_close_after_flush(ec, 0, TC__REPORT_NO);
+        return;
+    }
     if (ec->stream && !ec->proxy_wait) {
         (void)dispatch_stream(ec); /* its handler reads for itself */
         return;
@@ -2337,4 +2347,16 @@ int tc_conn_end(tc_conn *conn, int reason)
     ec->end_reason = reason;
     set_interest(ec);
     return 0;
+}
+
+/* The peer's end of stream in event mode: on_eof's answer (1: keep the
+ * connection for sending, unread from here on), 0 to close it, or an error. */
+static int ev_eof(struct evconn *ec)
+{
+    if (ec->loop->st->pooled || !tc__session_handler(ec->s)->on_eof)
+        return 0;
+    int rc = tc__session_eof(ec->s);
+    if (rc > 0 && !ec->closed && !ec->lingering)
+        ec->eof_kept = 1; /* set_interest drops POLL_IN */
+    return rc > 0 ? 1 : rc;
 }

@@ -161,6 +161,12 @@ int tc__session_timer(tc__session *s)
     return h->on_timer(s->conn, h->ctx);
 }
 
+int tc__session_eof(tc__session *s)
+{
+    const tc_handler *h = tc__session_handler(s);
+    return h->on_eof ? h->on_eof(s->conn, h->ctx) : 0;
+}
+
 int tc__session_drain(tc__session *s)
 {
     const tc_handler *h = tc__session_handler(s);

@@ -611,6 +611,47 @@ Test(loopdial, pause_holds_buffered_frames_until_resume)
     tc_test_expect_counts(before, NULL, 0, "pause");
 }
 
+/* ---- the peer's end of stream ------------------------------------------------------------ */
+
+static int eof_keep(tc_conn *c, void *ctx)
+{
+    struct seen *s = ctx;
+    tc_test_event_post(&s->ev, "eof");
+    if (tc_conn_send(c, "bye", 3) != 3 || tc_conn_end(c, 0) != 0)
+        return -EIO;
+    return 1;
+}
+
+/* on_eof keeps a connection open for sending after the peer's half-close:
+ * every message first, then on_eof, its reply, then on_close(0). Without
+ * on_eof the connection closes at the end of the stream. */
+Test(loopdial, on_eof_keeps_the_connection_for_sending)
+{
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    struct seen s;
+    seen_init(&s);
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_message = d_message;
+    h.on_eof = eof_keep;
+    h.on_close = d_close;
+    h.ctx = &s;
+    tc_test_server front;
+    front_start(&front, &h);
+    int fd = tc_test_connect_ok(&front.addr);
+    cr_assert_eq(tc_test_send_all(fd, "a\nb\n", 4), 0);
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+    char got[4];
+    cr_assert_eq(tc_test_recv_full(fd, got, 4), 4, "no reply after the half-close");
+    cr_assert_eq(memcmp(got, "bye\n", 4), 0);
+    cr_assert_eq(tc_test_recv_eof(fd), 0);
+    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
+    expect_log(&s, "msg:a,msg:b,eof,close:0");
+    close(fd);
+    cr_assert_eq(tc_test_server_stop(&front), 0);
+    seen_destroy(&s);
+    tc_test_expect_counts(before, NULL, 0, "on_eof");
+}
+
 /* ---- the drain ------------------------------------------------------------------------ */
 
 /* A shutdown with one outbound connection open and one still connecting:

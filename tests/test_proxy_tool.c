@@ -249,6 +249,10 @@ Test(proxy_tool, echo_through_the_proxy_and_sigterm)
             cr_assert_eq(memcmp(got, msg, (size_t)n), 0);
         }
     }
+    /* A half-close is passed on: the answer still comes back, then the end. */
+    tc_addr pa;
+    cr_assert_eq(tc_addr_parse(&pa, proxy.addr), 0);
+    tc_test_echo_roundtrip(&pa, "half-closed and still answered");
     /* A megabyte both ways, written and read at once. */
     struct writer w;
     writer_start(&w, fd[0], (size_t)1 << 20);

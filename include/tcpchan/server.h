@@ -331,10 +331,26 @@ typedef struct tc_handler {
      *         its queued output), which reaches handle_error and on_close.
      */
     int (*on_drain)(tc_conn *conn, void *ctx);
+    /**
+     * @brief Event mode: the peer ended its stream (a half-close), after
+     *        every message before it was handled; may be NULL.
+     *
+     * Without it (or when it returns 0) the connection closes, its queued
+     * output flushed, and on_close gets reason 0. A relay forwards the
+     * half-close instead (tc_conn_shutdown_write() on the other side) and
+     * keeps this side open for what is still to be sent to it: the
+     * connection is then no longer read, and stays until tc_conn_end(), an
+     * error, the idle timeout or the drain (a hang-up from the peer closes
+     * it too). Not called in the other modes.
+     * @return 1 to keep the connection open for sending, 0 to close it, or
+     *         a negative code to close it (after its queued output), which
+     *         reaches handle_error and on_close.
+     */
+    int (*on_eof)(tc_conn *conn, void *ctx);
 } tc_handler;
 
 /** @brief Initialiser for tc_handler: no callbacks, NULL ctx. */
-#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0, 0, 0}
+#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Whether a server expects the PROXY protocol header that load
