@@ -289,6 +289,45 @@ Test(loopdial, unix_backend_and_server_codec)
     tc_test_expect_counts(before, NULL, 0, "unix");
 }
 
+static int timer_fired(tc_conn *c, void *ctx)
+{
+    struct seen *s = ctx;
+    tc_test_event_post(&s->ev, "timer");
+    return tc_conn_end(c, -ECANCELED);
+}
+
+static int timer_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    int rc = d_message(c, msg, len, ctx);
+    return rc < 0 ? rc : tc_conn_set_timer(c, 20, 0);
+}
+
+/* The outbound connection's own handler has on_timer (the server's has
+ * none): armed at the first message, it fires in the loop, and ends the
+ * connection with the reason on_close then gets. */
+Test(loopdial, timer_on_an_outbound_connection)
+{
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    struct seen s;
+    seen_init(&s);
+    tc_test_server back, front;
+    backend_start(&back);
+    front_start(&front, NULL);
+    tc_handler h = dial_handler(&s);
+    h.on_message = timer_message;
+    h.on_timer = timer_fired;
+    cr_assert_eq(tc_loop_dial(tc_server_loop(front.srv, 0), back.addr_str, NULL, &h), 0);
+    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
+    char want[64];
+    snprintf(want, sizeof want, "open,msg:hello,timer,close:%d", -ECANCELED);
+    expect_log(&s, want);
+    cr_assert_eq(stats_of(&front).handler_errors, 0);
+    cr_assert_eq(tc_test_server_stop(&front), 0);
+    cr_assert_eq(tc_test_server_stop(&back), 0);
+    seen_destroy(&s);
+    tc_test_expect_counts(before, NULL, 0, "timer");
+}
+
 /* ---- failures: on_close once, never on_open ------------------------------------------ */
 
 static void expect_failure(tc_test_server *front, const char *addr, int connect_ms, int want)

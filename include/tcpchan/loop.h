@@ -66,8 +66,9 @@ TC_API tc_loop *tc_server_loop(tc_server *srv, int i);
 /**
  * @brief The loop a connection belongs to.
  * @param conn A channel.
- * @return Its loop, or NULL for a channel that has none (the blocking modes,
- *         a dialled channel, a pool's stream-style connection once a worker
+ * @return Its loop (an outbound connection's too, see tc_loop_dial()), or
+ *         NULL for a channel that has none (the blocking modes, a channel
+ *         from tc_dial(), a pool's stream-style connection once a worker
  *         has it, NULL).
  * @par Thread safety
  * Any thread while the connection lives (until its on_close returns).
