@@ -223,6 +223,26 @@ int tc_addr_parse(tc_addr *out, const char *text)
     return rc;
 }
 
+int tc__addr_parse_numeric(const char *text, tc_addr *out)
+{
+    const char *t = text;
+    if (t && has_prefix(t, UDP_PREFIX))
+        t += strlen(UDP_PREFIX);
+    if (t && !has_prefix(t, UNIX_PREFIX) && !has_prefix(t, UNIXGRAM_PREFIX)) {
+        char host[HOST_MAX];
+        int port, bracketed;
+        int rc = split_host_port(t, host, &port, &bracketed);
+        if (rc < 0)
+            return rc;
+        struct in_addr a4;
+        /* Bracketed IPv6 is parsed without a lookup (AI_NUMERICHOST). */
+        if (!bracketed && host[0] != '\0' && strcmp(host, "*") != 0 &&
+            inet_pton(AF_INET, host, &a4) != 1)
+            return TC_EBADADDR; /* a name: it would need the resolver */
+    }
+    return tc_addr_parse(out, text);
+}
+
 int tc_addr_from_sockaddr(tc_addr *out, const struct sockaddr *sa, socklen_t len)
 {
     if (!out || !sa || len > sizeof out->u.storage)

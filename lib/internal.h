@@ -188,6 +188,9 @@ void tc__close(int fd);
 
 /* Resolve text into up to max addresses (all families); *count set on success. */
 int tc__addr_resolve(const char *text, tc_addr *list, int max, int *count);
+/* tc_addr_parse without the resolver: a host name is TC_EBADADDR (an event
+ * loop must not block in getaddrinfo). */
+int tc__addr_parse_numeric(const char *text, tc_addr *out);
 
 /* ---- codecs (codec.c: pure) --------------------------------------------- */
 
@@ -471,7 +474,8 @@ struct tc_conn {
     atomic_size_t last_sent;
 
     int64_t rcvtimeo;  /* SO_RCVTIMEO as last set (ns; 0 = none) */
-    int listener;      /* the index of the server's listener that accepted it (0: one only) */
+    int listener;      /* the index of the server's listener that accepted it (0: one
+                        * only), -1 for a loop's outbound connection */
     tc_addr own_local[]; /* allocated (one) only when local is not shared */
 };
 
@@ -675,6 +679,8 @@ typedef struct tc__session {
     tc_server *srv;
     tc_conn *conn;
     struct tc__session *prev, *next; /* the server's live sessions (srv->mu) */
+    const tc_handler *handler; /* what it runs: &srv->handler (or NULL), or an
+                                * outbound connection's own copy (tc_loop_dial) */
     int64_t idle_since; /* accept time: the first wait for a message counts silence
                          * from here (a queue counts as silence); 0 after it */
     atomic_int idle;    /* message style, waiting for the next message: the
@@ -682,6 +688,9 @@ typedef struct tc__session {
     unsigned char msg_style, setup_done, opened, closed;
     unsigned char proxy_done; /* the PROXY step ran (an event loop did it) */
     unsigned char dgram;      /* a datagram request: its one datagram is the message */
+    unsigned char dialling;   /* an outbound connect in progress: on_close reports
+                               * its failure (cleared when the handler opens) */
+    unsigned char outbound;   /* made by tc_loop_dial, not accepted */
     /* the mode's record of the connection (srv->session_room bytes) */
     _Alignas(max_align_t) unsigned char room[];
 } tc__session;
@@ -704,6 +713,8 @@ int tc__session_upgrade(tc__session *s);
 int tc__session_message(tc__session *s, const void *msg, size_t len);
 /* on_timer: its answer. */
 int tc__session_timer(tc__session *s);
+/* on_eof (if set): its answer (1: keep the connection open for sending), or 0. */
+int tc__session_eof(tc__session *s);
 /* on_drain (if set): its answer, or 0. */
 int tc__session_drain(tc__session *s);
 /* The end: the reason reported (AUTO: unless a quiet end), queued output
@@ -921,6 +932,21 @@ void tc__server_session_end(tc__session *s);
 int tc__server_shut_live(tc_server *srv, uint64_t id);
 /* tc__server_session_end(), then free the session. */
 void tc__server_session_done(tc__session *s);
+/* An outbound connection's session (tc_loop_dial) for conn (owned from
+ * here, even on failure): the mode's room, then a copy of h for it to run;
+ * no PROXY step, dialling set. Not registered yet: 0 or -ENOMEM. */
+int tc__server_session_outbound(tc_server *srv, tc_conn *conn, const tc_handler *h,
+                                tc__session **out);
+/* Register it once its loop takes it: live and counted like an accepted
+ * connection (active, peak, the drain, the server's reference), not in accepted. */
+void tc__server_session_register(tc__session *s);
+
+/* The handler a session runs (a session made elsewhere, such as a datagram
+ * loop's, leaves handler NULL: the server's). */
+static inline const tc_handler *tc__session_handler(const tc__session *s)
+{
+    return s->handler ? s->handler : &s->srv->handler;
+}
 /* tc__session_run() then tc__server_session_done(): a connection's whole
  * life, for the modes that run it in this process. */
 void tc__server_run_session(tc__session *s);

@@ -131,6 +131,11 @@ struct evconn {
     int io_err;          /* the worker's receive or flush failed with this */
     struct evconn *done_next, *wait_next;
     struct mail *deferred, **deferred_tail; /* mail that came while a worker had it */
+    /* Outbound (tc_loop_dial): connecting, its idle timer the connect's
+     * timeout; held (HELD_*): neither read nor given messages, no idle timeout. */
+    unsigned char connecting, held;
+    unsigned char eof_kept; /* the peer ended its stream; on_eof kept it open for sending */
+    int end_reason;      /* tc_conn_end's reason, for its mail */
 };
 
 struct tc_loop {
@@ -427,12 +432,17 @@ static int parkable(const struct evconn *ec, size_t pending)
 
 static void ev_close(struct evconn *ec, int reason, int report);
 static void deliver(struct evconn *ec, struct mail *m);
+/* Outbound connections (tc_loop_dial), further down. */
+static void dial_ready(struct evconn *ec);
+static void dial_run(struct tc_loop *lp, void *arg);
+static void dial_drop(void *arg);
+static int ev_eof(struct evconn *ec);
 
 /* The events the loop's poller should report for ec. */
 static unsigned wanted(const struct evconn *ec, size_t pending)
 {
     unsigned want = 0;
-    if (!ec->paused && !ec->lingering)
+    if (!ec->paused && !ec->lingering && !ec->held && !ec->eof_kept)
         want |= TC__POLL_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
      * owed an on_drain, it calls it: wait for it even when another path
@@ -1091,7 +1101,7 @@ static void process_input(struct evconn *ec)
     tc_conn *c = ec->conn;
     const void *msg;
     size_t len;
-    while (!ec->closed && !ec->paused && !ec->lingering) {
+    while (!ec->closed && !ec->paused && !ec->lingering && !ec->held) {
         int rc = tc__chan_frame(c, &msg, &len);
         if (rc == 0) {
             if (c->rlen > 0 && !ec->frame_from && srv->cfg.conn_timeout_ms > 0) {
@@ -1117,7 +1127,7 @@ static void process_input(struct evconn *ec)
         if (tc__chan_pending(c) > ec->loop->hwm)
             ec->paused = 1; /* backpressure: read again once it drains */
     }
-    if (ec->paused)
+    if (ec->paused || ec->held)
         ec->frame_from = 0; /* we stopped reading: not the peer's delay */
     if (ec->closed || ec->lingering)
         return;
@@ -1125,10 +1135,14 @@ static void process_input(struct evconn *ec)
         ev_close(ec, -ENOMEM, TC__REPORT_AUTO);
         return;
     }
-    if (c->reof) {
-        /* The peer finished sending; a frame cut short was caught above. */
-        ev_close_after_flush(ec, 0, TC__REPORT_NO);
-        return;
+    if (c->reof && !ec->held && !ec->eof_kept) { /* held: its frames wait for resume */
+        /* The peer finished sending; a frame cut short was caught above.
+         * on_eof may keep the connection open for sending (a relay). */
+        int rc = ev_eof(ec);
+        if (rc <= 0) {
+            ev_close_after_flush(ec, rc, rc < 0 ? TC__REPORT_YES : TC__REPORT_NO);
+            return;
+        }
     }
     /* Buffered replies (tc_conn_write) go out now, not a poll turn later. */
     if (tc__chan_pending(c) && tc__chan_flush_nb(c) < 0) {
@@ -1144,6 +1158,10 @@ static void upgrade_step(struct evconn *ec);
 static void on_readable(struct evconn *ec)
 {
     struct tc_loop *lp = ec->loop;
+    if (ec->eof_kept) { /* not read any more: a hang-up (both ways shut, or a reset) */
+        ev_close_after_flush(ec, 0, TC__REPORT_NO);
+        return;
+    }
     if (ec->stream && !ec->proxy_wait) {
         (void)dispatch_stream(ec); /* its handler reads for itself */
         return;
@@ -1301,7 +1319,7 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     c->drv = &ev_driver;
     c->drv_data = ec;
     ec->deferred_tail = &ec->deferred;
-    ec->stream = srv->handler.handle != NULL;
+    ec->stream = tc__session_handler(s)->handle != NULL;
     ec->slot = PSLOT_NONE;
     TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
@@ -1331,7 +1349,7 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
         ev_close(ec, rc, TC__REPORT_NO);
         return;
     }
-    if (srv->cfg.proxy_protocol != TC_PROXY_OFF) {
+    if (srv->cfg.proxy_protocol != TC_PROXY_OFF && !s->proxy_done) {
         /* The header comes first; setup and on_open wait for it. */
         if (tc__session_proxy_precheck(s) < 0) {
             ev_close(ec, 0, TC__REPORT_NO);
@@ -1538,7 +1556,7 @@ static int ev_set_timer(tc_conn *c, int delay_ms, int interval_ms)
     if (tl_job == ec) {
         /* The worker running on_message: the heap is the loop's, so the
          * request waits in the record until the loop takes it back. */
-        if (!ec->loop->srv->handler.on_timer)
+        if (!tc__session_handler(ec->s)->on_timer)
             return TC_EBADCONFIG;
         ec->timer_req = 1;
         ec->timer_when = delay_ms ? tc__deadline_ms(delay_ms) : 0;
@@ -1547,7 +1565,7 @@ static int ev_set_timer(tc_conn *c, int delay_ms, int interval_ms)
     }
     if (!pthread_equal(pthread_self(), ec->loop->tid))
         return -EPERM;
-    if (!ec->loop->srv->handler.on_timer)
+    if (!tc__session_handler(ec->s)->on_timer)
         return TC_EBADCONFIG;
     if (delay_ms == 0) {
         tc__theap_cancel(&ec->loop->timers, &ec->user.t);
@@ -1592,6 +1610,10 @@ static void fire_timers(struct tc_loop *lp)
                 (void)tc__theap_schedule(&lp->timers, t,
                                          t->when + (int64_t)lt->interval_ms * TC_NS_PER_MS);
             lt->fn(lp, lt->arg);
+            continue;
+        }
+        if (et->kind == TIMER_IDLE && ec->connecting) {
+            ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* the connect's timeout */
             continue;
         }
         if (et->kind == TIMER_IDLE && ec->proxy_wait) {
@@ -1639,7 +1661,7 @@ static void fire_timers(struct tc_loop *lp)
                 set_interest(ec); /* in pool mode, possibly a worker's from here */
                 continue;
             }
-            if (tc__chan_pending(ec->conn) > 0) {
+            if (tc__chan_pending(ec->conn) > 0 || ec->held) {
                 (void)tc__theap_schedule(&lp->timers, t, now + (int64_t)ms * TC_NS_PER_MS);
                 if (was_away)
                     set_interest(ec);
@@ -1861,6 +1883,10 @@ static void run_loop(struct tc_loop *lp)
                 struct evconn *ec = p;
                 if (gone(ec) || ec->away || ec->unwatched)
                     continue;
+                if (ec->connecting) {
+                    dial_ready(ec);
+                    continue;
+                }
                 if (ev[i].events & TC__POLL_OUT)
                     on_writable(ec); /* may park it or hand it out */
                 if (!gone(ec) && !ec->away && !ec->unwatched && (ev[i].events & TC__POLL_IN))
@@ -1975,6 +2001,8 @@ static void free_loops(struct state *st)
         while (lp->mail) { /* work posted to a server that never served */
             struct mail *m = lp->mail;
             lp->mail = m->next;
+            if (m->fn == dial_run)
+                dial_drop(m->arg);
             free(m);
         }
         pthread_mutex_destroy(&lp->mu);
@@ -2271,14 +2299,14 @@ static int reachable(const struct evconn *ec)
 }
 
 /* In each loop: the message to each of its open message-style connections
- * with room (a send from the loop thread claims a parked one, and leaves
- * one a worker has to the mailbox). */
+ * that it accepted (not those it dialled), with room (a send from the loop
+ * thread claims a parked one, and leaves one a worker has to the mailbox). */
 static void bcast_run(tc_loop *lp, void *arg)
 {
     struct bcast *b = arg;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next; /* a failed send may close ec */
-        if (reachable(ec) && ev_pending(ec->conn) < ec->loop->hwm)
+        if (reachable(ec) && !ec->s->outbound && ev_pending(ec->conn) < ec->loop->hwm)
             (void)tc_conn_send(ec->conn, b->data, b->len);
     }
     if (atomic_fetch_sub(&b->refs, 1) == 1)
@@ -2436,3 +2464,265 @@ const tc__mode tc__mode_event = {
     .serve = tc__loops_serve,
     .stop = tc__loops_stop,
 };
+
+/* ---- outbound connections (tc_loop_dial) and reading on demand ----------------- */
+
+/* An outbound connection is made in its loop, never in the caller's thread:
+ * tc_loop_dial prepares the channel (no descriptor yet) and its session and
+ * posts them; dial_run starts a non-blocking connect and waits for the
+ * socket to become writable (or its idle timer, the connect's timeout);
+ * once connected the record starts afresh as an accepted connection's
+ * would (ev_open: registered for input, setup, on_open). A failure before
+ * that ends the session with its reason, which on_close reports (dialling). */
+
+enum { HELD_USER = 1, HELD_ENDING = 2 };
+
+void tc_loop_dial_config_init(tc_loop_dial_config *cfg)
+{
+    if (cfg) /* the macro is the one source of the defaults */
+        *cfg = (tc_loop_dial_config)TC_LOOP_DIAL_CONFIG_INIT;
+}
+
+/* A dial whose mail never ran (the server was destroyed without serving). */
+static void dial_drop(void *arg)
+{
+    tc__session *s = arg;
+    tc__chan_free(s->conn);
+    free(s);
+}
+
+/* Connected: the record starts again as ev_open makes it. */
+static void dial_connected(struct evconn *ec)
+{
+    struct tc_loop *lp = ec->loop;
+    tc__session *s = ec->s;
+    tc__theap_cancel(&lp->timers, &ec->idle.t);
+    if (ec->registered)
+        (void)tc__poller_del(lp->poller, s->conn->fd);
+    ev_unlink(ec);
+    memset(ec, 0, sizeof *ec);
+    s->conn->deadline = TC__NO_DEADLINE; /* it was the connect's */
+    ev_open(lp, s);
+}
+
+/* The connecting socket is writable, or failed: its answer (SO_ERROR). */
+static void dial_ready(struct evconn *ec)
+{
+    int rc = tc__sock_error(ec->conn->fd);
+    if (rc == 0)
+        dial_connected(ec);
+    else
+        ev_close(ec, rc, TC__REPORT_NO); /* the application hears it in on_close */
+}
+
+/* In the loop: the session joins it, and the connect starts. */
+static void dial_run(struct tc_loop *lp, void *arg)
+{
+    tc__session *s = arg;
+    tc_conn *c = s->conn;
+    struct evconn *ec = (struct evconn *)s->room;
+    tc__server_session_register(s);
+    ec->s = s;
+    ec->conn = c;
+    ec->loop = lp;
+    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_IDLE};
+    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_USER};
+    atomic_init(&ec->mail_bytes, 0);
+    atomic_init(&ec->out_queued, 0);
+    c->drv = &ev_driver;
+    c->drv_data = ec;
+    ec->deferred_tail = &ec->deferred;
+    ec->slot = PSLOT_NONE;
+    ec->connecting = 1;
+    TC__LIST_PUSH(lp->conns, ec);
+    lp->nconns++;
+    /* ended: the loop's last mail, after its connections closed. */
+    int fd = -1;
+    int rc = atomic_load(&lp->draining) || lp->ended ? TC_ESHUTDOWN
+                                                     : tc__sock_connect_start(&c->peer, &fd);
+    if (rc == 0 || rc == -EINPROGRESS) {
+        c->fd = fd;
+        (void)tc__sock_local(fd, &c->own_local[0]);
+    }
+    if (rc == 0) { /* a unix socket connects at once */
+        dial_connected(ec);
+        return;
+    }
+    if (rc == -EINPROGRESS &&
+        (rc = tc__theap_reserve(&lp->timers, 2 * (size_t)lp->nconns + lp->n_own_timers)) == 0 &&
+        (rc = tc__poller_add(lp->poller, fd, TC__POLL_OUT, ec)) == 0) {
+        ec->registered = 1;
+        ec->interest = TC__POLL_OUT;
+        (void)tc__theap_schedule(&lp->timers, &ec->idle.t, c->deadline);
+        return;
+    }
+    ev_close(ec, rc, TC__REPORT_NO);
+}
+
+int tc_loop_dial(tc_loop *loop, const char *address, const tc_loop_dial_config *cfg,
+                 const tc_handler *handler)
+{
+    tc__detail_clear();
+    if (!loop || !address)
+        return -EINVAL;
+    tc_server *srv = loop->srv;
+    const tc_handler *h = handler ? handler : &srv->handler;
+    if (loop->st->pooled) {
+        tc__log_detail(NULL, "tc_loop_dial: outbound connections are event mode's, not pool mode's");
+        return -ENOTSUP;
+    }
+    if (!h->on_message || h->handle) {
+        tc__log_detail(NULL, "invalid argument: an outbound connection runs a message-style "
+                             "handler (on_message, not handle)");
+        return -EINVAL;
+    }
+    if (cfg && (cfg->connect_timeout_ms < 0 || (cfg->codec && tc_codec_validate(cfg->codec) < 0))) {
+        tc__log_detail(NULL, "invalid configuration: %s",
+                       cfg->connect_timeout_ms < 0 ? "connect_timeout_ms is negative"
+                                                   : "codec is not a valid tc_codec");
+        return -EINVAL;
+    }
+    tc_addr addr;
+    int rc = tc__addr_parse_numeric(address, &addr);
+    if (rc < 0) {
+        tc__log_detail(NULL, "dial address \"%s\": %s", address,
+                       rc == TC_EBADADDR ? "not a numeric address (a loop resolves no names)"
+                                         : tc_strerror(rc));
+        return rc;
+    }
+    if (addr.socktype == SOCK_DGRAM) {
+        tc__log_detail(NULL, "dial address \"%s\": a loop dials stream sockets only", address);
+        return -ENOTSUP;
+    }
+    if (atomic_load(&loop->draining))
+        return TC_ESHUTDOWN;
+    tc_conn *c;
+    if ((rc = tc__chan_new(&c, &ev_driver, -1, &addr, NULL)) < 0)
+        return rc;
+    c->codec = cfg && cfg->codec ? *cfg->codec : srv->cfg.codec;
+    c->data = cfg ? cfg->data : NULL;
+    /* Until it connects, the channel's deadline is the connect's. */
+    int ms = cfg && cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms
+                                                : TC_LOOP_DIAL_TIMEOUT_MS;
+    c->deadline = tc__deadline_ms(ms);
+    tc__session *s;
+    if ((rc = tc__server_session_outbound(srv, c, h, &s)) < 0)
+        return rc;
+    struct mail *m = calloc(1, sizeof *m);
+    if (!m) {
+        dial_drop(s);
+        return -ENOMEM;
+    }
+    m->fn = dial_run;
+    m->arg = s;
+    if ((rc = post_unless_ended(loop, m)) < 0) {
+        free(m);
+        dial_drop(s);
+    }
+    return rc;
+}
+
+/* The record of an event-mode connection, for a call from its loop's
+ * thread: NULL with *rc set (0: it has closed, nothing to do). */
+static struct evconn *own_conn(const tc_conn *conn, int *rc)
+{
+    *rc = -EINVAL;
+    if (!conn)
+        return NULL;
+    *rc = -ENOTSUP;
+    if (conn->drv != &ev_driver)
+        return NULL;
+    struct evconn *ec = conn->drv_data;
+    if (ec->loop->st->pooled)
+        return NULL;
+    *rc = -EPERM;
+    if (tl_loop != ec->loop)
+        return NULL;
+    *rc = 0;
+    return gone(ec) || ec->connecting ? NULL : ec;
+}
+
+/* Run fn(ec) from the loop's mailbox, after the current callback: never
+ * inside one of ec's (whose caller may still hold its frames); the mail
+ * dies with ec (drop_mail). 0 or -ENOMEM. */
+static int post_for(struct evconn *ec, tc_loop_fn fn)
+{
+    struct mail *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->fn = fn;
+    m->arg = ec;
+    m->ec = ec;
+    post(ec->loop, m);
+    return 0;
+}
+
+int tc_conn_pause_reading(tc_conn *conn)
+{
+    int rc;
+    struct evconn *ec = own_conn(conn, &rc);
+    if (ec && !ec->held) {
+        ec->held = HELD_USER;
+        if (!ec->lingering)
+            set_interest(ec);
+    }
+    return rc;
+}
+
+/* Frames that waited while it was held. */
+static void resume_run(struct tc_loop *lp, void *arg)
+{
+    struct evconn *ec = arg;
+    (void)lp;
+    if (!gone(ec) && !ec->held && !ec->lingering)
+        process_input(ec);
+}
+
+int tc_conn_resume_reading(tc_conn *conn)
+{
+    int rc;
+    struct evconn *ec = own_conn(conn, &rc);
+    if (!ec || !(ec->held & HELD_USER))
+        return rc;
+    ec->held &= (unsigned char)~HELD_USER;
+    if (ec->held || ec->lingering)
+        return 0;
+    if (ec->conn->rlen > 0 || ec->conn->reof)
+        rc = post_for(ec, resume_run);
+    set_interest(ec);
+    return rc;
+}
+
+static void end_run(struct tc_loop *lp, void *arg)
+{
+    struct evconn *ec = arg;
+    (void)lp;
+    if (!gone(ec) && !ec->lingering)
+        ev_close_after_flush(ec, ec->end_reason, TC__REPORT_NO);
+}
+
+int tc_conn_end(tc_conn *conn, int reason)
+{
+    int rc;
+    struct evconn *ec = own_conn(conn, &rc);
+    if (!ec || (ec->held & HELD_ENDING) || ec->lingering)
+        return rc;
+    if ((rc = post_for(ec, end_run)) < 0)
+        return rc;
+    ec->held |= HELD_ENDING; /* no more messages meanwhile */
+    ec->end_reason = reason;
+    set_interest(ec);
+    return 0;
+}
+
+/* The peer's end of stream in event mode: on_eof's answer (1: keep the
+ * connection for sending, unread from here on), 0 to close it, or an error. */
+static int ev_eof(struct evconn *ec)
+{
+    if (ec->loop->st->pooled || !tc__session_handler(ec->s)->on_eof)
+        return 0;
+    int rc = tc__session_eof(ec->s);
+    if (rc > 0 && !ec->closed && !ec->lingering)
+        ec->eof_kept = 1; /* set_interest drops POLL_IN */
+    return rc > 0 ? 1 : rc;
+}

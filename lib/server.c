@@ -102,11 +102,46 @@ static int session_new(tc_server *srv, tc_conn *conn, tc__session **out)
     s->conn = conn;
     /* An event loop names its connections itself (their ids route to it). */
     conn->id = atomic_fetch_add(&srv->last_conn_id, 1) + 1;
+    s->handler = &srv->handler;
     s->msg_style = srv->handler.on_message != NULL;
     atomic_init(&s->idle, 0);
     session_register(srv, s);
     *out = s;
     return 0;
+}
+
+int tc__server_session_outbound(tc_server *srv, tc_conn *conn, const tc_handler *h,
+                                tc__session **out)
+{
+    /* The handler's copy after the room, rounded up to its alignment. */
+    size_t align = _Alignof(tc_handler);
+    size_t room = (srv->session_room + align - 1) / align * align;
+    tc__session *s = calloc(1, sizeof *s + room + sizeof(tc_handler));
+    if (!s) {
+        tc__chan_free(conn);
+        return -ENOMEM;
+    }
+    tc_handler *copy = (tc_handler *)(void *)(s->room + room);
+    *copy = *h;
+    s->srv = srv;
+    s->conn = conn;
+    s->handler = copy;
+    s->msg_style = 1;
+    s->proxy_done = 1; /* nobody sends a PROXY header on a connection we made */
+    s->dialling = 1;
+    s->outbound = 1;
+    atomic_init(&s->idle, 0);
+    conn->srv = srv;
+    conn->listener = -1; /* no listener accepted it */
+    conn->timeout_ms = srv->cfg.conn_timeout_ms;
+    conn->stopfd = srv->mode->drain_reaches_idle ? -1 : srv->stopfd;
+    *out = s;
+    return 0;
+}
+
+void tc__server_session_register(tc__session *s)
+{
+    session_register(s->srv, s);
 }
 
 void tc__server_session_end(tc__session *s)
@@ -965,7 +1000,7 @@ int tc_conn_listener(const tc_conn *conn)
 {
     if (!conn)
         return -EINVAL;
-    return conn->srv ? conn->listener : -ENOTSUP;
+    return conn->srv && conn->listener >= 0 ? conn->listener : -ENOTSUP;
 }
 
 int tc_server_shutting_down(const tc_server *srv)

@@ -98,8 +98,9 @@ int tc__session_proxy(tc__session *s, int rc, const tc__proxy_hdr *h)
 
 int tc__session_open(tc__session *s)
 {
-    const tc_handler *h = &s->srv->handler;
+    const tc_handler *h = tc__session_handler(s);
     int rc;
+    s->dialling = 0; /* connected: from here on, on_close follows on_open */
     if (h->setup && (rc = h->setup(s->conn, h->ctx)) < 0) {
         tc__report(s->srv, s->conn, rc); /* refused: nothing more runs, not even finish */
         return rc;
@@ -150,19 +151,25 @@ static int upgrade(tc__session *s)
 
 int tc__session_message(tc__session *s, const void *msg, size_t len)
 {
-    const tc_handler *h = &s->srv->handler;
+    const tc_handler *h = tc__session_handler(s);
     return h->on_message(s->conn, msg, len, h->ctx);
 }
 
 int tc__session_timer(tc__session *s)
 {
-    const tc_handler *h = &s->srv->handler;
+    const tc_handler *h = tc__session_handler(s);
     return h->on_timer(s->conn, h->ctx);
+}
+
+int tc__session_eof(tc__session *s)
+{
+    const tc_handler *h = tc__session_handler(s);
+    return h->on_eof ? h->on_eof(s->conn, h->ctx) : 0;
 }
 
 int tc__session_drain(tc__session *s)
 {
-    const tc_handler *h = &s->srv->handler;
+    const tc_handler *h = tc__session_handler(s);
     return h->on_drain ? h->on_drain(s->conn, h->ctx) : 0;
 }
 
@@ -174,12 +181,12 @@ void tc__session_close(tc__session *s, int reason, int report)
         return;
     s->closed = 1;
     tc_server *srv = s->srv;
-    const tc_handler *h = &srv->handler;
+    const tc_handler *h = tc__session_handler(s);
     if (reason == TC_EOF)
         reason = 0;
     if (report == TC__REPORT_AUTO ? !tc__session_quiet_end(reason) : report)
         tc__report(srv, s->conn, reason);
-    if (s->opened) {
+    if (s->opened || s->dialling) { /* dialling: the connect failed, told once */
         /* A parting word the handler buffered reaches the peer before on_close. */
         tc__conn_flush_quiet(s->conn);
         if (h->on_close)

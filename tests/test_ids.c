@@ -3,11 +3,14 @@
  * (tc_server_send_to, tc_server_close_conn), and the walk over a loop's
  * connections (tc_loop_foreach): issue 19's "handles that outlive a
  * connection" and "reaching every connection". */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -421,4 +424,105 @@ Test(ids, close_by_id_in_the_blocking_modes, .timeout = 60)
         tc_test_event_destroy(&b.entered);
         tc_test_event_destroy(&b.left);
     }
+}
+
+/* ---- accepted and dialled connections -------------------------------------------------- */
+
+struct mixed {
+    const char *backend;   /* the address the accepted connection's on_open dials */
+    atomic_int walked, walked_out;
+    tc_test_event opened, done;
+};
+
+static int mixed_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    (void)c, (void)msg, (void)len, (void)ctx;
+    return 0;
+}
+
+static int dialled_open(tc_conn *c, void *ctx)
+{
+    struct mixed *x = ctx;
+    (void)c;
+    tc_test_event_post(&x->opened, "dialled");
+    return 0;
+}
+
+static int accepted_open(tc_conn *c, void *ctx)
+{
+    struct mixed *x = ctx;
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_open = dialled_open;
+    h.on_message = mixed_message;
+    h.ctx = x;
+    tc_test_event_post(&x->opened, "accepted");
+    return tc_loop_dial(tc_conn_loop(c), x->backend, NULL, &h);
+}
+
+static int mixed_visit(tc_conn *c, void *arg)
+{
+    struct mixed *x = arg;
+    atomic_fetch_add(&x->walked, 1);
+    if (tc_conn_listener(c) < 0)
+        atomic_fetch_add(&x->walked_out, 1);
+    return 0;
+}
+
+static void mixed_walk(tc_loop *loop, void *arg)
+{
+    struct mixed *x = arg;
+    (void)tc_loop_foreach(loop, mixed_visit, x);
+    tc_test_event_post(&x->done, NULL);
+}
+
+/* A loop with an accepted connection and one it dialled (to a listener of
+ * this test's): the walk visits both, a broadcast reaches only the one the
+ * server accepted. */
+Test(ids, broadcast_skips_dialled_connections_the_walk_sees_them, .timeout = 60)
+{
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected by TC_TEST_MODES");
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sin;
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(lfd, 4), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+    char backend[64];
+    snprintf(backend, sizeof backend, "127.0.0.1:%d", ntohs(sin.sin_port));
+    struct mixed x = {.backend = backend};
+    tc_test_event_init(&x.opened);
+    tc_test_event_init(&x.done);
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = TC_MODE_EVENT;
+    cfg.workers = 1;
+    cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+    tc_handler h = TC_HANDLER_INIT;
+    h.on_open = accepted_open;
+    h.on_message = mixed_message;
+    h.ctx = &x;
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int client = tc_test_connect_ok(&ts.addr);
+    int peer = accept(lfd, NULL, NULL);
+    cr_assert_geq(peer, 0);
+    cr_assert_eq(tc_test_event_wait(&x.opened, 2, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_loop_post(tc_server_loop(ts.srv, 0), mixed_walk, &x), 0);
+    cr_assert_eq(tc_test_event_wait(&x.done, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(atomic_load(&x.walked), 2, "the walk visited %d", atomic_load(&x.walked));
+    cr_assert_eq(atomic_load(&x.walked_out), 1, "the dialled one is not a listener's");
+    cr_assert_eq(tc_server_broadcast(ts.srv, "b", 1), 0);
+    char b[2];
+    cr_assert_eq(tc_test_recv_full(client, b, 2), 2);
+    cr_assert(b[0] == 'b' && b[1] == '\n');
+    /* The broadcast's walk ran before this one: the dialled peer got nothing. */
+    cr_assert_eq(tc_loop_post(tc_server_loop(ts.srv, 0), mixed_walk, &x), 0);
+    cr_assert_eq(tc_test_event_wait(&x.done, 2, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(recv(peer, b, 1, MSG_DONTWAIT), -1, "a broadcast reached a dialled connection");
+    close(client);
+    close(peer);
+    close(lfd);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_event_destroy(&x.opened);
+    tc_test_event_destroy(&x.done);
 }

@@ -68,8 +68,9 @@ TC_API tc_loop *tc_server_loop(tc_server *srv, int i);
 /**
  * @brief The loop a connection belongs to.
  * @param conn A channel.
- * @return Its loop, or NULL for a channel that has none (the blocking modes,
- *         a dialled channel, a pool's stream-style connection once a worker
+ * @return Its loop (an outbound connection's too, see tc_loop_dial()), or
+ *         NULL for a channel that has none (the blocking modes, a channel
+ *         from tc_dial(), a pool's stream-style connection once a worker
  *         has it, NULL).
  * @par Thread safety
  * Any thread while the connection lives (until its on_close returns).
@@ -245,7 +246,9 @@ TC_API int tc_watch_stop(tc_watch *w);
 /**
  * @brief Send one message to every message-style connection of the server.
  *
- * Each loop sends it to its own connections, in its own thread, as
+ * Every connection the server accepted, that is: not those its loops
+ * dialled (tc_loop_dial(); reach them with tc_loop_foreach()). Each loop
+ * sends it to its own connections, in its own thread, as
  * tc_conn_send() would (framed by the codec; a WebSocket message on a
  * WebSocket server): the call copies @p msg once and returns at once. A
  * connection with send_high_water or more queued (a client that does not
@@ -323,7 +326,8 @@ typedef int (*tc_conn_visit_fn)(tc_conn *conn, void *arg);
 /**
  * @brief Call @p fn for each open message-style connection of @p loop.
  *
- * Open means on_open has run and no close has begun; connections accepted
+ * Accepted and dialled (tc_loop_dial()) connections alike; open means
+ * on_open has run and no close has begun; connections accepted
  * or closed by what @p fn does are visited or not, never visited twice or
  * after they are gone. In event mode @p fn may use the connection as its
  * own callbacks do (send, set its timer, read tc_conn_data()); closing it
@@ -342,6 +346,152 @@ typedef int (*tc_conn_visit_fn)(tc_conn *conn, void *arg);
  * The loop's thread only.
  */
 TC_API int tc_loop_foreach(tc_loop *loop, tc_conn_visit_fn fn, void *arg);
+/** @brief tc_loop_dial()'s connect timeout when the config gives none (30 s). */
+#define TC_LOOP_DIAL_TIMEOUT_MS 30000
+
+/**
+ * @brief Configuration of tc_loop_dial(). Zero-initialise, or use
+ *        TC_LOOP_DIAL_CONFIG_INIT: every field at its default.
+ */
+typedef struct tc_loop_dial_config {
+    /** Give up connecting this long after the call (on_close gets -ETIMEDOUT);
+     *  0 = TC_LOOP_DIAL_TIMEOUT_MS. */
+    int connect_timeout_ms;
+    /** The connection's framing (copied); NULL = the server's codec. */
+    const tc_codec *codec;
+    /** The connection's tc_conn_data() from the start: on_open, and on_close
+     *  after a failed connect, find it there. */
+    void *data;
+} tc_loop_dial_config;
+
+/** @brief Initialiser for tc_loop_dial_config: every field at its default. */
+#define TC_LOOP_DIAL_CONFIG_INIT {0, NULL, NULL}
+
+/**
+ * @brief Set every field of @p cfg to its default: a copy of TC_LOOP_DIAL_CONFIG_INIT.
+ * @param cfg The config; NULL does nothing.
+ * @par Thread safety
+ * Any thread.
+ */
+TC_API void tc_loop_dial_config_init(tc_loop_dial_config *cfg);
+
+/**
+ * @brief Open an outbound connection owned by @p loop, without blocking:
+ *        a backend for a proxy or a gateway.
+ *
+ * The connect runs in the loop (a non-blocking connect, then the socket's
+ * answer), never in the caller's thread; the call only checks its
+ * arguments and posts the work. Once connected the connection is one of
+ * the loop's like an accepted one: @p handler's setup and on_open, then
+ * on_message per frame of its codec, on_timer, on_drain, tc_conn_send()
+ * from any thread, tc_conn_pending() and the same backpressure
+ * (TC_SEND_HIGH_WATER), the server's idle_timeout_ms and conn_timeout_ms,
+ * and on_close with the reason it ended (0 for the peer's end of stream,
+ * -ECONNRESET, -ETIMEDOUT, TC_ESHUTDOWN...).
+ *
+ * If it cannot connect, on_close runs once, without on_open, with the
+ * reason: -ECONNREFUSED, -ETIMEDOUT (the connect timeout), -ENETUNREACH,
+ * -EMFILE, TC_ESHUTDOWN (the server began to drain first)...; nothing
+ * reaches handle_error, the application decides. So after a 0 exactly one
+ * of on_open (followed by on_close) or a failure's on_close runs, in the
+ * loop's thread, never inside this call; unless the server is destroyed
+ * without ever serving, when nothing runs.
+ *
+ * Outbound connections are live connections of the server: they count in
+ * tc_stats::active and tc_stats::peak_active (not in tc_stats::accepted),
+ * and towards tc_server_config::max_conns (a server at its limit stops
+ * accepting), but a dial is never refused for the limit; the drain ends
+ * them as it ends accepted ones. No PROXY header or WebSocket handshake is
+ * read on them (they speak the codec), and verify_request does not apply.
+ *
+ * Addresses are numeric (`127.0.0.1:6379`, `[::1]:80`, `unix:/run/db.sock`,
+ * `unix:@name`): a loop never waits for a resolver. Resolve host names
+ * beforehand in a thread of your own (tc_addr_parse(), then
+ * tc_addr_format()).
+ * @code
+ * static int on_open(tc_conn *client, void *ctx)   // an accepted connection
+ * {
+ *     tc_loop_dial_config dc = TC_LOOP_DIAL_CONFIG_INIT;
+ *     dc.data = client;                            // the backend's tc_conn_data()
+ *     return tc_loop_dial(tc_conn_loop(client), "127.0.0.1:6379", &dc, &backend_handler);
+ * }
+ * @endcode
+ * @param loop    The loop that will own the connection (tc_conn_loop() of
+ *                the connection asking, or tc_server_loop()).
+ * @param address Where to connect (numeric, see above).
+ * @param cfg     Timeout, codec and user pointer; NULL for the defaults.
+ * @param handler The callbacks (copied: the caller may free it), message
+ *                style (on_message, not handle), with their ctx; NULL: the
+ *                server's own handler.
+ * @return 0 (the outcome comes through the callbacks), -EINVAL for a NULL
+ *         @p loop or @p address, a stream-style handler or an invalid
+ *         configuration, TC_EBADADDR for a malformed or non-numeric
+ *         address, -ENAMETOOLONG (a unix path), -ENOTSUP in pool mode (only
+ *         event mode dials) or for a datagram address, TC_ESHUTDOWN once
+ *         the server drains or the loop has ended, -ENOMEM. A bad
+ *         configuration or address is described in tc_last_error_detail().
+ * @par Thread safety
+ * Any thread, between tc_server_create() and tc_server_destroy(); from
+ * another thread than the loop's the work is posted like tc_loop_post().
+ * @par Ownership
+ * The library owns the connection, as it does an accepted one.
+ */
+TC_API int tc_loop_dial(tc_loop *loop, const char *address, const tc_loop_dial_config *cfg,
+                        const tc_handler *handler);
+
+/**
+ * @brief Stop reading a connection: no input is taken from its socket and
+ *        no on_message runs until tc_conn_resume_reading().
+ *
+ * The handler's own backpressure: a relay stops reading one side while the
+ * other side's tc_conn_pending() is above TC_SEND_HIGH_WATER, and resumes
+ * from that side's on_drain. The peer is held up by TCP's flow control;
+ * frames already buffered wait. A held connection does not time out for
+ * idleness (its silence is ours), but still sends, runs its timer and
+ * closes on a reset. Holding twice is holding once.
+ * @param conn An event-mode connection, from its loop's thread.
+ * @return 0 (also for a connection that is closing), -EPERM from another
+ *         thread, -ENOTSUP for a connection that is not an event loop's or
+ *         is pool mode's, -EINVAL for NULL.
+ * @par Thread safety
+ * The connection's loop thread only (its callbacks, or those of another
+ * connection of the same loop, or work posted to the loop).
+ */
+TC_API int tc_conn_pause_reading(tc_conn *conn);
+
+/**
+ * @brief Read a connection again after tc_conn_pause_reading().
+ *
+ * Frames that were already buffered are given to on_message after the
+ * current callback returns, never inside it; the end of the stream, if it
+ * came meanwhile, is seen after them.
+ * @param conn An event-mode connection, from its loop's thread.
+ * @return 0 (also if it was not paused), -ENOMEM (the buffered frames then
+ *         wait for the next input), -EPERM from another thread, -ENOTSUP
+ *         for a connection that is not an event loop's or is pool mode's,
+ *         -EINVAL for NULL.
+ * @par Thread safety
+ * The connection's loop thread only.
+ */
+TC_API int tc_conn_resume_reading(tc_conn *conn);
+
+/**
+ * @brief Close a connection of this loop, from any of its callbacks: the
+ *        other half of a pair, a connection a timer found stale.
+ *
+ * No on_message runs for it after the call. Once the current callback has
+ * returned, its queued output is flushed (as long as the peer reads), then
+ * on_close runs with @p reason, and the connection is gone. Nothing
+ * reaches handle_error. A connection may end itself this way too.
+ * @param conn   An event-mode connection, from its loop's thread.
+ * @param reason What on_close receives: 0, or a negative code.
+ * @return 0 (also for one already closing), -ENOMEM, -EPERM from another
+ *         thread, -ENOTSUP for a connection that is not an event loop's or
+ *         is pool mode's, -EINVAL for NULL.
+ * @par Thread safety
+ * The connection's loop thread only.
+ */
+TC_API int tc_conn_end(tc_conn *conn, int reason);
 
 #ifdef __cplusplus
 }

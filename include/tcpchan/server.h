@@ -333,10 +333,26 @@ typedef struct tc_handler {
      *         its queued output), which reaches handle_error and on_close.
      */
     int (*on_drain)(tc_conn *conn, void *ctx);
+    /**
+     * @brief Event mode: the peer ended its stream (a half-close), after
+     *        every message before it was handled; may be NULL.
+     *
+     * Without it (or when it returns 0) the connection closes, its queued
+     * output flushed, and on_close gets reason 0. A relay forwards the
+     * half-close instead (tc_conn_shutdown_write() on the other side) and
+     * keeps this side open for what is still to be sent to it: the
+     * connection is then no longer read, and stays until tc_conn_end(), an
+     * error, the idle timeout or the drain (a hang-up from the peer closes
+     * it too). Not called in the other modes.
+     * @return 1 to keep the connection open for sending, 0 to close it, or
+     *         a negative code to close it (after its queued output), which
+     *         reaches handle_error and on_close.
+     */
+    int (*on_eof)(tc_conn *conn, void *ctx);
 } tc_handler;
 
 /** @brief Initialiser for tc_handler: no callbacks, NULL ctx. */
-#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0, 0, 0}
+#define TC_HANDLER_INIT {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Whether a server expects the PROXY protocol header that load
@@ -841,8 +857,9 @@ TC_API int tc_server_listener_stats(const tc_server *srv, int i, tc_listener_sta
  * @param conn A channel.
  * @return The listener's index (0 to tc_server_listener_count() - 1; 0 for
  *         a datagram request or a connection served by
- *         tc_server_serve_inetd()), -ENOTSUP for a dialled channel (no
- *         server), or -EINVAL for NULL.
+ *         tc_server_serve_inetd()), -ENOTSUP for a dialled channel
+ *         (tc_dial()'s, or a loop's from tc_loop_dial(): no listener), or
+ *         -EINVAL for NULL.
  * @par Thread safety
  * Any thread while the connection lives.
  */
