@@ -1,0 +1,629 @@
+/* SPDX-License-Identifier: MIT */
+/* libtcpchan-tls against real clients: Python's ssl module and openssl
+ * s_client in every mode, tc_dial with TLS, and hostile clients (plaintext,
+ * garbage, a truncated or stalled ClientHello, no close_notify). The
+ * certificates are made at test time by the openssl command (no key in the
+ * tree). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <tcpchan/tcpchan.h>
+#include <tcpchan/tls.h>
+
+#include "helpers.h"
+
+#ifndef TC_SOURCE_DIR
+#error "TC_SOURCE_DIR must be defined"
+#endif
+#define PY "/usr/bin/python3"
+#define CLIENT_PY TC_SOURCE_DIR "/tests/tls/client.py"
+
+TestSuite(tls, .timeout = 120, .fini = tc_test_kill_children);
+
+/* ---- certificates ----------------------------------------------------------- */
+
+static char dir[256];
+
+static void run_ok(const char *cmd)
+{
+    int st = system(cmd);
+    cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "failed: %s", cmd);
+}
+
+/* A CA, a server certificate for localhost and 127.0.0.1 (CN=server), a
+ * second one for other.test (CN=other), a client one (CN=client), all
+ * ECDSA P-256 and signed by the CA, in dir. */
+static void make_certs(void)
+{
+    tc_test_tmpdir(dir, sizeof dir);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd %s; K='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'; "
+             "openssl req -x509 $K -keyout ca.key -out ca.pem -days 2 -subj /CN=tc-test-ca "
+             "2>/dev/null; "
+             "mk() { openssl req $K -keyout $1.key -out $1.csr -subj /CN=$1 2>/dev/null; "
+             "printf 'subjectAltName=%%s\\n' \"$2\" > $1.ext; "
+             "openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+             "-extfile $1.ext -out $1.pem 2>/dev/null; rm -f $1.csr $1.ext; }; "
+             "mk server DNS:localhost,IP:127.0.0.1; mk other DNS:other.test; "
+             "mk client DNS:client; mk server2 DNS:localhost,IP:127.0.0.1; rm -f ca.srl",
+             dir);
+    run_ok(cmd);
+}
+
+static void rm_certs(void)
+{
+    tc_test_rmtree(dir);
+}
+
+static const char *path(const char *name)
+{
+    static char buf[8][320];
+    static int i;
+    char *p = buf[i++ % 8];
+    snprintf(p, 320, "%s/%s", dir, name);
+    return p;
+}
+
+/* ---- what the server saw, in shared memory (forking mode's children too) ----- */
+
+struct seen {
+    atomic_int opened, closed;
+    int close_reason;
+    tc_tls_info info;
+    int info_rc;
+};
+static struct seen *seen;
+static tc_test_event logs;
+
+static void shared_init(void)
+{
+    seen = mmap(NULL, sizeof *seen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert(seen != MAP_FAILED);
+    memset(seen, 0, sizeof *seen);
+    tc_test_event_init(&logs);
+}
+
+static int on_open(tc_conn *c, void *ctx)
+{
+    (void)ctx;
+    seen->info_rc = tc_tls_conn_info(c, &seen->info);
+    atomic_fetch_add(&seen->opened, 1);
+    return 0;
+}
+
+/* Echo; "bye" ends the connection (the server closes, with close_notify). */
+static int on_message(tc_conn *c, const void *msg, size_t len, void *ctx)
+{
+    (void)ctx;
+    if (len == 3 && memcmp(msg, "bye", 3) == 0)
+        return TC_EOF;
+    ssize_t r = tc_conn_send(c, msg, len);
+    return r < 0 ? (int)r : 0;
+}
+
+static void on_close(tc_conn *c, int reason, void *ctx)
+{
+    (void)c;
+    (void)ctx;
+    seen->close_reason = reason;
+    atomic_fetch_add(&seen->closed, 1);
+}
+
+static tc_handler echo_handler(void)
+{
+    tc_handler h = {0};
+    h.on_open = on_open;
+    h.on_message = on_message;
+    h.on_close = on_close;
+    return h;
+}
+
+static tc_tls *server_tls(const tc_tls_config *extra)
+{
+    tc_tls_config c = TC_TLS_CONFIG_INIT;
+    if (extra)
+        c = *extra;
+    if (!c.cert_file && !c.cert_pem) {
+        c.cert_file = path("server.pem");
+        c.key_file = path("server.key");
+    }
+    tc_tls *tls;
+    int rc = tc_tls_server_create(&tls, &c);
+    cr_assert_eq(rc, 0, "tc_tls_server_create: %s", tc_strerror(rc));
+    return tls;
+}
+
+static void start(tc_test_server *ts, tc_mode mode, tc_tls *tls, tc_codec codec)
+{
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = mode;
+    cfg.codec = codec;
+    cfg.transport = tc_tls_transport(tls);
+    cfg.hooks.log = tc_test_log_hook;
+    cfg.hooks.ctx = &logs;
+    tc_handler h = echo_handler();
+    tc_test_server_start(ts, "127.0.0.1:0", &cfg, &h);
+}
+
+static tc_codec line_codec(void)
+{
+    tc_codec c;
+    cr_assert_eq(tc_codec_delimited(&c, "\n", 1), 0);
+    return c;
+}
+
+/* Run the Python client with extra arguments: its exit status; its JSON line in out. */
+static int python(const tc_test_server *ts, const char *args, char *out, size_t n)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "timeout 30 " PY " " CLIENT_PY " --port %d --ca %s %s",
+             tc_addr_port(&ts->addr), path("ca.pem"), args);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    out[0] = 0;
+    size_t k = fread(out, 1, n - 1, f);
+    out[k] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static const tc_mode all_modes[] = {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING,
+                                    TC_MODE_POOL, TC_MODE_EVENT};
+
+/* ---- real clients, every mode ---------------------------------------------------- */
+
+Test(tls, python_every_mode_tls12_and_tls13)
+{
+    make_certs();
+    tc_tls *tls = server_tls(NULL);
+    for (size_t m = 0; m < sizeof all_modes / sizeof *all_modes; m++) {
+        if (!tc_test_mode_enabled(all_modes[m]))
+            continue;
+        for (int v = 2; v <= 3; v++) {
+            shared_init();
+            tc_test_counts before = tc_test_counts_now(NULL, 0);
+            tc_test_server ts;
+            start(&ts, all_modes[m], tls, line_codec());
+            char out[1024], args[128];
+            snprintf(args, sizeof args, "--version 1.%d --lines 5", v);
+            int st = python(&ts, args, out, sizeof out);
+            cr_assert_eq(st, 0, "%s TLS 1.%d: %s", tc_mode_name(all_modes[m]), v, out);
+            cr_assert(strstr(out, "\"echo_ok\": true"), "%s: %s", tc_mode_name(all_modes[m]), out);
+            char want[32];
+            snprintf(want, sizeof want, "\"TLSv1.%d\"", v);
+            cr_assert(strstr(out, want), "%s: %s", tc_mode_name(all_modes[m]), out);
+            TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
+            cr_assert_eq(atomic_load(&seen->closed), 1, "%s", tc_mode_name(all_modes[m]));
+            cr_assert_eq(seen->close_reason, 0, "%s TLS 1.%d: a close_notify is a clean end, got %s",
+                         tc_mode_name(all_modes[m]), v, tc_strerror(seen->close_reason));
+            cr_assert_eq(seen->info_rc, 0);
+            cr_assert_str_eq(seen->info.version, want[0] == '"' ? (v == 2 ? "TLSv1.2" : "TLSv1.3")
+                                                                 : "");
+            tc_test_server_stop(&ts);
+            tc_test_expect_counts(before, NULL, 0, tc_mode_name(all_modes[m]));
+        }
+    }
+    tc_tls_destroy(tls);
+    rm_certs();
+}
+
+Test(tls, s_client_every_mode)
+{
+    make_certs();
+    tc_tls *tls = server_tls(NULL);
+    for (size_t m = 0; m < sizeof all_modes / sizeof *all_modes; m++) {
+        if (!tc_test_mode_enabled(all_modes[m]))
+            continue;
+        for (int v = 2; v <= 3; v++) {
+            shared_init();
+            tc_test_server ts;
+            start(&ts, all_modes[m], tls, line_codec());
+            char cmd[1024];
+            snprintf(cmd, sizeof cmd,
+                     "printf 'hello tls\\nbye\\n' | timeout 20 openssl s_client -quiet "
+                     "-connect 127.0.0.1:%d -tls1_%d -CAfile %s -verify_return_error "
+                     "-servername localhost 2>/tmp/tls_sclient.err",
+                     tc_addr_port(&ts.addr), v, path("ca.pem"));
+            FILE *f = popen(cmd, "r");
+            char out[256] = "";
+            size_t k = fread(out, 1, sizeof out - 1, f);
+            out[k] = 0;
+            int st = pclose(f);
+            cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: s_client failed",
+                      tc_mode_name(all_modes[m]));
+            cr_assert_str_eq(out, "hello tls\n", "%s TLS 1.%d: [%s]", tc_mode_name(all_modes[m]), v, out);
+            TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
+            cr_assert(seen->close_reason == 0 || seen->close_reason == TC_EOF, "%s: %s",
+                      tc_mode_name(all_modes[m]),
+                         tc_strerror(seen->close_reason));
+            tc_test_server_stop(&ts);
+        }
+    }
+    tc_tls_destroy(tls);
+    rm_certs();
+}
+
+/* ---- hostile clients ------------------------------------------------------------- */
+
+/* Send bytes (may be none), optionally close, and expect the server to close
+ * the connection; then a good client is still served. */
+static void hostile(tc_mode mode, const void *bytes, size_t n, int stall_ms)
+{
+    tc_tls_config c = TC_TLS_CONFIG_INIT;
+    c.handshake_timeout_ms = stall_ms > 0 ? stall_ms : 0;
+    tc_tls *tls = server_tls(&c);
+    shared_init();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_test_server ts;
+    start(&ts, mode, tls, line_codec());
+    int fd = tc_test_connect_ok(&ts.addr);
+    int64_t t0 = tc_test_now_ms();
+    if (n)
+        cr_assert_eq(tc_test_send_all(fd, bytes, n), 0);
+    int rc = tc_test_recv_eof(fd); /* closed by the server (an alert may come first) */
+    while (rc == 1) {
+        char junk[512];
+        ssize_t k = recv(fd, junk, sizeof junk, 0);
+        rc = k == 0 ? 0 : k < 0 ? -errno : 1;
+    }
+    cr_assert(rc == 0 || rc == -ECONNRESET, "%s: the server did not close: %d",
+              tc_mode_name(mode), rc);
+    if (stall_ms > 0) {
+        int64_t took = tc_test_now_ms() - t0;
+        cr_assert(took >= stall_ms - 20 && took < stall_ms + tc_test_ms(2000),
+                  "%s: a stalled handshake closed after %lld ms", tc_mode_name(mode),
+                  (long long)took);
+    }
+    close(fd);
+    cr_assert_eq(atomic_load(&seen->opened), 0, "the handler saw a failed handshake");
+    char out[1024];
+    cr_assert_eq(python(&ts, "--lines 2", out, sizeof out), 0, "%s: %s", tc_mode_name(mode), out);
+    tc_test_server_stop(&ts);
+    tc_test_expect_counts(before, NULL, 0, tc_mode_name(mode));
+    tc_tls_destroy(tls);
+}
+
+Test(tls, plaintext_garbage_truncated_and_stalled_clients)
+{
+    make_certs();
+    static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    /* A TLS record header announcing a ClientHello, then too little of it. */
+    static const unsigned char cut[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03};
+    unsigned char garbage[700];
+    for (size_t i = 0; i < sizeof garbage; i++)
+        garbage[i] = (unsigned char)(i * 131 + 7);
+    for (size_t m = 0; m < sizeof all_modes / sizeof *all_modes; m++) {
+        tc_mode mode = all_modes[m];
+        if (!tc_test_mode_enabled(mode))
+            continue;
+        hostile(mode, http, sizeof http - 1, 0);
+        hostile(mode, garbage, sizeof garbage, 0);
+        hostile(mode, cut, sizeof cut, 400); /* stalls mid-ClientHello */
+        hostile(mode, NULL, 0, 400);          /* says nothing at all */
+    }
+    char log[4096];
+    tc_test_event_log(&logs, log, sizeof log);
+    cr_assert(strstr(log, "TLS handshake with"), "no handshake failure logged: %s", log);
+    rm_certs();
+}
+
+Test(tls, no_close_notify_is_truncation)
+{
+    make_certs();
+    tc_tls *tls = server_tls(NULL);
+    const tc_mode modes[] = {TC_MODE_THREADING, TC_MODE_EVENT, TC_MODE_INLINE};
+    for (size_t m = 0; m < 3; m++) {
+        if (!tc_test_mode_enabled(modes[m]))
+            continue;
+        shared_init();
+        tc_test_server ts;
+        start(&ts, modes[m], tls, line_codec());
+        char out[1024];
+        cr_assert_eq(python(&ts, "--lines 1 --no-close-notify", out, sizeof out), 0, "%s", out);
+        TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
+        cr_assert_eq(seen->close_reason, TC_ETRUNCATED, "%s: %s", tc_mode_name(modes[m]),
+                     tc_strerror(seen->close_reason));
+        tc_test_server_stop(&ts);
+    }
+    tc_tls_destroy(tls);
+    rm_certs();
+}
+
+Test(tls, one_mib_frames)
+{
+    make_certs();
+    tc_tls *tls = server_tls(NULL);
+    for (size_t m = 0; m < sizeof all_modes / sizeof *all_modes; m++) {
+        if (!tc_test_mode_enabled(all_modes[m]))
+            continue;
+        shared_init();
+        tc_test_counts before = tc_test_counts_now(NULL, 0);
+        tc_test_server ts;
+        tc_codec codec;
+        cr_assert_eq(tc_codec_length_prefixed(&codec, 4, TC_BIG_ENDIAN), 0);
+        cr_assert_eq(tc_codec_set_max_frame(&codec, 2u << 20), 0);
+        start(&ts, all_modes[m], tls, codec);
+        char out[1024];
+        int st = python(&ts, "--frame 1048576", out, sizeof out);
+        cr_assert_eq(st, 0, "%s: %s", tc_mode_name(all_modes[m]), out);
+        cr_assert(strstr(out, "\"echo_ok\": true"), "%s: %s", tc_mode_name(all_modes[m]), out);
+        tc_test_server_stop(&ts);
+        tc_test_expect_counts(before, NULL, 0, tc_mode_name(all_modes[m]));
+    }
+    tc_tls_destroy(tls);
+    rm_certs();
+}
+
+/* ---- what a handler can ask; ALPN, SNI, client certificates ------------------------ */
+
+Test(tls, info_alpn_and_sni)
+{
+    make_certs();
+    tc_tls_cert other = {.name = "other.test",
+                         .cert_file = path("other.pem"),
+                         .key_file = path("other.key")};
+    tc_tls_config c = TC_TLS_CONFIG_INIT;
+    c.alpn = "x-test,h2";
+    c.certs = &other;
+    c.ncerts = 1;
+    tc_tls *tls = server_tls(&c);
+    shared_init();
+    tc_test_server ts;
+    start(&ts, TC_MODE_EVENT, tls, line_codec());
+    char out[1024];
+    /* The client prefers h2; the server's own order wins. */
+    cr_assert_eq(python(&ts, "--alpn h2,x-test --sni other.test", out, sizeof out), 0, "%s", out);
+    cr_assert(strstr(out, "\"peer_cn\": \"other\""), "SNI did not choose other.test: %s", out);
+    cr_assert(strstr(out, "\"alpn\": \"x-test\""), "%s", out);
+    TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
+    cr_assert_eq(seen->info_rc, 0);
+    cr_assert_str_eq(seen->info.version, "TLSv1.3");
+    cr_assert_str_eq(seen->info.alpn, "x-test");
+    cr_assert_str_eq(seen->info.server_name, "other.test");
+    cr_assert_eq(seen->info.peer_cert, 0);
+    cr_assert_neq(seen->info.cipher[0], 0);
+    /* The default certificate for any other name; no ALPN in common: none. */
+    cr_assert_eq(python(&ts, "--alpn spdy/1", out, sizeof out), 0, "%s", out);
+    cr_assert(strstr(out, "\"peer_cn\": \"server\""), "%s", out);
+    cr_assert(strstr(out, "\"alpn\": \"\""), "%s", out);
+    tc_test_server_stop(&ts);
+    tc_tls_destroy(tls);
+    rm_certs();
+}
+
+Test(tls, mutual_tls)
+{
+    make_certs();
+    tc_tls_config c = TC_TLS_CONFIG_INIT;
+    c.verify = TC_TLS_VERIFY_REQUIRED;
+    c.ca_file = path("ca.pem");
+    tc_tls *tls = server_tls(&c);
+    const tc_mode modes[] = {TC_MODE_THREADING, TC_MODE_EVENT};
+    for (size_t m = 0; m < 2; m++) {
+        shared_init();
+        tc_test_server ts;
+        start(&ts, modes[m], tls, line_codec());
+        char out[1024], args[512];
+        /* TLS 1.3 sends the refusal after the client's handshake ends: it
+         * shows at the first read, as an error either way. */
+        cr_assert_neq(python(&ts, "--lines 1", out, sizeof out), 0, "accepted without a cert: %s",
+                      out);
+        cr_assert_eq(atomic_load(&seen->opened), 0);
+        snprintf(args, sizeof args, "--cert %s --key %s", path("client.pem"), path("client.key"));
+        cr_assert_eq(python(&ts, args, out, sizeof out), 0, "%s", out);
+        TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
+        cr_assert_eq(seen->info.peer_cert, 1);
+        cr_assert_eq(seen->info.verify_result, 0);
+        cr_assert_str_eq(seen->info.peer_subject, "CN=client");
+        tc_test_server_stop(&ts);
+    }
+    tc_tls_destroy(tls);
+    rm_certs();
+}
+
+/* ---- tc_dial with TLS ---------------------------------------------------------------- */
+
+static tc_tls *client_tls(const char *alpn)
+{
+    tc_tls_config c = TC_TLS_CONFIG_INIT;
+    c.ca_file = path("ca.pem");
+    c.alpn = alpn;
+    tc_tls *tls;
+    cr_assert_eq(tc_tls_client_create(&tls, &c), 0);
+    return tls;
+}
+
+static tc_conn *dial(const tc_test_server *ts, const char *host, tc_tls *tls, int *rc)
+{
+    char addr[128];
+    snprintf(addr, sizeof addr, "%s:%d", host, tc_addr_port(&ts->addr));
+    tc_dial_config dc = TC_DIAL_CONFIG_INIT;
+    dc.timeout_ms = TC_TEST_WAIT_MS;
+    dc.transport = tc_tls_transport(tls);
+    tc_conn *c = NULL;
+    *rc = tc_dial(&c, addr, &dc);
+    return c;
+}
+
+static void dial_echo(tc_conn *c, const char *line)
+{
+    size_t n = strlen(line);
+    cr_assert_eq(tc_conn_send_all(c, line, n), (ssize_t)n);
+    char buf[256];
+    cr_assert_eq(tc_conn_read_exact(c, buf, n), (ssize_t)n);
+    cr_assert_eq(memcmp(buf, line, n), 0);
+}
+
+Test(tls, dial_verifies_resumes_and_half_closes)
+{
+    make_certs();
+    tc_tls_config sc = TC_TLS_CONFIG_INIT;
+    sc.alpn = "x-test";
+    tc_tls *tls = server_tls(&sc);
+    tc_tls *cli = client_tls("x-test");
+    shared_init();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_test_server ts;
+    start(&ts, TC_MODE_THREADING, tls, line_codec());
+    int rc;
+    tc_conn *c = dial(&ts, "localhost", cli, &rc);
+    cr_assert_eq(rc, 0, "dial: %s (%s)", tc_strerror(rc), tc_last_error_detail());
+    dial_echo(c, "one\n");
+    tc_tls_info info;
+    cr_assert_eq(tc_tls_conn_info(c, &info), 0);
+    cr_assert_str_eq(info.alpn, "x-test");
+    cr_assert_str_eq(info.peer_subject, "CN=server");
+    cr_assert_eq(info.resumed, 0);
+    /* Half-close: close_notify, and the server's reply still comes back. */
+    cr_assert_eq(tc_conn_send_all(c, "two\n", 4), 4);
+    cr_assert_eq(tc_conn_shutdown_write(c), 0);
+    char buf[8];
+    cr_assert_eq(tc_conn_read_exact(c, buf, 4), 4);
+    ssize_t r = tc_conn_read(c, buf, sizeof buf);
+    cr_assert_eq(r, TC_EOF, "no clean end after close_notify: %s", tc_strerror((int)r));
+    tc_conn_close(c);
+    TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
+    cr_assert_eq(seen->close_reason, 0, "%s", tc_strerror(seen->close_reason));
+    /* The same host again: the session is resumed (TLS 1.3 tickets). */
+    c = dial(&ts, "localhost", cli, &rc);
+    cr_assert_eq(rc, 0);
+    dial_echo(c, "three\n");
+    cr_assert_eq(tc_tls_conn_info(c, &info), 0);
+    cr_assert_eq(info.resumed, 1, "not resumed");
+    tc_conn_close(c);
+    /* A name the certificate does not carry: refused by the client. */
+    tc_tls *wrong;
+    tc_tls_config wc = TC_TLS_CONFIG_INIT;
+    wc.ca_file = path("ca.pem");
+    wc.server_name = "wrong.test";
+    cr_assert_eq(tc_tls_client_create(&wrong, &wc), 0);
+    c = dial(&ts, "127.0.0.1", wrong, &rc);
+    cr_assert_eq(rc, TC_EHANDSHAKE, "%s", tc_strerror(rc));
+    cr_assert_null(c);
+    cr_assert(strstr(tc_last_error_detail(), "certificate"), "%s", tc_last_error_detail());
+    tc_tls_destroy(wrong);
+    /* Its address, which the certificate does carry, is accepted. */
+    c = dial(&ts, "127.0.0.1", cli, &rc);
+    cr_assert_eq(rc, 0, "%s", tc_last_error_detail());
+    tc_conn_close(c);
+    /* A client without the CA: refused too. */
+    tc_tls *bare;
+    tc_tls_config bc = TC_TLS_CONFIG_INIT;
+    bc.ca_file = path("other.pem"); /* not the CA */
+    cr_assert_eq(tc_tls_client_create(&bare, &bc), 0);
+    c = dial(&ts, "localhost", bare, &rc);
+    cr_assert_eq(rc, TC_EHANDSHAKE);
+    tc_tls_destroy(bare);
+    tc_test_server_stop(&ts);
+    tc_test_expect_counts(before, NULL, 0, "dial");
+    tc_tls_destroy(cli);
+    tc_tls_destroy(tls);
+    rm_certs();
+}
+
+/* ---- reload ---------------------------------------------------------------------------- */
+
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cp %s %s.tmp && mv %s.tmp %s", from, to, to, to);
+    run_ok(cmd);
+}
+
+Test(tls, reload_new_connections_old_one_keeps_working)
+{
+    make_certs();
+    copy_file(path("server.pem"), path("live.pem"));
+    copy_file(path("server.key"), path("live.key"));
+    tc_tls_config c = TC_TLS_CONFIG_INIT;
+    c.cert_file = path("live.pem");
+    c.key_file = path("live.key");
+    tc_tls *tls = server_tls(&c);
+    tc_tls *cli = client_tls(NULL);
+    shared_init();
+    tc_test_server ts;
+    start(&ts, TC_MODE_EVENT, tls, line_codec());
+    int rc;
+    tc_conn *old = dial(&ts, "localhost", cli, &rc);
+    cr_assert_eq(rc, 0);
+    dial_echo(old, "before\n");
+    copy_file(path("server2.pem"), path("live.pem"));
+    copy_file(path("server2.key"), path("live.key"));
+    cr_assert_eq(tc_tls_reload(tls), 0);
+    char out[1024];
+    cr_assert_eq(python(&ts, "", out, sizeof out), 0, "%s", out);
+    cr_assert(strstr(out, "\"peer_cn\": \"server2\""), "the reload was not seen: %s", out);
+    dial_echo(old, "after\n"); /* the old connection goes on */
+    /* A broken file: reload fails, the last good certificate stays. */
+    run_ok("true");
+    FILE *f = fopen(path("live.key"), "w");
+    cr_assert_not_null(f);
+    fputs("not a key\n", f);
+    fclose(f);
+    cr_assert_eq(tc_tls_reload(tls), TC_EBADCONFIG);
+    cr_assert_eq(python(&ts, "", out, sizeof out), 0, "%s", out);
+    cr_assert(strstr(out, "\"peer_cn\": \"server2\""), "%s", out);
+    tc_conn_close(old);
+    tc_test_server_stop(&ts);
+    tc_tls_destroy(cli);
+    tc_tls_destroy(tls);
+    rm_certs();
+}
+
+/* ---- sendfile -------------------------------------------------------------------------- */
+
+static int send_file(tc_conn *c, void *ctx)
+{
+    int fd = open(ctx, O_RDONLY);
+    if (fd < 0)
+        return -errno;
+    ssize_t r = tc_conn_sendfile(c, fd, 0, 300000);
+    close(fd);
+    return r == 300000 ? 0 : (int)(r < 0 ? r : -EIO);
+}
+
+Test(tls, sendfile_copies_through_tls)
+{
+    make_certs();
+    char file[320];
+    snprintf(file, sizeof file, "%s", path("data.bin"));
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    long sum = 0;
+    for (int i = 0; i < 300000; i++) {
+        fputc(i * 7 % 251, f);
+        sum += i * 7 % 251;
+    }
+    fclose(f);
+    tc_tls *tls = server_tls(NULL);
+    const tc_mode modes[] = {TC_MODE_THREADING, TC_MODE_INLINE};
+    for (size_t m = 0; m < 2; m++) {
+        tc_server_config cfg = tc_test_config();
+        cfg.mode = modes[m];
+        cfg.transport = tc_tls_transport(tls);
+        tc_handler h = {0};
+        h.handle = send_file;
+        h.ctx = file;
+        tc_test_server ts;
+        tc_test_server_start(&ts, "127.0.0.1:0", &cfg, &h);
+        char out[1024];
+        cr_assert_eq(python(&ts, "--read-file 300000", out, sizeof out), 0, "%s", out);
+        char want[64];
+        snprintf(want, sizeof want, "\"file_sum\": %ld", sum % 1000000007);
+        cr_assert(strstr(out, "\"file_len\": 300000"), "%s", out);
+        cr_assert(strstr(out, want), "%s", out);
+        tc_test_server_stop(&ts);
+    }
+    tc_tls_destroy(tls);
+    unlink(file);
+    rm_certs();
+}
