@@ -1075,7 +1075,7 @@ static void on_readable(struct evconn *ec)
         schedule_idle(ec);
     /* Input a transport (TLS) decrypted and holds: the socket will not announce it. */
     if (!ec->closed && !ec->away && !ec->unwatched && !ec->paused && !ec->lingering &&
-        tc__chan_io_pending(ec->conn))
+        ec->conn && tc__chan_io_pending(ec->conn))
         on_readable(ec);
 }
 

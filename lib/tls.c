@@ -87,7 +87,7 @@ static void tls_log(const struct tc_tls *tls, const char *fmt, ...)
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    (void)vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     tls->cfg.log(TC_LOG_WARN, msg, tls->cfg.log_ctx);
 }
@@ -102,7 +102,7 @@ static void ssl_reasons(char *buf, size_t len)
         const char *r = ERR_reason_error_string(e);
         char tmp[64];
         if (!r) {
-            snprintf(tmp, sizeof tmp, "error %lx", e);
+            (void)snprintf(tmp, sizeof tmp, "error %lx", e);
             r = tmp;
         }
         int k = snprintf(buf + used, len - used, "%s%s", used ? "; " : "", r);
@@ -295,7 +295,7 @@ static int load_pair(SSL_CTX *ctx, const char *cert_file, const char *key_file,
     if (!ok) {
         char r[WHY_MAX];
         ssl_reasons(r, sizeof r);
-        snprintf(why, wlen, "certificate %s: %s", what, *r ? r : "none given");
+        (void)snprintf(why, wlen, "certificate %s: %s", what, *r ? r : "none given");
         return -1;
     }
     what = key_file ? key_file : "key_pem";
@@ -314,7 +314,7 @@ static int load_pair(SSL_CTX *ctx, const char *cert_file, const char *key_file,
     if (!ok) {
         char r[WHY_MAX];
         ssl_reasons(r, sizeof r);
-        snprintf(why, wlen, "private key %s: %s", what, *r ? r : "none given");
+        (void)snprintf(why, wlen, "private key %s: %s", what, *r ? r : "none given");
         return -1;
     }
     return 0;
@@ -327,7 +327,7 @@ static SSL_CTX *make_ctx(struct tc_tls *tls, const char *cert_file, const char *
     const tc_tls_config *c = &tls->cfg;
     SSL_CTX *ctx = SSL_CTX_new(tls->server ? TLS_server_method() : TLS_client_method());
     if (!ctx) {
-        snprintf(why, wlen, "out of memory");
+        (void)snprintf(why, wlen, "out of memory");
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, c->min_version == TC_TLS_1_3 ? TLS1_3_VERSION
@@ -363,7 +363,7 @@ static SSL_CTX *make_ctx(struct tc_tls *tls, const char *cert_file, const char *
     if (fail) {
         char r[WHY_MAX];
         ssl_reasons(r, sizeof r);
-        snprintf(why, wlen, "%s: %s", fail, r);
+        (void)snprintf(why, wlen, "%s: %s", fail, r);
         goto out;
     }
     if (tls->server) {
@@ -379,7 +379,7 @@ static SSL_CTX *make_ctx(struct tc_tls *tls, const char *cert_file, const char *
     } else {
         if (tls->alpn_wire && SSL_CTX_set_alpn_protos(ctx, tls->alpn_wire,
                                                       (unsigned)tls->alpn_len) != 0) {
-            snprintf(why, wlen, "alpn: not accepted");
+            (void)snprintf(why, wlen, "alpn: not accepted");
             goto out;
         }
         if (!c->no_resumption) {
@@ -400,9 +400,9 @@ static struct gen *gen_build(struct tc_tls *tls, char *why, size_t wlen)
 {
     const tc_tls_config *c = &tls->cfg;
     struct gen *g = calloc(1, sizeof *g);
-    if (!g || (c->ncerts && (!(g->ctx = calloc(c->ncerts, sizeof *g->ctx)) ||
-                             !(g->names = calloc(c->ncerts, sizeof *g->names))))) {
-        snprintf(why, wlen, "out of memory");
+    if (!g || (c->ncerts && (!(g->ctx = calloc(c->ncerts, sizeof(SSL_CTX *))) ||
+                             !(g->names = calloc(c->ncerts, sizeof(char *)))))) {
+        (void)snprintf(why, wlen, "out of memory");
         if (g) {
             free(g->ctx);
             free(g);
@@ -447,10 +447,10 @@ static void note_failure(struct tconn *t, const char *fallback)
     ssl_reasons(r, sizeof r);
     long v = SSL_get_verify_result(t->ssl);
     if (v != X509_V_OK && SSL_get0_peer_certificate(t->ssl))
-        snprintf(t->why, sizeof t->why, "%.120s (certificate: %.60s)", *r ? r : fallback,
+        (void)snprintf(t->why, sizeof t->why, "%.120s (certificate: %.60s)", *r ? r : fallback,
                  X509_verify_cert_error_string(v));
     else
-        snprintf(t->why, sizeof t->why, "%s", *r ? r : fallback);
+        (void)snprintf(t->why, sizeof t->why, "%s", *r ? r : fallback);
 }
 
 /* An OpenSSL result that is not success, as our codes. */
@@ -473,18 +473,18 @@ static int map_error(struct tconn *t, int ret, unsigned *want, int in_handshake)
     case SSL_ERROR_SYSCALL:
         t->broken = 1;
         if (t->err && t->err != EAGAIN) {
-            snprintf(t->why, sizeof t->why, "%s", strerror(t->err));
+            (void)snprintf(t->why, sizeof t->why, "%s", strerror(t->err));
             return in_handshake ? TC_EHANDSHAKE : -t->err;
         }
         ERR_clear_error();
-        snprintf(t->why, sizeof t->why, "the peer closed without close_notify");
+        (void)snprintf(t->why, sizeof t->why, "the peer closed without close_notify");
         return in_handshake ? TC_EHANDSHAKE : TC_ETRUNCATED;
     default: {
         t->broken = 1;
         unsigned long top = ERR_peek_last_error();
         if (ERR_GET_REASON(top) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
             ERR_clear_error();
-            snprintf(t->why, sizeof t->why, "the peer closed without close_notify");
+            (void)snprintf(t->why, sizeof t->why, "the peer closed without close_notify");
             return in_handshake ? TC_EHANDSHAKE : TC_ETRUNCATED;
         }
         note_failure(t, "TLS protocol error");
@@ -575,7 +575,7 @@ static int t_handshake(void *st, unsigned *want)
     int rc = map_error(t, r, want, 1);
     if (rc == 0) { /* a close_notify in the middle of the handshake */
         t->broken = 1;
-        snprintf(t->why, sizeof t->why, "the peer closed during the handshake");
+        (void)snprintf(t->why, sizeof t->why, "the peer closed during the handshake");
         rc = TC_EHANDSHAKE;
     }
     return rc;
@@ -736,7 +736,7 @@ static int alpn_encode(struct tc_tls *tls, const char *list)
             return -1;
         }
         w[len++] = (unsigned char)k;
-        memcpy(w + len, p, k);
+        memcpy(w + len, p, k); /* NOLINT(bugprone-not-null-terminated-result): length-prefixed */
         len += k;
         p += k + (e ? 1 : 0);
     }
@@ -830,13 +830,13 @@ static int create(tc_tls **out, const tc_tls_config *cfg, int server)
     int rc = TC_EBADCONFIG;
     char why[WHY_MAX + 64] = "";
     if ((int)c->min_version < TC_TLS_DEFAULT_VERSION || (int)c->min_version > TC_TLS_1_3)
-        snprintf(why, sizeof why, "min_version is not a tc_tls_version");
+        (void)snprintf(why, sizeof why, "min_version is not a tc_tls_version");
     else if ((int)c->verify < TC_TLS_VERIFY_DEFAULT || (int)c->verify > TC_TLS_VERIFY_REQUIRED)
-        snprintf(why, sizeof why, "verify is not a tc_tls_verify");
+        (void)snprintf(why, sizeof why, "verify is not a tc_tls_verify");
     else if (server && !c->cert_file && !c->cert_pem)
-        snprintf(why, sizeof why, "a server needs cert_file or cert_pem");
+        (void)snprintf(why, sizeof why, "a server needs cert_file or cert_pem");
     else if (c->alpn && alpn_encode(tls, c->alpn) < 0)
-        snprintf(why, sizeof why, "alpn: \"%s\" is not a comma-separated list of 1-255 byte names",
+        (void)snprintf(why, sizeof why, "alpn: \"%s\" is not a comma-separated list of 1-255 byte names",
                  c->alpn);
     else if ((tls->cur = gen_build(tls, why, sizeof why)) != NULL)
         rc = 0;
@@ -900,9 +900,9 @@ int tc_tls_conn_info(const tc_conn *conn, tc_tls_info *out)
     const struct tconn *t = st;
     SSL *ssl = t->ssl;
     memset(out, 0, sizeof *out);
-    snprintf(out->version, sizeof out->version, "%s", SSL_get_version(ssl));
+    (void)snprintf(out->version, sizeof out->version, "%s", SSL_get_version(ssl));
     const char *cipher = SSL_get_cipher_name(ssl);
-    snprintf(out->cipher, sizeof out->cipher, "%s", cipher ? cipher : "");
+    (void)snprintf(out->cipher, sizeof out->cipher, "%s", cipher ? cipher : "");
     const unsigned char *a = NULL;
     unsigned alen = 0;
     SSL_get0_alpn_selected(ssl, &a, &alen);
@@ -911,7 +911,7 @@ int tc_tls_conn_info(const tc_conn *conn, tc_tls_info *out)
         out->alpn[alen] = 0;
     }
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    snprintf(out->server_name, sizeof out->server_name, "%s", sni && !t->host ? sni : "");
+    (void)snprintf(out->server_name, sizeof out->server_name, "%s", sni && !t->host ? sni : "");
     X509 *peer = SSL_get0_peer_certificate(ssl);
     if (peer) {
         out->peer_cert = 1;

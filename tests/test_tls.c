@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -162,11 +163,11 @@ static tc_codec line_codec(void)
 }
 
 /* Run the Python client with extra arguments: its exit status; its JSON line in out. */
-static int python(const tc_test_server *ts, const char *args, char *out, size_t n)
+static int python_at(int port, const char *args, char *out, size_t n)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "timeout 30 " PY " " CLIENT_PY " --port %d --ca %s %s",
-             tc_addr_port(&ts->addr), path("ca.pem"), args);
+    snprintf(cmd, sizeof cmd, "timeout 30 " PY " " CLIENT_PY " --port %d --ca %s %s", port,
+             path("ca.pem"), args);
     FILE *f = popen(cmd, "r");
     cr_assert_not_null(f);
     out[0] = 0;
@@ -174,6 +175,11 @@ static int python(const tc_test_server *ts, const char *args, char *out, size_t 
     out[k] = 0;
     int st = pclose(f);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int python(const tc_test_server *ts, const char *args, char *out, size_t n)
+{
+    return python_at(tc_addr_port(&ts->addr), args, out, n);
 }
 
 static const tc_mode all_modes[] = {TC_MODE_INLINE, TC_MODE_THREADING, TC_MODE_FORKING,
@@ -627,3 +633,104 @@ Test(tls, sendfile_copies_through_tls)
     unlink(file);
     rm_certs();
 }
+
+/* ---- the tools: tcpchan-echo --tls-cert/--tls-key, tcpchan-cat --tls ---------------------- */
+
+#ifdef TC_ECHO_BIN
+/* Start tcpchan-echo with TLS; its port from the "listening on" line. */
+static pid_t echo_start(const char *mode, const char *framing, int *port, FILE **err)
+{
+    int out[2], errp[2];
+    cr_assert_eq(pipe(out), 0);
+    cr_assert_eq(pipe(errp), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        dup2(errp[1], 2);
+        execl(TC_ECHO_BIN, "tcpchan-echo", "--listen", "127.0.0.1:0", "--mode", mode,
+              "--framing", framing, "--tls-cert", path("live.pem"), "--tls-key", path("live.key"),
+              (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    close(errp[1]);
+    FILE *f = fdopen(out[0], "r");
+    char line[128] = "";
+    cr_assert_not_null(fgets(line, sizeof line, f), "tcpchan-echo printed nothing");
+    fclose(f);
+    char *colon = strrchr(line, ':');
+    cr_assert_not_null(colon, "%s", line);
+    *port = atoi(colon + 1);
+    *err = fdopen(errp[0], "r");
+    return pid;
+}
+
+static void echo_stop(pid_t pid, FILE *err)
+{
+    kill(pid, SIGTERM);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tcpchan-echo ended badly");
+    fclose(err);
+}
+
+Test(tls, echo_tool_every_mode_and_sighup_reload)
+{
+    make_certs();
+    copy_file(path("server.pem"), path("live.pem"));
+    copy_file(path("server.key"), path("live.key"));
+    for (size_t m = 0; m < sizeof all_modes / sizeof *all_modes; m++) {
+        if (!tc_test_mode_enabled(all_modes[m]))
+            continue;
+        const char *framing = m % 2 ? "len32" : "line";
+        int port;
+        FILE *err;
+        pid_t pid = echo_start(tc_mode_name(all_modes[m]), framing, &port, &err);
+        char out[1024];
+        cr_assert_eq(python_at(port, m % 2 ? "--frame 70000" : "--lines 3", out, sizeof out), 0,
+                     "%s: %s", tc_mode_name(all_modes[m]), out);
+        cr_assert(strstr(out, "\"echo_ok\": true"), "%s", out);
+        if (all_modes[m] == TC_MODE_EVENT) {
+            /* SIGHUP: new connections get the new certificate ... */
+            copy_file(path("server2.pem"), path("live.pem"));
+            copy_file(path("server2.key"), path("live.key"));
+            kill(pid, SIGHUP);
+            int seen2 = 0;
+            for (int i = 0; i < 50 && !seen2; i++) {
+                cr_assert_eq(python_at(port, "", out, sizeof out), 0, "%s", out);
+                seen2 = strstr(out, "\"peer_cn\": \"server2\"") != NULL;
+                if (!seen2)
+                    tc_test_nap_ms(20);
+            }
+            cr_assert(seen2, "SIGHUP did not reload: %s", out);
+            /* ... and a bad file keeps them, with one line on stderr. */
+            FILE *k = fopen(path("live.key"), "w");
+            fputs("junk\n", k);
+            fclose(k);
+            kill(pid, SIGHUP);
+            char line[512] = "";
+            cr_assert_not_null(fgets(line, sizeof line, err));
+            cr_assert(strstr(line, "reload failed"), "%s", line);
+            cr_assert_eq(python_at(port, "", out, sizeof out), 0, "%s", out);
+            cr_assert(strstr(out, "\"peer_cn\": \"server2\""), "%s", out);
+            /* tcpchan-cat --tls as the client. */
+            char cmd[1024];
+            snprintf(cmd, sizeof cmd,
+                     "printf 'over tls\\n' | timeout 20 %s/tcpchan-cat localhost:%d --framing line "
+                     "--tls --tls-ca %s",
+                     TC_TOOLS_DIR, port, path("ca.pem"));
+            FILE *f = popen(cmd, "r");
+            char got[64] = "";
+            size_t k2 = fread(got, 1, sizeof got - 1, f);
+            got[k2] = 0;
+            cr_assert_eq(pclose(f), 0);
+            cr_assert_str_eq(got, "over tls\n");
+            copy_file(path("server.pem"), path("live.pem"));
+            copy_file(path("server.key"), path("live.key"));
+        }
+        echo_stop(pid, err);
+    }
+    rm_certs();
+}
+#endif
