@@ -44,6 +44,7 @@ extern "C" {
 /** @brief tc_transport_ops::recv flag: the socket is blocking and the call may sleep in it. */
 #define TC_TRANSPORT_SLEEP 1
 
+/** @brief A transport object (see struct tc_transport). */
 typedef struct tc_transport tc_transport;
 struct tc_conn;
 
