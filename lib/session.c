@@ -223,6 +223,10 @@ void tc__session_close(tc__session *s, int reason, int report)
     const tc_handler *h = &srv->handler;
     if (reason == TC_EOF)
         reason = 0;
+    /* The drain shuts an idle connection's socket: over TLS that reads as a
+     * stream cut short, but it is the server's own doing. */
+    if (reason == TC_ETRUNCATED && tc__session_stopping(srv))
+        reason = TC_ESHUTDOWN;
     if (report == TC__REPORT_AUTO ? !tc__session_quiet_end(reason) : report)
         tc__report(srv, s->conn, reason);
     if (s->opened) {

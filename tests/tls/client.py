@@ -37,6 +37,7 @@ try:
     raw = socket.create_connection(("127.0.0.1", a.port), timeout=10)
     s = ctx.wrap_socket(raw, server_hostname=a.sni)
     out["version"] = s.version()
+    out["local_port"] = s.getsockname()[1]
     out["alpn"] = s.selected_alpn_protocol() or ""
     cert = s.getpeercert()
     out["peer_cn"] = [v for rdn in cert["subject"] for (k, v) in rdn if k == "commonName"][0]
@@ -52,6 +53,7 @@ try:
 
     ok = True
     if a.read_file >= 0:
+        s.sendall(b"go\n")  # a pool's stream handler starts at the first bytes
         data = read_n(a.read_file)
         out["file_len"] = len(data)
         out["file_sum"] = sum(data) % 1000000007
