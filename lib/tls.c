@@ -334,8 +334,9 @@ static SSL_CTX *make_ctx(struct tc_tls *tls, const char *cert_file, const char *
                                                                     : TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (c->release_buffers) /* less memory per idle connection, more CPU per record */
+        SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     int verify = c->verify;
     if (verify == TC_TLS_VERIFY_DEFAULT)
         verify = tls->server ? TC_TLS_VERIFY_NONE : TC_TLS_VERIFY_REQUIRED;
