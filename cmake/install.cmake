@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 # Install rules: public headers, the shared and static libraries, the CMake
-# package (tcpchan::tcpchan, tcpchan::tcpchan_static) and tcpchan.pc.
+# package (tcpchan::tcpchan, tcpchan::tcpchan_static, and tcpchan::tls when
+# libtcpchan-tls is built) and tcpchan.pc (and tcpchan-tls.pc).
 include(CMakePackageConfigHelpers)
 
 set(TC_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/tcpchan"
@@ -12,7 +13,11 @@ install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/tcpchan"
         COMPONENT development
         FILES_MATCHING PATTERN "*.h")
 
-install(TARGETS tcpchan tcpchan_static
+set(_tc_install_targets tcpchan tcpchan_static)
+if(TC_HAVE_TLS)
+  list(APPEND _tc_install_targets tcpchan-tls) # tcpchan::tls, libtcpchan-tls.so
+endif()
+install(TARGETS ${_tc_install_targets}
         EXPORT tcpchanTargets
         LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
           COMPONENT runtime NAMELINK_COMPONENT development
@@ -62,3 +67,14 @@ configure_file("${PROJECT_SOURCE_DIR}/pkgconfig/tcpchan.pc.in"
 install(FILES "${PROJECT_BINARY_DIR}/tcpchan.pc"
         DESTINATION "${TC_PC_INSTALLDIR}"
         COMPONENT development)
+if(TC_HAVE_TLS)
+  configure_file("${PROJECT_SOURCE_DIR}/pkgconfig/tcpchan-tls.pc.in"
+                 "${PROJECT_BINARY_DIR}/tcpchan-tls.pc" @ONLY)
+  install(FILES "${PROJECT_BINARY_DIR}/tcpchan-tls.pc"
+          DESTINATION "${TC_PC_INSTALLDIR}"
+          COMPONENT development)
+else()
+  # Without the add-on its header would declare what nothing implements.
+  install(CODE "file(REMOVE \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_INCLUDEDIR}/tcpchan/tls.h\")"
+          COMPONENT development)
+endif()

@@ -5,7 +5,9 @@
  * side is half-closed and replies are printed until the server closes.
  * Datagrams (udp:ADDR, unixgram:PATH, or --udp): each stdin read (raw) or
  * line (line) is one datagram; at the end of stdin replies are printed until
- * there are as many as datagrams sent, or --timeout passes without one. */
+ * there are as many as datagrams sent, or --timeout passes without one.
+ * --tls: over TLS (libtcpchan-tls), the server verified against --tls-ca or
+ * the system's store, its name checked. */
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -15,10 +17,13 @@
 #include <unistd.h>
 
 #include <tcpchan/tcpchan.h>
+#ifdef TC_CAT_TLS
+#include <tcpchan/tls.h>
+#endif
 
 static const char usage_text[] =
     "usage: tcpchan-cat ADDR [--framing raw|line|len32] [--max-frame BYTES] [--timeout MS]\n"
-    "                        [--udp]\n"
+    "                        [--udp] [--tls [--tls-ca FILE]]\n"
     "  ADDR               HOST:PORT, [IPV6]:PORT or unix:PATH; datagrams: udp:HOST:PORT,\n"
     "                     udp:[IPV6]:PORT or unixgram:PATH (each read or line one datagram)\n"
     "  --udp              ADDR is a UDP address (as if written udp:ADDR)\n"
@@ -27,6 +32,8 @@ static const char usage_text[] =
     "                     each reply frame printed as a line\n"
     "  --max-frame BYTES  largest reply frame accepted (default 1048576)\n"
     "  --timeout MS       connect timeout, and how long a reply may stall (default 10000)\n"
+    "  --tls              TLS: the server's certificate is verified and must name HOST\n"
+    "  --tls-ca FILE      the CA certificates (PEM) to verify it with (default: the system's)\n"
     "Every option also takes the form --name=VALUE. A mistake in the arguments prints one\n"
     "line naming it and exits 2.\n";
 
@@ -175,7 +182,8 @@ int main(int argc, char **argv)
     enum framing f = RAW;
     const char *addr = NULL;
     long max_frame = 0, timeout = 10000;
-    int udp = 0;
+    int udp = 0, tls = 0;
+    const char *tls_ca = NULL;
     for (int i = 1; i < argc; i++) {
         /* "--name value" or "--name=value". */
         char name[32];
@@ -192,10 +200,10 @@ int main(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         }
-        if (!strcmp(a, "--udp")) {
+        if (!strcmp(a, "--udp") || !strcmp(a, "--tls")) {
             if (v)
                 return bad_arg(a, "takes no value");
-            udp = 1;
+            *(a[2] == 'u' ? &udp : &tls) = 1;
             continue;
         }
         if (a[0] != '-') {
@@ -205,7 +213,7 @@ int main(int argc, char **argv)
             continue;
         }
         if (strcmp(a, "--framing") != 0 && strcmp(a, "--max-frame") != 0 &&
-            strcmp(a, "--timeout") != 0)
+            strcmp(a, "--timeout") != 0 && strcmp(a, "--tls-ca") != 0)
             return bad_arg(a, "unknown argument (see --help)");
         if (!v && i + 1 >= argc)
             return bad_arg(a, "missing value");
@@ -219,6 +227,8 @@ int main(int argc, char **argv)
                                        : bad_arg(a, "must be raw, line or len32");
         else if (!strcmp(a, "--max-frame"))
             rc = parse_num(a, v, &max_frame);
+        else if (!strcmp(a, "--tls-ca"))
+            tls_ca = v, tls = 1;
         else
             rc = parse_num(a, v, &timeout);
         if (rc)
@@ -245,10 +255,31 @@ int main(int argc, char **argv)
         tc_codec_length_prefixed(&o.codec, 4, TC_BIG_ENDIAN);
     if (tc_codec_set_max_frame(&o.codec, (size_t)max_frame) < 0)
         return bad_arg("--max-frame", "too large");
+    if (tls && dgram)
+        return bad_arg("--tls", "does not apply to datagrams");
+#ifdef TC_CAT_TLS
+    tc_tls *tctx = NULL;
+    if (tls) {
+        tc_tls_config tc = TC_TLS_CONFIG_INIT;
+        tc.ca_file = tls_ca;
+        if (tc_tls_client_create(&tctx, &tc) < 0)
+            return bad_arg("--tls-ca", "cannot be read as PEM certificates");
+        o.transport = tc_tls_transport(tctx);
+    }
+#else
+    if (tls)
+        return bad_arg("--tls", "this build has no TLS (libtcpchan-tls: OpenSSL 3)");
+#endif
     tc_conn *c;
     int rc = tc_dial(&c, addr, &o);
-    if (rc < 0)
-        return fail(addr, rc);
+    if (rc < 0) {
+        const char *why = tc_last_error_detail();
+        fprintf(stderr, "tcpchan-cat: %s: %s\n", addr, why[0] ? why : tc_strerror(rc));
+#ifdef TC_CAT_TLS
+        tc_tls_destroy(tctx);
+#endif
+        return 1;
+    }
     tc_conn_set_timeout(c, (int)timeout); /* a frame that stalls half-way */
     if (dgram) {
         int status = run_datagrams(c, f, (int)timeout);
@@ -269,7 +300,19 @@ int main(int argc, char **argv)
             break;
         }
         if (p[1].revents) {
-            rc = print_replies(c, f);
+            /* TLS: readable may be a session ticket and no data (a read would
+             * wait), and a read may leave decrypted data poll() cannot see:
+             * read until a short wait finds nothing. */
+            if (tls)
+                tc_conn_set_timeout(c, 1);
+            do
+                rc = print_replies(c, f);
+            while (tls && rc == 0);
+            if (tls) {
+                tc_conn_set_timeout(c, (int)timeout);
+                if (rc == -ETIMEDOUT)
+                    rc = 0;
+            }
             if (rc == TC_EOF)
                 break;
             if (rc < 0) {
@@ -296,5 +339,8 @@ int main(int argc, char **argv)
         }
     }
     tc_conn_close(c);
+#ifdef TC_CAT_TLS
+    tc_tls_destroy(tctx);
+#endif
     return status;
 }

@@ -5,11 +5,13 @@
  * Deployment: several processes on one port (--processes), systemd socket
  * activation (--listen systemd:NAME), inetd (--inetd), behind a proxy
  * speaking the PROXY protocol (--proxy), several addresses at once (--listen
- * given more than once)
-. The command line is a stable contract: see usage() and the README. */
+ * given more than once); TLS with --tls-cert/--tls-key (libtcpchan-tls;
+ * SIGHUP reads them again). The command line is a stable contract: see
+ * usage() and the README. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +20,15 @@
 #include <unistd.h>
 
 #include <tcpchan/tcpchan.h>
+#ifdef TC_ECHO_TLS
+#include <tcpchan/tls.h>
+#endif
 
 static const char usage_text[] =
     "usage: tcpchan-echo [--listen ADDR] [--mode MODE] [--workers N] [--max-conns N]\n"
     "                    [--framing F] [--max-frame BYTES] [--idle-timeout MS] [--conn-timeout MS]\n"
     "                    [--drain-timeout MS] [--processes N] [--proxy P] [--proxy-trusted LIST]\n"
-    "                    [--greet] [--inetd]\n"
+    "                    [--greet] [--inetd] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
     "  --listen ADDR       default 127.0.0.1:7000; HOST:PORT, [IPV6]:PORT or unix:PATH; port 0 = any free port;\n"
     "                      :PORT or *:PORT = every IPv4 address (0.0.0.0:PORT);\n"
     "                      systemd or systemd:NAME = every socket systemd passed, or those named NAME\n"
@@ -56,6 +61,11 @@ static const char usage_text[] =
     "                      (default 127.0.0.0/8,::1/128)\n"
     "  --greet             start each connection with a line \"peer=ADDR proxy=ADDR|- pid=PID\"\n"
     "  --inetd             serve the one connection on stdin, then exit (inetd, or systemd Accept=yes)\n"
+    "  --tls-cert FILE     TLS (1.2 and 1.3): the certificate chain, PEM, leaf first; with --tls-key\n"
+    "  --tls-key FILE      its private key, PEM. A handshake must finish within 10 s (or\n"
+    "                      --idle-timeout if smaller); SIGHUP reads both files again for new\n"
+    "                      connections (a bad file keeps the old ones, with one line on stderr)\n"
+    "  --tls-client-ca F   require a client certificate signed by a CA in F\n"
     "Every option also takes the form --name=VALUE. The limits default to the library's finite\n"
     "values (docs/production.md), so a silent or stalled client never holds a connection\n"
     "forever; 0 turns one off.\n";
@@ -75,6 +85,7 @@ struct options {
     int greet, inetd;
     const char *systemd_name; /* --listen systemd[:NAME]; NULL name = the first socket */
     int systemd;
+    const char *tls_cert, *tls_key, *tls_client_ca;
 };
 
 static tc_server *volatile the_server;
@@ -203,6 +214,12 @@ static int parse_args(int argc, char **argv, struct options *o)
                                           : bad_arg(a, "must be off, required or optional");
         else if (!strcmp(a, "--proxy-trusted"))
             o->proxy_trusted = v;
+        else if (!strcmp(a, "--tls-cert"))
+            o->tls_cert = v;
+        else if (!strcmp(a, "--tls-key"))
+            o->tls_key = v;
+        else if (!strcmp(a, "--tls-client-ca"))
+            o->tls_client_ca = v;
         else
             rc = bad_arg(a, "unknown argument");
         if (rc)
@@ -243,6 +260,17 @@ static int parse_args(int argc, char **argv, struct options *o)
     for (int i = 0; i < o->nlisten; i++)
         if (o->processes > 1 && !o->systemd && !strncmp(o->listens[i], "unix:", 5))
             return bad_arg("--processes", "needs a TCP address (SO_REUSEPORT) or systemd");
+    if (!o->tls_cert != !o->tls_key)
+        return bad_arg(o->tls_cert ? "--tls-key" : "--tls-cert", "is needed too");
+    if (o->tls_client_ca && !o->tls_cert)
+        return bad_arg("--tls-client-ca", "needs --tls-cert and --tls-key");
+    for (int i = 0; i < o->nlisten && o->tls_cert; i++)
+        if (!strncmp(o->listens[i], "udp:", 4) || !strncmp(o->listens[i], "unixgram:", 9))
+            return bad_arg("--tls-cert", "does not apply to datagrams");
+#ifndef TC_ECHO_TLS
+    if (o->tls_cert)
+        return bad_arg("--tls-cert", "this build has no TLS (libtcpchan-tls: OpenSSL 3)");
+#endif
     /* Features of later milestones: refuse clearly rather than ignore. */
     if (!tc_mode_available(o->mode))
         return bad_arg("--mode", "not available yet");
@@ -472,6 +500,71 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
     return 0;
 }
 
+#ifdef TC_ECHO_TLS
+static void tls_log(tc_log_level level, const char *msg, void *ctx)
+{
+    (void)level;
+    (void)ctx;
+    fprintf(stderr, "tcpchan-echo: %s\n", msg);
+}
+
+/* SIGHUP, taken by this thread alone (blocked everywhere else): read the
+ * certificate and key again. Ends at a SIGHUP with quit set. */
+static volatile sig_atomic_t reload_quit;
+static void *reload_main(void *arg)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0 || reload_quit)
+            return NULL;
+        (void)tc_tls_reload(arg); /* a failure is the one stderr line of tls_log */
+    }
+}
+
+/* The TLS context from the options, and a thread for SIGHUP: 0, or the exit status. */
+static int tls_setup(const struct options *o, tc_server_config *cfg, tc_tls **tls,
+                     pthread_t *reloader)
+{
+    tc_tls_config tc = TC_TLS_CONFIG_INIT;
+    tc.cert_file = o->tls_cert;
+    tc.key_file = o->tls_key;
+    if (o->tls_client_ca) {
+        tc.ca_file = o->tls_client_ca;
+        tc.verify = TC_TLS_VERIFY_REQUIRED;
+    }
+    tc.handshake_timeout_ms = 10000;
+    if (o->set_idle_timeout && o->idle_timeout > 0 && o->idle_timeout < 10000)
+        tc.handshake_timeout_ms = (int)o->idle_timeout;
+    tc.log = tls_log;
+    if (tc_tls_server_create(tls, &tc) < 0)
+        return 2; /* tls_log said why */
+    cfg->transport = tc_tls_transport(*tls);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread from here on inherits it */
+    if (pthread_create(reloader, NULL, reload_main, *tls) != 0) {
+        fprintf(stderr, "tcpchan-echo: cannot start the SIGHUP thread\n");
+        tc_tls_destroy(*tls);
+        return 1;
+    }
+    return 0;
+}
+
+static void tls_teardown(tc_tls *tls, pthread_t reloader)
+{
+    reload_quit = 1;
+    pthread_kill(reloader, SIGHUP);
+    pthread_join(reloader, NULL);
+    tc_tls_destroy(tls);
+}
+#endif
+
+static int run(const struct options *op, tc_server_config *cfgp, const tc_handler *hp);
+
 /* A limit for the config: 0 (the library's default) when no flag set it,
  * negative (none) for a flag's 0, else the flag's value. */
 static int limit(int set, long value)
@@ -521,6 +614,27 @@ int main(int argc, char **argv)
     cfg.proxy_protocol = o.proxy;
     cfg.proxy_trusted = o.proxy_trusted;
 
+#ifdef TC_ECHO_TLS
+    tc_tls *tls = NULL;
+    pthread_t reloader;
+    if (o.tls_cert) {
+        if ((rc = tls_setup(&o, &cfg, &tls, &reloader)) != 0)
+            return rc;
+        rc = run(&o, &cfg, &handler);
+        tls_teardown(tls, reloader);
+        return rc;
+    }
+#endif
+    return run(&o, &cfg, &handler);
+}
+
+/* inetd, prefork or one server, as the options say. */
+static int run(const struct options *op, tc_server_config *cfgp, const tc_handler *hp)
+{
+    const struct options o = *op;
+    tc_server_config cfg = *cfgp;
+    tc_handler handler = *hp;
+    int rc;
     if (o.inetd) {
         rc = tc_server_serve_inetd(&cfg, &handler, 0);
         if (rc < 0)

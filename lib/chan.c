@@ -24,6 +24,7 @@ int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *pe
     }
     c->fd = fd;
     c->drv = drv;
+    c->io = &tc__io_plain;
     c->stopfd = -1;
     if (peer)
         c->peer = *peer;
@@ -45,6 +46,9 @@ void tc__chan_free(tc_conn *c)
         return;
     if (c->proto)
         c->proto->detach(c);
+    tc__xport_goodbye(c); /* a dialled channel's close_notify, if not sent yet */
+    if (c->xport)
+        c->xport->ops->free(c->xstate);
     tc__close(c->fd);
     if (!c->rborrowed)
         free(c->rbuf);
@@ -128,7 +132,7 @@ ssize_t tc__chan_fill_once(tc_conn *c, size_t limit)
     if (rc < 0)
         return rc;
     size_t room = c->rcap - c->roff - c->rlen;
-    ssize_t r = tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, room);
+    ssize_t r = c->io->recv(c, c->rbuf + c->roff + c->rlen, room, 0);
     if (r == -EAGAIN)
         c->rdry = 1;
     else if (r > 0)
@@ -200,7 +204,7 @@ ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch
     size_t room = c->rcap - c->roff - c->rlen;
     if (room == 0)
         return 0;
-    return tc__chan_filled(c, tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, room));
+    return tc__chan_filled(c, c->io->recv(c, c->rbuf + c->roff + c->rlen, room, 0));
 }
 
 int tc__chan_settle(tc_conn *c)
@@ -330,9 +334,7 @@ ssize_t tc__chan_send_window(tc_conn *c, const struct iovec *vec, int cnt, int i
     }
     if (k == 0)
         return 0;
-    /* One piece (the usual reply): send() costs the kernel less than sendmsg(). */
-    return k == 1 ? tc__sock_send(c->fd, win[0].iov_base, win[0].iov_len)
-                  : tc__sock_sendmsg(c->fd, win, k);
+    return c->io->send(c, win, k);
 }
 
 size_t tc__chan_advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, size_t *ioff,

@@ -42,6 +42,8 @@ int tc__dgram_start(tc_server *srv)
     if (c->proxy_protocol != TC_PROXY_OFF)
         return bad(srv, "proxy_protocol",
                    "does not apply to a datagram socket (there is no stream to carry a header)");
+    if (c->transport)
+        return bad(srv, "transport", "does not apply to a datagram socket (no DTLS)");
     if (c->codec.kind != TC_CODEC_RAW)
         return bad(srv, "codec", "must be raw on a datagram socket: a datagram is one message "
                                  "(only max_frame applies)");

@@ -2,6 +2,7 @@
 /* The client side: resolve, then try each address in turn with a connect timeout. */
 #include <errno.h>
 #include <poll.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -31,6 +32,45 @@ static int connect_one(const tc_addr *addr, int timeout_ms, int *out_fd)
     return 0;
 }
 
+/* The host part of "host:port" or "[v6]:port" into buf (empty for a unix
+ * socket or a text too long): what a transport checks the peer against. */
+static void host_of(const char *address, char *buf, size_t len)
+{
+    buf[0] = 0;
+    if (strncmp(address, "unix:", 5) == 0)
+        return;
+    const char *start = address, *end = strrchr(address, ':');
+    if (*start == '[') {
+        start++;
+        end = strchr(start, ']');
+    }
+    if (!end || (size_t)(end - start) >= len)
+        return;
+    memcpy(buf, start, (size_t)(end - start));
+    buf[end - start] = 0;
+}
+
+/* The transport's handshake on a new client channel, within the connect
+ * timeout: 0, or the channel is closed and the error returned. */
+static int secure(tc_conn *c, const char *address, const tc_dial_config *opts, int connect_ms)
+{
+    char host[256];
+    host_of(address, host, sizeof host);
+    int rc = tc__xport_attach(c, opts->transport, 1, host[0] ? host : NULL);
+    if (rc == 0) {
+        int64_t deadline = tc__deadline_ms(connect_ms);
+        int64_t hs = tc__xport_deadline(opts->transport);
+        rc = tc__xport_handshake(c, hs < deadline ? hs : deadline);
+    }
+    if (rc < 0) {
+        const char *why = tc__xport_why(c);
+        tc__log_detail(NULL, "%s handshake with %s failed: %s%s%s", opts->transport->ops->name,
+                       address, tc_strerror(rc), *why ? ": " : "", why);
+        tc__chan_free(c);
+    }
+    return rc;
+}
+
 int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
 {
     tc_addr addrs[DIAL_MAX_ADDRS];
@@ -54,6 +94,10 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
     if ((rc = tc__addr_resolve(address, addrs, DIAL_MAX_ADDRS, &n)) < 0) {
         tc__log_detail(NULL, "dial address \"%s\": %s", address, tc_strerror(rc));
         return rc;
+    }
+    if (opts && opts->transport && (!opts->transport->ops || addrs[0].socktype == SOCK_DGRAM)) {
+        tc__log_detail(NULL, "invalid configuration: transport needs its ops and a stream address");
+        return -EINVAL;
     }
     if (addrs[0].socktype == SOCK_DGRAM && opts &&
         (opts->codec.kind != TC_CODEC_RAW || opts->codec.max_frame > TC_DGRAM_MAX_FRAME)) {
@@ -92,6 +136,8 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
             c->codec.max_frame = TC_DGRAM_DEFAULT_MAX_FRAME;
         tc__dgram_dial_prepare(c, c->codec.max_frame);
     }
+    if (opts && opts->transport && (rc = secure(c, address, opts, connect_ms)) < 0)
+        return rc;
     *out = c;
     return 0;
 }

@@ -73,8 +73,8 @@ static ssize_t note_dry(tc_conn *c, ssize_t r, size_t n)
 static ssize_t recv_watch(tc_conn *c, void *buf, size_t n, int64_t deadline, int intr)
 {
     for (;;) {
-        if (!c->rdry) {
-            ssize_t r = tc__sock_recv(c->fd, buf, n);
+        if (!c->rdry || tc__chan_io_pending(c)) {
+            ssize_t r = c->io->recv(c, buf, n, 0);
             if (r != -EAGAIN)
                 return r;
         }
@@ -85,7 +85,7 @@ static ssize_t recv_watch(tc_conn *c, void *buf, size_t n, int64_t deadline, int
         }
         if (rc != TC_ESHUTDOWN && rc != -ETIMEDOUT)
             return rc;
-        ssize_t r = tc__sock_recv(c->fd, buf, n); /* only what is there already */
+        ssize_t r = c->io->recv(c, buf, n, 0); /* only what is there already */
         return r == -EAGAIN ? rc : r;
     }
 }
@@ -103,13 +103,13 @@ static ssize_t recv_block(tc_conn *c, void *buf, size_t n, int64_t deadline, int
     for (;;) {
         int64_t left = time_left(deadline);
         if (left < 0) {
-            ssize_t r = tc__sock_recv(c->fd, buf, n); /* only what is there already */
+            ssize_t r = c->io->recv(c, buf, n, 0); /* only what is there already */
             return r == -EAGAIN ? -ETIMEDOUT : r;
         }
         int rc = arm_timeout(c, SO_RCVTIMEO, &c->rcvtimeo, left);
         if (rc < 0)
             return rc;
-        ssize_t r = tc__sock_recv_block(c->fd, buf, n);
+        ssize_t r = c->io->recv(c, buf, n, 1);
         if (r >= 0 || (r == -EINTR && intr) || (r != -EINTR && r != -EAGAIN))
             return r;
         /* A signal, or SO_RCVTIMEO ran out: the loop recomputes the time left. */
@@ -174,13 +174,13 @@ static ssize_t poll_recv(tc_conn *c, void *buf, size_t n, int64_t deadline)
         return note_dry(c, recv_watch(c, buf, n, deadline, 0), n);
     ssize_t r;
     for (;;) {
-        if (c->rdry) {
+        if (c->rdry && !tc__chan_io_pending(c)) {
             int rc = tc__sock_wait(c->fd, POLLIN, deadline);
             if (rc < 0)
                 return rc;
             c->rdry = 0;
         }
-        if ((r = tc__sock_recv(c->fd, buf, n)) != -EAGAIN)
+        if ((r = c->io->recv(c, buf, n, 0)) != -EAGAIN)
             break;
         c->rdry = 1;
     }
@@ -191,7 +191,7 @@ static ssize_t poll_fill(tc_conn *c, int64_t deadline, size_t limit)
 {
     if (c->rdry)
         tc__chan_trim(c, 0); /* about to sleep, most likely: an empty buffer goes back */
-    if (c->rdry && c->stopfd < 0) { /* else poll_recv waits, watching stopfd too */
+    if (c->rdry && c->stopfd < 0 && !tc__chan_io_pending(c)) { /* else poll_recv waits */
         int rc = tc__sock_wait(c->fd, POLLIN, deadline);
         if (rc < 0)
             return rc;
@@ -214,6 +214,8 @@ static ssize_t wait_stop(tc_conn *c, int64_t deadline)
     if (c->rpend)
         return take_pending(c);
     tc__chan_trim(c, 0);
+    if (tc__chan_io_pending(c)) /* held by the transport: the socket will not say */
+        return tc__chan_fill_once(c, tc__chan_frame_room(c));
     for (;;) {
         int rc = tc__sock_wait_stop(c->fd, POLLIN, c->stopfd, deadline);
         if (rc == -ETIMEDOUT && tc__sock_readable(c->fd))
@@ -297,7 +299,7 @@ static int block_shutdown_write(tc_conn *c)
     ssize_t r = block_send(c, NULL, 0, 0);
     if (r < 0)
         return (int)r;
-    return tc__sock_shutdown_how(c->fd, SHUT_WR);
+    return c->io->shutdown_write(c);
 }
 
 /* The file to a non-blocking socket, every wait a poll against the call's
@@ -311,7 +313,7 @@ static ssize_t poll_sendfile(tc_conn *c, int file_fd, off_t offset, size_t count
     size_t sent = 0;
     r = 0;
     while (sent < count && r == 0) {
-        r = tc__sock_sendfile(c->fd, file_fd, &offset, count - sent);
+        r = c->io->sendfile(c, file_fd, &offset, count - sent);
         if (r > 0) {
             sent += (size_t)r;
             r = sent < count && overdue(deadline) ? -ETIMEDOUT : 0;

@@ -427,11 +427,19 @@ struct tc__proxy_addrs {
 };
 
 typedef struct tc__driver tc__driver;
+typedef struct tc__io tc__io;
 
 struct tc_conn {
     int fd;
     const tc__driver *drv; /* the transport: how this channel waits and sends */
     void *drv_data;        /* the driver's record of the channel, or NULL */
+    /* The bytes' way to and from the socket: tc__io_plain, or through a
+     * tc_transport (TLS) once one is attached (xport, its state xstate). */
+    const tc__io *io;
+    tc_transport *xport;
+    void *xstate;
+    unsigned xwant;        /* TC_TRANSPORT_WANT_*: what the last read (or handshake
+                            * step) that would block waits for; 0 after one that did not */
     tc_server *srv;        /* opaque here: tc_conn_server(); NULL for a dialled channel */
     uint64_t id;           /* tc_conn_id(): the server's name for it; 0 when dialled */
     int stopfd;            /* a stop signal reads and message waits watch (readable:
@@ -602,6 +610,52 @@ typedef struct tc__proto {
 
 extern const tc__proto tc__proto_ws;
 
+/* ---- byte I/O under a channel (xport.c): the socket, or a transport ------ */
+
+/* Every receive and send a channel makes goes through c->io: one table for
+ * a plain socket, one calling the channel's tc_transport (TLS). The
+ * drivers wait on the socket as before; a transport's step that waits for
+ * the other direction is waited for here (blocking drivers) or left in
+ * c->xwant (an event loop, whose driver has no fill). */
+struct tc__io {
+    /* A receive without waiting (sleep 0), or asleep in recv on a blocking
+     * socket (sleep 1: tc__sock_recv_block's answers). */
+    ssize_t (*recv)(tc_conn *c, void *buf, size_t n, int sleep);
+    /* tc__sock_sendmsg's answers (one piece: tc__sock_send). */
+    ssize_t (*send)(tc_conn *c, const struct iovec *v, int cnt);
+    /* tc__sock_sendfile's answers, on a non-blocking socket. */
+    ssize_t (*sendfile)(tc_conn *c, int file_fd, off_t *offset, size_t n);
+    /* Half-close: shutdown(SHUT_WR), after a close_notify. 0 or an error. */
+    int (*shutdown_write)(tc_conn *c);
+    /* Bytes received that a recv returns without the socket being readable. */
+    size_t (*pending)(const tc_conn *c);
+};
+extern const tc__io tc__io_plain;
+
+/* Put c on the transport t (the server's or the dialler's), after any PROXY
+ * header: bytes already buffered are the transport's to read first. 0 or
+ * an error (the channel stays plain). client: a dialled channel, host its
+ * name (SNI) or NULL. */
+int tc__xport_attach(tc_conn *c, tc_transport *t, int client, const char *host);
+/* One handshake step: 1 done, 0 waiting (c->xwant: for what), or an error. */
+int tc__xport_step(tc_conn *c);
+/* The handshake until done or deadline, waiting on the socket (and the
+ * stop descriptor, if the channel has one): 0, -ETIMEDOUT, TC_ESHUTDOWN or
+ * an error. */
+int tc__xport_handshake(tc_conn *c, int64_t deadline);
+/* A transport's goodbye (TLS close_notify) without waiting, once: nothing
+ * for a plain channel, or one whose stream is broken. */
+void tc__xport_goodbye(tc_conn *c);
+/* The deadline of a handshake starting now. */
+int64_t tc__xport_deadline(const tc_transport *t);
+/* Why the transport failed, for a log line ("" if it says nothing). */
+const char *tc__xport_why(const tc_conn *c);
+/* Whether the transport holds received bytes the socket will not announce. */
+static inline size_t tc__chan_io_pending(const tc_conn *c)
+{
+    return c->io->pending(c);
+}
+
 /* ---- drivers: how a channel waits and sends ----------------------------- */
 
 /* The transport under a channel. conn.c calls only these; a NULL entry is
@@ -703,6 +757,14 @@ enum { TC__REPORT_AUTO = -1, TC__REPORT_NO = 0, TC__REPORT_YES = 1 };
 int tc__session_proxy(tc__session *s, int rc, const tc__proxy_hdr *h);
 /* Before the PROXY header is read: 0, or TC_EUNTRUSTED reported. */
 int tc__session_proxy_precheck(tc__session *s);
+/* The transport (cfg.transport, TLS) on the channel, after the PROXY step:
+ * 0, or an error (reported). */
+int tc__session_secure_begin(tc__session *s);
+/* One handshake step without waiting: 1 done, 0 waiting (c->xwant), or an
+ * error (logged with the transport's reason; the session ends unopened). */
+int tc__session_secure_step(tc__session *s);
+/* The handshake's timeout passed (logged). */
+void tc__session_secure_late(tc__session *s);
 /* setup, then (message style) on_open: 0, or the refusal, reported. */
 int tc__session_open(tc__session *s);
 /* The channel's protocol's opening step (the WebSocket handshake) over what

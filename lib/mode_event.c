@@ -103,6 +103,7 @@ struct evconn {
     int closed;          /* ended: the record waits on the dead list */
     int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
     int upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
+    int secure_wait;     /* the transport's handshake (TLS), after the PROXY header */
     /* Bytes other threads sent that the loop has not taken yet, and the
      * output queue as the loop last saw it: a foreign send is refused
      * (-EAGAIN) while they add up to the high-water mark or more. */
@@ -426,7 +427,7 @@ static int claim(struct evconn *ec, int *flag)
  * now: open, nothing to send, not closing. */
 static int parkable(const struct evconn *ec, size_t pending)
 {
-    return !ec->proxy_wait && ec->s->opened && !ec->paused && !ec->lingering && !ec->above &&
+    return !ec->proxy_wait && !ec->secure_wait && ec->s->opened && !ec->paused && !ec->lingering && !ec->above &&
            pending == 0;
 }
 
@@ -442,6 +443,11 @@ static int ev_eof(struct evconn *ec);
 static unsigned wanted(const struct evconn *ec, size_t pending)
 {
     unsigned want = 0;
+    /* A transport's handshake or read that must write first (TLS). */
+    if (ec->conn->xwant == TC_TRANSPORT_WANT_WRITE)
+        want |= TC__POLL_OUT;
+    if (ec->secure_wait)
+        return want ? want : TC__POLL_IN;
     if (!ec->paused && !ec->lingering && !ec->held && !ec->eof_kept)
         want |= TC__POLL_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
@@ -493,7 +499,7 @@ static void set_interest(struct evconn *ec)
     tc_conn *c = ec->conn;
     if (ec->shut_wr && tc__chan_pending(c) == 0) {
         /* A half-close waited for the queued output, whichever path sent it. */
-        (void)tc__sock_shutdown_how(c->fd, SHUT_WR);
+        (void)c->io->shutdown_write(c);
         ec->shut_wr = 0;
     }
     size_t pending = tc__chan_pending(c);
@@ -818,12 +824,15 @@ static void serve_job(tc__job *job)
     ec->job_rc = 0;
     ec->io_err = 0;
     int rc = serve_frames(ec);
-    if (rc == 0 && !c->reof) {
+    while (rc == 0 && !c->reof) {
         ssize_t r = tc__chan_fill_scratch(c, job->scratch, job->scratch_len);
         if (r > 0 || r == TC_EOF)
-            (void)serve_frames(ec); /* its answer is in job_rc and the output queued */
+            rc = serve_frames(ec); /* its answer is in job_rc and the output queued */
         else if (r < 0 && r != -EAGAIN)
             ec->io_err = (int)r;
+        /* Input a transport (TLS) holds: the ready set would never announce it. */
+        if (r <= 0 || ec->job_rc < 0 || !tc__chan_io_pending(c) || tc__chan_settle(c) < 0)
+            break;
     }
     if (ec->job_rc < 0 || ec->io_err)
         c->rview = c->rlen; /* it ends: what it sent after is not kept */
@@ -1154,10 +1163,17 @@ static void process_input(struct evconn *ec)
 
 static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr);
 static void upgrade_step(struct evconn *ec);
+static int secure_start(struct evconn *ec);
+
+static void secure_step(struct evconn *ec);
 
 static void on_readable(struct evconn *ec)
 {
     struct tc_loop *lp = ec->loop;
+    if (ec->secure_wait) {
+        secure_step(ec);
+        return;
+    }
     if (ec->eof_kept) { /* not read any more: a hang-up (both ways shut, or a reset) */
         ev_close_after_flush(ec, 0, TC__REPORT_NO);
         return;
@@ -1171,8 +1187,11 @@ static void on_readable(struct evconn *ec)
         return;
     }
     ssize_t r = tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
-    if (r == -EAGAIN)
+    if (r == -EAGAIN) {
+        if (ec->conn->xwant == TC_TRANSPORT_WANT_WRITE)
+            set_interest(ec); /* a TLS read that must write first */
         return;
+    }
     if (r < 0 && r != TC_EOF) {
         ev_close(ec, (int)r, TC__REPORT_AUTO);
         return;
@@ -1197,10 +1216,18 @@ static void on_readable(struct evconn *ec)
      * worker has the connection (its handler may be setting it). */
     if (!ec->closed && !ec->away && ec->conn && ec->conn->deadline != TC__NO_DEADLINE)
         schedule_idle(ec);
+    /* Input a transport (TLS) decrypted and holds: the socket will not announce it. */
+    if (!ec->closed && !ec->away && !ec->unwatched && !ec->paused && !ec->lingering &&
+        ec->conn && tc__chan_io_pending(ec->conn))
+        on_readable(ec);
 }
 
 static void on_writable(struct evconn *ec)
 {
+    if (ec->secure_wait) {
+        secure_step(ec);
+        return;
+    }
     int rc = tc__chan_flush_nb(ec->conn);
     if (rc < 0) {
         ev_close(ec, rc, TC__REPORT_AUTO);
@@ -1222,6 +1249,10 @@ static void on_writable(struct evconn *ec)
         process_input(ec); /* frames that waited in the buffer */
         return;
     }
+    if (ec->conn->xwant == TC_TRANSPORT_WANT_WRITE) {
+        on_readable(ec); /* a TLS read waited for this */
+        return;
+    }
     set_interest(ec);
 }
 
@@ -1235,7 +1266,7 @@ static void ev_start(struct evconn *ec)
         if (ms > 0)
             (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t,
                                      ec->s->idle_since + (int64_t)ms * TC_NS_PER_MS);
-        if (ec->conn->rlen > 0) /* bytes came behind a PROXY header */
+        if (ec->conn->rlen > 0 || tc__chan_io_pending(ec->conn)) /* bytes came already */
             (void)dispatch_stream(ec);
         return;
     }
@@ -1256,8 +1287,8 @@ static void ev_start(struct evconn *ec)
      * header before this is not the handler's doing, but is silence). */
     ec->idle_from = ec->s->idle_since ? ec->s->idle_since : tc__now_ns();
     schedule_idle(ec);
-    if (ec->loop->st->pooled && ec->conn->rlen > 0)
-        dispatch_serve(ec); /* bytes came behind a PROXY header: not in the socket */
+    if (ec->loop->st->pooled && (ec->conn->rlen > 0 || tc__chan_io_pending(ec->conn)))
+        dispatch_serve(ec); /* bytes came already (a PROXY header, a handshake): not in the socket */
     else
         set_interest(ec); /* in pool mode, a worker's from here on */
 }
@@ -1273,10 +1304,54 @@ static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr)
         ev_close(ec, 0, TC__REPORT_NO);
         return;
     }
+    if (secure_start(ec))
+        return;
     int stream = ec->stream, pooled = ec->loop->st->pooled;
     ev_start(ec);
     if (!stream && !pooled && !ec->closed)
         process_input(ec);
+}
+
+/* One step of the transport's handshake; once done, as after the PROXY
+ * header (bytes that came with its end are read at once: the transport
+ * holds them, and the socket will not announce them). */
+static void secure_step(struct evconn *ec)
+{
+    int rc = tc__session_secure_step(ec->s);
+    if (rc == 0) {
+        set_interest(ec);
+        return;
+    }
+    tc__theap_cancel(&ec->loop->timers, &ec->idle.t);
+    ec->secure_wait = 0;
+    if (rc < 0) {
+        ev_close(ec, rc, TC__REPORT_NO); /* logged, the handler never saw it */
+        return;
+    }
+    int stream = ec->stream, pooled = ec->loop->st->pooled;
+    ev_start(ec);
+    if (!stream && !pooled && !ec->closed)
+        on_readable(ec);
+}
+
+/* With a transport (TLS), its handshake comes before setup, within its own
+ * timeout: 1 if it has begun (or the connection ended), 0 without one. */
+static int secure_start(struct evconn *ec)
+{
+    tc_server *srv = ec->loop->srv;
+    if (!srv->cfg.transport)
+        return 0;
+    int rc = tc__session_secure_begin(ec->s);
+    (void)tc__chan_settle(ec->conn); /* the scratch buffer (now empty) goes back */
+    if (rc < 0) {
+        ev_close(ec, 0, TC__REPORT_NO);
+        return 1;
+    }
+    ec->secure_wait = 1;
+    (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t,
+                             tc__xport_deadline(srv->cfg.transport));
+    secure_step(ec);
+    return 1;
 }
 
 /* The opening step over what came; once done, the handler starts and the
@@ -1331,7 +1406,8 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     int parks = lp->st->pooled && !ec->stream;
     if (rc == 0 && parks)
         rc = slot_new(lp->st, ec);
-    if (rc == 0 && (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF || c->proto)) {
+    if (rc == 0 &&
+        (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF || c->proto || srv->cfg.transport)) {
         if ((rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec)) == 0) {
             ec->registered = 1;
             ec->interest = TC__POLL_IN;
@@ -1360,7 +1436,8 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
                                  tc__deadline_ms(srv->cfg.proxy_timeout_ms));
         return;
     }
-    ev_start(ec);
+    if (!secure_start(ec))
+        ev_start(ec);
 }
 
 static void post(struct tc_loop *lp, struct mail *m)
@@ -1542,7 +1619,7 @@ static int ev_shutdown_write(tc_conn *c)
     }
     int rc = 0;
     if (tc__chan_pending(c) == 0)
-        rc = tc__sock_shutdown_how(c->fd, SHUT_WR);
+        rc = c->io->shutdown_write(c);
     else
         ec->shut_wr = 1;
     if (taken_back)
@@ -1619,6 +1696,11 @@ static void fire_timers(struct tc_loop *lp)
         if (et->kind == TIMER_IDLE && ec->proxy_wait) {
             tc__proxy_hdr hdr = {.why = "no complete header in time"};
             proxy_done(ec, -ETIMEDOUT, &hdr);
+            continue;
+        }
+        if (et->kind == TIMER_IDLE && ec->secure_wait) {
+            tc__session_secure_late(ec->s);
+            ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* no handshake in time */
             continue;
         }
         if (et->kind == TIMER_IDLE && ec->upgrade_wait) {

@@ -239,6 +239,8 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "proxy_protocol", "is not a tc_proxy_mode value");
     if (c->proxy_timeout_ms < 0)
         return bad(srv, "proxy_timeout_ms", "is negative");
+    if (c->transport && (!c->transport->ops || !c->transport->ops->attach))
+        return bad(srv, "transport", "has no tc_transport_ops");
     if (!valid_switch(c->adopt_fd))
         return bad(srv, "adopt_fd", "is not TC_DEFAULT, TC_ON or TC_OFF");
     if (c->adopt_fd == TC_ON && c->listen)

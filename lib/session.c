@@ -116,6 +116,52 @@ int tc__session_open(tc__session *s)
     return 0;
 }
 
+/* ---- the transport's handshake (TLS) ---------------------------------------- */
+
+/* A handshake that fails is the client's problem (a scanner, a plaintext
+ * client, an old version): logged at INFO with the transport's reason,
+ * never reported to handle_error. */
+static int secure_failed(tc__session *s, int rc)
+{
+    if (rc != TC_ESHUTDOWN) {
+        char peer[TC_ADDR_STRLEN] = "-";
+        (void)tc_addr_format(&s->conn->peer, peer, sizeof peer);
+        const char *why = rc == -ETIMEDOUT ? "not finished in time" : tc__xport_why(s->conn);
+        tc__log(s->srv, TC_LOG_INFO, "%s handshake with %s failed: %s%s%s",
+                s->srv->cfg.transport->ops->name, peer, tc_strerror(rc), *why ? ": " : "", why);
+    }
+    return rc;
+}
+
+int tc__session_secure_begin(tc__session *s)
+{
+    int rc = tc__xport_attach(s->conn, s->srv->cfg.transport, 0, NULL);
+    if (rc < 0)
+        tc__report(s->srv, s->conn, rc);
+    return rc;
+}
+
+int tc__session_secure_step(tc__session *s)
+{
+    int rc = tc__xport_step(s->conn);
+    return rc < 0 ? secure_failed(s, rc) : rc;
+}
+
+void tc__session_secure_late(tc__session *s)
+{
+    (void)secure_failed(s, -ETIMEDOUT);
+}
+
+/* Blocking: attach and the whole handshake, within its timeout. */
+static int secure(tc__session *s)
+{
+    int rc = tc__session_secure_begin(s);
+    if (rc < 0)
+        return rc;
+    rc = tc__xport_handshake(s->conn, tc__xport_deadline(s->srv->cfg.transport));
+    return rc < 0 ? secure_failed(s, rc) : 0;
+}
+
 /* ---- the protocol's opening step --------------------------------------------- */
 
 int tc__session_upgrade(tc__session *s)
@@ -184,6 +230,10 @@ void tc__session_close(tc__session *s, int reason, int report)
     const tc_handler *h = tc__session_handler(s);
     if (reason == TC_EOF)
         reason = 0;
+    /* The drain shuts an idle connection's socket: over TLS that reads as a
+     * stream cut short, but it is the server's own doing. */
+    if (reason == TC_ETRUNCATED && tc__session_stopping(srv))
+        reason = TC_ESHUTDOWN;
     if (report == TC__REPORT_AUTO ? !tc__session_quiet_end(reason) : report)
         tc__report(srv, s->conn, reason);
     if (s->opened || s->dialling) { /* dialling: the connect failed, told once */
@@ -197,8 +247,11 @@ void tc__session_close(tc__session *s, int reason, int report)
         if (rc < 0)
             tc__report(srv, s->conn, rc);
     }
-    /* What the handler wrote but did not flush still goes out. */
+    /* What the handler wrote but did not flush still goes out, then a
+     * transport's goodbye (TLS close_notify): a forked child ends its
+     * stream without freeing the channel. */
     tc__conn_flush_quiet(s->conn);
+    tc__xport_goodbye(s->conn);
 }
 
 /* ---- the blocking pump --------------------------------------------------- */
@@ -334,6 +387,10 @@ static void run(tc__session *s)
             s->closed = 1; /* nothing of the handler ran */
             return;
         }
+    }
+    if (srv->cfg.transport && !s->conn->xport && secure(s) != 0) {
+        s->closed = 1; /* nothing of the handler ran */
+        return;
     }
     if (s->conn->proto && upgrade(s) != 0) {
         s->closed = 1; /* nothing of the handler ran */

@@ -16,7 +16,8 @@ TC_TEST_PACKAGES=("${TC_DEMO_PACKAGES[@]}" g++:g++ clang:clang binutils:nm
                   libclang-rt-14-dev libcriterion-dev doxygen:doxygen haproxy:haproxy
                   systemd:systemd-analyze clang-tidy:clang-tidy cppcheck:cppcheck
                   valgrind:valgrind python3:python3
-                  python3-websockets nodejs:node node-ws chromium:chromium)
+                  python3-websockets nodejs:node node-ws chromium:chromium
+                  libssl-dev openssl:openssl)
 
 tc_say() { printf '==> %s\n' "$*"; }
 tc_die() { printf 'error: %s\n' "$*" >&2; exit 1; }

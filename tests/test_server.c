@@ -774,8 +774,8 @@ static void assert_codec_eq(const tc_codec *a, const tc_codec *b, const char *wh
 static void assert_config_eq(const tc_server_config *a, const tc_server_config *b,
                              const char *what)
 {
-    /* A field added after listen_fd_count must be compared here too. */
-    cr_assert_leq(sizeof *a, offsetof(tc_server_config, listen_fd_count) + sizeof(int) +
+    /* A field added after transport must be compared here too. */
+    cr_assert_leq(sizeof *a, offsetof(tc_server_config, transport) + sizeof(void *) +
                                  _Alignof(tc_server_config) - 1,
                   "tc_server_config grew: compare the new field");
     cr_assert(a->listen == b->listen, "%s: listen", what);
@@ -813,6 +813,7 @@ static void assert_config_eq(const tc_server_config *a, const tc_server_config *
     cr_assert_eq(a->listen_count, b->listen_count, "%s: listen_count", what);
     cr_assert(a->listen_fds == b->listen_fds, "%s: listen_fds", what);
     cr_assert_eq(a->listen_fd_count, b->listen_fd_count, "%s: listen_fd_count", what);
+    cr_assert(a->transport == b->transport, "%s: transport", what);
 }
 
 /* tc_server_config_init() copies TC_SERVER_CONFIG_INIT, over whatever was there. */

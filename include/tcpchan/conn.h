@@ -646,10 +646,16 @@ typedef struct tc_dial_config {
     tc_codec codec;           /**< framing of the channel; zero = raw, 1 MiB maximum */
     size_t read_buffer_size;  /**< see tc_conn_set_buffer_sizes(); 0 = 16 KiB */
     size_t write_buffer_size; /**< see tc_conn_set_buffer_sizes(); 0 = 16 KiB */
+    /** A transport to run the channel over (transport.h; for TLS what
+     *  tc_tls_client_create() returns), NULL = plain TCP. tc_dial() then
+     *  runs its handshake, within its timeout, before it returns; the host
+     *  part of the address goes to the transport (TLS: SNI and the name
+     *  check). Not copied: it must outlive the channel. */
+    struct tc_transport *transport;
 } tc_dial_config;
 
 /** @brief Initialiser for tc_dial_config: every field at its default. */
-#define TC_DIAL_CONFIG_INIT {0, 0, TC_CODEC_INIT, 0, 0}
+#define TC_DIAL_CONFIG_INIT {0, 0, TC_CODEC_INIT, 0, 0, 0}
 
 /**
  * @brief Set every field of @p cfg to its default: a copy of TC_DIAL_CONFIG_INIT.

@@ -48,7 +48,9 @@ extern "C" {
     XX(EPROXY, -4112, "malformed or missing PROXY protocol header")            \
     XX(EUNTRUSTED, -4113, "PROXY protocol header from an untrusted peer")      \
     XX(ENOLISTENFDS, -4114, "no listening sockets passed to this process")     \
-    XX(ENOFDNAME, -4115, "no passed socket has that name")
+    XX(ENOFDNAME, -4115, "no passed socket has that name")                     \
+    XX(ETRUNCATED, -4116, "stream ended without the peer's close_notify")      \
+    XX(EHANDSHAKE, -4117, "transport handshake failed")
 
 /**
  * @brief The library's own error codes (all negative), generated from TC_ERROR_MAP.
@@ -71,6 +73,8 @@ extern "C" {
  * | TC_EUNTRUSTED | -4113 | a PROXY protocol header (or a connection that needs one) from a peer not in the trusted list |
  * | TC_ENOLISTENFDS | -4114 | tc_listen_fds(): the service manager passed no sockets to this process (LISTEN_PID, LISTEN_FDS) |
  * | TC_ENOFDNAME  | -4115 | tc_listen_fds(): no passed socket has the requested name (LISTEN_FDNAMES) |
+ * | TC_ETRUNCATED | -4116 | a transport (TLS) stream ended without close_notify: possibly cut by an attacker |
+ * | TC_EHANDSHAKE | -4117 | a transport (TLS) handshake failed (the reason went to the log hook) |
  */
 typedef enum tc_error {
     /* A helper for the line below, undefined after it; not in the reference. */

@@ -630,12 +630,16 @@ typedef struct tc_server_config {
     const int *listen_fds;
     /** @brief Entries of @ref tc_server_config::listen_fds (at least 1 when it is set). */
     int listen_fd_count;
+    /** @brief A transport every connection runs over (see transport.h): for
+     *         TLS, what tc_tls_server_create() returns; NULL = plain TCP.
+     *         Not copied: it must outlive the server. Stream sockets only. */
+    struct tc_transport *transport;
 } tc_server_config;
 
 /** @brief Initialiser for tc_server_config: every field at its default. */
 #define TC_SERVER_CONFIG_INIT                                                                      \
     {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0},  \
-     0, 0, TC_PROXY_OFF, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+     0, 0, TC_PROXY_OFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 /** @brief Counters of a server, as tc_server_stats() reads them. */
 typedef struct tc_stats {

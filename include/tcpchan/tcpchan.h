@@ -20,5 +20,6 @@
 #include "prefork.h"
 #include "ws.h"
 #include "loop.h"
+#include "transport.h"
 
 #endif /* TCPCHAN_TCPCHAN_H */

@@ -48,6 +48,18 @@ for f in libtcpchan.so libtcpchan.so.0 libtcpchan.a \
     [ -e "$libdir/$f" ] || fail "missing $libdir/$f"
 done
 echo "installed: headers, libtcpchan.so, libtcpchan.a, CMake package and tcpchan.pc in $libdir"
+# The core links nothing new for TLS: OpenSSL is libtcpchan-tls's alone.
+if ldd "$libdir/libtcpchan.so.0" | grep -qE 'libssl|libcrypto'; then
+    fail "libtcpchan.so.0 links OpenSSL (only libtcpchan-tls may)"
+fi
+if [ -e "$libdir/libtcpchan-tls.so.0" ]; then
+    [ -f "$libdir/pkgconfig/tcpchan-tls.pc" ] || fail "tcpchan-tls.pc was not installed"
+    PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --libs tcpchan-tls | grep -q -- -ltcpchan-tls ||
+        fail "pkg-config tcpchan-tls does not give -ltcpchan-tls"
+    grep -q 'tcpchan::tls' "$libdir/cmake/tcpchan/tcpchanTargets.cmake" ||
+        fail "the CMake package has no tcpchan::tls"
+    echo "installed: libtcpchan-tls.so, tcpchan-tls.pc, tcpchan::tls (libtcpchan.so links no OpenSSL)"
+fi
 
 PKG_CONFIG_PATH=$(dirname "$pc")
 export PKG_CONFIG_PATH
@@ -115,7 +127,7 @@ if [ "${TC_INSTALL_TOOLS:-0}" = 1 ]; then
         rpath=$(readelf -d "$prefix/bin/$t" | sed -n 's/.*(R\(UN\)\{0,1\}PATH).*\[\(.*\)\]/\2/p')
         echo "$t: RPATH/RUNPATH ${rpath:-(none)}"
         case "$rpath" in *\$ORIGIN*) ;; *) fail "$t has no \$ORIGIN-relative RPATH" ;; esac
-        resolved=$(env -u LD_LIBRARY_PATH ldd "$prefix/bin/$t" | awk '/libtcpchan/ {print $3}')
+        resolved=$(env -u LD_LIBRARY_PATH ldd "$prefix/bin/$t" | awk '/libtcpchan\.so/ {print $3}')
         [ -z "$resolved" ] || [ "$resolved" = "not" ] || resolved=$(realpath -s "$resolved")
         echo "$t: libtcpchan resolves to ${resolved:-nothing}"
         case "$resolved" in "$libdir"/*) ;; *) fail "$t does not find $libdir/libtcpchan.so.0" ;; esac
