@@ -203,6 +203,45 @@ ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch
     return tc__chan_filled(c, tc__sock_recv(c->fd, c->rbuf + c->roff + c->rlen, room));
 }
 
+ssize_t tc__chan_feed(tc_conn *c, unsigned char *data, size_t n)
+{
+    tc__chan_consume_view(c);
+    if (c->rerr)
+        return c->rerr;
+    if (c->rlen == 0 && !c->rbuf) {
+        /* Nothing buffered: the frames are read where the bytes landed. */
+        c->rbuf = data;
+        c->rcap = n;
+        c->roff = 0;
+        c->rlen = n;
+        c->rborrowed = 1;
+        return (ssize_t)n;
+    }
+    int rc = c->rborrowed ? tc__chan_keep(c) : 0;
+    if (rc < 0)
+        return rc;
+    /* Appended: the bytes are already out of the socket. A codec refuses a
+     * frame over its limit (TC_ETOOBIG) once it sees one, so this exceeds
+     * the limit by one receive at most. */
+    if (c->rcap - c->roff - c->rlen < n) {
+        if (c->roff > 0) {
+            memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
+            c->roff = 0;
+        }
+        if (c->rcap - c->rlen < n) {
+            size_t want = c->rlen + n < c->rsize ? c->rsize : c->rlen + n;
+            unsigned char *nb = realloc(c->rbuf, want);
+            if (!nb)
+                return tc__chan_broken(c, -ENOMEM);
+            c->rbuf = nb;
+            c->rcap = want;
+        }
+    }
+    memcpy(c->rbuf + c->roff + c->rlen, data, n);
+    c->rlen += n;
+    return (ssize_t)n;
+}
+
 int tc__chan_settle(tc_conn *c)
 {
     tc__chan_consume_view(c);

@@ -365,6 +365,92 @@ int tc__poller_wait_token(tc__poller *p, uint64_t *token, unsigned *events, int 
  * caller that waits on it with other descriptors (a mode's srv->mode_fd). */
 int tc__poller_fd(const tc__poller *p);
 
+/* ---- io_uring (uring.c: raw system calls, no liburing) -------------------- */
+
+typedef struct tc__uring tc__uring;
+struct io_uring_sqe;
+struct io_uring_cqe;
+/* Whether this kernel (and its sandbox) offers what the loops need: 0, or
+ * the negated errno that refused it (-ENOSYS, -EPERM under seccomp or
+ * io_uring_disabled, -ENOMEM over RLIMIT_MEMLOCK). Probed once per process. */
+int tc__uring_probe(void);
+/* A ring of entries submission slots, with nbufs (a power of two)
+ * provided receive buffers of buf_size bytes each (buffer group 0). One
+ * thread submits (IORING_SETUP_SINGLE_ISSUER where offered): the creating
+ * one, or (disabled set) the one that enables it. Closing a ring later
+ * interrupts a blocking call of each thread that made or used it (EINTR):
+ * make it in a thread of the library's. 0 or a negated errno. */
+int tc__uring_create(tc__uring **out, unsigned entries, unsigned nbufs, size_t buf_size,
+                     int disabled);
+/* Enable a ring made disabled: the calling thread becomes its submitter. */
+int tc__uring_enable(tc__uring *u);
+/* After the calling thread closed a ring it used: wait (briefly) for the
+ * kernel's notice that interrupts its next blocking call, so that the
+ * application's next call is not the one interrupted. */
+void tc__uring_absorb_exit(void);
+/* Close the ring: what is in flight is cancelled. NULL does nothing. */
+void tc__uring_destroy(tc__uring *u);
+/* The calling thread starts (on) or stops using the ring: registers its
+ * descriptor for cheaper entries, or drops that registration (required
+ * before the thread lets the ring go). */
+void tc__uring_own(tc__uring *u, int on);
+/* The next submission entry, zeroed, or NULL (the queue is full and the
+ * kernel took none of it). Goes in with the next submit or wait. */
+struct io_uring_sqe *tc__uring_sqe(tc__uring *u);
+/* Whether entries wait to be submitted. */
+int tc__uring_pending(const tc__uring *u);
+/* Submit what is queued without waiting: 0 or a negated errno. */
+int tc__uring_submit(tc__uring *u);
+/* Submit, then wait up to timeout_ms (-1: forever, 0: not at all) for a
+ * completion unless one is ready: 0 (also on timeout or a signal), or a
+ * negated errno. */
+int tc__uring_wait(tc__uring *u, int timeout_ms);
+/* The next completion, or NULL; tc__uring_cqe_seen consumes it. */
+struct io_uring_cqe *tc__uring_cqe(tc__uring *u);
+void tc__uring_cqe_seen(tc__uring *u);
+/* A provided buffer's memory, and handing it back to the kernel. */
+unsigned char *tc__uring_buf(tc__uring *u, int bid);
+void tc__uring_buf_give(tc__uring *u, int bid);
+
+/* ---- event loop backends (poller.c: epoll; evb_uring.c: io_uring) ----------- */
+
+/* What an event loop's backend reports: readiness, as the poller does, or
+ * (a backend that receives for the loop, asked with TC__POLL_RECV) the
+ * bytes themselves. */
+typedef struct tc__ev {
+    void *ptr;            /* what was registered with the descriptor */
+    unsigned char *data;  /* the bytes, lent until release */
+    unsigned events;      /* TC__POLL_IN / TC__POLL_OUT */
+    int recv;             /* a receive's result: res holds it, data the bytes */
+    int res;              /* bytes received (> 0), 0 at the end of the stream, or -errno */
+    int buf;              /* the backend's buffer behind data, or -1 */
+} tc__ev;
+/* Flag for add and mod (besides the poller's): the loop wants the bytes of
+ * the descriptor, not its readiness; a backend that cannot receive for it
+ * (epoll) reports TC__POLL_IN instead. */
+enum { TC__POLL_RECV = 16 };
+typedef struct tc__evb tc__evb;
+typedef struct tc__evbackend {
+    const char *name;
+    int (*create)(tc__evb **out);
+    void (*destroy)(tc__evb *b);
+    /* The calling thread starts or stops running the loop (a ring is one
+     * thread's): 0 or a negated errno (start only). */
+    int (*attach)(tc__evb *b);
+    void (*detach)(tc__evb *b);
+    /* As the poller's (TC__POLL_* flags, TC__POLL_RECV too). After del, the
+     * descriptor may be closed at once, and nothing more is reported for it. */
+    int (*add)(tc__evb *b, int fd, unsigned events, void *ptr);
+    int (*mod)(tc__evb *b, int fd, unsigned events, void *ptr);
+    int (*del)(tc__evb *b, int fd);
+    /* Wait up to timeout_ms (-1: forever): events, 0 on timeout or EINTR. */
+    int (*wait)(tc__evb *b, tc__ev *out, int max, int timeout_ms);
+    /* The loop is done with ev's bytes. */
+    void (*release)(tc__evb *b, tc__ev *ev);
+} tc__evbackend;
+extern const tc__evbackend tc__evb_epoll;
+extern const tc__evbackend tc__evb_uring;
+
 /* ---- child processes (child.c: pidfd watch, reap by pid, exit status) ------ */
 
 /* What tc__child_reap found. */
@@ -508,6 +594,10 @@ int tc__chan_frame(tc_conn *c, const void **msg, size_t *len);
 /* The event loop's receive: with nothing buffered it lands in the loop's
  * scratch buffer. Bytes added, 0 if the buffer is full, TC_EOF, -EAGAIN or an error. */
 ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch_len);
+/* Bytes a backend received for the channel (data, n > 0): lent as the
+ * buffer when nothing is buffered (settle keeps what is left), else
+ * appended to it. n, or an error (the sticky one, -ENOMEM). */
+ssize_t tc__chan_feed(tc_conn *c, unsigned char *data, size_t n);
 /* After a batch of frames: move leftovers out of the scratch buffer, free empty buffers. */
 int tc__chan_settle(tc_conn *c);
 /* Move what the scratch buffer holds (the current view included) into the

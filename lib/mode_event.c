@@ -37,6 +37,8 @@
 #define OUTPUT_HWM TC_SEND_HIGH_WATER
 #define OUTPUT_LWM TC_SEND_LOW_WATER
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
+/* A connection's input: its bytes, where the backend receives for the loop */
+#define CONN_IN (TC__POLL_IN | TC__POLL_RECV)
 
 enum { TIMER_IDLE, TIMER_USER, TIMER_LOOP };
 
@@ -127,7 +129,12 @@ struct tc_loop {
     pthread_t tid;            /* the thread running the loop, as it stores it itself */
     pthread_t thread;         /* loops 1..: pthread_create's handle, for the join */
     int running;
-    tc__poller *poller;
+    /* What the loop waits with: epoll, or io_uring (event mode, if asked
+     * for and offered). Its add/mod/del watch any descriptor for readiness
+     * with a pointer handed back, a connection with TC__POLL_RECV. */
+    const tc__evbackend *be;
+    tc__evb *evb;
+    tc__ev *rx;               /* the event on_readable runs for (its bytes, with io_uring) */
     int mailfd;               /* eventfd: mail arrived, or stop */
     pthread_mutex_t mu;       /* guards the mailbox */
     int ended;                /* the loop has ended: no more posted work (mu) */
@@ -154,6 +161,7 @@ struct state {
     unsigned next;   /* round-robin dealer */
     int listening;   /* the listener is in loop 0's poller */
     int pooled;      /* handlers run in a pool (dispatch), not in the loops */
+    const tc__evbackend *be; /* every loop's */
     tc__dispatch dispatch;
     /* pool mode: the ready set the workers wait on, and the slots */
     tc__poller *ready;
@@ -321,7 +329,7 @@ static int park(struct evconn *ec)
     struct state *st = lp->st;
     tc_conn *c = ec->conn;
     if (ec->registered) {
-        (void)tc__poller_del(lp->poller, c->fd);
+        (void)lp->be->del(lp->evb, c->fd);
         ec->registered = 0;
         ec->interest = 0;
     }
@@ -390,7 +398,7 @@ static unsigned wanted(const struct evconn *ec, size_t pending)
 {
     unsigned want = 0;
     if (!ec->paused && !ec->lingering)
-        want |= TC__POLL_IN;
+        want |= CONN_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
      * owed an on_drain, it calls it: wait for it even when another path
      * (process_input's flush, a mail, a timer, a worker) already emptied the
@@ -421,13 +429,13 @@ __attribute__((noinline)) static void set_interest_slow(struct evconn *ec, size_
     }
     unsigned want = wanted(ec, pending);
     if (!ec->registered) {
-        if (tc__poller_add(lp->poller, c->fd, want, ec) < 0) {
+        if (lp->be->add(lp->evb, c->fd, want, ec) < 0) {
             ev_close(ec, -ENOMEM, TC__REPORT_YES);
             return;
         }
         ec->registered = 1;
         ec->interest = want;
-    } else if (want != ec->interest && tc__poller_mod(lp->poller, c->fd, want, ec) == 0) {
+    } else if (want != ec->interest && lp->be->mod(lp->evb, c->fd, want, ec) == 0) {
         ec->interest = want;
     }
 }
@@ -456,7 +464,7 @@ static void set_interest(struct evconn *ec)
         return;
     }
     unsigned want = wanted(ec, pending);
-    if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, want, ec) == 0)
+    if (want != ec->interest && ec->loop->be->mod(ec->loop->evb, c->fd, want, ec) == 0)
         ec->interest = want;
 }
 
@@ -494,7 +502,7 @@ static void unwatch(struct evconn *ec)
         return;
     ec->unwatched = 1;
     if (ec->registered) {
-        (void)tc__poller_del(ec->loop->poller, ec->conn->fd);
+        (void)ec->loop->be->del(ec->loop->evb, ec->conn->fd);
         ec->registered = 0;
         ec->interest = 0;
     }
@@ -536,7 +544,7 @@ static void ev_close(struct evconn *ec, int reason, int report)
     tc_conn *c = ec->conn;
 
     if (ec->registered)
-        (void)tc__poller_del(lp->poller, c->fd);
+        (void)lp->be->del(lp->evb, c->fd);
     if (ec->in_ready)
         (void)tc__poller_del(lp->st->ready, c->fd);
     if (ec->slot != PSLOT_NONE)
@@ -1016,6 +1024,35 @@ static void process_input(struct evconn *ec)
 static void proxy_done(struct evconn *ec, int rc, const tc__proxy_hdr *hdr);
 static void upgrade_step(struct evconn *ec);
 
+/* One receive for ec: the bytes its event brought (a backend that
+ * receives for the loop), or a recv into the loop's scratch buffer. */
+static ssize_t ev_fill(struct tc_loop *lp, struct evconn *ec)
+{
+    tc__ev *rx = lp->rx;
+    if (!rx || !rx->recv)
+        return tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
+    lp->rx = NULL;
+    if (ec->lingering)
+        return -EAGAIN; /* nothing reads the input any more (the receive is being cancelled) */
+    if (rx->res == 0)
+        return tc__chan_filled(ec->conn, 0);
+    if (rx->res < 0)
+        return rx->res;
+    return tc__chan_feed(ec->conn, rx->data, (size_t)rx->res);
+}
+
+/* The loop is done with an event: the bytes it lent go back to the backend
+ * (what the channel still needs of them moves into its own buffer first). */
+static void ev_release(struct tc_loop *lp, struct evconn *ec, tc__ev *e)
+{
+    if (e->buf < 0)
+        return;
+    if (ec && !gone(ec) && ec->conn->rborrowed && ec->conn->rbuf == e->data)
+        (void)tc__chan_settle(ec->conn);
+    lp->rx = NULL;
+    lp->be->release(lp->evb, e);
+}
+
 static void on_readable(struct evconn *ec)
 {
     struct tc_loop *lp = ec->loop;
@@ -1027,7 +1064,7 @@ static void on_readable(struct evconn *ec)
         dispatch_serve(ec); /* a worker receives */
         return;
     }
-    ssize_t r = tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
+    ssize_t r = ev_fill(lp, ec);
     if (r == -EAGAIN)
         return;
     if (r < 0 && r != TC_EOF) {
@@ -1188,9 +1225,9 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     if (parks)
         rc = slot_new(lp->st, ec);
     if (rc == 0 && (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF || c->proto)) {
-        if ((rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec)) == 0) {
+        if ((rc = lp->be->add(lp->evb, c->fd, CONN_IN, ec)) == 0) {
             ec->registered = 1;
-            ec->interest = TC__POLL_IN;
+            ec->interest = CONN_IN;
         }
     }
     if (rc < 0) {
@@ -1566,9 +1603,9 @@ static void update_listener(struct tc_loop *lp)
     if (want == st->listening)
         return;
     if (want)
-        (void)tc__poller_add(lp->poller, srv->lfd, TC__POLL_IN, &tag_listener);
+        (void)lp->be->add(lp->evb, srv->lfd, TC__POLL_IN, &tag_listener);
     else
-        (void)tc__poller_del(lp->poller, srv->lfd);
+        (void)lp->be->del(lp->evb, srv->lfd);
     st->listening = want;
 }
 
@@ -1652,9 +1689,15 @@ static int next_timeout_ms(struct tc_loop *lp)
 static void run_loop(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
-    tc__pevent ev[TC__POLL_BATCH];
+    tc__ev ev[TC__POLL_BATCH];
     tl_loop = lp;
-    for (;;) {
+    int rc = lp->be->attach(lp->evb);
+    if (rc < 0) {
+        tc__log(srv, TC_LOG_ERROR, "event loop %d: %s: %s", lp->idx, lp->be->name,
+                tc_strerror(rc));
+        (void)tc_server_shutdown(srv);
+    }
+    while (rc == 0) {
         int timeout = next_timeout_ms(lp);
         if (lp->idx == 0) {
             /* The listener's loop: wake at the end of an accept pause, and
@@ -1664,7 +1707,7 @@ static void run_loop(struct tc_loop *lp)
             if (every > 0 && (timeout < 0 || timeout > every))
                 timeout = every;
         }
-        int n = tc__poller_wait(lp->poller, ev, TC__POLL_BATCH, timeout);
+        int n = lp->be->wait(lp->evb, ev, TC__POLL_BATCH, timeout);
         if (n < 0) {
             tc__log(srv, TC_LOG_ERROR, "event loop %d: %s", lp->idx, tc_strerror(n));
             break;
@@ -1684,12 +1727,17 @@ static void run_loop(struct tc_loop *lp)
                  * set or a worker earlier in the batch (away): its event
                  * is stale, and the record no longer the loop's to read. */
                 struct evconn *ec = p;
-                if (gone(ec) || ec->away || ec->unwatched)
+                if (gone(ec) || ec->away || ec->unwatched) {
+                    ev_release(lp, NULL, &ev[i]);
                     continue;
+                }
                 if (ev[i].events & TC__POLL_OUT)
                     on_writable(ec); /* may park it or hand it out */
+                lp->rx = &ev[i];
                 if (!gone(ec) && !ec->away && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
+                ev_release(lp, ec, &ev[i]);
+                lp->rx = NULL;
             }
         }
         retry_waiting(lp);
@@ -1733,6 +1781,7 @@ static void run_loop(struct tc_loop *lp)
     lp->ended = 1;
     pthread_mutex_unlock(&lp->mu);
     read_mail(lp);
+    lp->be->detach(lp->evb);
     tl_loop = NULL;
 }
 
@@ -1750,7 +1799,7 @@ int tc__loops_serve(tc_server *srv)
         return tc__dgram_serve(srv);
     struct state *st = srv->mode_state;
     struct tc_loop *l0 = &st->loops[0];
-    int rc = tc__poller_add(l0->poller, srv->wakefd, TC__POLL_IN, &tag_wake);
+    int rc = l0->be->add(l0->evb, srv->wakefd, TC__POLL_IN, &tag_wake);
     if (rc < 0)
         return rc;
     l0->tid = pthread_self();
@@ -1783,10 +1832,10 @@ int tc__loops_serve(tc_server *srv)
     for (int i = 1; i < started; i++)
         pthread_join(st->loops[i].thread, NULL);
     if (st->listening) {
-        (void)tc__poller_del(l0->poller, srv->lfd);
+        (void)l0->be->del(l0->evb, srv->lfd);
         st->listening = 0;
     }
-    (void)tc__poller_del(l0->poller, srv->wakefd);
+    (void)l0->be->del(l0->evb, srv->wakefd);
     return rc;
 }
 
@@ -1794,7 +1843,8 @@ static void free_loops(struct state *st)
 {
     for (int i = 0; i < st->nloops; i++) {
         struct tc_loop *lp = &st->loops[i];
-        tc__poller_destroy(lp->poller);
+        if (lp->be)
+            lp->be->destroy(lp->evb);
         tc__close(lp->mailfd);
         while (lp->mail) { /* work posted to a server that never served */
             struct mail *m = lp->mail;
@@ -1820,11 +1870,13 @@ static void free_loops(struct state *st)
     free(st);
 }
 
-int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
+static int loops_start_with(tc_server *srv, int nloops, const tc__dispatch *d,
+                            const tc__evbackend *be)
 {
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;
+    st->be = be;
     st->nloops = nloops;
     st->slot_free = PSLOT_NONE;
     if (d) {
@@ -1863,13 +1915,13 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
         atomic_init(&lp->draining, 0);
         lp->mailfd = -1;
         if (rc == 0)
-            rc = tc__poller_create(&lp->poller);
+            rc = (lp->be = st->be)->create(&lp->evb);
         if (rc == 0)
             rc = tc__wake_open(&lp->mailfd);
         if (rc == 0 && !(lp->scratch = malloc(SCRATCH_SIZE)))
             rc = -ENOMEM;
         if (rc == 0)
-            rc = tc__poller_add(lp->poller, lp->mailfd, TC__POLL_IN, &tag_mail);
+            rc = lp->be->add(lp->evb, lp->mailfd, TC__POLL_IN, &tag_mail);
     }
     if (rc < 0) {
         free_loops(st);
@@ -1878,6 +1930,22 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
     srv->mode_state = st;
     srv->session_room = sizeof(struct evconn);
     return 0;
+}
+
+int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
+{
+    /* Pool mode's workers wait on an epoll set of their own: epoll. */
+    tc_backend want = d ? TC_BACKEND_EPOLL : srv->cfg.backend;
+    if (want != TC_BACKEND_IO_URING && want != TC_BACKEND_AUTO)
+        return loops_start_with(srv, nloops, d, &tc__evb_epoll);
+    int rc = tc__uring_probe();
+    if (rc == 0 || rc == -EAGAIN) /* EAGAIN: no thread to probe in, no verdict */
+        return rc == 0 ? loops_start_with(srv, nloops, d, &tc__evb_uring) : rc;
+    /* Refused (an old kernel, io_uring_disabled, a seccomp filter, a
+     * memory limit): epoll serves the same. */
+    tc__log(srv, want == TC_BACKEND_AUTO ? TC_LOG_INFO : TC_LOG_WARN,
+            "event mode: io_uring unavailable (%s), using epoll", tc_strerror(rc));
+    return loops_start_with(srv, nloops, d, &tc__evb_epoll);
 }
 
 const tc__dispatch *tc__loops_dispatch(tc_server *srv)
@@ -1902,6 +1970,12 @@ static struct state *loops_of(const tc_server *srv)
         (srv->mode->id != TC_MODE_EVENT && srv->mode->id != TC_MODE_POOL))
         return NULL;
     return srv->mode_state;
+}
+
+tc_backend tc_server_backend(const tc_server *srv)
+{
+    struct state *st = loops_of(srv);
+    return st && st->be == &tc__evb_uring ? TC_BACKEND_IO_URING : TC_BACKEND_EPOLL;
 }
 
 int tc_server_loop_count(const tc_server *srv)

@@ -774,8 +774,8 @@ static void assert_codec_eq(const tc_codec *a, const tc_codec *b, const char *wh
 static void assert_config_eq(const tc_server_config *a, const tc_server_config *b,
                              const char *what)
 {
-    /* A field added after ws must be compared here too. */
-    cr_assert_leq(sizeof *a, offsetof(tc_server_config, ws) + sizeof(void *) +
+    /* A field added after backend must be compared here too. */
+    cr_assert_leq(sizeof *a, offsetof(tc_server_config, backend) + sizeof(tc_backend) +
                                  _Alignof(tc_server_config) - 1,
                   "tc_server_config grew: compare the new field");
     cr_assert(a->listen == b->listen, "%s: listen", what);
@@ -807,6 +807,7 @@ static void assert_config_eq(const tc_server_config *a, const tc_server_config *
     cr_assert(a->proxy_trusted == b->proxy_trusted, "%s: proxy_trusted", what);
     cr_assert_eq(a->proxy_timeout_ms, b->proxy_timeout_ms, "%s: proxy_timeout_ms", what);
     cr_assert(a->ws == b->ws, "%s: ws", what);
+    cr_assert_eq(a->backend, b->backend, "%s: backend", what);
 }
 
 /* tc_server_config_init() copies TC_SERVER_CONFIG_INIT, over whatever was there. */
