@@ -323,7 +323,7 @@ void tc__chan_take(tc_conn *c, size_t n)
 
 size_t tc__chan_pending(const tc_conn *c)
 {
-    return c->wlen - c->woff;
+    return c->wlen - c->woff + c->wflight;
 }
 
 int tc__chan_reserve(tc_conn *c, size_t n)
@@ -338,6 +338,8 @@ int tc__chan_reserve(tc_conn *c, size_t n)
             return 0;
     }
     size_t cap = c->wsize > c->wlen + n ? c->wsize : c->wlen + n;
+    if (c->wasync) /* each turn's queue goes to the kernel whole: sized to it, doubling */
+        cap = c->wcap * 2 > c->wlen + n ? c->wcap * 2 : c->wlen + n;
     unsigned char *nb = realloc(c->wbuf, cap);
     if (!nb)
         return -ENOMEM;
@@ -412,7 +414,7 @@ ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
     size_t ioff = 0;
     /* Try the socket first, behind anything already queued; what it does not
      * take is appended to the write buffer (never blocks). */
-    while (c->woff < c->wlen || sent < total) {
+    while (!c->wasync && (c->woff < c->wlen || sent < total)) {
         ssize_t r = tc__chan_send_window(c, vec, cnt, idx, ioff);
         if (r == -EAGAIN || r == 0)
             break;
@@ -445,7 +447,7 @@ int tc__chan_flush_nb(tc_conn *c)
     ssize_t r = tc__chan_send_nb(c, NULL, 0, 0, NULL);
     if (r < 0)
         return (int)r;
-    if (c->wlen > c->woff)
+    if (c->wlen > c->woff || c->wflight)
         return 1;
     tc__chan_trim(c, 0);
     return 0;

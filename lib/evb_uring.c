@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "internal.h"
 
@@ -21,7 +22,7 @@
 #define RING_BUF_SIZE ((size_t)16 * 1024)
 #define DETACH_ROUNDS 4          /* reaps at the end for the cancellations to land */
 
-enum { K_RECV = 1, K_PIN, K_POUT, K_CANCEL }; /* what a request is for */
+enum { K_RECV = 1, K_PIN, K_POUT, K_CANCEL, K_SEND }; /* what a request is for */
 enum { R_OFF, R_ON, R_CANCEL };               /* a descriptor's multishot receive */
 #define GEN_MASK 0xffffffu
 
@@ -32,7 +33,21 @@ struct ent {
     void *ptr;
     uint32_t gen;
     uint32_t batch;       /* the submission batch that last named it */
+    uint32_t sslot;       /* its send in flight: a slot's index + 1, or 0 */
     unsigned char live, want, pin, pout, recv, queued;
+    unsigned char conn;   /* added with TC__POLL_RECV: the loop sends through us */
+};
+
+/* A send in flight, by index (its requests' tag): the buffer is ours until
+ * all of it went out. A slot whose descriptor was deleted is an orphan,
+ * freed when its last completion comes. */
+struct sslot {
+    unsigned char *buf;
+    size_t off, len, cap, total;
+    int fd;
+    uint32_t gen;
+    uint32_t next_free;   /* index + 1 of the next free slot, or 0 */
+    int orphan;
 };
 
 struct tc__evb {
@@ -49,6 +64,8 @@ struct tc__evb {
     int *rearm;            /* descriptors to arm again before the next wait */
     size_t nrearm, caprearm;
     uint32_t batch;        /* submissions so far */
+    struct sslot *slots;   /* sends in flight (grown, never shrunk) */
+    uint32_t nslots, free_slot;
 };
 
 static uint64_t ud(int fd, uint32_t gen, unsigned kind)
@@ -99,15 +116,76 @@ static int prep(tc__evb *b, struct ent *e, int fd, unsigned op, unsigned kind,
     return 0;
 }
 
-static int cancel(tc__evb *b, struct ent *e, int fd, unsigned kind)
+static int cancel_tag(tc__evb *b, struct ent *e, int fd, uint64_t tag)
 {
     struct io_uring_sqe *sqe;
     int rc = prep(b, e, fd, IORING_OP_ASYNC_CANCEL, K_CANCEL, &sqe);
     if (rc == 0) {
         sqe->fd = -1;
-        sqe->addr = ud(fd, e->gen, kind);
+        sqe->addr = tag;
     }
     return rc;
+}
+
+static int cancel(tc__evb *b, struct ent *e, int fd, unsigned kind)
+{
+    return cancel_tag(b, e, fd, ud(fd, e->gen, kind));
+}
+
+/* Queue the send of slot i's remaining bytes. */
+static int prep_send(tc__evb *b, uint32_t i)
+{
+    struct sslot *sl = &b->slots[i];
+    struct io_uring_sqe *sqe = tc__uring_sqe(b->ring);
+    if (!sqe)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = sl->fd;
+    sqe->addr = (uint64_t)(uintptr_t)(sl->buf + sl->off);
+    sqe->len = sl->len > UINT32_MAX ? UINT32_MAX : (uint32_t)sl->len;
+    sqe->msg_flags = MSG_NOSIGNAL;
+    sqe->user_data = ud((int)i, sl->gen, K_SEND);
+    b->tab[sl->fd].batch = b->batch;
+    return 0;
+}
+
+static void slot_free(tc__evb *b, uint32_t i)
+{
+    b->slots[i].buf = NULL;
+    b->slots[i].next_free = b->free_slot;
+    b->free_slot = i + 1;
+}
+
+static int ub_send(tc__evb *b, int fd, unsigned char *buf, size_t off, size_t len, size_t cap)
+{
+    if (fd < 0 || (size_t)fd >= b->ntab || !b->tab[fd].live || !b->tab[fd].conn ||
+        b->tab[fd].sslot || !b->attached)
+        return -EINVAL;
+    if (!b->free_slot) {
+        uint32_t n = b->nslots ? b->nslots * 2 : 64;
+        struct sslot *t = realloc(b->slots, n * sizeof *t);
+        if (!t)
+            return -ENOMEM;
+        b->slots = t;
+        for (uint32_t i = n; i-- > b->nslots;) { /* free list in index order */
+            t[i].buf = NULL;
+            t[i].next_free = b->free_slot;
+            b->free_slot = i + 1;
+        }
+        b->nslots = n;
+    }
+    uint32_t i = b->free_slot - 1;
+    struct sslot *sl = &b->slots[i];
+    b->free_slot = sl->next_free;
+    *sl = (struct sslot){.buf = buf, .off = off, .len = len, .cap = cap, .total = len,
+                         .fd = fd, .gen = b->tab[fd].gen};
+    int rc = prep_send(b, i);
+    if (rc < 0) {
+        slot_free(b, i);
+        return rc;
+    }
+    b->tab[fd].sslot = i + 1;
+    return 0;
 }
 
 /* Requests for what fd's wish asks and is not in flight; its receive
@@ -138,7 +216,7 @@ static int arm(tc__evb *b, int fd)
         sqe->poll32_events = POLLIN;
         e->pin = 1;
     }
-    if ((e->want & TC__POLL_OUT) && !e->pout) {
+    if ((e->want & TC__POLL_OUT) && !e->conn && !e->pout) {
         if ((rc = prep(b, e, fd, IORING_OP_POLL_ADD, K_POUT, &sqe)) < 0)
             return rc;
         sqe->poll32_events = POLLOUT;
@@ -187,11 +265,15 @@ static int ub_create(tc__evb **out)
     return 0;
 }
 
+static void free_slots(tc__evb *b);
+
 static void ub_destroy(tc__evb *b)
 {
     if (!b)
         return;
     tc__uring_destroy(b->ring);
+    free_slots(b);
+    free(b->slots);
     free(b->tab);
     free(b->rearm);
     free(b);
@@ -217,8 +299,10 @@ static int ub_add(tc__evb *b, int fd, unsigned events, void *ptr)
     e->ptr = ptr;
     e->live = 1;
     e->want = (unsigned char)events;
+    e->conn = (events & TC__POLL_RECV) != 0;
     e->pin = e->pout = 0;
     e->recv = R_OFF;
+    e->sslot = 0;
     if ((rc = arm(b, fd)) < 0) {
         e->gen++;
         e->live = 0;
@@ -233,6 +317,8 @@ static int ub_mod(tc__evb *b, int fd, unsigned events, void *ptr)
     struct ent *e = &b->tab[fd];
     e->ptr = ptr;
     e->want = (unsigned char)events;
+    if (events & TC__POLL_RECV)
+        e->conn = 1;
     return arm(b, fd);
 }
 
@@ -256,6 +342,14 @@ static int ub_del(tc__evb *b, int fd)
         if (e->pout)
             (void)cancel(b, e, fd, K_POUT);
     }
+    if (e->sslot) {
+        /* Its buffer stays ours until the kernel lets go of it. */
+        struct sslot *sl = &b->slots[e->sslot - 1];
+        sl->orphan = 1;
+        if (b->attached)
+            (void)cancel_tag(b, e, fd, ud((int)(e->sslot - 1), sl->gen, K_SEND));
+        e->sslot = 0;
+    }
     e->gen = (e->gen + 1) & GEN_MASK;
     e->live = 0;
     e->want = 0;
@@ -263,6 +357,48 @@ static int ub_del(tc__evb *b, int fd)
     e->recv = R_OFF;
     e->ptr = NULL;
     return 0;
+}
+
+/* A send's completion: the rest goes out, or the loop hears of it. */
+static int sent(tc__evb *b, uint32_t i, int res, tc__ev *ev)
+{
+    if (i >= b->nslots || !b->slots[i].buf)
+        return 0;
+    struct sslot *sl = &b->slots[i];
+    struct ent *e = b->tab && (size_t)sl->fd < b->ntab ? &b->tab[sl->fd] : NULL;
+    if (sl->orphan || !e) {
+        free(sl->buf);
+        slot_free(b, i);
+        return 0;
+    }
+    if (res > 0 && (size_t)res < sl->len) {
+        sl->off += (size_t)res;
+        sl->len -= (size_t)res;
+        if (prep_send(b, i) == 0)
+            return 0;
+        res = -EBUSY;
+    }
+    *ev = (tc__ev){.ptr = e->ptr, .events = TC__POLL_OUT, .send = 1,
+                   .res = res < 0 ? res : (int)(sl->total > INT32_MAX ? INT32_MAX : sl->total),
+                   .data = sl->buf, .cap = sl->cap, .buf = -1};
+    if (res == 0)
+        ev->res = -EPIPE; /* a stream socket that takes nothing is broken */
+    e->sslot = 0;
+    slot_free(b, i);
+    return 1;
+}
+
+/* The buffers of the sends still in flight (the ring is gone). */
+static void free_slots(tc__evb *b)
+{
+    for (uint32_t i = 0; i < b->nslots; i++) {
+        if (b->slots[i].buf) {
+            free(b->slots[i].buf);
+            slot_free(b, i);
+        }
+    }
+    for (size_t fd = 0; fd < b->ntab; fd++)
+        b->tab[fd].sslot = 0;
 }
 
 /* One completion: 1 with *ev filled, or 0 (nothing for the loop). */
@@ -279,6 +415,8 @@ static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
     int stale = !e || !e->live || e->gen != gen;
     if (kind == K_CANCEL)
         return 0;
+    if (kind == K_SEND)
+        return sent(b, (uint32_t)tag, res, ev);
     if (kind == K_RECV) {
         if (stale) {
             if (bid >= 0)
@@ -366,6 +504,8 @@ static void ub_release(tc__evb *b, tc__ev *ev)
 {
     if (ev->buf >= 0 && b->ring)
         tc__uring_buf_give(b->ring, ev->buf);
+    else if (ev->send)
+        free(ev->data); /* a send's buffer the loop did not take back */
     ev->buf = -1;
     ev->data = NULL;
 }
@@ -417,6 +557,7 @@ static void ub_detach(tc__evb *b)
     tc__uring_destroy(b->ring);
     b->ring = NULL;
     b->attached = 0;
+    free_slots(b);
     tc__uring_absorb_exit();
     (void)make_ring(b); /* for the next run */
     for (size_t fd = 0; fd < b->ntab; fd++) {
@@ -439,4 +580,5 @@ const tc__evbackend tc__evb_uring = {
     .del = ub_del,
     .wait = ub_wait,
     .release = ub_release,
+    .send = ub_send,
 };

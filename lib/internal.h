@@ -419,9 +419,12 @@ void tc__uring_buf_give(tc__uring *u, int bid);
  * bytes themselves. */
 typedef struct tc__ev {
     void *ptr;            /* what was registered with the descriptor */
-    unsigned char *data;  /* the bytes, lent until release */
+    unsigned char *data;  /* recv: the bytes, lent until release; send: the
+                           * buffer handed to send, the loop's again */
+    size_t cap;           /* send: that buffer's capacity */
     unsigned events;      /* TC__POLL_IN / TC__POLL_OUT */
     int recv;             /* a receive's result: res holds it, data the bytes */
+    int send;             /* a send's result (TC__POLL_OUT): res is all its bytes, or -errno */
     int res;              /* bytes received (> 0), 0 at the end of the stream, or -errno */
     int buf;              /* the backend's buffer behind data, or -1 */
 } tc__ev;
@@ -447,6 +450,14 @@ typedef struct tc__evbackend {
     int (*wait)(tc__evb *b, tc__ev *out, int max, int timeout_ms);
     /* The loop is done with ev's bytes. */
     void (*release)(tc__evb *b, tc__ev *ev);
+    /* Send len bytes at buf + off for a descriptor added with
+     * TC__POLL_RECV (one send in flight each): buf (malloc'd, cap bytes) is
+     * the backend's until the completion event hands it back, after all of
+     * it went out (short sends are resubmitted) or an error; freed by the
+     * backend if the descriptor is deleted first. TC__POLL_OUT on such a
+     * descriptor asks for nothing more. 0, or an error (buf still the
+     * caller's). NULL: the loop sends itself (epoll). */
+    int (*send)(tc__evb *b, int fd, unsigned char *buf, size_t off, size_t len, size_t cap);
 } tc__evbackend;
 extern const tc__evbackend tc__evb_epoll;
 extern const tc__evbackend tc__evb_uring;
@@ -551,6 +562,11 @@ struct tc_conn {
     size_t wcap, woff, wlen;
     size_t wsize;      /* write buffer size */
     int werr;          /* sticky: the write side is broken with this code */
+    /* The transport sends the queue itself (an io_uring loop, once per
+     * turn): sends and flushes only queue; wflight bytes are in a send the
+     * kernel has not finished, and count as pending. */
+    int wasync;
+    size_t wflight;
     /* the caller's bytes the last write call took (tc_conn_last_sent): an
      * event channel's sends may come from any thread, hence atomic (relaxed) */
     atomic_size_t last_sent;
@@ -612,7 +628,7 @@ void tc__chan_take(tc_conn *c, size_t n);
 /* Append n bytes to the write queue (sent with the next flush or send):
  * 0 or -ENOMEM. */
 int tc__chan_queue(tc_conn *c, const void *p, size_t n);
-/* Bytes queued for sending. */
+/* Bytes queued for sending (in flight included). */
 size_t tc__chan_pending(const tc_conn *c);
 /* Room for n more bytes in the write buffer. 0 or -ENOMEM. */
 int tc__chan_reserve(tc_conn *c, size_t n);
@@ -623,12 +639,13 @@ ssize_t tc__chan_send_window(tc_conn *c, const struct iovec *vec, int cnt, int i
  * Returns how many of the caller's bytes went out. */
 size_t tc__chan_advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, size_t *ioff,
                         size_t x);
-/* Send what the socket takes now, queue the rest: total or an error.
+/* Send what the socket takes now (nothing with wasync), queue the rest: total or an error.
  * *taken (if not NULL): how many of vec's bytes were sent or queued, also
  * after an error. */
 ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total,
                          size_t *taken);
-/* Send queued output: 0 all gone (buffer freed), 1 some left, or an error. */
+/* Send queued output: 0 all gone (buffer freed), 1 some left (always, with
+ * wasync, while any is queued or in flight), or an error. */
 int tc__chan_flush_nb(tc_conn *c);
 /* Record how many of the caller's bytes the current write call took. */
 static inline void tc__chan_set_sent(tc_conn *c, size_t n)

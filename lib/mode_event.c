@@ -92,6 +92,7 @@ struct evconn {
     int64_t idle_from;
     int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
     int closed;          /* ended: the record waits on the dead list */
+    int dirty;           /* on the loop's list of queues to submit (io_uring) */
     int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
     int upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
     /* Bytes other threads sent that the loop has not taken yet, and the
@@ -134,7 +135,10 @@ struct tc_loop {
      * with a pointer handed back, a connection with TC__POLL_RECV. */
     const tc__evbackend *be;
     tc__evb *evb;
-    tc__ev *rx;               /* the event on_readable runs for (its bytes, with io_uring) */
+    tc__ev *rx;               /* the event on_readable or on_writable runs for (io_uring:
+                               * the bytes received, the send completed) */
+    struct evconn **dirty;    /* io_uring: connections with output to submit this turn */
+    size_t ndirty, capdirty;
     int mailfd;               /* eventfd: mail arrived, or stop */
     pthread_mutex_t mu;       /* guards the mailbox */
     int ended;                /* the loop has ended: no more posted work (mu) */
@@ -238,6 +242,62 @@ static void restart_idle(struct evconn *ec)
 static int gone(const struct evconn *ec)
 {
     return ec->closed || !ec->conn;
+}
+
+/* A backend that sends for the loop (io_uring): hand it the queued output
+ * as one send, unless one is in flight (its completion sends the rest). */
+static int async_flush(struct evconn *ec)
+{
+    struct tc_loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    if (c->wflight || c->wlen == c->woff)
+        return 0;
+    unsigned char *buf = c->wbuf;
+    size_t off = c->woff, len = c->wlen - c->woff, cap = c->wcap;
+    int rc = lp->be->send(lp->evb, c->fd, buf, off, len, cap);
+    if (rc < 0)
+        return c->werr = rc;
+    /* The buffer is the send's now; the next bytes start another. */
+    c->wbuf = NULL;
+    c->wcap = c->woff = c->wlen = 0;
+    c->wflight = len;
+    return 0;
+}
+
+/* Output queued for an io_uring loop goes out at the end of the turn, all
+ * of the turn's sends in the one system call that waits. */
+static void mark_dirty(struct evconn *ec)
+{
+    struct tc_loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    if (!c->wasync || ec->dirty || c->wflight || c->wlen == c->woff)
+        return;
+    if (lp->ndirty == lp->capdirty) {
+        size_t cap = lp->capdirty ? lp->capdirty * 2 : 64;
+        struct evconn **d = realloc(lp->dirty, cap * sizeof(struct evconn *));
+        if (!d) {
+            (void)async_flush(ec); /* at once, then (an error is the close's) */
+            return;
+        }
+        lp->dirty = d;
+        lp->capdirty = cap;
+    }
+    ec->dirty = 1;
+    lp->dirty[lp->ndirty++] = ec;
+}
+
+static void ev_close(struct evconn *ec, int reason, int report);
+
+/* The end of the turn: the queues marked go to the backend. */
+static void flush_dirty(struct tc_loop *lp)
+{
+    for (size_t i = 0; i < lp->ndirty; i++) {
+        struct evconn *ec = lp->dirty[i];
+        ec->dirty = 0;
+        if (!gone(ec) && async_flush(ec) < 0)
+            ev_close(ec, ec->conn->werr, TC__REPORT_AUTO);
+    }
+    lp->ndirty = 0;
 }
 
 /* Off the loop's list of connections (it no longer counts for the drain). */
@@ -446,6 +506,7 @@ __attribute__((noinline)) static void set_interest_slow(struct evconn *ec, size_
 static void set_interest(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
+    mark_dirty(ec);
     if (ec->shut_wr && tc__chan_pending(c) == 0) {
         /* A half-close waited for the queued output, whichever path sent it. */
         (void)tc__sock_shutdown_how(c->fd, SHUT_WR);
@@ -551,6 +612,8 @@ static void ev_close(struct evconn *ec, int reason, int report)
         slot_end(lp->st, ec); /* a late token for it finds another generation */
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
+    if (!c->wflight)
+        c->wasync = 0; /* the session's last flushes go to the socket, as on epoll */
     tc__session_close(ec->s, reason, report);
     /* Sends other threads queued for it die with it (see tc_conn_send). Only
      * now: a foreign thread may send until on_close returns, and a mail left
@@ -1045,7 +1108,8 @@ static ssize_t ev_fill(struct tc_loop *lp, struct evconn *ec)
  * (what the channel still needs of them moves into its own buffer first). */
 static void ev_release(struct tc_loop *lp, struct evconn *ec, tc__ev *e)
 {
-    if (e->buf < 0)
+    lp->rx = NULL;
+    if (e->buf < 0 && !e->data)
         return;
     if (ec && !gone(ec) && ec->conn->rborrowed && ec->conn->rbuf == e->data)
         (void)tc__chan_settle(ec->conn);
@@ -1093,9 +1157,31 @@ static void on_readable(struct evconn *ec)
         schedule_idle(ec);
 }
 
+/* on_writable's flush: the socket can take more (epoll), or (io_uring) a
+ * send of the queue completed: its buffer is freed, and what was queued
+ * meanwhile goes next. 0 all out, 1 some left, or an error. */
+static int ev_flush(struct evconn *ec)
+{
+    struct tc_loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    tc__ev *e = lp->rx;
+    if (!e || !e->send)
+        return tc__chan_flush_nb(c);
+    lp->rx = NULL;
+    free(e->data);
+    e->data = NULL;
+    c->wflight = 0;
+    if (e->res < 0)
+        return c->werr = e->res;
+    if (c->wlen > c->woff)
+        return async_flush(ec) < 0 ? c->werr : 1;
+    tc__chan_trim(c, 0);
+    return 0;
+}
+
 static void on_writable(struct evconn *ec)
 {
-    int rc = tc__chan_flush_nb(ec->conn);
+    int rc = ev_flush(ec);
     if (rc < 0) {
         ev_close(ec, rc, TC__REPORT_AUTO);
         return;
@@ -1212,6 +1298,7 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     atomic_init(&ec->out_queued, 0);
     c->drv = &ev_driver;
     c->drv_data = ec;
+    c->wasync = lp->be->send != NULL; /* io_uring: the loop submits each turn's output */
     ec->deferred_tail = &ec->deferred;
     ec->stream = srv->handler.handle != NULL;
     ec->slot = PSLOT_NONE;
@@ -1339,6 +1426,7 @@ static void read_mail(struct tc_loop *lp)
  * if a flush brings it down before the loop looks). */
 static void note_queued(struct evconn *ec)
 {
+    mark_dirty(ec);
     size_t pending = tc__chan_pending(ec->conn);
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
     if (pending > OUTPUT_HWM)
@@ -1731,9 +1819,9 @@ static void run_loop(struct tc_loop *lp)
                     ev_release(lp, NULL, &ev[i]);
                     continue;
                 }
+                lp->rx = &ev[i];
                 if (ev[i].events & TC__POLL_OUT)
                     on_writable(ec); /* may park it or hand it out */
-                lp->rx = &ev[i];
                 if (!gone(ec) && !ec->away && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
                 ev_release(lp, ec, &ev[i]);
@@ -1754,6 +1842,7 @@ static void run_loop(struct tc_loop *lp)
             retry_waiting(lp);
             drain_sweep(lp);
         }
+        flush_dirty(lp);
         free_dead(lp);
         if (atomic_load(&lp->draining) && lp->nconns == 0)
             break;
@@ -1859,6 +1948,7 @@ static void free_loops(struct state *st)
             free(lt);
         }
         free(lp->scratch);
+        free(lp->dirty);
     }
     tc__poller_destroy(st->ready);
     if (st->chunks) {
