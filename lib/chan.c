@@ -413,8 +413,11 @@ ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
     int idx = 0;
     size_t ioff = 0;
     /* Try the socket first, behind anything already queued; what it does not
-     * take is appended to the write buffer (never blocks). */
-    while (!c->wasync && (c->woff < c->wlen || sent < total)) {
+     * take is appended to the write buffer (never blocks). An asynchronous
+     * transport queues, except a large send with nothing ahead of it: the
+     * copy into the queue would cost more than the system call. */
+    int direct = !c->wasync || (total >= TC__ASYNC_DIRECT_MIN && !c->wflight && c->woff == c->wlen);
+    while (direct && (c->woff < c->wlen || sent < total)) {
         ssize_t r = tc__chan_send_window(c, vec, cnt, idx, ioff);
         if (r == -EAGAIN || r == 0)
             break;

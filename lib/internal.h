@@ -512,6 +512,9 @@ void tc__theap_free(tc__theap *h);
 /* ---- channels (chan.c: buffers; conn.c: the public API) ------------------ */
 
 #define TC__BUF_DEFAULT ((size_t)16 * 1024)
+/* A send this large goes straight to the socket even on an asynchronous
+ * (io_uring) channel, when nothing is queued or in flight before it. */
+#define TC__ASYNC_DIRECT_MIN ((size_t)8 * 1024)
 #define TC__BUF_MAX ((size_t)64 * 1024 * 1024)
 
 /* What a PROXY header told about a channel. */

@@ -1168,13 +1168,26 @@ static int ev_flush(struct evconn *ec)
     if (!e || !e->send)
         return tc__chan_flush_nb(c);
     lp->rx = NULL;
-    free(e->data);
+    unsigned char *done = e->data;
     e->data = NULL;
     c->wflight = 0;
-    if (e->res < 0)
+    if (e->res < 0) {
+        free(done);
         return c->werr = e->res;
-    if (c->wlen > c->woff)
-        return async_flush(ec) < 0 ? c->werr : 1;
+    }
+    if (c->wlen > c->woff) {
+        int rc = async_flush(ec);
+        if (rc == 0 && !c->wbuf) {
+            /* Streaming: the two buffers take turns (no allocation, no
+             * page faults, per send); an idle channel keeps neither. */
+            c->wbuf = done;
+            c->wcap = e->cap;
+            done = NULL;
+        }
+        free(done);
+        return rc < 0 ? rc : 1;
+    }
+    free(done);
     tc__chan_trim(c, 0);
     return 0;
 }
