@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Event mode's io_uring backend: a loop's descriptors as io_uring requests
- * instead of epoll registrations. A connection (TC__POLL_RECV) has one
- * multishot receive into the ring's provided buffers, so that its bytes
- * come with the completion (no recv call, and an idle connection holds no
- * buffer); a wish to write, and any other descriptor (listener, wake-ups),
- * is a one-shot poll armed again after the loop has handled it, which is
- * what a level-triggered epoll reports. */
+ * instead of epoll registrations. A connection (added with TC__POLL_RECV)
+ * has one multishot receive into the ring's provided buffers, so that its
+ * bytes come with the completion (no recv call, and an idle connection
+ * holds no buffer), and its output goes out as sends the loop hands over
+ * (one in flight each). Any other descriptor (the listener, wake-ups) is a
+ * one-shot poll armed again after the loop has handled it, which is what a
+ * level-triggered epoll reports. */
 #include <errno.h>
 #include <linux/io_uring.h>
 #include <poll.h>
