@@ -158,8 +158,14 @@ def configs(args):
             out.append(Config(name, argv, "tcpchan", forking=mode == "forking",
                               concurrent=mode != "inline", framing=framing,
                               limit_flag="--max-conns", mode=mode))
+    # Event mode on io_uring (issue 17), raw framing: beside its floor.
+    out.append(Config("tcpchan event/1 io_uring",
+                      [echo, "--listen", "127.0.0.1:0", "--mode", "event", "--workers", "1",
+                       "--backend", "io_uring"], "tcpchan", limit_flag="--max-conns",
+                      mode="event/1"))
     peer = lambda b: os.path.join(BUILD, b)
     out.append(Config(FLOOR, [peer("epoll_floor")], "peer"))
+    out.append(Config("io_uring floor", [peer("uring_floor")], "peer"))
     # The least a pool of threads over one epoll set can do: pool mode's reference.
     out.append(Config("pool floor", [peer("pool_floor"), "--workers", "16"], "peer"))
     out.append(Config("libevent", [peer("libevent_echo")], "peer"))

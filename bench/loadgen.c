@@ -420,6 +420,23 @@ static int conn_open(struct thread *t, struct conn *c)
     c->pinged = 0;
     c->id = t->next_id++;
     c->t_open = now_ns();
+    if (opt.scenario == SC_CHURN && opt.addr.ss_family == AF_INET) {
+        /* Churn to a loopback server: spread the sockets over 16 source
+         * addresses (port chosen at connect), or TIME_WAIT makes connect()
+         * scan one address's ports and bounds the client, not the server. */
+        struct sockaddr_in *dst = (struct sockaddr_in *)&opt.addr;
+        if ((ntohl(dst->sin_addr.s_addr) >> 24) == 127) {
+            struct sockaddr_in src = {.sin_family = AF_INET};
+            src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(c->id % 16));
+            (void)setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+            if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) {
+                int e = -errno;
+                close(c->fd);
+                c->fd = -1;
+                return e;
+            }
+        }
+    }
     if (connect(c->fd, (struct sockaddr *)&opt.addr, opt.addrlen) < 0 && errno != EINPROGRESS) {
         int e = -errno;
         close(c->fd);

@@ -28,7 +28,8 @@ static const char usage_text[] =
     "usage: tcpchan-echo [--listen ADDR] [--mode MODE] [--workers N] [--max-conns N]\n"
     "                    [--framing F] [--max-frame BYTES] [--idle-timeout MS] [--conn-timeout MS]\n"
     "                    [--drain-timeout MS] [--processes N] [--proxy P] [--proxy-trusted LIST]\n"
-    "                    [--greet] [--inetd] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+    "                    [--backend B] [--greet] [--inetd]\n"
+    "                    [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
     "  --listen ADDR       default 127.0.0.1:7000; HOST:PORT, [IPV6]:PORT or unix:PATH; port 0 = any free port;\n"
     "                      :PORT or *:PORT = every IPv4 address (0.0.0.0:PORT);\n"
     "                      systemd or systemd:NAME = every socket systemd passed, or those named NAME\n"
@@ -41,6 +42,8 @@ static const char usage_text[] =
     "                      --max-conns, --processes or --proxy\n"
     "  --mode MODE         inline | threading | forking | pool | event   (default threading)\n"
     "  --workers N         pool: worker threads; event: loop threads (default, or 0: CPU count)\n"
+    "  --backend B         event: epoll (default) | io_uring (where the kernel refuses it: a line\n"
+    "                      on stderr, and epoll)\n"
     "  --max-conns N       live connections at most; further clients wait in the backlog\n"
     "                      (default 4096; forking: 40; 0: no limit)\n"
     "  --framing F         raw (default) | line | len32 | ws\n"
@@ -81,6 +84,7 @@ struct options {
     const char *framing;
     int set_max_frame, set_max_conns, set_idle_timeout, set_conn_timeout;
     tc_proxy_mode proxy;
+    tc_backend backend;
     const char *proxy_trusted;
     int greet, inetd;
     const char *systemd_name; /* --listen systemd[:NAME]; NULL name = the first socket */
@@ -212,7 +216,14 @@ static int parse_args(int argc, char **argv, struct options *o)
                  : !strcmp(v, "required") ? (o->proxy = TC_PROXY_REQUIRED, 0)
                  : !strcmp(v, "optional") ? (o->proxy = TC_PROXY_OPTIONAL, 0)
                                           : bad_arg(a, "must be off, required or optional");
-        else if (!strcmp(a, "--proxy-trusted"))
+        else if (!strcmp(a, "--backend")) {
+            if (!strcmp(v, "epoll"))
+                o->backend = TC_BACKEND_EPOLL;
+            else if (!strcmp(v, "io_uring"))
+                o->backend = TC_BACKEND_IO_URING;
+            else
+                rc = bad_arg(a, "must be epoll or io_uring");
+        } else if (!strcmp(a, "--proxy-trusted"))
             o->proxy_trusted = v;
         else if (!strcmp(a, "--tls-cert"))
             o->tls_cert = v;
@@ -255,6 +266,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         if (o->processes > 1)
             return bad_arg("--processes", "does not apply to datagrams");
     }
+    if (o->backend != TC_BACKEND_DEFAULT && o->mode != TC_MODE_EVENT)
+        return bad_arg("--backend", "chooses event mode's loops (--mode event)");
     if (o->inetd && o->processes > 1)
         return bad_arg("--processes", "makes no sense with --inetd");
     for (int i = 0; i < o->nlisten; i++)
@@ -354,6 +367,8 @@ static int serve(const tc_server_config *cfg, const tc_handler *handler, const c
         return 1;
     }
 
+    if (cfg->backend == TC_BACKEND_IO_URING && tc_server_backend(srv) != TC_BACKEND_IO_URING)
+        fprintf(stderr, "tcpchan-echo: io_uring is not available here: serving with epoll\n");
     the_server = srv;
     catch_signals();
 
@@ -585,6 +600,7 @@ int main(int argc, char **argv)
     cfg.listen = o.listen;
     cfg.mode = o.mode;
     cfg.workers = (int)o.workers;
+    cfg.backend = o.backend;
     /* The limits keep the library's finite defaults (0 in the config) unless
      * a flag sets them; a flag's 0 means none, a negative value to the library. */
     cfg.max_conns = limit(o.set_max_conns, o.max_conns);

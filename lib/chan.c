@@ -207,6 +207,45 @@ ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch
     return tc__chan_filled(c, c->io->recv(c, c->rbuf + c->roff + c->rlen, room, 0));
 }
 
+ssize_t tc__chan_feed(tc_conn *c, unsigned char *data, size_t n)
+{
+    tc__chan_consume_view(c);
+    if (c->rerr)
+        return c->rerr;
+    if (c->rlen == 0 && !c->rbuf) {
+        /* Nothing buffered: the frames are read where the bytes landed. */
+        c->rbuf = data;
+        c->rcap = n;
+        c->roff = 0;
+        c->rlen = n;
+        c->rborrowed = 1;
+        return (ssize_t)n;
+    }
+    int rc = c->rborrowed ? tc__chan_keep(c) : 0;
+    if (rc < 0)
+        return rc;
+    /* Appended: the bytes are already out of the socket. A codec refuses a
+     * frame over its limit (TC_ETOOBIG) once it sees one, so this exceeds
+     * the limit by one receive at most. */
+    if (c->rcap - c->roff - c->rlen < n) {
+        if (c->roff > 0) {
+            memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
+            c->roff = 0;
+        }
+        if (c->rcap - c->rlen < n) {
+            size_t want = c->rlen + n < c->rsize ? c->rsize : c->rlen + n;
+            unsigned char *nb = realloc(c->rbuf, want);
+            if (!nb)
+                return tc__chan_broken(c, -ENOMEM);
+            c->rbuf = nb;
+            c->rcap = want;
+        }
+    }
+    memcpy(c->rbuf + c->roff + c->rlen, data, n);
+    c->rlen += n;
+    return (ssize_t)n;
+}
+
 int tc__chan_settle(tc_conn *c)
 {
     tc__chan_consume_view(c);
@@ -288,7 +327,7 @@ void tc__chan_take(tc_conn *c, size_t n)
 
 size_t tc__chan_pending(const tc_conn *c)
 {
-    return c->wlen - c->woff;
+    return c->wlen - c->woff + c->wflight;
 }
 
 int tc__chan_reserve(tc_conn *c, size_t n)
@@ -303,6 +342,8 @@ int tc__chan_reserve(tc_conn *c, size_t n)
             return 0;
     }
     size_t cap = c->wsize > c->wlen + n ? c->wsize : c->wlen + n;
+    if (c->wasync) /* each turn's queue goes to the kernel whole: sized to it, doubling */
+        cap = c->wcap * 2 > c->wlen + n ? c->wcap * 2 : c->wlen + n;
     unsigned char *nb = realloc(c->wbuf, cap);
     if (!nb)
         return -ENOMEM;
@@ -374,8 +415,11 @@ ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
     int idx = 0;
     size_t ioff = 0;
     /* Try the socket first, behind anything already queued; what it does not
-     * take is appended to the write buffer (never blocks). */
-    while (c->woff < c->wlen || sent < total) {
+     * take is appended to the write buffer (never blocks). An asynchronous
+     * transport queues, except a large send with nothing ahead of it: the
+     * copy into the queue would cost more than the system call. */
+    int direct = !c->wasync || (total >= TC__ASYNC_DIRECT_MIN && !c->wflight && c->woff == c->wlen);
+    while (direct && (c->woff < c->wlen || sent < total)) {
         ssize_t r = tc__chan_send_window(c, vec, cnt, idx, ioff);
         if (r == -EAGAIN || r == 0)
             break;
@@ -408,7 +452,7 @@ int tc__chan_flush_nb(tc_conn *c)
     ssize_t r = tc__chan_send_nb(c, NULL, 0, 0, NULL);
     if (r < 0)
         return (int)r;
-    if (c->wlen > c->woff)
+    if (c->wlen > c->woff || c->wflight)
         return 1;
     tc__chan_trim(c, 0);
     return 0;

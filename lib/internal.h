@@ -368,6 +368,103 @@ int tc__poller_wait_token(tc__poller *p, uint64_t *token, unsigned *events, int 
  * caller that waits on it with other descriptors (a mode's srv->mode_fd). */
 int tc__poller_fd(const tc__poller *p);
 
+/* ---- io_uring (uring.c: raw system calls, no liburing) -------------------- */
+
+typedef struct tc__uring tc__uring;
+struct io_uring_sqe;
+struct io_uring_cqe;
+/* Whether this kernel (and its sandbox) offers what the loops need: 0, or
+ * the negated errno that refused it (-ENOSYS, -EPERM under seccomp or
+ * io_uring_disabled, -ENOMEM over RLIMIT_MEMLOCK). Probed once per process. */
+int tc__uring_probe(void);
+/* A ring of entries submission slots, with nbufs (a power of two)
+ * provided receive buffers of buf_size bytes each (buffer group 0). One
+ * thread submits (IORING_SETUP_SINGLE_ISSUER where offered): the creating
+ * one, or (disabled set) the one that enables it. Closing a ring later
+ * interrupts a blocking call of each thread that made or used it (EINTR):
+ * make it in a thread of the library's. 0 or a negated errno. */
+int tc__uring_create(tc__uring **out, unsigned entries, unsigned nbufs, size_t buf_size,
+                     int disabled);
+/* Enable a ring made disabled: the calling thread becomes its submitter. */
+int tc__uring_enable(tc__uring *u);
+/* After the calling thread closed a ring it used: wait (briefly) for the
+ * kernel's notice that interrupts its next blocking call, so that the
+ * application's next call is not the one interrupted. */
+void tc__uring_absorb_exit(void);
+/* Close the ring: what is in flight is cancelled. NULL does nothing. */
+void tc__uring_destroy(tc__uring *u);
+/* The calling thread starts (on) or stops using the ring: registers its
+ * descriptor for cheaper entries, or drops that registration (required
+ * before the thread lets the ring go). */
+void tc__uring_own(tc__uring *u, int on);
+/* The next submission entry, zeroed, or NULL (the queue is full and the
+ * kernel took none of it). Goes in with the next submit or wait. */
+struct io_uring_sqe *tc__uring_sqe(tc__uring *u);
+/* Whether entries wait to be submitted. */
+int tc__uring_pending(const tc__uring *u);
+/* Submit what is queued without waiting: 0 or a negated errno. */
+int tc__uring_submit(tc__uring *u);
+/* Submit, then wait up to timeout_ms (-1: forever, 0: not at all) for a
+ * completion unless one is ready: 0 (also on timeout or a signal), or a
+ * negated errno. */
+int tc__uring_wait(tc__uring *u, int timeout_ms);
+/* The next completion, or NULL; tc__uring_cqe_seen consumes it. */
+struct io_uring_cqe *tc__uring_cqe(tc__uring *u);
+void tc__uring_cqe_seen(tc__uring *u);
+/* A provided buffer's memory, and handing it back to the kernel. */
+unsigned char *tc__uring_buf(tc__uring *u, int bid);
+void tc__uring_buf_give(tc__uring *u, int bid);
+
+/* ---- event loop backends (poller.c: epoll; evb_uring.c: io_uring) ----------- */
+
+/* What an event loop's backend reports: readiness, as the poller does, or
+ * (a backend that receives for the loop, asked with TC__POLL_RECV) the
+ * bytes themselves. */
+typedef struct tc__ev {
+    void *ptr;            /* what was registered with the descriptor */
+    unsigned char *data;  /* recv: the bytes, lent until release; send: the
+                           * buffer handed to send, the loop's again */
+    size_t cap;           /* send: that buffer's capacity */
+    unsigned events;      /* TC__POLL_IN / TC__POLL_OUT */
+    int recv;             /* a receive's result: res holds it, data the bytes */
+    int send;             /* a send's result (TC__POLL_OUT): res is all its bytes, or -errno */
+    int res;              /* bytes received (> 0), 0 at the end of the stream, or -errno */
+    int buf;              /* the backend's buffer behind data, or -1 */
+} tc__ev;
+/* Flag for add and mod (besides the poller's): the loop wants the bytes of
+ * the descriptor, not its readiness; a backend that cannot receive for it
+ * (epoll) reports TC__POLL_IN instead. */
+enum { TC__POLL_RECV = 16 };
+typedef struct tc__evb tc__evb;
+typedef struct tc__evbackend {
+    const char *name;
+    int (*create)(tc__evb **out);
+    void (*destroy)(tc__evb *b);
+    /* The calling thread starts or stops running the loop (a ring is one
+     * thread's): 0 or a negated errno (start only). */
+    int (*attach)(tc__evb *b);
+    void (*detach)(tc__evb *b);
+    /* As the poller's (TC__POLL_* flags, TC__POLL_RECV too). After del, the
+     * descriptor may be closed at once, and nothing more is reported for it. */
+    int (*add)(tc__evb *b, int fd, unsigned events, void *ptr);
+    int (*mod)(tc__evb *b, int fd, unsigned events, void *ptr);
+    int (*del)(tc__evb *b, int fd);
+    /* Wait up to timeout_ms (-1: forever): events, 0 on timeout or EINTR. */
+    int (*wait)(tc__evb *b, tc__ev *out, int max, int timeout_ms);
+    /* The loop is done with ev's bytes. */
+    void (*release)(tc__evb *b, tc__ev *ev);
+    /* Send len bytes at buf + off for a descriptor added with
+     * TC__POLL_RECV (one send in flight each): buf (malloc'd, cap bytes) is
+     * the backend's until the completion event hands it back, after all of
+     * it went out (short sends are resubmitted) or an error; freed by the
+     * backend if the descriptor is deleted first. TC__POLL_OUT on such a
+     * descriptor asks for nothing more. 0, or an error (buf still the
+     * caller's). NULL: the loop sends itself (epoll). */
+    int (*send)(tc__evb *b, int fd, unsigned char *buf, size_t off, size_t len, size_t cap);
+} tc__evbackend;
+extern const tc__evbackend tc__evb_epoll;
+extern const tc__evbackend tc__evb_uring;
+
 /* ---- child processes (child.c: pidfd watch, reap by pid, exit status) ------ */
 
 /* What tc__child_reap found. */
@@ -418,6 +515,9 @@ void tc__theap_free(tc__theap *h);
 /* ---- channels (chan.c: buffers; conn.c: the public API) ------------------ */
 
 #define TC__BUF_DEFAULT ((size_t)16 * 1024)
+/* A send this large goes straight to the socket even on an asynchronous
+ * (io_uring) channel, when nothing is queued or in flight before it. */
+#define TC__ASYNC_DIRECT_MIN ((size_t)8 * 1024)
 #define TC__BUF_MAX ((size_t)64 * 1024 * 1024)
 
 /* What a PROXY header told about a channel. */
@@ -477,6 +577,11 @@ struct tc_conn {
     size_t wcap, woff, wlen;
     size_t wsize;      /* write buffer size */
     int werr;          /* sticky: the write side is broken with this code */
+    /* The transport sends the queue itself (an io_uring loop, once per
+     * turn): sends and flushes only queue; wflight bytes are in a send the
+     * kernel has not finished, and count as pending. */
+    int wasync;
+    size_t wflight;
     /* the caller's bytes the last write call took (tc_conn_last_sent): an
      * event channel's sends may come from any thread, hence atomic (relaxed) */
     atomic_size_t last_sent;
@@ -522,6 +627,10 @@ int tc__chan_frame(tc_conn *c, const void **msg, size_t *len);
 /* The event loop's receive: with nothing buffered it lands in the loop's
  * scratch buffer. Bytes added, 0 if the buffer is full, TC_EOF, -EAGAIN or an error. */
 ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch_len);
+/* Bytes a backend received for the channel (data, n > 0): lent as the
+ * buffer when nothing is buffered (settle keeps what is left), else
+ * appended to it. n, or an error (the sticky one, -ENOMEM). */
+ssize_t tc__chan_feed(tc_conn *c, unsigned char *data, size_t n);
 /* After a batch of frames: move leftovers out of the scratch buffer, free empty buffers. */
 int tc__chan_settle(tc_conn *c);
 /* Move what the scratch buffer holds (the current view included) into the
@@ -536,7 +645,7 @@ void tc__chan_take(tc_conn *c, size_t n);
 /* Append n bytes to the write queue (sent with the next flush or send):
  * 0 or -ENOMEM. */
 int tc__chan_queue(tc_conn *c, const void *p, size_t n);
-/* Bytes queued for sending. */
+/* Bytes queued for sending (in flight included). */
 size_t tc__chan_pending(const tc_conn *c);
 /* Room for n more bytes in the write buffer. 0 or -ENOMEM. */
 int tc__chan_reserve(tc_conn *c, size_t n);
@@ -547,12 +656,13 @@ ssize_t tc__chan_send_window(tc_conn *c, const struct iovec *vec, int cnt, int i
  * Returns how many of the caller's bytes went out. */
 size_t tc__chan_advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, size_t *ioff,
                         size_t x);
-/* Send what the socket takes now, queue the rest: total or an error.
+/* Send what the socket takes now (nothing with wasync), queue the rest: total or an error.
  * *taken (if not NULL): how many of vec's bytes were sent or queued, also
  * after an error. */
 ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t total,
                          size_t *taken);
-/* Send queued output: 0 all gone (buffer freed), 1 some left, or an error. */
+/* Send queued output: 0 all gone (buffer freed), 1 some left (always, with
+ * wasync, while any is queued or in flight), or an error. */
 int tc__chan_flush_nb(tc_conn *c);
 /* Record how many of the caller's bytes the current write call took. */
 static inline void tc__chan_set_sent(tc_conn *c, size_t n)

@@ -33,6 +33,8 @@
 /* per loop: receives land here, not in per-connection buffers */
 #define SCRATCH_SIZE ((size_t)64 * 1024)
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
+/* A connection's input: its bytes, where the backend receives for the loop */
+#define CONN_IN (TC__POLL_IN | TC__POLL_RECV)
 
 enum { TIMER_IDLE, TIMER_USER, TIMER_LOOP };
 
@@ -101,6 +103,7 @@ struct evconn {
     int64_t idle_from;
     int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
     int closed;          /* ended: the record waits on the dead list */
+    int dirty;           /* on the loop's list of queues to submit (io_uring) */
     int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
     int upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
     int secure_wait;     /* the transport's handshake (TLS), after the PROXY header */
@@ -145,7 +148,15 @@ struct tc_loop {
     pthread_t tid;            /* the thread running the loop, as it stores it itself */
     pthread_t thread;         /* loops 1..: pthread_create's handle, for the join */
     int running;
-    tc__poller *poller;
+    /* What the loop waits with: epoll, or io_uring (event mode, if asked
+     * for and offered). Its add/mod/del watch any descriptor for readiness
+     * with a pointer handed back, a connection with TC__POLL_RECV. */
+    const tc__evbackend *be;
+    tc__evb *evb;
+    tc__ev *rx;               /* the event on_readable or on_writable runs for (io_uring:
+                               * the bytes received, the send completed) */
+    struct evconn **dirty;    /* io_uring: connections with output to submit this turn */
+    size_t ndirty, capdirty;
     int mailfd;               /* eventfd: mail arrived, or stop */
     pthread_mutex_t mu;       /* guards the mailbox */
     int ended;                /* the loop has ended: no more posted work (mu) */
@@ -183,6 +194,7 @@ struct state {
     unsigned next;   /* round-robin dealer */
     int listening;   /* the listener is in loop 0's poller */
     int pooled;      /* handlers run in a pool (dispatch), not in the loops */
+    const tc__evbackend *be; /* every loop's */
     tc__dispatch dispatch;
     /* pool mode: the ready set the workers wait on, and the slots */
     tc__poller *ready;
@@ -280,6 +292,62 @@ static int gone(const struct evconn *ec)
     return ec->closed || !ec->conn;
 }
 
+/* A backend that sends for the loop (io_uring): hand it the queued output
+ * as one send, unless one is in flight (its completion sends the rest). */
+static int async_flush(struct evconn *ec)
+{
+    struct tc_loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    if (c->wflight || c->wlen == c->woff)
+        return 0;
+    unsigned char *buf = c->wbuf;
+    size_t off = c->woff, len = c->wlen - c->woff, cap = c->wcap;
+    int rc = lp->be->send(lp->evb, c->fd, buf, off, len, cap);
+    if (rc < 0)
+        return c->werr = rc;
+    /* The buffer is the send's now; the next bytes start another. */
+    c->wbuf = NULL;
+    c->wcap = c->woff = c->wlen = 0;
+    c->wflight = len;
+    return 0;
+}
+
+/* Output queued for an io_uring loop goes out at the end of the turn, all
+ * of the turn's sends in the one system call that waits. */
+static void mark_dirty(struct evconn *ec)
+{
+    struct tc_loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    if (!c->wasync || ec->dirty || c->wflight || c->wlen == c->woff)
+        return;
+    if (lp->ndirty == lp->capdirty) {
+        size_t cap = lp->capdirty ? lp->capdirty * 2 : 64;
+        struct evconn **d = realloc(lp->dirty, cap * sizeof(struct evconn *));
+        if (!d) {
+            (void)async_flush(ec); /* at once, then (an error is the close's) */
+            return;
+        }
+        lp->dirty = d;
+        lp->capdirty = cap;
+    }
+    ec->dirty = 1;
+    lp->dirty[lp->ndirty++] = ec;
+}
+
+static void ev_close(struct evconn *ec, int reason, int report);
+
+/* The end of the turn: the queues marked go to the backend. */
+static void flush_dirty(struct tc_loop *lp)
+{
+    for (size_t i = 0; i < lp->ndirty; i++) {
+        struct evconn *ec = lp->dirty[i];
+        ec->dirty = 0;
+        if (!gone(ec) && async_flush(ec) < 0)
+            ev_close(ec, ec->conn->werr, TC__REPORT_AUTO);
+    }
+    lp->ndirty = 0;
+}
+
 /* Off the loop's list of connections (it no longer counts for the drain). */
 static void ev_unlink(struct evconn *ec)
 {
@@ -369,7 +437,7 @@ static int park(struct evconn *ec)
     struct state *st = lp->st;
     tc_conn *c = ec->conn;
     if (ec->registered) {
-        (void)tc__poller_del(lp->poller, c->fd);
+        (void)lp->be->del(lp->evb, c->fd);
         ec->registered = 0;
         ec->interest = 0;
     }
@@ -449,7 +517,7 @@ static unsigned wanted(const struct evconn *ec, size_t pending)
     if (ec->secure_wait)
         return want ? want : TC__POLL_IN;
     if (!ec->paused && !ec->lingering && !ec->held && !ec->eof_kept)
-        want |= TC__POLL_IN;
+        want |= CONN_IN;
     /* Paused or closing, on_writable resumes reading or ends the connection;
      * owed an on_drain, it calls it: wait for it even when another path
      * (process_input's flush, a mail, a timer, a worker) already emptied the
@@ -480,13 +548,13 @@ __attribute__((noinline)) static void set_interest_slow(struct evconn *ec, size_
     }
     unsigned want = wanted(ec, pending);
     if (!ec->registered) {
-        if (tc__poller_add(lp->poller, c->fd, want, ec) < 0) {
+        if (lp->be->add(lp->evb, c->fd, want, ec) < 0) {
             ev_close(ec, -ENOMEM, TC__REPORT_YES);
             return;
         }
         ec->registered = 1;
         ec->interest = want;
-    } else if (want != ec->interest && tc__poller_mod(lp->poller, c->fd, want, ec) == 0) {
+    } else if (want != ec->interest && lp->be->mod(lp->evb, c->fd, want, ec) == 0) {
         ec->interest = want;
     }
 }
@@ -497,6 +565,7 @@ __attribute__((noinline)) static void set_interest_slow(struct evconn *ec, size_
 static void set_interest(struct evconn *ec)
 {
     tc_conn *c = ec->conn;
+    mark_dirty(ec);
     if (ec->shut_wr && tc__chan_pending(c) == 0) {
         /* A half-close waited for the queued output, whichever path sent it. */
         (void)c->io->shutdown_write(c);
@@ -515,7 +584,7 @@ static void set_interest(struct evconn *ec)
         return;
     }
     unsigned want = wanted(ec, pending);
-    if (want != ec->interest && tc__poller_mod(ec->loop->poller, c->fd, want, ec) == 0)
+    if (want != ec->interest && ec->loop->be->mod(ec->loop->evb, c->fd, want, ec) == 0)
         ec->interest = want;
 }
 
@@ -553,7 +622,7 @@ static void unwatch(struct evconn *ec)
         return;
     ec->unwatched = 1;
     if (ec->registered) {
-        (void)tc__poller_del(ec->loop->poller, ec->conn->fd);
+        (void)ec->loop->be->del(ec->loop->evb, ec->conn->fd);
         ec->registered = 0;
         ec->interest = 0;
     }
@@ -678,13 +747,15 @@ static void ev_close(struct evconn *ec, int reason, int report)
     id_remove(lp, ec);
 
     if (ec->registered)
-        (void)tc__poller_del(lp->poller, c->fd);
+        (void)lp->be->del(lp->evb, c->fd);
     if (ec->in_ready)
         (void)tc__poller_del(lp->st->ready, c->fd);
     if (ec->slot != PSLOT_NONE)
         slot_end(lp->st, ec); /* a late token for it finds another generation */
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
+    if (!c->wflight)
+        c->wasync = 0; /* the session's last flushes go to the socket, as on epoll */
     tc__session_close(ec->s, reason, report);
     /* Sends other threads queued for it die with it (see tc_conn_send). Only
      * now: a foreign thread may send until on_close returns, and a mail left
@@ -1167,6 +1238,36 @@ static int secure_start(struct evconn *ec);
 
 static void secure_step(struct evconn *ec);
 
+/* One receive for ec: the bytes its event brought (a backend that
+ * receives for the loop), or a recv into the loop's scratch buffer. */
+static ssize_t ev_fill(struct tc_loop *lp, struct evconn *ec)
+{
+    tc__ev *rx = lp->rx;
+    if (!rx || !rx->recv)
+        return tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
+    lp->rx = NULL;
+    if (ec->lingering)
+        return -EAGAIN; /* nothing reads the input any more (the receive is being cancelled) */
+    if (rx->res == 0)
+        return tc__chan_filled(ec->conn, 0);
+    if (rx->res < 0)
+        return rx->res;
+    return tc__chan_feed(ec->conn, rx->data, (size_t)rx->res);
+}
+
+/* The loop is done with an event: the bytes it lent go back to the backend
+ * (what the channel still needs of them moves into its own buffer first). */
+static void ev_release(struct tc_loop *lp, struct evconn *ec, tc__ev *e)
+{
+    lp->rx = NULL;
+    if (e->buf < 0 && !e->data)
+        return;
+    if (ec && !gone(ec) && ec->conn->rborrowed && ec->conn->rbuf == e->data)
+        (void)tc__chan_settle(ec->conn);
+    lp->rx = NULL;
+    lp->be->release(lp->evb, e);
+}
+
 static void on_readable(struct evconn *ec)
 {
     struct tc_loop *lp = ec->loop;
@@ -1186,7 +1287,7 @@ static void on_readable(struct evconn *ec)
         dispatch_serve(ec); /* a worker receives */
         return;
     }
-    ssize_t r = tc__chan_fill_scratch(ec->conn, lp->scratch, SCRATCH_SIZE);
+    ssize_t r = ev_fill(lp, ec);
     if (r == -EAGAIN) {
         if (ec->conn->xwant == TC_TRANSPORT_WANT_WRITE)
             set_interest(ec); /* a TLS read that must write first */
@@ -1222,13 +1323,48 @@ static void on_readable(struct evconn *ec)
         on_readable(ec);
 }
 
+/* on_writable's flush: the socket can take more (epoll), or (io_uring) a
+ * send of the queue completed: its buffer is freed, and what was queued
+ * meanwhile goes next. 0 all out, 1 some left, or an error. */
+static int ev_flush(struct evconn *ec)
+{
+    struct tc_loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    tc__ev *e = lp->rx;
+    if (!e || !e->send)
+        return tc__chan_flush_nb(c);
+    lp->rx = NULL;
+    unsigned char *done = e->data;
+    e->data = NULL;
+    c->wflight = 0;
+    if (e->res < 0) {
+        free(done);
+        return c->werr = e->res;
+    }
+    if (c->wlen > c->woff) {
+        int rc = async_flush(ec);
+        if (rc == 0 && !c->wbuf) {
+            /* Streaming: the two buffers take turns (no allocation, no
+             * page faults, per send); an idle channel keeps neither. */
+            c->wbuf = done;
+            c->wcap = e->cap;
+            done = NULL;
+        }
+        free(done);
+        return rc < 0 ? rc : 1;
+    }
+    free(done);
+    tc__chan_trim(c, 0);
+    return 0;
+}
+
 static void on_writable(struct evconn *ec)
 {
     if (ec->secure_wait) {
         secure_step(ec);
         return;
     }
-    int rc = tc__chan_flush_nb(ec->conn);
+    int rc = ev_flush(ec);
     if (rc < 0) {
         ev_close(ec, rc, TC__REPORT_AUTO);
         return;
@@ -1393,6 +1529,7 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     atomic_init(&ec->out_queued, 0);
     c->drv = &ev_driver;
     c->drv_data = ec;
+    c->wasync = lp->be->send != NULL; /* io_uring: the loop submits each turn's output */
     ec->deferred_tail = &ec->deferred;
     ec->stream = tc__session_handler(s)->handle != NULL;
     ec->slot = PSLOT_NONE;
@@ -1408,9 +1545,9 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
         rc = slot_new(lp->st, ec);
     if (rc == 0 &&
         (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF || c->proto || srv->cfg.transport)) {
-        if ((rc = tc__poller_add(lp->poller, c->fd, TC__POLL_IN, ec)) == 0) {
+        if ((rc = lp->be->add(lp->evb, c->fd, CONN_IN, ec)) == 0) {
             ec->registered = 1;
-            ec->interest = TC__POLL_IN;
+            ec->interest = CONN_IN;
         }
     }
     if (rc < 0) {
@@ -1547,6 +1684,7 @@ static void read_mail(struct tc_loop *lp)
  * if a flush brings it down before the loop looks). */
 static void note_queued(struct evconn *ec)
 {
+    mark_dirty(ec);
     size_t pending = tc__chan_pending(ec->conn);
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
     if (pending > ec->loop->hwm)
@@ -1826,9 +1964,9 @@ static void update_listener(struct tc_loop *lp)
     for (int i = 0; i < srv->nlisteners; i++) {
         tc__listener *l = &srv->listeners[i];
         if (want)
-            (void)tc__poller_add(lp->poller, l->fd, TC__POLL_IN, tag_make(l, TAG_LISTENER));
+            (void)lp->be->add(lp->evb, l->fd, TC__POLL_IN, tag_make(l, TAG_LISTENER));
         else
-            (void)tc__poller_del(lp->poller, l->fd);
+            (void)lp->be->del(lp->evb, l->fd);
     }
     st->listening = want;
 }
@@ -1928,9 +2066,15 @@ static int next_timeout_ms(struct tc_loop *lp)
 static void run_loop(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
-    tc__pevent ev[TC__POLL_BATCH];
+    tc__ev ev[TC__POLL_BATCH];
     tl_loop = lp;
-    for (;;) {
+    int rc = lp->be->attach(lp->evb);
+    if (rc < 0) {
+        tc__log(srv, TC_LOG_ERROR, "event loop %d: %s: %s", lp->idx, lp->be->name,
+                tc_strerror(rc));
+        (void)tc_server_shutdown(srv);
+    }
+    while (rc == 0) {
         int timeout = next_timeout_ms(lp);
         if (lp->idx == 0) {
             /* The listener's loop: wake at the end of an accept pause, and
@@ -1940,7 +2084,7 @@ static void run_loop(struct tc_loop *lp)
             if (every > 0 && (timeout < 0 || timeout > every))
                 timeout = every;
         }
-        int n = tc__poller_wait(lp->poller, ev, TC__POLL_BATCH, timeout);
+        int n = lp->be->wait(lp->evb, ev, TC__POLL_BATCH, timeout);
         if (n < 0) {
             tc__log(srv, TC_LOG_ERROR, "event loop %d: %s", lp->idx, tc_strerror(n));
             break;
@@ -1963,16 +2107,22 @@ static void run_loop(struct tc_loop *lp)
                  * set or a worker earlier in the batch (away): its event
                  * is stale, and the record no longer the loop's to read. */
                 struct evconn *ec = p;
-                if (gone(ec) || ec->away || ec->unwatched)
+                if (gone(ec) || ec->away || ec->unwatched) {
+                    ev_release(lp, NULL, &ev[i]);
                     continue;
+                }
                 if (ec->connecting) {
+                    ev_release(lp, NULL, &ev[i]);
                     dial_ready(ec);
                     continue;
                 }
+                lp->rx = &ev[i];
                 if (ev[i].events & TC__POLL_OUT)
                     on_writable(ec); /* may park it or hand it out */
                 if (!gone(ec) && !ec->away && !ec->unwatched && (ev[i].events & TC__POLL_IN))
                     on_readable(ec);
+                ev_release(lp, ec, &ev[i]);
+                lp->rx = NULL;
             }
         }
         retry_waiting(lp);
@@ -1989,6 +2139,7 @@ static void run_loop(struct tc_loop *lp)
             retry_waiting(lp);
             drain_sweep(lp);
         }
+        flush_dirty(lp);
         free_dead(lp);
         if (atomic_load(&lp->draining) && lp->nconns == 0)
             break;
@@ -2016,6 +2167,7 @@ static void run_loop(struct tc_loop *lp)
     lp->ended = 1;
     pthread_mutex_unlock(&lp->mu);
     read_mail(lp);
+    lp->be->detach(lp->evb);
     tl_loop = NULL;
 }
 
@@ -2033,7 +2185,7 @@ int tc__loops_serve(tc_server *srv)
         return tc__dgram_serve(srv);
     struct state *st = srv->mode_state;
     struct tc_loop *l0 = &st->loops[0];
-    int rc = tc__poller_add(l0->poller, srv->wakefd, TC__POLL_IN, &tag_wake);
+    int rc = l0->be->add(l0->evb, srv->wakefd, TC__POLL_IN, &tag_wake);
     if (rc < 0)
         return rc;
     l0->tid = pthread_self();
@@ -2067,10 +2219,10 @@ int tc__loops_serve(tc_server *srv)
         pthread_join(st->loops[i].thread, NULL);
     if (st->listening) {
         for (int i = 0; i < srv->nlisteners; i++)
-            (void)tc__poller_del(l0->poller, srv->listeners[i].fd);
+            (void)l0->be->del(l0->evb, srv->listeners[i].fd);
         st->listening = 0;
     }
-    (void)tc__poller_del(l0->poller, srv->wakefd);
+    (void)l0->be->del(l0->evb, srv->wakefd);
     return rc;
 }
 
@@ -2078,7 +2230,8 @@ static void free_loops(struct state *st)
 {
     for (int i = 0; i < st->nloops; i++) {
         struct tc_loop *lp = &st->loops[i];
-        tc__poller_destroy(lp->poller);
+        if (lp->be)
+            lp->be->destroy(lp->evb);
         tc__close(lp->mailfd);
         while (lp->mail) { /* work posted to a server that never served */
             struct mail *m = lp->mail;
@@ -2106,6 +2259,7 @@ static void free_loops(struct state *st)
         }
         free(lp->scratch);
         free(lp->ids);
+        free(lp->dirty);
     }
     tc__poller_destroy(st->ready);
     if (st->chunks) {
@@ -2117,11 +2271,13 @@ static void free_loops(struct state *st)
     free(st);
 }
 
-int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
+static int loops_start_with(tc_server *srv, int nloops, const tc__dispatch *d,
+                            const tc__evbackend *be)
 {
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;
+    st->be = be;
     st->nloops = nloops;
     st->slot_free = PSLOT_NONE;
     if (d) {
@@ -2164,13 +2320,13 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
         atomic_init(&lp->draining, 0);
         lp->mailfd = -1;
         if (rc == 0)
-            rc = tc__poller_create(&lp->poller);
+            rc = (lp->be = st->be)->create(&lp->evb);
         if (rc == 0)
             rc = tc__wake_open(&lp->mailfd);
         if (rc == 0 && !(lp->scratch = malloc(SCRATCH_SIZE)))
             rc = -ENOMEM;
         if (rc == 0)
-            rc = tc__poller_add(lp->poller, lp->mailfd, TC__POLL_IN, &tag_mail);
+            rc = lp->be->add(lp->evb, lp->mailfd, TC__POLL_IN, &tag_mail);
     }
     if (rc < 0) {
         free_loops(st);
@@ -2179,6 +2335,29 @@ int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
     srv->mode_state = st;
     srv->session_room = sizeof(struct evconn);
     return 0;
+}
+
+int tc__loops_start(tc_server *srv, int nloops, const tc__dispatch *d)
+{
+    /* Pool mode's workers wait on an epoll set of their own: epoll. */
+    tc_backend want = d ? TC_BACKEND_EPOLL : srv->cfg.backend;
+    if (want != TC_BACKEND_IO_URING && want != TC_BACKEND_AUTO)
+        return loops_start_with(srv, nloops, d, &tc__evb_epoll);
+    if (srv->cfg.transport) {
+        /* A transport (TLS) reads and writes the socket itself; the ring
+         * would receive its records for it. */
+        tc__log(srv, want == TC_BACKEND_AUTO ? TC_LOG_INFO : TC_LOG_WARN,
+                "event mode: io_uring does not run a transport (TLS), using epoll");
+        return loops_start_with(srv, nloops, d, &tc__evb_epoll);
+    }
+    int rc = tc__uring_probe();
+    if (rc == 0 || rc == -EAGAIN) /* EAGAIN: no thread to probe in, no verdict */
+        return rc == 0 ? loops_start_with(srv, nloops, d, &tc__evb_uring) : rc;
+    /* Refused (an old kernel, io_uring_disabled, a seccomp filter, a
+     * memory limit): epoll serves the same. */
+    tc__log(srv, want == TC_BACKEND_AUTO ? TC_LOG_INFO : TC_LOG_WARN,
+            "event mode: io_uring unavailable (%s), using epoll", tc_strerror(rc));
+    return loops_start_with(srv, nloops, d, &tc__evb_epoll);
 }
 
 const tc__dispatch *tc__loops_dispatch(tc_server *srv)
@@ -2203,6 +2382,12 @@ static struct state *loops_of(const tc_server *srv)
         (srv->mode->id != TC_MODE_EVENT && srv->mode->id != TC_MODE_POOL))
         return NULL;
     return srv->mode_state;
+}
+
+tc_backend tc_server_backend(const tc_server *srv)
+{
+    struct state *st = loops_of(srv);
+    return st && st->be == &tc__evb_uring ? TC_BACKEND_IO_URING : TC_BACKEND_EPOLL;
 }
 
 int tc_server_loop_count(const tc_server *srv)
@@ -2291,22 +2476,22 @@ int tc_loop_timer_stop(tc_loop_timer *t)
     return 0;
 }
 
-/* The one place a watch meets the poller (a backend other than epoll
- * reroutes here): put fd in the set for events, move it, or take it out. */
+/* The one place a watch meets the loop's backend: put fd in its set for
+ * events, move it, or take it out. */
 static int watch_arm(struct tc_watch *w, unsigned events)
 {
-    tc__poller *p = w->loop->poller;
+    struct tc_loop *lp = w->loop;
     unsigned pev = ((events & TC_WATCH_READ) ? TC__POLL_IN : 0u) |
                    ((events & TC_WATCH_WRITE) ? TC__POLL_OUT : 0u);
     int rc = 0;
     if (!events) {
         /* Out of the set: epoll reports errors and hang-ups whatever the
          * interest, and a paused watch must not spin the loop. */
-        if (w->registered && (rc = tc__poller_del(p, w->fd)) == 0)
+        if (w->registered && (rc = lp->be->del(lp->evb, w->fd)) == 0)
             w->registered = 0;
     } else if (w->registered) {
-        rc = tc__poller_mod(p, w->fd, pev, tag_make(w, TAG_WATCH));
-    } else if ((rc = tc__poller_add(p, w->fd, pev, tag_make(w, TAG_WATCH))) == 0) {
+        rc = lp->be->mod(lp->evb, w->fd, pev, tag_make(w, TAG_WATCH));
+    } else if ((rc = lp->be->add(lp->evb, w->fd, pev, tag_make(w, TAG_WATCH))) == 0) {
         w->registered = 1;
     }
     if (rc == 0)
@@ -2580,7 +2765,7 @@ static void dial_connected(struct evconn *ec)
     tc__session *s = ec->s;
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     if (ec->registered)
-        (void)tc__poller_del(lp->poller, s->conn->fd);
+        (void)lp->be->del(lp->evb, s->conn->fd);
     ev_unlink(ec);
     memset(ec, 0, sizeof *ec);
     s->conn->deadline = TC__NO_DEADLINE; /* it was the connect's */
@@ -2632,7 +2817,7 @@ static void dial_run(struct tc_loop *lp, void *arg)
     }
     if (rc == -EINPROGRESS &&
         (rc = tc__theap_reserve(&lp->timers, 2 * (size_t)lp->nconns + lp->n_own_timers)) == 0 &&
-        (rc = tc__poller_add(lp->poller, fd, TC__POLL_OUT, ec)) == 0) {
+        (rc = lp->be->add(lp->evb, fd, TC__POLL_OUT, ec)) == 0) {
         ec->registered = 1;
         ec->interest = TC__POLL_OUT;
         (void)tc__theap_schedule(&lp->timers, &ec->idle.t, c->deadline);

@@ -119,3 +119,68 @@ int tc__poller_wait(tc__poller *p, tc__pevent *out, int max, int timeout_ms)
     }
     return n;
 }
+
+/* ---- the event loops' epoll backend: the poller as it is ------------------ */
+
+static int evb_create(tc__evb **out)
+{
+    return tc__poller_create((tc__poller **)out);
+}
+
+static void evb_destroy(tc__evb *b)
+{
+    tc__poller_destroy((tc__poller *)b);
+}
+
+static int evb_attach(tc__evb *b)
+{
+    (void)b;
+    return 0;
+}
+
+static void evb_detach(tc__evb *b)
+{
+    (void)b;
+}
+
+static int evb_add(tc__evb *b, int fd, unsigned events, void *ptr)
+{
+    return tc__poller_add((tc__poller *)b, fd, events, ptr);
+}
+
+static int evb_mod(tc__evb *b, int fd, unsigned events, void *ptr)
+{
+    return tc__poller_mod((tc__poller *)b, fd, events, ptr);
+}
+
+static int evb_del(tc__evb *b, int fd)
+{
+    return tc__poller_del((tc__poller *)b, fd);
+}
+
+static int evb_wait(tc__evb *b, tc__ev *out, int max, int timeout_ms)
+{
+    tc__pevent ev[TC__POLL_BATCH];
+    int n = tc__poller_wait((tc__poller *)b, ev, max, timeout_ms);
+    for (int i = 0; i < n; i++)
+        out[i] = (tc__ev){.ptr = ev[i].ptr, .events = ev[i].events, .buf = -1};
+    return n;
+}
+
+static void evb_release(tc__evb *b, tc__ev *ev)
+{
+    (void)b, (void)ev; /* readiness only: the loop received into its own buffer */
+}
+
+const tc__evbackend tc__evb_epoll = {
+    .name = "epoll",
+    .create = evb_create,
+    .destroy = evb_destroy,
+    .attach = evb_attach,
+    .detach = evb_detach,
+    .add = evb_add,
+    .mod = evb_mod,
+    .del = evb_del,
+    .wait = evb_wait,
+    .release = evb_release,
+};

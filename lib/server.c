@@ -275,6 +275,8 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "workers", "is negative");
     if (c->queue_len < 0)
         return bad(srv, "queue_len", "is negative");
+    if ((unsigned)c->backend > TC_BACKEND_AUTO)
+        return bad(srv, "backend", "is not a tc_backend");
     if (!valid_switch(c->block_on_close))
         return bad(srv, "block_on_close", "is not TC_DEFAULT, TC_ON or TC_OFF");
     if (c->thread_stack_size && c->thread_stack_size < (size_t)PTHREAD_STACK_MIN)
@@ -315,6 +317,8 @@ static int validate(tc_server *srv, const tc_handler *handler)
                                                                        : TC_SEND_LOW_WATER;
     if (c->send_low_water >= c->send_high_water)
         return bad(srv, "send_low_water", "is not below send_high_water");
+    if (c->backend == TC_BACKEND_DEFAULT)
+        c->backend = TC_BACKEND_EPOLL; /* until io_uring has served a release (see tc_backend) */
     if (c->drain_timeout_ms == 0)
         c->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
     if (c->thread_stack_size == 0)

@@ -171,6 +171,32 @@ void tc_test_log_hook(tc_server *srv, tc_log_level level, const char *msg, void 
     tc_test_event_postf(ctx, "%s:%s", (unsigned)level < 4 ? names[level] : "?", msg);
 }
 
+/* ---- event mode's backend --------------------------------------------------- */
+
+int tc_test_backend_uring(void)
+{
+    const char *b = getenv("TC_TEST_BACKEND");
+    return b && strcmp(b, "io_uring") == 0;
+}
+
+int tc_test_server_create_raw(tc_server **out, const tc_server_config *cfg,
+                              const tc_handler *handler)
+{
+    if (cfg && tc_test_backend_uring()) {
+        /* The io_uring run is for event mode's loops: a test serving with
+         * anything else (another mode, datagrams) ran in the epoll run. */
+        if (cfg->mode != TC_MODE_EVENT || (cfg->listen && (!strncmp(cfg->listen, "udp:", 4) ||
+                                                           !strncmp(cfg->listen, "unixgram:", 9))))
+            cr_skip_test("not an event-mode stream server: the epoll run covers it");
+        if (cfg->backend == TC_BACKEND_DEFAULT) {
+            tc_server_config c = *cfg;
+            c.backend = TC_BACKEND_IO_URING;
+            return (tc_server_create)(out, &c, handler);
+        }
+    }
+    return (tc_server_create)(out, cfg, handler);
+}
+
 /* ---- a server in a background thread ----------------------------------------- */
 
 tc_server_config tc_test_config(void)

@@ -14,6 +14,18 @@
 
 #include <tcpchan/tcpchan.h>
 
+/* ---- event mode's backend --------------------------------------------------- */
+
+/* tc_server_create, except that TC_TEST_BACKEND=io_uring in the environment
+ * makes an event-mode config that leaves the backend at its default ask
+ * for TC_BACKEND_IO_URING: ctest runs the event-mode tests once per backend
+ * (the *_io_uring entries). Every suite's tc_server_create() comes here. */
+int tc_test_server_create_raw(tc_server **out, const tc_server_config *cfg,
+                              const tc_handler *handler);
+#define tc_server_create(out, cfg, handler) tc_test_server_create_raw(out, cfg, handler)
+/* Whether TC_TEST_BACKEND asks for io_uring. */
+int tc_test_backend_uring(void);
+
 /* ---- time ------------------------------------------------------------------ */
 
 /* The multiplier from the environment variable TC_TEST_TIMEOUT_MULT (default 1).

@@ -16,7 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -2914,4 +2919,133 @@ Test(event, loop_timers_periodic_once_and_stopped)
     cr_assert_eq(tc_test_server_stop(&ts), 0); /* frees the timer left running */
     tc_test_expect_counts(before, NULL, 0, "event");
     tc_test_event_destroy(&s.started);
+}
+
+/* ---- backends: epoll and io_uring ------------------------------------------------ */
+
+/* Refuse io_uring in this process as a sandbox does (Docker's default
+ * seccomp profile): io_uring_setup fails with EPERM. */
+static void refuse_io_uring(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+    cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    cr_assert_eq(syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog),
+                 0, "seccomp: %s", strerror(errno));
+}
+
+/* Log lines mentioning io_uring, kept in order (the hooks' ctx is the hs). */
+static tc_test_event uring_lines;
+static void uring_log(tc_server *srv, tc_log_level level, const char *msg, void *ctx)
+{
+    (void)srv, (void)ctx;
+    if (strstr(msg, "io_uring"))
+        tc_test_event_postf(&uring_lines, "%d:%s", (int)level, msg);
+}
+
+/* The default is epoll; a value outside the enum is refused; modes without
+ * event loops of their own accept the choice and keep epoll. */
+Test(event, backend_default_bad_value_and_other_modes)
+{
+    tc_handler h = echo_handler(NULL);
+    tc_server_config cfg = ev_config(NULL, 1);
+    cfg.hooks.log = NULL;
+    tc_server *srv;
+    /* The real tc_server_create: TC_TEST_BACKEND must not choose here. */
+    cr_assert_eq((tc_server_create)(&srv, &cfg, &h), 0);
+    cr_assert_eq(tc_server_backend(srv), TC_BACKEND_EPOLL);
+    tc_server_destroy(srv);
+    cfg.backend = (tc_backend)42;
+    cr_assert_eq((tc_server_create)(&srv, &cfg, &h), TC_EBADCONFIG);
+    cr_assert(strstr(tc_last_error_detail(), "backend"), "%s", tc_last_error_detail());
+    cfg.backend = TC_BACKEND_IO_URING;
+    cfg.mode = TC_MODE_POOL;
+    cfg.workers = 2;
+    cr_assert_eq((tc_server_create)(&srv, &cfg, &h), 0);
+    cr_assert_eq(tc_server_backend(srv), TC_BACKEND_EPOLL, "pool mode waits with epoll");
+    tc_server_destroy(srv);
+    cr_assert_eq(tc_server_backend(NULL), TC_BACKEND_EPOLL);
+}
+
+/* A sandbox refusing io_uring: epoll serves, and the log hook says so once. */
+Test(event, io_uring_refused_falls_back_to_epoll_with_one_log_line)
+{
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    refuse_io_uring();
+    struct hs h;
+    hs_init(&h);
+    tc_test_event_init(&uring_lines);
+    tc_server_config cfg = ev_config(&h, 2);
+    cfg.backend = TC_BACKEND_IO_URING;
+    cfg.hooks.log = uring_log;
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+    cr_assert_eq(tc_server_backend(ts.srv), TC_BACKEND_EPOLL);
+    tc_codec line = line_codec();
+    tc_conn *c = dial(&ts, &line);
+    exchange(c, "served on epoll");
+    tc_conn_close(c);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    cr_assert_eq(tc_test_event_count(&uring_lines), 1, "one line about io_uring");
+    char text[512];
+    tc_test_event_log(&uring_lines, text, sizeof text);
+    cr_assert(strstr(text, "io_uring unavailable") && strstr(text, "using epoll"), "%s", text);
+    cr_assert_eq(text[0], '0' + TC_LOG_WARN, "%s", text);
+    /* Asked for with AUTO, the same line is only information. */
+    tc_test_event_destroy(&uring_lines);
+    tc_test_event_init(&uring_lines);
+    cfg.backend = TC_BACKEND_AUTO;
+    tc_server *srv;
+    cr_assert_eq((tc_server_create)(&srv, &cfg, &hd), 0);
+    cr_assert_eq(tc_server_backend(srv), TC_BACKEND_EPOLL);
+    tc_server_destroy(srv);
+    tc_test_event_log(&uring_lines, text, sizeof text);
+    cr_assert_eq(text[0], '0' + TC_LOG_INFO, "%s", text);
+    tc_test_expect_counts(before, NULL, 0, "fallback");
+    tc_test_event_destroy(&uring_lines);
+    hs_destroy(&h);
+}
+
+/* Where the kernel offers io_uring, it serves; served three times in a row
+ * by two loops (each run's rings are its threads'), with descriptors and
+ * threads back where they were; and where it is refused, never silently. */
+Test(event, io_uring_serves_again_and_again)
+{
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    struct hs h;
+    hs_init(&h);
+    tc_test_event_init(&uring_lines);
+    tc_server_config cfg = ev_config(&h, 2);
+    cfg.backend = TC_BACKEND_IO_URING;
+    cfg.hooks.log = uring_log;
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    cr_assert_eq(tc_test_server_create(&ts, NULL, &cfg, &hd), 0);
+    if (tc_server_backend(ts.srv) != TC_BACKEND_IO_URING)
+        cr_assert_eq(tc_test_event_count(&uring_lines), 1, "fell back without a word");
+    else
+        cr_assert_eq(tc_test_event_count(&uring_lines), 0);
+    tc_codec line = line_codec();
+    for (int run = 0; run < 3; run++) {
+        tc_test_server_run(&ts);
+        tc_conn *c[4];
+        for (int i = 0; i < 4; i++) /* both loops */
+            c[i] = dial(&ts, &line);
+        for (int i = 0; i < 4; i++)
+            exchange(c[i], "again");
+        for (int i = 0; i < 4; i++)
+            tc_conn_close(c[i]);
+        cr_assert_eq(tc_server_shutdown(ts.srv), 0);
+        cr_assert_eq(tc_test_server_join(&ts), 0, "run %d", run);
+    }
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, "three runs");
+    tc_test_event_destroy(&uring_lines);
+    hs_destroy(&h);
 }

@@ -774,8 +774,8 @@ static void assert_codec_eq(const tc_codec *a, const tc_codec *b, const char *wh
 static void assert_config_eq(const tc_server_config *a, const tc_server_config *b,
                              const char *what)
 {
-    /* A field added after transport must be compared here too. */
-    cr_assert_leq(sizeof *a, offsetof(tc_server_config, transport) + sizeof(void *) +
+    /* A field added after backend must be compared here too. */
+    cr_assert_leq(sizeof *a, offsetof(tc_server_config, backend) + sizeof(tc_backend) +
                                  _Alignof(tc_server_config) - 1,
                   "tc_server_config grew: compare the new field");
     cr_assert(a->listen == b->listen, "%s: listen", what);
@@ -814,6 +814,7 @@ static void assert_config_eq(const tc_server_config *a, const tc_server_config *
     cr_assert(a->listen_fds == b->listen_fds, "%s: listen_fds", what);
     cr_assert_eq(a->listen_fd_count, b->listen_fd_count, "%s: listen_fd_count", what);
     cr_assert(a->transport == b->transport, "%s: transport", what);
+    cr_assert_eq(a->backend, b->backend, "%s: backend", what);
 }
 
 /* tc_server_config_init() copies TC_SERVER_CONFIG_INIT, over whatever was there. */

@@ -45,6 +45,17 @@ typedef struct tc_loop tc_loop;
 typedef void (*tc_loop_fn)(tc_loop *loop, void *arg);
 
 /**
+ * @brief What the server's event-mode loops wait with.
+ * @param srv The server (NULL is allowed).
+ * @return TC_BACKEND_IO_URING, or TC_BACKEND_EPOLL: asked for, fallen back
+ *         to (see tc_backend), or a server without event-mode loops (other
+ *         modes, datagram servers, NULL).
+ * @par Thread safety
+ * Any thread, between tc_server_create() and tc_server_destroy().
+ */
+TC_API tc_backend tc_server_backend(const tc_server *srv);
+
+/**
  * @brief How many loops a server has.
  * @param srv The server.
  * @return TC_MODE_EVENT's @ref tc_server_config::workers, 1 for TC_MODE_POOL,

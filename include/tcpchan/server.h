@@ -159,6 +159,34 @@ TC_API int tc_mode_parse(const char *name, tc_mode *out);
  */
 TC_API int tc_mode_available(tc_mode mode);
 
+/**
+ * @brief What event mode's loops wait with (@ref tc_server_config::backend).
+ *
+ * Both serve the same: every callback, limit, timeout and flow-control rule
+ * of TC_MODE_EVENT behaves alike, and the test suite runs every event-mode
+ * test on each. io_uring (Linux 6.0 or later) takes a connection's bytes
+ * with its completion (one multishot receive per connection into buffers
+ * the loop shares, so an idle connection holds no receive buffer) and
+ * submits the loop's requests with its wait, saving a system call per
+ * receive and per wait; epoll works everywhere. Where io_uring is refused
+ * (an older kernel, `kernel.io_uring_disabled`, a seccomp filter such as
+ * Docker's default profile, a memory limit), tc_server_create() falls back
+ * to epoll and says so once through the log hook (TC_LOG_WARN when
+ * TC_BACKEND_IO_URING was asked for, TC_LOG_INFO for TC_BACKEND_AUTO);
+ * tc_server_backend() tells which one serves. Other modes (pool included,
+ * whose workers wait on an epoll set themselves) and datagram servers
+ * ignore the choice.
+ *
+ * The default is epoll for now: io_uring is new here, and becomes the
+ * default (through TC_BACKEND_AUTO) once it has served a release.
+ */
+typedef enum tc_backend {
+    TC_BACKEND_DEFAULT = 0, /**< the library's choice: TC_BACKEND_EPOLL in this release */
+    TC_BACKEND_EPOLL,       /**< epoll */
+    TC_BACKEND_IO_URING,    /**< io_uring where the kernel offers it, else epoll (logged) */
+    TC_BACKEND_AUTO         /**< the same as TC_BACKEND_IO_URING, logged at TC_LOG_INFO only */
+} tc_backend;
+
 /** @brief Severity of a message passed to the log hook. */
 typedef enum tc_log_level {
     TC_LOG_ERROR = 0, /**< something failed */
@@ -634,12 +662,15 @@ typedef struct tc_server_config {
      *         TLS, what tc_tls_server_create() returns; NULL = plain TCP.
      *         Not copied: it must outlive the server. Stream sockets only. */
     struct tc_transport *transport;
+    /** @brief TC_MODE_EVENT: what its loops wait with (see tc_backend);
+     *         default TC_BACKEND_DEFAULT (epoll). */
+    tc_backend backend;
 } tc_server_config;
 
 /** @brief Initialiser for tc_server_config: every field at its default. */
 #define TC_SERVER_CONFIG_INIT                                                                      \
     {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0},  \
-     0, 0, TC_PROXY_OFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+     0, 0, TC_PROXY_OFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, TC_BACKEND_DEFAULT}
 
 /** @brief Counters of a server, as tc_server_stats() reads them. */
 typedef struct tc_stats {

@@ -78,6 +78,25 @@ check_bad --max-conns --max-conns -3
 check_bad --framing --framing xml
 check_bad --bogus --bogus 1
 check_bad --listen --listen
+check_bad --backend --backend kqueue --mode event
+check_bad --backend --backend io_uring --mode threading
+
+# 3b. --backend io_uring: serves (where the kernel refuses io_uring, after
+#     one stderr line saying it serves with epoll).
+start uring "$bin/tcpchan-echo" --listen 127.0.0.1:0 --mode event --backend io_uring
+port=${line##*:}
+exec {c}<>"/dev/tcp/127.0.0.1/$port"
+printf 'hello ring\n' >&"$c"
+reply=; read -r -t 5 reply <&"$c" || true
+[ "$reply" = "hello ring" ] && ok "echo over io_uring" || fail "echo over io_uring: '$reply'"
+exec {c}>&-
+stop "$pid"
+errs=$(wc -l <"$tmp/uring.err")
+if [ "$rc" -eq 0 ] && { [ "$errs" -eq 0 ] || { [ "$errs" -eq 1 ] && grep -q epoll "$tmp/uring.err"; }; }; then
+    ok "--backend io_uring: exit 0, $errs stderr line(s)"
+else
+    fail "--backend io_uring: exit $rc, stderr: $(cat "$tmp/uring.err")"
+fi
 
 # 4. address in use: exit 1 with one stderr line.
 start busy "$bin/tcpchan-echo" --listen 127.0.0.1:0

@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: MIT */
+/* Event mode's io_uring backend: a loop's descriptors as io_uring requests
+ * instead of epoll registrations. A connection (added with TC__POLL_RECV)
+ * has one multishot receive into the ring's provided buffers, so that its
+ * bytes come with the completion (no recv call, and an idle connection
+ * holds no buffer), and its output goes out as sends the loop hands over
+ * (one in flight each). Any other descriptor (the listener, wake-ups) is a
+ * one-shot poll armed again after the loop has handled it, which is what a
+ * level-triggered epoll reports. */
+#include <errno.h>
+#include <linux/io_uring.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+
+#define RING_ENTRIES 1024u       /* submission slots (the completion queue: 4x) */
+#define RING_BUFS 128u           /* provided receive buffers, shared by the loop's connections */
+#define RING_BUF_SIZE ((size_t)16 * 1024)
+#define DETACH_ROUNDS 4          /* reaps at the end for the cancellations to land */
+
+enum { K_RECV = 1, K_PIN, K_POUT, K_CANCEL, K_SEND }; /* what a request is for */
+enum { R_OFF, R_ON, R_CANCEL };               /* a descriptor's multishot receive */
+#define GEN_MASK 0xffffffu
+
+/* A watched descriptor, indexed by its number. Requests carry the number
+ * and a generation: one for a descriptor deleted (and perhaps a new socket
+ * of the same number) finds another generation and is dropped. */
+struct ent {
+    void *ptr;
+    uint32_t gen;
+    uint32_t batch;       /* the submission batch that last named it */
+    uint32_t sslot;       /* its send in flight: a slot's index + 1, or 0 */
+    unsigned char live, want, pin, pout, recv, queued;
+    unsigned char conn;   /* added with TC__POLL_RECV: the loop sends through us */
+};
+
+/* A send in flight, by index (its requests' tag): the buffer is ours until
+ * all of it went out. A slot whose descriptor was deleted is an orphan,
+ * freed when its last completion comes. */
+struct sslot {
+    unsigned char *buf;
+    size_t off, len, cap, total;
+    int fd;
+    uint32_t gen;
+    uint32_t next_free;   /* index + 1 of the next free slot, or 0 */
+    int orphan;
+};
+
+struct tc__evb {
+    /* Made ahead, disabled, in a short-lived thread (its descriptor exists
+     * from tc_server_create on, and no application thread made it);
+     * enabled by the thread that runs the loop, the only one that may
+     * submit; closed when that one stops (a thread that ends cancels what
+     * it submitted, and the next run may be another thread's), and made
+     * again for the next. */
+    tc__uring *ring;
+    int attached;
+    struct ent *tab;
+    size_t ntab;
+    int *rearm;            /* descriptors to arm again before the next wait */
+    size_t nrearm, caprearm;
+    uint32_t batch;        /* submissions so far */
+    struct sslot *slots;   /* sends in flight (grown, never shrunk) */
+    uint32_t nslots, free_slot;
+};
+
+static uint64_t ud(int fd, uint32_t gen, unsigned kind)
+{
+    return (uint64_t)(uint32_t)fd | (uint64_t)(gen & GEN_MASK) << 32 | (uint64_t)kind << 56;
+}
+
+static int ensure(tc__evb *b, int fd)
+{
+    if (fd < 0)
+        return -EBADF;
+    if ((size_t)fd < b->ntab)
+        return 0;
+    size_t n = b->ntab ? b->ntab : 64;
+    while (n <= (size_t)fd)
+        n *= 2;
+    struct ent *t = realloc(b->tab, n * sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    memset(t + b->ntab, 0, (n - b->ntab) * sizeof *t);
+    b->tab = t;
+    b->ntab = n;
+    return 0;
+}
+
+/* Arm it again before the next wait. The list has room for every
+ * descriptor watched (grown by add), so this cannot fail. */
+static void queue(tc__evb *b, int fd)
+{
+    struct ent *e = &b->tab[fd];
+    if (e->queued || b->nrearm == b->caprearm)
+        return;
+    e->queued = 1;
+    b->rearm[b->nrearm++] = fd;
+}
+
+static int prep(tc__evb *b, struct ent *e, int fd, unsigned op, unsigned kind,
+                struct io_uring_sqe **out)
+{
+    struct io_uring_sqe *sqe = tc__uring_sqe(b->ring);
+    if (!sqe)
+        return -EBUSY;
+    sqe->opcode = (uint8_t)op;
+    sqe->fd = fd;
+    sqe->user_data = ud(fd, e->gen, kind);
+    e->batch = b->batch;
+    *out = sqe;
+    return 0;
+}
+
+static int cancel_tag(tc__evb *b, struct ent *e, int fd, uint64_t tag)
+{
+    struct io_uring_sqe *sqe;
+    int rc = prep(b, e, fd, IORING_OP_ASYNC_CANCEL, K_CANCEL, &sqe);
+    if (rc == 0) {
+        sqe->fd = -1;
+        sqe->addr = tag;
+    }
+    return rc;
+}
+
+static int cancel(tc__evb *b, struct ent *e, int fd, unsigned kind)
+{
+    return cancel_tag(b, e, fd, ud(fd, e->gen, kind));
+}
+
+/* Queue the send of slot i's remaining bytes. */
+static int prep_send(tc__evb *b, uint32_t i)
+{
+    struct sslot *sl = &b->slots[i];
+    struct io_uring_sqe *sqe = tc__uring_sqe(b->ring);
+    if (!sqe)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = sl->fd;
+    sqe->addr = (uint64_t)(uintptr_t)(sl->buf + sl->off);
+    sqe->len = sl->len > UINT32_MAX ? UINT32_MAX : (uint32_t)sl->len;
+    sqe->msg_flags = MSG_NOSIGNAL;
+    sqe->user_data = ud((int)i, sl->gen, K_SEND);
+    b->tab[sl->fd].batch = b->batch;
+    return 0;
+}
+
+static void slot_free(tc__evb *b, uint32_t i)
+{
+    b->slots[i].buf = NULL;
+    b->slots[i].next_free = b->free_slot;
+    b->free_slot = i + 1;
+}
+
+static int ub_send(tc__evb *b, int fd, unsigned char *buf, size_t off, size_t len, size_t cap)
+{
+    if (fd < 0 || (size_t)fd >= b->ntab || !b->tab[fd].live || !b->tab[fd].conn ||
+        b->tab[fd].sslot || !b->attached)
+        return -EINVAL;
+    if (!b->free_slot) {
+        uint32_t n = b->nslots ? b->nslots * 2 : 64;
+        struct sslot *t = realloc(b->slots, n * sizeof *t);
+        if (!t)
+            return -ENOMEM;
+        b->slots = t;
+        for (uint32_t i = n; i-- > b->nslots;) { /* free list in index order */
+            t[i].buf = NULL;
+            t[i].next_free = b->free_slot;
+            b->free_slot = i + 1;
+        }
+        b->nslots = n;
+    }
+    uint32_t i = b->free_slot - 1;
+    struct sslot *sl = &b->slots[i];
+    b->free_slot = sl->next_free;
+    *sl = (struct sslot){.buf = buf, .off = off, .len = len, .cap = cap, .total = len,
+                         .fd = fd, .gen = b->tab[fd].gen};
+    int rc = prep_send(b, i);
+    if (rc < 0) {
+        slot_free(b, i);
+        return rc;
+    }
+    b->tab[fd].sslot = i + 1;
+    return 0;
+}
+
+/* Requests for what fd's wish asks and is not in flight; its receive
+ * cancelled if input is no longer wanted (paused: backpressure). */
+static int arm(tc__evb *b, int fd)
+{
+    struct ent *e = &b->tab[fd];
+    struct io_uring_sqe *sqe;
+    int rc = 0;
+    if (!b->attached || !e->live)
+        return 0;
+    int in = (e->want & TC__POLL_IN) != 0, rx = (e->want & TC__POLL_RECV) != 0;
+    if (in && rx && e->recv == R_OFF) {
+        if ((rc = prep(b, e, fd, IORING_OP_RECV, K_RECV, &sqe)) < 0)
+            return rc;
+        sqe->ioprio = IORING_RECV_MULTISHOT;
+        sqe->flags = IOSQE_BUFFER_SELECT;
+        sqe->buf_group = 0;
+        e->recv = R_ON;
+    } else if (!in && e->recv == R_ON) {
+        if ((rc = cancel(b, e, fd, K_RECV)) < 0)
+            return rc;
+        e->recv = R_CANCEL; /* its last completion says when it is gone */
+    }
+    if (in && !rx && !e->pin) {
+        if ((rc = prep(b, e, fd, IORING_OP_POLL_ADD, K_PIN, &sqe)) < 0)
+            return rc;
+        sqe->poll32_events = POLLIN;
+        e->pin = 1;
+    }
+    if ((e->want & TC__POLL_OUT) && !e->conn && !e->pout) {
+        if ((rc = prep(b, e, fd, IORING_OP_POLL_ADD, K_POUT, &sqe)) < 0)
+            return rc;
+        sqe->poll32_events = POLLOUT;
+        e->pout = 1;
+    }
+    return 0;
+}
+
+struct maker {
+    tc__uring *ring;
+    int rc;
+};
+
+static void *make_main(void *arg)
+{
+    struct maker *m = arg;
+    m->rc = tc__uring_create(&m->ring, RING_ENTRIES, RING_BUFS, RING_BUF_SIZE, 1);
+    return NULL;
+}
+
+/* A disabled ring for the next run, made in a thread of its own. */
+static int make_ring(tc__evb *b)
+{
+    struct maker m = {NULL, -EAGAIN};
+    pthread_t t;
+    int rc = -pthread_create(&t, NULL, make_main, &m);
+    if (rc < 0)
+        return rc;
+    pthread_join(t, NULL);
+    if (m.rc == 0)
+        b->ring = m.ring;
+    return m.rc;
+}
+
+static int ub_create(tc__evb **out)
+{
+    tc__evb *b = calloc(1, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    int rc = make_ring(b);
+    if (rc < 0) {
+        free(b);
+        return rc;
+    }
+    *out = b;
+    return 0;
+}
+
+static void free_slots(tc__evb *b);
+
+static void ub_destroy(tc__evb *b)
+{
+    if (!b)
+        return;
+    tc__uring_destroy(b->ring);
+    free_slots(b);
+    free(b->slots);
+    free(b->tab);
+    free(b->rearm);
+    free(b);
+}
+
+static int ub_add(tc__evb *b, int fd, unsigned events, void *ptr)
+{
+    int rc = ensure(b, fd);
+    if (rc < 0)
+        return rc;
+    struct ent *e = &b->tab[fd];
+    if (e->live)
+        return -EEXIST;
+    if (b->nrearm + 1 > b->caprearm || b->caprearm < b->ntab) {
+        /* Room for every descriptor on the re-arm list. */
+        size_t cap = b->ntab;
+        int *r = realloc(b->rearm, cap * sizeof *r);
+        if (!r)
+            return -ENOMEM;
+        b->rearm = r;
+        b->caprearm = cap;
+    }
+    e->ptr = ptr;
+    e->live = 1;
+    e->want = (unsigned char)events;
+    e->conn = (events & TC__POLL_RECV) != 0;
+    e->pin = e->pout = 0;
+    e->recv = R_OFF;
+    e->sslot = 0;
+    if ((rc = arm(b, fd)) < 0) {
+        e->gen++;
+        e->live = 0;
+    }
+    return rc;
+}
+
+static int ub_mod(tc__evb *b, int fd, unsigned events, void *ptr)
+{
+    if (fd < 0 || (size_t)fd >= b->ntab || !b->tab[fd].live)
+        return -ENOENT;
+    struct ent *e = &b->tab[fd];
+    e->ptr = ptr;
+    e->want = (unsigned char)events;
+    if (events & TC__POLL_RECV)
+        e->conn = 1;
+    return arm(b, fd);
+}
+
+static int ub_del(tc__evb *b, int fd)
+{
+    if (fd < 0 || (size_t)fd >= b->ntab || !b->tab[fd].live)
+        return -ENOENT;
+    struct ent *e = &b->tab[fd];
+    if (b->attached) {
+        /* A request naming the number must reach the kernel before the
+         * caller closes it: the number may be a new socket's by the next
+         * submission. */
+        if (e->batch == b->batch && tc__uring_pending(b->ring))
+            (void)tc__uring_submit(b->ring);
+        /* In flight, a request holds the socket open: cancel them (by
+         * their tags, which outlive the number). */
+        if (e->recv == R_ON)
+            (void)cancel(b, e, fd, K_RECV);
+        if (e->pin)
+            (void)cancel(b, e, fd, K_PIN);
+        if (e->pout)
+            (void)cancel(b, e, fd, K_POUT);
+    }
+    if (e->sslot) {
+        /* Its buffer stays ours until the kernel lets go of it. */
+        struct sslot *sl = &b->slots[e->sslot - 1];
+        sl->orphan = 1;
+        if (b->attached)
+            (void)cancel_tag(b, e, fd, ud((int)(e->sslot - 1), sl->gen, K_SEND));
+        e->sslot = 0;
+    }
+    e->gen = (e->gen + 1) & GEN_MASK;
+    e->live = 0;
+    e->want = 0;
+    e->pin = e->pout = 0;
+    e->recv = R_OFF;
+    e->ptr = NULL;
+    return 0;
+}
+
+/* A send's completion: the rest goes out, or the loop hears of it. */
+static int sent(tc__evb *b, uint32_t i, int res, tc__ev *ev)
+{
+    if (i >= b->nslots || !b->slots[i].buf)
+        return 0;
+    struct sslot *sl = &b->slots[i];
+    struct ent *e = b->tab && (size_t)sl->fd < b->ntab ? &b->tab[sl->fd] : NULL;
+    if (sl->orphan || !e) {
+        free(sl->buf);
+        slot_free(b, i);
+        return 0;
+    }
+    if (res > 0 && (size_t)res < sl->len) {
+        sl->off += (size_t)res;
+        sl->len -= (size_t)res;
+        if (prep_send(b, i) == 0)
+            return 0;
+        res = -EBUSY;
+    }
+    *ev = (tc__ev){.ptr = e->ptr, .events = TC__POLL_OUT, .send = 1,
+                   .res = res < 0 ? res : (int)(sl->total > INT32_MAX ? INT32_MAX : sl->total),
+                   .data = sl->buf, .cap = sl->cap, .buf = -1};
+    if (res == 0)
+        ev->res = -EPIPE; /* a stream socket that takes nothing is broken */
+    e->sslot = 0;
+    slot_free(b, i);
+    return 1;
+}
+
+/* The buffers of the sends still in flight (the ring is gone). */
+static void free_slots(tc__evb *b)
+{
+    for (uint32_t i = 0; i < b->nslots; i++) {
+        if (b->slots[i].buf) {
+            free(b->slots[i].buf);
+            slot_free(b, i);
+        }
+    }
+    for (size_t fd = 0; fd < b->ntab; fd++)
+        b->tab[fd].sslot = 0;
+}
+
+/* One completion: 1 with *ev filled, or 0 (nothing for the loop). */
+static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
+{
+    uint64_t tag = cqe->user_data;
+    unsigned kind = (unsigned)(tag >> 56);
+    int fd = (int)(uint32_t)tag;
+    uint32_t gen = (uint32_t)(tag >> 32) & GEN_MASK;
+    int res = cqe->res;
+    int bid = (cqe->flags & IORING_CQE_F_BUFFER) ? (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT)
+                                                 : -1;
+    struct ent *e = (size_t)fd < b->ntab ? &b->tab[fd] : NULL;
+    int stale = !e || !e->live || e->gen != gen;
+    if (kind == K_CANCEL)
+        return 0;
+    if (kind == K_SEND)
+        return sent(b, (uint32_t)tag, res, ev);
+    if (kind == K_RECV) {
+        if (stale) {
+            if (bid >= 0)
+                tc__uring_buf_give(b->ring, bid);
+            return 0;
+        }
+        int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+        int wanted = (e->want & (TC__POLL_IN | TC__POLL_RECV)) == (TC__POLL_IN | TC__POLL_RECV);
+        if (!more) {
+            e->recv = R_OFF;
+            /* Ended: out of buffers, cancelled (and wanted again since),
+             * or after a receive that ended it; not at the end of the
+             * stream or on an error, which the loop is told of. */
+            if (wanted && (res > 0 || res == -ENOBUFS || res == -ECANCELED))
+                queue(b, fd);
+        }
+        if (res == -ENOBUFS || res == -ECANCELED) {
+            if (bid >= 0)
+                tc__uring_buf_give(b->ring, bid);
+            return 0;
+        }
+        *ev = (tc__ev){.ptr = e->ptr, .events = TC__POLL_IN, .recv = 1, .res = res, .buf = -1};
+        if (res > 0 && bid >= 0) {
+            ev->data = tc__uring_buf(b->ring, bid);
+            ev->buf = bid;
+        } else if (bid >= 0) {
+            tc__uring_buf_give(b->ring, bid);
+        } else if (res > 0) {
+            ev->res = -EIO; /* bytes without a buffer: cannot happen */
+        }
+        return 1;
+    }
+    if (stale)
+        return 0;
+    unsigned bit = kind == K_PIN ? TC__POLL_IN : TC__POLL_OUT;
+    if (kind == K_PIN)
+        e->pin = 0;
+    else
+        e->pout = 0;
+    if (!(e->want & bit))
+        return 0; /* no longer wanted: not armed again */
+    queue(b, fd); /* level-triggered: armed again once the loop has looked */
+    if (res == -ECANCELED)
+        return 0;
+    *ev = (tc__ev){.ptr = e->ptr, .events = bit, .buf = -1};
+    return 1;
+}
+
+static int ub_wait(tc__evb *b, tc__ev *out, int max, int timeout_ms)
+{
+    if (!b->attached)
+        return -EBADFD;
+    for (size_t i = 0; i < b->nrearm; i++) {
+        int fd = b->rearm[i];
+        b->tab[fd].queued = 0;
+        int rc = arm(b, fd);
+        if (rc < 0) {
+            /* The queue is full and the kernel takes nothing: try again
+             * after this wait. */
+            memmove(b->rearm, b->rearm + i, (b->nrearm - i) * sizeof *b->rearm);
+            b->nrearm -= i;
+            for (size_t k = 0; k < b->nrearm; k++)
+                b->tab[b->rearm[k]].queued = 1;
+            timeout_ms = 0;
+            goto wait;
+        }
+    }
+    b->nrearm = 0;
+wait:;
+    int rc = tc__uring_wait(b->ring, timeout_ms);
+    b->batch++;
+    if (rc < 0)
+        return rc;
+    int n = 0;
+    struct io_uring_cqe *cqe;
+    while (n < max && (cqe = tc__uring_cqe(b->ring))) {
+        struct io_uring_cqe c = *cqe;
+        tc__uring_cqe_seen(b->ring);
+        n += handle(b, &c, &out[n]);
+    }
+    return n;
+}
+
+static void ub_release(tc__evb *b, tc__ev *ev)
+{
+    if (ev->buf >= 0 && b->ring)
+        tc__uring_buf_give(b->ring, ev->buf);
+    else if (ev->send)
+        free(ev->data); /* a send's buffer the loop did not take back */
+    ev->buf = -1;
+    ev->data = NULL;
+}
+
+static int ub_attach(tc__evb *b)
+{
+    if (b->attached)
+        return 0;
+    /* Made at the end of the last run, unless that failed: then here. */
+    int rc = b->ring ? tc__uring_enable(b->ring)
+                     : tc__uring_create(&b->ring, RING_ENTRIES, RING_BUFS, RING_BUF_SIZE, 0);
+    if (rc < 0)
+        return rc;
+    tc__uring_own(b->ring, 1);
+    b->attached = 1;
+    b->nrearm = 0;
+    for (size_t fd = 0; fd < b->ntab; fd++) {
+        b->tab[fd].queued = 0;
+        if (b->tab[fd].live)
+            queue(b, (int)fd);
+    }
+    return 0;
+}
+
+static void ub_detach(tc__evb *b)
+{
+    if (!b->attached)
+        return;
+    /* The cancellations of the last connections reach the kernel and
+     * complete (with deferred task work, only inside a wait), so that their
+     * sockets are released now rather than when the ring goes. */
+    for (int round = 0; round < DETACH_ROUNDS; round++) {
+        if (tc__uring_wait(b->ring, 0) < 0)
+            break;
+        struct io_uring_cqe *cqe;
+        int any = 0;
+        while ((cqe = tc__uring_cqe(b->ring))) {
+            struct io_uring_cqe c = *cqe;
+            tc__uring_cqe_seen(b->ring);
+            tc__ev ev;
+            if (handle(b, &c, &ev))
+                ub_release(b, &ev);
+            any = 1;
+        }
+        if (!any)
+            break;
+    }
+    tc__uring_own(b->ring, 0);
+    tc__uring_destroy(b->ring);
+    b->ring = NULL;
+    b->attached = 0;
+    free_slots(b);
+    tc__uring_absorb_exit();
+    (void)make_ring(b); /* for the next run */
+    for (size_t fd = 0; fd < b->ntab; fd++) {
+        struct ent *e = &b->tab[fd];
+        e->pin = e->pout = 0;
+        e->recv = R_OFF;
+        e->queued = 0;
+    }
+    b->nrearm = 0;
+}
+
+const tc__evbackend tc__evb_uring = {
+    .name = "io_uring",
+    .create = ub_create,
+    .destroy = ub_destroy,
+    .attach = ub_attach,
+    .detach = ub_detach,
+    .add = ub_add,
+    .mod = ub_mod,
+    .del = ub_del,
+    .wait = ub_wait,
+    .release = ub_release,
+    .send = ub_send,
+};
