@@ -4,8 +4,9 @@
  * frames with a message-style handler; SIGINT/SIGTERM shut it down gracefully.
  * Deployment: several processes on one port (--processes), systemd socket
  * activation (--listen systemd:NAME), inetd (--inetd), behind a proxy
- * speaking the PROXY protocol (--proxy). The command line is a stable
- * contract: see usage() and the README. */
+ * speaking the PROXY protocol (--proxy), several addresses at once (--listen
+ * given more than once)
+. The command line is a stable contract: see usage() and the README. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -25,8 +26,10 @@ static const char usage_text[] =
     "                    [--backend B] [--greet] [--inetd]\n"
     "  --listen ADDR       default 127.0.0.1:7000; HOST:PORT, [IPV6]:PORT or unix:PATH; port 0 = any free port;\n"
     "                      :PORT or *:PORT = every IPv4 address (0.0.0.0:PORT);\n"
-    "                      systemd or systemd:NAME = the socket systemd passed (socket activation)\n"
-    "                      (a stream or a datagram socket);\n"
+    "                      systemd or systemd:NAME = every socket systemd passed, or those named NAME\n"
+    "                      (socket activation; stream sockets, or one datagram socket);\n"
+    "                      given several times: one listener each, all served alike\n"
+    "                      (stream addresses only), one \"listening on\" line each, in order;\n"
     "                      udp:HOST:PORT, udp:[IPV6]:PORT or unixgram:PATH = datagrams: each one\n"
     "                      echoed to its sender as one datagram (--max-frame bounds it, default\n"
     "                      65507; larger ones are dropped); not with --framing, --idle-timeout,\n"
@@ -59,8 +62,12 @@ static const char usage_text[] =
     "values (docs/production.md), so a silent or stalled client never holds a connection\n"
     "forever; 0 turns one off.\n";
 
+#define MAX_LISTEN 16 /* --listen given this many times at most */
+
 struct options {
-    const char *listen;
+    const char *listen; /* the first --listen */
+    const char *listens[MAX_LISTEN];
+    int nlisten;
     tc_mode mode;
     long workers, max_conns, max_frame, idle_timeout, conn_timeout, drain_timeout, processes;
     const char *framing;
@@ -168,8 +175,12 @@ static int parse_args(int argc, char **argv, struct options *o)
         if (!v)
             v = argv[++i];
         int rc = 0;
-        if (!strcmp(a, "--listen"))
-            o->listen = v;
+        if (!strcmp(a, "--listen")) {
+            if (o->nlisten == MAX_LISTEN)
+                return bad_arg(a, "given too many times (16 at most)");
+            o->listens[o->nlisten++] = v;
+            o->listen = o->listens[0];
+        }
         else if (!strcmp(a, "--mode"))
             rc = parse_mode(a, v, &o->mode);
         else if (!strcmp(a, "--workers"))
@@ -207,11 +218,21 @@ static int parse_args(int argc, char **argv, struct options *o)
         if (rc)
             return rc;
     }
+    if (o->nlisten == 0) /* the default address */
+        o->listens[o->nlisten++] = o->listen;
     if (strcmp(o->framing, "raw") != 0 && strcmp(o->framing, "line") != 0 &&
         strcmp(o->framing, "len32") != 0 && strcmp(o->framing, "ws") != 0)
         return bad_arg("--framing", "must be raw, line, len32 or ws");
     if (o->greet && !strcmp(o->framing, "ws"))
         return bad_arg("--greet", "makes no sense with --framing ws (a line is no message)");
+    for (int i = 0; o->nlisten > 1 && i < o->nlisten; i++) {
+        const char *l = o->listens[i];
+        if (!strncmp(l, "udp:", 4) || !strncmp(l, "unixgram:", 9))
+            return bad_arg("--listen",
+                           "a datagram address cannot be combined with other addresses");
+        if (!strcmp(l, "systemd") || !strncmp(l, "systemd:", 8))
+            return bad_arg("--listen", "systemd cannot be combined with other addresses");
+    }
     if (!strcmp(o->listen, "systemd") || !strncmp(o->listen, "systemd:", 8)) {
         o->systemd = 1;
         o->systemd_name = o->listen[7] == ':' ? o->listen + 8 : NULL;
@@ -231,8 +252,9 @@ static int parse_args(int argc, char **argv, struct options *o)
         return bad_arg("--backend", "chooses event mode's loops (--mode event)");
     if (o->inetd && o->processes > 1)
         return bad_arg("--processes", "makes no sense with --inetd");
-    if (o->processes > 1 && !o->systemd && !strncmp(o->listen, "unix:", 5))
-        return bad_arg("--processes", "needs a TCP address (SO_REUSEPORT) or systemd");
+    for (int i = 0; i < o->nlisten; i++)
+        if (o->processes > 1 && !o->systemd && !strncmp(o->listens[i], "unix:", 5))
+            return bad_arg("--processes", "needs a TCP address (SO_REUSEPORT) or systemd");
     /* Features of later milestones: refuse clearly rather than ignore. */
     if (!tc_mode_available(o->mode))
         return bad_arg("--mode", "not available yet");
@@ -323,11 +345,14 @@ static int serve(const tc_server_config *cfg, const tc_handler *handler, const c
 
     char token;
     if (token_fd < 0 || read(token_fd, &token, 1) == 1) {
-        tc_addr bound;
-        char addr[TC_ADDR_STRLEN];
-        tc_server_address(srv, &bound);
-        tc_addr_format(&bound, addr, sizeof addr);
-        printf("listening on %s\n", addr);
+        int n = tc_server_listener_count(srv);
+        for (int i = 0; i < n; i++) {
+            tc_addr bound;
+            char addr[TC_ADDR_STRLEN];
+            (void)tc_server_listener_address(srv, i, &bound);
+            (void)tc_addr_format(&bound, addr, sizeof addr);
+            printf("listening on %s\n", addr);
+        }
         fflush(stdout);
     }
 
@@ -341,20 +366,28 @@ static int serve(const tc_server_config *cfg, const tc_handler *handler, const c
     return 0;
 }
 
+/* Close the first n reserved ports. */
+static void release_ports(const int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
 struct prefork_ctx {
     const tc_server_config *cfg;
     const tc_handler *handler;
     const char *listen;
-    int token_fd;   /* one byte: the first worker to listen prints the line */
-    int reserve_fd; /* the parent's hold on port 0's real port, or -1 */
+    int token_fd;   /* one byte: the first worker to listen prints the lines */
+    const int *reserve_fd; /* the parent's hold on port 0's real ports */
+    int nreserved;
 };
 
 static int echo_worker(int index, void *ctx)
 {
     struct prefork_ctx *p = ctx;
     (void)index;
-    if (p->reserve_fd >= 0)
-        close(p->reserve_fd);
+    release_ports(p->reserve_fd, p->nreserved);
     int rc = serve(p->cfg, p->handler, p->listen, p->token_fd);
     fflush(stdout);
     return rc;
@@ -399,19 +432,31 @@ static int reserve_port(const char *listen, char *real, size_t n, int *fd_out)
 
 static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_handler *handler)
 {
-    static char listen[TC_ADDR_STRLEN]; /* static: cfg (the caller's) keeps pointing at it */
-    int rc, reserve_fd = -1, token[2];
+    /* static: cfg (the caller's) keeps pointing at them */
+    static char listen[MAX_LISTEN][TC_ADDR_STRLEN];
+    static const char *list[MAX_LISTEN];
+    int rc, reserve_fd[MAX_LISTEN], nreserved = 0, token[2];
     if (!o->systemd) {
-        if ((rc = reserve_port(o->listen, listen, sizeof listen, &reserve_fd)) != 0)
-            return rc;
-        cfg->listen = listen;
+        for (; nreserved < o->nlisten; nreserved++) {
+            int i = nreserved;
+            rc = reserve_port(o->listens[i], listen[i], sizeof listen[i], &reserve_fd[i]);
+            if (rc != 0) {
+                release_ports(reserve_fd, nreserved);
+                return rc;
+            }
+            list[i] = listen[i];
+        }
+        cfg->listen = o->nlisten == 1 ? listen[0] : NULL;
+        cfg->listen_list = o->nlisten > 1 ? list : NULL;
+        cfg->listen_count = o->nlisten > 1 ? o->nlisten : 0;
         cfg->reuse_port = TC_ON; /* a listener per worker; the kernel spreads clients */
     }
     if (pipe2(token, O_CLOEXEC | O_NONBLOCK) < 0 || write(token[1], "t", 1) != 1) {
         fprintf(stderr, "tcpchan-echo: pipe: %s\n", strerror(errno));
+        release_ports(reserve_fd, nreserved);
         return 1;
     }
-    struct prefork_ctx ctx = {cfg, handler, o->listen, token[0], reserve_fd};
+    struct prefork_ctx ctx = {cfg, handler, o->listen, token[0], reserve_fd, nreserved};
     tc_prefork_config po = TC_PREFORK_CONFIG_INIT;
     tc_prefork *pf;
     po.processes = (int)o->processes;
@@ -433,8 +478,7 @@ static int run_prefork(const struct options *o, tc_server_config *cfg, const tc_
     tc_prefork_destroy(pf);
     close(token[0]);
     close(token[1]);
-    if (reserve_fd >= 0)
-        close(reserve_fd);
+    release_ports(reserve_fd, nreserved);
     if (rc < 0) {
         fprintf(stderr, "tcpchan-echo: workers: %s\n", tc_strerror(rc));
         return 1;
@@ -498,16 +542,27 @@ int main(int argc, char **argv)
             fprintf(stderr, "tcpchan-echo: --inetd: %s\n", tc_strerror(rc));
         return rc < 0 ? 1 : 0;
     }
+    if (o.nlisten > 1) {
+        cfg.listen = NULL;
+        cfg.listen_list = o.listens;
+        cfg.listen_count = o.nlisten;
+    }
+    int fds[MAX_LISTEN];
     if (o.systemd) {
-        int fd;
-        rc = tc_listen_fds(o.systemd_name, &fd, 1);
+        /* Every socket passed (with that name): one listener each. */
+        rc = tc_listen_fds(o.systemd_name, fds, MAX_LISTEN);
         if (rc < 0) {
             fprintf(stderr, "tcpchan-echo: --listen %s: %s\n", o.listen, tc_strerror(rc));
             return 1;
         }
         cfg.listen = NULL;
         cfg.adopt_fd = TC_ON;
-        cfg.listen_fd = fd;
+        if (rc == 1) {
+            cfg.listen_fd = fds[0];
+        } else {
+            cfg.listen_fds = fds;
+            cfg.listen_fd_count = rc < MAX_LISTEN ? rc : MAX_LISTEN;
+        }
     }
     if (o.processes > 1)
         return run_prefork(&o, &cfg, &handler);

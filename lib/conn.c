@@ -44,6 +44,11 @@ tc_server *tc_conn_server(const tc_conn *conn)
     return conn ? conn->srv : NULL;
 }
 
+uint64_t tc_conn_id(const tc_conn *conn)
+{
+    return conn ? conn->id : 0;
+}
+
 void tc_conn_set_data(tc_conn *conn, void *data)
 {
     if (conn)

@@ -530,6 +530,7 @@ struct tc_conn {
     const tc__driver *drv; /* the transport: how this channel waits and sends */
     void *drv_data;        /* the driver's record of the channel, or NULL */
     tc_server *srv;        /* opaque here: tc_conn_server(); NULL for a dialled channel */
+    uint64_t id;           /* tc_conn_id(): the server's name for it; 0 when dialled */
     int stopfd;            /* a stop signal reads and message waits watch (readable:
                             * TC_ESHUTDOWN), or -1 */
     tc_addr peer;
@@ -575,6 +576,7 @@ struct tc_conn {
     atomic_size_t last_sent;
 
     int64_t rcvtimeo;  /* SO_RCVTIMEO as last set (ns; 0 = none) */
+    int listener;      /* the index of the server's listener that accepted it (0: one only) */
     tc_addr own_local[]; /* allocated (one) only when local is not shared */
 };
 
@@ -955,6 +957,20 @@ void tc__loops_room(tc_server *srv);
 
 /* ---- server (server.c) -------------------------------------------------- */
 
+/* One listening socket of a server. listeners[0] is also srv->lfd and
+ * srv->addr, which the single-socket code (datagrams, forking) reads. */
+struct pollfd;
+typedef struct tc__listener {
+    int fd;
+    tc_addr addr;         /* bound address, real port */
+    int local_known;      /* addr is every accepted socket's local address (no wildcard) */
+    int unix_created;     /* we created a unix socket file ... */
+    dev_t unix_dev;       /* ... identified by device and inode */
+    ino_t unix_ino;
+    atomic_ullong accepted, refused;
+    atomic_uint active;
+} tc__listener;
+
 struct tc_server {
     tc_server_config cfg; /* validated copy, defaults filled in */
     char *listen_text;    /* owned copy of cfg.listen */
@@ -962,18 +978,18 @@ struct tc_server {
     const tc__mode *mode;
     void *mode_state;
 
-    int lfd;              /* listening socket */
-    tc_addr addr;         /* bound address, real port */
-    int local_known;      /* addr is every accepted socket's local address (no wildcard) */
+    int lfd;              /* listening socket (listeners[0].fd) */
+    tc_addr addr;         /* bound address, real port (listeners[0].addr) */
+    tc__listener *listeners; /* every listening socket, in the config's order */
+    int nlisteners;       /* 0: none (inetd) */
+    struct pollfd *pfd;   /* the blocking modes' poll set: wake-up, mode, listeners */
     int wakefd;           /* eventfd written by tc_server_shutdown() */
     int spare_fd;         /* reserve descriptor for EMFILE on accept */
     _Atomic int64_t accept_paused_until; /* no accept before this (ns): out of
                                           * descriptors even with the spare freed */
     int accept_backoff_ms; /* the next pause (accepting thread only) */
-    int unix_created;     /* we created a unix socket file ... */
-    dev_t unix_dev;       /* ... identified by device and inode */
-    ino_t unix_ino;
 
+    _Atomic uint64_t last_conn_id; /* ids of connections without a loop (tc_conn_id) */
     int mode_fd;          /* the mode's descriptor for the loop to poll, or -1 */
     int mode_limit;       /* the most connections the mode takes; 0 = any */
     size_t session_room;  /* bytes of each session's room the mode asked for */
@@ -1010,6 +1026,9 @@ struct tc_server {
  * session's memory stays (the caller frees it: an event loop does so at the
  * end of its turn). */
 void tc__server_session_end(tc__session *s);
+/* Shut the socket of the live connection with this id (tc_server_close_conn
+ * where no loop has it): 0, or TC_ECLOSED when none has it. */
+int tc__server_shut_live(tc_server *srv, uint64_t id);
 /* tc__server_session_end(), then free the session. */
 void tc__server_session_done(tc__session *s);
 /* tc__session_run() then tc__server_session_done(): a connection's whole
@@ -1018,6 +1037,10 @@ void tc__server_run_session(tc__session *s);
 /* Accept one pending connection, apply verify_request, wrap and register it:
  * 0 with *out set, 0 with *out NULL (refused or dropped), -EAGAIN (none), or an error. */
 int tc__server_accept(tc_server *srv, tc__session **out);
+/* The same from listener i (0 .. srv->nlisteners - 1). */
+int tc__server_accept_from(tc_server *srv, int i, tc__session **out);
+/* Close every listening socket (a forked child's copy, or destroy). */
+void tc__server_close_listeners(tc_server *srv);
 /* Whether the connection limit allows another accept, and accepting is not
  * paused for want of descriptors; if not, the next connection to end writes
  * the server's wake-up eventfd (and ends the pause). */

@@ -32,10 +32,6 @@
 
 /* per loop: receives land here, not in per-connection buffers */
 #define SCRATCH_SIZE ((size_t)64 * 1024)
-/* stop reading a connection above this much queued output, and read again
- * (and run on_drain) below LWM; sends from other threads fail (-EAGAIN) above HWM */
-#define OUTPUT_HWM TC_SEND_HIGH_WATER
-#define OUTPUT_LWM TC_SEND_LOW_WATER
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
 /* A connection's input: its bytes, where the backend receives for the loop */
 #define CONN_IN (TC__POLL_IN | TC__POLL_RECV)
@@ -58,12 +54,27 @@ struct tc_loop_timer {
     struct tc_loop_timer *prev, *next;
 };
 
+/* A descriptor of the application's own (tcpchan/loop.h), on the loop's
+ * list until stopped, then on its dead list until the end of the turn. */
+struct tc_watch {
+    struct tc_loop *loop;
+    int fd;
+    unsigned events;     /* TC_WATCH_* wanted now; 0: out of the poller */
+    int registered;      /* fd is in the loop's poller */
+    int stopped;
+    tc_watch_fn cb;
+    void *ctx;
+    struct tc_watch *prev, *next, *dead_next;
+};
+
 struct mail {
     struct mail *next;
     tc_loop_fn fn;         /* work posted to the loop (tc_loop_post), or */
     void *arg;
     struct evconn *ec;     /* a send from another thread, or */
-    tc__session *newsess;  /* a connection dealt to this loop */
+    tc__session *newsess;  /* a connection dealt to this loop, or */
+    uint64_t id;           /* a payload for, or a close of, a connection by id */
+    int close;
     size_t len;
     unsigned char data[];
 };
@@ -83,7 +94,7 @@ struct evconn {
     int interval_ms;     /* user timer: period, 0 = one-shot */
     unsigned interest;   /* TC__POLL_* registered now */
     int paused;          /* not read: too much output queued */
-    int above;           /* the output passed OUTPUT_HWM since on_drain last ran */
+    int above;           /* the output passed the high-water mark since on_drain last ran */
     int shut_wr;         /* half-close once the output is out */
     int lingering;       /* closing: flush first, then close with linger_reason */
     int linger_reason, linger_report;
@@ -97,7 +108,7 @@ struct evconn {
     int upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
     /* Bytes other threads sent that the loop has not taken yet, and the
      * output queue as the loop last saw it: a foreign send is refused
-     * (-EAGAIN) while they add up to OUTPUT_HWM or more. */
+     * (-EAGAIN) while they add up to the high-water mark or more. */
     atomic_size_t mail_bytes, out_queued;
     /* Pool mode. away: the loop has let the connection go (parked in the
      * ready set, or handed to a worker); it touches nothing of it then
@@ -118,6 +129,7 @@ struct evconn {
     int timer_req, timer_interval_ms;
     int64_t timer_when;  /* 0: cancel */
     int stream;          /* a stream handler: a worker takes it at its first bytes */
+    int in_ids;          /* in the loop's id table */
     int job_rc;          /* on_message's answer (or a frame error), from the worker */
     int io_err;          /* the worker's receive or flush failed with this */
     struct evconn *done_next, *wait_next;
@@ -146,7 +158,14 @@ struct tc_loop {
     tc__theap timers;
     struct tc_loop_timer *own_timers; /* the loop's own (tc_loop_timer_start) */
     size_t n_own_timers;
+    struct tc_watch *watches, *dead_watches; /* tc_loop_watch; stopped this turn */
     struct evconn *conns, *dead;
+    /* Its message-style connections by id (open addressing, linear probes;
+     * cap a power of two or 0). Changed by the loop under mu; read by the
+     * loop freely, by other threads under mu. */
+    struct evconn **ids;
+    size_t ids_cap, ids_used;
+    uint64_t last_seq; /* ids: seq * nloops + idx, so an id names its loop */
     struct evconn *done;      /* handed back by workers (mu) */
     struct evconn *waiting, **waiting_tail; /* frames waiting for room in the pool */
     int room_freed;           /* the pool had room since the waiting were last retried */
@@ -157,6 +176,10 @@ struct tc_loop {
     int64_t drain_deadline;
     int drain_past;           /* the deadline's sweep ran: no need to wake for it again */
     unsigned char *scratch;
+    /* Above hwm bytes of queued output a connection is not read and sends
+     * from other threads fail (-EAGAIN); below lwm it is read again and
+     * on_drain runs: the server's send_high_water and send_low_water. */
+    size_t hwm, lwm;
 };
 
 struct state {
@@ -197,7 +220,26 @@ static _Thread_local struct evconn *tl_job;
  * thread's data (the loop's tid is written as it starts). */
 static _Thread_local struct tc_loop *tl_loop;
 
-static char tag_listener, tag_wake, tag_mail; /* poller cookies that are not connections */
+static char tag_wake, tag_mail; /* poller cookies that are not connections */
+
+/* The other cookies are pointers to records whose low bits are free: a
+ * connection's (the record itself), a watch's (1 byte into its tc_watch), a
+ * listener's (2 bytes into its tc__listener). Compare with the static tags
+ * first: a char may sit anywhere. */
+enum { TAG_CONN = 0, TAG_WATCH = 1, TAG_LISTENER = 2 };
+#define TAG_MASK 3u
+static void *tag_make(void *obj, unsigned kind)
+{
+    return (char *)obj + kind;
+}
+static unsigned tag_kind(const void *p)
+{
+    return (unsigned)((uintptr_t)p & TAG_MASK);
+}
+static void *tag_obj(void *p, unsigned kind)
+{
+    return (char *)p - kind;
+}
 
 /* When the connection times out: after idle_timeout_ms of silence, or when
  * an incomplete frame has taken conn_timeout_ms to arrive (a client sending
@@ -452,6 +494,7 @@ static int parkable(const struct evconn *ec, size_t pending)
 }
 
 static void ev_close(struct evconn *ec, int reason, int report);
+static void deliver(struct evconn *ec, struct mail *m);
 
 /* The events the loop's poller should report for ec. */
 static unsigned wanted(const struct evconn *ec, size_t pending)
@@ -514,8 +557,8 @@ static void set_interest(struct evconn *ec)
     }
     size_t pending = tc__chan_pending(c);
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
-    if (pending > OUTPUT_HWM)
-        ec->above = 1; /* on_drain once it falls below OUTPUT_LWM */
+    if (pending > ec->loop->hwm)
+        ec->above = 1; /* on_drain once it falls below the low one */
     if (ec->idle.t.slot == TC__TIMER_IDLE && ec->s->opened && !ec->lingering && pending == 0)
         restart_idle(ec); /* the idle clock stopped while output was pending */
     if (ec->unwatched)
@@ -591,6 +634,88 @@ static void stop_waiting(struct evconn *ec)
     ec->waiting = 0;
 }
 
+/* ---- connections by id (tc_server_send_to, tc_server_close_conn) --------- */
+
+static size_t id_home(const struct tc_loop *lp, uint64_t id)
+{
+    /* The sequence part, spread: ids of one loop differ there. */
+    uint64_t seq = id / (uint64_t)lp->st->nloops;
+    return (size_t)(seq * UINT64_C(0x9E3779B97F4A7C15) >> 32) & (lp->ids_cap - 1);
+}
+
+static struct evconn *id_find(const struct tc_loop *lp, uint64_t id)
+{
+    if (!lp->ids_cap)
+        return NULL;
+    for (size_t i = id_home(lp, id);; i = (i + 1) & (lp->ids_cap - 1)) {
+        struct evconn *ec = lp->ids[i];
+        if (!ec || ec->conn->id == id)
+            return ec;
+    }
+}
+
+static void id_place(struct tc_loop *lp, struct evconn *ec)
+{
+    size_t i = id_home(lp, ec->conn->id);
+    while (lp->ids[i])
+        i = (i + 1) & (lp->ids_cap - 1);
+    lp->ids[i] = ec;
+}
+
+/* Name a message-style connection and enter it in the table: 0 or -ENOMEM. */
+static int id_add(struct tc_loop *lp, struct evconn *ec)
+{
+    ec->conn->id = ++lp->last_seq * (uint64_t)lp->st->nloops + (uint64_t)lp->idx;
+    struct evconn **grown = NULL;
+    size_t cap = lp->ids_cap;
+    if ((lp->ids_used + 1) * 4 > cap * 3) { /* at most 3/4 full */
+        cap = cap ? cap * 2 : 64;
+        if (!(grown = calloc(cap, sizeof(struct evconn *))))
+            return -ENOMEM;
+    }
+    pthread_mutex_lock(&lp->mu);
+    if (grown) {
+        struct evconn **old = lp->ids;
+        size_t old_cap = lp->ids_cap;
+        lp->ids = grown;
+        lp->ids_cap = cap;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i])
+                id_place(lp, old[i]);
+        free(old);
+    }
+    id_place(lp, ec);
+    lp->ids_used++;
+    pthread_mutex_unlock(&lp->mu);
+    ec->in_ids = 1;
+    return 0;
+}
+
+/* Out of the table, at the start of its close: from here other threads'
+ * sends and closes by id find nothing. */
+static void id_remove(struct tc_loop *lp, struct evconn *ec)
+{
+    if (!ec->in_ids)
+        return;
+    ec->in_ids = 0;
+    size_t mask = lp->ids_cap - 1, i = id_home(lp, ec->conn->id);
+    pthread_mutex_lock(&lp->mu);
+    while (lp->ids[i] != ec)
+        i = (i + 1) & mask;
+    /* Shift back the entries of the run after it that would no longer be
+     * reached from their home (no tombstones). */
+    for (size_t j = (i + 1) & mask; lp->ids[j]; j = (j + 1) & mask) {
+        size_t home = id_home(lp, lp->ids[j]->conn->id);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            lp->ids[i] = lp->ids[j];
+            i = j;
+        }
+    }
+    lp->ids[i] = NULL;
+    lp->ids_used--;
+    pthread_mutex_unlock(&lp->mu);
+}
+
 /* End a connection: the session's close (report, flush, on_close, finish),
  * then the core's bookkeeping. The record itself is freed at the end of the
  * turn (other lists may still point at it). */
@@ -603,6 +728,7 @@ static void ev_close(struct evconn *ec, int reason, int report)
     ec->closed = 1;
     struct tc_loop *lp = ec->loop;
     tc_conn *c = ec->conn;
+    id_remove(lp, ec);
 
     if (ec->registered)
         (void)lp->be->del(lp->evb, c->fd);
@@ -690,7 +816,7 @@ static int serve_frames(struct evconn *ec)
         ec->frame_from = 0;
         if ((rc = tc__session_message(ec->s, msg, len)) < 0)
             return ec->job_rc = rc;
-        if (tc__chan_pending(ec->conn) > OUTPUT_HWM)
+        if (tc__chan_pending(ec->conn) > ec->loop->hwm)
             return 1;
     }
 }
@@ -929,13 +1055,10 @@ static void job_finished(struct evconn *ec)
     ec->away = 0; /* the worker handed it back: the loop's now */
     rewatch(ec);
     int rc;
-    while (ec->deferred && !ec->closed) { /* sends other threads made meanwhile */
+    while (ec->deferred && !ec->closed) { /* sends and closes other threads made meanwhile */
         struct mail *m = ec->deferred;
         ec->deferred = m->next;
-        struct iovec v1 = {m->data, m->len};
-        atomic_fetch_sub(&ec->mail_bytes, m->len);
-        if (tc__chan_send_nb(c, &v1, 1, m->len, NULL) < 0)
-            ev_close(ec, c->werr, TC__REPORT_AUTO);
+        deliver(ec, m);
         free(m);
     }
     if (ec->closed)
@@ -945,6 +1068,8 @@ static void job_finished(struct evconn *ec)
         ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
         return;
     }
+    if (ec->lingering) /* closed by id meanwhile: it flushes, then ends */
+        return;
     apply_timer_request(ec);
     if (ec->job_rc < 0) {
         ev_close_after_flush(ec, ec->job_rc, TC__REPORT_YES);
@@ -964,7 +1089,7 @@ static void job_finished(struct evconn *ec)
     /* The worker's replies went straight to the socket; what it did not
      * take is queued, and above the high-water mark the connection is not
      * read until it drains, as in event mode. */
-    if (tc__chan_pending(c) > OUTPUT_HWM)
+    if (tc__chan_pending(c) > ec->loop->hwm)
         ec->paused = 1;
     restart_idle(ec);
     process_input(ec); /* the next frames, if buffered; then flush and watch */
@@ -1060,7 +1185,7 @@ static void process_input(struct evconn *ec)
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
         }
-        if (tc__chan_pending(c) > OUTPUT_HWM)
+        if (tc__chan_pending(c) > ec->loop->hwm)
             ec->paused = 1; /* backpressure: read again once it drains */
     }
     if (ec->paused)
@@ -1203,14 +1328,14 @@ static void on_writable(struct evconn *ec)
         ev_close(ec, ec->linger_reason, ec->linger_report);
         return;
     }
-    if (ec->above && !ec->lingering && tc__chan_pending(ec->conn) < OUTPUT_LWM) {
+    if (ec->above && !ec->lingering && tc__chan_pending(ec->conn) < ec->loop->lwm) {
         ec->above = 0; /* flow control: the handler may send more */
         if ((rc = tc__session_drain(ec->s)) < 0) {
             ev_close_after_flush(ec, rc, TC__REPORT_YES);
             return;
         }
     }
-    if (ec->paused && tc__chan_pending(ec->conn) < OUTPUT_LWM) {
+    if (ec->paused && tc__chan_pending(ec->conn) < ec->loop->lwm) {
         ec->paused = 0;
         process_input(ec); /* frames that waited in the buffer */
         return;
@@ -1317,12 +1442,13 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     ec->slot = PSLOT_NONE;
     TC__LIST_PUSH(lp->conns, ec);
     lp->nconns++;
-    int rc = 0;
+    /* A message-style connection can be reached by id from other threads. */
+    int rc = ec->stream ? 0 : id_add(lp, ec);
     /* A pool's message-style connection waits in the ready set, from the
      * end of on_open: a slot, and the loop's poller only for what comes
      * first (a PROXY header, a protocol's opening step). */
     int parks = lp->st->pooled && !ec->stream;
-    if (parks)
+    if (rc == 0 && parks)
         rc = slot_new(lp->st, ec);
     if (rc == 0 && (!parks || srv->cfg.proxy_protocol != TC_PROXY_OFF || c->proto)) {
         if ((rc = lp->be->add(lp->evb, c->fd, CONN_IN, ec)) == 0) {
@@ -1399,6 +1525,31 @@ static int post_unless_ended(struct tc_loop *lp, struct mail *m)
     return 0;
 }
 
+/* Carry out mail for ec, which the loop has (claimed if it was away): a
+ * send from another thread (framed already, or by id: framed here), or a
+ * close by id. A connection closing takes no more. */
+static void deliver(struct evconn *ec, struct mail *m)
+{
+    tc_conn *c = ec->conn;
+    if (!m->close)
+        atomic_fetch_sub(&ec->mail_bytes, m->len);
+    if (ec->lingering)
+        return;
+    if (m->close) {
+        ev_close_after_flush(ec, TC_ECLOSED, TC__REPORT_NO);
+    } else if (m->id) {
+        /* As tc_server_broadcast: a codec's refusal drops the message, a
+         * broken socket ends the connection. Not before on_open. */
+        if (!ec->proxy_wait && !ec->upgrade_wait && ec->s->opened &&
+            tc_conn_send(c, m->data, m->len) < 0 && c->werr)
+            ev_close(ec, c->werr, TC__REPORT_AUTO);
+    } else {
+        struct iovec v1 = {m->data, m->len};
+        if (tc__chan_send_nb(c, &v1, 1, m->len, NULL) < 0)
+            ev_close(ec, c->werr, TC__REPORT_AUTO);
+    }
+}
+
 static void read_mail(struct tc_loop *lp)
 {
     tc__wake_drain(lp->mailfd);
@@ -1413,16 +1564,15 @@ static void read_mail(struct tc_loop *lp)
             m->fn(lp, m->arg);
         } else if (m->newsess) {
             ev_open(lp, m->newsess);
+        } else if (m->id && !(m->ec = id_find(lp, m->id))) {
+            /* Closed since it was posted: nothing to do. */
         } else if (defer_if_away(m)) {
-            /* Its worker owns the channel: sent when the worker is done. */
+            /* Its worker owns the channel: done when the worker is done. */
             m = next;
             continue;
         } else if (!m->ec->closed) {
-            struct iovec v1 = {m->data, m->len};
-            atomic_fetch_sub(&m->ec->mail_bytes, m->len);
-            if (tc__chan_send_nb(m->ec->conn, &v1, 1, m->len, NULL) < 0)
-                ev_close(m->ec, m->ec->conn->werr, TC__REPORT_AUTO);
-            else
+            deliver(m->ec, m);
+            if (!m->ec->closed)
                 set_interest(m->ec);
         }
         free(m);
@@ -1442,7 +1592,7 @@ static void note_queued(struct evconn *ec)
     mark_dirty(ec);
     size_t pending = tc__chan_pending(ec->conn);
     atomic_store_explicit(&ec->out_queued, pending, memory_order_relaxed);
-    if (pending > OUTPUT_HWM)
+    if (pending > ec->loop->hwm)
         ec->above = 1;
 }
 
@@ -1473,7 +1623,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
     tc__chan_set_sent(c, 0);
     size_t queued = atomic_load(&ec->mail_bytes) +
                     atomic_load_explicit(&ec->out_queued, memory_order_relaxed);
-    if (queued >= OUTPUT_HWM)
+    if (queued >= ec->loop->hwm)
         return -EAGAIN;
     if (total > SIZE_MAX - sizeof(struct mail))
         return -EINVAL;
@@ -1483,6 +1633,8 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
     m->fn = NULL;
     m->ec = ec;
     m->newsess = NULL;
+    m->id = 0;
+    m->close = 0;
     m->len = total;
     size_t off = 0;
     for (int i = 0; i < cnt; i++) {
@@ -1655,8 +1807,8 @@ static void fire_timers(struct tc_loop *lp)
     }
 }
 
-/* Loop 0: take what the listener has, while the connection limit allows. */
-static void accept_batch(struct tc_loop *lp)
+/* Loop 0: take what listener li has, while the connection limit allows. */
+static void accept_batch(struct tc_loop *lp, int li)
 {
     tc_server *srv = lp->srv;
     struct state *st = lp->st;
@@ -1667,7 +1819,7 @@ static void accept_batch(struct tc_loop *lp)
         return;
     for (int i = 0; i < ACCEPT_BATCH && tc__server_may_accept(srv); i++) {
         tc__session *c;
-        int rc = tc__server_accept(srv, &c);
+        int rc = tc__server_accept_from(srv, li, &c);
         if (rc == -EAGAIN)
             break;
         if (rc < 0) {
@@ -1690,12 +1842,14 @@ static void accept_batch(struct tc_loop *lp)
         m->fn = NULL;
         m->ec = NULL;
         m->newsess = c;
+        m->id = 0;
+        m->close = 0;
         m->len = 0;
         post(to, m);
     }
 }
 
-/* Loop 0: poll the listener only while accepting is allowed. */
+/* Loop 0: poll the listeners only while accepting is allowed. */
 static void update_listener(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
@@ -1703,10 +1857,13 @@ static void update_listener(struct tc_loop *lp)
     int want = !atomic_load(&lp->draining) && tc__server_may_accept(srv);
     if (want == st->listening)
         return;
-    if (want)
-        (void)lp->be->add(lp->evb, srv->lfd, TC__POLL_IN, &tag_listener);
-    else
-        (void)lp->be->del(lp->evb, srv->lfd);
+    for (int i = 0; i < srv->nlisteners; i++) {
+        tc__listener *l = &srv->listeners[i];
+        if (want)
+            (void)lp->be->add(lp->evb, l->fd, TC__POLL_IN, tag_make(l, TAG_LISTENER));
+        else
+            (void)lp->be->del(lp->evb, l->fd);
+    }
     st->listening = want;
 }
 
@@ -1767,8 +1924,23 @@ static void drain_sweep(struct tc_loop *lp)
     }
 }
 
+/* A watch's events fired: run its callback with those it still wants. */
+static void watch_fire(struct tc_watch *w, unsigned pev)
+{
+    unsigned got = ((pev & TC__POLL_IN) ? TC_WATCH_READ : 0u) |
+                   ((pev & TC__POLL_OUT) ? TC_WATCH_WRITE : 0u);
+    got &= w->events; /* stopped or changed earlier in the batch */
+    if (!w->stopped && got)
+        w->cb(w, w->fd, got, w->ctx);
+}
+
 static void free_dead(struct tc_loop *lp)
 {
+    while (lp->dead_watches) { /* stopped this turn: no event of the batch names them now */
+        struct tc_watch *w = lp->dead_watches;
+        lp->dead_watches = w->dead_next;
+        free(w);
+    }
     while (lp->dead) {
         struct evconn *ec = lp->dead;
         lp->dead = ec->dead_next;
@@ -1815,14 +1987,17 @@ static void run_loop(struct tc_loop *lp)
         }
         for (int i = 0; i < n; i++) {
             void *p = ev[i].ptr;
-            if (p == &tag_listener) {
-                accept_batch(lp);
-            } else if (p == &tag_wake) {
+            if (p == &tag_wake) {
                 tc__wake_drain(srv->wakefd);
                 if (atomic_load(&srv->shutdown_req) && !atomic_load(&lp->draining))
                     start_drain(lp);
             } else if (p == &tag_mail) {
                 read_mail(lp);
+            } else if (tag_kind(p) == TAG_WATCH) {
+                watch_fire(tag_obj(p, TAG_WATCH), ev[i].events);
+            } else if (tag_kind(p) == TAG_LISTENER) {
+                tc__listener *l = tag_obj(p, TAG_LISTENER);
+                accept_batch(lp, (int)(l - srv->listeners));
             } else {
                 /* In pool mode a connection may have left for the ready
                  * set or a worker earlier in the batch (away): its event
@@ -1934,7 +2109,8 @@ int tc__loops_serve(tc_server *srv)
     for (int i = 1; i < started; i++)
         pthread_join(st->loops[i].thread, NULL);
     if (st->listening) {
-        (void)l0->be->del(l0->evb, srv->lfd);
+        for (int i = 0; i < srv->nlisteners; i++)
+            (void)l0->be->del(l0->evb, srv->listeners[i].fd);
         st->listening = 0;
     }
     (void)l0->be->del(l0->evb, srv->wakefd);
@@ -1960,8 +2136,19 @@ static void free_loops(struct state *st)
             lp->own_timers = lt->next;
             free(lt);
         }
+        while (lp->watches) { /* likewise; their descriptors stay the application's */
+            struct tc_watch *w = lp->watches;
+            lp->watches = w->next;
+            free(w);
+        }
+        while (lp->dead_watches) {
+            struct tc_watch *w = lp->dead_watches;
+            lp->dead_watches = w->dead_next;
+            free(w);
+        }
         free(lp->scratch);
         free(lp->dirty);
+        free(lp->ids);
     }
     tc__poller_destroy(st->ready);
     if (st->chunks) {
@@ -1990,6 +2177,10 @@ static int loops_start_with(tc_server *srv, int nloops, const tc__dispatch *d,
     if (!st->loops) {
         free(st);
         return -ENOMEM;
+    }
+    for (int i = 0; i < nloops; i++) {
+        st->loops[i].hwm = srv->cfg.send_high_water;
+        st->loops[i].lwm = srv->cfg.send_low_water;
     }
     int rc = 0;
     if (d && nloops != 1) {
@@ -2167,12 +2358,94 @@ int tc_loop_timer_stop(tc_loop_timer *t)
     return 0;
 }
 
+/* The one place a watch meets the poller (a backend other than epoll
+ * reroutes here): put fd in the set for events, move it, or take it out. */
+static int watch_arm(struct tc_watch *w, unsigned events)
+{
+    struct tc_loop *lp = w->loop;
+    unsigned pev = ((events & TC_WATCH_READ) ? TC__POLL_IN : 0u) |
+                   ((events & TC_WATCH_WRITE) ? TC__POLL_OUT : 0u);
+    int rc = 0;
+    if (!events) {
+        /* Out of the set: epoll reports errors and hang-ups whatever the
+         * interest, and a paused watch must not spin the loop. */
+        if (w->registered && (rc = lp->be->del(lp->evb, w->fd)) == 0)
+            w->registered = 0;
+    } else if (w->registered) {
+        rc = lp->be->mod(lp->evb, w->fd, pev, tag_make(w, TAG_WATCH));
+    } else if ((rc = lp->be->add(lp->evb, w->fd, pev, tag_make(w, TAG_WATCH))) == 0) {
+        w->registered = 1;
+    }
+    if (rc == 0)
+        w->events = events;
+    return rc;
+}
+
+#define WATCH_EVENTS ((unsigned)(TC_WATCH_READ | TC_WATCH_WRITE))
+
+int tc_loop_watch(tc_loop *loop, int fd, unsigned events, tc_watch_fn cb, void *ctx,
+                  tc_watch **out)
+{
+    if (!loop || !cb || !out || fd < 0 || (events & ~WATCH_EVENTS))
+        return -EINVAL;
+    if (tl_loop != loop)
+        return -EPERM; /* the poller's set and the lists are the loop's: post the start */
+    struct tc_watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->loop = loop;
+    w->fd = fd;
+    w->cb = cb;
+    w->ctx = ctx;
+    int rc = watch_arm(w, events);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    TC__LIST_PUSH(loop->watches, w);
+    *out = w;
+    return 0;
+}
+
+int tc_watch_update(tc_watch *w, unsigned events)
+{
+    if (!w || w->stopped || (events & ~WATCH_EVENTS))
+        return -EINVAL;
+    if (tl_loop != w->loop)
+        return -EPERM;
+    return watch_arm(w, events);
+}
+
+int tc_watch_stop(tc_watch *w)
+{
+    if (!w || w->stopped)
+        return -EINVAL;
+    struct tc_loop *lp = w->loop;
+    if (tl_loop != lp)
+        return -EPERM;
+    (void)watch_arm(w, 0);
+    w->stopped = 1;
+    TC__LIST_UNLINK(lp->watches, w);
+    /* Freed at the end of the turn: an event for it may still be in the batch. */
+    w->dead_next = lp->dead_watches;
+    lp->dead_watches = w;
+    return 0;
+}
+
 /* One message for every loop's connections, freed by the last loop. */
 struct bcast {
     atomic_int refs;
     size_t len;
     unsigned char data[];
 };
+
+/* Whether a connection of the loop is one the application reaches as its
+ * own: message style, open (on_open ran), not closing. */
+static int reachable(const struct evconn *ec)
+{
+    return !gone(ec) && !ec->stream && !ec->proxy_wait && !ec->upgrade_wait && !ec->lingering &&
+           ec->s->opened;
+}
 
 /* In each loop: the message to each of its open message-style connections
  * with room (a send from the loop thread claims a parked one, and leaves
@@ -2182,13 +2455,106 @@ static void bcast_run(tc_loop *lp, void *arg)
     struct bcast *b = arg;
     for (struct evconn *ec = lp->conns, *next; ec; ec = next) {
         next = ec->next; /* a failed send may close ec */
-        if (gone(ec) || ec->stream || ec->proxy_wait || ec->upgrade_wait || ec->lingering ||
-            !ec->s->opened || ev_pending(ec->conn) >= OUTPUT_HWM)
-            continue;
-        (void)tc_conn_send(ec->conn, b->data, b->len);
+        if (reachable(ec) && ev_pending(ec->conn) < ec->loop->hwm)
+            (void)tc_conn_send(ec->conn, b->data, b->len);
     }
     if (atomic_fetch_sub(&b->refs, 1) == 1)
         free(b);
+}
+
+int tc_loop_foreach(tc_loop *loop, tc_conn_visit_fn fn, void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    if (tl_loop != loop)
+        return -EPERM;
+    int n = 0;
+    for (struct evconn *ec = loop->conns, *next; ec; ec = next) {
+        next = ec->next; /* a failed send may close ec (never another) */
+        if (!reachable(ec))
+            continue;
+        n++;
+        if (fn(ec->conn, arg) != 0)
+            break;
+    }
+    return n;
+}
+
+/* Mail for the connection with this id, if its loop has it and is running
+ * (under the loop's lock, so that it cannot close meanwhile): 0, or
+ * TC_ECLOSED, TC_ESHUTDOWN, -EAGAIN (its queue is full). m stays the
+ * caller's unless 0. */
+static int post_to(struct state *st, uint64_t id, struct mail *m)
+{
+    struct tc_loop *lp = &st->loops[id % (uint64_t)st->nloops];
+    m->next = NULL;
+    m->fn = NULL;
+    m->ec = NULL;
+    m->newsess = NULL;
+    m->id = id;
+    int rc = 0;
+    pthread_mutex_lock(&lp->mu);
+    struct evconn *ec = lp->ended ? NULL : id_find(lp, id);
+    if (lp->ended) {
+        rc = TC_ESHUTDOWN;
+    } else if (!ec) {
+        rc = TC_ECLOSED;
+    } else if (!m->close) {
+        size_t queued = atomic_load(&ec->mail_bytes) +
+                        atomic_load_explicit(&ec->out_queued, memory_order_relaxed);
+        if (queued >= ec->loop->hwm)
+            rc = -EAGAIN;
+        else
+            atomic_fetch_add(&ec->mail_bytes, m->len);
+    }
+    if (rc == 0) {
+        *lp->mail_tail = m;
+        lp->mail_tail = &m->next;
+    }
+    pthread_mutex_unlock(&lp->mu);
+    if (rc == 0)
+        tc__wake(lp->mailfd);
+    return rc;
+}
+
+int tc_server_send_to(tc_server *srv, uint64_t id, const void *msg, size_t len)
+{
+    if (!srv || !id || (!msg && len))
+        return -EINVAL;
+    struct state *st = loops_of(srv);
+    if (!st)
+        return -ENOTSUP;
+    if (len > SIZE_MAX - sizeof(struct mail))
+        return -EINVAL;
+    struct mail *m = malloc(sizeof *m + len);
+    if (!m)
+        return -ENOMEM;
+    m->close = 0;
+    m->len = len;
+    if (len)
+        memcpy(m->data, msg, len);
+    int rc = post_to(st, id, m);
+    if (rc < 0)
+        free(m);
+    return rc;
+}
+
+int tc_server_close_conn(tc_server *srv, uint64_t id)
+{
+    if (!srv || !id)
+        return -EINVAL;
+    struct state *st = loops_of(srv);
+    if (!st || srv->handler.handle) /* stream style: a thread of its own has it */
+        return tc__server_shut_live(srv, id);
+    struct mail *m = malloc(sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->close = 1;
+    m->len = 0;
+    int rc = post_to(st, id, m);
+    if (rc < 0)
+        free(m);
+    return rc;
 }
 
 int tc_server_broadcast(tc_server *srv, const void *msg, size_t len)

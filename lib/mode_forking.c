@@ -199,7 +199,7 @@ __attribute__((noreturn)) static void child_main(tc_server *srv, struct state *s
                                                  tc__session *s, int pipe_rd)
 {
     if (!srv->dgram) /* a datagram's reply goes out through the server's socket */
-        tc__close(srv->lfd);
+        tc__server_close_listeners(srv);
     tc__close(srv->wakefd);
     tc__close(srv->spare_fd);
     tc__poller_destroy(st->poller);

@@ -48,6 +48,8 @@ static void server_free(tc_server *srv)
     tc__close(srv->spare_fd);
     pthread_mutex_destroy(&srv->mu);
     free(srv->listen_text);
+    free(srv->listeners);
+    free(srv->pfd);
     free(srv->proxy_trusted_text);
     free(srv->proxy_trusted);
     tc__dgram_free(srv);
@@ -65,8 +67,18 @@ void tc__server_release(tc_server *srv)
         server_free(srv);
 }
 
+/* The listener a session's connection came from, or NULL (inetd: none). */
+static tc__listener *listener_of(tc_server *srv, const tc_conn *c)
+{
+    return c && c->listener >= 0 && c->listener < srv->nlisteners ? &srv->listeners[c->listener]
+                                                                  : NULL;
+}
+
 static void session_register(tc_server *srv, tc__session *s)
 {
+    tc__listener *l = listener_of(srv, s->conn);
+    if (l)
+        atomic_fetch_add(&l->active, 1);
     tc__server_ref(srv);
     pthread_mutex_lock(&srv->mu);
     TC__LIST_PUSH(srv->live, s);
@@ -88,6 +100,8 @@ static int session_new(tc_server *srv, tc_conn *conn, tc__session **out)
     }
     s->srv = srv;
     s->conn = conn;
+    /* An event loop names its connections itself (their ids route to it). */
+    conn->id = atomic_fetch_add(&srv->last_conn_id, 1) + 1;
     s->msg_style = srv->handler.on_message != NULL;
     atomic_init(&s->idle, 0);
     session_register(srv, s);
@@ -101,6 +115,9 @@ void tc__server_session_end(tc__session *s)
     pthread_mutex_lock(&srv->mu);
     TC__LIST_UNLINK(srv->live, s);
     pthread_mutex_unlock(&srv->mu);
+    tc__listener *l = listener_of(srv, s->conn);
+    if (l)
+        atomic_fetch_sub(&l->active, 1);
     tc__chan_free(s->conn);
     s->conn = NULL;
     atomic_fetch_sub(&srv->active, 1);
@@ -110,6 +127,26 @@ void tc__server_session_end(tc__session *s)
     if (atomic_exchange(&srv->at_limit, 0))
         tc__wake(srv->wakefd);
     tc__server_release(srv);
+}
+
+int tc__server_shut_live(tc_server *srv, uint64_t id)
+{
+    int rc = TC_ECLOSED;
+    if (srv->in_child)
+        return -ENOTSUP; /* a forked child's list names its siblings' closed descriptors */
+    pthread_mutex_lock(&srv->mu);
+    for (tc__session *s = srv->live; s; s = s->next) {
+        if (s->conn && s->conn->id == id) {
+            /* The handler's thread (or process) sees the end of the stream
+             * at its next read, and its writes fail: it ends as if the
+             * peer had gone. Closing the descriptor here could not be safe. */
+            tc__sock_shutdown(s->conn->fd);
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return rc;
 }
 
 void tc__server_session_done(tc__session *s)
@@ -171,10 +208,24 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "adopt_fd", "is not TC_DEFAULT, TC_ON or TC_OFF");
     if (c->adopt_fd == TC_ON && c->listen)
         return bad(srv, "listen", "must be NULL with adopt_fd (the socket is already bound)");
+    if (c->adopt_fd == TC_ON && c->listen_list)
+        return bad(srv, "listen_list", "must be NULL with adopt_fd (use listen_fds)");
     if (c->adopt_fd == TC_ON && c->listen_fd < 0)
         return bad(srv, "listen_fd", "is negative");
     if (c->adopt_fd != TC_ON && c->listen_fd != 0)
         return bad(srv, "listen_fd", "is set, but adopt_fd is not TC_ON");
+    if (c->listen && c->listen_list)
+        return bad(srv, "listen_list", "is set with listen; set one of them");
+    if (c->listen_count < 0)
+        return bad(srv, "listen_count", "is negative");
+    if (c->listen_count && !c->listen_list)
+        return bad(srv, "listen_count", "is set without listen_list");
+    if (c->listen_fds && c->adopt_fd != TC_ON)
+        return bad(srv, "listen_fds", "is set, but adopt_fd is not TC_ON");
+    if (c->listen_fds && c->listen_fd != 0)
+        return bad(srv, "listen_fd", "must be 0 with listen_fds");
+    if (c->listen_fds ? c->listen_fd_count < 1 : c->listen_fd_count != 0)
+        return bad(srv, "listen_fd_count", "must be at least 1 with listen_fds, 0 without");
     if (c->backlog < 0)
         return bad(srv, "backlog", "is negative");
     if (!valid_switch(c->reuse_addr))
@@ -222,6 +273,13 @@ static int validate(tc_server *srv, const tc_handler *handler)
     }
     if (c->queue_len == 0)
         c->queue_len = c->workers;
+    if (c->send_high_water == 0)
+        c->send_high_water = TC_SEND_HIGH_WATER;
+    if (c->send_low_water == 0)
+        c->send_low_water = c->send_high_water / 4 < TC_SEND_LOW_WATER ? c->send_high_water / 4
+                                                                       : TC_SEND_LOW_WATER;
+    if (c->send_low_water >= c->send_high_water)
+        return bad(srv, "send_low_water", "is not below send_high_water");
     if (c->backend == TC_BACKEND_DEFAULT)
         c->backend = TC_BACKEND_EPOLL; /* until io_uring has served a release (see tc_backend) */
     if (c->drain_timeout_ms == 0)
@@ -256,10 +314,10 @@ static int load_trusted(tc_server *srv)
     return 0;
 }
 
-/* adopt_fd: serve a socket that is already listening. */
-static int adopt_listener(tc_server *srv)
+/* adopt_fd: serve a socket that is already listening, as listener l. */
+static int adopt_listener(tc_server *srv, int fd, tc__listener *l, int only)
 {
-    int fd = srv->cfg.listen_fd, rc = tc__sock_adopt(fd, 1);
+    int rc = tc__sock_adopt(fd, 1);
     int dgram = rc == -EPROTOTYPE && (rc = tc__sock_adopt_dgram(fd)) == 0;
     if (rc < 0) {
         const char *why = rc == -EBADF        ? "is not an open descriptor"
@@ -270,57 +328,137 @@ static int adopt_listener(tc_server *srv)
         tc__log_detail(srv, "invalid configuration: listen_fd %d %s", fd, why);
         return TC_EBADCONFIG;
     }
-    if ((rc = tc__sock_local(fd, &srv->addr)) < 0)
+    if (dgram && !only) {
+        tc__log_detail(srv, "invalid configuration: listen_fds: %d is a datagram socket; a "
+                            "datagram server has one socket, not mixed with others", fd);
+        return TC_EBADCONFIG;
+    }
+    if ((rc = tc__sock_local(fd, &l->addr)) < 0)
         return rc;
     if (dgram) {
-        srv->addr.socktype = SOCK_DGRAM;
-        if (tc_addr_port(&srv->addr) == 0 || srv->addr.len <= sizeof(sa_family_t)) {
+        l->addr.socktype = SOCK_DGRAM;
+        if (tc_addr_port(&l->addr) == 0 || l->addr.len <= sizeof(sa_family_t)) {
             tc__log_detail(srv, "invalid configuration: listen_fd %d is a datagram socket "
                                 "that is not bound", fd);
             return TC_EBADCONFIG;
         }
     }
-    srv->lfd = fd;
+    l->fd = fd;
     return 0;
 }
 
-static int bind_listener(tc_server *srv)
+/* Bind text (already parsed into addr) as listener l. */
+static int bind_listener(tc_server *srv, const char *text, const tc_addr *addr, tc__listener *l)
 {
     tc_server_config *c = &srv->cfg;
-    tc_addr addr;
-    int rc = tc_addr_parse(&addr, c->listen);
-    if (rc < 0) {
-        tc__log_detail(srv, "listen address \"%s\": %s", c->listen, tc_strerror(rc));
-        return rc;
-    }
     /* Datagrams: SO_REUSEADDR would let another process bind the same UDP
      * port and take our datagrams, so it is on only when asked for. */
-    int dgram = addr.socktype == SOCK_DGRAM;
+    int dgram = addr->socktype == SOCK_DGRAM;
     int reuse_addr = dgram ? c->reuse_addr == TC_ON : c->reuse_addr != TC_OFF;
-    rc = tc__sock_listen(&addr, c->backlog, reuse_addr, c->reuse_port == TC_ON, &srv->lfd);
+    int rc = tc__sock_listen(addr, c->backlog, reuse_addr, c->reuse_port == TC_ON, &l->fd);
     if (rc < 0) {
-        tc__log_detail(srv, "cannot listen on %s: %s", c->listen, tc_strerror(rc));
+        tc__log_detail(srv, "cannot listen on %s: %s", text, tc_strerror(rc));
         return rc;
     }
-    if ((rc = tc__sock_local(srv->lfd, &srv->addr)) < 0)
+    if ((rc = tc__sock_local(l->fd, &l->addr)) < 0)
         return rc;
-    srv->addr.socktype = addr.socktype;
+    l->addr.socktype = addr->socktype;
     /* Bound to one address, every accepted socket's local address is the
      * listener's: no getsockname per connection. A wildcard needs it. */
-    srv->local_known = !((tc_addr_family(&srv->addr) == AF_INET &&
-                          srv->addr.u.in4.sin_addr.s_addr == htonl(INADDR_ANY)) ||
-                         (tc_addr_family(&srv->addr) == AF_INET6 &&
-                          IN6_IS_ADDR_UNSPECIFIED(&srv->addr.u.in6.sin6_addr)));
+    l->local_known = !((tc_addr_family(&l->addr) == AF_INET &&
+                        l->addr.u.in4.sin_addr.s_addr == htonl(INADDR_ANY)) ||
+                       (tc_addr_family(&l->addr) == AF_INET6 &&
+                        IN6_IS_ADDR_UNSPECIFIED(&l->addr.u.in6.sin6_addr)));
     /* Remember which file we created, so destroy never removes someone else's. */
-    if (tc_addr_family(&addr) == AF_UNIX && addr.u.un.sun_path[0] != '\0') {
+    if (tc_addr_family(addr) == AF_UNIX && addr->u.un.sun_path[0] != '\0') {
         struct stat st;
-        if (lstat(addr.u.un.sun_path, &st) == 0) {
-            srv->unix_created = 1;
-            srv->unix_dev = st.st_dev;
-            srv->unix_ino = st.st_ino;
+        if (lstat(addr->u.un.sun_path, &st) == 0) {
+            l->unix_created = 1;
+            l->unix_dev = st.st_dev;
+            l->unix_ino = st.st_ino;
         }
     }
     return 0;
+}
+
+/* The listen addresses of the config: listen_list, or the one listen. */
+static int listen_texts(const tc_server_config *c, const char *const **texts)
+{
+    if (!c->listen_list) {
+        *texts = &c->listen;
+        return 1;
+    }
+    *texts = c->listen_list;
+    if (c->listen_count)
+        return c->listen_count;
+    int n = 0;
+    while (n < INT_MAX && c->listen_list[n])
+        n++;
+    return n;
+}
+
+/* Every listener: bound from the addresses, or adopted from the descriptors.
+ * The addresses are all parsed before anything is bound, so that a bad entry
+ * or a datagram address among several binds nothing. */
+static int open_listeners(tc_server *srv)
+{
+    tc_server_config *c = &srv->cfg;
+    int adopt = c->adopt_fd == TC_ON;
+    const char *const *texts = NULL;
+    int n = adopt ? (c->listen_fds ? c->listen_fd_count : 1) : listen_texts(c, &texts);
+    if (n < 1)
+        return bad(srv, "listen_list", "is empty");
+    if (!(srv->listeners = calloc((size_t)n, sizeof *srv->listeners)) ||
+        !(srv->pfd = calloc((size_t)n + 2, sizeof *srv->pfd)))
+        return -ENOMEM;
+    for (int i = 0; i < n; i++)
+        srv->listeners[i].fd = -1;
+    srv->nlisteners = n;
+    int rc = 0;
+    if (adopt) {
+        for (int i = 0; i < n && rc == 0; i++)
+            rc = adopt_listener(srv, c->listen_fds ? c->listen_fds[i] : c->listen_fd,
+                                &srv->listeners[i], n == 1);
+    } else {
+        tc_addr *addrs = calloc((size_t)n, sizeof *addrs);
+        if (!addrs)
+            return -ENOMEM;
+        for (int i = 0; i < n && rc == 0; i++) {
+            const char *t = c->listen_list ? texts[i] : srv->listen_text;
+            if (!t) {
+                tc__log_detail(srv, "invalid configuration: listen_list entry %d is NULL", i);
+                rc = TC_EBADCONFIG;
+            } else if ((rc = tc_addr_parse(&addrs[i], t)) < 0) {
+                if (c->listen_list)
+                    tc__log_detail(srv, "listen address %d \"%s\": %s", i, t, tc_strerror(rc));
+                else
+                    tc__log_detail(srv, "listen address \"%s\": %s", t, tc_strerror(rc));
+            } else if (n > 1 && addrs[i].socktype == SOCK_DGRAM) {
+                tc__log_detail(srv, "invalid configuration: listen_list entry %d \"%s\" is a "
+                                    "datagram address; a datagram server has one socket, not "
+                                    "mixed with others", i, t);
+                rc = TC_EBADCONFIG;
+            }
+        }
+        for (int i = 0; i < n && rc == 0; i++)
+            rc = bind_listener(srv, c->listen_list ? texts[i] : srv->listen_text, &addrs[i],
+                               &srv->listeners[i]);
+        free(addrs);
+    }
+    if (rc < 0)
+        return rc;
+    srv->lfd = srv->listeners[0].fd;
+    srv->addr = srv->listeners[0].addr;
+    return 0;
+}
+
+void tc__server_close_listeners(tc_server *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++) {
+        tc__close(srv->listeners[i].fd);
+        srv->listeners[i].fd = -1;
+    }
+    srv->lfd = -1;
 }
 
 void tc_server_config_init(tc_server_config *cfg)
@@ -356,7 +494,7 @@ static int create_server(tc_server **out, const tc_server_config *cfg, const tc_
             goto fail;
         srv->proto = &tc__proto_ws;
     }
-    if (listener && srv->cfg.adopt_fd != TC_ON) {
+    if (listener && srv->cfg.adopt_fd != TC_ON && !srv->cfg.listen_list) {
         srv->listen_text = strdup(srv->cfg.listen ? srv->cfg.listen : DEFAULT_LISTEN);
         if (!srv->listen_text) {
             rc = -ENOMEM;
@@ -370,7 +508,12 @@ static int create_server(tc_server **out, const tc_server_config *cfg, const tc_
         rc = -errno;
         goto fail;
     }
-    if (listener && (rc = srv->cfg.adopt_fd == TC_ON ? adopt_listener(srv) : bind_listener(srv)) < 0)
+    rc = listener ? open_listeners(srv) : 0;
+    /* The caller's list and descriptors: not kept (the addresses are in listeners). */
+    srv->cfg.listen_list = NULL;
+    srv->cfg.listen_count = 0;
+    srv->cfg.listen_fds = NULL;
+    if (rc < 0)
         goto fail;
     if ((rc = tc__dgram_start(srv)) < 0) /* a datagram socket: check the config against it */
         goto fail;
@@ -383,8 +526,11 @@ static int create_server(tc_server **out, const tc_server_config *cfg, const tc_
     return 0;
 fail:
     srv->mode = NULL; /* never started (or start cleaned up): nothing to wait for or stop */
-    if (srv->cfg.adopt_fd == TC_ON)
-        srv->lfd = -1; /* still the caller's */
+    if (srv->cfg.adopt_fd == TC_ON) { /* still the caller's */
+        for (int i = 0; i < srv->nlisteners; i++)
+            srv->listeners[i].fd = -1;
+        srv->lfd = -1;
+    }
     tc_server_destroy(srv);
     return rc;
 }
@@ -425,7 +571,13 @@ static void accepting_again(tc_server *srv)
  * 0 when one was taken (served or refused), -EAGAIN when none was pending. */
 int tc__server_accept(tc_server *srv, tc__session **out)
 {
+    return tc__server_accept_from(srv, 0, out);
+}
+
+int tc__server_accept_from(tc_server *srv, int li, tc__session **out)
+{
     tc_addr peer;
+    tc__listener *l = &srv->listeners[li];
     *out = NULL;
     if (srv->dgram) { /* socketserver's get_request: a recvfrom, not an accept */
         tc_conn *dc;
@@ -443,7 +595,7 @@ int tc__server_accept(tc_server *srv, tc__session **out)
     }
     if (srv->spare_fd < 0) /* lost to a race for the last descriptor: take it back */
         srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int fd, rc = tc__sock_accept(srv->lfd, &peer, &fd, srv->mode->blocking);
+    int fd, rc = tc__sock_accept(l->fd, &peer, &fd, srv->mode->blocking);
     if (rc == -EMFILE || rc == -ENFILE) {
         /* Out of descriptors: without this the level-triggered listener
          * would wake us forever. Linux looks for a free descriptor before it
@@ -452,7 +604,7 @@ int tc__server_accept(tc_server *srv, tc__session **out)
         int err = rc;
         tc__close(srv->spare_fd);
         srv->spare_fd = -1;
-        rc = tc__sock_accept(srv->lfd, &peer, &fd, srv->mode->blocking);
+        rc = tc__sock_accept(l->fd, &peer, &fd, srv->mode->blocking);
         if (rc == 0) {
             tc__close(fd);
             tc__log(srv, TC_LOG_WARN, "accept: %s; dropping a connection",
@@ -477,19 +629,22 @@ int tc__server_accept(tc_server *srv, tc__session **out)
         return rc;
     accepting_again(srv);
     atomic_fetch_add(&srv->accepted, 1);
+    atomic_fetch_add(&l->accepted, 1);
     if (srv->cfg.hooks.verify_request &&
         srv->cfg.hooks.verify_request(srv, &peer, srv->cfg.hooks.ctx) < 0) {
         atomic_fetch_add(&srv->refused, 1);
+        atomic_fetch_add(&l->refused, 1);
         tc__close(fd);
         return 0;
     }
     const tc__driver *drv = srv->mode->blocking ? &tc__drv_sleep : &tc__drv_poll;
     tc_conn *conn;
-    if ((rc = tc__chan_new(&conn, drv, fd, &peer, srv->local_known ? &srv->addr : NULL)) < 0) {
+    if ((rc = tc__chan_new(&conn, drv, fd, &peer, l->local_known ? &l->addr : NULL)) < 0) {
         tc__report(srv, NULL, rc);
         return 0;
     }
     conn->srv = srv;
+    conn->listener = li;
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
     conn->codec = srv->cfg.codec;
     if (srv->proto && (rc = srv->proto->attach(conn, srv->proto_cfg)) < 0) {
@@ -514,10 +669,10 @@ int tc__server_accept(tc_server *srv, tc__session **out)
 
 /* Accept one connection, filter it and hand it to the mode.
  * 0 when one was taken (served or refused), -EAGAIN when none was pending. */
-static int accept_one(tc_server *srv)
+static int accept_one(tc_server *srv, int li)
 {
     tc__session *s;
-    int rc = tc__server_accept(srv, &s);
+    int rc = tc__server_accept_from(srv, li, &s);
     if (rc < 0 || !s)
         return rc;
     if ((rc = srv->mode->process_request(srv, s)) < 0) {
@@ -580,16 +735,29 @@ int tc__server_may_accept(tc_server *srv)
     return 0;
 }
 
-/* Wait for the listener (if accepting), a wake-up or the mode's descriptor.
- * 1 listener ready, 0 otherwise (timeout, wake-up, mode serviced). */
+/* Whether poll found listener i ready (after wait_ready). */
+static int listener_ready(const tc_server *srv, int i)
+{
+    return (srv->pfd[2 + i].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
+}
+
+/* Wait for a listener (if accepting), a wake-up or the mode's descriptor.
+ * 1 some listener ready (listener_ready says which), 0 otherwise (timeout,
+ * wake-up, mode serviced). */
 static int wait_ready(tc_server *srv, int timeout_ms)
 {
-    struct pollfd p[3] = {{.fd = srv->wakefd, .events = POLLIN},
-                          {.fd = srv->mode_fd, .events = POLLIN},
-                          {.fd = tc__server_may_accept(srv) ? srv->lfd : -1, .events = POLLIN}};
-    int r = poll(p, 3, tc__server_accept_timeout(srv, timeout_ms));
-    if (r < 0)
+    struct pollfd *p = srv->pfd;
+    int accepting = tc__server_may_accept(srv);
+    p[0] = (struct pollfd){.fd = srv->wakefd, .events = POLLIN};
+    p[1] = (struct pollfd){.fd = srv->mode_fd, .events = POLLIN};
+    for (int i = 0; i < srv->nlisteners; i++)
+        p[2 + i] = (struct pollfd){.fd = accepting ? srv->listeners[i].fd : -1, .events = POLLIN};
+    int r = poll(p, (nfds_t)srv->nlisteners + 2, tc__server_accept_timeout(srv, timeout_ms));
+    if (r < 0) {
+        for (int i = 0; i < srv->nlisteners; i++)
+            p[2 + i].revents = 0;
         return errno == EINTR ? 0 : -errno;
+    }
     if (p[0].revents & POLLIN) {
         /* Consume the wake-up, or the eventfd stays readable and the loop
          * spins. A shutdown stores its flag before writing, so the caller's
@@ -598,7 +766,35 @@ static int wait_ready(tc_server *srv, int timeout_ms)
     }
     if (p[1].revents && srv->mode->service)
         srv->mode->service(srv);
-    return r > 0 && (p[2].revents & (POLLIN | POLLERR | POLLHUP)) ? 1 : 0;
+    for (int i = 0; r > 0 && i < srv->nlisteners; i++)
+        if (listener_ready(srv, i))
+            return 1;
+    return 0;
+}
+
+/* Accept from each ready listener in turn, up to ACCEPTS_PER_TURN from each
+ * (fairness), while the limit allows; stop at a shutdown. */
+static void accept_ready(tc_server *srv)
+{
+    for (int li = 0; li < srv->nlisteners; li++) {
+        if (!listener_ready(srv, li))
+            continue;
+        for (int i = 0; i < ACCEPTS_PER_TURN; i++) {
+            if (atomic_load(&srv->shutdown_req))
+                return;
+            int a = accept_one(srv, li);
+            if (a == -EAGAIN)
+                break;
+            if (a < 0) {
+                tc__log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(a));
+                break;
+            }
+            /* The serving thread holds the owner's reference: releasing a
+             * connection never frees srv here (clang-tidy cannot know refs > 1). */
+            if (!tc__server_may_accept(srv)) /* NOLINT(clang-analyzer-unix.Malloc) */
+                return;
+        }
+    }
 }
 
 /* After the loop: let connections finish, then cut them short (see server.h). */
@@ -639,19 +835,8 @@ int tc_server_serve_forever(tc_server *srv)
             rc = ready;
             break;
         }
-        for (int i = 0; ready && i < ACCEPTS_PER_TURN && !atomic_load(&srv->shutdown_req); i++) {
-            int a = accept_one(srv);
-            if (a == -EAGAIN)
-                break;
-            if (a < 0) {
-                tc__log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(a));
-                break;
-            }
-            /* The serving thread holds the owner's reference: releasing a
-             * connection never frees srv here (clang-tidy cannot know refs > 1). */
-            if (!tc__server_may_accept(srv)) /* NOLINT(clang-analyzer-unix.Malloc) */
-                break;
-        }
+        if (ready)
+            accept_ready(srv);
         if (srv->mode->service)
             srv->mode->service(srv);
         if (srv->cfg.hooks.service_actions)
@@ -696,7 +881,12 @@ int tc_server_handle_request(tc_server *srv)
             rc = ready;
             break;
         }
-        if (ready && (rc = accept_one(srv)) != -EAGAIN)
+        /* One connection: from the first ready listener that has one. */
+        rc = -EAGAIN;
+        for (int li = 0; ready && rc == -EAGAIN && li < srv->nlisteners; li++)
+            if (listener_ready(srv, li))
+                rc = accept_one(srv, li);
+        if (rc != -EAGAIN)
             break;
     }
     atomic_store(&srv->serving, 0);
@@ -708,13 +898,17 @@ int tc_server_shutdown(tc_server *srv)
     if (!srv)
         return -EINVAL;
     /* Async-signal-safe: an atomic store and a write(); errno is preserved
-     * because this may run inside a signal handler. */
+     * because this may run inside a signal handler. The descriptors are
+     * read first: once the first wake-up is out, the server may end and be
+     * freed before this returns (tc_server_serve_inetd() destroys its own
+     * server as soon as the handler's read gives up). */
+    int stopfd = srv->stopfd, wakefd = srv->wakefd;
     atomic_store(&srv->stopping, 1);
     atomic_store(&srv->shutdown_req, 1);
     /* stopfd first: message loops waiting for input, here, in handler
      * threads or in forked children, see the drain begin. */
-    tc__wake(srv->stopfd);
-    tc__wake(srv->wakefd);
+    tc__wake(stopfd);
+    tc__wake(wakefd);
     return 0;
 }
 
@@ -729,6 +923,53 @@ int tc_server_address(const tc_server *srv, tc_addr *out)
 int tc_server_fileno(const tc_server *srv)
 {
     return srv ? srv->lfd : -EINVAL;
+}
+
+int tc_server_listener_count(const tc_server *srv)
+{
+    if (!srv)
+        return -EINVAL;
+    return srv->nlisteners;
+}
+
+int tc_server_listener_address(const tc_server *srv, int i, tc_addr *out)
+{
+    if (!srv || !out)
+        return -EINVAL;
+    if (i < 0 || i >= srv->nlisteners)
+        return -ERANGE;
+    *out = srv->listeners[i].addr;
+    return 0;
+}
+
+int tc_server_listener_fileno(const tc_server *srv, int i)
+{
+    if (!srv)
+        return -EINVAL;
+    if (i < 0 || i >= srv->nlisteners)
+        return -ERANGE;
+    return srv->listeners[i].fd;
+}
+
+int tc_server_listener_stats(const tc_server *srv, int i, tc_listener_stats *out)
+{
+    if (!srv || !out)
+        return -EINVAL;
+    if (i < 0 || i >= srv->nlisteners)
+        return -ERANGE;
+    const tc__listener *l = &srv->listeners[i];
+    /* A datagram server counts its requests in dgram.c, on the server. */
+    out->accepted = atomic_load(srv->dgram ? &srv->accepted : &l->accepted);
+    out->refused = atomic_load(srv->dgram ? &srv->refused : &l->refused);
+    out->active = atomic_load(srv->dgram ? &srv->active : &l->active);
+    return 0;
+}
+
+int tc_conn_listener(const tc_conn *conn)
+{
+    if (!conn)
+        return -EINVAL;
+    return conn->srv ? conn->listener : -ENOTSUP;
 }
 
 int tc_server_shutting_down(const tc_server *srv)
@@ -755,8 +996,7 @@ void tc_server_destroy(tc_server *srv)
 {
     if (!srv)
         return;
-    tc__close(srv->lfd); /* new clients are refused from here on */
-    srv->lfd = -1;
+    tc__server_close_listeners(srv); /* new clients are refused from here on */
     if (srv->mode && srv->cfg.block_on_close != TC_OFF) {
         if (srv->mode->wait)
             (void)srv->mode->wait(srv, TC__NO_DEADLINE);
@@ -767,10 +1007,12 @@ void tc_server_destroy(tc_server *srv)
         if (srv->mode->abandon)
             srv->mode->abandon(srv);
     }
-    if (srv->unix_created) {
+    for (int i = 0; i < srv->nlisteners; i++) {
+        const tc__listener *l = &srv->listeners[i];
         struct stat st;
-        const char *path = srv->addr.u.un.sun_path;
-        if (lstat(path, &st) == 0 && st.st_dev == srv->unix_dev && st.st_ino == srv->unix_ino)
+        const char *path = l->addr.u.un.sun_path;
+        if (l->unix_created && lstat(path, &st) == 0 && st.st_dev == l->unix_dev &&
+            st.st_ino == l->unix_ino)
             (void)unlink(path);
     }
     tc__server_release(srv);
@@ -789,8 +1031,12 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
     /* One connection, in this thread: no listener, no mode to speak of. */
     c.mode = TC_MODE_INLINE;
     c.listen = NULL;
+    c.listen_list = NULL;
+    c.listen_count = 0;
     c.adopt_fd = TC_DEFAULT;
     c.listen_fd = 0;
+    c.listen_fds = NULL;
+    c.listen_fd_count = 0;
     tc_server *srv = NULL;
     int rc = create_server(&srv, &c, handler, 0);
     if (rc < 0 || !srv) { /* !srv never happens: the analyzer cannot tell */

@@ -2449,6 +2449,7 @@ Test(event, accept_out_of_descriptors_drops_and_recovers)
 /* ---- flow control: tc_conn_pending and on_drain ------------------------------------------ */
 
 struct drain_seen {
+    _Atomic uint64_t id;
     atomic_int flooded, drains;
     atomic_size_t peak, at_drain;
     atomic_int on_loop_ok; /* on_drain ran in the thread that ran on_open */
@@ -2460,8 +2461,8 @@ enum { DRAIN_PIECES = 128, DRAIN_PIECE = 64 * 1024 }; /* 8 MiB, beyond any socke
 static int drain_open(tc_conn *c, void *ctx)
 {
     struct drain_seen *d = ctx;
-    (void)c;
     d->loop = pthread_self();
+    atomic_store(&d->id, tc_conn_id(c));
     return 0;
 }
 
@@ -2495,12 +2496,14 @@ static int drain_drain(tc_conn *c, void *ctx)
 }
 
 /* Event and pool modes: a handler queues 8 MiB for a client that reads
- * nothing yet; tc_conn_pending shows more than the high-water mark. As the
+ * nothing yet; tc_conn_pending shows more than the high-water mark (high;
+ * 0: the default), and a send by id from this thread is refused. As the
  * client reads, on_drain runs once, in the loop thread, with less than the
  * low-water mark queued, and its line comes after every byte before it. */
-Test(event, flow_control_pending_and_on_drain, .timeout = 60)
+static void flow_control(size_t high, size_t low)
 {
     const tc_mode modes[] = {TC_MODE_EVENT, TC_MODE_POOL};
+    size_t hwm = high ? high : TC_SEND_HIGH_WATER, lwm = low ? low : TC_SEND_LOW_WATER;
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
         if (!tc_test_mode_enabled(modes[m]))
             continue;
@@ -2510,6 +2513,8 @@ Test(event, flow_control_pending_and_on_drain, .timeout = 60)
         tc_server_config cfg = tc_test_config();
         cfg.mode = modes[m];
         cfg.workers = modes[m] == TC_MODE_POOL ? 2 : 1;
+        cfg.send_high_water = high;
+        cfg.send_low_water = low;
         cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
         tc_handler h = TC_HANDLER_INIT;
         h.on_open = drain_open;
@@ -2522,8 +2527,10 @@ Test(event, flow_control_pending_and_on_drain, .timeout = 60)
         cr_assert_eq(tc_test_send_all(fd, "flood\n", 6), 0);
         TC_TEST_WAIT_UNTIL(atomic_load(&d.flooded), TC_TEST_WAIT_MS);
         cr_assert(atomic_load(&d.flooded), "%s: the flood never ran", tc_mode_name(modes[m]));
-        cr_assert_gt(atomic_load(&d.peak), TC_SEND_HIGH_WATER, "%s: %zu bytes queued",
+        cr_assert_gt(atomic_load(&d.peak), hwm, "%s: %zu bytes queued",
                      tc_mode_name(modes[m]), atomic_load(&d.peak));
+        cr_assert_eq(tc_server_send_to(ts.srv, atomic_load(&d.id), "x", 1), -EAGAIN,
+                     "%s: a send by id to a full queue", tc_mode_name(modes[m]));
         cr_assert_eq(atomic_load(&d.drains), 0, "on_drain before the client read");
         const size_t total = (size_t)DRAIN_PIECES * (DRAIN_PIECE + 1);
         static char buf[256 * 1024];
@@ -2541,13 +2548,84 @@ Test(event, flow_control_pending_and_on_drain, .timeout = 60)
         cr_assert_eq(memcmp(tail, "drained\n", 8), 0);
         cr_assert_eq(atomic_load(&d.drains), 1, "%s: on_drain ran %d times",
                      tc_mode_name(modes[m]), atomic_load(&d.drains));
-        cr_assert_lt(atomic_load(&d.at_drain), TC_SEND_LOW_WATER);
+        cr_assert_lt(atomic_load(&d.at_drain), lwm, "%s: on_drain with %zu bytes queued",
+                     tc_mode_name(modes[m]), atomic_load(&d.at_drain));
         cr_assert(atomic_load(&d.on_loop_ok), "%s: on_drain outside the loop thread",
                   tc_mode_name(modes[m]));
         close(fd);
         cr_assert_eq(tc_test_server_stop(&ts), 0);
         tc_test_expect_counts(before, NULL, 0, tc_mode_name(modes[m]));
     }
+}
+
+Test(event, flow_control_pending_and_on_drain, .timeout = 60) { flow_control(0, 0); }
+
+/* tc_server_config::send_high_water and send_low_water move both marks. */
+Test(event, flow_control_with_configured_water_marks, .timeout = 60)
+{
+    flow_control(128 * 1024, 32 * 1024);
+}
+
+/* A high-water mark above what the handler queues (16 MiB against 8 MiB):
+ * the queue never passes it, so a send by id is taken, reading goes on and
+ * on_drain never runs. */
+Test(event, flow_control_high_mark_above_the_output, .timeout = 60)
+{
+    const tc_mode modes[] = {TC_MODE_EVENT, TC_MODE_POOL};
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        if (!tc_test_mode_enabled(modes[m]))
+            continue;
+        const char *name = tc_mode_name(modes[m]);
+        struct drain_seen d;
+        memset(&d, 0, sizeof d);
+        tc_server_config cfg = tc_test_config();
+        cfg.mode = modes[m];
+        cfg.workers = modes[m] == TC_MODE_POOL ? 2 : 1;
+        cfg.send_high_water = 16 * 1024 * 1024;
+        cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+        tc_handler h = TC_HANDLER_INIT;
+        h.on_open = drain_open;
+        h.on_message = drain_message;
+        h.on_drain = drain_drain;
+        h.ctx = &d;
+        tc_test_server ts;
+        tc_test_server_start(&ts, NULL, &cfg, &h);
+        int fd = tc_test_connect_ok(&ts.addr);
+        cr_assert_eq(tc_test_send_all(fd, "flood\n", 6), 0);
+        TC_TEST_WAIT_UNTIL(atomic_load(&d.flooded), TC_TEST_WAIT_MS);
+        cr_assert(atomic_load(&d.flooded), "%s: the flood never ran", name);
+        cr_assert_gt(atomic_load(&d.peak), TC_SEND_HIGH_WATER, "%s: %zu bytes queued", name,
+                     atomic_load(&d.peak));
+        cr_assert_eq(tc_server_send_to(ts.srv, atomic_load(&d.id), "x", 1), 0, "%s", name);
+        const size_t total = (size_t)DRAIN_PIECES * (DRAIN_PIECE + 1) + 2;
+        static char buf[256 * 1024];
+        size_t got = 0, want = 0;
+        while (got < total) {
+            want = total - got < sizeof buf ? total - got : sizeof buf;
+            ssize_t r = tc_test_recv_full(fd, buf, want);
+            cr_assert_eq(r, (ssize_t)want, "%s: %zd after %zu bytes", name, r, got);
+            got += want;
+        }
+        cr_assert(want >= 2 && memcmp(buf + want - 2, "x\n", 2) == 0,
+                  "%s: the message sent by id is not last", name);
+        close(fd);
+        cr_assert_eq(tc_test_server_stop(&ts), 0);
+    }
+}
+
+/* A low-water mark not below the high one is refused. */
+Test(event, water_marks_out_of_order_are_refused)
+{
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = TC_MODE_EVENT;
+    cfg.send_high_water = 64 * 1024;
+    cfg.send_low_water = 64 * 1024;
+    tc_handler h = tc_test_echo_handler();
+    h.handle = NULL;
+    h.on_message = drain_message;
+    tc_server *srv = NULL;
+    cr_assert_eq(tc_server_create(&srv, &cfg, &h), TC_EBADCONFIG);
+    cr_assert_null(srv);
 }
 
 /* ---- loops: posted work and broadcasts (tcpchan/loop.h) -------------------------------- */

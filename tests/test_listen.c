@@ -380,6 +380,30 @@ Test(listen, socket_activation_of_tcpchan_echo)
     close(fds[1]);
 }
 
+/* Several sockets passed (issue 19): `--listen systemd` serves them all,
+ * one "listening on" line each, in the order they were passed. */
+Test(listen, socket_activation_of_several_sockets)
+{
+    tc_addr a1, a2;
+    int fds[2] = {listener(&a1), listener(&a2)}, out;
+    pid_t pid = spawn_echo(fds, 2, NULL, 0, "systemd", &out);
+    tc_addr *want_addr[2] = {&a1, &a2};
+    for (int i = 0; i < 2; i++) {
+        char line[256], want[256], addr[TC_ADDR_STRLEN];
+        read_line(out, line, sizeof line);
+        tc_addr_format(want_addr[i], addr, sizeof addr);
+        snprintf(want, sizeof want, "listening on %s", addr);
+        cr_assert_str_eq(line, want);
+    }
+    tc_test_echo_roundtrip(&a1, "first socket");
+    tc_test_echo_roundtrip(&a2, "second socket");
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_exit(pid, TC_TEST_WAIT_MS), 0);
+    close(out);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 /* A datagram socket passed by systemd (ListenDatagram=): tcpchan-echo
  * adopts it and echoes each datagram (issue 14). */
 Test(listen, socket_activation_of_a_datagram_socket)

@@ -807,6 +807,12 @@ static void assert_config_eq(const tc_server_config *a, const tc_server_config *
     cr_assert(a->proxy_trusted == b->proxy_trusted, "%s: proxy_trusted", what);
     cr_assert_eq(a->proxy_timeout_ms, b->proxy_timeout_ms, "%s: proxy_timeout_ms", what);
     cr_assert(a->ws == b->ws, "%s: ws", what);
+    cr_assert_eq(a->send_high_water, b->send_high_water, "%s: send_high_water", what);
+    cr_assert_eq(a->send_low_water, b->send_low_water, "%s: send_low_water", what);
+    cr_assert(a->listen_list == b->listen_list, "%s: listen_list", what);
+    cr_assert_eq(a->listen_count, b->listen_count, "%s: listen_count", what);
+    cr_assert(a->listen_fds == b->listen_fds, "%s: listen_fds", what);
+    cr_assert_eq(a->listen_fd_count, b->listen_fd_count, "%s: listen_fd_count", what);
     cr_assert_eq(a->backend, b->backend, "%s: backend", what);
 }
 

@@ -41,6 +41,7 @@
 #ifndef TCPCHAN_CONN_H
 #define TCPCHAN_CONN_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "addr.h"
@@ -126,6 +127,22 @@ TC_API const tc_addr *tc_conn_local(const tc_conn *conn);
  * @return The server, or NULL for a client channel from tc_dial().
  */
 TC_API tc_server *tc_conn_server(const tc_conn *conn);
+
+/**
+ * @brief The connection's id: a name for it that other threads can hold
+ *        safely after the connection is gone (see tc_server_send_to() and
+ *        tc_server_close_conn()).
+ *
+ * Nonzero, set before setup runs, and never given to another connection of
+ * the same server while the server lives (ids are not reused). Unlike the
+ * tc_conn pointer, which is freed once on_close (or finish) returns, an id
+ * stays harmless: using it later returns TC_ECLOSED.
+ * @param conn The channel.
+ * @return The id, or 0 for a client channel from tc_dial() and for NULL.
+ * @par Thread safety
+ * Any thread while the connection lives.
+ */
+TC_API uint64_t tc_conn_id(const tc_conn *conn);
 
 /**
  * @brief Attach a user pointer to the channel (per-connection state).
@@ -494,15 +511,18 @@ TC_API ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
  *
  * In event mode, from the channel's own loop (inside its callbacks), the
  * frame goes out at once as far as the socket takes it and the rest is
- * queued; the call never blocks. Above 1 MiB of queued output the loop stops
- * reading the channel until it drains to 256 KiB (backpressure).
+ * queued; the call never blocks. Above the server's
+ * tc_server_config::send_high_water of queued output (1 MiB by default) the
+ * loop stops reading the channel until it drains below send_low_water
+ * (256 KiB) (backpressure).
  * @param conn The channel.
  * @param buf  The payload.
  * @param len  Its length.
  * @return As tc_conn_write_frame(): @p len, or a negative code (on failure,
  *         tc_conn_last_sent() tells how many bytes went out); in event
  *         mode, from a thread other than the channel's loop, -EAGAIN while
- *         1 MiB or more is queued for the channel (nothing of this call is
+ *         send_high_water (1 MiB by default) or more is queued for the
+ *         channel (nothing of this call is
  *         queued then: try again once the peer has read).
  * @par Thread safety
  * In event mode this (and tc_conn_write_frame(), tc_conn_writev(),
@@ -510,7 +530,7 @@ TC_API ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len);
  * into the loop's mailbox and sent by the loop, in order with the loop's own
  * sends, and the call returns at once with @p len. The queue is bounded: a
  * send is refused with -EAGAIN while the bytes waiting for the channel (in
- * the mailbox and in its output queue) reach 1 MiB; a send to a channel with
+ * the mailbox and in its output queue) reach send_high_water; a send to a channel with
  * nothing queued is always taken, whatever its size. It is allowed until the
  * channel's on_close returns: stop using the pointer then (for example, take
  * a lock in on_close that the sending thread also holds). Buffered writes
@@ -554,10 +574,12 @@ TC_API ssize_t tc_conn_send(tc_conn *conn, const void *buf, size_t len);
 TC_API ssize_t tc_conn_last_sent(const tc_conn *conn);
 
 /** @brief Event and pool modes: above this much queued output a connection is not read,
- *         sends from other threads are refused, and tc_handler::on_drain is armed (1 MiB). */
+ *         sends from other threads are refused, and tc_handler::on_drain is armed (1 MiB):
+ *         the default of tc_server_config::send_high_water. */
 #define TC_SEND_HIGH_WATER ((size_t)1024 * 1024)
 /** @brief Event and pool modes: below this much queued output, after the high-water mark,
- *         the connection is read again and tc_handler::on_drain runs (256 KiB). */
+ *         the connection is read again and tc_handler::on_drain runs (256 KiB): the
+ *         default of tc_server_config::send_low_water. */
 #define TC_SEND_LOW_WATER ((size_t)256 * 1024)
 
 /**
@@ -568,8 +590,9 @@ TC_API ssize_t tc_conn_last_sent(const tc_conn *conn);
  * tc_conn_write() buffered and no flush has sent yet. In event and pool
  * modes it is also what the connection's sends queued because the socket
  * was full, and what other threads sent that the loop has not taken yet:
- * the figure to compare with TC_SEND_HIGH_WATER, with tc_handler::on_drain
- * telling when it fell below TC_SEND_LOW_WATER again.
+ * the figure to compare with the server's send_high_water
+ * (TC_SEND_HIGH_WATER by default), with tc_handler::on_drain telling when it
+ * fell below send_low_water again.
  * @param conn The channel.
  * @return The count, or 0 for NULL.
  * @par Thread safety

@@ -90,8 +90,8 @@ extern "C" {
  *   take is queued, and the loop sends it); the channel cannot be read
  *   there (-ENOTSUP), as in event mode. With every worker busy, ready
  *   connections wait, unread, in the kernel (backpressure: nothing is
- *   dropped). Above 1 MiB of queued output a connection is not read until
- *   it drains, as in event mode.
+ *   dropped). Above send_high_water of queued output (1 MiB by default) a
+ *   connection is not read until it drains, as in event mode.
  * - **Stream style**: a connection waits on the loop, costing no thread,
  *   until its first bytes arrive; then a worker takes it for the rest of its
  *   life (setup, handle, finish, with blocking reads, as in threading mode).
@@ -348,7 +348,9 @@ typedef struct tc_handler {
     void *ctx;
     /**
      * @brief Event and pool modes: the connection's queued output, having
-     *        passed TC_SEND_HIGH_WATER, fell below TC_SEND_LOW_WATER; may be NULL.
+     *        passed tc_server_config::send_high_water, fell below
+     *        send_low_water (TC_SEND_HIGH_WATER, TC_SEND_LOW_WATER by default);
+     *        may be NULL.
      *
      * Flow control for a handler that produces more than the peer reads
      * (a relay, a broadcast, a file): send until tc_conn_pending() passes the
@@ -591,6 +593,55 @@ typedef struct tc_server_config {
      *         the codec's max_frame each); NULL = plain TCP. Copied by
      *         tc_server_create(). Message-style handlers only. */
     const struct tc_ws_config *ws;
+    /** @brief Event and pool modes: above this many bytes of queued output a
+     *         connection is not read, sends to it from other threads are
+     *         refused (-EAGAIN), and tc_handler::on_drain is owed;
+     *         0 = TC_SEND_HIGH_WATER (1 MiB). Lower it for many connections
+     *         that may each fall behind (memory is about this much per slow
+     *         reader), raise it for a few fast bulk streams. */
+    size_t send_high_water;
+    /** @brief Event and pool modes: below this many bytes, after passing the
+     *         high-water mark, the connection is read again and on_drain runs;
+     *         less than send_high_water. 0 = TC_SEND_LOW_WATER (256 KiB), or a
+     *         quarter of send_high_water when that is set lower. */
+    size_t send_low_water;
+    /**
+     * @brief Several listen addresses: one listener each, all served by the
+     *        same handler and mode (an IPv4 port, an IPv6 port and a unix
+     *        socket, say); NULL = the single @ref tc_server_config::listen.
+     *
+     * An array of @ref tc_server_config::listen_count addresses in the
+     * tc_addr_parse() forms, or, with listen_count 0, terminated by a NULL
+     * entry. Listener i is the address at index i: see
+     * tc_server_listener_address(), tc_server_listener_stats() and
+     * tc_conn_listener(). Every mode accepts from all of them, with the
+     * connection limit and the accept pause applied to the server as a
+     * whole. A datagram address (`udp:`, `unixgram:`) is allowed only as the
+     * list's sole entry: a datagram server has one socket, and stream and
+     * datagram listeners do not mix (TC_EBADCONFIG). Setting both this and
+     * @ref tc_server_config::listen, an empty list, or a NULL entry within
+     * listen_count is TC_EBADCONFIG; so is this with adopt_fd (use
+     * @ref tc_server_config::listen_fds). The array and its strings are
+     * copied by tc_server_create(). See docs/event.md, "Several listeners".
+     */
+    const char *const *listen_list;
+    /** @brief Entries of @ref tc_server_config::listen_list; 0 = up to its
+     *         NULL entry. Negative is TC_EBADCONFIG. */
+    int listen_count;
+    /**
+     * @brief With @ref tc_server_config::adopt_fd TC_ON: several listening
+     *        sockets to serve, such as every socket tc_listen_fds() found
+     *        (socket activation with several `ListenStream=` lines);
+     *        listener i is listen_fds[i]. NULL = the single
+     *        @ref tc_server_config::listen_fd (which must then stay 0).
+     *
+     * Each must be a listening SOCK_STREAM socket; a bound SOCK_DGRAM socket
+     * only as the sole entry. Ownership as for listen_fd: on success the
+     * server owns them all, on failure they all stay the caller's.
+     */
+    const int *listen_fds;
+    /** @brief Entries of @ref tc_server_config::listen_fds (at least 1 when it is set). */
+    int listen_fd_count;
     /** @brief TC_MODE_EVENT: what its loops wait with (see tc_backend);
      *         default TC_BACKEND_DEFAULT (epoll). */
     tc_backend backend;
@@ -599,7 +650,7 @@ typedef struct tc_server_config {
 /** @brief Initialiser for tc_server_config: every field at its default. */
 #define TC_SERVER_CONFIG_INIT                                                                      \
     {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0},  \
-     0, 0, TC_PROXY_OFF, 0, 0, 0, TC_BACKEND_DEFAULT}
+     0, 0, TC_PROXY_OFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, TC_BACKEND_DEFAULT}
 
 /** @brief Counters of a server, as tc_server_stats() reads them. */
 typedef struct tc_stats {
@@ -648,10 +699,17 @@ TC_API void tc_server_config_init(tc_server_config *cfg);
  *     socket or a bound SOCK_DGRAM one, or with listen set, or listen_fd set
  *     without adopt_fd; a malformed proxy_trusted entry; on a datagram socket,
  *     proxy_protocol not off, a codec that is not raw or a max_frame over
- *     TC_DGRAM_MAX_FRAME (tc_last_error_detail() names the field);
+ *     TC_DGRAM_MAX_FRAME (tc_last_error_detail() names the field); listen_list
+ *     with listen or adopt_fd, empty, with a NULL entry, or mixing a datagram
+ *     address with others; listen_count negative or without listen_list;
+ *     listen_fds without adopt_fd, with listen_fd set or listen_fd_count < 1,
+ *     or holding a datagram socket among others;
  *   - TC_ENOMODE: the mode is not available in this build;
- *   - TC_EBADADDR, -ENAMETOOLONG, TC_ENORESOLVE: the listen address (see tc_addr_parse());
+ *   - TC_EBADADDR, -ENAMETOOLONG, TC_ENORESOLVE: the listen address, or an
+ *     entry of listen_list (see tc_addr_parse(); the detail names its index);
+ *     nothing is bound then;
  *   - -EADDRINUSE: the address is taken (a unix path that exists counts);
+ *     with several addresses, those already bound are closed again;
  *   - -EACCES, -EADDRNOTAVAIL, -EMFILE, -ENOMEM or another negated errno value;
  *   - -EINVAL: @p out or @p handler is NULL.
  * @par Ownership
@@ -737,6 +795,8 @@ TC_API int tc_server_stats(const tc_server *srv, tc_stats *out);
 
 /**
  * @brief The address the server listens on, with the real port where port 0 was asked.
+ *
+ * With several listeners, the first one's (see tc_server_listener_address()).
  * @param srv       The server.
  * @param[out] out  Receives the address.
  * @return 0, or -EINVAL for NULL.
@@ -747,10 +807,77 @@ TC_API int tc_server_address(const tc_server *srv, tc_addr *out);
 
 /**
  * @brief The listening socket's descriptor (socketserver's fileno()).
+ *
+ * With several listeners, the first one's (see tc_server_listener_fileno()).
  * @param srv The server.
  * @return The descriptor, or -EINVAL for NULL.
  */
 TC_API int tc_server_fileno(const tc_server *srv);
+
+/**
+ * @brief How many listening sockets a server has: the entries of
+ *        @ref tc_server_config::listen_list or
+ *        @ref tc_server_config::listen_fds, else 1.
+ * @param srv The server.
+ * @return The count (>= 1), or -EINVAL for NULL.
+ * @par Thread safety
+ * Any thread, between tc_server_create() and tc_server_destroy().
+ */
+TC_API int tc_server_listener_count(const tc_server *srv);
+
+/**
+ * @brief The address listener @p i listens on, with the real port where
+ *        port 0 was asked (tc_server_address() is listener 0's).
+ * @param srv       The server.
+ * @param i         0 to tc_server_listener_count() - 1, in the config's order.
+ * @param[out] out  Receives the address; written only on success.
+ * @return 0, -ERANGE for an index out of range, or -EINVAL for NULL.
+ * @par Thread safety
+ * Any thread, between tc_server_create() and tc_server_destroy().
+ */
+TC_API int tc_server_listener_address(const tc_server *srv, int i, tc_addr *out);
+
+/**
+ * @brief Listener @p i's descriptor.
+ * @param srv The server.
+ * @param i   0 to tc_server_listener_count() - 1.
+ * @return The descriptor, -ERANGE for an index out of range, or -EINVAL for NULL.
+ */
+TC_API int tc_server_listener_fileno(const tc_server *srv, int i);
+
+/** @brief Counters of one listener, as tc_server_listener_stats() reads them. */
+typedef struct tc_listener_stats {
+    unsigned long long accepted; /**< connections accepted from it (including refused ones) */
+    unsigned long long refused;  /**< of those, refused by verify_request */
+    unsigned active;             /**< its connections accepted and not yet closed */
+} tc_listener_stats;
+
+/**
+ * @brief Read one listener's counters: the server's tc_stats accepted,
+ *        refused and active, split by the listener a connection came from
+ *        (summed over the listeners, they give the server's).
+ *
+ * A datagram server has one listener, whose counters are the server's.
+ * @param srv       The server.
+ * @param i         0 to tc_server_listener_count() - 1.
+ * @param[out] out  Receives a snapshot (each counter read atomically).
+ * @return 0, -ERANGE for an index out of range, or -EINVAL for NULL.
+ * @par Thread safety
+ * Any thread, between tc_server_create() and tc_server_destroy().
+ */
+TC_API int tc_server_listener_stats(const tc_server *srv, int i, tc_listener_stats *out);
+
+/**
+ * @brief Which of its server's listeners a connection came from.
+ * @param conn A channel.
+ * @return The listener's index (0 to tc_server_listener_count() - 1; 0 for
+ *         a datagram request or a connection served by
+ *         tc_server_serve_inetd()), -ENOTSUP for a dialled channel (no
+ *         server), or -EINVAL for NULL.
+ * @par Thread safety
+ * Any thread while the connection lives.
+ */
+TC_API int tc_conn_listener(const tc_conn *conn);
 
 /**
  * @brief Serve one connection that is already open, inetd-style, in the
@@ -815,7 +942,9 @@ TC_API int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *
  * cfg.listen_fd = fd;
  * @endcode
  * A passed SOCK_DGRAM socket (a socket unit's `ListenDatagram=`) is
- * adopted the same way and served as a datagram server.
+ * adopted the same way and served as a datagram server. Several passed
+ * stream sockets become several listeners of one server through
+ * @ref tc_server_config::listen_fds.
  * With tc_prefork_run(), call it in the parent, before the workers are
  * forked (their pids differ from `LISTEN_PID`), and let every worker adopt
  * the same descriptor: they then accept from one shared queue.
@@ -841,7 +970,7 @@ TC_API int tc_listen_fds(const char *name, int *fds, int max);
 /**
  * @brief Close the server and free it (server_close).
  *
- * Closes the listener (an adopted one too), waits for the connections the mode still runs,
+ * Closes the listeners (adopted ones too), waits for the connections the mode still runs,
  * closes the wake-up descriptor, removes the unix socket file the server
  * created (if it is still the same file) and frees everything. NULL does
  * nothing. serve_forever must have returned; never call it from a handler.

@@ -199,7 +199,7 @@ TC_API int tc_ws_message_type(const tc_conn *conn);
  * in the blocking modes it waits until the socket took it (within the
  * channel's timeout); in event and pool mode it sends what the socket takes
  * and queues the rest, and may be called from any thread (the bytes then go
- * through the loop's mailbox: -EAGAIN above 1 MiB queued). tc_conn_send() on
+ * through the loop's mailbox: -EAGAIN above send_high_water queued). tc_conn_send() on
  * a WebSocket channel sends a binary message.
  * @param conn A WebSocket channel.
  * @param type TC_WS_TEXT (@p buf must be UTF-8) or TC_WS_BINARY.

@@ -381,5 +381,38 @@ r=$(timeout 10 "$bin/udp_upper_client" "udp:127.0.0.1:${line##*:}" hello datagra
 stop "$pid"
 [ "$rc" -eq 0 ] && ok "udp_upper_server: SIGTERM exits 0" || fail "udp_upper_server exit $rc"
 
+# Several --listen (issue 19): one "listening on" line each, in order; each echoes.
+start multi "$bin/tcpchan-echo" --listen 127.0.0.1:0 --listen "unix:$tmp/multi.sock" --mode event --workers 1
+line2=; read -r -t 5 line2 <&"$fd" || true
+if [[ $line =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ && $line2 = "listening on unix:$tmp/multi.sock" ]]; then
+    ok "several --listen: '$line', '$line2'"
+    r=$(printf 'over tcp' | timeout 10 "$bin/tcpchan-cat" "${line#listening on }" 2>&1)
+    [ "$r" = "over tcp" ] && ok "several --listen: echo on the first" || fail "several --listen: first '$r'"
+    r=$(printf 'over unix' | timeout 10 "$bin/tcpchan-cat" "unix:$tmp/multi.sock" 2>&1)
+    [ "$r" = "over unix" ] && ok "several --listen: echo on the second" || fail "several --listen: second '$r'"
+else
+    fail "several --listen: '$line' '$line2' $(cat "$tmp/multi.err")"
+fi
+stop "$pid"
+[ "$rc" -eq 0 ] && [ ! -e "$tmp/multi.sock" ] && ok "several --listen: exit 0, unix file removed" || fail "several --listen: exit $rc"
+check_bad 'datagram address cannot be combined' --listen 127.0.0.1:0 --listen udp:127.0.0.1:0
+# Several --listen with --processes: every worker serves both ports.
+start multip "$bin/tcpchan-echo" --listen 127.0.0.1:0 --listen 127.0.0.1:0 --processes 2 --mode event --workers 1
+line2=; read -r -t 5 line2 <&"$fd" || true
+if [[ $line =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ && $line2 =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ ]]; then
+    got=0
+    for i in 1 2 3 4; do
+        for l in "$line" "$line2"; do
+            r=$(printf 'x%s' "$i" | timeout 10 "$bin/tcpchan-cat" "${l#listening on }" 2>&1)
+            [ "$r" = "x$i" ] && got=$((got + 1))
+        done
+    done
+    [ "$got" -eq 8 ] && ok "several --listen --processes 2: both ports echo" || fail "several --listen --processes 2: $got of 8 echoed"
+else
+    fail "several --listen --processes 2: '$line' '$line2' $(cat "$tmp/multip.err")"
+fi
+stop "$pid"
+[ "$rc" -eq 0 ] && ok "several --listen --processes 2: SIGTERM exits 0" || fail "several --listen --processes 2: exit $rc"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
