@@ -2495,6 +2495,22 @@ static int drain_drain(tc_conn *c, void *ctx)
     return r < 0 ? (int)r : 0;
 }
 
+/* Read total bytes (at least 2) from fd, asserting each piece: the end of
+ * the last piece (the bytes before it are the stream's last ones). */
+static const char *read_all(int fd, size_t total, const char *name)
+{
+    static char buf[256 * 1024];
+    size_t got = 0, want = 0;
+    while (got < total) {
+        want = total - got < sizeof buf ? total - got : sizeof buf;
+        ssize_t r = tc_test_recv_full(fd, buf, want);
+        cr_assert_eq(r, (ssize_t)want, "%s: %zd after %zu bytes", name, r, got);
+        got += want;
+    }
+    cr_assert_geq(want, 2);
+    return buf + want;
+}
+
 /* Event and pool modes: a handler queues 8 MiB for a client that reads
  * nothing yet; tc_conn_pending shows more than the high-water mark (high;
  * 0: the default), and a send by id from this thread is refused. As the
@@ -2533,15 +2549,7 @@ static void flow_control(size_t high, size_t low)
                      "%s: a send by id to a full queue", tc_mode_name(modes[m]));
         cr_assert_eq(atomic_load(&d.drains), 0, "on_drain before the client read");
         const size_t total = (size_t)DRAIN_PIECES * (DRAIN_PIECE + 1);
-        static char buf[256 * 1024];
-        size_t got = 0;
-        while (got < total) {
-            size_t want = total - got < sizeof buf ? total - got : sizeof buf;
-            ssize_t r = tc_test_recv_full(fd, buf, want);
-            cr_assert_eq(r, (ssize_t)want, "%s: %zd after %zu bytes", tc_mode_name(modes[m]), r,
-                         got);
-            got += want;
-        }
+        (void)read_all(fd, total, tc_mode_name(modes[m]));
         char tail[8];
         cr_assert_eq(tc_test_recv_full(fd, tail, 8), 8, "%s: no line from on_drain",
                      tc_mode_name(modes[m]));
@@ -2598,16 +2606,8 @@ Test(event, flow_control_high_mark_above_the_output, .timeout = 60)
                      atomic_load(&d.peak));
         cr_assert_eq(tc_server_send_to(ts.srv, atomic_load(&d.id), "x", 1), 0, "%s", name);
         const size_t total = (size_t)DRAIN_PIECES * (DRAIN_PIECE + 1) + 2;
-        static char buf[256 * 1024];
-        size_t got = 0, want = 0;
-        while (got < total) {
-            want = total - got < sizeof buf ? total - got : sizeof buf;
-            ssize_t r = tc_test_recv_full(fd, buf, want);
-            cr_assert_eq(r, (ssize_t)want, "%s: %zd after %zu bytes", name, r, got);
-            got += want;
-        }
-        cr_assert(want >= 2 && memcmp(buf + want - 2, "x\n", 2) == 0,
-                  "%s: the message sent by id is not last", name);
+        const char *end = read_all(fd, total, name);
+        cr_assert(memcmp(end - 2, "x\n", 2) == 0, "%s: the message sent by id is not last", name);
         close(fd);
         cr_assert_eq(tc_test_server_stop(&ts), 0);
     }

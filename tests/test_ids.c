@@ -103,6 +103,39 @@ static void connect_all(tc_test_server *ts, struct seen *s, int *fd, int n)
     cr_assert_eq(tc_test_event_wait(&s->opened, n, TC_TEST_WAIT_MS), 0);
 }
 
+/* A loop-mode server (two workers) whose n clients have each echoed once,
+ * and what it must leave behind. */
+struct rig {
+    const char *name;
+    struct seen s;
+    tc_test_counts before;
+    tc_test_server ts;
+    int fd[32]; /* -1 once the test closed it */
+    int n;
+};
+
+static void rig_open(struct rig *g, tc_mode mode, int n)
+{
+    cr_assert_leq(n, (int)(sizeof g->fd / sizeof g->fd[0]));
+    g->name = tc_mode_name(mode);
+    g->n = n;
+    seen_init(&g->s);
+    g->before = tc_test_counts_now(NULL, 0);
+    start(&g->ts, &g->s, mode, 2);
+    connect_all(&g->ts, &g->s, g->fd, n);
+}
+
+/* Close the clients left, stop the server: nothing may leak. */
+static void rig_close(struct rig *g)
+{
+    for (int i = 0; i < g->n; i++)
+        if (g->fd[i] >= 0)
+            close(g->fd[i]);
+    cr_assert_eq(tc_test_server_stop(&g->ts), 0);
+    tc_test_expect_counts(g->before, NULL, 0, g->name);
+    seen_destroy(&g->s);
+}
+
 static const tc_mode loop_modes[] = {TC_MODE_EVENT, TC_MODE_POOL};
 
 /* Ids are distinct and nonzero; a send by id reaches that connection only,
@@ -113,53 +146,47 @@ Test(ids, send_to_and_close_by_id, .timeout = 60)
     for (size_t m = 0; m < sizeof loop_modes / sizeof loop_modes[0]; m++) {
         if (!tc_test_mode_enabled(loop_modes[m]))
             continue;
-        const char *name = tc_mode_name(loop_modes[m]);
-        struct seen s;
-        seen_init(&s);
-        tc_test_counts before = tc_test_counts_now(NULL, 0);
-        tc_test_server ts;
-        start(&ts, &s, loop_modes[m], 2);
-        int fd[NCLIENTS];
-        connect_all(&ts, &s, fd, NCLIENTS);
+        struct rig g;
+        rig_open(&g, loop_modes[m], NCLIENTS);
         for (int i = 0; i < NCLIENTS; i++) {
-            uint64_t id = atomic_load(&s.ids[i]);
-            cr_assert_neq(id, 0, "%s: id 0", name);
+            uint64_t id = atomic_load(&g.s.ids[i]);
+            cr_assert_neq(id, 0, "%s: id 0", g.name);
             for (int j = 0; j < i; j++)
-                cr_assert_neq(id, atomic_load(&s.ids[j]), "%s: ids %d and %d equal", name, i, j);
+                cr_assert_neq(id, atomic_load(&g.s.ids[j]), "%s: ids %d and %d equal", g.name, i, j);
         }
         /* Each id reaches exactly one client (the clients are in accept order). */
         for (int i = 0; i < NCLIENTS; i++) {
             char b[8];
-            cr_assert_eq(tc_server_send_to(ts.srv, atomic_load(&s.ids[i]), "to", 2), 0);
-            cr_assert_eq(tc_test_recv_full(fd[i], b, 3), 3, "%s: client %d got nothing", name, i);
-            cr_assert(memcmp(b, "to\n", 3) == 0, "%s: client %d", name, i);
+            cr_assert_eq(tc_server_send_to(g.ts.srv, atomic_load(&g.s.ids[i]), "to", 2), 0);
+            cr_assert_eq(tc_test_recv_full(g.fd[i], b, 3), 3, "%s: client %d got nothing", g.name, i);
+            cr_assert(memcmp(b, "to\n", 3) == 0, "%s: client %d", g.name, i);
         }
         for (int i = 0; i < NCLIENTS; i++) /* nobody got a second copy */
-            cr_assert_eq(recv(fd[i], (char[4]){0}, 4, MSG_DONTWAIT), -1, "%s", name);
+            cr_assert_eq(recv(g.fd[i], (char[4]){0}, 4, MSG_DONTWAIT), -1, "%s", g.name);
         /* Close client 0 by id, from this thread. */
-        uint64_t id0 = atomic_load(&s.ids[0]);
-        cr_assert_eq(tc_server_close_conn(ts.srv, id0), 0);
-        cr_assert_eq(tc_test_recv_eof(fd[0]), 0, "%s: no end of stream after close by id", name);
-        cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
-        cr_assert_eq(atomic_load(&s.closes_eclosed), 1, "%s: on_close's reason", name);
-        cr_assert_eq(tc_server_send_to(ts.srv, id0, "x", 1), TC_ECLOSED, "%s", name);
-        cr_assert_eq(tc_server_close_conn(ts.srv, id0), TC_ECLOSED, "%s", name);
-        cr_assert_eq(tc_server_send_to(ts.srv, id0 + 1000000, "x", 1), TC_ECLOSED, "%s", name);
-        cr_assert_eq(tc_server_send_to(ts.srv, 0, "x", 1), -EINVAL);
+        uint64_t id0 = atomic_load(&g.s.ids[0]);
+        cr_assert_eq(tc_server_close_conn(g.ts.srv, id0), 0);
+        cr_assert_eq(tc_test_recv_eof(g.fd[0]), 0, "%s: no end of stream after close by id", g.name);
+        cr_assert_eq(tc_test_event_wait(&g.s.closed, 1, TC_TEST_WAIT_MS), 0);
+        cr_assert_eq(atomic_load(&g.s.closes_eclosed), 1, "%s: on_close's reason", g.name);
+        cr_assert_eq(tc_server_send_to(g.ts.srv, id0, "x", 1), TC_ECLOSED, "%s", g.name);
+        cr_assert_eq(tc_server_close_conn(g.ts.srv, id0), TC_ECLOSED, "%s", g.name);
+        cr_assert_eq(tc_server_send_to(g.ts.srv, id0 + 1000000, "x", 1), TC_ECLOSED, "%s", g.name);
+        cr_assert_eq(tc_server_send_to(g.ts.srv, 0, "x", 1), -EINVAL);
         cr_assert_eq(tc_server_send_to(NULL, id0, "x", 1), -EINVAL);
-        cr_assert_eq(tc_server_close_conn(ts.srv, 0), -EINVAL);
+        cr_assert_eq(tc_server_close_conn(g.ts.srv, 0), -EINVAL);
         /* The others still echo. */
         for (int i = 1; i < NCLIENTS; i++) {
             char b[3];
-            cr_assert_eq(tc_test_send_all(fd[i], "ok\n", 3), 0);
-            cr_assert_eq(tc_test_recv_full(fd[i], b, 3), 3, "%s: client %d", name, i);
+            cr_assert_eq(tc_test_send_all(g.fd[i], "ok\n", 3), 0);
+            cr_assert_eq(tc_test_recv_full(g.fd[i], b, 3), 3, "%s: client %d", g.name, i);
         }
-        for (int i = 0; i < NCLIENTS; i++)
-            close(fd[i]);
-        cr_assert_eq(tc_test_event_wait(&s.closed, NCLIENTS, TC_TEST_WAIT_MS), 0);
-        cr_assert_eq(tc_test_server_stop(&ts), 0);
-        tc_test_expect_counts(before, NULL, 0, name);
-        seen_destroy(&s);
+        for (int i = 0; i < NCLIENTS; i++) {
+            close(g.fd[i]);
+            g.fd[i] = -1;
+        }
+        cr_assert_eq(tc_test_event_wait(&g.s.closed, NCLIENTS, TC_TEST_WAIT_MS), 0);
+        rig_close(&g);
     }
 }
 
@@ -170,30 +197,23 @@ Test(ids, pool_send_and_close_wait_for_the_worker, .timeout = 60)
 {
     if (!tc_test_mode_enabled(TC_MODE_POOL))
         cr_skip_test("pool mode not selected by TC_TEST_MODES");
-    struct seen s;
-    seen_init(&s);
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_test_server ts;
-    start(&ts, &s, TC_MODE_POOL, 2);
-    int fd;
-    connect_all(&ts, &s, &fd, 1);
-    uint64_t id = atomic_load(&s.ids[0]);
-    atomic_store(&s.block, 1);
+    struct rig g;
+    rig_open(&g, TC_MODE_POOL, 1);
+    int fd = g.fd[0];
+    uint64_t id = atomic_load(&g.s.ids[0]);
+    atomic_store(&g.s.block, 1);
     cr_assert_eq(tc_test_send_all(fd, "block\n", 6), 0);
-    cr_assert_eq(tc_test_event_wait(&s.blocked, 1, TC_TEST_WAIT_MS), 0);
-    cr_assert_eq(tc_server_send_to(ts.srv, id, "after", 5), 0);
-    cr_assert_eq(tc_server_close_conn(ts.srv, id), 0);
-    atomic_store(&s.block, 0);
+    cr_assert_eq(tc_test_event_wait(&g.s.blocked, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_server_send_to(g.ts.srv, id, "after", 5), 0);
+    cr_assert_eq(tc_server_close_conn(g.ts.srv, id), 0);
+    atomic_store(&g.s.block, 0);
     char b[12];
     cr_assert_eq(tc_test_recv_full(fd, b, 12), 12);
     cr_assert(memcmp(b, "block\nafter\n", 12) == 0, "got %.12s", b);
     cr_assert_eq(tc_test_recv_eof(fd), 0);
-    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
-    cr_assert_eq(atomic_load(&s.closes_eclosed), 1);
-    close(fd);
-    cr_assert_eq(tc_test_server_stop(&ts), 0);
-    tc_test_expect_counts(before, NULL, 0, "pool");
-    seen_destroy(&s);
+    cr_assert_eq(tc_test_event_wait(&g.s.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(atomic_load(&g.s.closes_eclosed), 1);
+    rig_close(&g);
 }
 
 /* ---- races: sends and closes by id against the connection's own end ------- */
@@ -235,40 +255,33 @@ Test(ids, sends_and_closes_race_the_connections_end, .timeout = 120)
     for (size_t m = 0; m < sizeof loop_modes / sizeof loop_modes[0]; m++) {
         if (!tc_test_mode_enabled(loop_modes[m]))
             continue;
-        const char *name = tc_mode_name(loop_modes[m]);
-        struct seen s;
-        seen_init(&s);
-        tc_test_counts before = tc_test_counts_now(NULL, 0);
-        tc_test_server ts;
-        start(&ts, &s, loop_modes[m], 2);
-        int fd[N];
-        connect_all(&ts, &s, fd, N);
-        struct racer r = {.srv = ts.srv, .s = &s, .n = N};
+        struct rig g;
+        rig_open(&g, loop_modes[m], N);
+        struct racer r = {.srv = g.ts.srv, .s = &g.s, .n = N};
         pthread_t t[2];
         for (int i = 0; i < 2; i++)
             cr_assert_eq(pthread_create(&t[i], NULL, race_main, &r), 0);
         for (int i = 0; i < N; i++) {
             if (i % 2) {
                 struct linger lg = {1, 0}; /* a reset */
-                (void)setsockopt(fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                (void)setsockopt(g.fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             }
-            close(fd[i]);
+            close(g.fd[i]);
+            g.fd[i] = -1;
         }
-        int all = tc_test_event_wait(&s.closed, N, TC_TEST_WAIT_MS);
+        int all = tc_test_event_wait(&g.s.closed, N, TC_TEST_WAIT_MS);
         atomic_store(&r.stop, 1);
         for (int i = 0; i < 2; i++)
             pthread_join(t[i], NULL);
-        cr_assert_eq(all, 0, "%s: %d of %d closed", name, atomic_load(&s.closes), N);
-        cr_assert_eq(atomic_load(&r.other), 0, "%s: unexpected answers", name);
-        cr_assert_gt(atomic_load(&r.ok) + atomic_load(&r.eclosed), 0, "%s", name);
+        cr_assert_eq(all, 0, "%s: %d of %d closed", g.name, atomic_load(&g.s.closes), N);
+        cr_assert_eq(atomic_load(&r.other), 0, "%s: unexpected answers", g.name);
+        cr_assert_gt(atomic_load(&r.ok) + atomic_load(&r.eclosed), 0, "%s", g.name);
         for (int i = 0; i < N; i++) {
-            uint64_t id = atomic_load(&s.ids[i]);
-            cr_assert_eq(tc_server_send_to(ts.srv, id, "x", 1), TC_ECLOSED, "%s", name);
-            cr_assert_eq(tc_server_close_conn(ts.srv, id), TC_ECLOSED, "%s", name);
+            uint64_t id = atomic_load(&g.s.ids[i]);
+            cr_assert_eq(tc_server_send_to(g.ts.srv, id, "x", 1), TC_ECLOSED, "%s", g.name);
+            cr_assert_eq(tc_server_close_conn(g.ts.srv, id), TC_ECLOSED, "%s", g.name);
         }
-        cr_assert_eq(tc_test_server_stop(&ts), 0);
-        tc_test_expect_counts(before, NULL, 0, name);
-        seen_destroy(&s);
+        rig_close(&g);
     }
 }
 
@@ -310,47 +323,37 @@ Test(ids, foreach_visits_each_open_connection_once, .timeout = 60)
     for (size_t m = 0; m < sizeof loop_modes / sizeof loop_modes[0]; m++) {
         if (!tc_test_mode_enabled(loop_modes[m]))
             continue;
-        const char *name = tc_mode_name(loop_modes[m]);
-        struct seen s;
-        seen_init(&s);
-        tc_test_counts before = tc_test_counts_now(NULL, 0);
-        tc_test_server ts;
-        start(&ts, &s, loop_modes[m], 2);
-        int fd[NCLIENTS];
-        connect_all(&ts, &s, fd, NCLIENTS);
+        struct rig g;
+        rig_open(&g, loop_modes[m], NCLIENTS);
         /* One connection closes first: it must not be visited. */
-        cr_assert_eq(tc_server_close_conn(ts.srv, atomic_load(&s.ids[0])), 0);
-        cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
-        int loops = tc_server_loop_count(ts.srv);
-        struct walk w = {.s = &s};
+        cr_assert_eq(tc_server_close_conn(g.ts.srv, atomic_load(&g.s.ids[0])), 0);
+        cr_assert_eq(tc_test_event_wait(&g.s.closed, 1, TC_TEST_WAIT_MS), 0);
+        int loops = tc_server_loop_count(g.ts.srv);
+        struct walk w = {.s = &g.s};
         tc_test_event_init(&w.done);
         for (int i = 0; i < loops; i++)
-            cr_assert_eq(tc_loop_post(tc_server_loop(ts.srv, i), walk_fn, &w), 0);
+            cr_assert_eq(tc_loop_post(tc_server_loop(g.ts.srv, i), walk_fn, &w), 0);
         cr_assert_eq(tc_test_event_wait(&w.done, loops, TC_TEST_WAIT_MS), 0);
-        cr_assert_eq(atomic_load(&w.visited), NCLIENTS - 1, "%s: visited", name);
-        cr_assert_eq(atomic_load(&w.matched), NCLIENTS - 1, "%s: ids seen in on_open", name);
+        cr_assert_eq(atomic_load(&w.visited), NCLIENTS - 1, "%s: visited", g.name);
+        cr_assert_eq(atomic_load(&w.matched), NCLIENTS - 1, "%s: ids seen in on_open", g.name);
         for (int i = 1; i < NCLIENTS; i++) {
             char b[2];
-            cr_assert_eq(tc_test_recv_full(fd[i], b, 2), 2, "%s: client %d not visited", name, i);
+            cr_assert_eq(tc_test_recv_full(g.fd[i], b, 2), 2, "%s: client %d not visited", g.name, i);
             cr_assert(b[0] == 'w');
         }
         /* Stopping after the first visit, in a loop with connections. */
-        struct walk w1 = {.s = &s, .stop_after = 1};
+        struct walk w1 = {.s = &g.s, .stop_after = 1};
         tc_test_event_init(&w1.done);
-        cr_assert_eq(tc_loop_post(tc_server_loop(ts.srv, 0), walk_fn, &w1), 0);
+        cr_assert_eq(tc_loop_post(tc_server_loop(g.ts.srv, 0), walk_fn, &w1), 0);
         cr_assert_eq(tc_test_event_wait(&w1.done, 1, TC_TEST_WAIT_MS), 0);
-        cr_assert_eq(atomic_load(&w1.stopped_at), 1, "%s: the walk went on after a stop", name);
+        cr_assert_eq(atomic_load(&w1.stopped_at), 1, "%s: the walk went on after a stop", g.name);
         /* Not from this thread. */
-        cr_assert_eq(tc_loop_foreach(tc_server_loop(ts.srv, 0), walk_visit, &w), -EPERM);
+        cr_assert_eq(tc_loop_foreach(tc_server_loop(g.ts.srv, 0), walk_visit, &w), -EPERM);
         cr_assert_eq(tc_loop_foreach(NULL, walk_visit, &w), -EINVAL);
-        cr_assert_eq(tc_loop_foreach(tc_server_loop(ts.srv, 0), NULL, &w), -EINVAL);
-        for (int i = 0; i < NCLIENTS; i++)
-            close(fd[i]);
-        cr_assert_eq(tc_test_server_stop(&ts), 0);
-        tc_test_expect_counts(before, NULL, 0, name);
+        cr_assert_eq(tc_loop_foreach(tc_server_loop(g.ts.srv, 0), NULL, &w), -EINVAL);
+        rig_close(&g);
         tc_test_event_destroy(&w.done);
         tc_test_event_destroy(&w1.done);
-        seen_destroy(&s);
     }
 }
 
