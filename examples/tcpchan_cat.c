@@ -21,6 +21,8 @@
 #include <tcpchan/tls.h>
 #endif
 
+#include "cli.h"
+
 static const char usage_text[] =
     "usage: tcpchan-cat ADDR [--framing raw|line|len32] [--max-frame BYTES] [--timeout MS]\n"
     "                        [--udp] [--tls [--tls-ca FILE]]\n"
@@ -155,28 +157,6 @@ static int run_datagrams(tc_conn *c, enum framing f, int timeout_ms)
     }
 }
 
-/* A command-line mistake: one line naming the argument, exit status 2. */
-static int bad_arg(const char *arg, const char *why)
-{
-    fprintf(stderr, "tcpchan-cat: %s: %s\n", arg, why);
-    return 2;
-}
-
-static int parse_num(const char *arg, const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end)
-        return bad_arg(arg, "not a number");
-    if (v < 0)
-        return bad_arg(arg, "must be >= 0");
-    if (errno == ERANGE || v > INT_MAX)
-        return bad_arg(arg, "too large");
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     enum framing f = RAW;
@@ -184,68 +164,61 @@ int main(int argc, char **argv)
     long max_frame = 0, timeout = 10000;
     int udp = 0, tls = 0;
     const char *tls_ca = NULL;
+    cli_prog = "tcpchan-cat";
     for (int i = 1; i < argc; i++) {
-        /* "--name value" or "--name=value". */
-        char name[32];
-        const char *a = argv[i], *v = NULL, *eq = strchr(a, '=');
-        if (a[0] == '-' && a[1] == '-' && eq) {
-            if ((size_t)(eq - a) >= sizeof name)
-                return bad_arg(a, "unknown argument (see --help)");
-            memcpy(name, a, (size_t)(eq - a));
-            name[eq - a] = '\0';
-            a = name;
-            v = eq + 1;
-        }
+        struct cli_opt opt;
+        int rc = cli_split(argv[i], &opt);
+        if (rc)
+            return rc;
+        const char *a = opt.name;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             return 0;
         }
         if (!strcmp(a, "--udp") || !strcmp(a, "--tls")) {
-            if (v)
-                return bad_arg(a, "takes no value");
+            if ((rc = cli_flag(&opt)) != 0)
+                return rc;
             *(a[2] == 'u' ? &udp : &tls) = 1;
             continue;
         }
         if (a[0] != '-') {
             if (addr)
-                return bad_arg(a, "one address only");
+                return cli_bad(a, "one address only");
             addr = a;
             continue;
         }
         if (strcmp(a, "--framing") != 0 && strcmp(a, "--max-frame") != 0 &&
             strcmp(a, "--timeout") != 0 && strcmp(a, "--tls-ca") != 0)
-            return bad_arg(a, "unknown argument (see --help)");
-        if (!v && i + 1 >= argc)
-            return bad_arg(a, "missing value");
-        if (!v)
-            v = argv[++i];
-        int rc = 0;
+            return cli_bad(a, "unknown argument (see --help)");
+        if ((rc = cli_value(argc, argv, &i, &opt)) != 0)
+            return rc;
+        const char *v = opt.value;
         if (!strcmp(a, "--framing"))
             rc = !strcmp(v, "raw")     ? (f = RAW, 0)
                  : !strcmp(v, "line")  ? (f = LINE, 0)
                  : !strcmp(v, "len32") ? (f = LEN32, 0)
-                                       : bad_arg(a, "must be raw, line or len32");
+                                       : cli_bad(a, "must be raw, line or len32");
         else if (!strcmp(a, "--max-frame"))
-            rc = parse_num(a, v, &max_frame);
+            rc = cli_long(a, v, 0, &max_frame);
         else if (!strcmp(a, "--tls-ca"))
             tls_ca = v, tls = 1;
         else
-            rc = parse_num(a, v, &timeout);
+            rc = cli_long(a, v, 0, &timeout);
         if (rc)
             return rc;
     }
     if (!addr)
-        return bad_arg("ADDR", "missing: where to connect (see --help)");
+        return cli_bad("ADDR", "missing: where to connect (see --help)");
     static char udp_addr[TC_ADDR_STRLEN + 8];
     if (udp) {
         if (!strncmp(addr, "udp:", 4) || !strncmp(addr, "unix", 4))
-            return bad_arg("--udp", "takes a HOST:PORT address (or write udp:HOST:PORT alone)");
+            return cli_bad("--udp", "takes a HOST:PORT address (or write udp:HOST:PORT alone)");
         snprintf(udp_addr, sizeof udp_addr, "udp:%s", addr);
         addr = udp_addr;
     }
     int dgram = !strncmp(addr, "udp:", 4) || !strncmp(addr, "unixgram:", 9);
     if (dgram && f == LEN32)
-        return bad_arg("--framing", "len32 does not apply to datagrams (each is one message)");
+        return cli_bad("--framing", "len32 does not apply to datagrams (each is one message)");
 
     tc_dial_config o = TC_DIAL_CONFIG_INIT;
     o.connect_timeout_ms = (int)timeout;
@@ -254,21 +227,21 @@ int main(int argc, char **argv)
     else if (f == LEN32)
         tc_codec_length_prefixed(&o.codec, 4, TC_BIG_ENDIAN);
     if (tc_codec_set_max_frame(&o.codec, (size_t)max_frame) < 0)
-        return bad_arg("--max-frame", "too large");
+        return cli_bad("--max-frame", "too large");
     if (tls && dgram)
-        return bad_arg("--tls", "does not apply to datagrams");
+        return cli_bad("--tls", "does not apply to datagrams");
 #ifdef TC_CAT_TLS
     tc_tls *tctx = NULL;
     if (tls) {
         tc_tls_config tc = TC_TLS_CONFIG_INIT;
         tc.ca_file = tls_ca;
         if (tc_tls_client_create(&tctx, &tc) < 0)
-            return bad_arg("--tls-ca", "cannot be read as PEM certificates");
+            return cli_bad("--tls-ca", "cannot be read as PEM certificates");
         o.transport = tc_tls_transport(tctx);
     }
 #else
     if (tls)
-        return bad_arg("--tls", "this build has no TLS (libtcpchan-tls: OpenSSL 3)");
+        return cli_bad("--tls", "this build has no TLS (libtcpchan-tls: OpenSSL 3)");
 #endif
     tc_conn *c;
     int rc = tc_dial(&c, addr, &o);

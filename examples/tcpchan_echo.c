@@ -24,6 +24,8 @@
 #include <tcpchan/tls.h>
 #endif
 
+#include "cli.h"
+
 static const char usage_text[] =
     "usage: tcpchan-echo [--listen ADDR] [--mode MODE] [--workers N] [--max-conns N]\n"
     "                    [--framing F] [--max-frame BYTES] [--idle-timeout MS] [--conn-timeout MS]\n"
@@ -115,34 +117,6 @@ static void catch_signals(void)
     sigaction(SIGTERM, &sa, NULL);
 }
 
-static int bad_arg(const char *arg, const char *why)
-{
-    fprintf(stderr, "tcpchan-echo: %s: %s\n", arg, why);
-    return 2;
-}
-
-/* A decimal number from min to INT_MAX; each way to miss says which. */
-static int parse_long(const char *arg, const char *s, long min, long *out)
-{
-    char *end, why[96];
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end) {
-        snprintf(why, sizeof why, "\"%.40s\" is not a number", s);
-        return bad_arg(arg, why);
-    }
-    if (v < min) {
-        snprintf(why, sizeof why, "must be >= %ld", min);
-        return bad_arg(arg, why);
-    }
-    if (errno == ERANGE || v > INT_MAX) {
-        snprintf(why, sizeof why, "must be <= %d", INT_MAX);
-        return bad_arg(arg, why);
-    }
-    *out = v;
-    return 0;
-}
-
 /* --mode: a name, or a message listing the names. */
 static int parse_mode(const char *arg, const char *v, tc_mode *out)
 {
@@ -153,76 +127,68 @@ static int parse_mode(const char *arg, const char *v, tc_mode *out)
     for (int m = TC_MODE_INLINE; m <= TC_MODE_EVENT && n > 0 && (size_t)n < sizeof why; m++)
         n += snprintf(why + n, sizeof why - (size_t)n, "%s %s", m > TC_MODE_INLINE ? "," : "",
                       tc_mode_name((tc_mode)m));
-    return bad_arg(arg, why);
+    return cli_bad(arg, why);
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
     for (int i = 1; i < argc; i++) {
-        /* "--name value" or "--name=value". */
-        char name[32];
-        const char *a = argv[i], *v = NULL, *eq = strchr(a, '=');
-        if (a[0] == '-' && a[1] == '-' && eq) {
-            if ((size_t)(eq - a) >= sizeof name)
-                return bad_arg(a, "unknown argument");
-            memcpy(name, a, (size_t)(eq - a));
-            name[eq - a] = '\0';
-            a = name;
-            v = eq + 1;
-        }
+        struct cli_opt opt;
+        int rc = cli_split(argv[i], &opt);
+        if (rc)
+            return rc;
+        const char *a = opt.name;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             exit(0);
         }
         if (!strcmp(a, "--greet") || !strcmp(a, "--inetd")) { /* flags without a value */
-            if (v)
-                return bad_arg(a, "takes no value");
+            if ((rc = cli_flag(&opt)) != 0)
+                return rc;
             *(a[2] == 'g' ? &o->greet : &o->inetd) = 1;
             continue;
         }
         if (a[0] != '-' || a[1] != '-')
-            return bad_arg(a, "unknown argument");
-        if (!v && i + 1 >= argc)
-            return bad_arg(a, "missing value");
-        if (!v)
-            v = argv[++i];
-        int rc = 0;
+            return cli_bad(a, "unknown argument");
+        if ((rc = cli_value(argc, argv, &i, &opt)) != 0)
+            return rc;
+        const char *v = opt.value;
         if (!strcmp(a, "--listen")) {
             if (o->nlisten == MAX_LISTEN)
-                return bad_arg(a, "given too many times (16 at most)");
+                return cli_bad(a, "given too many times (16 at most)");
             o->listens[o->nlisten++] = v;
             o->listen = o->listens[0];
         }
         else if (!strcmp(a, "--mode"))
             rc = parse_mode(a, v, &o->mode);
         else if (!strcmp(a, "--workers"))
-            rc = parse_long(a, v, 0, &o->workers);
+            rc = cli_long(a, v, 0, &o->workers);
         else if (!strcmp(a, "--max-conns"))
-            rc = parse_long(a, v, 0, &o->max_conns), o->set_max_conns = 1;
+            rc = cli_long(a, v, 0, &o->max_conns), o->set_max_conns = 1;
         else if (!strcmp(a, "--framing"))
             o->framing = v;
         else if (!strcmp(a, "--max-frame"))
-            rc = parse_long(a, v, 1, &o->max_frame), o->set_max_frame = 1;
+            rc = cli_long(a, v, 1, &o->max_frame), o->set_max_frame = 1;
         else if (!strcmp(a, "--idle-timeout"))
-            rc = parse_long(a, v, 0, &o->idle_timeout), o->set_idle_timeout = 1;
+            rc = cli_long(a, v, 0, &o->idle_timeout), o->set_idle_timeout = 1;
         else if (!strcmp(a, "--conn-timeout"))
-            rc = parse_long(a, v, 0, &o->conn_timeout), o->set_conn_timeout = 1;
+            rc = cli_long(a, v, 0, &o->conn_timeout), o->set_conn_timeout = 1;
         else if (!strcmp(a, "--drain-timeout"))
-            rc = parse_long(a, v, 0, &o->drain_timeout);
+            rc = cli_long(a, v, 0, &o->drain_timeout);
         else if (!strcmp(a, "--processes"))
-            rc = parse_long(a, v, 1, &o->processes);
+            rc = cli_long(a, v, 1, &o->processes);
         else if (!strcmp(a, "--proxy"))
             rc = !strcmp(v, "off")        ? (o->proxy = TC_PROXY_OFF, 0)
                  : !strcmp(v, "required") ? (o->proxy = TC_PROXY_REQUIRED, 0)
                  : !strcmp(v, "optional") ? (o->proxy = TC_PROXY_OPTIONAL, 0)
-                                          : bad_arg(a, "must be off, required or optional");
+                                          : cli_bad(a, "must be off, required or optional");
         else if (!strcmp(a, "--backend")) {
             if (!strcmp(v, "epoll"))
                 o->backend = TC_BACKEND_EPOLL;
             else if (!strcmp(v, "io_uring"))
                 o->backend = TC_BACKEND_IO_URING;
             else
-                rc = bad_arg(a, "must be epoll or io_uring");
+                rc = cli_bad(a, "must be epoll or io_uring");
         } else if (!strcmp(a, "--proxy-trusted"))
             o->proxy_trusted = v;
         else if (!strcmp(a, "--tls-cert"))
@@ -232,7 +198,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         else if (!strcmp(a, "--tls-client-ca"))
             o->tls_client_ca = v;
         else
-            rc = bad_arg(a, "unknown argument");
+            rc = cli_bad(a, "unknown argument");
         if (rc)
             return rc;
     }
@@ -240,16 +206,16 @@ static int parse_args(int argc, char **argv, struct options *o)
         o->listens[o->nlisten++] = o->listen;
     if (strcmp(o->framing, "raw") != 0 && strcmp(o->framing, "line") != 0 &&
         strcmp(o->framing, "len32") != 0 && strcmp(o->framing, "ws") != 0)
-        return bad_arg("--framing", "must be raw, line, len32 or ws");
+        return cli_bad("--framing", "must be raw, line, len32 or ws");
     if (o->greet && !strcmp(o->framing, "ws"))
-        return bad_arg("--greet", "makes no sense with --framing ws (a line is no message)");
+        return cli_bad("--greet", "makes no sense with --framing ws (a line is no message)");
     for (int i = 0; o->nlisten > 1 && i < o->nlisten; i++) {
         const char *l = o->listens[i];
         if (!strncmp(l, "udp:", 4) || !strncmp(l, "unixgram:", 9))
-            return bad_arg("--listen",
+            return cli_bad("--listen",
                            "a datagram address cannot be combined with other addresses");
         if (!strcmp(l, "systemd") || !strncmp(l, "systemd:", 8))
-            return bad_arg("--listen", "systemd cannot be combined with other addresses");
+            return cli_bad("--listen", "systemd cannot be combined with other addresses");
     }
     if (!strcmp(o->listen, "systemd") || !strncmp(o->listen, "systemd:", 8)) {
         o->systemd = 1;
@@ -258,35 +224,35 @@ static int parse_args(int argc, char **argv, struct options *o)
     /* Datagrams: each is one message, no connection idles, none is live. */
     if (!strncmp(o->listen, "udp:", 4) || !strncmp(o->listen, "unixgram:", 9)) {
         if (strcmp(o->framing, "raw") != 0)
-            return bad_arg("--framing", "does not apply to datagrams (a datagram is one message)");
+            return cli_bad("--framing", "does not apply to datagrams (a datagram is one message)");
         if (o->set_idle_timeout)
-            return bad_arg("--idle-timeout", "does not apply to datagrams (no connection idles)");
+            return cli_bad("--idle-timeout", "does not apply to datagrams (no connection idles)");
         if (o->set_max_conns)
-            return bad_arg("--max-conns", "does not apply to datagrams (there are no connections)");
+            return cli_bad("--max-conns", "does not apply to datagrams (there are no connections)");
         if (o->processes > 1)
-            return bad_arg("--processes", "does not apply to datagrams");
+            return cli_bad("--processes", "does not apply to datagrams");
     }
     if (o->backend != TC_BACKEND_DEFAULT && o->mode != TC_MODE_EVENT)
-        return bad_arg("--backend", "chooses event mode's loops (--mode event)");
+        return cli_bad("--backend", "chooses event mode's loops (--mode event)");
     if (o->inetd && o->processes > 1)
-        return bad_arg("--processes", "makes no sense with --inetd");
+        return cli_bad("--processes", "makes no sense with --inetd");
     for (int i = 0; i < o->nlisten; i++)
         if (o->processes > 1 && !o->systemd && !strncmp(o->listens[i], "unix:", 5))
-            return bad_arg("--processes", "needs a TCP address (SO_REUSEPORT) or systemd");
+            return cli_bad("--processes", "needs a TCP address (SO_REUSEPORT) or systemd");
     if (!o->tls_cert != !o->tls_key)
-        return bad_arg(o->tls_cert ? "--tls-key" : "--tls-cert", "is needed too");
+        return cli_bad(o->tls_cert ? "--tls-key" : "--tls-cert", "is needed too");
     if (o->tls_client_ca && !o->tls_cert)
-        return bad_arg("--tls-client-ca", "needs --tls-cert and --tls-key");
+        return cli_bad("--tls-client-ca", "needs --tls-cert and --tls-key");
     for (int i = 0; i < o->nlisten && o->tls_cert; i++)
         if (!strncmp(o->listens[i], "udp:", 4) || !strncmp(o->listens[i], "unixgram:", 9))
-            return bad_arg("--tls-cert", "does not apply to datagrams");
+            return cli_bad("--tls-cert", "does not apply to datagrams");
 #ifndef TC_ECHO_TLS
     if (o->tls_cert)
-        return bad_arg("--tls-cert", "this build has no TLS (libtcpchan-tls: OpenSSL 3)");
+        return cli_bad("--tls-cert", "this build has no TLS (libtcpchan-tls: OpenSSL 3)");
 #endif
     /* Features of later milestones: refuse clearly rather than ignore. */
     if (!tc_mode_available(o->mode))
-        return bad_arg("--mode", "not available yet");
+        return cli_bad("--mode", "not available yet");
     return 0;
 }
 
@@ -352,9 +318,9 @@ static int serve(const tc_server_config *cfg, const tc_handler *handler, const c
     /* The library says which field or address it refused, and why. */
     const char *why = tc_last_error_detail();
     if (rc == TC_EBADADDR || rc == -ENAMETOOLONG)
-        return bad_arg("--listen", tc_strerror(rc));
+        return cli_bad("--listen", tc_strerror(rc));
     if (rc == TC_EBADCONFIG && cfg->proxy_trusted && strstr(why, "proxy_trusted"))
-        return bad_arg("--proxy-trusted", why);
+        return cli_bad("--proxy-trusted", why);
     if (rc == TC_EBADCONFIG || rc == TC_ENOMODE) {
         fprintf(stderr, "tcpchan-echo: %s\n", why[0] ? why : tc_strerror(rc));
         return 2; /* the command line asked for something the library refuses */
@@ -441,7 +407,7 @@ static int reserve_port(const char *listen, char *real, size_t n, int *fd_out)
     tc_addr a;
     int rc = tc_addr_parse(&a, listen);
     if (rc < 0)
-        return bad_arg("--listen", tc_strerror(rc));
+        return cli_bad("--listen", tc_strerror(rc));
     *fd_out = -1;
     int fd = socket(tc_addr_family(&a), SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
     socklen_t len = sizeof a.u.storage;
@@ -589,6 +555,7 @@ static int limit(int set, long value)
 
 int main(int argc, char **argv)
 {
+    cli_prog = "tcpchan-echo";
     struct options o = {.listen = "127.0.0.1:7000", .mode = TC_MODE_THREADING,
                         .framing = "raw", .drain_timeout = 5000, .processes = 1};
     int rc = parse_args(argc, argv, &o);
@@ -614,7 +581,7 @@ int main(int argc, char **argv)
     else if (!strcmp(o.framing, "len32"))
         tc_codec_length_prefixed(&cfg.codec, 4, TC_BIG_ENDIAN);
     if (o.set_max_frame && tc_codec_set_max_frame(&cfg.codec, (size_t)o.max_frame) < 0)
-        return bad_arg("--max-frame", "too large");
+        return cli_bad("--max-frame", "too large");
     /* Event loops, and pool's workers, send at once what the socket takes:
      * no buffer to fill (and in pool mode no second hop through the loop). */
     int sends_now = o.mode == TC_MODE_EVENT || o.mode == TC_MODE_POOL;

@@ -7,7 +7,6 @@
  * connections of a pair close together. SIGINT/SIGTERM drain and exit 0. The command line is a stable contract: see usage(). */
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,9 @@
 
 #include <tcpchan/loop.h>
 #include <tcpchan/tcpchan.h>
+
+#include "cli.h"
+#include "serve_until_signal.h"
 
 static const char usage_text[] =
     "usage: tcpchan-proxy --listen ADDR --to ADDR [--workers N] [--max-conns N]\n"
@@ -50,15 +52,6 @@ struct proxy {
     tc_loop_dial_config dial;
     tc_handler backend_handler;
 };
-
-static tc_server *volatile the_server;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (the_server)
-        tc_server_shutdown(the_server); /* async-signal-safe */
-}
 
 /* Both sides gone: the pair goes too. */
 static void pair_release(struct pair *p)
@@ -205,80 +198,56 @@ static void client_close(tc_conn *c, int reason, void *ctx)
 
 /* ---- the command line ---------------------------------------------------------------- */
 
-static int bad_arg(const char *arg, const char *why)
-{
-    fprintf(stderr, "tcpchan-proxy: %s: %s\n", arg, why);
-    return 2;
-}
-
-static int parse_long(const char *arg, const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < 0 || errno == ERANGE || v > INT_MAX)
-        return bad_arg(arg, "must be a number from 0 to INT_MAX");
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, struct options *o)
 {
     for (int i = 1; i < argc; i++) {
-        char name[32];
-        const char *a = argv[i], *v = NULL, *eq = strchr(a, '=');
-        if (a[0] == '-' && a[1] == '-' && eq) {
-            if ((size_t)(eq - a) >= sizeof name)
-                return bad_arg(a, "unknown argument");
-            memcpy(name, a, (size_t)(eq - a));
-            name[eq - a] = '\0';
-            a = name;
-            v = eq + 1;
-        }
+        struct cli_opt opt;
+        int rc = cli_split(argv[i], &opt);
+        if (rc)
+            return rc;
+        const char *a = opt.name;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             exit(0);
         }
         if (a[0] != '-' || a[1] != '-')
-            return bad_arg(a, "unknown argument");
-        if (!v && i + 1 >= argc)
-            return bad_arg(a, "missing value");
-        if (!v)
-            v = argv[++i];
-        int rc = 0;
+            return cli_bad(a, "unknown argument");
+        if ((rc = cli_value(argc, argv, &i, &opt)) != 0)
+            return rc;
+        const char *v = opt.value;
         if (!strcmp(a, "--listen"))
             o->listen = v;
         else if (!strcmp(a, "--to"))
             o->to = v;
         else if (!strcmp(a, "--workers"))
-            rc = parse_long(a, v, &o->workers);
+            rc = cli_long(a, v, 0, &o->workers);
         else if (!strcmp(a, "--max-conns"))
-            rc = parse_long(a, v, &o->max_conns);
+            rc = cli_long(a, v, 0, &o->max_conns);
         else if (!strcmp(a, "--connect-timeout"))
-            rc = parse_long(a, v, &o->connect_timeout);
+            rc = cli_long(a, v, 0, &o->connect_timeout);
         else if (!strcmp(a, "--idle-timeout"))
-            rc = parse_long(a, v, &o->idle_timeout);
+            rc = cli_long(a, v, 0, &o->idle_timeout);
         else if (!strcmp(a, "--drain-timeout"))
-            rc = parse_long(a, v, &o->drain_timeout);
+            rc = cli_long(a, v, 0, &o->drain_timeout);
         else
-            rc = bad_arg(a, "unknown argument");
+            rc = cli_bad(a, "unknown argument");
         if (rc)
             return rc;
     }
     if (!o->listen)
-        return bad_arg("--listen", "is required");
+        return cli_bad("--listen", "is required");
     if (!o->to)
-        return bad_arg("--to", "is required");
+        return cli_bad("--to", "is required");
     /* A name is resolved once, here: the loops dial the address. */
     static char to[TC_ADDR_STRLEN];
     tc_addr a;
     int rc = tc_addr_parse(&a, o->to);
     if (rc < 0)
-        return bad_arg("--to", tc_strerror(rc));
+        return cli_bad("--to", tc_strerror(rc));
     if (a.socktype == SOCK_DGRAM)
-        return bad_arg("--to", "must be a stream address: HOST:PORT, [IPV6]:PORT or unix:PATH");
+        return cli_bad("--to", "must be a stream address: HOST:PORT, [IPV6]:PORT or unix:PATH");
     if (tc_addr_format(&a, to, sizeof to) < 0)
-        return bad_arg("--to", "cannot be written back as an address");
+        return cli_bad("--to", "cannot be written back as an address");
     o->to = to;
     return 0;
 }
@@ -287,6 +256,7 @@ int main(int argc, char **argv)
 {
     struct options o = {.workers = 1, .max_conns = DEFAULT_CLIENTS, .connect_timeout = 5000,
                         .idle_timeout = -1, .drain_timeout = 5000};
+    cli_prog = "tcpchan-proxy";
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc;
@@ -330,22 +300,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tcpchan-proxy: %s\n", why[0] ? why : tc_strerror(rc));
         return rc == TC_EBADADDR || rc == TC_EBADCONFIG ? 2 : 1;
     }
-    the_server = srv;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    tc_addr bound;
-    char addr[TC_ADDR_STRLEN];
-    tc_server_address(srv, &bound);
-    tc_addr_format(&bound, addr, sizeof addr);
-    printf("listening on %s\n", addr);
-    fflush(stdout);
-    rc = tc_server_serve_forever(srv);
-    the_server = NULL;
+    rc = serve_until_signal(srv);
     tc_server_destroy(srv);
     if (rc < 0) {
         fprintf(stderr, "tcpchan-proxy: %s\n", tc_strerror(rc));

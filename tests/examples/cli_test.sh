@@ -313,7 +313,7 @@ check_bad_cat() {
 }
 check_bad_cat '--framing: must be raw, line or len32' 127.0.0.1:1 --framing xml
 check_bad_cat '--framing: must be raw, line or len32' --framing=xml 127.0.0.1:1
-check_bad_cat '--timeout: not a number' 127.0.0.1:1 --timeout soon
+check_bad_cat '--timeout: "soon" is not a number' 127.0.0.1:1 --timeout soon
 check_bad_cat '--max-frame: must be >= 0' 127.0.0.1:1 --max-frame -1
 check_bad_cat '--bogus: unknown argument' 127.0.0.1:1 --bogus
 check_bad_cat '--timeout: missing value' 127.0.0.1:1 --timeout
