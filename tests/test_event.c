@@ -2448,6 +2448,21 @@ Test(event, accept_out_of_descriptors_drops_and_recovers)
 
 /* ---- flow control: tc_conn_pending and on_drain ------------------------------------------ */
 
+/* The server the flow-control, posting and timer tests share: line framing,
+ * `workers` loops of `mode`, send water marks high and low (0: the
+ * defaults), and the handler h (copied by the server). */
+static void start_line_server(tc_test_server *ts, tc_mode mode, int workers, size_t high,
+                              size_t low, const tc_handler *h)
+{
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = mode;
+    cfg.workers = workers;
+    cfg.send_high_water = high;
+    cfg.send_low_water = low;
+    cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
+    tc_test_server_start(ts, NULL, &cfg, h);
+}
+
 struct drain_seen {
     _Atomic uint64_t id;
     atomic_int flooded, drains;
@@ -2526,19 +2541,10 @@ static void flow_control(size_t high, size_t low)
         struct drain_seen d;
         memset(&d, 0, sizeof d);
         tc_test_counts before = tc_test_counts_now(NULL, 0);
-        tc_server_config cfg = tc_test_config();
-        cfg.mode = modes[m];
-        cfg.workers = modes[m] == TC_MODE_POOL ? 2 : 1;
-        cfg.send_high_water = high;
-        cfg.send_low_water = low;
-        cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
-        tc_handler h = TC_HANDLER_INIT;
-        h.on_open = drain_open;
-        h.on_message = drain_message;
-        h.on_drain = drain_drain;
-        h.ctx = &d;
         tc_test_server ts;
-        tc_test_server_start(&ts, NULL, &cfg, &h);
+        start_line_server(&ts, modes[m], modes[m] == TC_MODE_POOL ? 2 : 1, high, low,
+                          &(tc_handler){.on_open = drain_open, .on_message = drain_message,
+                                        .on_drain = drain_drain, .ctx = &d});
         int fd = tc_test_connect_ok(&ts.addr);
         cr_assert_eq(tc_test_send_all(fd, "flood\n", 6), 0);
         TC_TEST_WAIT_UNTIL(atomic_load(&d.flooded), TC_TEST_WAIT_MS);
@@ -2586,18 +2592,10 @@ Test(event, flow_control_high_mark_above_the_output, .timeout = 60)
         const char *name = tc_mode_name(modes[m]);
         struct drain_seen d;
         memset(&d, 0, sizeof d);
-        tc_server_config cfg = tc_test_config();
-        cfg.mode = modes[m];
-        cfg.workers = modes[m] == TC_MODE_POOL ? 2 : 1;
-        cfg.send_high_water = 16 * 1024 * 1024;
-        cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
-        tc_handler h = TC_HANDLER_INIT;
-        h.on_open = drain_open;
-        h.on_message = drain_message;
-        h.on_drain = drain_drain;
-        h.ctx = &d;
         tc_test_server ts;
-        tc_test_server_start(&ts, NULL, &cfg, &h);
+        start_line_server(&ts, modes[m], modes[m] == TC_MODE_POOL ? 2 : 1, 16 * 1024 * 1024, 0,
+                          &(tc_handler){.on_open = drain_open, .on_message = drain_message,
+                                        .on_drain = drain_drain, .ctx = &d});
         int fd = tc_test_connect_ok(&ts.addr);
         cr_assert_eq(tc_test_send_all(fd, "flood\n", 6), 0);
         TC_TEST_WAIT_UNTIL(atomic_load(&d.flooded), TC_TEST_WAIT_MS);
@@ -2684,16 +2682,9 @@ Test(event, loop_post_runs_in_the_connections_loop)
     memset(&p, 0, sizeof p);
     tc_test_event_init(&p.done);
     tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_server_config cfg = tc_test_config();
-    cfg.mode = TC_MODE_EVENT;
-    cfg.workers = 2;
-    cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
-    tc_handler h = TC_HANDLER_INIT;
-    h.on_open = post_open;
-    h.on_message = post_echo;
-    h.ctx = &p;
     tc_test_server ts;
-    tc_test_server_start(&ts, NULL, &cfg, &h);
+    start_line_server(&ts, TC_MODE_EVENT, 2, 0, 0,
+                      &(tc_handler){.on_open = post_open, .on_message = post_echo, .ctx = &p});
     cr_assert_eq(tc_server_loop_count(ts.srv), 2);
     cr_assert_not_null(tc_server_loop(ts.srv, 0));
     cr_assert_not_null(tc_server_loop(ts.srv, 1));
@@ -2754,16 +2745,9 @@ Test(event, broadcast_reaches_every_connection_and_skips_a_slow_one, .timeout = 
         memset(&p, 0, sizeof p);
         tc_test_event_init(&p.done);
         tc_test_counts before = tc_test_counts_now(NULL, 0);
-        tc_server_config cfg = tc_test_config();
-        cfg.mode = modes[m];
-        cfg.workers = 2;
-        cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
-        tc_handler h = TC_HANDLER_INIT;
-        h.on_open = post_open;
-        h.on_message = post_echo;
-        h.ctx = &p;
         tc_test_server ts;
-        tc_test_server_start(&ts, NULL, &cfg, &h);
+        start_line_server(&ts, modes[m], 2, 0, 0,
+                          &(tc_handler){.on_open = post_open, .on_message = post_echo, .ctx = &p});
         /* The slow client first (post_open keeps the first two connections). */
         int slow = tc_test_connect_ok(&ts.addr);
         int small = 4096;
@@ -2885,16 +2869,9 @@ Test(event, loop_timers_periodic_once_and_stopped)
     atomic_store(&s.start_rc, 1);
     tc_test_event_init(&s.started);
     tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_server_config cfg = tc_test_config();
-    cfg.mode = TC_MODE_EVENT;
-    cfg.workers = 1;
-    cr_assert_eq(tc_codec_delimited(&cfg.codec, "\n", 1), 0);
-    tc_handler h = TC_HANDLER_INIT;
-    h.on_open = lt_open;
-    h.on_message = lt_message;
-    h.ctx = &s;
     tc_test_server ts;
-    tc_test_server_start(&ts, NULL, &cfg, &h);
+    start_line_server(&ts, TC_MODE_EVENT, 1, 0, 0,
+                      &(tc_handler){.on_open = lt_open, .on_message = lt_message, .ctx = &s});
     tc_loop_timer *t;
     cr_assert_eq(tc_loop_timer_start(tc_server_loop(ts.srv, 0), 1, 0, lt_once, &s, &t), -EPERM);
     cr_assert_null(t);
