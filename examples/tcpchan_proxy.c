@@ -97,6 +97,7 @@ static int backend_open(tc_conn *b, void *ctx)
     (void)ctx;
     p->dialling = 0;
     p->backend = b;
+    (void)tc_conn_set_nodelay(b, 1); /* a relay adds no Nagle delay (unix sockets: no-op) */
     if (!p->client)
         return tc_conn_end(b, 0); /* the client left while we connected */
     return tc_conn_resume_reading(p->client); /* it waited for us */
@@ -150,6 +151,7 @@ static int client_open(tc_conn *c, void *ctx)
         return -ENOMEM;
     p->client = c;
     tc_conn_set_data(c, p);
+    (void)tc_conn_set_nodelay(c, 1);
     /* Nothing is read until the backend is there to take it. */
     int rc = tc_conn_pause_reading(c);
     tc_loop_dial_config dc = px->dial;
