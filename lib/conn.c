@@ -508,6 +508,8 @@ ssize_t tc_conn_sendfile(tc_conn *conn, int file_fd, off_t offset, size_t count)
     return conn->drv->sendfile(conn, file_fd, offset, count > SSIZE_MAX ? SSIZE_MAX : count);
 }
 
+_Thread_local struct tc__sent_window tc__tl_sent;
+
 ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
 {
     if (!write_start(conn) || (!buf && len))
@@ -528,13 +530,12 @@ ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
     v[n++] = (struct iovec){(void *)buf, len};
     if (env.tail_len)
         v[n++] = (struct iovec){env.tail, env.tail_len};
+    /* The driver counts the framing too: it records the payload's part. A
+     * send from another thread has handed conn to its loop when this
+     * returns, so conn is not touched after it. */
+    tc__tl_sent = (struct tc__sent_window){conn, env.head_len, len};
     ssize_t r = send_vec(conn, v, n, env.head_len + len + env.tail_len);
-    if (env.head_len || env.tail_len) {
-        /* The driver counted the framing: keep the payload's part. */
-        size_t out = (size_t)tc_conn_last_sent(conn);
-        out = out > env.head_len ? out - env.head_len : 0;
-        tc__chan_set_sent(conn, out < len ? out : len);
-    }
+    tc__tl_sent.c = NULL;
     return r < 0 ? r : (ssize_t)len; /* the caller's bytes, not the framing */
 }
 

@@ -664,9 +664,25 @@ ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
 /* Send queued output: 0 all gone (buffer freed), 1 some left (always, with
  * wasync, while any is queued or in flight), or an error. */
 int tc__chan_flush_nb(tc_conn *c);
-/* Record how many of the caller's bytes the current write call took. */
+/* While a framed write (a codec's envelope, a WebSocket header) is in its
+ * driver's send, in the sending thread: where the caller's bytes sit in
+ * what the driver sends. The driver records its count in the sending thread,
+ * before any hand-off to a loop, and the writer clears this afterwards
+ * without touching the channel, which the loop may have freed by then. */
+struct tc__sent_window {
+    const tc_conn *c;
+    size_t head, len;
+};
+extern _Thread_local struct tc__sent_window tc__tl_sent;
+
+/* Record how many of the caller's bytes the current write call took (of
+ * the payload only, inside a framed write). */
 static inline void tc__chan_set_sent(tc_conn *c, size_t n)
 {
+    if (tc__tl_sent.c == c) {
+        n = n > tc__tl_sent.head ? n - tc__tl_sent.head : 0;
+        n = n < tc__tl_sent.len ? n : tc__tl_sent.len;
+    }
     atomic_store_explicit(&c->last_sent, n, memory_order_relaxed);
 }
 

@@ -513,13 +513,13 @@ static ssize_t send_frame_fin(tc_conn *c, int fin, int op, const void *buf, size
         v[0] = (struct iovec){small, h + len};
         cnt = 1;
     }
+    /* The driver counts the header too: it records the payload's part (c is
+     * not touched after the send: another thread's send hands it over). */
+    tc__tl_sent = (struct tc__sent_window){c, h, len};
     tc__chan_set_sent(c, 0);
     ssize_t r = c->drv->send(c, v, cnt, h + len);
+    tc__tl_sent.c = NULL;
     free(copy);
-    /* The driver counted the header: keep the payload's part. */
-    size_t out = (size_t)atomic_load_explicit(&c->last_sent, memory_order_relaxed);
-    out = out > h ? out - h : 0;
-    tc__chan_set_sent(c, out < len ? out : len);
     return r < 0 ? r : (ssize_t)len;
 }
 
