@@ -237,7 +237,9 @@ TC_API int tc_conn_set_keepalive(tc_conn *conn, int on, int idle_s);
  * frames.
  * @param conn  The channel.
  * @param codec The codec (copied), or NULL for raw with the default maximum.
- * @return 0, or -EINVAL for NULL @p conn or an invalid codec (see tc_codec_validate()).
+ * @return 0, or -EINVAL for NULL @p conn or an invalid codec (see
+ *         tc_codec_validate()), or -ENOMEM (the channel's first codec of its
+ *         own is allocated; the codec is then unchanged).
  */
 TC_API int tc_conn_set_codec(tc_conn *conn, const tc_codec *codec);
 
