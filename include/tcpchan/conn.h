@@ -84,7 +84,10 @@ TC_API int tc_conn_fd(const tc_conn *conn);
  * client's address and port as the proxy saw them, from setup on (the proxy's
  * own address is tc_conn_proxy_peer()). Otherwise it is the socket's peer.
  * @param conn The channel.
- * @return A pointer valid while the channel lives; NULL for a NULL channel.
+ * @return A pointer valid while the channel lives; NULL for a NULL channel,
+ *         or when out of memory: the channel keeps an IPv4 or IPv6 address
+ *         in less room than a tc_addr, and makes the tc_addr this returns at
+ *         the first call (any thread may call it).
  */
 TC_API const tc_addr *tc_conn_peer(const tc_conn *conn);
 
