@@ -495,10 +495,11 @@ const char *tc__child_describe(int how, int status, char *buf, size_t len);
 
 /* ---- timers (timer.c: a min-heap on absolute deadlines) --------------------- */
 
-#define TC__TIMER_IDLE SIZE_MAX /* slot of a timer that is not scheduled */
+#define TC__TIMER_IDLE UINT32_MAX /* slot of a timer that is not scheduled */
 typedef struct tc__timer {
     int64_t when;     /* absolute CLOCK_MONOTONIC ns */
-    size_t slot;      /* index in the heap, or TC__TIMER_IDLE */
+    uint32_t slot;    /* index in the heap, or TC__TIMER_IDLE */
+    uint32_t tag;     /* the owner's, untouched here (what the timer is for) */
 } tc__timer;
 typedef struct tc__theap {
     tc__timer **v;

@@ -38,10 +38,10 @@
 
 enum { TIMER_IDLE, TIMER_USER, TIMER_LOOP };
 
+/* A connection's timer (its record found from which one it is: etimer_ec),
+ * or a loop's own; t.tag holds the kind (TIMER_*). */
 struct etimer {
     tc__timer t; /* first: the heap hands back a tc__timer pointer */
-    struct evconn *ec; /* NULL for a loop's own timer */
-    int kind;
 };
 
 /* A loop's own timer (tcpchan/loop.h), on the loop's list until stopped. */
@@ -149,6 +149,15 @@ struct evconn {
 };
 /* Event mode's room: the record up to the pool's fields. */
 #define EVCONN_EVENT_SIZE offsetof(struct evconn, job)
+/* The record a connection's timer belongs to (NULL: a loop's own timer). */
+static struct evconn *etimer_ec(struct etimer *et)
+{
+    if (et->t.tag == TIMER_IDLE)
+        return (struct evconn *)(void *)((char *)et - offsetof(struct evconn, idle));
+    if (et->t.tag == TIMER_USER)
+        return (struct evconn *)(void *)((char *)et - offsetof(struct evconn, user));
+    return NULL;
+}
 /* The record a pool's job belongs to. */
 static struct evconn *job_ec(tc__job *job)
 {
@@ -1536,8 +1545,8 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     ec->s = s;
     ec->conn = c;
     ec->loop = lp;
-    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_IDLE};
-    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_USER};
+    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE, .tag = TIMER_IDLE}};
+    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE, .tag = TIMER_USER}};
     atomic_init(&ec->mail_bytes, 0);
     atomic_init(&ec->out_queued, 0);
     c->drv = &ev_driver;
@@ -1831,9 +1840,9 @@ static void fire_timers(struct tc_loop *lp)
     tc__timer *t;
     while ((t = tc__theap_next(&lp->timers)) && t->when <= now) {
         struct etimer *et = (struct etimer *)t;
-        struct evconn *ec = et->ec;
+        struct evconn *ec = etimer_ec(et);
         tc__theap_cancel(&lp->timers, t);
-        if (et->kind == TIMER_LOOP) {
+        if (et->t.tag == TIMER_LOOP) {
             struct tc_loop_timer *lt = (struct tc_loop_timer *)et;
             if (lt->interval_ms > 0) /* first: fn may stop (free) it */
                 (void)tc__theap_schedule(&lp->timers, t,
@@ -1841,31 +1850,31 @@ static void fire_timers(struct tc_loop *lp)
             lt->fn(lp, lt->arg);
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->connecting) {
+        if (et->t.tag == TIMER_IDLE && ec->connecting) {
             ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* the connect's timeout */
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->proxy_wait) {
+        if (et->t.tag == TIMER_IDLE && ec->proxy_wait) {
             tc__proxy_hdr hdr = {.why = "no complete header in time"};
             proxy_done(ec, -ETIMEDOUT, &hdr);
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->secure_wait) {
+        if (et->t.tag == TIMER_IDLE && ec->secure_wait) {
             tc__session_secure_late(ec->s);
             ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* no handshake in time */
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->upgrade_wait) {
+        if (et->t.tag == TIMER_IDLE && ec->upgrade_wait) {
             ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* no request in time */
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->stream) {
+        if (et->t.tag == TIMER_IDLE && ec->stream) {
             /* Parked for the pool and silent for its whole timeout: closed
              * without a worker, as a queue would. */
             ev_close(ec, -ETIMEDOUT, TC__REPORT_YES);
             continue;
         }
-        if (et->kind == TIMER_IDLE) {
+        if (et->t.tag == TIMER_IDLE) {
             /* Not idle while a worker has it or it waits for one, nor while
              * a reply is still going out (the peer may be reading it
              * slowly), as the other modes wait for the next message only
@@ -2465,7 +2474,7 @@ int tc_loop_timer_start(tc_loop *loop, int delay_ms, int interval_ms, tc_loop_fn
         free(lt);
         return rc;
     }
-    lt->e.kind = TIMER_LOOP;
+    lt->e.t.tag = TIMER_LOOP;
     lt->loop = loop;
     lt->fn = fn;
     lt->arg = arg;
@@ -2814,8 +2823,8 @@ static void dial_run(struct tc_loop *lp, void *arg)
     ec->s = s;
     ec->conn = c;
     ec->loop = lp;
-    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_IDLE};
-    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_USER};
+    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE, .tag = TIMER_IDLE}};
+    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE, .tag = TIMER_USER}};
     atomic_init(&ec->mail_bytes, 0);
     atomic_init(&ec->out_queued, 0);
     c->drv = &ev_driver;
