@@ -35,8 +35,12 @@ struct ent {
     uint32_t gen;
     uint32_t batch;       /* the submission batch that last named it */
     uint32_t sslot;       /* its send in flight: a slot's index + 1, or 0 */
-    unsigned char live, want, pin, pout, recv, queued;
-    unsigned char conn;   /* added with TC__POLL_RECV: the loop sends through us */
+    /* Bit-fields: the table has an entry per descriptor number (10,000
+     * connections: 16,384 entries), and only the loop's thread touches it. */
+    unsigned live : 1, pin : 1, pout : 1, queued : 1;
+    unsigned recv : 2;    /* R_* */
+    unsigned conn : 1;    /* added with TC__POLL_RECV: the loop sends through us */
+    unsigned want : 8;    /* TC__POLL_* */
 };
 
 /* A send in flight, by index (its requests' tag): the buffer is ours until
