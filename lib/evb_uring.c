@@ -87,10 +87,14 @@ static int ensure(tc__evb *b, int fd)
     size_t n = b->ntab ? b->ntab : 64;
     while (n <= (size_t)fd)
         n *= 2;
-    struct ent *t = realloc(b->tab, n * sizeof *t);
+    /* calloc, not realloc and memset: the entries of descriptor numbers
+     * never used stay untouched pages (a large calloc is fresh memory). */
+    struct ent *t = calloc(n, sizeof *t);
     if (!t)
         return -ENOMEM;
-    memset(t + b->ntab, 0, (n - b->ntab) * sizeof *t);
+    if (b->ntab)
+        memcpy(t, b->tab, b->ntab * sizeof *t);
+    free(b->tab);
     b->tab = t;
     b->ntab = n;
     return 0;
