@@ -91,7 +91,7 @@ int tc__chan_set_peer(tc_conn *c, const tc_addr *a)
     if (peer_inline(a)) {
         memcpy(&c->peer_in, &a->u, a->len);
         c->peer_len = (unsigned char)a->len;
-        c->peer_socktype = (signed char)a->socktype;
+        c->peer_socktype = (unsigned char)a->socktype;
         c->peer_big = 0;
     } else {
         if (!full) {
@@ -120,15 +120,17 @@ void tc__chan_peer_copy(const tc_conn *c, tc_addr *out)
 
 const tc_addr *tc__chan_peer(const tc_conn *c)
 {
-    tc_conn *m = (tc_conn *)(uintptr_t)c; /* the copy is made once, for every caller */
-    tc_addr *full = atomic_load_explicit(&m->peer_full, memory_order_acquire);
+    /* The copy is made once, for every caller: the only field a const
+     * channel has changed (atomically). */
+    _Atomic(tc_addr *) *slot = (_Atomic(tc_addr *) *)&c->peer_full;
+    tc_addr *full = atomic_load_explicit(slot, memory_order_acquire);
     if (full)
         return full;
     if (!(full = malloc(sizeof *full)))
         return NULL;
     tc__chan_peer_copy(c, full);
     tc_addr *none = NULL;
-    if (!atomic_compare_exchange_strong_explicit(&m->peer_full, &none, full, memory_order_acq_rel,
+    if (!atomic_compare_exchange_strong_explicit(slot, &none, full, memory_order_acq_rel,
                                                  memory_order_acquire)) {
         free(full); /* another thread made it first */
         return none;

@@ -558,7 +558,7 @@ struct tc_conn {
     } peer_in;
     unsigned char peer_len;
     unsigned char peer_big;
-    signed char peer_socktype;
+    unsigned char peer_socktype; /* 0, SOCK_STREAM or SOCK_DGRAM */
     _Atomic(tc_addr *) peer_full;
     /* The server's address when every accepted socket shares it, else the
      * copy in own_local: an idle channel in event mode should cost little,

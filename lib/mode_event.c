@@ -814,7 +814,7 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
     }
     ec->lingering = 1;
     ec->linger_reason = reason;
-    ec->linger_report = report;
+    ec->linger_report = (signed char)report; /* TC__REPORT_*: -1 to 1 */
     /* No more callbacks but on_close: a periodic timer would call on_timer on
      * a connection the handler has asked to close, for as long as its output
      * takes to drain (and each call may queue more). */
