@@ -122,15 +122,15 @@ const tc_addr *tc__chan_peer(const tc_conn *c)
 {
     /* The copy is made once, for every caller: the only field a const
      * channel has changed (atomically). */
-    _Atomic(tc_addr *) *slot = (_Atomic(tc_addr *) *)&c->peer_full;
-    tc_addr *full = atomic_load_explicit(slot, memory_order_acquire);
+    tc_conn *m = (tc_conn *)c;
+    tc_addr *full = atomic_load_explicit(&m->peer_full, memory_order_acquire);
     if (full)
         return full;
     if (!(full = malloc(sizeof *full)))
         return NULL;
     tc__chan_peer_copy(c, full);
     tc_addr *none = NULL;
-    if (!atomic_compare_exchange_strong_explicit(slot, &none, full, memory_order_acq_rel,
+    if (!atomic_compare_exchange_strong_explicit(&m->peer_full, &none, full, memory_order_acq_rel,
                                                  memory_order_acquire)) {
         free(full); /* another thread made it first */
         return none;
