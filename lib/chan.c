@@ -5,6 +5,7 @@
  * Nothing here waits, and nothing here knows a server or a loop. */
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +14,18 @@
 
 /* Entries of the caller's vector passed to one sendmsg; never over IOV_MAX. */
 #define IOV_WINDOW (64 < IOV_MAX ? 64 : IOV_MAX)
+
+/* Every channel's codec until its server's or its own is set. */
+static const tc_codec raw_codec = {.kind = TC_CODEC_RAW};
+
+int tc__chan_set_codec(tc_conn *c, const tc_codec *codec)
+{
+    if (!c->codec_own && !(c->codec_own = malloc(sizeof *c->codec_own)))
+        return -ENOMEM;
+    *c->codec_own = codec ? *codec : raw_codec;
+    c->codec = c->codec_own;
+    return 0;
+}
 
 int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *peer,
                  const tc_addr *local)
@@ -26,8 +39,11 @@ int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *pe
     c->drv = drv;
     c->io = &tc__io_plain;
     c->stopfd = -1;
-    if (peer)
-        c->peer = *peer;
+    if (peer && tc__chan_set_peer(c, peer) < 0) {
+        tc__close(fd);
+        free(c);
+        return -ENOMEM;
+    }
     if (local) {
         c->local = local;
     } else {
@@ -36,6 +52,7 @@ int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *pe
     }
     c->deadline = TC__NO_DEADLINE;
     c->rsize = c->wsize = TC__BUF_DEFAULT;
+    c->codec = &raw_codec;
     *out = c;
     return 0;
 }
@@ -54,7 +71,71 @@ void tc__chan_free(tc_conn *c)
         free(c->rbuf);
     free(c->wbuf);
     free(c->proxy);
+    free(c->codec_own);
+    free(atomic_load_explicit(&c->peer_full, memory_order_relaxed));
     free(c);
+}
+
+/* ---- the peer's address ------------------------------------------------- */
+
+static int peer_inline(const tc_addr *a)
+{
+    sa_family_t f = a->u.sa.sa_family;
+    return a->len <= sizeof(((tc_conn *)0)->peer_in) &&
+           (a->len == 0 || f == AF_INET || f == AF_INET6);
+}
+
+int tc__chan_set_peer(tc_conn *c, const tc_addr *a)
+{
+    tc_addr *full = atomic_load_explicit(&c->peer_full, memory_order_acquire);
+    if (peer_inline(a)) {
+        memcpy(&c->peer_in, &a->u, a->len);
+        c->peer_len = (unsigned char)a->len;
+        c->peer_socktype = (unsigned char)a->socktype;
+        c->peer_big = 0;
+    } else {
+        if (!full) {
+            if (!(full = malloc(sizeof *full)))
+                return -ENOMEM;
+            atomic_store_explicit(&c->peer_full, full, memory_order_release);
+        }
+        c->peer_big = 1;
+    }
+    if (full)
+        *full = *a;
+    return 0;
+}
+
+void tc__chan_peer_copy(const tc_conn *c, tc_addr *out)
+{
+    if (c->peer_big) {
+        *out = *atomic_load_explicit(&c->peer_full, memory_order_acquire);
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    memcpy(&out->u, &c->peer_in, c->peer_len);
+    out->len = c->peer_len;
+    out->socktype = c->peer_socktype;
+}
+
+const tc_addr *tc__chan_peer(const tc_conn *c)
+{
+    /* The copy is made once, for every caller: the only field a const
+     * channel has changed (atomically). */
+    tc_conn *m = (tc_conn *)c;
+    tc_addr *full = atomic_load_explicit(&m->peer_full, memory_order_acquire);
+    if (full)
+        return full;
+    if (!(full = malloc(sizeof *full)))
+        return NULL;
+    tc__chan_peer_copy(c, full);
+    tc_addr *none = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&m->peer_full, &none, full, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        free(full); /* another thread made it first */
+        return none;
+    }
+    return full;
 }
 
 /* ---- read side ---------------------------------------------------------- */
@@ -144,7 +225,7 @@ size_t tc__chan_frame_limit(const tc_conn *c)
 {
     if (c->proto)
         return c->proto->limit(c);
-    return tc_codec_max_frame(&c->codec) + tc__codec_overhead(&c->codec);
+    return tc_codec_max_frame(c->codec) + tc__codec_overhead(c->codec);
 }
 
 size_t tc__chan_frame_room(const tc_conn *c)
@@ -165,7 +246,7 @@ int tc__chan_frame(tc_conn *c, const void **msg, size_t *len)
     if (c->rscan > c->rlen)
         c->rscan = 0; /* a plain read took bytes since the last scan */
     size_t off, plen, flen;
-    int rc = tc__codec_scan_from(&c->codec, c->rbuf + c->roff, c->rlen, c->rscan, &off, &plen,
+    int rc = tc__codec_scan_from(c->codec, c->rbuf + c->roff, c->rlen, c->rscan, &off, &plen,
                                  &flen);
     if (rc < 0)
         return tc__chan_broken(c, rc);

@@ -21,7 +21,7 @@ int tc_conn_fd(const tc_conn *conn)
 
 const tc_addr *tc_conn_peer(const tc_conn *conn)
 {
-    return conn ? &conn->peer : NULL;
+    return conn ? tc__chan_peer(conn) : NULL;
 }
 
 const tc_addr *tc_conn_local(const tc_conn *conn)
@@ -112,17 +112,14 @@ int tc_conn_set_codec(tc_conn *conn, const tc_codec *codec)
 {
     if (!conn)
         return -EINVAL;
-    if (!codec)
-        return tc_codec_raw(&conn->codec);
-    if (tc_codec_validate(codec) < 0)
+    if (codec && tc_codec_validate(codec) < 0)
         return -EINVAL;
-    conn->codec = *codec;
-    return 0;
+    return tc__chan_set_codec(conn, codec);
 }
 
 const tc_codec *tc_conn_codec(const tc_conn *conn)
 {
-    return conn ? &conn->codec : NULL;
+    return conn ? conn->codec : NULL;
 }
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -316,7 +313,7 @@ int tc_conn_read_frame(tc_conn *conn, const void **msg, size_t *len)
     if (!conn || !msg || !len)
         return -EINVAL;
     size_t off, plen;
-    int rc = read_framed(conn, &conn->codec, &off, &plen);
+    int rc = read_framed(conn, conn->codec, &off, &plen);
     if (rc < 0)
         return rc;
     *msg = conn->rbuf + conn->roff + off;
@@ -331,7 +328,7 @@ int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len)
     int rc = read_start(conn);
     if (rc < 0)
         return rc;
-    size_t bound = tc_codec_max_frame(&conn->codec);
+    size_t bound = tc_codec_max_frame(conn->codec);
     if (bound < conn->rsize)
         bound = conn->rsize;
     if (n > bound)
@@ -519,7 +516,7 @@ ssize_t tc_conn_write_frame(tc_conn *conn, const void *buf, size_t len)
     if (conn->proto)
         return conn->proto->send(conn, buf, len); /* its own framing */
     tc_codec_envelope env;
-    int rc = tc__codec_encode(&conn->codec, buf, len, &env);
+    int rc = tc__codec_encode(conn->codec, buf, len, &env);
     if (rc < 0)
         return rc;
     /* Only the pieces there are: a raw reply is one send() of the caller's bytes. */

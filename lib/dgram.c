@@ -139,7 +139,7 @@ int tc__dgram_receive(tc_server *srv, tc_conn **out)
     }
     conn->srv = srv;
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
-    conn->codec = srv->cfg.codec;
+    conn->codec = &srv->cfg.codec;
     *out = conn;
     return 0;
 }
@@ -330,9 +330,12 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
 {
     struct evloop *lp = c->drv_data;
     const tc_addr *from = lp->srv->dgram->sock.pktinfo ? c->local : NULL;
+    const tc_addr *to = tc__chan_peer(c); /* made once: the loop reuses the channel */
+    if (!to)
+        return -ENOMEM;
     if (c->woff < c->wlen) {
         struct iovec q = {c->wbuf + c->woff, c->wlen - c->woff};
-        out_add(lp, &c->peer, from, &q, 1, q.iov_len);
+        out_add(lp, to, from, &q, 1, q.iov_len);
         c->woff = c->wlen = 0;
     }
     tc__chan_set_sent(c, 0);
@@ -340,7 +343,7 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
         return 0;
     if (cnt > IOV_MAX)
         return -EMSGSIZE;
-    out_add(lp, &c->peer, from, vec, cnt, total);
+    out_add(lp, to, from, vec, cnt, total);
     tc__chan_set_sent(c, total);
     return (ssize_t)total;
 }
@@ -416,7 +419,10 @@ static void ev_handle(struct evloop *lp, const tc_addr *peer, const tc_addr *dst
 {
     tc_server *srv = lp->srv;
     tc_conn *c = lp->conn;
-    c->peer = *peer;
+    if (tc__chan_set_peer(c, peer) < 0) { /* a unix socket's path, without memory */
+        atomic_fetch_add_explicit(&srv->dgram->sock.dropped, 1, memory_order_relaxed);
+        return;
+    }
     c->own_local[0] = *dst;
     c->rbuf = data;
     c->rborrowed = 1;
@@ -427,7 +433,7 @@ static void ev_handle(struct evloop *lp, const tc_addr *peer, const tc_addr *dst
     c->data = NULL;
     c->timeout_ms = srv->cfg.conn_timeout_ms;
     c->deadline = TC__NO_DEADLINE;
-    c->codec = srv->cfg.codec;
+    c->codec = &srv->cfg.codec;
     tc__session *s = lp->s;
     s->setup_done = s->opened = s->closed = 0;
     tc__session_run(s);

@@ -124,18 +124,28 @@ int tc_dial(tc_conn **out, const char *address, const tc_dial_config *opts)
         0)
         return rc;
     /* The peer is the address that answered, not necessarily the first. */
-    (void)tc__sock_peer(fd, &c->peer);
-    c->peer.socktype = c->own_local[0].socktype = addrs[0].socktype; /* local: not shared */
+    tc_addr peer = addrs[0];
+    (void)tc__sock_peer(fd, &peer);
+    peer.socktype = c->own_local[0].socktype = addrs[0].socktype; /* local: not shared */
+    if ((rc = tc__chan_set_peer(c, &peer)) < 0) {
+        tc__chan_free(c);
+        return rc;
+    }
     c->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : 0;
+    tc_codec codec = {.kind = TC_CODEC_RAW};
+    if (opts)
+        codec = opts->codec;
+    if (dgram && !codec.max_frame)
+        codec.max_frame = TC_DGRAM_DEFAULT_MAX_FRAME;
+    if ((opts || dgram) && (rc = tc__chan_set_codec(c, &codec)) < 0) {
+        tc__chan_free(c);
+        return rc;
+    }
     if (opts) {
-        c->codec = opts->codec;
         (void)tc_conn_set_buffer_sizes(c, opts->read_buffer_size, opts->write_buffer_size);
     }
-    if (dgram) {
-        if (!c->codec.max_frame)
-            c->codec.max_frame = TC_DGRAM_DEFAULT_MAX_FRAME;
-        tc__dgram_dial_prepare(c, c->codec.max_frame);
-    }
+    if (dgram)
+        tc__dgram_dial_prepare(c, codec.max_frame);
     if (opts && opts->transport && (rc = secure(c, address, opts, connect_ms)) < 0)
         return rc;
     *out = c;

@@ -106,7 +106,9 @@ static ssize_t req_wait_input(tc_conn *c, int64_t deadline)
 
 static ssize_t req_send(tc_conn *c, const struct iovec *vec, int cnt, size_t total)
 {
-    return send_both(c, c->drv_data, &c->peer, vec, cnt, total);
+    tc_addr to;
+    tc__chan_peer_copy(c, &to);
+    return send_both(c, c->drv_data, &to, vec, cnt, total);
 }
 
 /* A datagram's reply is complete once sent: flush, nothing to half-close. */

@@ -495,10 +495,11 @@ const char *tc__child_describe(int how, int status, char *buf, size_t len);
 
 /* ---- timers (timer.c: a min-heap on absolute deadlines) --------------------- */
 
-#define TC__TIMER_IDLE SIZE_MAX /* slot of a timer that is not scheduled */
+#define TC__TIMER_IDLE UINT32_MAX /* slot of a timer that is not scheduled */
 typedef struct tc__timer {
     int64_t when;     /* absolute CLOCK_MONOTONIC ns */
-    size_t slot;      /* index in the heap, or TC__TIMER_IDLE */
+    uint32_t slot;    /* index in the heap, or TC__TIMER_IDLE */
+    uint32_t tag;     /* the owner's, untouched here (what the timer is for) */
 } tc__timer;
 typedef struct tc__theap {
     tc__timer **v;
@@ -531,6 +532,8 @@ typedef struct tc__io tc__io;
 
 struct tc_conn {
     int fd;
+    unsigned xwant;        /* TC_TRANSPORT_WANT_*: what the last read (or handshake
+                            * step) that would block waits for; 0 after one that did not */
     const tc__driver *drv; /* the transport: how this channel waits and sends */
     void *drv_data;        /* the driver's record of the channel, or NULL */
     /* The bytes' way to and from the socket: tc__io_plain, or through a
@@ -538,22 +541,36 @@ struct tc_conn {
     const tc__io *io;
     tc_transport *xport;
     void *xstate;
-    unsigned xwant;        /* TC_TRANSPORT_WANT_*: what the last read (or handshake
-                            * step) that would block waits for; 0 after one that did not */
     tc_server *srv;        /* opaque here: tc_conn_server(); NULL for a dialled channel */
     uint64_t id;           /* tc_conn_id(): the server's name for it; 0 when dialled */
     int stopfd;            /* a stop signal reads and message waits watch (readable:
                             * TC_ESHUTDOWN), or -1 */
-    tc_addr peer;
+    int timeout_ms;        /* per-operation timeout; <= 0 = none */
+    /* The peer's address (tc_conn_peer): IPv4 and IPv6 inline, in peer_in
+     * (peer_len bytes of it), as a tc_addr costs 136 bytes and an idle
+     * channel should be small; another family (a unix socket's path) in
+     * *peer_full (peer_big set). peer_full is also the tc_addr that
+     * tc_conn_peer hands out, made at its first call and kept equal to the
+     * inline copy from then on. Read and set with tc__chan_peer*. */
+    union {
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer_in;
+    unsigned char peer_len;
+    unsigned char peer_big;
+    unsigned char peer_socktype; /* 0, SOCK_STREAM or SOCK_DGRAM */
+    _Atomic(tc_addr *) peer_full;
     /* The server's address when every accepted socket shares it, else the
      * copy in own_local: an idle channel in event mode should cost little,
      * and most never need a copy. */
     const tc_addr *local;
     struct tc__proxy_addrs *proxy; /* allocated once a PROXY header is accepted */
     void *data;        /* user pointer */
-    int timeout_ms;    /* per-operation timeout; <= 0 = none */
     int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
-    tc_codec codec;
+    /* The framing: the server's codec (shared: an idle channel should be
+     * small), or codec_own, the channel's copy, once one is set for it alone. */
+    const tc_codec *codec;
+    tc_codec *codec_own;
     /* A protocol spoken over the channel (a WebSocket), or NULL: its table
      * and state (see tc__proto). */
     const struct tc__proto *proto;
@@ -565,11 +582,15 @@ struct tc_conn {
     size_t rcap, roff, rlen, rview;
     size_t rsize;      /* read buffer size (receive size) */
     size_t rscan;      /* bytes of rbuf already scanned for the next frame */
-    int reof;          /* the peer's end of stream was seen */
-    int rdry;          /* the last receive drained the socket: wait before the next */
     int rerr;          /* sticky: the read side is broken with this code */
     int rpend;         /* an error that came behind buffered bytes: reported after them */
-    int rborrowed;     /* rbuf is the event loop's scratch buffer, not ours */
+    unsigned char reof;      /* the peer's end of stream was seen */
+    unsigned char rdry;      /* the last receive drained the socket: wait before the next */
+    unsigned char rborrowed; /* rbuf is the event loop's scratch buffer, not ours */
+    /* The transport sends the queue itself (an io_uring loop, once per
+     * turn): sends and flushes only queue; wflight bytes are in a send the
+     * kernel has not finished, and count as pending. */
+    unsigned char wasync;
     uint64_t rtaken;   /* bytes consumed from the front of the buffer so far */
 
     /* write side: pending data is wbuf[woff, wlen) */
@@ -577,18 +598,14 @@ struct tc_conn {
     size_t wcap, woff, wlen;
     size_t wsize;      /* write buffer size */
     int werr;          /* sticky: the write side is broken with this code */
-    /* The transport sends the queue itself (an io_uring loop, once per
-     * turn): sends and flushes only queue; wflight bytes are in a send the
-     * kernel has not finished, and count as pending. */
-    int wasync;
-    size_t wflight;
+    int listener;      /* the index of the server's listener that accepted it (0: one
+                        * only), -1 for a loop's outbound connection */
+    size_t wflight;    /* see wasync */
     /* the caller's bytes the last write call took (tc_conn_last_sent): an
      * event channel's sends may come from any thread, hence atomic (relaxed) */
     atomic_size_t last_sent;
 
     int64_t rcvtimeo;  /* SO_RCVTIMEO as last set (ns; 0 = none) */
-    int listener;      /* the index of the server's listener that accepted it (0: one
-                        * only), -1 for a loop's outbound connection */
     tc_addr own_local[]; /* allocated (one) only when local is not shared */
 };
 
@@ -600,6 +617,16 @@ int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *pe
                  const tc_addr *local);
 /* Close the socket and free the channel. */
 void tc__chan_free(tc_conn *c);
+/* Give the channel a codec of its own, a copy of codec (NULL: raw): 0 or -ENOMEM. */
+int tc__chan_set_codec(tc_conn *c, const tc_codec *codec);
+/* Set the channel's peer address: 0, or -ENOMEM (a family other than IPv4
+ * and IPv6 needs a tc_addr of its own). */
+int tc__chan_set_peer(tc_conn *c, const tc_addr *a);
+/* A copy of the channel's peer address. */
+void tc__chan_peer_copy(const tc_conn *c, tc_addr *out);
+/* The channel's peer address as a tc_addr that lives as long as the
+ * channel (made at the first call; any thread), or NULL without memory. */
+const tc_addr *tc__chan_peer(const tc_conn *c);
 /* Drop the bytes of the last view: it ends with the next read call. */
 void tc__chan_consume_view(tc_conn *c);
 /* Remember a hard read error (not a timeout, ENOMEM, EAGAIN or

@@ -38,10 +38,10 @@
 
 enum { TIMER_IDLE, TIMER_USER, TIMER_LOOP };
 
+/* A connection's timer (its record found from which one it is: etimer_ec),
+ * or a loop's own; t.tag holds the kind (TIMER_*). */
 struct etimer {
     tc__timer t; /* first: the heap hands back a tc__timer pointer */
-    struct evconn *ec; /* NULL for a loop's own timer */
-    int kind;
 };
 
 /* A loop's own timer (tcpchan/loop.h), on the loop's list until stopped. */
@@ -82,65 +82,87 @@ struct mail {
 struct tc_loop;
 
 /* A connection's record in its loop: the driver's side of the channel,
- * kept in the session's room (tc__mode.session_room). */
+ * kept in the session's room (tc__mode.session_room). Idle connections are
+ * what a loop holds most of, so the record is small: flags are bytes, and
+ * what only pool mode uses comes last, outside event mode's room (see
+ * EVCONN_EVENT_SIZE): event mode never touches those fields. */
 struct evconn {
-    tc__job job;         /* first: a pool hands back the tc__job pointer */
     tc__session *s;
     tc_conn *conn;
     struct tc_loop *loop;
     struct evconn *prev, *next; /* the loop's connections */
     struct evconn *dead_next;   /* freed at the end of the turn */
     struct etimer idle, user;
-    int interval_ms;     /* user timer: period, 0 = one-shot */
-    unsigned interest;   /* TC__POLL_* registered now */
-    int paused;          /* not read: too much output queued */
-    int above;           /* the output passed the high-water mark since on_drain last ran */
-    int shut_wr;         /* half-close once the output is out */
-    int lingering;       /* closing: flush first, then close with linger_reason */
-    int linger_reason, linger_report;
     /* the idle clock runs from here: the last input, or output drained
      * (a worker that parks the connection sets it, before it lets go) */
     int64_t idle_from;
     int64_t frame_from;  /* an incomplete frame has been buffered since (0: none) */
-    int closed;          /* ended: the record waits on the dead list */
-    int dirty;           /* on the loop's list of queues to submit (io_uring) */
-    int proxy_wait;      /* reading the PROXY header: no setup or on_open yet */
-    int upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
-    int secure_wait;     /* the transport's handshake (TLS), after the PROXY header */
     /* Bytes other threads sent that the loop has not taken yet, and the
      * output queue as the loop last saw it: a foreign send is refused
      * (-EAGAIN) while they add up to the high-water mark or more. */
     atomic_size_t mail_bytes, out_queued;
+    int interval_ms;     /* user timer: period, 0 = one-shot */
+    int linger_reason;   /* closing: flush first, then close with this reason ... */
+    int end_reason;      /* tc_conn_end's reason, for its mail */
+    uint32_t slot;       /* pool mode: its slot (message style), else PSLOT_NONE */
+    signed char linger_report; /* ... reported so (TC__REPORT_*) */
+    unsigned char interest; /* TC__POLL_* registered now */
+    unsigned char paused;   /* not read: too much output queued */
+    unsigned char above;    /* the output passed the high-water mark since on_drain last ran */
+    unsigned char shut_wr;  /* half-close once the output is out */
+    unsigned char lingering; /* closing: see linger_reason */
+    unsigned char closed;   /* ended: the record waits on the dead list */
+    unsigned char dirty;    /* on the loop's list of queues to submit (io_uring) */
+    unsigned char proxy_wait; /* reading the PROXY header: no setup or on_open yet */
+    unsigned char upgrade_wait, upgraded; /* the protocol's opening step (a WebSocket handshake) */
+    unsigned char secure_wait; /* the transport's handshake (TLS), after the PROXY header */
     /* Pool mode. away: the loop has let the connection go (parked in the
      * ready set, or handed to a worker); it touches nothing of it then
      * but under lp->mu, after claiming it through its slot (or setting
      * deferred, timer_due or drain_cut, which the worker looks at, under
      * lp->mu, before it parks it again). */
-    int away;
-    uint32_t slot;       /* its slot (message style) */
-    int in_ready;        /* the descriptor is in the ready set (armed or not) */
-    int waiting;         /* waits for room in the pool (on lp->waiting) */
-    int registered;      /* the descriptor is in the loop's poller */
-    int unwatched;       /* no events wanted from the loop's poller (handed out
-                          * or waiting): out of it, as epoll reports a hang-up
-                          * whatever the interest */
+    unsigned char away;
+    unsigned char in_ready;   /* the descriptor is in the ready set (armed or not) */
+    unsigned char waiting;    /* waits for room in the pool (on lp->waiting) */
+    unsigned char registered; /* the descriptor is in the loop's poller */
+    unsigned char unwatched;  /* no events wanted from the loop's poller (handed out
+                               * or waiting): out of it, as epoll reports a hang-up
+                               * whatever the interest */
+    unsigned char stream;     /* a stream handler: a worker takes it at its first bytes */
+    unsigned char in_ids;     /* in the loop's id table */
+    /* Outbound (tc_loop_dial): connecting, its idle timer the connect's
+     * timeout; held (HELD_*): neither read nor given messages, no idle timeout. */
+    unsigned char connecting, held;
+    unsigned char eof_kept; /* the peer ended its stream; on_eof kept it open for sending */
+
+    /* ---- pool mode only (past EVCONN_EVENT_SIZE) ---- */
+    tc__job job;         /* a pool hands back the tc__job pointer (job_ec) */
     int drain_cut;       /* the drain's deadline passed while a worker had it: socket shut */
     int timer_due;       /* the user timer fired while a worker had it */
     /* tc_conn_set_timer from the worker: applied when the loop takes it back */
     int timer_req, timer_interval_ms;
     int64_t timer_when;  /* 0: cancel */
-    int stream;          /* a stream handler: a worker takes it at its first bytes */
-    int in_ids;          /* in the loop's id table */
     int job_rc;          /* on_message's answer (or a frame error), from the worker */
     int io_err;          /* the worker's receive or flush failed with this */
     struct evconn *done_next, *wait_next;
     struct mail *deferred, **deferred_tail; /* mail that came while a worker had it */
-    /* Outbound (tc_loop_dial): connecting, its idle timer the connect's
-     * timeout; held (HELD_*): neither read nor given messages, no idle timeout. */
-    unsigned char connecting, held;
-    unsigned char eof_kept; /* the peer ended its stream; on_eof kept it open for sending */
-    int end_reason;      /* tc_conn_end's reason, for its mail */
 };
+/* Event mode's room: the record up to the pool's fields. */
+#define EVCONN_EVENT_SIZE offsetof(struct evconn, job)
+/* The record a connection's timer belongs to (NULL: a loop's own timer). */
+static struct evconn *etimer_ec(struct etimer *et)
+{
+    if (et->t.tag == TIMER_IDLE)
+        return (struct evconn *)(void *)((char *)et - offsetof(struct evconn, idle));
+    if (et->t.tag == TIMER_USER)
+        return (struct evconn *)(void *)((char *)et - offsetof(struct evconn, user));
+    return NULL;
+}
+/* The record a pool's job belongs to. */
+static struct evconn *job_ec(tc__job *job)
+{
+    return (struct evconn *)(void *)((char *)job - offsetof(struct evconn, job));
+}
 
 struct tc_loop {
     tc_server *srv;
@@ -606,7 +628,7 @@ static void drop_mail(struct tc_loop *lp, struct evconn *ec)
     while (*lp->mail_tail)
         lp->mail_tail = &(*lp->mail_tail)->next;
     pthread_mutex_unlock(&lp->mu);
-    while (ec->deferred) {
+    while (lp->st->pooled && ec->deferred) {
         struct mail *m = ec->deferred;
         ec->deferred = m->next;
         free(m);
@@ -792,7 +814,7 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
     }
     ec->lingering = 1;
     ec->linger_reason = reason;
-    ec->linger_report = report;
+    ec->linger_report = (signed char)report; /* TC__REPORT_*: -1 to 1 */
     /* No more callbacks but on_close: a periodic timer would call on_timer on
      * a connection the handler has asked to close, for as long as its output
      * takes to drain (and each call may queue more). */
@@ -889,7 +911,7 @@ static int let_go(struct evconn *ec)
  * connection's own buffer. Then park it again, or hand it back. */
 static void serve_job(tc__job *job)
 {
-    struct evconn *ec = (struct evconn *)job;
+    struct evconn *ec = job_ec(job);
     tc_conn *c = ec->conn;
     tl_job = ec;
     ec->job_rc = 0;
@@ -919,7 +941,7 @@ static void serve_job(tc__job *job)
  * to another thread, so what the connection has in it moves out first. */
 static void serve_lost(tc__job *job)
 {
-    struct evconn *ec = (struct evconn *)job;
+    struct evconn *ec = job_ec(job);
     (void)tc__chan_settle(ec->conn);
     ec->job_rc = -ECANCELED;
     job_done(ec);
@@ -992,14 +1014,14 @@ static void dispatch_serve(struct evconn *ec)
 /* In a worker: a stream-style connection's whole life. */
 static void stream_job(tc__job *job)
 {
-    tc__session *s = ((struct evconn *)job)->s;
+    tc__session *s = job_ec(job)->s;
     tc__session_run(s);
     tc__server_session_done(s); /* frees the record this job lives in */
 }
 
 static void stream_lost(tc__job *job)
 {
-    tc__server_session_done(((struct evconn *)job)->s); /* the session has closed */
+    tc__server_session_done(job_ec(job)->s); /* the session has closed */
 }
 
 static const tc__driver ev_driver;
@@ -1523,14 +1545,15 @@ static void ev_open(struct tc_loop *lp, tc__session *s)
     ec->s = s;
     ec->conn = c;
     ec->loop = lp;
-    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_IDLE};
-    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_USER};
+    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE, .tag = TIMER_IDLE}};
+    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE, .tag = TIMER_USER}};
     atomic_init(&ec->mail_bytes, 0);
     atomic_init(&ec->out_queued, 0);
     c->drv = &ev_driver;
     c->drv_data = ec;
     c->wasync = lp->be->send != NULL; /* io_uring: the loop submits each turn's output */
-    ec->deferred_tail = &ec->deferred;
+    if (lp->st->pooled)
+        ec->deferred_tail = &ec->deferred;
     ec->stream = tc__session_handler(s)->handle != NULL;
     ec->slot = PSLOT_NONE;
     TC__LIST_PUSH(lp->conns, ec);
@@ -1817,9 +1840,9 @@ static void fire_timers(struct tc_loop *lp)
     tc__timer *t;
     while ((t = tc__theap_next(&lp->timers)) && t->when <= now) {
         struct etimer *et = (struct etimer *)t;
-        struct evconn *ec = et->ec;
+        struct evconn *ec = etimer_ec(et);
         tc__theap_cancel(&lp->timers, t);
-        if (et->kind == TIMER_LOOP) {
+        if (et->t.tag == TIMER_LOOP) {
             struct tc_loop_timer *lt = (struct tc_loop_timer *)et;
             if (lt->interval_ms > 0) /* first: fn may stop (free) it */
                 (void)tc__theap_schedule(&lp->timers, t,
@@ -1827,31 +1850,31 @@ static void fire_timers(struct tc_loop *lp)
             lt->fn(lp, lt->arg);
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->connecting) {
+        if (et->t.tag == TIMER_IDLE && ec->connecting) {
             ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* the connect's timeout */
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->proxy_wait) {
+        if (et->t.tag == TIMER_IDLE && ec->proxy_wait) {
             tc__proxy_hdr hdr = {.why = "no complete header in time"};
             proxy_done(ec, -ETIMEDOUT, &hdr);
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->secure_wait) {
+        if (et->t.tag == TIMER_IDLE && ec->secure_wait) {
             tc__session_secure_late(ec->s);
             ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* no handshake in time */
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->upgrade_wait) {
+        if (et->t.tag == TIMER_IDLE && ec->upgrade_wait) {
             ev_close(ec, -ETIMEDOUT, TC__REPORT_NO); /* no request in time */
             continue;
         }
-        if (et->kind == TIMER_IDLE && ec->stream) {
+        if (et->t.tag == TIMER_IDLE && ec->stream) {
             /* Parked for the pool and silent for its whole timeout: closed
              * without a worker, as a queue would. */
             ev_close(ec, -ETIMEDOUT, TC__REPORT_YES);
             continue;
         }
-        if (et->kind == TIMER_IDLE) {
+        if (et->t.tag == TIMER_IDLE) {
             /* Not idle while a worker has it or it waits for one, nor while
              * a reply is still going out (the peer may be reading it
              * slowly), as the other modes wait for the next message only
@@ -2333,7 +2356,7 @@ static int loops_start_with(tc_server *srv, int nloops, const tc__dispatch *d,
         return rc;
     }
     srv->mode_state = st;
-    srv->session_room = sizeof(struct evconn);
+    srv->session_room = st->pooled ? sizeof(struct evconn) : EVCONN_EVENT_SIZE;
     return 0;
 }
 
@@ -2451,7 +2474,7 @@ int tc_loop_timer_start(tc_loop *loop, int delay_ms, int interval_ms, tc_loop_fn
         free(lt);
         return rc;
     }
-    lt->e.kind = TIMER_LOOP;
+    lt->e.t.tag = TIMER_LOOP;
     lt->loop = loop;
     lt->fn = fn;
     lt->arg = arg;
@@ -2767,7 +2790,7 @@ static void dial_connected(struct evconn *ec)
     if (ec->registered)
         (void)lp->be->del(lp->evb, s->conn->fd);
     ev_unlink(ec);
-    memset(ec, 0, sizeof *ec);
+    memset(ec, 0, lp->srv->session_room); /* event mode's record is shorter than *ec */
     s->conn->deadline = TC__NO_DEADLINE; /* it was the connect's */
     ev_open(lp, s);
 }
@@ -2782,6 +2805,14 @@ static void dial_ready(struct evconn *ec)
         ev_close(ec, rc, TC__REPORT_NO); /* the application hears it in on_close */
 }
 
+/* The outbound connect, to the channel's peer. */
+static int dial_start(const tc_conn *c, int *fd)
+{
+    tc_addr to;
+    tc__chan_peer_copy(c, &to);
+    return tc__sock_connect_start(&to, fd);
+}
+
 /* In the loop: the session joins it, and the connect starts. */
 static void dial_run(struct tc_loop *lp, void *arg)
 {
@@ -2792,13 +2823,14 @@ static void dial_run(struct tc_loop *lp, void *arg)
     ec->s = s;
     ec->conn = c;
     ec->loop = lp;
-    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_IDLE};
-    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE}, .ec = ec, .kind = TIMER_USER};
+    ec->idle = (struct etimer){.t = {.slot = TC__TIMER_IDLE, .tag = TIMER_IDLE}};
+    ec->user = (struct etimer){.t = {.slot = TC__TIMER_IDLE, .tag = TIMER_USER}};
     atomic_init(&ec->mail_bytes, 0);
     atomic_init(&ec->out_queued, 0);
     c->drv = &ev_driver;
     c->drv_data = ec;
-    ec->deferred_tail = &ec->deferred;
+    if (lp->st->pooled)
+        ec->deferred_tail = &ec->deferred;
     ec->slot = PSLOT_NONE;
     ec->connecting = 1;
     TC__LIST_PUSH(lp->conns, ec);
@@ -2806,7 +2838,7 @@ static void dial_run(struct tc_loop *lp, void *arg)
     /* ended: the loop's last mail, after its connections closed. */
     int fd = -1;
     int rc = atomic_load(&lp->draining) || lp->ended ? TC_ESHUTDOWN
-                                                     : tc__sock_connect_start(&c->peer, &fd);
+                                                     : dial_start(c, &fd);
     if (rc == 0 || rc == -EINPROGRESS) {
         c->fd = fd;
         (void)tc__sock_local(fd, &c->own_local[0]);
@@ -2866,7 +2898,11 @@ int tc_loop_dial(tc_loop *loop, const char *address, const tc_loop_dial_config *
     tc_conn *c;
     if ((rc = tc__chan_new(&c, &ev_driver, -1, &addr, NULL)) < 0)
         return rc;
-    c->codec = cfg && cfg->codec ? *cfg->codec : srv->cfg.codec;
+    c->codec = &srv->cfg.codec;
+    if (cfg && cfg->codec && (rc = tc__chan_set_codec(c, cfg->codec)) < 0) {
+        tc__chan_free(c);
+        return rc;
+    }
     c->data = cfg ? cfg->data : NULL;
     /* Until it connects, the channel's deadline is the connect's. */
     int ms = cfg && cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms

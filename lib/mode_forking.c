@@ -96,7 +96,9 @@ static void child_done(tc_server *srv, struct state *st, struct child *c, int ho
          * waitpid(-1)) is no failure of the child's: only a debug line. */
         int failed = how == TC__CHILD_ENDED;
         char peer[TC_ADDR_STRLEN] = "-", text[TC__CHILD_HOW_LEN];
-        (void)tc_addr_format(&c->s->conn->peer, peer, sizeof peer);
+        tc_addr from;
+        tc__chan_peer_copy(c->s->conn, &from);
+        (void)tc_addr_format(&from, peer, sizeof peer);
         tc__log(srv, failed ? TC_LOG_WARN : TC_LOG_DEBUG, "forking: child %d (%s) %s",
                        (int)c->pid, peer, tc__child_describe(how, status, text, sizeof text));
         if (failed)

@@ -46,8 +46,11 @@ void tc__report(tc_server *srv, tc_conn *conn, int err)
         return;
     }
     char peer[TC_ADDR_STRLEN] = "-";
-    if (conn)
-        (void)tc_addr_format(&conn->peer, peer, sizeof peer);
+    if (conn) {
+        tc_addr from;
+        tc__chan_peer_copy(conn, &from);
+        (void)tc_addr_format(&from, peer, sizeof peer);
+    }
     tc__log(srv, TC_LOG_ERROR, "handler error for %s: %s (%s)", peer, tc_strerror(err),
                    tc_err_name(err));
 }

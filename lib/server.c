@@ -683,7 +683,7 @@ int tc__server_accept_from(tc_server *srv, int li, tc__session **out)
     conn->srv = srv;
     conn->listener = li;
     conn->timeout_ms = srv->cfg.conn_timeout_ms;
-    conn->codec = srv->cfg.codec;
+    conn->codec = &srv->cfg.codec;
     if (srv->proto && (rc = srv->proto->attach(conn, srv->proto_cfg)) < 0) {
         tc__report(srv, NULL, rc);
         tc__chan_free(conn);
@@ -1100,7 +1100,7 @@ int tc_server_serve_inetd(const tc_server_config *cfg, const tc_handler *handler
         srv->addr = *conn->local;
         conn->srv = srv;
         conn->timeout_ms = srv->cfg.conn_timeout_ms;
-        conn->codec = srv->cfg.codec;
+        conn->codec = &srv->cfg.codec;
         conn->stopfd = srv->stopfd;
         if (!srv->proto || (rc = srv->proto->attach(conn, srv->proto_cfg)) == 0)
             tc__session_run(sess);

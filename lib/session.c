@@ -26,11 +26,14 @@ int tc__session_stopping(const tc_server *srv)
 int tc__session_proxy_precheck(tc__session *s)
 {
     tc_server *srv = s->srv;
-    if (srv->cfg.proxy_protocol != TC_PROXY_REQUIRED ||
-        tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &s->conn->peer))
+    if (srv->cfg.proxy_protocol != TC_PROXY_REQUIRED)
+        return 0;
+    tc_addr from;
+    tc__chan_peer_copy(s->conn, &from);
+    if (tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &from))
         return 0;
     char peer[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&s->conn->peer, peer, sizeof peer);
+    (void)tc_addr_format(&from, peer, sizeof peer);
     tc__log(srv, TC_LOG_WARN, "PROXY header required, but %s is not a trusted proxy", peer);
     tc__report(srv, s->conn, TC_EUNTRUSTED);
     return TC_EUNTRUSTED;
@@ -43,8 +46,10 @@ static int proxy_verdict(tc__session *s, int rc, const tc__proxy_hdr *h)
     tc_server *srv = s->srv;
     tc_conn *conn = s->conn;
     int required = srv->cfg.proxy_protocol == TC_PROXY_REQUIRED;
+    tc_addr from;
+    tc__chan_peer_copy(conn, &from);
     char peer[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&conn->peer, peer, sizeof peer);
+    (void)tc_addr_format(&from, peer, sizeof peer);
     switch (rc) {
     case TC__PROXY_DONE:
         break;
@@ -69,19 +74,20 @@ static int proxy_verdict(tc__session *s, int rc, const tc__proxy_hdr *h)
     default:
         return rc;
     }
-    if (!tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &conn->peer)) {
+    if (!tc__cidr_match(srv->proxy_trusted, srv->proxy_ntrusted, &from)) {
         tc__log(srv, TC_LOG_WARN, "PROXY header from %s, which is not a trusted proxy", peer);
         return TC_EUNTRUSTED;
     }
     if (!(conn->proxy = calloc(1, sizeof *conn->proxy)))
         return -ENOMEM;
-    conn->proxy->peer = conn->peer;
+    conn->proxy->peer = from;
     if (h->has_addr) {
-        conn->peer = h->src;
+        if (tc__chan_set_peer(conn, &h->src) < 0)
+            return -ENOMEM;
         conn->proxy->dest = h->dst;
     }
     char client[TC_ADDR_STRLEN] = "-";
-    (void)tc_addr_format(&conn->peer, client, sizeof client);
+    (void)tc_addr_format(h->has_addr ? &h->src : &from, client, sizeof client);
     tc__log(srv, TC_LOG_DEBUG, "PROXY v%d header from %s: client %s%s", h->version, peer, client,
             h->has_addr ? "" : " (no addresses: the proxy itself)");
     return 0;
@@ -125,7 +131,9 @@ static int secure_failed(tc__session *s, int rc)
 {
     if (rc != TC_ESHUTDOWN) {
         char peer[TC_ADDR_STRLEN] = "-";
-        (void)tc_addr_format(&s->conn->peer, peer, sizeof peer);
+        tc_addr from;
+        tc__chan_peer_copy(s->conn, &from);
+        (void)tc_addr_format(&from, peer, sizeof peer);
         const char *why = rc == -ETIMEDOUT ? "not finished in time" : tc__xport_why(s->conn);
         tc__log(s->srv, TC_LOG_INFO, "%s handshake with %s failed: %s%s%s",
                 s->srv->cfg.transport->ops->name, peer, tc_strerror(rc), *why ? ": " : "", why);

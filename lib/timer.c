@@ -10,7 +10,7 @@
 static void put(tc__theap *h, size_t i, tc__timer *t)
 {
     h->v[i] = t;
-    t->slot = i;
+    t->slot = (uint32_t)i;
 }
 
 static void sift_up(tc__theap *h, size_t i)
@@ -47,6 +47,8 @@ int tc__theap_reserve(tc__theap *h, size_t n)
 {
     if (h->cap >= n)
         return 0;
+    if (n >= TC__TIMER_IDLE) /* slots are 32-bit (a connection's timers stay small) */
+        return -ENOMEM;
     size_t cap = h->cap ? h->cap : 64;
     while (cap < n)
         cap *= 2;

@@ -3,7 +3,8 @@
  * two loops, bounded memory under backpressure, tc_conn_send from a foreign
  * thread and its high-water mark, what a send took (tc_conn_last_sent),
  * timers (order, periods, cancel), the idle
- * timeout, flushing on shutdown, max_conns, verify_request, stats,
+ * timeout, flushing on shutdown, max_conns, verify_request, stats, 10,000
+ * idle connections (their clients in a child process),
  * service_actions while idle, and clean teardown. Servers listen on
  * 127.0.0.1:0; clients are raw sockets, tc_dial channels or an epoll fleet. */
 #include <criterion/criterion.h>
@@ -25,6 +26,8 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -495,6 +498,154 @@ static void thousand(int workers)
 
 Test(event, thousand_connections_one_loop, .timeout = 60) { thousand(1); }
 Test(event, thousand_connections_two_loops, .timeout = 60) { thousand(2); }
+
+/* ---- ten thousand idle connections (issue #17) ------------------------------------ */
+
+/* The clients live in a child process: its own descriptor table, so the
+ * 10,000 clients there and the 10,000 accepted sockets here each fit a
+ * hard limit of 20,000. The child connects at most MANY_WAVE at a time,
+ * makes each client echo one line, reports how many did on rep, holds every
+ * connection until cmd says to close, closes them all and exits. */
+enum { MANY_N = 10000, MANY_WAVE = 256 };
+
+struct mc {
+    int fd;
+    unsigned char state; /* 0 connecting, 1 waiting for the echo, 2 done */
+    unsigned char got, len;
+    char line[14];
+};
+
+static int many_client_run(const tc_addr *addr, struct mc *m, int n, int ms)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return -1;
+    int started = 0, done = 0, busy = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct epoll_event evs[256];
+    while (done < n) {
+        while (busy < MANY_WAVE && started < n) {
+            struct mc *c = &m[started];
+            c->fd = socket(tc_addr_family(addr), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            if (c->fd < 0 || (connect(c->fd, &addr->u.sa, addr->len) != 0 && errno != EINPROGRESS))
+                return -1;
+            struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)started};
+            if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+                return -1;
+            c->len = (unsigned char)snprintf(c->line, sizeof c->line, "m%d\n", started);
+            started++;
+            busy++;
+        }
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long left = ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0)
+            break;
+        int k = epoll_wait(ep, evs, 256, (int)left);
+        for (int j = 0; j < k; j++) {
+            struct mc *c = &m[evs[j].data.u32];
+            if (c->state == 0) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                (void)getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = evs[j].data.u32};
+                if (err || send(c->fd, c->line, c->len, MSG_NOSIGNAL) != c->len ||
+                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+                    return -1;
+                c->state = 1;
+                continue;
+            }
+            char in[16];
+            ssize_t r = recv(c->fd, in, sizeof in, 0);
+            if (r < 0 && errno == EAGAIN)
+                continue;
+            if (r <= 0 || c->got + r > c->len || memcmp(in, c->line + c->got, (size_t)r) != 0)
+                return -1;
+            if ((c->got = (unsigned char)(c->got + r)) == c->len) {
+                c->state = 2;
+                (void)epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                done++;
+                busy--;
+            }
+        }
+    }
+    close(ep);
+    return done;
+}
+
+static void many_child(const tc_addr *addr, int cmd, int rep)
+{
+    struct mc *m = calloc(MANY_N, sizeof *m);
+    int done = m ? many_client_run(addr, m, MANY_N, tc_test_ms(20000)) : -1;
+    if (write(rep, &done, sizeof done) != (ssize_t)sizeof done)
+        _exit(1);
+    char go;
+    (void)read(cmd, &go, 1); /* the parent counted the server's connections */
+    for (int i = 0; m && i < MANY_N; i++)
+        if (m[i].fd > 0)
+            close(m[i].fd);
+    _exit(0);
+}
+
+Test(event, ten_thousand_idle_connections, .timeout = 60)
+{
+#if defined(__SANITIZE_THREAD__)
+    cr_skip("10,000 connections: not under ThreadSanitizer");
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    cr_skip("10,000 connections: not under ThreadSanitizer");
+#endif
+#endif
+    need_fds(MANY_N + 512); /* this process holds the server's side */
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    struct hs h;
+    hs_init(&h);
+    tc_server_config cfg = ev_config(&h, 1);
+    cfg.max_conns = MANY_N + 16;
+    tc_handler hd = echo_handler(&h);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &hd);
+
+    int cmd[2], rep[2];
+    cr_assert_eq(pipe2(cmd, O_CLOEXEC), 0);
+    cr_assert_eq(pipe2(rep, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    if (pid == 0) { /* no assertion here: the runner takes reports from its own child only */
+        close(cmd[1]);
+        close(rep[0]);
+        many_child(&ts.addr, cmd[0], rep[1]);
+    }
+    cr_assert_geq(pid, 0);
+    close(cmd[0]);
+    close(rep[1]);
+    struct pollfd pf = {.fd = rep[0], .events = POLLIN};
+    int done = -1;
+    cr_assert_eq(poll(&pf, 1, tc_test_ms(30000)), 1, "the clients never reported");
+    cr_assert_eq(read(rep[0], &done, sizeof done), (ssize_t)sizeof done);
+    cr_assert_eq(done, MANY_N, "%d of %d clients had their echo", done, MANY_N);
+
+    /* Every one is open at once, each one echo served. */
+    tc_stats s = stats_of(&ts);
+    cr_assert_eq(s.accepted, MANY_N);
+    cr_assert_eq(s.active, MANY_N);
+    cr_assert_eq(hs_get(&h, &h.max_open), MANY_N);
+
+    cr_assert_eq(write(cmd[1], "x", 1), 1);
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the clients' process failed");
+    close(cmd[1]);
+    close(rep[0]);
+    cr_assert_eq(tc_test_event_wait(&h.closed, MANY_N, TC_TEST_WAIT_MS), 0, "closed: %d of %d",
+                 tc_test_event_count(&h.closed), MANY_N);
+    TC_TEST_WAIT_UNTIL((tc_server_stats(ts.srv, &s), s.active == 0), TC_TEST_WAIT_MS);
+    cr_assert_eq(s.active, 0, "%u connections still live", s.active);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    cr_assert_eq(hs_get(&h, &h.errors), 0);
+    hs_destroy(&h);
+    tc_test_expect_counts(before, NULL, 0, "after 10,000 connections");
+}
 
 /* ---- backpressure: a client that never reads cannot make the server buffer ------- */
 

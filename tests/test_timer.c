@@ -18,7 +18,7 @@ static void check_heap(const tc__theap *h)
         cr_assert_fail("%zu entries in a capacity of %zu", h->n, h->cap);
     for (size_t i = 0; i < h->n; i++) {
         if (h->v[i]->slot != i)
-            cr_assert_fail("slot of entry %zu is %zu", i, h->v[i]->slot);
+            cr_assert_fail("slot of entry %zu is %zu", i, (size_t)h->v[i]->slot);
         if (i > 0 && h->v[(i - 1) / 2]->when > h->v[i]->when)
             cr_assert_fail("heap order broken at %zu", i);
     }

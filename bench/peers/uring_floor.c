@@ -13,6 +13,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -40,6 +42,7 @@ static struct io_uring_buf_ring *br;
 static unsigned char *bufs;
 static int nxt[NBUFS];           /* the next buffer in a connection's queue */
 static unsigned blen[NBUFS];     /* bytes in a queued buffer */
+
 static struct conn *conns;       /* indexed by descriptor */
 static int nconns;
 static int *rearm, nrearm;       /* receives ended for want of buffers */
@@ -247,6 +250,14 @@ int main(int argc, char **argv)
                         close(cqe->res);
                     } else {
                         conns[cqe->res] = (struct conn){.head = -1, .tail = -1};
+                        /* A stream is echoed in 16 KiB pieces, each below
+                         * loopback's MSS (64 KiB): Nagle held every one until
+                         * the previous was acknowledged (1 MiB echoes at
+                         * 0.43-0.66x the epoll floor's rate, the CPU idle).
+                         * One send in flight per connection already batches
+                         * small replies. */
+                        int one = 1;
+                        (void)setsockopt(cqe->res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                         arm_recv(cqe->res);
                     }
                 }

@@ -84,7 +84,10 @@ TC_API int tc_conn_fd(const tc_conn *conn);
  * client's address and port as the proxy saw them, from setup on (the proxy's
  * own address is tc_conn_proxy_peer()). Otherwise it is the socket's peer.
  * @param conn The channel.
- * @return A pointer valid while the channel lives; NULL for a NULL channel.
+ * @return A pointer valid while the channel lives; NULL for a NULL channel,
+ *         or when out of memory: the channel keeps an IPv4 or IPv6 address
+ *         in less room than a tc_addr, and makes the tc_addr this returns at
+ *         the first call (any thread may call it).
  */
 TC_API const tc_addr *tc_conn_peer(const tc_conn *conn);
 
@@ -237,7 +240,9 @@ TC_API int tc_conn_set_keepalive(tc_conn *conn, int on, int idle_s);
  * frames.
  * @param conn  The channel.
  * @param codec The codec (copied), or NULL for raw with the default maximum.
- * @return 0, or -EINVAL for NULL @p conn or an invalid codec (see tc_codec_validate()).
+ * @return 0, or -EINVAL for NULL @p conn or an invalid codec (see
+ *         tc_codec_validate()), or -ENOMEM (the channel's first codec of its
+ *         own is allocated; the codec is then unchanged).
  */
 TC_API int tc_conn_set_codec(tc_conn *conn, const tc_codec *codec);
 
