@@ -24,6 +24,9 @@
 #include "tcpchan/tls.h"
 
 #define GATHER ((size_t)16 * 1024) /* small pieces of a vector are sent as one record */
+/* OpenSSL reads a record's 5-byte header, then its body: one recv of up to
+ * this much takes both (and what follows) when records are small. */
+#define RAHEAD ((size_t)4096)
 #define WHY_MAX 200
 
 /* What one generation of settings built: the contexts new connections get.
@@ -64,6 +67,8 @@ struct tconn {
     int rerr;   /* an error to report after the bytes returned with it */
     const unsigned char *early;
     size_t early_len, early_off;
+    unsigned char *rbuf; /* RAHEAD bytes read ahead, allocated at the first small read */
+    size_t roff, rlen;   /* what of rbuf OpenSSL has not taken yet */
     unsigned char *gbuf; /* GATHER bytes, allocated at the first gathered send */
     char why[WHY_MAX];
 };
@@ -117,6 +122,17 @@ static void ssl_reasons(char *buf, size_t len)
 static BIO_METHOD *bio_method;
 static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
+static ssize_t sock_recv(struct tconn *t, void *buf, size_t len)
+{
+    ssize_t r;
+    do
+        r = recv(t->fd, buf, len, t->sleep ? 0 : MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR && !t->sleep);
+    if (r < 0)
+        t->err = errno;
+    return r;
+}
+
 static int bio_read(BIO *b, char *buf, int len)
 {
     struct tconn *t = BIO_get_data(b);
@@ -129,16 +145,44 @@ static int bio_read(BIO *b, char *buf, int len)
         t->early_off += k;
         return (int)k;
     }
-    ssize_t r;
-    do
-        r = recv(t->fd, buf, (size_t)len, t->sleep ? 0 : MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR && !t->sleep);
+    ssize_t r = 0;
+    if (t->rlen == 0 && (size_t)len < RAHEAD &&
+        (t->rbuf || (t->rbuf = malloc(RAHEAD)) != NULL)) {
+        r = sock_recv(t, t->rbuf, RAHEAD);
+        t->roff = 0;
+        t->rlen = r > 0 ? (size_t)r : 0;
+        if (r == 0)
+            return 0;
+    }
+    if (t->rlen > 0) {
+        size_t k = t->rlen < (size_t)len ? t->rlen : (size_t)len;
+        memcpy(buf, t->rbuf + t->roff, k);
+        t->roff += k;
+        t->rlen -= k;
+        if (t->rlen == 0 && t->tls->cfg.release_buffers) {
+            free(t->rbuf);
+            t->rbuf = NULL;
+        }
+        return (int)k;
+    }
+    if (r == 0) /* a large read (a body), or no buffer: straight into OpenSSL's */
+        r = sock_recv(t, buf, (size_t)len);
     if (r >= 0)
         return (int)r;
-    t->err = errno;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    if (t->err == EAGAIN || t->err == EWOULDBLOCK || t->err == EINTR)
         BIO_set_retry_read(b);
     return -1;
+}
+
+/* A whole record is waiting in rbuf: OpenSSL reads it without the socket.
+ * rbuf starts at a record's header whenever OpenSSL is between records
+ * (mid-record, it has taken all of rbuf and waits for the socket). */
+static int record_buffered(const struct tconn *t)
+{
+    if (t->rlen < 5)
+        return 0;
+    const unsigned char *h = t->rbuf + t->roff;
+    return t->rlen >= 5 + (((size_t)h[3] << 8) | h[4]);
 }
 
 static int bio_write(BIO *b, const char *buf, int len)
@@ -596,6 +640,11 @@ static ssize_t t_recv(void *st, void *buf, size_t n, int flags, unsigned *want)
         if (SSL_read_ex(t->ssl, (unsigned char *)buf + got, n - got, &k) == 1) {
             got += k;
             t->sleep = 0; /* more only if it is there already */
+            /* Nothing held: the socket is most likely empty, and a recv to
+             * learn it costs a system call per request (the socket is
+             * level-triggered for whoever waits on it). */
+            if (SSL_pending(t->ssl) <= 0 && t->rlen == 0)
+                break;
             continue;
         }
         int rc = map_error(t, 0, want, 0);
@@ -670,7 +719,8 @@ static size_t t_pending(void *st)
     if (t->broken)
         return 0;
     int p = SSL_pending(t->ssl);
-    return (p > 0 ? (size_t)p : 0) + (t->early_len - t->early_off);
+    return (p > 0 ? (size_t)p : 0) + (t->early_len - t->early_off) +
+           (size_t)record_buffered(t);
 }
 
 static int t_shutdown(void *st, unsigned *want)
@@ -702,6 +752,7 @@ static void t_free(void *st)
     ERR_clear_error(); /* nothing of ours stays in this thread's queue */
     gen_release(t->gen);
     free(t->gbuf);
+    free(t->rbuf);
     free(t->host);
     free(t);
 }
