@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -613,6 +614,8 @@ Test(tls, reload_new_connections_old_one_keeps_working)
 
 /* ---- sendfile -------------------------------------------------------------------------- */
 
+static atomic_int ktls_seen; /* the last sender's tc_tls_info::ktls_send, -1 before */
+
 static int send_file(tc_conn *c, void *ctx)
 {
     char go[3];
@@ -624,9 +627,29 @@ static int send_file(tc_conn *c, void *ctx)
         return -errno;
     ssize_t r = tc_conn_sendfile(c, fd, 0, 300000);
     close(fd);
+    tc_tls_info ti;
+    if (tc_tls_conn_info(c, &ti) == 0)
+        atomic_store(&ktls_seen, ti.ktls_send);
     return r == 300000 ? 0 : (int)(r < 0 ? r : -EIO);
 }
 
+/* The kernel's tls module is loaded: kTLS may be taken. */
+static int kernel_ktls(void)
+{
+    char line[256] = "";
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
+    if (f) {
+        if (!fgets(line, sizeof line, f))
+            line[0] = 0;
+        fclose(f);
+    }
+    return strstr(line, "tls") != NULL;
+}
+
+/* Every mode's sendfile over TLS, with kTLS left to the kernel (AUTO) and
+ * asked of it on every connection (TRY): where the kernel has no tls module
+ * (this machine's), TRY runs the handshake on OpenSSL's socket BIO, is
+ * refused, falls back to the copy and says so (ktls_send 0). */
 Test(tls, sendfile_copies_through_tls)
 {
     not_quick();
@@ -641,14 +664,21 @@ Test(tls, sendfile_copies_through_tls)
         sum += i * 7 % 251;
     }
     fclose(f);
-    tc_tls *tls = server_tls(NULL);
+    const int have_ktls = kernel_ktls();
+    tc_tls *tls[2];
+    for (int k = 0; k < 2; k++) {
+        tc_tls_config tc = TC_TLS_CONFIG_INIT;
+        tc.ktls = k ? TC_TLS_KTLS_TRY : TC_TLS_KTLS_AUTO;
+        tls[k] = server_tls(&tc);
+    }
     /* Stream handlers: their own thread, the inline loop, a pool's worker (the
      * handshake done by the pool's loop, the reads by the worker). */
     const tc_mode modes[] = {TC_MODE_THREADING, TC_MODE_INLINE, TC_MODE_POOL};
-    for (size_t m = 0; m < 3; m++) {
+    for (size_t i = 0; i < 6; i++) {
+        atomic_store(&ktls_seen, -1);
         tc_server_config cfg = tc_test_config();
-        cfg.mode = modes[m];
-        cfg.transport = tc_tls_transport(tls);
+        cfg.mode = modes[i % 3];
+        cfg.transport = tc_tls_transport(tls[i / 3]);
         tc_handler h = {0};
         h.handle = send_file;
         h.ctx = file;
@@ -661,8 +691,12 @@ Test(tls, sendfile_copies_through_tls)
         cr_assert(strstr(out, "\"file_len\": 300000"), "%s", out);
         cr_assert(strstr(out, want), "%s", out);
         tc_test_server_stop(&ts);
+        int k = atomic_load(&ktls_seen);
+        cr_assert(k == 0 || (k == 1 && have_ktls), "ktls_send %d (kernel module: %d)", k,
+                  have_ktls);
     }
-    tc_tls_destroy(tls);
+    tc_tls_destroy(tls[0]);
+    tc_tls_destroy(tls[1]);
     unlink(file);
     rm_certs();
 }
