@@ -61,9 +61,9 @@ open(sys.argv[2] + ".dat", "w").write("\n".join(dat) + "\n")
 print("\n".join(rows))
 EOF
 if command -v gnuplot >/dev/null; then
-    gnuplot -e "set terminal pngcairo size 800,400; set output '$here/results/tls-bulk.png';
+    gnuplot -e "set terminal pngcairo size 800,420; set output '$here/results/tls-bulk.png';
         set style fill solid; set boxwidth 0.5; set ylabel 'MiB/s'; set y2label 'server CPU s per GiB';
-        set y2tics; set ytics nomirror; set yrange [0:*]; set y2range [0:*]; set key top left;
+        set y2tics; set ytics nomirror; set yrange [0:*]; set y2range [0:*]; set key outside bottom center horizontal;
         set title '1 GiB one way through tc_conn_sendfile (server on one CPU)' noenhanced;
         plot '$here/results/tls-bulk.dat' using 0:2:xtic(1) with boxes title 'MiB/s',
              '' using 0:3 axes x1y2 with points pt 7 ps 2 title 'server CPU s/GiB'" &&
