@@ -180,7 +180,7 @@ static int ktls_listed(void)
         for (char *save = NULL, *w = strtok_r(line, " \n", &save); w && !found;
              w = strtok_r(NULL, " \n", &save))
             found = strcmp(w, "tls") == 0;
-    fclose(f);
+    (void)fclose(f);
     return found;
 }
 
