@@ -4,7 +4,9 @@
  *   rr         a closed loop of SIZE-byte echoes per connection: requests/s
  *   handshake  connect, a full handshake (no resumption), one echo, close: handshakes/s
  * With --server-pid, the server's CPU (utime+stime) over the measured window
- * per request or handshake. Prints one JSON line. */
+ * per request or handshake. With --max-requests N it stops after N (bench/soak:
+ * the counts loadgen's churn and rr take), --duration being the time limit.
+ * Every echo is checked. Prints one JSON line. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -24,7 +26,8 @@ static struct sockaddr_in target;
 static SSL_CTX *ctx;
 static size_t size = 64;
 static int handshake_mode;
-static atomic_long done_count, errors;
+static atomic_long done_count, errors, connect_errors, verify_errors, tickets;
+static long max_requests; /* 0: no limit */
 static atomic_int measuring, quit;
 
 static double now(void)
@@ -53,15 +56,19 @@ static SSL *open_conn(int *fdp)
     return ssl;
 }
 
-static int echo_once(SSL *ssl, unsigned char *buf)
+static int echo_once(SSL *ssl, const unsigned char *msg, unsigned char *buf)
 {
     size_t w, got = 0, r;
-    if (SSL_write_ex(ssl, buf, size, &w) != 1)
+    if (SSL_write_ex(ssl, msg, size, &w) != 1)
         return -1;
     while (got < size) {
         if (SSL_read_ex(ssl, buf + got, size - got, &r) != 1)
             return -1;
         got += r;
+    }
+    if (memcmp(buf, msg, size) != 0) {
+        atomic_fetch_add(&verify_errors, 1);
+        return -1;
     }
     return 0;
 }
@@ -69,16 +76,20 @@ static int echo_once(SSL *ssl, unsigned char *buf)
 static void *worker(void *arg)
 {
     (void)arg;
-    unsigned char *buf = malloc(size);
-    memset(buf, 'x', size);
+    unsigned char *buf = malloc(size), *msg = malloc(size);
+    for (size_t i = 0; i < size; i++)
+        msg[i] = (unsigned char)('a' + i % 26);
     int fd = -1;
     SSL *ssl = NULL;
     while (!atomic_load(&quit)) {
+        if (max_requests && atomic_fetch_add(&tickets, 1) >= max_requests)
+            break;
         if (!ssl && !(ssl = open_conn(&fd))) {
             atomic_fetch_add(&errors, 1);
+            atomic_fetch_add(&connect_errors, 1);
             continue;
         }
-        if (echo_once(ssl, buf) < 0) {
+        if (echo_once(ssl, msg, buf) < 0) {
             atomic_fetch_add(&errors, 1);
             SSL_free(ssl);
             close(fd);
@@ -100,6 +111,7 @@ static void *worker(void *arg)
         close(fd);
     }
     free(buf);
+    free(msg);
     return NULL;
 }
 
@@ -144,6 +156,8 @@ int main(int argc, char **argv)
             warmup = atof(v);
         else if (!strcmp(a, "--server-pid"))
             pid = atoi(v);
+        else if (!strcmp(a, "--max-requests"))
+            max_requests = atol(v);
     }
     char host[64];
     const char *colon = connect_to ? strrchr(connect_to, ':') : NULL;
@@ -163,25 +177,42 @@ int main(int argc, char **argv)
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* every handshake a full one */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);          /* loopback benchmark */
     pthread_t *t = calloc((size_t)conns, sizeof *t);
+    if (max_requests) { /* every request counts: no warm-up */
+        warmup = 0;
+        atomic_store(&measuring, 1);
+    }
     for (int i = 0; i < conns; i++)
         pthread_create(&t[i], NULL, worker, NULL);
     struct timespec w = {(time_t)warmup, (long)((warmup - (double)(time_t)warmup) * 1e9)};
     nanosleep(&w, NULL);
     double c0 = pid ? cpu_of(pid) : 0, t0 = now();
     atomic_store(&measuring, 1);
-    struct timespec d = {(time_t)duration, (long)((duration - (double)(time_t)duration) * 1e9)};
-    nanosleep(&d, NULL);
+    if (max_requests) { /* until the workers are done with their tickets, or the time limit */
+        double end = t0 + duration;
+        while (atomic_load(&done_count) + atomic_load(&errors) < max_requests && now() < end) {
+            struct timespec tick = {0, 10 * 1000 * 1000};
+            nanosleep(&tick, NULL);
+        }
+    } else {
+        struct timespec d = {(time_t)duration,
+                             (long)((duration - (double)(time_t)duration) * 1e9)};
+        nanosleep(&d, NULL);
+    }
     atomic_store(&measuring, 0);
     double t1 = now(), c1 = pid ? cpu_of(pid) : 0;
     long n = atomic_load(&done_count);
     atomic_store(&quit, 1);
     for (int i = 0; i < conns; i++)
         pthread_join(t[i], NULL);
+    long e = atomic_load(&errors), ce = atomic_load(&connect_errors),
+         ve = atomic_load(&verify_errors);
     printf("{\"scenario\": \"%s\", \"conns\": %d, \"size\": %zu, \"per_s\": %.0f, "
-           "\"server_cpu_us\": %.2f, \"server_cpu_share\": %.2f, \"errors\": %ld}\n",
+           "\"server_cpu_us\": %.2f, \"server_cpu_share\": %.2f, \"requests\": %ld, "
+           "\"errors\": %ld, \"connect_errors\": %ld, \"io_errors\": %ld, "
+           "\"verify_errors\": %ld}\n",
            handshake_mode ? "handshake" : "rr", conns, size, (double)n / (t1 - t0),
            n && pid ? (c1 - c0) * 1e6 / (double)n : 0, pid ? (c1 - c0) / (t1 - t0) : 0,
-           atomic_load(&errors));
+           atomic_load(&done_count), e, ce, e - ce - ve, ve);
     SSL_CTX_free(ctx);
     free(t);
     return 0;

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -24,6 +26,9 @@
 #include "tcpchan/tls.h"
 
 #define GATHER ((size_t)16 * 1024) /* small pieces of a vector are sent as one record */
+/* OpenSSL reads a record's 5-byte header, then its body: one recv of up to
+ * this much takes both (and what follows) when records are small. */
+#define RAHEAD ((size_t)4096)
 #define WHY_MAX 200
 
 /* What one generation of settings built: the contexts new connections get.
@@ -46,6 +51,7 @@ struct tc_tls {
     size_t alpn_len;
     pthread_mutex_t mu; /* guards cur and the client's session cache */
     struct gen *cur;
+    int ktls; /* new connections ask the kernel for kTLS (tc_tls_config::ktls) */
     SSL_SESSION *last_sess; /* client: the last session, for last_host */
     char *last_host;
 };
@@ -62,8 +68,15 @@ struct tconn {
     int done;   /* the handshake finished */
     int broken; /* a fatal error: no close_notify, no more I/O */
     int rerr;   /* an error to report after the bytes returned with it */
+    /* kTLS: OpenSSL sets it up only on its own socket BIO, which writes with
+     * write(2): while that BIO writes (sock set), every OpenSSL call that may
+     * write runs with SIGPIPE held (struct nopipe). */
+    BIO *sock;
+    int ktls; /* the kernel encrypts what is sent */
     const unsigned char *early;
     size_t early_len, early_off;
+    unsigned char *rbuf; /* RAHEAD bytes read ahead, allocated at the first small read */
+    size_t roff, rlen;   /* what of rbuf OpenSSL has not taken yet */
     unsigned char *gbuf; /* GATHER bytes, allocated at the first gathered send */
     char why[WHY_MAX];
 };
@@ -112,10 +125,80 @@ static void ssl_reasons(char *buf, size_t len)
     }
 }
 
+/* ---- SIGPIPE held around OpenSSL's socket BIO --------------------------------- */
+
+/* write(2) to a reset socket raises SIGPIPE and a library must not change
+ * the process's disposition: block it in this thread for the call and take
+ * the one the call raised (not one that was pending before). */
+struct nopipe {
+    sigset_t old;
+    int on, before;
+};
+
+static void pipe_hold(const struct tconn *t, struct nopipe *p)
+{
+    p->on = t->sock != NULL;
+    if (!p->on)
+        return;
+    sigset_t set, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pend);
+    (void)sigpending(&pend);
+    p->before = sigismember(&pend, SIGPIPE) == 1;
+    (void)pthread_sigmask(SIG_BLOCK, &set, &p->old);
+}
+
+static void pipe_release(struct nopipe *p)
+{
+    if (!p->on)
+        return;
+    int saved = errno;
+    sigset_t set, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pend);
+    (void)sigpending(&pend);
+    if (!p->before && sigismember(&pend, SIGPIPE) == 1) {
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    (void)pthread_sigmask(SIG_SETMASK, &p->old, NULL);
+    errno = saved;
+}
+
+/* The kernel's tls module is loaded (listed as a TCP upper layer). */
+static int ktls_listed(void)
+{
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "re");
+    if (!f)
+        return 0;
+    char line[256] = "";
+    int found = 0;
+    if (fgets(line, sizeof line, f))
+        for (char *save = NULL, *w = strtok_r(line, " \n", &save); w && !found;
+             w = strtok_r(NULL, " \n", &save))
+            found = strcmp(w, "tls") == 0;
+    (void)fclose(f);
+    return found;
+}
+
 /* ---- the BIO: our socket calls ------------------------------------------- */
 
 static BIO_METHOD *bio_method;
 static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static ssize_t sock_recv(struct tconn *t, void *buf, size_t len)
+{
+    ssize_t r;
+    do
+        r = recv(t->fd, buf, len, t->sleep ? 0 : MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR && !t->sleep);
+    if (r < 0)
+        t->err = errno;
+    return r;
+}
 
 static int bio_read(BIO *b, char *buf, int len)
 {
@@ -129,16 +212,44 @@ static int bio_read(BIO *b, char *buf, int len)
         t->early_off += k;
         return (int)k;
     }
-    ssize_t r;
-    do
-        r = recv(t->fd, buf, (size_t)len, t->sleep ? 0 : MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR && !t->sleep);
+    ssize_t r = 0;
+    if (t->rlen == 0 && (size_t)len < RAHEAD &&
+        (t->rbuf || (t->rbuf = malloc(RAHEAD)) != NULL)) {
+        r = sock_recv(t, t->rbuf, RAHEAD);
+        t->roff = 0;
+        t->rlen = r > 0 ? (size_t)r : 0;
+        if (r == 0)
+            return 0;
+    }
+    if (t->rlen > 0) {
+        size_t k = t->rlen < (size_t)len ? t->rlen : (size_t)len;
+        memcpy(buf, t->rbuf + t->roff, k);
+        t->roff += k;
+        t->rlen -= k;
+        if (t->rlen == 0 && t->tls->cfg.release_buffers) {
+            free(t->rbuf);
+            t->rbuf = NULL;
+        }
+        return (int)k;
+    }
+    if (r == 0) /* a large read (a body), or no buffer: straight into OpenSSL's */
+        r = sock_recv(t, buf, (size_t)len);
     if (r >= 0)
         return (int)r;
-    t->err = errno;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    if (t->err == EAGAIN || t->err == EWOULDBLOCK || t->err == EINTR)
         BIO_set_retry_read(b);
     return -1;
+}
+
+/* A whole record is waiting in rbuf: OpenSSL reads it without the socket.
+ * rbuf starts at a record's header whenever OpenSSL is between records
+ * (mid-record, it has taken all of rbuf and waits for the socket). */
+static int record_buffered(const struct tconn *t)
+{
+    if (t->rlen < 5)
+        return 0;
+    const unsigned char *h = t->rbuf + t->roff;
+    return t->rlen >= 5 + (((size_t)h[3] << 8) | h[4]);
 }
 
 static int bio_write(BIO *b, const char *buf, int len)
@@ -335,6 +446,8 @@ static SSL_CTX *make_ctx(struct tc_tls *tls, const char *cert_file, const char *
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (tls->ktls)
+        SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
     if (c->release_buffers) /* less memory per idle connection, more CPU per record */
         SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     int verify = c->verify;
@@ -525,7 +638,15 @@ static int t_attach(tc_transport *tr, int fd, int client, const char *host, cons
     if (fail || !(t->ssl = SSL_new(g->def)) || !(b = BIO_new(bio_method)))
         goto nomem;
     BIO_set_data(b, t);
-    SSL_set_bio(t->ssl, b, b);
+    /* kTLS is set up during the handshake, by OpenSSL, on its own socket
+     * BIO only: that one writes until the handshake says whether the kernel
+     * took the keys; reads stay ours (bytes behind a PROXY header). */
+    if (tls->ktls && (t->sock = BIO_new_socket(fd, BIO_NOCLOSE)) != NULL) {
+        SSL_set0_rbio(t->ssl, b);
+        SSL_set0_wbio(t->ssl, t->sock);
+    } else {
+        SSL_set_bio(t->ssl, b, b);
+    }
     SSL_set_app_data(t->ssl, t);
     if (client) {
         SSL_set_connect_state(t->ssl);
@@ -568,9 +689,24 @@ static int t_handshake(void *st, unsigned *want)
     t->sleep = 0;
     t->err = 0;
     ERR_clear_error();
+    struct nopipe np;
+    pipe_hold(t, &np);
     int r = SSL_do_handshake(t->ssl);
+    if (r <= 0 && t->sock && !t->err)
+        t->err = errno; /* the socket BIO's write failed: map_error reports it */
+    pipe_release(&np);
     if (r == 1) {
         t->done = 1;
+        if (t->sock && BIO_get_ktls_send(t->sock)) {
+            t->ktls = 1;
+        } else if (t->sock) {
+            /* No kTLS (no module, another cipher): our BIO writes again,
+             * without the SIGPIPE guard. The handshake's flight is out. */
+            BIO *ours = SSL_get_rbio(t->ssl);
+            BIO_up_ref(ours);
+            SSL_set0_wbio(t->ssl, ours); /* frees the socket BIO (not the descriptor) */
+            t->sock = NULL;
+        }
         return 0;
     }
     int rc = map_error(t, r, want, 1);
@@ -593,9 +729,18 @@ static ssize_t t_recv(void *st, void *buf, size_t n, int flags, unsigned *want)
         size_t k = 0;
         t->err = 0;
         ERR_clear_error();
-        if (SSL_read_ex(t->ssl, (unsigned char *)buf + got, n - got, &k) == 1) {
+        struct nopipe np; /* a read may write (an alert, a key update) */
+        pipe_hold(t, &np);
+        int ok = SSL_read_ex(t->ssl, (unsigned char *)buf + got, n - got, &k);
+        pipe_release(&np);
+        if (ok == 1) {
             got += k;
             t->sleep = 0; /* more only if it is there already */
+            /* Nothing held: the socket is most likely empty, and a recv to
+             * learn it costs a system call per request (the socket is
+             * level-triggered for whoever waits on it). */
+            if (SSL_pending(t->ssl) <= 0 && t->rlen == 0)
+                break;
             continue;
         }
         int rc = map_error(t, 0, want, 0);
@@ -643,7 +788,13 @@ static ssize_t t_send(void *st, const struct iovec *iov, int cnt, unsigned *want
         size_t w = 0;
         t->err = 0;
         ERR_clear_error();
-        if (SSL_write_ex(t->ssl, p, len, &w) != 1) {
+        struct nopipe np;
+        pipe_hold(t, &np);
+        int ok = SSL_write_ex(t->ssl, p, len, &w);
+        if (ok != 1 && t->sock)
+            t->err = errno;
+        pipe_release(&np);
+        if (ok != 1) {
             int rc = map_error(t, 0, want, 0);
             if (rc == 0)
                 rc = -EPIPE; /* the peer's close_notify came: it reads no more */
@@ -670,7 +821,8 @@ static size_t t_pending(void *st)
     if (t->broken)
         return 0;
     int p = SSL_pending(t->ssl);
-    return (p > 0 ? (size_t)p : 0) + (t->early_len - t->early_off);
+    return (p > 0 ? (size_t)p : 0) + (t->early_len - t->early_off) +
+           (size_t)record_buffered(t);
 }
 
 static int t_shutdown(void *st, unsigned *want)
@@ -681,11 +833,42 @@ static int t_shutdown(void *st, unsigned *want)
     t->sleep = 0;
     t->err = 0;
     ERR_clear_error();
+    struct nopipe np;
+    pipe_hold(t, &np);
     int r = SSL_shutdown(t->ssl);
+    if (r < 0 && t->sock)
+        t->err = errno;
+    pipe_release(&np);
     if (r >= 0)
         return 0;
     int rc = map_error(t, r, want, 0);
     return rc == -EAGAIN ? rc : 0;
+}
+
+/* kTLS: the kernel reads the file and encrypts it (SSL_sendfile is sendfile(2)). */
+static ssize_t t_sendfile(void *st, int file_fd, off_t *offset, size_t n, unsigned *want)
+{
+    struct tconn *t = st;
+    if (!t->ktls || t->broken)
+        return -ENOTSUP;
+    ERR_clear_error();
+    struct nopipe np;
+    pipe_hold(t, &np);
+    ossl_ssize_t r = SSL_sendfile(t->ssl, file_fd, *offset, n, 0);
+    int e = errno;
+    pipe_release(&np);
+    if (r >= 0) {
+        *offset += (off_t)r;
+        return (ssize_t)r;
+    }
+    ERR_clear_error();
+    if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == EBUSY) {
+        *want = TC_TRANSPORT_WANT_WRITE;
+        return -EAGAIN;
+    }
+    t->broken = 1;
+    (void)snprintf(t->why, sizeof t->why, "sendfile: %s", strerror(e ? e : EIO));
+    return -(e ? e : EIO);
 }
 
 static const char *t_why(void *st)
@@ -702,6 +885,7 @@ static void t_free(void *st)
     ERR_clear_error(); /* nothing of ours stays in this thread's queue */
     gen_release(t->gen);
     free(t->gbuf);
+    free(t->rbuf);
     free(t->host);
     free(t);
 }
@@ -716,6 +900,7 @@ static const tc_transport_ops tls_ops = {
     .shutdown = t_shutdown,
     .why = t_why,
     .free = t_free,
+    .sendfile = t_sendfile,
 };
 
 /* ---- the public API --------------------------------------------------------- */
@@ -830,10 +1015,13 @@ static int create(tc_tls **out, const tc_tls_config *cfg, int server)
     }
     int rc = TC_EBADCONFIG;
     char why[WHY_MAX + 64] = "";
+    tls->ktls = c->ktls == TC_TLS_KTLS_TRY || (c->ktls == TC_TLS_KTLS_AUTO && ktls_listed());
     if ((int)c->min_version < TC_TLS_DEFAULT_VERSION || (int)c->min_version > TC_TLS_1_3)
         (void)snprintf(why, sizeof why, "min_version is not a tc_tls_version");
     else if ((int)c->verify < TC_TLS_VERIFY_DEFAULT || (int)c->verify > TC_TLS_VERIFY_REQUIRED)
         (void)snprintf(why, sizeof why, "verify is not a tc_tls_verify");
+    else if ((int)c->ktls < TC_TLS_KTLS_AUTO || (int)c->ktls > TC_TLS_KTLS_TRY)
+        (void)snprintf(why, sizeof why, "ktls is not a tc_tls_ktls");
     else if (server && !c->cert_file && !c->cert_pem)
         (void)snprintf(why, sizeof why, "a server needs cert_file or cert_pem");
     else if (c->alpn && alpn_encode(tls, c->alpn) < 0)
@@ -925,6 +1113,6 @@ int tc_tls_conn_info(const tc_conn *conn, tc_tls_info *out)
     }
     out->verify_result = SSL_get_verify_result(ssl);
     out->resumed = SSL_session_reused(ssl);
-    out->ktls_send = 0;
+    out->ktls_send = t->ktls;
     return 0;
 }

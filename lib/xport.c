@@ -99,11 +99,24 @@ static ssize_t xport_send(tc_conn *c, const struct iovec *v, int cnt)
     }
 }
 
-/* A copy: the file's bytes go through the transport (encrypted in user
- * space). The same bytes are read again when the transport asks for the
- * same send to be repeated (-EAGAIN), as TLS requires. */
+/* The transport's own sendfile (kTLS: the kernel encrypts) when it has one
+ * for this connection; else a copy: the file's bytes go through the
+ * transport (encrypted in user space). The same bytes are read again when
+ * the transport asks for the same send to be repeated (-EAGAIN), as TLS
+ * requires. */
 static ssize_t xport_sendfile(tc_conn *c, int file_fd, off_t *offset, size_t n)
 {
+    while (c->xport->ops->sendfile) {
+        unsigned want = 0;
+        ssize_t r = c->xport->ops->sendfile(c->xstate, file_fd, offset, n, &want);
+        if (r == -ENOTSUP)
+            break;
+        if (r != -EAGAIN || want != TC_TRANSPORT_WANT_READ)
+            return r;
+        int rc = wait_other(c, want);
+        if (rc < 0)
+            return rc;
+    }
     size_t len = n < FILE_CHUNK ? n : FILE_CHUNK;
     unsigned char *buf = malloc(len);
     if (!buf)

@@ -219,6 +219,42 @@ static void expect_log(struct seen *s, const char *want)
     cr_assert_str_eq(log, want);
 }
 
+/* One test's servers and what they must leave behind: the front server
+ * (event mode, one loop: its loop dials), a backend if asked, the dialled
+ * connection's record, and the descriptors, threads and children before. */
+struct rig {
+    const char *name;
+    tc_test_counts before;
+    struct seen s;
+    tc_test_server front, back;
+    int with_back;
+    tc_loop *lp; /* the front's loop */
+};
+
+/* front_h: the front's handler (NULL: an echo); it may point at g->s. */
+static void rig_open(struct rig *g, const char *name, int with_back, const tc_handler *front_h)
+{
+    g->name = name;
+    g->before = tc_test_counts_now(NULL, 0);
+    seen_init(&g->s);
+    g->with_back = with_back;
+    if (with_back)
+        backend_start(&g->back);
+    front_start(&g->front, front_h);
+    g->lp = tc_server_loop(g->front.srv, 0);
+    cr_assert_not_null(g->lp);
+}
+
+/* Stop the servers (each must end cleanly): nothing may leak. */
+static void rig_close(struct rig *g)
+{
+    cr_assert_eq(tc_test_server_stop(&g->front), 0);
+    if (g->with_back)
+        cr_assert_eq(tc_test_server_stop(&g->back), 0);
+    seen_destroy(&g->s);
+    tc_test_expect_counts(g->before, NULL, 0, g->name);
+}
+
 /* ---- connect, echo, end ------------------------------------------------------------ */
 
 /* Dialled from this (another) thread: on_open in the loop's thread with the
@@ -226,40 +262,34 @@ static void expect_log(struct seen *s, const char *want)
  * on_message, on_close(0). It counts as active while open, not as accepted. */
 Test(loopdial, connect_echo_and_end)
 {
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    struct seen s;
-    seen_init(&s);
-    tc_test_server back, front;
-    backend_start(&back);
-    front_start(&front, NULL);
-    tc_handler h = dial_handler(&s);
+    struct rig g;
+    rig_open(&g, "connect_echo_and_end", 1, NULL);
+    struct seen *s = &g.s;
+    tc_test_server *front = &g.front;
+    tc_handler h = dial_handler(s);
     tc_loop_dial_config dc = TC_LOOP_DIAL_CONFIG_INIT;
-    dc.data = &s.ev;
-    s.want_data = &s.ev;
-    atomic_store(&s.end_after, 2);
-    tc_loop *lp = tc_server_loop(front.srv, 0);
-    cr_assert_not_null(lp);
-    cr_assert_eq(tc_loop_dial(lp, back.addr_str, &dc, &h), 0);
-    cr_assert_eq(tc_test_event_wait(&s.ev, 2, TC_TEST_WAIT_MS), 0, "no open and echo");
-    tc_stats st = stats_of(&front);
+    dc.data = &s->ev;
+    s->want_data = &s->ev;
+    atomic_store(&s->end_after, 2);
+    tc_loop *lp = g.lp;
+    cr_assert_eq(tc_loop_dial(lp, g.back.addr_str, &dc, &h), 0);
+    cr_assert_eq(tc_test_event_wait(&s->ev, 2, TC_TEST_WAIT_MS), 0, "no open and echo");
+    tc_stats st = stats_of(front);
     cr_assert_eq(st.active, 1, "the outbound connection is live");
     cr_assert_eq(st.accepted, 0, "but not accepted");
-    tc_conn *c = atomic_load(&s.conn);
+    tc_conn *c = atomic_load(&s->conn);
     cr_assert_eq(tc_conn_loop(c), lp);
     cr_assert_eq(tc_conn_pause_reading(c), -EPERM, "not from this thread");
     cr_assert_eq(tc_conn_end(c, 0), -EPERM);
     cr_assert_eq(tc_conn_send(c, "again", 5), 5, "a send from another thread is mail");
-    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0, "never closed");
-    expect_log(&s, "open,msg:hello,msg:again,close:0");
-    cr_assert(atomic_load(&s.data_ok), "tc_conn_data was not the config's data");
-    cr_assert_eq(atomic_load(&s.wrong_thread), 0);
-    TC_TEST_WAIT_UNTIL(stats_of(&front).active == 0, TC_TEST_WAIT_MS);
-    cr_assert_eq(stats_of(&front).active, 0);
-    cr_assert_eq(stats_of(&front).peak_active, 1);
-    cr_assert_eq(tc_test_server_stop(&front), 0);
-    cr_assert_eq(tc_test_server_stop(&back), 0);
-    seen_destroy(&s);
-    tc_test_expect_counts(before, NULL, 0, "connect_echo_and_end");
+    cr_assert_eq(tc_test_event_wait(&s->closed, 1, TC_TEST_WAIT_MS), 0, "never closed");
+    expect_log(s, "open,msg:hello,msg:again,close:0");
+    cr_assert(atomic_load(&s->data_ok), "tc_conn_data was not the config's data");
+    cr_assert_eq(atomic_load(&s->wrong_thread), 0);
+    TC_TEST_WAIT_UNTIL(stats_of(front).active == 0, TC_TEST_WAIT_MS);
+    cr_assert_eq(stats_of(front).active, 0);
+    cr_assert_eq(stats_of(front).peak_active, 1);
+    rig_close(&g);
 }
 
 /* A unix backend connects at once (no EINPROGRESS); the server's codec is
@@ -307,25 +337,18 @@ static int timer_message(tc_conn *c, const void *msg, size_t len, void *ctx)
  * connection with the reason on_close then gets. */
 Test(loopdial, timer_on_an_outbound_connection)
 {
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    struct seen s;
-    seen_init(&s);
-    tc_test_server back, front;
-    backend_start(&back);
-    front_start(&front, NULL);
-    tc_handler h = dial_handler(&s);
+    struct rig g;
+    rig_open(&g, "timer", 1, NULL);
+    tc_handler h = dial_handler(&g.s);
     h.on_message = timer_message;
     h.on_timer = timer_fired;
-    cr_assert_eq(tc_loop_dial(tc_server_loop(front.srv, 0), back.addr_str, NULL, &h), 0);
-    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_loop_dial(g.lp, g.back.addr_str, NULL, &h), 0);
+    cr_assert_eq(tc_test_event_wait(&g.s.closed, 1, TC_TEST_WAIT_MS), 0);
     char want[64];
     snprintf(want, sizeof want, "open,msg:hello,timer,close:%d", -ECANCELED);
-    expect_log(&s, want);
-    cr_assert_eq(stats_of(&front).handler_errors, 0);
-    cr_assert_eq(tc_test_server_stop(&front), 0);
-    cr_assert_eq(tc_test_server_stop(&back), 0);
-    seen_destroy(&s);
-    tc_test_expect_counts(before, NULL, 0, "timer");
+    expect_log(&g.s, want);
+    cr_assert_eq(stats_of(&g.front).handler_errors, 0);
+    rig_close(&g);
 }
 
 /* ---- failures: on_close once, never on_open ------------------------------------------ */
@@ -354,71 +377,64 @@ static void expect_failure(tc_test_server *front, const char *addr, int connect_
 
 Test(loopdial, refused_tcp_and_unix)
 {
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_test_server front;
-    front_start(&front, NULL);
+    struct rig g;
+    rig_open(&g, "refused", 0, NULL);
+    tc_test_server *front = &g.front;
     char addr[64];
     int lfd = raw_listener(1, addr, sizeof addr);
     close(lfd); /* the port is free again: nobody listens */
-    expect_failure(&front, addr, 0, -ECONNREFUSED);
+    expect_failure(front, addr, 0, -ECONNREFUSED);
     char dir[64], where[128];
     tc_test_tmpdir(dir, sizeof dir);
     snprintf(where, sizeof where, "unix:%s/none.sock", dir);
-    expect_failure(&front, where, 0, -ENOENT);
-    cr_assert_eq(stats_of(&front).handler_errors, 0, "a failed dial is not a handler error");
-    TC_TEST_WAIT_UNTIL(stats_of(&front).active == 0, TC_TEST_WAIT_MS); /* after on_close */
-    cr_assert_eq(stats_of(&front).active, 0);
-    cr_assert_eq(tc_test_server_stop(&front), 0);
+    expect_failure(front, where, 0, -ENOENT);
+    cr_assert_eq(stats_of(front).handler_errors, 0, "a failed dial is not a handler error");
+    TC_TEST_WAIT_UNTIL(stats_of(front).active == 0, TC_TEST_WAIT_MS); /* after on_close */
+    cr_assert_eq(stats_of(front).active, 0);
     tc_test_rmtree(dir);
-    tc_test_expect_counts(before, NULL, 0, "refused");
+    rig_close(&g);
 }
 
 /* A listener with a backlog of 0 and one connection it never accepts: the
  * next SYN is dropped, so the connect hangs until its timeout. */
 Test(loopdial, connect_timeout)
 {
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_test_server front;
-    front_start(&front, NULL);
+    struct rig g;
+    rig_open(&g, "timeout", 0, NULL);
     char addr[64];
     int lfd = raw_listener(0, addr, sizeof addr);
     tc_addr a;
     cr_assert_eq(tc_addr_parse(&a, addr), 0);
     int filler = tc_test_connect_ok(&a);
-    expect_failure(&front, addr, 200, -ETIMEDOUT);
+    expect_failure(&g.front, addr, 200, -ETIMEDOUT);
     close(filler);
     close(lfd);
-    cr_assert_eq(tc_test_server_stop(&front), 0);
-    tc_test_expect_counts(before, NULL, 0, "timeout");
+    rig_close(&g);
 }
 
 /* The backend resets the connection after on_open: on_close(-ECONNRESET). */
 Test(loopdial, reset_by_the_backend)
 {
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_test_server front;
-    front_start(&front, NULL);
+    struct rig g;
+    rig_open(&g, "reset", 0, NULL);
     char addr[64];
     int lfd = raw_listener(4, addr, sizeof addr);
-    struct seen s;
-    seen_init(&s);
-    tc_handler h = dial_handler(&s);
-    cr_assert_eq(tc_loop_dial(tc_server_loop(front.srv, 0), addr, NULL, &h), 0);
+    struct seen *s = &g.s;
+    tc_handler h = dial_handler(s);
+    cr_assert_eq(tc_loop_dial(g.lp, addr, NULL, &h), 0);
     int fd = raw_accept(lfd);
-    cr_assert_eq(tc_test_event_wait(&s.ev, 1, TC_TEST_WAIT_MS), 0, "no on_open");
+    cr_assert_eq(tc_test_event_wait(&s->ev, 1, TC_TEST_WAIT_MS), 0, "no on_open");
     char b[6];
     cr_assert_eq(tc_test_recv_full(fd, b, 6), 6);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     close(fd); /* RST */
-    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_event_wait(&s->closed, 1, TC_TEST_WAIT_MS), 0);
     char want[32];
     snprintf(want, sizeof want, "open,close:%d", -ECONNRESET);
-    expect_log(&s, want);
+    expect_log(s, want);
     close(lfd);
-    cr_assert_eq(tc_test_server_stop(&front), 0);
-    seen_destroy(&s);
-    tc_test_expect_counts(before, NULL, 0, "reset");
+    rig_close(&g);
 }
 
 /* ---- from an accepted connection: a relay ------------------------------------------- */
@@ -568,24 +584,22 @@ Test(loopdial, relay_dialled_from_on_open)
  * every byte arrives. */
 Test(loopdial, flow_control_on_an_outbound_connection, .timeout = 60)
 {
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_test_server front;
-    front_start(&front, NULL);
+    struct rig g;
+    rig_open(&g, "flow control", 0, NULL);
     char addr[64];
     int lfd = raw_listener(4, addr, sizeof addr);
-    struct seen s;
-    seen_init(&s);
-    atomic_store(&s.flood, 1);
-    tc_handler h = dial_handler(&s);
+    struct seen *s = &g.s;
+    atomic_store(&s->flood, 1);
+    tc_handler h = dial_handler(s);
     tc_codec raw = TC_CODEC_INIT;
     tc_loop_dial_config dc = TC_LOOP_DIAL_CONFIG_INIT;
     dc.codec = &raw; /* the bytes as sent */
-    cr_assert_eq(tc_loop_dial(tc_server_loop(front.srv, 0), addr, &dc, &h), 0);
+    cr_assert_eq(tc_loop_dial(g.lp, addr, &dc, &h), 0);
     int fd = raw_accept(lfd);
-    cr_assert_eq(tc_test_event_wait(&s.ev, 1, TC_TEST_WAIT_MS), 0, "no on_open");
-    cr_assert_gt(atomic_load(&s.peak), TC_SEND_HIGH_WATER);
-    cr_assert_eq(atomic_load(&s.drains), 0, "on_drain before the peer read");
-    size_t total = atomic_load(&s.flooded), got = 0;
+    cr_assert_eq(tc_test_event_wait(&s->ev, 1, TC_TEST_WAIT_MS), 0, "no on_open");
+    cr_assert_gt(atomic_load(&s->peak), TC_SEND_HIGH_WATER);
+    cr_assert_eq(atomic_load(&s->drains), 0, "on_drain before the peer read");
+    size_t total = atomic_load(&s->flooded), got = 0;
     static char buf[CHUNK];
     while (got < total) {
         size_t want = total - got < sizeof buf ? total - got : sizeof buf;
@@ -595,15 +609,13 @@ Test(loopdial, flow_control_on_an_outbound_connection, .timeout = 60)
     }
     cr_assert_eq(tc_test_recv_full(fd, buf, 4), 4, "nothing from on_drain");
     cr_assert_eq(memcmp(buf, "end\n", 4), 0);
-    cr_assert_eq(atomic_load(&s.drains), 1);
-    cr_assert_lt(atomic_load(&s.at_drain), TC_SEND_LOW_WATER);
+    cr_assert_eq(atomic_load(&s->drains), 1);
+    cr_assert_lt(atomic_load(&s->at_drain), TC_SEND_LOW_WATER);
     close(fd); /* its end of stream closes ours: reason 0 */
-    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
-    cr_assert_eq(atomic_load(&s.last_reason), 0);
+    cr_assert_eq(tc_test_event_wait(&s->closed, 1, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(atomic_load(&s->last_reason), 0);
     close(lfd);
-    cr_assert_eq(tc_test_server_stop(&front), 0);
-    seen_destroy(&s);
-    tc_test_expect_counts(before, NULL, 0, "flow control");
+    rig_close(&g);
 }
 
 static void resume_fn(tc_loop *loop, void *arg)
@@ -619,35 +631,31 @@ static void resume_fn(tc_loop *loop, void *arg)
  * stream after them. */
 Test(loopdial, pause_holds_buffered_frames_until_resume)
 {
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_test_server front;
-    front_start(&front, NULL);
+    struct rig g;
+    rig_open(&g, "pause", 0, NULL);
     char addr[64];
     int lfd = raw_listener(4, addr, sizeof addr);
-    struct seen s;
-    seen_init(&s);
-    atomic_store(&s.pause_on_first, 1);
-    tc_handler h = dial_handler(&s);
-    cr_assert_eq(tc_loop_dial(tc_server_loop(front.srv, 0), addr, NULL, &h), 0);
+    struct seen *s = &g.s;
+    atomic_store(&s->pause_on_first, 1);
+    tc_handler h = dial_handler(s);
+    cr_assert_eq(tc_loop_dial(g.lp, addr, NULL, &h), 0);
     int fd = raw_accept(lfd);
-    cr_assert_eq(tc_test_event_wait(&s.ev, 1, TC_TEST_WAIT_MS), 0, "no on_open");
+    cr_assert_eq(tc_test_event_wait(&s->ev, 1, TC_TEST_WAIT_MS), 0, "no on_open");
     cr_assert_eq(tc_test_send_all(fd, "a\nb\n", 4), 0);
-    cr_assert_eq(tc_test_event_wait(&s.ev, 2, TC_TEST_WAIT_MS), 0, "no first message");
+    cr_assert_eq(tc_test_event_wait(&s->ev, 2, TC_TEST_WAIT_MS), 0, "no first message");
     cr_assert_eq(tc_test_send_all(fd, "c\n", 2), 0);
     /* The loop does not take "c\n": it stays in the socket's receive queue. */
-    int sfd = tc_conn_fd(atomic_load(&s.conn)), queued = 0;
+    int sfd = tc_conn_fd(atomic_load(&s->conn)), queued = 0;
     TC_TEST_WAIT_UNTIL(ioctl(sfd, FIONREAD, &queued) == 0 && queued == 2, TC_TEST_WAIT_MS);
     cr_assert_eq(queued, 2, "the paused connection was read");
     shutdown(fd, SHUT_WR);
-    expect_log(&s, "open,msg:a");
-    cr_assert_eq(tc_loop_post(tc_server_loop(front.srv, 0), resume_fn, &s), 0);
-    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
-    expect_log(&s, "open,msg:a,msg:b,msg:c,close:0");
+    expect_log(s, "open,msg:a");
+    cr_assert_eq(tc_loop_post(g.lp, resume_fn, s), 0);
+    cr_assert_eq(tc_test_event_wait(&s->closed, 1, TC_TEST_WAIT_MS), 0);
+    expect_log(s, "open,msg:a,msg:b,msg:c,close:0");
     close(fd);
     close(lfd);
-    cr_assert_eq(tc_test_server_stop(&front), 0);
-    seen_destroy(&s);
-    tc_test_expect_counts(before, NULL, 0, "pause");
+    rig_close(&g);
 }
 
 /* ---- the peer's end of stream ------------------------------------------------------------ */
@@ -666,29 +674,24 @@ static int eof_keep(tc_conn *c, void *ctx)
  * on_eof the connection closes at the end of the stream. */
 Test(loopdial, on_eof_keeps_the_connection_for_sending)
 {
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    struct seen s;
-    seen_init(&s);
+    struct rig g;
     tc_handler h = TC_HANDLER_INIT;
     h.on_message = d_message;
     h.on_eof = eof_keep;
     h.on_close = d_close;
-    h.ctx = &s;
-    tc_test_server front;
-    front_start(&front, &h);
-    int fd = tc_test_connect_ok(&front.addr);
+    h.ctx = &g.s;
+    rig_open(&g, "on_eof", 0, &h);
+    int fd = tc_test_connect_ok(&g.front.addr);
     cr_assert_eq(tc_test_send_all(fd, "a\nb\n", 4), 0);
     cr_assert_eq(shutdown(fd, SHUT_WR), 0);
     char got[4];
     cr_assert_eq(tc_test_recv_full(fd, got, 4), 4, "no reply after the half-close");
     cr_assert_eq(memcmp(got, "bye\n", 4), 0);
     cr_assert_eq(tc_test_recv_eof(fd), 0);
-    cr_assert_eq(tc_test_event_wait(&s.closed, 1, TC_TEST_WAIT_MS), 0);
-    expect_log(&s, "msg:a,msg:b,eof,close:0");
+    cr_assert_eq(tc_test_event_wait(&g.s.closed, 1, TC_TEST_WAIT_MS), 0);
+    expect_log(&g.s, "msg:a,msg:b,eof,close:0");
     close(fd);
-    cr_assert_eq(tc_test_server_stop(&front), 0);
-    seen_destroy(&s);
-    tc_test_expect_counts(before, NULL, 0, "on_eof");
+    rig_close(&g);
 }
 
 /* ---- the drain ------------------------------------------------------------------------ */

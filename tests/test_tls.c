@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -156,6 +157,29 @@ static void start(tc_test_server *ts, tc_mode mode, tc_tls *tls, tc_codec codec)
     tc_test_server_start(ts, "127.0.0.1:0", &cfg, &h);
 }
 
+/* One TLS server under test (start's echo handler) and what it must leave
+ * behind: the descriptors, threads and children of before. */
+struct rig {
+    const char *name;
+    tc_test_counts before;
+    tc_test_server ts;
+};
+
+static void rig_open(struct rig *g, tc_mode mode, tc_tls *tls, tc_codec codec)
+{
+    g->name = tc_mode_name(mode);
+    shared_init();
+    g->before = tc_test_counts_now(NULL, 0);
+    start(&g->ts, mode, tls, codec);
+}
+
+/* Stop the server: nothing may leak. */
+static void rig_close(struct rig *g)
+{
+    cr_assert_eq(tc_test_server_stop(&g->ts), 0, "%s: the server did not end cleanly", g->name);
+    tc_test_expect_counts(g->before, NULL, 0, g->name);
+}
+
 static tc_codec line_codec(void)
 {
     tc_codec c;
@@ -203,13 +227,11 @@ Test(tls, python_every_mode_tls12_and_tls13)
         if (!tc_test_mode_enabled(all_modes[m]))
             continue;
         for (int v = 2; v <= 3; v++) {
-            shared_init();
-            tc_test_counts before = tc_test_counts_now(NULL, 0);
-            tc_test_server ts;
-            start(&ts, all_modes[m], tls, line_codec());
+            struct rig g;
+            rig_open(&g, all_modes[m], tls, line_codec());
             char out[1024], args[128];
             snprintf(args, sizeof args, "--version 1.%d --lines 5", v);
-            int st = python(&ts, args, out, sizeof out);
+            int st = python(&g.ts, args, out, sizeof out);
             cr_assert_eq(st, 0, "%s TLS 1.%d: %s", tc_mode_name(all_modes[m]), v, out);
             cr_assert(strstr(out, "\"echo_ok\": true"), "%s: %s", tc_mode_name(all_modes[m]), out);
             char want[32];
@@ -222,8 +244,7 @@ Test(tls, python_every_mode_tls12_and_tls13)
             cr_assert_eq(seen->info_rc, 0);
             cr_assert_str_eq(seen->info.version, want[0] == '"' ? (v == 2 ? "TLSv1.2" : "TLSv1.3")
                                                                  : "");
-            tc_test_server_stop(&ts);
-            tc_test_expect_counts(before, NULL, 0, tc_mode_name(all_modes[m]));
+            rig_close(&g);
         }
     }
     tc_tls_destroy(tls);
@@ -239,15 +260,14 @@ Test(tls, s_client_every_mode)
         if (!tc_test_mode_enabled(all_modes[m]))
             continue;
         for (int v = 2; v <= 3; v++) {
-            shared_init();
-            tc_test_server ts;
-            start(&ts, all_modes[m], tls, line_codec());
+            struct rig g;
+            rig_open(&g, all_modes[m], tls, line_codec());
             char cmd[1024];
             snprintf(cmd, sizeof cmd,
                      "printf 'hello tls\\nbye\\n' | timeout 20 openssl s_client -quiet "
                      "-connect 127.0.0.1:%d -tls1_%d -CAfile %s -verify_return_error "
                      "-servername localhost 2>/tmp/tls_sclient.err",
-                     tc_addr_port(&ts.addr), v, path("ca.pem"));
+                     tc_addr_port(&g.ts.addr), v, path("ca.pem"));
             FILE *f = popen(cmd, "r");
             char out[256] = "";
             size_t k = fread(out, 1, sizeof out - 1, f);
@@ -260,7 +280,7 @@ Test(tls, s_client_every_mode)
             cr_assert(seen->close_reason == 0 || seen->close_reason == TC_EOF, "%s: %s",
                       tc_mode_name(all_modes[m]),
                          tc_strerror(seen->close_reason));
-            tc_test_server_stop(&ts);
+            rig_close(&g);
         }
     }
     tc_tls_destroy(tls);
@@ -297,14 +317,12 @@ static void hostile(tc_mode mode, tc_tls *tls)
         garbage[i] = (unsigned char)(i * 131 + 7);
     const void *what[4] = {http, garbage, cut, NULL};
     size_t len[4] = {sizeof http - 1, sizeof garbage, sizeof cut, 0};
-    shared_init();
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_test_server ts;
-    start(&ts, mode, tls, line_codec());
+    struct rig g;
+    rig_open(&g, mode, tls, line_codec());
     int fd[4];
     int64_t t0 = tc_test_now_ms();
     for (int i = 0; i < 4; i++) {
-        fd[i] = tc_test_connect_ok(&ts.addr);
+        fd[i] = tc_test_connect_ok(&g.ts.addr);
         if (len[i])
             cr_assert_eq(tc_test_send_all(fd[i], what[i], len[i]), 0);
     }
@@ -322,9 +340,8 @@ static void hostile(tc_mode mode, tc_tls *tls)
     }
     cr_assert_eq(atomic_load(&seen->opened), 0, "the handler saw a failed handshake");
     char out[1024];
-    cr_assert_eq(python(&ts, "--lines 2", out, sizeof out), 0, "%s: %s", tc_mode_name(mode), out);
-    tc_test_server_stop(&ts);
-    tc_test_expect_counts(before, NULL, 0, tc_mode_name(mode));
+    cr_assert_eq(python(&g.ts, "--lines 2", out, sizeof out), 0, "%s: %s", tc_mode_name(mode), out);
+    rig_close(&g);
 }
 
 Test(tls, plaintext_garbage_truncated_and_stalled_clients)
@@ -352,15 +369,14 @@ Test(tls, no_close_notify_is_truncation)
     for (size_t m = 0; m < 3; m++) {
         if (!tc_test_mode_enabled(modes[m]))
             continue;
-        shared_init();
-        tc_test_server ts;
-        start(&ts, modes[m], tls, line_codec());
+        struct rig g;
+        rig_open(&g, modes[m], tls, line_codec());
         char out[1024];
-        cr_assert_eq(python(&ts, "--lines 1 --no-close-notify", out, sizeof out), 0, "%s", out);
+        cr_assert_eq(python(&g.ts, "--lines 1 --no-close-notify", out, sizeof out), 0, "%s", out);
         TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
         cr_assert_eq(seen->close_reason, TC_ETRUNCATED, "%s: %s", tc_mode_name(modes[m]),
                      tc_strerror(seen->close_reason));
-        tc_test_server_stop(&ts);
+        rig_close(&g);
     }
     tc_tls_destroy(tls);
     rm_certs();
@@ -374,19 +390,16 @@ Test(tls, one_mib_frames)
     for (size_t m = 0; m < sizeof all_modes / sizeof *all_modes; m++) {
         if (!tc_test_mode_enabled(all_modes[m]))
             continue;
-        shared_init();
-        tc_test_counts before = tc_test_counts_now(NULL, 0);
-        tc_test_server ts;
         tc_codec codec;
         cr_assert_eq(tc_codec_length_prefixed(&codec, 4, TC_BIG_ENDIAN), 0);
         cr_assert_eq(tc_codec_set_max_frame(&codec, 2u << 20), 0);
-        start(&ts, all_modes[m], tls, codec);
+        struct rig g;
+        rig_open(&g, all_modes[m], tls, codec);
         char out[1024];
-        int st = python(&ts, "--frame 1048576", out, sizeof out);
+        int st = python(&g.ts, "--frame 1048576", out, sizeof out);
         cr_assert_eq(st, 0, "%s: %s", tc_mode_name(all_modes[m]), out);
         cr_assert(strstr(out, "\"echo_ok\": true"), "%s: %s", tc_mode_name(all_modes[m]), out);
-        tc_test_server_stop(&ts);
-        tc_test_expect_counts(before, NULL, 0, tc_mode_name(all_modes[m]));
+        rig_close(&g);
     }
     tc_tls_destroy(tls);
     rm_certs();
@@ -406,12 +419,11 @@ Test(tls, info_alpn_and_sni)
     c.certs = &other;
     c.ncerts = 1;
     tc_tls *tls = server_tls(&c);
-    shared_init();
-    tc_test_server ts;
-    start(&ts, TC_MODE_EVENT, tls, line_codec());
+    struct rig g;
+    rig_open(&g, TC_MODE_EVENT, tls, line_codec());
     char out[1024];
     /* The client prefers h2; the server's own order wins. */
-    cr_assert_eq(python(&ts, "--alpn h2,x-test --sni other.test", out, sizeof out), 0, "%s", out);
+    cr_assert_eq(python(&g.ts, "--alpn h2,x-test --sni other.test", out, sizeof out), 0, "%s", out);
     cr_assert(strstr(out, "\"peer_cn\": \"other\""), "SNI did not choose other.test: %s", out);
     cr_assert(strstr(out, "\"alpn\": \"x-test\""), "%s", out);
     TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
@@ -422,10 +434,10 @@ Test(tls, info_alpn_and_sni)
     cr_assert_eq(seen->info.peer_cert, 0);
     cr_assert_neq(seen->info.cipher[0], 0);
     /* The default certificate for any other name; no ALPN in common: none. */
-    cr_assert_eq(python(&ts, "--alpn spdy/1", out, sizeof out), 0, "%s", out);
+    cr_assert_eq(python(&g.ts, "--alpn spdy/1", out, sizeof out), 0, "%s", out);
     cr_assert(strstr(out, "\"peer_cn\": \"server\""), "%s", out);
     cr_assert(strstr(out, "\"alpn\": \"\""), "%s", out);
-    tc_test_server_stop(&ts);
+    rig_close(&g);
     tc_tls_destroy(tls);
     rm_certs();
 }
@@ -440,22 +452,21 @@ Test(tls, mutual_tls)
     tc_tls *tls = server_tls(&c);
     const tc_mode modes[] = {TC_MODE_THREADING, TC_MODE_EVENT};
     for (size_t m = 0; m < 2; m++) {
-        shared_init();
-        tc_test_server ts;
-        start(&ts, modes[m], tls, line_codec());
+        struct rig g;
+        rig_open(&g, modes[m], tls, line_codec());
         char out[1024], args[512];
         /* TLS 1.3 sends the refusal after the client's handshake ends: it
          * shows at the first read, as an error either way. */
-        cr_assert_neq(python(&ts, "--lines 1", out, sizeof out), 0, "accepted without a cert: %s",
+        cr_assert_neq(python(&g.ts, "--lines 1", out, sizeof out), 0, "accepted without a cert: %s",
                       out);
         cr_assert_eq(atomic_load(&seen->opened), 0);
         snprintf(args, sizeof args, "--cert %s --key %s", path("client.pem"), path("client.key"));
-        cr_assert_eq(python(&ts, args, out, sizeof out), 0, "%s", out);
+        cr_assert_eq(python(&g.ts, args, out, sizeof out), 0, "%s", out);
         TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
         cr_assert_eq(seen->info.peer_cert, 1);
         cr_assert_eq(seen->info.verify_result, 0);
         cr_assert_str_eq(seen->info.peer_subject, "CN=client");
-        tc_test_server_stop(&ts);
+        rig_close(&g);
     }
     tc_tls_destroy(tls);
     rm_certs();
@@ -501,12 +512,10 @@ Test(tls, dial_verifies_resumes_and_half_closes)
     sc.alpn = "x-test";
     tc_tls *tls = server_tls(&sc);
     tc_tls *cli = client_tls("x-test");
-    shared_init();
-    tc_test_counts before = tc_test_counts_now(NULL, 0);
-    tc_test_server ts;
-    start(&ts, TC_MODE_THREADING, tls, line_codec());
+    struct rig g;
+    rig_open(&g, TC_MODE_THREADING, tls, line_codec());
     int rc;
-    tc_conn *c = dial(&ts, "localhost", cli, &rc);
+    tc_conn *c = dial(&g.ts, "localhost", cli, &rc);
     cr_assert_eq(rc, 0, "dial: %s (%s)", tc_strerror(rc), tc_last_error_detail());
     dial_echo(c, "one\n");
     tc_tls_info info;
@@ -525,7 +534,7 @@ Test(tls, dial_verifies_resumes_and_half_closes)
     TC_TEST_WAIT_UNTIL(atomic_load(&seen->closed) == 1, TC_TEST_WAIT_MS);
     cr_assert_eq(seen->close_reason, 0, "%s", tc_strerror(seen->close_reason));
     /* The same host again: the session is resumed (TLS 1.3 tickets). */
-    c = dial(&ts, "localhost", cli, &rc);
+    c = dial(&g.ts, "localhost", cli, &rc);
     cr_assert_eq(rc, 0);
     dial_echo(c, "three\n");
     cr_assert_eq(tc_tls_conn_info(c, &info), 0);
@@ -537,13 +546,13 @@ Test(tls, dial_verifies_resumes_and_half_closes)
     wc.ca_file = path("ca.pem");
     wc.server_name = "wrong.test";
     cr_assert_eq(tc_tls_client_create(&wrong, &wc), 0);
-    c = dial(&ts, "127.0.0.1", wrong, &rc);
+    c = dial(&g.ts, "127.0.0.1", wrong, &rc);
     cr_assert_eq(rc, TC_EHANDSHAKE, "%s", tc_strerror(rc));
     cr_assert_null(c);
     cr_assert(strstr(tc_last_error_detail(), "certificate"), "%s", tc_last_error_detail());
     tc_tls_destroy(wrong);
     /* Its address, which the certificate does carry, is accepted. */
-    c = dial(&ts, "127.0.0.1", cli, &rc);
+    c = dial(&g.ts, "127.0.0.1", cli, &rc);
     cr_assert_eq(rc, 0, "%s", tc_last_error_detail());
     tc_conn_close(c);
     /* A client without the CA: refused too. */
@@ -551,11 +560,10 @@ Test(tls, dial_verifies_resumes_and_half_closes)
     tc_tls_config bc = TC_TLS_CONFIG_INIT;
     bc.ca_file = path("other.pem"); /* not the CA */
     cr_assert_eq(tc_tls_client_create(&bare, &bc), 0);
-    c = dial(&ts, "localhost", bare, &rc);
+    c = dial(&g.ts, "localhost", bare, &rc);
     cr_assert_eq(rc, TC_EHANDSHAKE);
     tc_tls_destroy(bare);
-    tc_test_server_stop(&ts);
-    tc_test_expect_counts(before, NULL, 0, "dial");
+    rig_close(&g);
     tc_tls_destroy(cli);
     tc_tls_destroy(tls);
     rm_certs();
@@ -581,18 +589,17 @@ Test(tls, reload_new_connections_old_one_keeps_working)
     c.key_file = path("live.key");
     tc_tls *tls = server_tls(&c);
     tc_tls *cli = client_tls(NULL);
-    shared_init();
-    tc_test_server ts;
-    start(&ts, TC_MODE_EVENT, tls, line_codec());
+    struct rig g;
+    rig_open(&g, TC_MODE_EVENT, tls, line_codec());
     int rc;
-    tc_conn *old = dial(&ts, "localhost", cli, &rc);
+    tc_conn *old = dial(&g.ts, "localhost", cli, &rc);
     cr_assert_eq(rc, 0);
     dial_echo(old, "before\n");
     copy_file(path("server2.pem"), path("live.pem"));
     copy_file(path("server2.key"), path("live.key"));
     cr_assert_eq(tc_tls_reload(tls), 0);
     char out[1024];
-    cr_assert_eq(python(&ts, "", out, sizeof out), 0, "%s", out);
+    cr_assert_eq(python(&g.ts, "", out, sizeof out), 0, "%s", out);
     cr_assert(strstr(out, "\"peer_cn\": \"server2\""), "the reload was not seen: %s", out);
     dial_echo(old, "after\n"); /* the old connection goes on */
     /* A broken file: reload fails, the last good certificate stays. */
@@ -602,16 +609,18 @@ Test(tls, reload_new_connections_old_one_keeps_working)
     fputs("not a key\n", f);
     fclose(f);
     cr_assert_eq(tc_tls_reload(tls), TC_EBADCONFIG);
-    cr_assert_eq(python(&ts, "", out, sizeof out), 0, "%s", out);
+    cr_assert_eq(python(&g.ts, "", out, sizeof out), 0, "%s", out);
     cr_assert(strstr(out, "\"peer_cn\": \"server2\""), "%s", out);
     tc_conn_close(old);
-    tc_test_server_stop(&ts);
+    rig_close(&g);
     tc_tls_destroy(cli);
     tc_tls_destroy(tls);
     rm_certs();
 }
 
 /* ---- sendfile -------------------------------------------------------------------------- */
+
+static atomic_int ktls_seen; /* the last sender's tc_tls_info::ktls_send, -1 before */
 
 static int send_file(tc_conn *c, void *ctx)
 {
@@ -624,9 +633,29 @@ static int send_file(tc_conn *c, void *ctx)
         return -errno;
     ssize_t r = tc_conn_sendfile(c, fd, 0, 300000);
     close(fd);
+    tc_tls_info ti;
+    if (tc_tls_conn_info(c, &ti) == 0)
+        atomic_store(&ktls_seen, ti.ktls_send);
     return r == 300000 ? 0 : (int)(r < 0 ? r : -EIO);
 }
 
+/* The kernel's tls module is loaded: kTLS may be taken. */
+static int kernel_ktls(void)
+{
+    char line[256] = "";
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
+    if (f) {
+        if (!fgets(line, sizeof line, f))
+            line[0] = 0;
+        fclose(f);
+    }
+    return strstr(line, "tls") != NULL;
+}
+
+/* Every mode's sendfile over TLS, with kTLS left to the kernel (AUTO) and
+ * asked of it on every connection (TRY): where the kernel has no tls module
+ * (this machine's), TRY runs the handshake on OpenSSL's socket BIO, is
+ * refused, falls back to the copy and says so (ktls_send 0). */
 Test(tls, sendfile_copies_through_tls)
 {
     not_quick();
@@ -641,14 +670,21 @@ Test(tls, sendfile_copies_through_tls)
         sum += i * 7 % 251;
     }
     fclose(f);
-    tc_tls *tls = server_tls(NULL);
+    const int have_ktls = kernel_ktls();
+    tc_tls *tls[2];
+    for (int k = 0; k < 2; k++) {
+        tc_tls_config tc = TC_TLS_CONFIG_INIT;
+        tc.ktls = k ? TC_TLS_KTLS_TRY : TC_TLS_KTLS_AUTO;
+        tls[k] = server_tls(&tc);
+    }
     /* Stream handlers: their own thread, the inline loop, a pool's worker (the
      * handshake done by the pool's loop, the reads by the worker). */
     const tc_mode modes[] = {TC_MODE_THREADING, TC_MODE_INLINE, TC_MODE_POOL};
-    for (size_t m = 0; m < 3; m++) {
+    for (size_t i = 0; i < 6; i++) {
+        atomic_store(&ktls_seen, -1);
         tc_server_config cfg = tc_test_config();
-        cfg.mode = modes[m];
-        cfg.transport = tc_tls_transport(tls);
+        cfg.mode = modes[i % 3];
+        cfg.transport = tc_tls_transport(tls[i / 3]);
         tc_handler h = {0};
         h.handle = send_file;
         h.ctx = file;
@@ -661,8 +697,12 @@ Test(tls, sendfile_copies_through_tls)
         cr_assert(strstr(out, "\"file_len\": 300000"), "%s", out);
         cr_assert(strstr(out, want), "%s", out);
         tc_test_server_stop(&ts);
+        int k = atomic_load(&ktls_seen);
+        cr_assert(k == 0 || (k == 1 && have_ktls), "ktls_send %d (kernel module: %d)", k,
+                  have_ktls);
     }
-    tc_tls_destroy(tls);
+    tc_tls_destroy(tls[0]);
+    tc_tls_destroy(tls[1]);
     unlink(file);
     rm_certs();
 }
@@ -918,13 +958,12 @@ Test(tls, min_version_tls13_refuses_tls12)
     tc_tls_config c = TC_TLS_CONFIG_INIT;
     c.min_version = TC_TLS_1_3;
     tc_tls *tls = server_tls(&c);
-    shared_init();
-    tc_test_server ts;
-    start(&ts, TC_MODE_EVENT, tls, line_codec());
+    struct rig g;
+    rig_open(&g, TC_MODE_EVENT, tls, line_codec());
     char out[1024];
-    cr_assert_neq(python(&ts, "--version 1.2", out, sizeof out), 0, "TLS 1.2 accepted: %s", out);
-    cr_assert_eq(python(&ts, "--version 1.3", out, sizeof out), 0, "%s", out);
-    tc_test_server_stop(&ts);
+    cr_assert_neq(python(&g.ts, "--version 1.2", out, sizeof out), 0, "TLS 1.2 accepted: %s", out);
+    cr_assert_eq(python(&g.ts, "--version 1.3", out, sizeof out), 0, "%s", out);
+    rig_close(&g);
     tc_tls_destroy(tls);
     /* A configuration mistake is refused with the reason in the log hook. */
     tc_tls_config bad = TC_TLS_CONFIG_INIT;

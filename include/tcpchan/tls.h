@@ -68,6 +68,21 @@ typedef enum tc_tls_version {
     TC_TLS_1_3                  /**< TLS 1.3 */
 } tc_tls_version;
 
+/** @brief kTLS for tc_tls_config::ktls: the kernel encrypting what a
+ *         connection sends, so that tc_conn_sendfile() sends a file without
+ *         reading it into user space. Needs OpenSSL built with kTLS and the
+ *         kernel's tls module; a connection that cannot have it (another
+ *         cipher, the module missing) encrypts in user space as usual. */
+typedef enum tc_tls_ktls {
+    /** The default: on when the kernel lists the tls module in
+     *  /proc/sys/net/ipv4/tcp_available_ulp (it is loaded). */
+    TC_TLS_KTLS_AUTO = 0,
+    TC_TLS_KTLS_OFF, /**< never */
+    /** Asked of the kernel for every connection, even when the module is not
+     *  listed (a kernel that loads it on demand). */
+    TC_TLS_KTLS_TRY
+} tc_tls_ktls;
+
 /** @brief One more certificate of a server, chosen by the name the client
  *         asks for (SNI). Files or PEM text, as in tc_tls_config. */
 typedef struct tc_tls_cert {
@@ -117,6 +132,9 @@ typedef struct tc_tls_config {
      *  connection keeps about 34 KiB less, a small request costs about 30%
      *  more server CPU: docs/tls.md). 0 (the default): it keeps them. */
     int release_buffers;
+    /** kTLS (the kernel encrypts what is sent; tc_conn_sendfile() without a
+     *  copy): see tc_tls_ktls. Reported in tc_tls_info::ktls_send. */
+    tc_tls_ktls ktls;
     /** Messages of the TLS context itself (a reload that failed and why), at
      *  TC_LOG_WARN; a connection's handshake failure goes to the server's
      *  log hook instead, with OpenSSL's reason. Called in the thread that

@@ -95,6 +95,14 @@ typedef struct tc_transport_ops {
     const char *(*why)(void *conn);
     /** @brief Free the connection's state (the descriptor is the core's). */
     void (*free)(void *conn);
+    /**
+     * @brief Optional (NULL: the core copies the file through send): send up to
+     *        n bytes of file_fd from *offset without a copy (TLS: kTLS).
+     * @return The count sent (*offset advanced), 0 at the file's end, -ENOTSUP
+     *         (not on this connection: the core copies), -EAGAIN (*want set), or
+     *         an error. Must not raise SIGPIPE.
+     */
+    ssize_t (*sendfile)(void *conn, int file_fd, off_t *offset, size_t n, unsigned *want);
 } tc_transport_ops;
 
 /**
