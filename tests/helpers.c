@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -559,6 +560,13 @@ int tc_test_threads_asleep(void)
     }
     closedir(d);
     return awake ? 0 : n;
+}
+
+void tc_test_child_dies_with(pid_t parent)
+{
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) /* it ended before prctl: nobody would send it */
+        _exit(127);
 }
 
 void tc_test_kill_children(void)

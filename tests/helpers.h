@@ -168,6 +168,10 @@ int tc_test_threads_asleep(void);
 /* SIGKILL and reap every child of this process (a suite's .fini: no child
  * may outlive a test, even a failed one). */
 void tc_test_kill_children(void);
+/* In a forked child about to exec a server: it gets SIGKILL when the test
+ * that forked it ends, however it ends (a timeout kills the test before any
+ * .fini runs); parent is the test's pid, taken before the fork. */
+void tc_test_child_dies_with(pid_t parent);
 
 /* Descriptors, threads and children (but the n pids in except) right now. */
 typedef struct tc_test_counts {

@@ -291,10 +291,11 @@ Test(listen, socket_activation_in_a_child)
 {
     tc_addr a1, a2;
     int fds[2] = {listener(&a1), listener(&a2)};
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid < 0)
         cr_assert_fail("fork: %s", strerror(errno)); /* not in the child: no Criterion there */
     if (pid == 0) {
+        tc_test_child_dies_with(parent);
         pass_fds(fds, 2);
         _exit(activation_checks());
     }
@@ -316,10 +317,11 @@ static pid_t spawn_echo(const int *fds, int n, const char *names, int wrong_pid,
 {
     int p[2];
     cr_assert_eq(pipe(p), 0);
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid < 0)
         cr_assert_fail("fork: %s", strerror(errno)); /* not in the child: no Criterion there */
     if (pid == 0) {
+        tc_test_child_dies_with(parent);
         dup2(p[1], 1);
         dup2(p[1], 2);
         pass_fds(fds, n);
@@ -572,10 +574,11 @@ Test(listen, inetd_tcpchan_echo)
 {
     int c, s;
     tcp_pair(&c, &s);
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid < 0)
         cr_assert_fail("fork: %s", strerror(errno)); /* not in the child: no Criterion there */
     if (pid == 0) {
+        tc_test_child_dies_with(parent);
         dup2(s, 0);
         dup2(s, 1);
         close(s);

@@ -66,9 +66,10 @@ static void tool_start(struct tool *t, char *const argv[])
     int out[2], err[2];
     cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
     cr_assert_eq(pipe2(err, O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
+        tc_test_child_dies_with(parent);
         dup2(out[1], 1);
         dup2(err[1], 2);
         execv(argv[0], argv);

@@ -716,8 +716,9 @@ static pid_t echo_start(const char *mode, const char *framing, int *port, FILE *
     int out[2], errp[2];
     cr_assert_eq(pipe(out), 0);
     cr_assert_eq(pipe(errp), 0);
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid == 0) { /* no Criterion call in the child: it would report to the runner */
+        tc_test_child_dies_with(parent);
         dup2(out[1], 1);
         dup2(errp[1], 2);
         execl(TC_ECHO_BIN, "tcpchan-echo", "--listen", "127.0.0.1:0", "--mode", mode,
@@ -869,8 +870,9 @@ Test(tls, behind_haproxy_proxy_v2)
         FILE *f = fopen(cfgpath, "w");
         fputs(cfgtext, f);
         fclose(f);
-        pid_t hp = fork();
+        pid_t parent = getpid(), hp = fork();
         if (hp == 0) { /* no Criterion call in the child */
+            tc_test_child_dies_with(parent);
             int nul = open("/dev/null", O_WRONLY);
             dup2(nul, 1);
             dup2(nul, 2);
