@@ -3,7 +3,7 @@
  * mode, on CPU 0) sends one file with tc_conn_sendfile(), over TLS 1.3 or in
  * clear; this process (CPU 1) reads it all (OpenSSL for TLS) and prints one
  * JSON line: the path the server took (ktls, copy or plain), MiB/s, and the
- * server's CPU per GiB. Built by bench/tls_bulk.sh against a libtcpchan build. */
+ * server's CPU per GiB. --ktls-off: the copy even where the kernel has kTLS. Built by bench/tls_bulk.sh against a libtcpchan build. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -78,7 +78,7 @@ static int send_file(tc_conn *c, void *ctx)
     return r < 0 ? (int)r : 0;
 }
 
-static int serve(int tls_on, const char *cert, const char *key, int ready_fd)
+static int serve(int tls_on, int ktls_off, const char *cert, const char *key, int ready_fd)
 {
     pin(0);
     tc_tls *tls = NULL;
@@ -86,6 +86,8 @@ static int serve(int tls_on, const char *cert, const char *key, int ready_fd)
         tc_tls_config tc = TC_TLS_CONFIG_INIT;
         tc.cert_file = cert;
         tc.key_file = key;
+        if (ktls_off) /* the copy path even where the kernel has kTLS */
+            tc.ktls = TC_TLS_KTLS_OFF;
         if (tc_tls_server_create(&tls, &tc) < 0)
             return 1;
     }
@@ -115,7 +117,7 @@ static int serve(int tls_on, const char *cert, const char *key, int ready_fd)
 int main(int argc, char **argv)
 {
     const char *cert = NULL, *key = NULL;
-    int tls_on = 1;
+    int tls_on = 1, ktls_off = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--file") && i + 1 < argc)
             file_path = argv[++i];
@@ -125,9 +127,11 @@ int main(int argc, char **argv)
             key = argv[++i];
         else if (!strcmp(argv[i], "--plain"))
             tls_on = 0;
+        else if (!strcmp(argv[i], "--ktls-off"))
+            ktls_off = 1;
     }
     if (!file_path || (tls_on && (!cert || !key))) {
-        fprintf(stderr, "usage: tls_bulk --file F (--cert PEM --key PEM | --plain)\n");
+        fprintf(stderr, "usage: tls_bulk --file F (--cert PEM --key PEM [--ktls-off] | --plain)\n");
         return 2;
     }
     int ready[2], rep[2];
@@ -138,7 +142,7 @@ int main(int argc, char **argv)
         close(ready[0]);
         close(rep[0]);
         report_fd = rep[1];
-        _exit(serve(tls_on, cert, key, ready[1]));
+        _exit(serve(tls_on, ktls_off, cert, key, ready[1]));
     }
     close(ready[1]);
     close(rep[1]);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -703,6 +704,135 @@ Test(tls, sendfile_copies_through_tls)
     }
     tc_tls_destroy(tls[0]);
     tc_tls_destroy(tls[1]);
+    unlink(file);
+    rm_certs();
+}
+
+/* What the kTLS test's server sends: a range of a file (an offset inside it). */
+struct span {
+    const char *file;
+    off_t off;
+    size_t len;
+};
+
+static int send_span(tc_conn *c, void *ctx)
+{
+    const struct span *s = ctx;
+    char go[3];
+    ssize_t n = tc_conn_read_exact(c, go, 3);
+    if (n < 0)
+        return (int)n;
+    int fd = open(s->file, O_RDONLY);
+    if (fd < 0)
+        return -errno;
+    ssize_t r = tc_conn_sendfile(c, fd, s->off, s->len);
+    close(fd);
+    tc_tls_info ti;
+    if (tc_tls_conn_info(c, &ti) == 0)
+        atomic_store(&ktls_seen, ti.ktls_send);
+    return r == (ssize_t)s->len ? 0 : (int)(r < 0 ? r : -EIO);
+}
+
+/* A counter of /proc/net/tls_stat (sockets the kernel took TLS keys for in
+ * this network namespace), -1 without the file. */
+static long tls_stat(const char *name)
+{
+    FILE *f = fopen("/proc/net/tls_stat", "r");
+    if (!f)
+        return -1;
+    char key[64];
+    long v, found = -1;
+    while (found < 0 && fscanf(f, "%63s %ld", key, &v) == 2)
+        if (strcmp(key, name) == 0)
+            found = v;
+    fclose(f);
+    return found;
+}
+
+/* Where the kernel has kTLS (its tls ULP listed; scripts/vm-ktls boots such a
+ * kernel): a server's sendfile takes it (ktls_send 1, in each stream mode,
+ * with the client's own sends through the kernel too), and with
+ * TC_TLS_KTLS_OFF takes the copy (ktls_send 0); either way the bytes of the
+ * file's range arrive exactly, then a clean end (close_notify). The kernel's
+ * own count of kTLS send sockets says it too, not only libtcpchan-tls. */
+Test(tls, sendfile_ktls_taken_where_the_kernel_has_it)
+{
+    if (!kernel_ktls())
+        cr_skip_test("no kTLS here: the kernel lists no tls ULP in "
+                     "/proc/sys/net/ipv4/tcp_available_ulp (scripts/vm-ktls runs this test in a "
+                     "VM whose kernel has it)");
+    make_certs();
+    /* 1 MiB and some of pseudo-random bytes: many records, no pattern that
+     * a shifted or repeated record could still match. */
+    const size_t size = (1u << 20) + 4321;
+    unsigned char *data = malloc(size);
+    cr_assert_not_null(data);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < size; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        data[i] = (unsigned char)x;
+    }
+    char file[320];
+    snprintf(file, sizeof file, "%s", path("span.bin"));
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(data, 1, size, f), size);
+    cr_assert_eq(fclose(f), 0);
+    struct span sp = {file, 777, size - 777 - 1000};
+    unsigned char *got = malloc(sp.len);
+    cr_assert_not_null(got);
+    tc_tls_config cc = TC_TLS_CONFIG_INIT; /* ktls AUTO: the client's sends go through the kernel */
+    cc.ca_file = path("ca.pem");
+    tc_tls *cli;
+    cr_assert_eq(tc_tls_client_create(&cli, &cc), 0);
+    const tc_mode modes[] = {TC_MODE_THREADING, TC_MODE_INLINE, TC_MODE_POOL};
+    const long tx0 = tls_stat("TlsTxSw");
+    for (int off = 0; off < 2; off++) {
+        if (off && tx0 >= 0) /* 3 servers and 3 clients with kTLS, maybe more from elsewhere */
+            cr_assert_geq(tls_stat("TlsTxSw") - tx0, 6, "the kernel counted %ld kTLS senders",
+                          tls_stat("TlsTxSw") - tx0);
+        tc_tls_config sc = TC_TLS_CONFIG_INIT;
+        sc.ktls = off ? TC_TLS_KTLS_OFF : TC_TLS_KTLS_AUTO;
+        tc_tls *tls = server_tls(&sc);
+        for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+            atomic_store(&ktls_seen, -1);
+            tc_server_config cfg = tc_test_config();
+            cfg.mode = modes[m];
+            cfg.transport = tc_tls_transport(tls);
+            tc_handler h = {0};
+            h.handle = send_span;
+            h.ctx = &sp;
+            tc_test_server ts;
+            tc_test_server_start(&ts, "127.0.0.1:0", &cfg, &h);
+            int rc;
+            tc_conn *c = dial(&ts, "localhost", cli, &rc);
+            cr_assert_eq(rc, 0, "dial: %s (%s)", tc_strerror(rc), tc_last_error_detail());
+            tc_tls_info ci;
+            cr_assert_eq(tc_tls_conn_info(c, &ci), 0);
+            cr_assert_eq(ci.ktls_send, 1, "the client's sends did not get kTLS");
+            cr_assert_eq(tc_conn_send_all(c, "go\n", 3), 3);
+            memset(got, 0, sp.len);
+            ssize_t r = tc_conn_read_exact(c, got, sp.len);
+            cr_assert_eq(r, (ssize_t)sp.len, "%s: read %zd: %s", tc_mode_name(modes[m]), r,
+                         r < 0 ? tc_strerror((int)r) : "short");
+            cr_assert(memcmp(got, data + sp.off, sp.len) == 0, "%s ktls %s: the bytes differ",
+                      tc_mode_name(modes[m]), off ? "off" : "auto");
+            char more;
+            r = tc_conn_read(c, &more, 1);
+            cr_assert_eq(r, TC_EOF, "no clean end: %s", tc_strerror((int)r));
+            tc_conn_close(c);
+            tc_test_server_stop(&ts);
+            int k = atomic_load(&ktls_seen);
+            cr_assert_eq(k, off ? 0 : 1, "%s ktls %s: ktls_send %d", tc_mode_name(modes[m]),
+                         off ? "off" : "auto", k);
+        }
+        tc_tls_destroy(tls);
+    }
+    tc_tls_destroy(cli);
+    free(got);
+    free(data);
     unlink(file);
     rm_certs();
 }
