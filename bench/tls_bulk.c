@@ -70,9 +70,10 @@ static int send_file(tc_conn *c, void *ctx)
     ssize_t r = tc_conn_sendfile(c, fd, 0, (size_t)st.st_size);
     close(fd);
     tc_tls_info ti;
-    const char *path = tc_tls_conn_info(c, &ti) < 0 ? "plain" : ti.ktls_send ? "ktls" : "copy";
-    char line[64];
-    int k = snprintf(line, sizeof line, "%s %zd\n", path, r);
+    int plain = tc_tls_conn_info(c, &ti) < 0;
+    const char *path = plain ? "plain" : ti.ktls_send ? "ktls" : "copy";
+    char line[128];
+    int k = snprintf(line, sizeof line, "%s %zd %s\n", path, r, plain ? "-" : ti.cipher);
     if (write(report_fd, line, (size_t)k) != k)
         return -EIO;
     return r < 0 ? (int)r : 0;
@@ -194,21 +195,21 @@ int main(int argc, char **argv)
         got += k;
     }
     double t1 = now();
-    char line[64] = "";
+    char line[128] = "";
     n = read(rep[0], line, sizeof line - 1);
     line[n > 0 ? n : 0] = 0;
     double c1 = cpu_of(pid);
-    char path[16] = "?";
-    (void)sscanf(line, "%15s", path);
+    char path[16] = "?", cipher[64] = "-";
+    (void)sscanf(line, "%15s %*d %63s", path, cipher);
     SSL_free(ssl);
     SSL_CTX_free(ctx);
     close(fd);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     double gib = (double)got / (1024.0 * 1024 * 1024);
-    printf("{\"path\": \"%s\", \"bytes\": %llu, \"seconds\": %.3f, \"mib_per_s\": %.1f, "
-           "\"server_cpu_s_per_gib\": %.3f}\n",
-           path, got, t1 - t0, (double)got / (1024.0 * 1024) / (t1 - t0),
+    printf("{\"path\": \"%s\", \"cipher\": \"%s\", \"bytes\": %llu, \"seconds\": %.3f, "
+           "\"mib_per_s\": %.1f, \"server_cpu_s_per_gib\": %.3f}\n",
+           path, cipher, got, t1 - t0, (double)got / (1024.0 * 1024) / (t1 - t0),
            gib > 0 ? (c1 - c0) / gib : 0);
     return 0;
 }

@@ -84,8 +84,9 @@ for p in ("ktls", "copy", "plain"):
     dat.append('"%s" %.1f %.3f' % ({"ktls": "TLS (kTLS)", "copy": "TLS (copy)",
                                    "plain": "plain sendfile"}[p], mib, cpu))
 rows.append("")
-rows.append("kernel tls ULP available: %s; %s MiB per run" %
-            (sys.argv[3], "/".join(sorted({"%d" % (r["bytes"] >> 20) for r in runs}))))
+rows.append("kernel tls ULP available: %s; %s MiB per run; cipher %s" %
+            (sys.argv[3], "/".join(sorted({"%d" % (r["bytes"] >> 20) for r in runs})),
+             "/".join(sorted({r.get("cipher", "?") for r in runs} - {"-"})) or "-"))
 open(sys.argv[2] + ".md", "w").write("\n".join(rows) + "\n")
 open(sys.argv[2] + ".dat", "w").write("\n".join(dat) + "\n")
 print("\n".join(rows))
