@@ -788,6 +788,7 @@ Test(tls, sendfile_ktls_taken_where_the_kernel_has_it)
     tc_tls *cli;
     cr_assert_eq(tc_tls_client_create(&cli, &cc), 0);
     const tc_mode modes[] = {TC_MODE_THREADING, TC_MODE_INLINE, TC_MODE_POOL};
+    const tc_test_counts before = tc_test_counts_now(NULL, 0);
     const long tx0 = tls_stat("TlsTxSw");
     for (int off = 0; off < 2; off++) {
         if (off && tx0 >= 0) /* 3 servers and 3 clients with kTLS, maybe more from elsewhere */
@@ -831,6 +832,7 @@ Test(tls, sendfile_ktls_taken_where_the_kernel_has_it)
         tc_tls_destroy(tls);
     }
     tc_tls_destroy(cli);
+    tc_test_expect_counts(before, NULL, 0, "kTLS sendfile");
     free(got);
     free(data);
     unlink(file);
