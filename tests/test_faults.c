@@ -746,6 +746,43 @@ ParameterizedTest(tc_mode *mode, faults, serve_out_of_memory, .timeout = 60)
     serve_walk(*mode, 2);
 }
 
+/* An event-mode channel keeps its buffer state (struct tc__chanbuf) only
+ * while it holds bytes: an idle one has none, and the first allocation when
+ * bytes come is that state's. Failing it closes the connection with -ENOMEM
+ * reported (nothing half-read), and the next client is served; the channel
+ * that got its state back after an exchange frees it again (no leak). */
+Test(faults, idle_channel_buffer_state_out_of_memory, .timeout = 30)
+{
+    ah_init();
+    struct fx *x = fx_new();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = f_config(TC_MODE_EVENT, x);
+    cfg.workers = 1;
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int fd = tc_test_connect_ok(&ts.addr);
+    cl_echo(fd, "first"); /* set up, served, and idle again */
+    int errs = atomic_load(&x->nerr);
+    ah_fail_nth(1, AH_OTHER_THREADS);
+    int ok = cl_try_echo(fd, "second") == 0;
+    int closed = cl_closed(fd);
+    int fired = ah_disarm();
+    cl_close(fd);
+    cr_assert(fired, "no allocation when bytes came to an idle channel");
+    cr_assert(!ok, "echoed without the buffer state");
+    cr_assert_eq(closed, 0, "the connection was not closed");
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->nerr) > errs, TC_TEST_WAIT_MS);
+    cr_assert_eq(last_of(&x->nerr, x->err), -ENOMEM, "reported %s",
+                 tc_err_name(last_of(&x->nerr, x->err)));
+    cl_roundtrip(&ts.addr, "after"); /* the server goes on */
+    wait_idle(&ts);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, "idle channel");
+    fx_free(x);
+    expect_no_leak("idle channel");
+}
+
 /* The channel's buffers: each call whose allocation fails returns -ENOMEM
  * and takes or consumes nothing, so that the same call made again succeeds
  * and the peer sees each byte exactly once. A fresh channel for each call,
