@@ -18,14 +18,31 @@
 /* Every channel's codec until its server's or its own is set. */
 static const tc_codec raw_codec = {.kind = TC_CODEC_RAW};
 
-const struct tc__chanbuf tc__chanbuf_none;
-const struct tc__chanx tc__chanx_none;
+const struct tc__chanbuf tc__chanbuf_none = {.rbuf = NULL};
+const struct tc__chanx tc__chanx_none = {.xport = NULL};
 
 /* The read-only state of a channel without bytes, as the pointer every
  * channel holds (stores go through tc__chan_own first). */
 static struct tc__chanbuf *none_buf(void)
 {
-    return (struct tc__chanbuf *)(uintptr_t)&tc__chanbuf_none;
+    return (struct tc__chanbuf *)&tc__chanbuf_none;
+}
+
+/* An event loop's thread keeps the buffer state of the last channel that
+ * went empty for the next one that gets bytes: a request then costs no
+ * allocation (see tc__chan_spare). */
+static _Thread_local struct {
+    struct tc__chanbuf *spare;
+    unsigned char keep;
+} tl __attribute__((tls_model("initial-exec")));
+
+void tc__chan_spare(int on)
+{
+    if (!on) {
+        free(tl.spare);
+        tl.spare = NULL;
+    }
+    tl.keep = on != 0;
 }
 
 struct tc__chanx *tc__chan_ext_slow(tc_conn *c)
@@ -38,8 +55,10 @@ struct tc__chanx *tc__chan_ext_slow(tc_conn *c)
 
 int tc__chan_own_slow(tc_conn *c)
 {
-    struct tc__chanbuf *b = calloc(1, sizeof *b);
-    if (!b)
+    struct tc__chanbuf *b = tl.spare;
+    if (b)
+        tl.spare = NULL;
+    else if (!(b = calloc(1, sizeof *b)))
         return -ENOMEM;
     c->b = b;
     return 0;
@@ -51,8 +70,15 @@ void tc__chan_release(tc_conn *c)
     if (b == &tc__chanbuf_none || b->rbuf || b->rlen || b->rview || b->wbuf || b->wlen ||
         b->wflight)
         return;
-    free(b);
     c->b = none_buf();
+    if (tl.keep && !tl.spare) {
+        /* all zero for its next channel: the rest is zero already */
+        b->rcap = b->roff = b->rscan = b->wcap = b->woff = 0;
+        b->rborrowed = 0;
+        tl.spare = b;
+    } else {
+        free(b);
+    }
 }
 
 int tc__chan_set_codec(tc_conn *c, const tc_codec *codec)
@@ -77,7 +103,7 @@ int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *pe
     c->drv = drv;
     c->io = &tc__io_plain;
     c->b = none_buf();
-    c->x = (struct tc__chanx *)(uintptr_t)&tc__chanx_none;
+    c->x = (struct tc__chanx *)&tc__chanx_none;
     c->stopfd = -1;
     if (peer && tc__chan_set_peer(c, peer) < 0) {
         tc__close(fd);
@@ -188,14 +214,15 @@ const tc_addr *tc__chan_peer(const tc_conn *c)
 
 void tc__chan_consume_view(tc_conn *c)
 {
-    if (c->b == &tc__chanbuf_none)
+    struct tc__chanbuf *b = c->b;
+    if (b == &tc__chanbuf_none)
         return; /* nothing buffered, nothing viewed */
-    c->rtaken += c->b->rview;
-    c->b->roff += c->b->rview;
-    c->b->rlen -= c->b->rview;
-    c->b->rview = 0;
-    if (c->b->rlen == 0)
-        c->b->roff = 0;
+    c->rtaken += b->rview;
+    b->roff += b->rview;
+    b->rlen -= b->rview;
+    b->rview = 0;
+    if (b->rlen == 0)
+        b->roff = 0;
 }
 
 int tc__chan_broken(tc_conn *c, int err)
@@ -234,7 +261,7 @@ int tc__chan_make_room(tc_conn *c, size_t limit)
         want = c->b->rlen + 1;
     if (c->b->rcap - c->b->roff - c->b->rlen >= want - c->b->rlen)
         return 0;
-    if (c->b->roff > 0) {
+    if (c->b->roff > 0 && c->b->rbuf) { /* roff > 0: there is a buffer */
         memmove(c->b->rbuf, c->b->rbuf + c->b->roff, c->b->rlen);
         c->b->roff = 0;
     }
@@ -292,22 +319,22 @@ int tc__chan_frame(tc_conn *c, const void **msg, size_t *len)
         return c->rerr;
     if (c->proto)
         return c->proto->frame(c, msg, len); /* its own framing */
-    if (c->b->rlen == 0)
+    struct tc__chanbuf *b = c->b; /* not changed by a scan */
+    if (b->rlen == 0)
         return 0; /* the usual end of a batch: nothing to scan */
-    if (c->b->rscan > c->b->rlen)
-        c->b->rscan = 0; /* a plain read took bytes since the last scan */
+    if (b->rscan > b->rlen)
+        b->rscan = 0; /* a plain read took bytes since the last scan */
     size_t off, plen, flen;
-    int rc = tc__codec_scan_from(c->codec, c->b->rbuf + c->b->roff, c->b->rlen, c->b->rscan, &off, &plen,
-                                 &flen);
+    int rc = tc__codec_scan_from(c->codec, b->rbuf + b->roff, b->rlen, b->rscan, &off, &plen, &flen);
     if (rc < 0)
         return tc__chan_broken(c, rc);
     if (rc == 0) {
-        c->b->rscan = c->b->rlen; /* resume there: a slow frame is not rescanned */
+        b->rscan = b->rlen; /* resume there: a slow frame is not rescanned */
         return c->reof ? tc__chan_broken(c, TC_EPARTIAL) : 0;
     }
-    c->b->rscan = 0;
-    c->b->rview = flen;
-    *msg = c->b->rbuf + c->b->roff + off;
+    b->rscan = 0;
+    b->rview = flen;
+    *msg = b->rbuf + b->roff + off;
     *len = plen;
     return 1;
 }
@@ -331,7 +358,7 @@ ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch
         return tc__chan_fill_once(c, tc__chan_frame_limit(c));
     /* The scratch never grows (it is not ours to realloc): compact it, and
      * when it is full let the frames go first, then settle. */
-    if (c->b->roff > 0 && c->b->roff + c->b->rlen == c->b->rcap) {
+    if (c->b->roff > 0 && c->b->roff + c->b->rlen == c->b->rcap && c->b->rbuf) {
         memmove(c->b->rbuf, c->b->rbuf + c->b->roff, c->b->rlen);
         c->b->roff = 0;
     }
@@ -389,13 +416,22 @@ int tc__chan_settle(tc_conn *c)
         tc__chan_trim(c, 0);
         return 0;
     }
-    unsigned char *scratch = c->b->rbuf;
-    c->b->rbuf = NULL;
-    c->b->rcap = 0;
-    c->b->rborrowed = 0;
-    if (c->b->rlen == 0) {
-        c->b->roff = 0;
-        tc__chan_release(c);
+    struct tc__chanbuf *b = c->b;
+    unsigned char *scratch = b->rbuf;
+    b->rbuf = NULL;
+    b->rcap = 0;
+    b->rborrowed = 0;
+    if (b->rlen == 0) {
+        b->roff = b->rscan = 0;
+        /* The usual end of a request: the read side is empty; the state goes
+         * back to the thread's spare unless output waits (tc__chan_release,
+         * inline for this path). */
+        if (!b->wbuf && !b->wlen && !b->wflight && tl.keep && !tl.spare) {
+            c->b = none_buf();
+            tl.spare = b;
+        } else {
+            tc__chan_release(c);
+        }
         return 0;
     }
     /* Part of a frame is left: it moves into the channel's own buffer. */

@@ -668,6 +668,10 @@ static inline int tc__chan_own(tc_conn *c)
 /* Free c->b if both directions are empty (nothing buffered, viewed,
  * queued or in flight): back to tc__chanbuf_none. */
 void tc__chan_release(tc_conn *c);
+/* The calling thread (an event loop's) keeps one released buffer state for
+ * the next channel that needs one (on), or stops and frees it (off: before
+ * the thread ends). */
+void tc__chan_spare(int on);
 /* c->x as the channel's own, to store into: NULL without memory. */
 struct tc__chanx *tc__chan_ext_slow(tc_conn *c);
 static inline struct tc__chanx *tc__chan_ext(tc_conn *c)

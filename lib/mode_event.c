@@ -2091,6 +2091,7 @@ static void run_loop(struct tc_loop *lp)
     tc_server *srv = lp->srv;
     tc__ev ev[TC__POLL_BATCH];
     tl_loop = lp;
+    tc__chan_spare(1); /* a request costs no allocation of buffer state */
     int rc = lp->be->attach(lp->evb);
     if (rc < 0) {
         tc__log(srv, TC_LOG_ERROR, "event loop %d: %s: %s", lp->idx, lp->be->name,
@@ -2191,6 +2192,7 @@ static void run_loop(struct tc_loop *lp)
     pthread_mutex_unlock(&lp->mu);
     read_mail(lp);
     lp->be->detach(lp->evb);
+    tc__chan_spare(0);
     tl_loop = NULL;
 }
 
