@@ -18,12 +18,76 @@
 /* Every channel's codec until its server's or its own is set. */
 static const tc_codec raw_codec = {.kind = TC_CODEC_RAW};
 
+const struct tc__chanbuf tc__chanbuf_none = {.rbuf = NULL};
+const struct tc__chanx tc__chanx_none = {.xport = NULL};
+
+/* The read-only state of a channel without bytes, as the pointer every
+ * channel holds (stores go through tc__chan_own first). */
+static struct tc__chanbuf *none_buf(void)
+{
+    return (struct tc__chanbuf *)&tc__chanbuf_none;
+}
+
+/* An event loop's thread keeps the buffer state of the last channel that
+ * went empty for the next one that gets bytes: a request then costs no
+ * allocation (see tc__chan_spare). */
+static _Thread_local struct {
+    struct tc__chanbuf *spare;
+    unsigned char keep;
+} tl __attribute__((tls_model("initial-exec")));
+
+void tc__chan_spare(int on)
+{
+    if (!on) {
+        free(tl.spare);
+        tl.spare = NULL;
+    }
+    tl.keep = on != 0;
+}
+
+struct tc__chanx *tc__chan_ext_slow(tc_conn *c)
+{
+    struct tc__chanx *x = calloc(1, sizeof *x);
+    if (x)
+        c->x = x;
+    return x;
+}
+
+int tc__chan_own_slow(tc_conn *c)
+{
+    struct tc__chanbuf *b = tl.spare;
+    if (b)
+        tl.spare = NULL;
+    else if (!(b = calloc(1, sizeof *b)))
+        return -ENOMEM;
+    c->b = b;
+    return 0;
+}
+
+void tc__chan_release(tc_conn *c)
+{
+    struct tc__chanbuf *b = c->b;
+    if (b == &tc__chanbuf_none || b->rbuf || b->rlen || b->rview || b->wbuf || b->wlen ||
+        b->wflight)
+        return;
+    c->b = none_buf();
+    if (tl.keep && !tl.spare) {
+        /* all zero for its next channel: the rest is zero already */
+        b->rcap = b->roff = b->rscan = b->wcap = b->woff = 0;
+        b->rborrowed = 0;
+        tl.spare = b;
+    } else {
+        free(b);
+    }
+}
+
 int tc__chan_set_codec(tc_conn *c, const tc_codec *codec)
 {
-    if (!c->codec_own && !(c->codec_own = malloc(sizeof *c->codec_own)))
+    struct tc__chanx *x = tc__chan_ext(c);
+    if (!x || (!x->codec_own && !(x->codec_own = malloc(sizeof *x->codec_own))))
         return -ENOMEM;
-    *c->codec_own = codec ? *codec : raw_codec;
-    c->codec = c->codec_own;
+    *x->codec_own = codec ? *codec : raw_codec;
+    c->codec = x->codec_own;
     return 0;
 }
 
@@ -38,6 +102,8 @@ int tc__chan_new(tc_conn **out, const tc__driver *drv, int fd, const tc_addr *pe
     c->fd = fd;
     c->drv = drv;
     c->io = &tc__io_plain;
+    c->b = none_buf();
+    c->x = (struct tc__chanx *)&tc__chanx_none;
     c->stopfd = -1;
     if (peer && tc__chan_set_peer(c, peer) < 0) {
         tc__close(fd);
@@ -64,14 +130,20 @@ void tc__chan_free(tc_conn *c)
     if (c->proto)
         c->proto->detach(c);
     tc__xport_goodbye(c); /* a dialled channel's close_notify, if not sent yet */
-    if (c->xport)
-        c->xport->ops->free(c->xstate);
+    if (c->x->xport)
+        c->x->xport->ops->free(c->x->xstate);
     tc__close(c->fd);
-    if (!c->rborrowed)
-        free(c->rbuf);
-    free(c->wbuf);
-    free(c->proxy);
-    free(c->codec_own);
+    if (c->b != &tc__chanbuf_none) {
+        if (!c->b->rborrowed)
+            free(c->b->rbuf);
+        free(c->b->wbuf);
+        free(c->b);
+    }
+    if (c->x != &tc__chanx_none) {
+        free(c->x->proxy);
+        free(c->x->codec_own);
+        free(c->x);
+    }
     free(atomic_load_explicit(&c->peer_full, memory_order_relaxed));
     free(c);
 }
@@ -142,12 +214,15 @@ const tc_addr *tc__chan_peer(const tc_conn *c)
 
 void tc__chan_consume_view(tc_conn *c)
 {
-    c->rtaken += c->rview;
-    c->roff += c->rview;
-    c->rlen -= c->rview;
-    c->rview = 0;
-    if (c->rlen == 0)
-        c->roff = 0;
+    struct tc__chanbuf *b = c->b;
+    if (b == &tc__chanbuf_none)
+        return; /* nothing buffered, nothing viewed */
+    c->rtaken += b->rview;
+    b->roff += b->rview;
+    b->rlen -= b->rview;
+    b->rview = 0;
+    if (b->rlen == 0)
+        b->roff = 0;
 }
 
 int tc__chan_broken(tc_conn *c, int err)
@@ -161,46 +236,49 @@ int tc__chan_broken(tc_conn *c, int err)
 /* An idle channel holds no buffer memory. */
 void tc__chan_trim(tc_conn *c, size_t keep)
 {
-    if (c->rlen == 0 && c->rbuf && !c->rborrowed && c->rcap > keep) {
-        free(c->rbuf);
-        c->rbuf = NULL;
-        c->rcap = c->roff = 0;
+    if (c->b->rlen == 0 && c->b->rbuf && !c->b->rborrowed && c->b->rcap > keep) {
+        free(c->b->rbuf);
+        c->b->rbuf = NULL;
+        c->b->rcap = c->b->roff = 0;
     }
-    if (c->wlen == c->woff && c->wbuf) {
-        free(c->wbuf);
-        c->wbuf = NULL;
-        c->wcap = c->woff = c->wlen = 0;
+    if (c->b->wlen == c->b->woff && c->b->wbuf) {
+        free(c->b->wbuf);
+        c->b->wbuf = NULL;
+        c->b->wcap = c->b->woff = c->b->wlen = 0;
     }
+    tc__chan_release(c);
 }
 
 int tc__chan_make_room(tc_conn *c, size_t limit)
 {
+    if (tc__chan_own(c) < 0)
+        return -ENOMEM;
     /* rsize, or double what is buffered, to hold a growing frame */
-    size_t want = c->rlen < c->rsize ? c->rsize : c->rlen * 2;
+    size_t want = c->b->rlen < c->rsize ? c->rsize : c->b->rlen * 2;
     if (want > limit)
         want = limit;
-    if (want < c->rlen + 1)
-        want = c->rlen + 1;
-    if (c->rcap - c->roff - c->rlen >= want - c->rlen)
+    if (want < c->b->rlen + 1)
+        want = c->b->rlen + 1;
+    if (c->b->rcap - c->b->roff - c->b->rlen >= want - c->b->rlen)
         return 0;
-    if (c->roff > 0) {
-        memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
-        c->roff = 0;
+    if (c->b->roff > 0 && c->b->rbuf) { /* roff > 0: there is a buffer */
+        memmove(c->b->rbuf, c->b->rbuf + c->b->roff, c->b->rlen);
+        c->b->roff = 0;
     }
-    if (c->rcap >= want)
+    if (c->b->rcap >= want)
         return 0;
-    unsigned char *nb = realloc(c->rbuf, want);
+    unsigned char *nb = realloc(c->b->rbuf, want);
     if (!nb)
         return -ENOMEM;
-    c->rbuf = nb;
-    c->rcap = want;
+    c->b->rbuf = nb;
+    c->b->rcap = want;
     return 0;
 }
 
 ssize_t tc__chan_filled(tc_conn *c, ssize_t r)
 {
     if (r > 0)
-        c->rlen += (size_t)r;
+        c->b->rlen += (size_t)r;
     if (r != 0)
         return r;
     c->reof = 1;
@@ -212,8 +290,8 @@ ssize_t tc__chan_fill_once(tc_conn *c, size_t limit)
     int rc = tc__chan_make_room(c, limit);
     if (rc < 0)
         return rc;
-    size_t room = c->rcap - c->roff - c->rlen;
-    ssize_t r = c->io->recv(c, c->rbuf + c->roff + c->rlen, room, 0);
+    size_t room = c->b->rcap - c->b->roff - c->b->rlen;
+    ssize_t r = c->io->recv(c, c->b->rbuf + c->b->roff + c->b->rlen, room, 0);
     if (r == -EAGAIN)
         c->rdry = 1;
     else if (r > 0)
@@ -241,22 +319,22 @@ int tc__chan_frame(tc_conn *c, const void **msg, size_t *len)
         return c->rerr;
     if (c->proto)
         return c->proto->frame(c, msg, len); /* its own framing */
-    if (c->rlen == 0)
+    struct tc__chanbuf *b = c->b; /* not changed by a scan */
+    if (b->rlen == 0)
         return 0; /* the usual end of a batch: nothing to scan */
-    if (c->rscan > c->rlen)
-        c->rscan = 0; /* a plain read took bytes since the last scan */
+    if (b->rscan > b->rlen)
+        b->rscan = 0; /* a plain read took bytes since the last scan */
     size_t off, plen, flen;
-    int rc = tc__codec_scan_from(c->codec, c->rbuf + c->roff, c->rlen, c->rscan, &off, &plen,
-                                 &flen);
+    int rc = tc__codec_scan_from(c->codec, b->rbuf + b->roff, b->rlen, b->rscan, &off, &plen, &flen);
     if (rc < 0)
         return tc__chan_broken(c, rc);
     if (rc == 0) {
-        c->rscan = c->rlen; /* resume there: a slow frame is not rescanned */
+        b->rscan = b->rlen; /* resume there: a slow frame is not rescanned */
         return c->reof ? tc__chan_broken(c, TC_EPARTIAL) : 0;
     }
-    c->rscan = 0;
-    c->rview = flen;
-    *msg = c->rbuf + c->roff + off;
+    b->rscan = 0;
+    b->rview = flen;
+    *msg = b->rbuf + b->roff + off;
     *len = plen;
     return 1;
 }
@@ -266,26 +344,28 @@ ssize_t tc__chan_fill_scratch(tc_conn *c, unsigned char *scratch, size_t scratch
     tc__chan_consume_view(c);
     if (c->rerr)
         return c->rerr;
-    if (c->rlen == 0 && !c->rbuf && scratch) {
+    if (c->b->rlen == 0 && !c->b->rbuf && scratch) {
         /* Nothing buffered: receive into the loop's scratch buffer, so that
          * a complete request costs no allocation; settle keeps the rest. */
-        c->rbuf = scratch;
-        c->rcap = scratch_len;
-        c->roff = 0;
-        c->rborrowed = 1;
+        if (tc__chan_own(c) < 0)
+            return -ENOMEM;
+        c->b->rbuf = scratch;
+        c->b->rcap = scratch_len;
+        c->b->roff = 0;
+        c->b->rborrowed = 1;
     }
-    if (!c->rborrowed)
+    if (!c->b->rborrowed)
         return tc__chan_fill_once(c, tc__chan_frame_limit(c));
     /* The scratch never grows (it is not ours to realloc): compact it, and
      * when it is full let the frames go first, then settle. */
-    if (c->roff > 0 && c->roff + c->rlen == c->rcap) {
-        memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
-        c->roff = 0;
+    if (c->b->roff > 0 && c->b->roff + c->b->rlen == c->b->rcap && c->b->rbuf) {
+        memmove(c->b->rbuf, c->b->rbuf + c->b->roff, c->b->rlen);
+        c->b->roff = 0;
     }
-    size_t room = c->rcap - c->roff - c->rlen;
+    size_t room = c->b->rcap - c->b->roff - c->b->rlen;
     if (room == 0)
         return 0;
-    return tc__chan_filled(c, c->io->recv(c, c->rbuf + c->roff + c->rlen, room, 0));
+    return tc__chan_filled(c, c->io->recv(c, c->b->rbuf + c->b->roff + c->b->rlen, room, 0));
 }
 
 ssize_t tc__chan_feed(tc_conn *c, unsigned char *data, size_t n)
@@ -293,101 +373,113 @@ ssize_t tc__chan_feed(tc_conn *c, unsigned char *data, size_t n)
     tc__chan_consume_view(c);
     if (c->rerr)
         return c->rerr;
-    if (c->rlen == 0 && !c->rbuf) {
+    if (c->b->rlen == 0 && !c->b->rbuf) {
         /* Nothing buffered: the frames are read where the bytes landed. */
-        c->rbuf = data;
-        c->rcap = n;
-        c->roff = 0;
-        c->rlen = n;
-        c->rborrowed = 1;
+        if (tc__chan_own(c) < 0)
+            return -ENOMEM;
+        c->b->rbuf = data;
+        c->b->rcap = n;
+        c->b->roff = 0;
+        c->b->rlen = n;
+        c->b->rborrowed = 1;
         return (ssize_t)n;
     }
-    int rc = c->rborrowed ? tc__chan_keep(c) : 0;
+    int rc = c->b->rborrowed ? tc__chan_keep(c) : 0;
     if (rc < 0)
         return rc;
     /* Appended: the bytes are already out of the socket. A codec refuses a
      * frame over its limit (TC_ETOOBIG) once it sees one, so this exceeds
      * the limit by one receive at most. */
-    if (c->rcap - c->roff - c->rlen < n) {
-        if (c->roff > 0) {
-            memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
-            c->roff = 0;
+    if (c->b->rcap - c->b->roff - c->b->rlen < n) {
+        if (c->b->roff > 0) {
+            memmove(c->b->rbuf, c->b->rbuf + c->b->roff, c->b->rlen);
+            c->b->roff = 0;
         }
-        if (c->rcap - c->rlen < n) {
-            size_t want = c->rlen + n < c->rsize ? c->rsize : c->rlen + n;
-            unsigned char *nb = realloc(c->rbuf, want);
+        if (c->b->rcap - c->b->rlen < n) {
+            size_t want = c->b->rlen + n < c->rsize ? c->rsize : c->b->rlen + n;
+            unsigned char *nb = realloc(c->b->rbuf, want);
             if (!nb)
                 return tc__chan_broken(c, -ENOMEM);
-            c->rbuf = nb;
-            c->rcap = want;
+            c->b->rbuf = nb;
+            c->b->rcap = want;
         }
     }
-    memcpy(c->rbuf + c->roff + c->rlen, data, n);
-    c->rlen += n;
+    memcpy(c->b->rbuf + c->b->roff + c->b->rlen, data, n);
+    c->b->rlen += n;
     return (ssize_t)n;
 }
 
 int tc__chan_settle(tc_conn *c)
 {
     tc__chan_consume_view(c);
-    if (!c->rborrowed) {
+    if (!c->b->rborrowed) {
         tc__chan_trim(c, 0);
         return 0;
     }
-    unsigned char *scratch = c->rbuf;
-    c->rbuf = NULL;
-    c->rcap = 0;
-    c->rborrowed = 0;
-    if (c->rlen == 0) {
-        c->roff = 0;
+    struct tc__chanbuf *b = c->b;
+    unsigned char *scratch = b->rbuf;
+    b->rbuf = NULL;
+    b->rcap = 0;
+    b->rborrowed = 0;
+    if (b->rlen == 0) {
+        b->roff = b->rscan = 0;
+        /* The usual end of a request: the read side is empty; the state goes
+         * back to the thread's spare unless output waits (tc__chan_release,
+         * inline for this path). */
+        if (!b->wbuf && !b->wlen && !b->wflight && tl.keep && !tl.spare) {
+            c->b = none_buf();
+            tl.spare = b;
+        } else {
+            tc__chan_release(c);
+        }
         return 0;
     }
     /* Part of a frame is left: it moves into the channel's own buffer. */
     size_t cap = tc__chan_frame_room(c);
-    if (cap < c->rlen)
-        cap = c->rlen;
+    if (cap < c->b->rlen)
+        cap = c->b->rlen;
     unsigned char *nb = malloc(cap);
     if (!nb) {
-        c->rlen = 0;
+        c->b->rlen = 0;
         return tc__chan_broken(c, -ENOMEM);
     }
-    memcpy(nb, scratch + c->roff, c->rlen);
-    c->rbuf = nb;
-    c->rcap = cap;
-    c->roff = 0;
+    memcpy(nb, scratch + c->b->roff, c->b->rlen);
+    c->b->rbuf = nb;
+    c->b->rcap = cap;
+    c->b->roff = 0;
     return 0;
 }
 
 int tc__chan_keep(tc_conn *c)
 {
-    if (!c->rborrowed)
+    if (!c->b->rborrowed)
         return 0;
     size_t cap = tc__chan_frame_room(c);
-    if (cap < c->rlen)
-        cap = c->rlen;
+    if (cap < c->b->rlen)
+        cap = c->b->rlen;
     unsigned char *nb = malloc(cap ? cap : 1);
     if (!nb)
         return tc__chan_broken(c, -ENOMEM);
-    memcpy(nb, c->rbuf + c->roff, c->rlen);
-    c->rbuf = nb;
-    c->rcap = cap;
-    c->roff = 0;
-    c->rborrowed = 0;
+    memcpy(nb, c->b->rbuf + c->b->roff, c->b->rlen);
+    c->b->rbuf = nb;
+    c->b->rcap = cap;
+    c->b->roff = 0;
+    c->b->rborrowed = 0;
     return 0;
 }
 
 int tc__chan_proxy(tc_conn *c, tc__proxy_hdr *h)
 {
-    int rc = tc__proxy_parse(c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, h);
+    int rc = tc__proxy_parse(c->b->rbuf ? c->b->rbuf + c->b->roff : NULL, c->b->rlen, h);
     if (rc == TC__PROXY_DONE) {
-        c->roff += h->len;
-        c->rlen -= h->len;
-        if (c->rlen == 0)
-            c->roff = 0;
+        c->b->roff += h->len;
+        c->b->rlen -= h->len;
+        if (c->b->rlen == 0)
+            c->b->roff = 0;
         return rc;
     }
     if (rc == TC__PROXY_MORE && c->reof) {
-        if (c->rlen == 0)
+        if (c->b->rlen == 0)
             return TC_EOF;
         h->why = "the stream ended inside the header";
         return TC_EPROXY;
@@ -397,49 +489,55 @@ int tc__chan_proxy(tc_conn *c, tc__proxy_hdr *h)
 
 void tc__chan_take(tc_conn *c, size_t n)
 {
+    if (c->b == &tc__chanbuf_none)
+        return; /* nothing buffered: n is 0 */
     c->rtaken += n;
-    c->roff += n;
-    c->rlen -= n;
-    if (c->rlen == 0)
-        c->roff = 0;
+    c->b->roff += n;
+    c->b->rlen -= n;
+    if (c->b->rlen == 0)
+        c->b->roff = 0;
 }
 
 /* ---- write side --------------------------------------------------------- */
 
 size_t tc__chan_pending(const tc_conn *c)
 {
-    return c->wlen - c->woff + c->wflight;
+    return c->b->wlen - c->b->woff + c->b->wflight;
 }
 
 int tc__chan_reserve(tc_conn *c, size_t n)
 {
-    if (c->wcap - c->wlen >= n)
+    if (c->b->wcap - c->b->wlen >= n)
         return 0;
-    if (c->woff > 0) {
-        memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
-        c->wlen -= c->woff;
-        c->woff = 0;
-        if (c->wcap - c->wlen >= n)
+    if (c->b->woff > 0) {
+        memmove(c->b->wbuf, c->b->wbuf + c->b->woff, c->b->wlen - c->b->woff);
+        c->b->wlen -= c->b->woff;
+        c->b->woff = 0;
+        if (c->b->wcap - c->b->wlen >= n)
             return 0;
     }
-    size_t cap = c->wsize > c->wlen + n ? c->wsize : c->wlen + n;
+    if (tc__chan_own(c) < 0)
+        return -ENOMEM;
+    size_t cap = c->wsize > c->b->wlen + n ? c->wsize : c->b->wlen + n;
     if (c->wasync) /* each turn's queue goes to the kernel whole: sized to it, doubling */
-        cap = c->wcap * 2 > c->wlen + n ? c->wcap * 2 : c->wlen + n;
-    unsigned char *nb = realloc(c->wbuf, cap);
+        cap = c->b->wcap * 2 > c->b->wlen + n ? c->b->wcap * 2 : c->b->wlen + n;
+    unsigned char *nb = realloc(c->b->wbuf, cap);
     if (!nb)
         return -ENOMEM;
-    c->wbuf = nb;
-    c->wcap = cap;
+    c->b->wbuf = nb;
+    c->b->wcap = cap;
     return 0;
 }
 
 int tc__chan_queue(tc_conn *c, const void *p, size_t n)
 {
+    if (n == 0)
+        return 0;
     int rc = tc__chan_reserve(c, n);
     if (rc < 0)
         return rc;
-    memcpy(c->wbuf + c->wlen, p, n);
-    c->wlen += n;
+    memcpy(c->b->wbuf + c->b->wlen, p, n);
+    c->b->wlen += n;
     return 0;
 }
 
@@ -447,8 +545,8 @@ ssize_t tc__chan_send_window(tc_conn *c, const struct iovec *vec, int cnt, int i
 {
     struct iovec win[IOV_WINDOW];
     int k = 0;
-    if (c->woff < c->wlen)
-        win[k++] = (struct iovec){c->wbuf + c->woff, c->wlen - c->woff};
+    if (c->b->woff < c->b->wlen)
+        win[k++] = (struct iovec){c->b->wbuf + c->b->woff, c->b->wlen - c->b->woff};
     for (int i = idx; i < cnt && k < IOV_WINDOW; i++) {
         size_t o = i == idx ? ioff : 0;
         if (vec[i].iov_len > o)
@@ -462,12 +560,12 @@ ssize_t tc__chan_send_window(tc_conn *c, const struct iovec *vec, int cnt, int i
 size_t tc__chan_advance(tc_conn *c, const struct iovec *vec, int cnt, int *idx, size_t *ioff,
                         size_t x)
 {
-    if (c->woff < c->wlen) {
-        size_t t = c->wlen - c->woff < x ? c->wlen - c->woff : x;
-        c->woff += t;
+    if (c->b->woff < c->b->wlen) {
+        size_t t = c->b->wlen - c->b->woff < x ? c->b->wlen - c->b->woff : x;
+        c->b->woff += t;
         x -= t;
-        if (c->woff == c->wlen)
-            c->woff = c->wlen = 0;
+        if (c->b->woff == c->b->wlen)
+            c->b->woff = c->b->wlen = 0;
     }
     size_t mine = x;
     while (x > 0 && *idx < cnt) { /* sendmsg never takes more than it was given */
@@ -499,8 +597,8 @@ ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
      * take is appended to the write buffer (never blocks). An asynchronous
      * transport queues, except a large send with nothing ahead of it: the
      * copy into the queue would cost more than the system call. */
-    int direct = !c->wasync || (total >= TC__ASYNC_DIRECT_MIN && !c->wflight && c->woff == c->wlen);
-    while (direct && (c->woff < c->wlen || sent < total)) {
+    int direct = !c->wasync || (total >= TC__ASYNC_DIRECT_MIN && !c->b->wflight && c->b->woff == c->b->wlen);
+    while (direct && (c->b->woff < c->b->wlen || sent < total)) {
         ssize_t r = tc__chan_send_window(c, vec, cnt, idx, ioff);
         if (r == -EAGAIN || r == 0)
             break;
@@ -520,8 +618,8 @@ ssize_t tc__chan_send_nb(tc_conn *c, const struct iovec *vec, int cnt, size_t to
     for (int i = idx; i < cnt; i++) {
         size_t o = i == idx ? ioff : 0;
         if (vec[i].iov_len > o) {
-            memcpy(c->wbuf + c->wlen, (char *)vec[i].iov_base + o, vec[i].iov_len - o);
-            c->wlen += vec[i].iov_len - o;
+            memcpy(c->b->wbuf + c->b->wlen, (char *)vec[i].iov_base + o, vec[i].iov_len - o);
+            c->b->wlen += vec[i].iov_len - o;
         }
     }
     *taken = total;
@@ -533,7 +631,7 @@ int tc__chan_flush_nb(tc_conn *c)
     ssize_t r = tc__chan_send_nb(c, NULL, 0, 0, NULL);
     if (r < 0)
         return (int)r;
-    if (c->wlen > c->woff || c->wflight)
+    if (c->b->wlen > c->b->woff || c->b->wflight)
         return 1;
     tc__chan_trim(c, 0);
     return 0;

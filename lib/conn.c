@@ -31,12 +31,12 @@ const tc_addr *tc_conn_local(const tc_conn *conn)
 
 const tc_addr *tc_conn_proxy_peer(const tc_conn *conn)
 {
-    return conn && conn->proxy ? &conn->proxy->peer : NULL;
+    return conn && conn->x->proxy ? &conn->x->proxy->peer : NULL;
 }
 
 const tc_addr *tc_conn_proxy_dest(const tc_conn *conn)
 {
-    return conn && conn->proxy && conn->proxy->dest.len ? &conn->proxy->dest : NULL;
+    return conn && conn->x->proxy && conn->x->proxy->dest.len ? &conn->x->proxy->dest : NULL;
 }
 
 tc_server *tc_conn_server(const tc_conn *conn)
@@ -82,8 +82,8 @@ int tc_conn_set_buffer_sizes(tc_conn *conn, size_t read_size, size_t write_size)
 {
     if (!conn || read_size > TC__BUF_MAX || write_size > TC__BUF_MAX)
         return -EINVAL;
-    conn->rsize = read_size ? read_size : TC__BUF_DEFAULT;
-    conn->wsize = write_size ? write_size : TC__BUF_DEFAULT;
+    conn->rsize = (uint32_t)(read_size ? read_size : TC__BUF_DEFAULT);
+    conn->wsize = (uint32_t)(write_size ? write_size : TC__BUF_DEFAULT);
     return 0;
 }
 
@@ -156,7 +156,7 @@ ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n)
         return rc;
     if (n == 0)
         return 0;
-    if (conn->rlen == 0) {
+    if (conn->b->rlen == 0) {
         if (conn->reof)
             return TC_EOF;
         int64_t deadline = tc__conn_op_deadline(conn);
@@ -176,9 +176,9 @@ ssize_t tc_conn_read(tc_conn *conn, void *buf, size_t n)
         if (r < 0)
             return r == TC_EOF ? r : tc__chan_broken(conn, (int)r);
     }
-    size_t k = conn->rlen < n ? conn->rlen : n;
-    memcpy(buf, conn->rbuf + conn->roff, k);
-    conn->rview = k; /* consumed now: the caller has its copy */
+    size_t k = conn->b->rlen < n ? conn->b->rlen : n;
+    memcpy(buf, conn->b->rbuf + conn->b->roff, k);
+    conn->b->rview = k; /* consumed now: the caller has its copy */
     tc__chan_consume_view(conn);
     return (ssize_t)k;
 }
@@ -188,16 +188,18 @@ static int unread(tc_conn *c, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
-    if (c->rcap < n) {
-        unsigned char *nb = realloc(c->rbuf, n);
+    if (tc__chan_own(c) < 0)
+        return -ENOMEM;
+    if (c->b->rcap < n) {
+        unsigned char *nb = realloc(c->b->rbuf, n);
         if (!nb)
             return -ENOMEM;
-        c->rbuf = nb;
-        c->rcap = n;
+        c->b->rbuf = nb;
+        c->b->rcap = n;
     }
-    memcpy(c->rbuf, p, n);
-    c->roff = 0;
-    c->rlen = n;
+    memcpy(c->b->rbuf, p, n);
+    c->b->roff = 0;
+    c->b->rlen = n;
     return 0;
 }
 
@@ -214,11 +216,11 @@ ssize_t tc_conn_read_exact(tc_conn *conn, void *buf, size_t n)
     size_t got = 0;
     int64_t deadline = tc__conn_op_deadline(conn);
     while (got < n) {
-        if (conn->rlen > 0) {
-            size_t k = conn->rlen < n - got ? conn->rlen : n - got;
-            memcpy(dst + got, conn->rbuf + conn->roff, k);
+        if (conn->b->rlen > 0) {
+            size_t k = conn->b->rlen < n - got ? conn->b->rlen : n - got;
+            memcpy(dst + got, conn->b->rbuf + conn->b->roff, k);
             got += k;
-            conn->rview = k;
+            conn->b->rview = k;
             tc__chan_consume_view(conn);
             continue;
         }
@@ -264,17 +266,17 @@ static int read_framed(tc_conn *c, const tc_codec *codec, size_t *off, size_t *p
     size_t scanned = 0, flen = 0;
     int64_t deadline = tc__conn_op_deadline(c);
     for (;;) {
-        rc = tc__codec_scan_from(codec, c->rbuf ? c->rbuf + c->roff : NULL, c->rlen, scanned,
+        rc = tc__codec_scan_from(codec, c->b->rbuf ? c->b->rbuf + c->b->roff : NULL, c->b->rlen, scanned,
                                  off, plen, &flen);
         if (rc == 1) {
-            c->rview = flen;
+            c->b->rview = flen;
             return 0;
         }
         if (rc < 0)
             return tc__chan_broken(c, rc);
-        scanned = c->rlen;
+        scanned = c->b->rlen;
         if (c->reof) /* the cut-short tail stays buffered for plain reads */
-            return c->rlen ? TC_EPARTIAL : TC_EOF;
+            return c->b->rlen ? TC_EPARTIAL : TC_EOF;
         ssize_t r = fill(c, deadline, limit);
         if (r < 0 && r != TC_EOF)
             return tc__chan_broken(c, (int)r);
@@ -292,7 +294,7 @@ int tc_conn_read_until(tc_conn *conn, const void *delim, size_t dlen, size_t max
     int rc = read_framed(conn, &codec, &off, &plen);
     if (rc < 0)
         return rc;
-    *ptr = conn->rbuf + conn->roff + off;
+    *ptr = conn->b->rbuf + conn->b->roff + off;
     *len = plen;
     return 0;
 }
@@ -316,7 +318,7 @@ int tc_conn_read_frame(tc_conn *conn, const void **msg, size_t *len)
     int rc = read_framed(conn, conn->codec, &off, &plen);
     if (rc < 0)
         return rc;
-    *msg = conn->rbuf + conn->roff + off;
+    *msg = conn->b->rbuf + conn->b->roff + off;
     *len = plen;
     return 0;
 }
@@ -334,16 +336,16 @@ int tc_conn_peek(tc_conn *conn, size_t n, const void **ptr, size_t *len)
     if (n > bound)
         return TC_ETOOBIG;
     int64_t deadline = tc__conn_op_deadline(conn);
-    while (conn->rlen < n) {
+    while (conn->b->rlen < n) {
         if (conn->reof)
             break;
         ssize_t r = fill(conn, deadline, bound);
         if (r < 0 && r != TC_EOF)
             return tc__chan_broken(conn, (int)r);
     }
-    *ptr = conn->rbuf ? conn->rbuf + conn->roff : (const void *)"";
-    *len = conn->rlen;
-    return conn->rlen < n ? TC_EOF : 0;
+    *ptr = conn->b->rbuf ? conn->b->rbuf + conn->b->roff : (const void *)"";
+    *len = conn->b->rlen;
+    return conn->b->rlen < n ? TC_EOF : 0;
 }
 
 int tc__conn_read_proxy(tc_conn *c, int64_t deadline, tc__proxy_hdr *h)
@@ -402,7 +404,7 @@ int tc_conn_flush(tc_conn *conn)
 
 void tc__conn_flush_quiet(tc_conn *conn)
 {
-    if (conn && conn->wlen > conn->woff)
+    if (conn && conn->b->wlen > conn->b->woff)
         (void)flush_buffer(conn);
 }
 
@@ -414,7 +416,7 @@ ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n)
         return conn->werr;
     if (n == 0)
         return 0;
-    size_t pending = conn->wlen - conn->woff;
+    size_t pending = conn->b->wlen - conn->b->woff;
     if (pending + n > conn->wsize) {
         if (n >= conn->wsize) {
             /* Larger than the buffer: send it directly, behind what is buffered. */
@@ -428,8 +430,8 @@ ssize_t tc_conn_write(tc_conn *conn, const void *buf, size_t n)
     int rc = tc__chan_reserve(conn, n);
     if (rc < 0)
         return rc;
-    memcpy(conn->wbuf + conn->wlen, buf, n);
-    conn->wlen += n;
+    memcpy(conn->b->wbuf + conn->b->wlen, buf, n);
+    conn->b->wlen += n;
     tc__chan_set_sent(conn, n); /* queued: it goes out with the next flush */
     return (ssize_t)n;
 }
@@ -449,15 +451,15 @@ int tc_conn_printf(tc_conn *conn, const char *fmt, ...)
     size_t need = (size_t)n + 1; /* vsnprintf writes a NUL we then drop */
     int rc;
     if ((size_t)n < conn->wsize) {
-        if (conn->wlen - conn->woff + (size_t)n > conn->wsize && (rc = flush_buffer(conn)) < 0)
+        if (conn->b->wlen - conn->b->woff + (size_t)n > conn->wsize && (rc = flush_buffer(conn)) < 0)
             return rc;
         if ((rc = tc__chan_reserve(conn, need)) < 0)
             return rc;
         va_start(ap, fmt);
         /* n bytes, as measured above */
-        (void)vsnprintf((char *)conn->wbuf + conn->wlen, need, fmt, ap);
+        (void)vsnprintf((char *)conn->b->wbuf + conn->b->wlen, need, fmt, ap);
         va_end(ap);
-        conn->wlen += (size_t)n;
+        conn->b->wlen += (size_t)n;
         tc__chan_set_sent(conn, (size_t)n);
         return n;
     }

@@ -333,10 +333,10 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
     const tc_addr *to = tc__chan_peer(c); /* made once: the loop reuses the channel */
     if (!to)
         return -ENOMEM;
-    if (c->woff < c->wlen) {
-        struct iovec q = {c->wbuf + c->woff, c->wlen - c->woff};
+    if (c->b->woff < c->b->wlen) {
+        struct iovec q = {c->b->wbuf + c->b->woff, c->b->wlen - c->b->woff};
         out_add(lp, to, from, &q, 1, q.iov_len);
-        c->woff = c->wlen = 0;
+        c->b->woff = c->b->wlen = 0;
     }
     tc__chan_set_sent(c, 0);
     if (cnt == 0)
@@ -365,8 +365,10 @@ static const tc__driver ev_dgram_driver = {
 static void ev_free(struct evloop *lp)
 {
     if (lp->conn) {
-        lp->conn->rbuf = NULL; /* a receive buffer's, not the channel's */
-        lp->conn->rborrowed = 0;
+        if (lp->conn->b != &tc__chanbuf_none) {
+            lp->conn->b->rbuf = NULL; /* a receive buffer's, not the channel's */
+            lp->conn->b->rborrowed = 0;
+        }
         tc__chan_free(lp->conn);
     }
     free(lp->s);
@@ -423,11 +425,15 @@ static void ev_handle(struct evloop *lp, const tc_addr *peer, const tc_addr *dst
         atomic_fetch_add_explicit(&srv->dgram->sock.dropped, 1, memory_order_relaxed);
         return;
     }
+    if (tc__chan_own(c) < 0) {
+        atomic_fetch_add_explicit(&srv->dgram->sock.dropped, 1, memory_order_relaxed);
+        return;
+    }
     c->own_local[0] = *dst;
-    c->rbuf = data;
-    c->rborrowed = 1;
-    c->rcap = c->rlen = len;
-    c->roff = c->rview = c->rscan = 0;
+    c->b->rbuf = data;
+    c->b->rborrowed = 1;
+    c->b->rcap = c->b->rlen = len;
+    c->b->roff = c->b->rview = c->b->rscan = 0;
     c->reof = 1;
     c->rerr = c->werr = 0;
     c->data = NULL;
@@ -437,8 +443,8 @@ static void ev_handle(struct evloop *lp, const tc_addr *peer, const tc_addr *dst
     tc__session *s = lp->s;
     s->setup_done = s->opened = s->closed = 0;
     tc__session_run(s);
-    c->rbuf = NULL;
-    c->rborrowed = 0;
+    c->b->rbuf = NULL;
+    c->b->rborrowed = 0;
     tc__chan_trim(c, 0); /* a write buffer the handler made */
 }
 

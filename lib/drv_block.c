@@ -106,7 +106,9 @@ static ssize_t recv_block(tc_conn *c, void *buf, size_t n, int64_t deadline, int
             ssize_t r = c->io->recv(c, buf, n, 0); /* only what is there already */
             return r == -EAGAIN ? -ETIMEDOUT : r;
         }
-        int rc = arm_timeout(c, SO_RCVTIMEO, &c->rcvtimeo, left);
+        if (!tc__chan_ext(c))
+            return -ENOMEM;
+        int rc = arm_timeout(c, SO_RCVTIMEO, &c->x->rcvtimeo, left);
         if (rc < 0)
             return rc;
         ssize_t r = c->io->recv(c, buf, n, 1);
@@ -136,9 +138,9 @@ static ssize_t fill_idle(tc_conn *c, int64_t deadline, size_t limit, int intr)
     int rc = tc__chan_make_room(c, small);
     if (rc < 0)
         return rc;
-    size_t room = c->rcap - c->roff - c->rlen;
+    size_t room = c->b->rcap - c->b->roff - c->b->rlen;
     ssize_t r =
-        tc__chan_filled(c, recv_block(c, c->rbuf + c->roff + c->rlen, room, deadline, intr));
+        tc__chan_filled(c, recv_block(c, c->b->rbuf + c->b->roff + c->b->rlen, room, deadline, intr));
     if (r > 0 && r < (ssize_t)room)
         c->rdry = 1; /* most likely all there was: the next read sleeps here again */
     if (r != (ssize_t)room || room >= limit)
@@ -153,7 +155,7 @@ static ssize_t fill_idle(tc_conn *c, int64_t deadline, size_t limit, int intr)
 
 static ssize_t sleep_fill(tc_conn *c, int64_t deadline, size_t limit)
 {
-    if (c->rdry && c->rlen == 0)
+    if (c->rdry && c->b->rlen == 0)
         return fill_idle(c, deadline, limit, 0);
     if (c->rpend)
         return take_pending(c);
@@ -163,7 +165,7 @@ static ssize_t sleep_fill(tc_conn *c, int64_t deadline, size_t limit)
     if (rc < 0)
         return rc;
     return tc__chan_filled(
-        c, sleep_recv(c, c->rbuf + c->roff + c->rlen, c->rcap - c->roff - c->rlen, deadline));
+        c, sleep_recv(c, c->b->rbuf + c->b->roff + c->b->rlen, c->b->rcap - c->b->roff - c->b->rlen, deadline));
 }
 
 /* ---- poll: a non-blocking socket ---------------------------------------- */
@@ -201,7 +203,7 @@ static ssize_t poll_fill(tc_conn *c, int64_t deadline, size_t limit)
     if (rc < 0)
         return rc;
     return tc__chan_filled(
-        c, poll_recv(c, c->rbuf + c->roff + c->rlen, c->rcap - c->roff - c->rlen, deadline));
+        c, poll_recv(c, c->b->rbuf + c->b->roff + c->b->rlen, c->b->rcap - c->b->roff - c->b->rlen, deadline));
 }
 
 /* ---- the wait between messages ------------------------------------------ */
@@ -240,8 +242,8 @@ static ssize_t sleep_wait_input(tc_conn *c, int64_t deadline)
 void tc__drv_sleep_prepare(tc_conn *c)
 {
     c->rdry = 1; /* its first read sleeps with a small buffer (fill_idle) */
-    if (!c->rbuf && (c->rbuf = malloc(IDLE_ROOM)))
-        c->rcap = IDLE_ROOM;
+    if (!c->b->rbuf && tc__chan_own(c) == 0 && (c->b->rbuf = malloc(IDLE_ROOM)))
+        c->b->rcap = IDLE_ROOM;
 }
 
 /* ---- sending ------------------------------------------------------------ */
@@ -265,11 +267,11 @@ static ssize_t send_until(tc_conn *c, const struct iovec *vec, int cnt, size_t t
     }
     int idx = 0;
     size_t ioff = 0, sent = 0;
-    while (c->woff < c->wlen || sent < total) {
+    while (c->b->woff < c->b->wlen || sent < total) {
         ssize_t r = tc__chan_send_window(c, vec, cnt, idx, ioff);
         if (r > 0) {
             sent += tc__chan_advance(c, vec, cnt, &idx, &ioff, (size_t)r);
-            if ((c->woff == c->wlen && sent == total) || !overdue(deadline))
+            if ((c->b->woff == c->b->wlen && sent == total) || !overdue(deadline))
                 continue;
             r = -ETIMEDOUT;
         }

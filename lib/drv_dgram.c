@@ -33,9 +33,14 @@ int tc__dgram_chan(tc_conn **out, tc__dgram_sock *ds, const tc_addr *peer, const
         c->own_local[0] = *dst; /* the channel has room for it: local was NULL */
     if (len)
         memcpy(copy, data, len);
+    if (tc__chan_own(c) < 0) {
+        tc__chan_free(c);
+        free(copy);
+        return -ENOMEM;
+    }
     c->drv_data = ds;
-    c->rbuf = copy;
-    c->rcap = c->rlen = len;
+    c->b->rbuf = copy;
+    c->b->rcap = c->b->rlen = len;
     c->reof = 1; /* a read never goes past this datagram */
     *out = c;
     return 0;
@@ -69,10 +74,10 @@ static ssize_t send_both(tc_conn *c, tc__dgram_sock *ds, const tc_addr *peer,
     const tc_addr *src = ds && ds->pktinfo ? c->local : NULL;
     int64_t deadline = tc__conn_op_deadline(c);
     ssize_t r = 0;
-    if (c->woff < c->wlen) {
-        struct iovec q = {c->wbuf + c->woff, c->wlen - c->woff};
+    if (c->b->woff < c->b->wlen) {
+        struct iovec q = {c->b->wbuf + c->b->woff, c->b->wlen - c->b->woff};
         r = put_datagram(ds, fd, peer, src, &q, 1, deadline);
-        c->woff = c->wlen = 0; /* sent or lost: a datagram is not retried */
+        c->b->woff = c->b->wlen = 0; /* sent or lost: a datagram is not retried */
         tc__chan_trim(c, SIZE_MAX);
     }
     if (cnt == 0 || r < 0) {
@@ -134,7 +139,7 @@ void tc__dgram_dial_prepare(tc_conn *c, size_t max)
     c->drv_data = NULL;
     /* A receive size over the largest datagram: a read of rsize bytes or
      * more goes straight to the caller's buffer, which then holds it whole. */
-    c->rsize = max + 1;
+    c->rsize = (uint32_t)(max + 1);
 }
 
 /* One whole datagram into buf (n bytes), waiting until deadline. One
@@ -159,20 +164,22 @@ static ssize_t dial_take(tc_conn *c, void *buf, size_t n, int64_t deadline)
 static ssize_t dial_fill(tc_conn *c, int64_t deadline, size_t limit)
 {
     (void)limit;
-    if (c->rlen)
+    if (c->b->rlen)
         return TC_EPARTIAL; /* a read may not span two datagrams */
     size_t need = c->rsize;
-    if (c->rcap < need) {
-        unsigned char *nb = realloc(c->rbuf, need);
+    if (tc__chan_own(c) < 0)
+        return -ENOMEM;
+    if (c->b->rcap < need) {
+        unsigned char *nb = realloc(c->b->rbuf, need);
         if (!nb)
             return -ENOMEM;
-        c->rbuf = nb;
-        c->rcap = need;
+        c->b->rbuf = nb;
+        c->b->rcap = need;
     }
-    c->roff = 0;
-    ssize_t r = dial_take(c, c->rbuf, c->rcap, deadline);
+    c->b->roff = 0;
+    ssize_t r = dial_take(c, c->b->rbuf, c->b->rcap, deadline);
     if (r > 0)
-        c->rlen = (size_t)r;
+        c->b->rlen = (size_t)r;
     return r; /* 0: an empty datagram, nothing added */
 }
 

@@ -530,22 +530,86 @@ struct tc__proxy_addrs {
 typedef struct tc__driver tc__driver;
 typedef struct tc__io tc__io;
 
+/* A channel's buffers and their offsets: all zero while the channel is
+ * idle, so they live apart from it, made with the first byte buffered or
+ * queued (tc__chan_own) and freed once both directions are empty again
+ * (tc__chan_release): an idle connection then costs this much less (what
+ * libuv, nginx and Redis do with idle connections' buffers). Reads need no
+ * check: an idle channel points to tc__chanbuf_none, all zero and
+ * read-only, so only code that stores must own the struct first. */
+struct tc__chanbuf {
+    /* read side: data is rbuf[roff, roff + rlen); the last view covers the
+     * first rview bytes of it, consumed at the start of the next read call */
+    unsigned char *rbuf;
+    size_t rcap, roff, rlen, rview;
+    size_t rscan;      /* bytes of rbuf already scanned for the next frame */
+    /* write side: pending data is wbuf[woff, wlen) */
+    unsigned char *wbuf;
+    size_t wcap, woff, wlen;
+    size_t wflight;    /* see tc_conn.wasync */
+    unsigned char rborrowed; /* rbuf is the event loop's scratch buffer, not ours */
+};
+
+/* The state of every channel that holds no bytes (never written). */
+extern const struct tc__chanbuf tc__chanbuf_none;
+
+/* What few channels use (TLS, a WebSocket, a codec of their own, a PROXY
+ * header, a blocking receive timeout): apart, as an idle channel should
+ * be small. Made by tc__chan_ext at the first store, freed with the
+ * channel; until then c->x is tc__chanx_none (all zero, read-only). */
+struct tc__chanx {
+    /* the tc_transport (TLS) attached, and its state; see tc_conn.io */
+    tc_transport *xport;
+    void *xstate;
+    void *proto_data;              /* the state of tc_conn.proto */
+    tc_codec *codec_own;           /* the channel's own codec (see tc_conn.codec) */
+    struct tc__proxy_addrs *proxy; /* allocated once a PROXY header is accepted */
+    int64_t rcvtimeo;              /* SO_RCVTIMEO as last set (ns; 0 = none) */
+};
+
+/* The state of every channel that has no tc__chanx of its own (never written). */
+extern const struct tc__chanx tc__chanx_none;
+
 struct tc_conn {
     int fd;
-    unsigned xwant;        /* TC_TRANSPORT_WANT_*: what the last read (or handshake
-                            * step) that would block waits for; 0 after one that did not */
+    int stopfd;            /* a stop signal reads and message waits watch (readable:
+                            * TC_ESHUTDOWN), or -1 */
     const tc__driver *drv; /* the transport: how this channel waits and sends */
     void *drv_data;        /* the driver's record of the channel, or NULL */
     /* The bytes' way to and from the socket: tc__io_plain, or through a
-     * tc_transport (TLS) once one is attached (xport, its state xstate). */
+     * tc_transport (TLS) once one is attached (x->xport, its state x->xstate). */
     const tc__io *io;
-    tc_transport *xport;
-    void *xstate;
+    /* The buffers' state (see struct tc__chanbuf): never NULL; the shared,
+     * read-only tc__chanbuf_none while the channel holds no bytes. */
+    struct tc__chanbuf *b;
+    /* The framing: the server's codec (shared: an idle channel should be
+     * small), or x->codec_own, the channel's copy, once one is set for it alone. */
+    const tc_codec *codec;
+    /* A protocol spoken over the channel (a WebSocket), or NULL: its table
+     * (see tc__proto); its state is x->proto_data. */
+    const struct tc__proto *proto;
+    struct tc__chanx *x;   /* never NULL; see struct tc__chanx */
     tc_server *srv;        /* opaque here: tc_conn_server(); NULL for a dialled channel */
     uint64_t id;           /* tc_conn_id(): the server's name for it; 0 when dialled */
-    int stopfd;            /* a stop signal reads and message waits watch (readable:
-                            * TC_ESHUTDOWN), or -1 */
+    void *data;            /* user pointer */
+    int64_t deadline;      /* overall absolute deadline; TC__NO_DEADLINE = none */
+    uint64_t rtaken;       /* bytes consumed from the front of the read buffer so far */
+    /* the caller's bytes the last write call took (tc_conn_last_sent): an
+     * event channel's sends may come from any thread, hence atomic (relaxed) */
+    atomic_size_t last_sent;
+    _Atomic(tc_addr *) peer_full; /* see peer_in */
+    /* The server's address when every accepted socket shares it, else the
+     * copy in own_local: an idle channel in event mode should cost little,
+     * and most never need a copy. */
+    const tc_addr *local;
     int timeout_ms;        /* per-operation timeout; <= 0 = none */
+    int rerr;              /* sticky: the read side is broken with this code */
+    int rpend;             /* an error that came behind buffered bytes: reported after them */
+    int werr;              /* sticky: the write side is broken with this code */
+    int listener;          /* the index of the server's listener that accepted it (0: one
+                            * only), -1 for a loop's outbound connection */
+    uint32_t rsize;        /* read buffer size (receive size; at most TC__BUF_MAX) */
+    uint32_t wsize;        /* write buffer size */
     /* The peer's address (tc_conn_peer): IPv4 and IPv6 inline, in peer_in
      * (peer_len bytes of it), as a tc_addr costs 136 bytes and an idle
      * channel should be small; another family (a unix socket's path) in
@@ -559,53 +623,14 @@ struct tc_conn {
     unsigned char peer_len;
     unsigned char peer_big;
     unsigned char peer_socktype; /* 0, SOCK_STREAM or SOCK_DGRAM */
-    _Atomic(tc_addr *) peer_full;
-    /* The server's address when every accepted socket shares it, else the
-     * copy in own_local: an idle channel in event mode should cost little,
-     * and most never need a copy. */
-    const tc_addr *local;
-    struct tc__proxy_addrs *proxy; /* allocated once a PROXY header is accepted */
-    void *data;        /* user pointer */
-    int64_t deadline;  /* overall absolute deadline; TC__NO_DEADLINE = none */
-    /* The framing: the server's codec (shared: an idle channel should be
-     * small), or codec_own, the channel's copy, once one is set for it alone. */
-    const tc_codec *codec;
-    tc_codec *codec_own;
-    /* A protocol spoken over the channel (a WebSocket), or NULL: its table
-     * and state (see tc__proto). */
-    const struct tc__proto *proto;
-    void *proto_data;
-
-    /* read side: data is rbuf[roff, roff + rlen); the last view covers the
-     * first rview bytes of it, consumed at the start of the next read call */
-    unsigned char *rbuf;
-    size_t rcap, roff, rlen, rview;
-    size_t rsize;      /* read buffer size (receive size) */
-    size_t rscan;      /* bytes of rbuf already scanned for the next frame */
-    int rerr;          /* sticky: the read side is broken with this code */
-    int rpend;         /* an error that came behind buffered bytes: reported after them */
-    unsigned char reof;      /* the peer's end of stream was seen */
-    unsigned char rdry;      /* the last receive drained the socket: wait before the next */
-    unsigned char rborrowed; /* rbuf is the event loop's scratch buffer, not ours */
+    unsigned char xwant;   /* TC_TRANSPORT_WANT_*: what the last read (or handshake
+                            * step) that would block waits for; 0 after one that did not */
+    unsigned char reof;    /* the peer's end of stream was seen */
+    unsigned char rdry;    /* the last receive drained the socket: wait before the next */
     /* The transport sends the queue itself (an io_uring loop, once per
-     * turn): sends and flushes only queue; wflight bytes are in a send the
+     * turn): sends and flushes only queue; b->wflight bytes are in a send the
      * kernel has not finished, and count as pending. */
     unsigned char wasync;
-    uint64_t rtaken;   /* bytes consumed from the front of the buffer so far */
-
-    /* write side: pending data is wbuf[woff, wlen) */
-    unsigned char *wbuf;
-    size_t wcap, woff, wlen;
-    size_t wsize;      /* write buffer size */
-    int werr;          /* sticky: the write side is broken with this code */
-    int listener;      /* the index of the server's listener that accepted it (0: one
-                        * only), -1 for a loop's outbound connection */
-    size_t wflight;    /* see wasync */
-    /* the caller's bytes the last write call took (tc_conn_last_sent): an
-     * event channel's sends may come from any thread, hence atomic (relaxed) */
-    atomic_size_t last_sent;
-
-    int64_t rcvtimeo;  /* SO_RCVTIMEO as last set (ns; 0 = none) */
     tc_addr own_local[]; /* allocated (one) only when local is not shared */
 };
 
@@ -634,6 +659,31 @@ void tc__chan_consume_view(tc_conn *c);
 int tc__chan_broken(tc_conn *c, int err);
 /* Free empty buffers (a read buffer only if it holds more than keep bytes). */
 void tc__chan_trim(tc_conn *c, size_t keep);
+/* Make c->b the channel's own before storing into it: 0 or -ENOMEM. */
+int tc__chan_own_slow(tc_conn *c);
+static inline int tc__chan_own(tc_conn *c)
+{
+    return c->b != &tc__chanbuf_none ? 0 : tc__chan_own_slow(c);
+}
+/* Free c->b if both directions are empty (nothing buffered, viewed,
+ * queued or in flight): back to tc__chanbuf_none. */
+void tc__chan_release(tc_conn *c);
+/* The calling thread (an event loop's) keeps one released buffer state for
+ * the next channel that needs one (on), or stops and frees it (off: before
+ * the thread ends). */
+void tc__chan_spare(int on);
+/* c->x as the channel's own, to store into: NULL without memory. */
+struct tc__chanx *tc__chan_ext_slow(tc_conn *c);
+static inline struct tc__chanx *tc__chan_ext(tc_conn *c)
+{
+    return c->x != &tc__chanx_none ? c->x : tc__chan_ext_slow(c);
+}
+/* The view covers everything buffered (ended with the next read call). */
+static inline void tc__chan_view_all(tc_conn *c)
+{
+    if (c->b->rlen) /* else the view is empty already, and c->b perhaps read-only */
+        c->b->rview = c->b->rlen;
+}
 /* Make room for more input: at least one byte, ideally rsize, never a
  * capacity over limit unless the buffer already had it. 0 or -ENOMEM. */
 int tc__chan_make_room(tc_conn *c, size_t limit);
@@ -736,7 +786,7 @@ typedef struct tc__proto {
     /* Copy and check the server's settings: 0 or TC_EBADCONFIG (detail logged), -ENOMEM. */
     int (*configure)(tc_server *srv, void **out);
     void (*unconfigure)(void *cfg);
-    /* Give an accepted channel its state (c->proto, c->proto_data): 0 or -ENOMEM. */
+    /* Give an accepted channel its state (c->proto, c->x->proto_data): 0 or -ENOMEM. */
     int (*attach)(tc_conn *c, const void *cfg);
     /* Free the channel's state (from tc__chan_free). */
     void (*detach)(tc_conn *c);

@@ -320,17 +320,17 @@ static int async_flush(struct evconn *ec)
 {
     struct tc_loop *lp = ec->loop;
     tc_conn *c = ec->conn;
-    if (c->wflight || c->wlen == c->woff)
+    if (c->b->wflight || c->b->wlen == c->b->woff)
         return 0;
-    unsigned char *buf = c->wbuf;
-    size_t off = c->woff, len = c->wlen - c->woff, cap = c->wcap;
+    unsigned char *buf = c->b->wbuf;
+    size_t off = c->b->woff, len = c->b->wlen - c->b->woff, cap = c->b->wcap;
     int rc = lp->be->send(lp->evb, c->fd, buf, off, len, cap);
     if (rc < 0)
         return c->werr = rc;
     /* The buffer is the send's now; the next bytes start another. */
-    c->wbuf = NULL;
-    c->wcap = c->woff = c->wlen = 0;
-    c->wflight = len;
+    c->b->wbuf = NULL;
+    c->b->wcap = c->b->woff = c->b->wlen = 0;
+    c->b->wflight = len;
     return 0;
 }
 
@@ -340,7 +340,7 @@ static void mark_dirty(struct evconn *ec)
 {
     struct tc_loop *lp = ec->loop;
     tc_conn *c = ec->conn;
-    if (!c->wasync || ec->dirty || c->wflight || c->wlen == c->woff)
+    if (!c->wasync || ec->dirty || c->b->wflight || c->b->wlen == c->b->woff)
         return;
     if (lp->ndirty == lp->capdirty) {
         size_t cap = lp->capdirty ? lp->capdirty * 2 : 64;
@@ -776,7 +776,7 @@ static void ev_close(struct evconn *ec, int reason, int report)
         slot_end(lp->st, ec); /* a late token for it finds another generation */
     tc__theap_cancel(&lp->timers, &ec->idle.t);
     tc__theap_cancel(&lp->timers, &ec->user.t);
-    if (!c->wflight)
+    if (!c->b->wflight)
         c->wasync = 0; /* the session's last flushes go to the socket, as on epoll */
     tc__session_close(ec->s, reason, report);
     /* Sends other threads queued for it die with it (see tc_conn_send). Only
@@ -801,7 +801,7 @@ static void ev_close_after_flush(struct evconn *ec, int reason, int report)
     rewatch(ec);
     /* Nothing reads the input any more: drop it rather than copy it out of
      * the loop's scratch buffer into a new one. */
-    ec->conn->rview = ec->conn->rlen;
+    tc__chan_view_all(ec->conn);
     (void)tc__chan_settle(ec->conn); /* give the loop's scratch buffer back first */
     int rc = tc__chan_flush_nb(ec->conn);
     if (rc < 0 && tc__session_quiet_end(reason)) {
@@ -870,7 +870,7 @@ static int let_go(struct evconn *ec)
     struct state *st = lp->st;
     /* A channel deadline (a WebSocket closing) needs the loop's timer, an
      * owed on_drain the loop. */
-    if (ec->job_rc < 0 || ec->io_err || c->rlen > 0 || c->reof || tc__chan_pending(c) > 0 ||
+    if (ec->job_rc < 0 || ec->io_err || c->b->rlen > 0 || c->reof || tc__chan_pending(c) > 0 ||
         ec->timer_req || ec->shut_wr || ec->above || c->deadline != TC__NO_DEADLINE)
         return 0;
     const tc_server_config *cfg = &lp->srv->cfg;
@@ -928,7 +928,7 @@ static void serve_job(tc__job *job)
             break;
     }
     if (ec->job_rc < 0 || ec->io_err)
-        c->rview = c->rlen; /* it ends: what it sent after is not kept */
+        tc__chan_view_all(c); /* it ends: what it sent after is not kept */
     if (tc__chan_settle(c) < 0 && !ec->io_err)
         ec->io_err = -ENOMEM;
     if (ec->job_rc == 0 && !ec->io_err && tc__chan_pending(c) && tc__chan_flush_nb(c) < 0)
@@ -1206,7 +1206,7 @@ static void process_input(struct evconn *ec)
     while (!ec->closed && !ec->paused && !ec->lingering && !ec->held) {
         int rc = tc__chan_frame(c, &msg, &len);
         if (rc == 0) {
-            if (c->rlen > 0 && !ec->frame_from && srv->cfg.conn_timeout_ms > 0) {
+            if (c->b->rlen > 0 && !ec->frame_from && srv->cfg.conn_timeout_ms > 0) {
                 ec->frame_from = tc__now_ns(); /* the frame's clock starts */
                 schedule_idle(ec);
             }
@@ -1218,7 +1218,7 @@ static void process_input(struct evconn *ec)
         }
         ec->frame_from = 0;
         if (ec->loop->st->pooled) {
-            c->rview = 0; /* not taken here: the worker scans it again */
+            c->b->rview = 0; /* not taken here: the worker scans it again */
             dispatch_serve(ec);
             return;
         }
@@ -1284,7 +1284,7 @@ static void ev_release(struct tc_loop *lp, struct evconn *ec, tc__ev *e)
     lp->rx = NULL;
     if (e->buf < 0 && !e->data)
         return;
-    if (ec && !gone(ec) && ec->conn->rborrowed && ec->conn->rbuf == e->data)
+    if (ec && !gone(ec) && ec->conn->b->rborrowed && ec->conn->b->rbuf == e->data)
         (void)tc__chan_settle(ec->conn);
     lp->rx = NULL;
     lp->be->release(lp->evb, e);
@@ -1358,18 +1358,18 @@ static int ev_flush(struct evconn *ec)
     lp->rx = NULL;
     unsigned char *done = e->data;
     e->data = NULL;
-    c->wflight = 0;
+    c->b->wflight = 0;
     if (e->res < 0) {
         free(done);
         return c->werr = e->res;
     }
-    if (c->wlen > c->woff) {
+    if (c->b->wlen > c->b->woff) {
         int rc = async_flush(ec);
-        if (rc == 0 && !c->wbuf) {
+        if (rc == 0 && !c->b->wbuf) {
             /* Streaming: the two buffers take turns (no allocation, no
              * page faults, per send); an idle channel keeps neither. */
-            c->wbuf = done;
-            c->wcap = e->cap;
+            c->b->wbuf = done;
+            c->b->wcap = e->cap;
             done = NULL;
         }
         free(done);
@@ -1424,7 +1424,7 @@ static void ev_start(struct evconn *ec)
         if (ms > 0)
             (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t,
                                      ec->s->idle_since + (int64_t)ms * TC_NS_PER_MS);
-        if (ec->conn->rlen > 0 || tc__chan_io_pending(ec->conn)) /* bytes came already */
+        if (ec->conn->b->rlen > 0 || tc__chan_io_pending(ec->conn)) /* bytes came already */
             (void)dispatch_stream(ec);
         return;
     }
@@ -1433,7 +1433,7 @@ static void ev_start(struct evconn *ec)
         ec->upgrade_wait = 1;
         (void)tc__theap_schedule(&ec->loop->timers, &ec->idle.t,
                                  tc__deadline_ms(ec->conn->proto->open_timeout_ms(ec->conn)));
-        if (ec->conn->rlen > 0) /* bytes came behind a PROXY header */
+        if (ec->conn->b->rlen > 0) /* bytes came behind a PROXY header */
             upgrade_step(ec);
         return;
     }
@@ -1445,7 +1445,7 @@ static void ev_start(struct evconn *ec)
      * header before this is not the handler's doing, but is silence). */
     ec->idle_from = ec->s->idle_since ? ec->s->idle_since : tc__now_ns();
     schedule_idle(ec);
-    if (ec->loop->st->pooled && (ec->conn->rlen > 0 || tc__chan_io_pending(ec->conn)))
+    if (ec->loop->st->pooled && (ec->conn->b->rlen > 0 || tc__chan_io_pending(ec->conn)))
         dispatch_serve(ec); /* bytes came already (a PROXY header, a handshake): not in the socket */
     else
         set_interest(ec); /* in pool mode, a worker's from here on */
@@ -1918,7 +1918,7 @@ static void fire_timers(struct tc_loop *lp)
                 continue;
             }
             /* Silence inside a frame is an error; between frames it is not. */
-            ev_close(ec, -ETIMEDOUT, ec->conn->rlen > 0 ? TC__REPORT_YES : TC__REPORT_NO);
+            ev_close(ec, -ETIMEDOUT, ec->conn->b->rlen > 0 ? TC__REPORT_YES : TC__REPORT_NO);
             continue;
         }
         if (ec->interval_ms > 0)
@@ -2043,7 +2043,7 @@ static void drain_sweep(struct tc_loop *lp)
         tc_conn *c = ec->conn;
         /* A frame (or a stream connection's first bytes) waiting for a
          * worker is a request in flight, not idleness. */
-        int idle = c->rlen == 0 && tc__chan_pending(c) == 0 && !ec->waiting;
+        int idle = c->b->rlen == 0 && tc__chan_pending(c) == 0 && !ec->waiting;
         if (idle || late)
             ev_close(ec, TC_ESHUTDOWN, TC__REPORT_AUTO);
         else if (was_away)
@@ -2091,6 +2091,7 @@ static void run_loop(struct tc_loop *lp)
     tc_server *srv = lp->srv;
     tc__ev ev[TC__POLL_BATCH];
     tl_loop = lp;
+    tc__chan_spare(1); /* a request costs no allocation of buffer state */
     int rc = lp->be->attach(lp->evb);
     if (rc < 0) {
         tc__log(srv, TC_LOG_ERROR, "event loop %d: %s: %s", lp->idx, lp->be->name,
@@ -2191,6 +2192,7 @@ static void run_loop(struct tc_loop *lp)
     pthread_mutex_unlock(&lp->mu);
     read_mail(lp);
     lp->be->detach(lp->evb);
+    tc__chan_spare(0);
     tl_loop = NULL;
 }
 
@@ -2990,7 +2992,7 @@ int tc_conn_resume_reading(tc_conn *conn)
     ec->held &= (unsigned char)~HELD_USER;
     if (ec->held || ec->lingering)
         return 0;
-    if (ec->conn->rlen > 0 || ec->conn->reof)
+    if (ec->conn->b->rlen > 0 || ec->conn->reof)
         rc = post_for(ec, resume_run);
     set_interest(ec);
     return rc;

@@ -66,7 +66,7 @@ static int proxy_verdict(tc__session *s, int rc, const tc__proxy_hdr *h)
         tc__log(srv, TC_LOG_WARN, "PROXY header from %s: %s", peer, h->why);
         return rc;
     case -ETIMEDOUT:
-        if (!required && conn->rlen == 0)
+        if (!required && conn->b->rlen == 0)
             return 0; /* a silent client: served without a header */
         tc__log(srv, TC_LOG_WARN, "PROXY header from %s: none complete within %d ms", peer,
                 srv->cfg.proxy_timeout_ms);
@@ -78,13 +78,13 @@ static int proxy_verdict(tc__session *s, int rc, const tc__proxy_hdr *h)
         tc__log(srv, TC_LOG_WARN, "PROXY header from %s, which is not a trusted proxy", peer);
         return TC_EUNTRUSTED;
     }
-    if (!(conn->proxy = calloc(1, sizeof *conn->proxy)))
+    if (!tc__chan_ext(conn) || !(conn->x->proxy = calloc(1, sizeof *conn->x->proxy)))
         return -ENOMEM;
-    conn->proxy->peer = from;
+    conn->x->proxy->peer = from;
     if (h->has_addr) {
         if (tc__chan_set_peer(conn, &h->src) < 0)
             return -ENOMEM;
-        conn->proxy->dest = h->dst;
+        conn->x->proxy->dest = h->dst;
     }
     char client[TC_ADDR_STRLEN] = "-";
     (void)tc_addr_format(h->has_addr ? &h->src : &from, client, sizeof client);
@@ -339,7 +339,7 @@ static void pump(tc__session *s)
             reason = rc;
             break;
         }
-        if (c->rlen == 0) {
+        if (c->b->rlen == 0) {
             if ((rc = wait_message(s)) < 0) {
                 if (rc == TC_EOF && c->proto)
                     continue; /* its protocol has the last word (a WebSocket that failed) */
@@ -375,8 +375,8 @@ static void pump(tc__session *s)
 static void datagram(tc__session *s)
 {
     tc_conn *c = s->conn;
-    c->rview = c->rlen; /* a read from on_message ends the view */
-    int rc = tc__session_message(s, c->rlen ? c->rbuf + c->roff : (const void *)"", c->rlen);
+    tc__chan_view_all(c); /* a read from on_message ends the view */
+    int rc = tc__session_message(s, c->b->rlen ? c->b->rbuf + c->b->roff : (const void *)"", c->b->rlen);
     tc__session_close(s, rc, rc < 0 ? TC__REPORT_YES : TC__REPORT_NO);
 }
 
@@ -396,7 +396,7 @@ static void run(tc__session *s)
             return;
         }
     }
-    if (srv->cfg.transport && !s->conn->xport && secure(s) != 0) {
+    if (srv->cfg.transport && !s->conn->x->xport && secure(s) != 0) {
         s->closed = 1; /* nothing of the handler ran */
         return;
     }

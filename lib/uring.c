@@ -19,6 +19,10 @@
 /* The longest wait for a closed ring's notice to this thread. */
 #define EXIT_NOTICE_MS 100
 
+/* A loop idle this long hands the pages of the receive buffers it used
+ * back to the kernel (see tc__uring_wait). */
+#define TRIM_IDLE_MS 100
+
 struct tc__uring {
     int fd;
     unsigned enter_flags; /* IORING_ENTER_REGISTERED_RING once the fd is registered */
@@ -41,6 +45,13 @@ struct tc__uring {
     size_t bufs_len, buf_size;
     unsigned nbufs;
     uint16_t br_tail;
+    /* Buffers handed back since the last trim and not taken since: in the
+     * ring, their first pages (at least) resident. A bit each. */
+    uint64_t *touched;
+    unsigned ntouched;
+    /* The kernel fills buffers only inside our waits (DEFER_TASKRUN), so
+     * one in the ring can be trimmed between them. */
+    unsigned char can_trim;
 };
 
 static int sys_setup(unsigned entries, struct io_uring_params *p)
@@ -147,6 +158,7 @@ static void unmap(tc__uring *u)
         munmap(u->br, u->br_len);
     if (u->bufs)
         munmap(u->bufs, u->bufs_len);
+    free(u->touched);
 }
 
 static void *map(size_t len, int fd, off_t off)
@@ -163,6 +175,19 @@ static void *anon(size_t len)
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     // cppcheck-suppress memleak ; the mapping is returned (unmap() releases it)
     return p == MAP_FAILED ? NULL : p;
+}
+
+/* Put buffer bid at the ring's tail: the kernel takes it after those ahead. */
+static void give(tc__uring *u, int bid)
+{
+    struct io_uring_buf *b = &u->br->bufs[u->br_tail & (u->nbufs - 1)];
+    b->addr = (uint64_t)(uintptr_t)(u->bufs + (size_t)bid * u->buf_size);
+    b->len = (uint32_t)u->buf_size;
+    b->bid = (uint16_t)bid;
+    u->br_tail++;
+    /* The tail shares its place with the first entry's resv field. */
+    atomic_store_explicit((_Atomic uint16_t *)(void *)&u->br->tail, u->br_tail,
+                          memory_order_release);
 }
 
 int tc__uring_create(tc__uring **out, unsigned entries, unsigned nbufs, size_t buf_size,
@@ -184,6 +209,7 @@ int tc__uring_create(tc__uring **out, unsigned entries, unsigned nbufs, size_t b
         free(u);
         return fd;
     }
+    u->can_trim = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
     u->fd = fd;
     u->features = p.features;
     u->sq_map_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
@@ -227,7 +253,8 @@ int tc__uring_create(tc__uring **out, unsigned entries, unsigned nbufs, size_t b
         u->bufs_len = nbufs * buf_size;
         u->br = anon(u->br_len);
         u->bufs = anon(u->bufs_len);
-        if (!u->br || !u->bufs)
+        u->touched = calloc((nbufs + 63) / 64, sizeof *u->touched);
+        if (!u->br || !u->bufs || !u->touched)
             rc = -ENOMEM;
     }
     if (rc == 0) {
@@ -243,7 +270,7 @@ int tc__uring_create(tc__uring **out, unsigned entries, unsigned nbufs, size_t b
         return rc;
     }
     for (unsigned i = 0; i < nbufs; i++)
-        tc__uring_buf_give(u, (int)i);
+        give(u, (int)i);
     *out = u;
     return 0;
 }
@@ -324,27 +351,69 @@ struct io_uring_sqe *tc__uring_sqe(tc__uring *u)
     return sqe;
 }
 
-int tc__uring_wait(tc__uring *u, int timeout_ms)
+/* Give the pages of the buffers used since the last trim (all in the ring
+ * now) back to the kernel: a loop whose connections went quiet holds no
+ * receive memory, as an idle connection holds none. */
+static void trim(tc__uring *u)
 {
-    unsigned n = flush_sq(u);
-    int ready = atomic_load_explicit(u->cq_tail, memory_order_acquire) !=
-                atomic_load_explicit(u->cq_head, memory_order_relaxed);
-    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    unsigned words = (u->nbufs + 63) / 64;
+    for (unsigned w = 0; w < words; w++) {
+        while (u->touched[w]) {
+            /* one call per run of neighbouring buffers */
+            unsigned first = (unsigned)__builtin_ctzll(u->touched[w]);
+            unsigned end = first;
+            while (end < 64 && (u->touched[w] >> end & 1))
+                end++;
+            unsigned char *at = u->bufs + ((size_t)w * 64 + first) * u->buf_size;
+            (void)madvise(at, (size_t)(end - first) * u->buf_size, MADV_DONTNEED);
+            u->touched[w] = end == 64 ? 0 : u->touched[w] & ~(((uint64_t)1 << end) - 1);
+        }
+    }
+    u->ntouched = 0;
+}
+
+/* One io_uring_enter that submits n entries and waits for min completions,
+ * at most timeout_ms (< 0: no limit). */
+static int enter_wait(tc__uring *u, unsigned n, unsigned min, int timeout_ms)
+{
     struct __kernel_timespec ts;
     struct io_uring_getevents_arg arg = {0};
-    unsigned min = 1;
-    if (ready || timeout_ms == 0) {
-        /* Only submit, and (task work deferred to this call) run what completed. */
-        min = 0;
-    } else if (timeout_ms > 0) {
+    if (min && timeout_ms >= 0) {
         ts.tv_sec = timeout_ms / 1000;
         ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
         arg.ts = (uint64_t)(uintptr_t)&ts;
     }
-    int rc = sys_enter(u, n, min, flags, &arg, sizeof arg);
+    int rc = sys_enter(u, n, min, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
     if (rc == -ETIME || rc == -EINTR || rc == -EBUSY)
         return 0; /* EBUSY: the completion queue is full; it is read now */
     return rc < 0 ? rc : 0;
+}
+
+static int cq_ready(const tc__uring *u)
+{
+    return atomic_load_explicit(u->cq_tail, memory_order_acquire) !=
+           atomic_load_explicit(u->cq_head, memory_order_relaxed);
+}
+
+int tc__uring_wait(tc__uring *u, int timeout_ms)
+{
+    unsigned n = flush_sq(u);
+    if (cq_ready(u) || timeout_ms == 0) {
+        /* Only submit, and (task work deferred to this call) run what completed. */
+        return enter_wait(u, n, 0, 0);
+    }
+    if (u->ntouched && u->can_trim && (timeout_ms < 0 || timeout_ms > TRIM_IDLE_MS)) {
+        /* A loop that stays idle a while lets the buffers' pages go. Only
+         * here, when it would sleep anyway: a busy loop never pays for it. */
+        int rc = enter_wait(u, n, 1, TRIM_IDLE_MS);
+        if (rc < 0 || cq_ready(u))
+            return rc;
+        trim(u);
+        n = 0;
+        if (timeout_ms > 0)
+            timeout_ms -= TRIM_IDLE_MS;
+    }
+    return enter_wait(u, n, 1, timeout_ms);
 }
 
 struct io_uring_cqe *tc__uring_cqe(tc__uring *u)
@@ -363,17 +432,20 @@ void tc__uring_cqe_seen(tc__uring *u)
 
 unsigned char *tc__uring_buf(tc__uring *u, int bid)
 {
+    uint64_t bit = (uint64_t)1 << (bid & 63);
+    if (u->touched[bid >> 6] & bit) { /* out of the ring again: not to be trimmed */
+        u->touched[bid >> 6] &= ~bit;
+        u->ntouched--;
+    }
     return u->bufs + (size_t)bid * u->buf_size;
 }
 
 void tc__uring_buf_give(tc__uring *u, int bid)
 {
-    struct io_uring_buf *b = &u->br->bufs[u->br_tail & (u->nbufs - 1)];
-    b->addr = (uint64_t)(uintptr_t)tc__uring_buf(u, bid);
-    b->len = (uint32_t)u->buf_size;
-    b->bid = (uint16_t)bid;
-    u->br_tail++;
-    /* The tail shares its place with the first entry's resv field. */
-    atomic_store_explicit((_Atomic uint16_t *)(void *)&u->br->tail, u->br_tail,
-                          memory_order_release);
+    uint64_t bit = (uint64_t)1 << (bid & 63);
+    if (!(u->touched[bid >> 6] & bit)) {
+        u->touched[bid >> 6] |= bit;
+        u->ntouched++;
+    }
+    give(u, bid);
 }

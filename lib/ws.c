@@ -55,7 +55,7 @@ struct ws {
 
 static struct ws *ws_of(const tc_conn *c)
 {
-    return c && c->proto == &tc__proto_ws ? c->proto_data : NULL;
+    return c && c->proto == &tc__proto_ws ? c->x->proto_data : NULL;
 }
 
 /* ---- settings --------------------------------------------------------------- */
@@ -112,36 +112,37 @@ static void ws_unconfigure(void *cfg)
 
 static int ws_attach(tc_conn *c, const void *cfg)
 {
-    struct ws *w = calloc(1, sizeof *w);
+    struct ws *w = tc__chan_ext(c) ? calloc(1, sizeof *w) : NULL;
     if (!w)
         return -ENOMEM;
     w->cfg = cfg;
     atomic_init(&w->close_sent, 0);
     c->proto = &tc__proto_ws;
-    c->proto_data = w;
+    c->x->proto_data = w;
     return 0;
 }
 
 static void ws_detach(tc_conn *c)
 {
-    struct ws *w = c->proto_data;
+    struct ws *w = c->x->proto_data;
     if (w) {
         free(w->path);
         free(w->subprotocol);
         free(w->own_cfg);
         free(w);
     }
-    c->proto_data = NULL;
+    if (c->x != &tc__chanx_none)
+        c->x->proto_data = NULL;
 }
 
 static int ws_open_timeout_ms(const tc_conn *c)
 {
-    return ((const struct ws *)c->proto_data)->cfg->user.handshake_timeout_ms;
+    return ((const struct ws *)c->x->proto_data)->cfg->user.handshake_timeout_ms;
 }
 
 static size_t ws_limit(const tc_conn *c)
 {
-    const struct ws *w = c->proto_data;
+    const struct ws *w = c->x->proto_data;
     if (w->state == WS_HANDSHAKE)
         return w->cfg->user.max_header_size;
     return w->cfg->max_msg + TC__WS_HDR_MAX + WS_SLACK;
@@ -304,10 +305,10 @@ static int handshake(tc_conn *c, struct ws *w, const struct request *r)
 
 static int ws_open(tc_conn *c)
 {
-    struct ws *w = c->proto_data;
+    struct ws *w = c->x->proto_data;
     tc__http_req h;
-    const char *head = c->rbuf ? (const char *)c->rbuf + c->roff : "";
-    int rc = tc__http_parse(head, c->rlen, w->cfg->user.max_header_size, &h);
+    const char *head = c->b->rbuf ? (const char *)c->b->rbuf + c->b->roff : "";
+    int rc = tc__http_parse(head, c->b->rlen, w->cfg->user.max_header_size, &h);
     if (rc == 0)
         return c->reof ? TC_EOF : 0; /* a client that left before asking */
     if (rc < 0) {
@@ -336,7 +337,7 @@ static int ws_open(tc_conn *c)
 /* Queue a control frame (at most 125 bytes of payload) behind the output. */
 static int queue_control(tc_conn *c, int op, const void *p, size_t n)
 {
-    const struct ws *w = c->proto_data;
+    const struct ws *w = c->x->proto_data;
     unsigned char frame[TC__WS_HDR_MAX + 125], key[4];
     if (w->client && getrandom(key, sizeof key, 0) != (ssize_t)sizeof key)
         memset(key, 0x5a, sizeof key); /* the mask hides nothing secret here */
@@ -376,7 +377,7 @@ static void fail(tc_conn *c, struct ws *w, int code, int err)
 
 static void control(tc_conn *c, struct ws *w, const tc__ws_ev *ev)
 {
-    const unsigned char *p = c->rbuf + c->roff + ev->off;
+    const unsigned char *p = c->b->rbuf + c->b->roff + ev->off;
     if (ev->opcode == TC__WS_PING) {
         if (!atomic_load(&w->close_sent))
             (void)queue_control(c, TC__WS_PONG, p, ev->len);
@@ -398,11 +399,11 @@ static void control(tc_conn *c, struct ws *w, const tc__ws_ev *ev)
 
 static int ws_frame(tc_conn *c, const void **msg, size_t *len)
 {
-    struct ws *w = c->proto_data;
+    struct ws *w = c->x->proto_data;
     if (w->delivered) {
         if (c->rtaken == w->delivered_at) { /* not taken: the same message again */
-            c->rview = w->d_used;
-            *msg = c->rbuf + c->roff + w->d_off;
+            c->b->rview = w->d_used;
+            *msg = c->b->rbuf + c->b->roff + w->d_off;
             *len = w->d_len;
             return 1;
         }
@@ -410,15 +411,15 @@ static int ws_frame(tc_conn *c, const void **msg, size_t *len)
     }
     for (;;) {
         if (w->state == WS_DONE || w->state == WS_FAILED) {
-            tc__chan_take(c, c->rlen); /* nothing more is read */
+            tc__chan_take(c, c->b->rlen); /* nothing more is read */
             return w->state == WS_FAILED && c->reof ? w->err : 0;
         }
-        if (c->rlen == 0)
+        if (c->b->rlen == 0)
             return 0;
-        unsigned char *base = c->rbuf + c->roff;
+        unsigned char *base = c->b->rbuf + c->b->roff;
         tc__ws_ev ev;
-        int rc = tc__ws_rx_step(&w->rx, base, c->rlen, &ev);
-        c->rlen -= ev.squeeze;
+        int rc = tc__ws_rx_step(&w->rx, base, c->b->rlen, &ev);
+        c->b->rlen -= ev.squeeze;
         if (rc != TC__WS_MORE && w->cfg->user.ping_interval_ms) {
             w->heard = tc__now_ns(); /* a frame: the peer is there */
             w->pinged = 0;
@@ -444,7 +445,7 @@ static int ws_frame(tc_conn *c, const void **msg, size_t *len)
         w->d_off = ev.off;
         w->d_len = ev.len;
         w->d_used = ev.used;
-        c->rview = ev.used;
+        c->b->rview = ev.used;
         *msg = base + ev.off;
         *len = ev.len;
         return 1;
@@ -455,7 +456,7 @@ static int ws_frame(tc_conn *c, const void **msg, size_t *len)
 
 static int64_t ws_wake_at(const tc_conn *c)
 {
-    const struct ws *w = c->proto_data;
+    const struct ws *w = c->x->proto_data;
     const tc_ws_config *cfg = &w->cfg->user;
     if (!cfg->ping_interval_ms || w->state != WS_OPEN)
         return TC__NO_DEADLINE;
@@ -466,7 +467,7 @@ static int64_t ws_wake_at(const tc_conn *c)
 
 static int ws_wake(tc_conn *c)
 {
-    struct ws *w = c->proto_data;
+    struct ws *w = c->x->proto_data;
     int64_t now = tc__now_ns();
     if (ws_wake_at(c) > now)
         return 0;
@@ -488,7 +489,7 @@ static ssize_t send_frame(tc_conn *c, int op, const void *buf, size_t len)
 
 static ssize_t send_frame_fin(tc_conn *c, int fin, int op, const void *buf, size_t len)
 {
-    const struct ws *w = c->proto_data;
+    const struct ws *w = c->x->proto_data;
     unsigned char head[TC__WS_HDR_MAX], key[4];
     unsigned char *copy = NULL;
     if (w->client) { /* a client masks: a copy, the caller's bytes stay as they are */
@@ -534,7 +535,7 @@ static int sendable(const struct ws *w)
 
 static ssize_t ws_send(tc_conn *c, const void *buf, size_t len)
 {
-    int rc = sendable(c->proto_data);
+    int rc = sendable(c->x->proto_data);
     return rc < 0 ? rc : send_frame(c, TC__WS_BINARY, buf, len);
 }
 
@@ -734,7 +735,7 @@ int tc_ws_dial(tc_conn **out, const char *url, const tc_ws_dial_config *cfg)
         free(sub);
         goto fail;
     }
-    struct ws *w = c->proto_data;
+    struct ws *w = c->x->proto_data;
     w->own_cfg = wc;
     w->client = 1;
     w->subprotocol = sub;

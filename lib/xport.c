@@ -76,8 +76,8 @@ static ssize_t xport_recv(tc_conn *c, void *buf, size_t n, int sleep)
 {
     for (;;) {
         unsigned want = 0;
-        ssize_t r = c->xport->ops->recv(c->xstate, buf, n, sleep ? TC_TRANSPORT_SLEEP : 0, &want);
-        c->xwant = r == -EAGAIN ? want : 0;
+        ssize_t r = c->x->xport->ops->recv(c->x->xstate, buf, n, sleep ? TC_TRANSPORT_SLEEP : 0, &want);
+        c->xwant = (unsigned char)(r == -EAGAIN ? want : 0);
         if (r != -EAGAIN || want != TC_TRANSPORT_WANT_WRITE)
             return r;
         int rc = wait_other(c, want);
@@ -90,7 +90,7 @@ static ssize_t xport_send(tc_conn *c, const struct iovec *v, int cnt)
 {
     for (;;) {
         unsigned want = 0;
-        ssize_t r = c->xport->ops->send(c->xstate, v, cnt, &want);
+        ssize_t r = c->x->xport->ops->send(c->x->xstate, v, cnt, &want);
         if (r != -EAGAIN || want != TC_TRANSPORT_WANT_READ)
             return r;
         int rc = wait_other(c, want);
@@ -106,9 +106,9 @@ static ssize_t xport_send(tc_conn *c, const struct iovec *v, int cnt)
  * requires. */
 static ssize_t xport_sendfile(tc_conn *c, int file_fd, off_t *offset, size_t n)
 {
-    while (c->xport->ops->sendfile) {
+    while (c->x->xport->ops->sendfile) {
         unsigned want = 0;
-        ssize_t r = c->xport->ops->sendfile(c->xstate, file_fd, offset, n, &want);
+        ssize_t r = c->x->xport->ops->sendfile(c->x->xstate, file_fd, offset, n, &want);
         if (r == -ENOTSUP)
             break;
         if (r != -EAGAIN || want != TC_TRANSPORT_WANT_READ)
@@ -139,7 +139,7 @@ static int xport_shutdown_write(tc_conn *c)
 {
     unsigned want = 0;
     int rc;
-    while ((rc = c->xport->ops->shutdown(c->xstate, &want)) == -EAGAIN) {
+    while ((rc = c->x->xport->ops->shutdown(c->x->xstate, &want)) == -EAGAIN) {
         if ((rc = wait_other(c, want)) < 0)
             break;
     }
@@ -149,7 +149,7 @@ static int xport_shutdown_write(tc_conn *c)
 
 static size_t xport_pending(const tc_conn *c)
 {
-    return c->xport->ops->pending(c->xstate);
+    return c->x->xport->ops->pending(c->x->xstate);
 }
 
 static const tc__io xport_io = {
@@ -164,16 +164,18 @@ int tc__xport_attach(tc_conn *c, tc_transport *t, int client, const char *host)
 {
     if (!t || !t->ops)
         return -EINVAL;
+    if (!tc__chan_ext(c))
+        return -ENOMEM;
     tc__chan_consume_view(c);
     void *st = NULL;
-    int rc = t->ops->attach(t, c->fd, client, host, c->rlen ? c->rbuf + c->roff : NULL, c->rlen,
-                            &st);
+    int rc = t->ops->attach(t, c->fd, client, host,
+                            c->b->rlen ? c->b->rbuf + c->b->roff : NULL, c->b->rlen, &st);
     if (rc < 0)
         return rc;
     /* The bytes behind a PROXY header were the transport's: they are its now. */
-    tc__chan_take(c, c->rlen);
-    c->xport = t;
-    c->xstate = st;
+    tc__chan_take(c, c->b->rlen);
+    c->x->xport = t;
+    c->x->xstate = st;
     c->io = &xport_io;
     return 0;
 }
@@ -181,15 +183,15 @@ int tc__xport_attach(tc_conn *c, tc_transport *t, int client, const char *host)
 void tc__xport_goodbye(tc_conn *c)
 {
     unsigned want;
-    if (c->xport) /* the transport skips it when the stream is broken or never opened */
-        (void)c->xport->ops->shutdown(c->xstate, &want);
+    if (c->x->xport) /* the transport skips it when the stream is broken or never opened */
+        (void)c->x->xport->ops->shutdown(c->x->xstate, &want);
 }
 
 int tc__xport_step(tc_conn *c)
 {
     unsigned want = 0;
-    int rc = c->xport->ops->handshake(c->xstate, &want);
-    c->xwant = rc == -EAGAIN ? want : 0;
+    int rc = c->x->xport->ops->handshake(c->x->xstate, &want);
+    c->xwant = (unsigned char)(rc == -EAGAIN ? want : 0);
     return rc == 0 ? 1 : rc == -EAGAIN ? 0 : rc;
 }
 
@@ -214,13 +216,13 @@ int64_t tc__xport_deadline(const tc_transport *t)
 
 const char *tc__xport_why(const tc_conn *c)
 {
-    const char *w = c->xport && c->xport->ops->why ? c->xport->ops->why(c->xstate) : NULL;
+    const char *w = c->x->xport && c->x->xport->ops->why ? c->x->xport->ops->why(c->x->xstate) : NULL;
     return w ? w : "";
 }
 
 tc_transport *tc_conn_transport(const tc_conn *conn, void **state)
 {
     if (state)
-        *state = conn ? conn->xstate : NULL;
-    return conn ? conn->xport : NULL;
+        *state = conn ? conn->x->xstate : NULL;
+    return conn ? conn->x->xport : NULL;
 }

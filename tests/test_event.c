@@ -2383,6 +2383,45 @@ Test(event, large_and_dribbled_frames)
     hs_destroy(&h);
 }
 
+/* An io_uring loop idle for 100 ms gives the pages of the receive buffers
+ * it used back to the kernel (uring.c: trim). Bytes that come after must
+ * arrive whole: frames of 300 KiB on three connections (each fills about
+ * twenty of the ring's buffers), then a pause long enough for a trim (a
+ * pause is the point here, not a wait for an event), three times over,
+ * each round with bytes of its own. On epoll the same exchange, no trim. */
+Test(event, frames_arrive_whole_after_an_idle_trim, .timeout = 60)
+{
+    enum { NC = 3, ROUNDS = 3 };
+    const size_t blen = 300 * 1024;
+    struct hs h;
+    tc_test_server ts;
+    detail_server(&ts, &h, len32_codec());
+    int fd[NC];
+    for (int i = 0; i < NC; i++)
+        fd[i] = tc_test_connect_ok(&ts.addr);
+    unsigned char *out = malloc(4 + blen), *in = malloc(4 + blen);
+    cr_assert(out && in);
+    out[0] = 0, out[1] = (unsigned char)(blen >> 16), out[2] = (unsigned char)(blen >> 8);
+    out[3] = (unsigned char)blen;
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < NC; i++) {
+            for (size_t k = 0; k < blen; k++)
+                out[4 + k] = bp_byte((unsigned)(r * NC + i + 1), k);
+            cr_assert_eq(tc_test_send_all(fd[i], out, 4 + blen), 0);
+            cr_assert_eq(tc_test_recv_full(fd[i], in, 4 + blen), (ssize_t)(4 + blen));
+            cr_assert_eq(memcmp(in, out, 4 + blen), 0, "round %d, connection %d", r, i);
+        }
+        struct timespec pause = {0, 300 * 1000 * 1000}; /* three trim periods */
+        nanosleep(&pause, NULL);
+    }
+    free(out);
+    free(in);
+    for (int i = 0; i < NC; i++)
+        close(fd[i]);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    hs_destroy(&h);
+}
+
 /* ---- poll_interval_ms: service_actions while idle -------------------------------------- */
 
 /* server.h: service_actions runs in the serving thread, after each batch of

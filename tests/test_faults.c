@@ -746,6 +746,49 @@ ParameterizedTest(tc_mode *mode, faults, serve_out_of_memory, .timeout = 60)
     serve_walk(*mode, 2);
 }
 
+/* An event-mode channel keeps its buffer state (struct tc__chanbuf) only
+ * while it holds bytes: an idle one has none. A loop keeps one released
+ * state for the next channel, so the allocation is only met while the loop
+ * has none to spare: here, a fresh server's first bytes. Failing it closes
+ * the connection with -ENOMEM reported (nothing half-read), the next client
+ * is served, and nothing leaks. No timers (they would allocate too). */
+Test(faults, idle_channel_buffer_state_out_of_memory, .timeout = 30)
+{
+    ah_init();
+    struct fx *x = fx_new();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = f_config(TC_MODE_EVENT, x);
+    cfg.workers = 1;
+    cfg.idle_timeout_ms = 0;
+    cfg.conn_timeout_ms = 0;
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    int fd = tc_test_connect_ok(&ts.addr);
+    tc_stats st;
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->setups) == 1 && (tc_server_stats(ts.srv, &st), st.active == 1),
+                       TC_TEST_WAIT_MS);
+    cr_assert_eq(atomic_load(&x->setups), 1, "the connection was not set up");
+    int errs = atomic_load(&x->nerr);
+    ah_fail_nth(1, AH_OTHER_THREADS);
+    int ok = cl_try_echo(fd, "first") == 0;
+    int closed = cl_closed(fd);
+    int fired = ah_disarm();
+    cl_close(fd);
+    cr_assert(fired, "no allocation when bytes came to an idle channel");
+    cr_assert(!ok, "echoed without the buffer state");
+    cr_assert_eq(closed, 0, "the connection was not closed");
+    TC_TEST_WAIT_UNTIL(atomic_load(&x->nerr) > errs, TC_TEST_WAIT_MS);
+    cr_assert_eq(last_of(&x->nerr, x->err), -ENOMEM, "reported %s",
+                 tc_err_name(last_of(&x->nerr, x->err)));
+    cl_roundtrip(&ts.addr, "after"); /* the server goes on */
+    wait_idle(&ts);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, "idle channel");
+    fx_free(x);
+    expect_no_leak("idle channel");
+}
+
 /* The channel's buffers: each call whose allocation fails returns -ENOMEM
  * and takes or consumes nothing, so that the same call made again succeeds
  * and the peer sees each byte exactly once. A fresh channel for each call,
