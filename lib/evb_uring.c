@@ -4,7 +4,8 @@
  * has one multishot receive into the ring's provided buffers, so that its
  * bytes come with the completion (no recv call, and an idle connection
  * holds no buffer), and its output goes out as sends the loop hands over
- * (one in flight each). Any other descriptor (the listener, wake-ups) is a
+ * or loans of the receive buffers themselves (ub_lend), in order, one
+ * request in flight each. Any other descriptor (the listener, wake-ups) is a
  * one-shot poll armed again after the loop has handled it, which is what a
  * level-triggered epoll reports. */
 #include <errno.h>
