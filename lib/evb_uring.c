@@ -4,7 +4,8 @@
  * has one multishot receive into the ring's provided buffers, so that its
  * bytes come with the completion (no recv call, and an idle connection
  * holds no buffer), and its output goes out as sends the loop hands over
- * (one in flight each). Any other descriptor (the listener, wake-ups) is a
+ * or loans of the receive buffers themselves (ub_lend), in order, one
+ * request in flight each. Any other descriptor (the listener, wake-ups) is a
  * one-shot poll armed again after the loop has handled it, which is what a
  * level-triggered epoll reports. */
 #include <errno.h>
@@ -24,6 +25,21 @@
 #define RING_BUFS 128u           /* provided receive buffers, shared by the loop's connections */
 #define RING_BUF_SIZE ((size_t)16 * 1024)
 #define DETACH_ROUNDS 4          /* reaps at the end for the cancellations to land */
+/* Loans (see ub_lend): a connection with this many sends queued is not read
+ * until one completes (a peer reading slowly holds no more; the loop's
+ * high-water mark, 1 MiB by default, is about as many buffers), and an
+ * eighth of the ring is never lent, for the other connections to receive
+ * into while peers that stopped reading hold the rest. */
+#define LEND_PER_CONN 64u
+#define LEND_MAX (RING_BUFS - RING_BUFS / 8)
+/* A connection's loans queued behind a send in flight go out together, as
+ * one IORING_OP_SENDMSG of up to LEND_IOV buffers: one send per connection
+ * and turn, as the loop's own queue does (sent one by one, the loans piled
+ * up faster than they went out). The kernel copies the message header when
+ * it takes the request, so the headers live only until the next submission:
+ * MSG_SLOTS of them per turn, then single sends. */
+#define LEND_IOV 64
+#define MSG_SLOTS 64
 
 enum { K_RECV = 1, K_PIN, K_POUT, K_CANCEL, K_SEND }; /* what a request is for */
 enum { R_OFF, R_ON, R_CANCEL };               /* a descriptor's multishot receive */
@@ -43,19 +59,31 @@ struct ent {
     unsigned recv : 2;    /* R_* */
     unsigned conn : 1;    /* added with TC__POLL_RECV: the loop sends through us */
     unsigned nodelay : 1; /* TCP_NODELAY set (see stream_seen) */
+    unsigned starved : 1; /* its receive ended for want of a buffer (see ub_wait) */
+    unsigned lendfull : 1; /* LEND_PER_CONN loans: not read until one completes */
     unsigned want : 8;    /* TC__POLL_* */
 };
 
-/* A send in flight, by index (its requests' tag): the buffer is ours until
- * all of it went out. A slot whose descriptor was deleted is an orphan,
- * freed when its last completion comes. */
+/* A send, by index (its requests' tag): the loop's buffer, ours until all
+ * of it went out, or (bid >= 0) a loan of a receive buffer. A descriptor's
+ * sends form a list in order (ent.sslot: the head, the one in flight). A
+ * slot whose descriptor was deleted is an orphan, freed when its last
+ * completion comes. */
 struct sslot {
     unsigned char *buf;
     size_t off, len, cap, total;
     int fd;
+    int bid;              /* the lent receive buffer, or -1 */
     uint32_t gen;
     uint32_t next_free;   /* index + 1 of the next free slot, or 0 */
+    uint32_t next;        /* index + 1 of the descriptor's next send, or 0 */
+    uint32_t nfly;        /* the head: sends of the list in its request */
     int orphan;
+};
+
+struct lendmsg {
+    struct msghdr mh;
+    struct iovec iov[LEND_IOV];
 };
 
 struct tc__evb {
@@ -74,6 +102,14 @@ struct tc__evb {
     uint32_t batch;        /* submissions so far */
     struct sslot *slots;   /* sends in flight (grown, never shrunk) */
     uint32_t nslots, free_slot;
+    /* Receive buffers: out = the loop has it (an event not yet released),
+     * lent = sends from it not yet completed; back in the ring when neither. */
+    unsigned char out[RING_BUFS];
+    uint16_t lent[RING_BUFS];
+    unsigned nlent;        /* buffers with a loan */
+    struct lendmsg *msgs;  /* MSG_SLOTS headers (made at the first use) */
+    unsigned nmsgs;        /* used since the last complete submission */
+    int gave;              /* a buffer went back to the ring since the last re-arming */
 };
 
 /* More input waited behind a receive: a stream larger than a provided
@@ -93,6 +129,24 @@ static void stream_seen(struct ent *e, int fd)
 static uint64_t ud(int fd, uint32_t gen, unsigned kind)
 {
     return (uint64_t)(uint32_t)fd | (uint64_t)(gen & GEN_MASK) << 32 | (uint64_t)kind << 56;
+}
+
+/* A receive buffer back to the kernel: a receive that ran dry may go on. */
+static void give(tc__evb *b, int bid)
+{
+    tc__uring_buf_give(b->ring, bid);
+    b->gave = 1;
+}
+
+/* The loop is done with a buffer it was handed, or a send from it ended. */
+static void buf_done(tc__evb *b, int bid, int loan)
+{
+    if (loan && --b->lent[bid] == 0)
+        b->nlent--;
+    else if (!loan)
+        b->out[bid] = 0;
+    if (!b->out[bid] && !b->lent[bid])
+        give(b, bid);
 }
 
 static int ensure(tc__evb *b, int fd)
@@ -165,52 +219,169 @@ static int prep_send(tc__evb *b, uint32_t i)
     struct io_uring_sqe *sqe = tc__uring_sqe(b->ring);
     if (!sqe)
         return -EBUSY;
-    sqe->opcode = IORING_OP_SEND;
+    unsigned n = 1;
+    uint32_t k = sl->next;
+    if (sl->bid >= 0)
+        for (; k && n < LEND_IOV && b->slots[k - 1].bid >= 0; k = b->slots[k - 1].next)
+            n++;
+    if (n > 1 && !b->msgs && !(b->msgs = malloc(MSG_SLOTS * sizeof *b->msgs)))
+        n = 1;
+    if (n > 1 && b->nmsgs < MSG_SLOTS) {
+        struct lendmsg *m = &b->msgs[b->nmsgs++];
+        k = i + 1;
+        for (unsigned x = 0; x < n; x++, k = b->slots[k - 1].next) {
+            const struct sslot *t = &b->slots[k - 1];
+            m->iov[x] = (struct iovec){t->buf + t->off, t->len};
+        }
+        m->mh = (struct msghdr){.msg_iov = m->iov, .msg_iovlen = n};
+        sqe->opcode = IORING_OP_SENDMSG;
+        sqe->addr = (uint64_t)(uintptr_t)&m->mh;
+        sqe->len = 1;
+    } else {
+        n = 1;
+        sqe->opcode = IORING_OP_SEND;
+        sqe->addr = (uint64_t)(uintptr_t)(sl->buf + sl->off);
+        sqe->len = sl->len > UINT32_MAX ? UINT32_MAX : (uint32_t)sl->len;
+    }
     sqe->fd = sl->fd;
-    sqe->addr = (uint64_t)(uintptr_t)(sl->buf + sl->off);
-    sqe->len = sl->len > UINT32_MAX ? UINT32_MAX : (uint32_t)sl->len;
     sqe->msg_flags = MSG_NOSIGNAL;
     sqe->user_data = ud((int)i, sl->gen, K_SEND);
+    sl->nfly = n;
     b->tab[sl->fd].batch = b->batch;
     return 0;
 }
 
 static void slot_free(tc__evb *b, uint32_t i)
 {
+    b->slots[i].bid = -1;
     b->slots[i].buf = NULL;
     b->slots[i].next_free = b->free_slot;
     b->free_slot = i + 1;
 }
 
-static int ub_send(tc__evb *b, int fd, unsigned char *buf, size_t off, size_t len, size_t cap)
+/* Its buffer gone with it: the loop's freed, a loan ended. */
+static void slot_drop(tc__evb *b, uint32_t i)
 {
-    if (fd < 0 || (size_t)fd >= b->ntab || !b->tab[fd].live || !b->tab[fd].conn ||
-        b->tab[fd].sslot || !b->attached)
-        return -EINVAL;
+    struct sslot *sl = &b->slots[i];
+    if (sl->bid < 0)
+        free(sl->buf);
+    else if (b->ring)
+        buf_done(b, sl->bid, 1);
+    slot_free(b, i);
+}
+
+/* Slot k (index + 1, or 0) and the sends of the list after it: dropped. */
+static void drop_from(tc__evb *b, uint32_t k)
+{
+    while (k) {
+        uint32_t next = b->slots[k - 1].next;
+        slot_drop(b, k - 1);
+        k = next;
+    }
+}
+
+/* The sends of the list after head i's request (not submitted): dropped. */
+static void drop_unsent(tc__evb *b, uint32_t i)
+{
+    for (uint32_t n = b->slots[i].nfly; n > 1 && b->slots[i].next; n--)
+        i = b->slots[i].next - 1;
+    drop_from(b, b->slots[i].next);
+    b->slots[i].next = 0;
+}
+
+/* A slot for a send on fd, put at the end of its list (started at once
+ * when the list was empty): 0, or an error with nothing changed. */
+static int enlist(tc__evb *b, int fd, struct sslot tmpl)
+{
+    struct ent *e = &b->tab[fd];
+    uint32_t tail = 0;
+    for (uint32_t k = e->sslot; k; k = b->slots[k - 1].next)
+        tail = k;
     if (!b->free_slot) {
-        uint32_t n = b->nslots ? b->nslots * 2 : 64;
-        struct sslot *t = realloc(b->slots, n * sizeof *t);
+        uint32_t cap = b->nslots ? b->nslots * 2 : 64;
+        struct sslot *t = realloc(b->slots, cap * sizeof *t);
         if (!t)
             return -ENOMEM;
         b->slots = t;
-        for (uint32_t i = n; i-- > b->nslots;) { /* free list in index order */
-            t[i].buf = NULL;
-            t[i].next_free = b->free_slot;
-            b->free_slot = i + 1;
+        for (uint32_t k = cap; k-- > b->nslots;) { /* free list in index order */
+            t[k].buf = NULL;
+            t[k].bid = -1;
+            t[k].next_free = b->free_slot;
+            b->free_slot = k + 1;
         }
-        b->nslots = n;
+        b->nslots = cap;
     }
     uint32_t i = b->free_slot - 1;
     struct sslot *sl = &b->slots[i];
     b->free_slot = sl->next_free;
-    *sl = (struct sslot){.buf = buf, .off = off, .len = len, .cap = cap, .total = len,
-                         .fd = fd, .gen = b->tab[fd].gen};
+    *sl = tmpl;
+    sl->total = sl->len;
+    sl->fd = fd;
+    sl->gen = e->gen;
+    sl->next = 0;
+    sl->orphan = 0;
+    if (tail) {
+        b->slots[tail - 1].next = i + 1;
+        return 0;
+    }
     int rc = prep_send(b, i);
     if (rc < 0) {
         slot_free(b, i);
         return rc;
     }
-    b->tab[fd].sslot = i + 1;
+    e->sslot = i + 1;
+    return 0;
+}
+
+static int sendable(const tc__evb *b, int fd)
+{
+    return fd >= 0 && (size_t)fd < b->ntab && b->tab[fd].live && b->tab[fd].conn && b->attached;
+}
+
+static int ub_send(tc__evb *b, int fd, unsigned char *buf, size_t off, size_t len, size_t cap)
+{
+    if (!sendable(b, fd))
+        return -EINVAL;
+    return enlist(b, fd, (struct sslot){.buf = buf, .off = off, .len = len, .cap = cap, .bid = -1});
+}
+
+/* A loan: p lies in a receive buffer the loop holds (the handler answers
+ * with the bytes it was given), so the send goes from there, with no copy
+ * and no system call of its own, and the buffer stays out of the ring until
+ * the send completes (the io_uring floor's way; a copy into the queue cost
+ * more than the send() it saved). Refused (the caller sends as usual) for
+ * other bytes, and past the bounds of LEND_*. */
+static int ub_lend(tc__evb *b, int fd, const void *p, size_t len)
+{
+    if (!sendable(b, fd) || !len)
+        return -EINVAL;
+    const unsigned char *base = tc__uring_buf(b->ring, 0), *q = p;
+    if (q < base || q >= base + (size_t)RING_BUFS * RING_BUF_SIZE)
+        return -EINVAL;
+    size_t at = (size_t)(q - base);
+    int bid = (int)(at / RING_BUF_SIZE);
+    if (!b->out[bid] || len > RING_BUF_SIZE - at % RING_BUF_SIZE)
+        return -EINVAL;
+    if (!b->lent[bid] && b->nlent >= LEND_MAX)
+        return -EAGAIN;
+    uint32_t n = 0;
+    for (uint32_t k = b->tab[fd].sslot; k; k = b->slots[k - 1].next)
+        n++;
+    if (n >= LEND_PER_CONN)
+        return -EAGAIN;
+    /* The same bytes, through the ring's own (writable) pointer. */
+    unsigned char *from = tc__uring_buf(b->ring, bid) + at % RING_BUF_SIZE;
+    int rc = enlist(b, fd, (struct sslot){.buf = from, .len = len, .bid = bid});
+    if (rc < 0)
+        return rc;
+    if (n + 1 >= LEND_PER_CONN) {
+        /* Its input waits (the receive is cancelled) rather than being
+         * copied: the sends have not kept up with it (a slow reader). */
+        b->tab[fd].lendfull = 1;
+        queue(b, fd);
+    }
+    if (b->lent[bid]++ == 0)
+        b->nlent++;
     return 0;
 }
 
@@ -223,7 +394,7 @@ static int arm(tc__evb *b, int fd)
     int rc = 0;
     if (!b->attached || !e->live)
         return 0;
-    int in = (e->want & TC__POLL_IN) != 0, rx = (e->want & TC__POLL_RECV) != 0;
+    int in = (e->want & TC__POLL_IN) && !e->lendfull, rx = (e->want & TC__POLL_RECV) != 0;
     if (in && rx && e->recv == R_OFF) {
         if ((rc = prep(b, e, fd, IORING_OP_RECV, K_RECV, &sqe)) < 0)
             return rc;
@@ -302,6 +473,7 @@ static void ub_destroy(tc__evb *b)
     free(b->slots);
     free(b->tab);
     free(b->rearm);
+    free(b->msgs);
     free(b);
 }
 
@@ -330,6 +502,7 @@ static int ub_add(tc__evb *b, int fd, unsigned events, void *ptr)
     e->pin = e->pout = 0;
     e->recv = R_OFF;
     e->sslot = 0;
+    e->starved = e->lendfull = 0;
     if ((rc = arm(b, fd)) < 0) {
         e->gen++;
         e->live = 0;
@@ -370,7 +543,9 @@ static int ub_del(tc__evb *b, int fd)
             (void)cancel(b, e, fd, K_POUT);
     }
     if (e->sslot) {
-        /* Its buffer stays ours until the kernel lets go of it. */
+        /* The one in flight keeps its buffer until the kernel lets go of
+         * it; those behind it never started. */
+        drop_unsent(b, e->sslot - 1);
         struct sslot *sl = &b->slots[e->sslot - 1];
         sl->orphan = 1;
         if (b->attached)
@@ -386,46 +561,94 @@ static int ub_del(tc__evb *b, int fd)
     return 0;
 }
 
-/* A send's completion: the rest goes out, or the loop hears of it. */
+/* A send's completion: the rest goes out, or the loop hears of it (of
+ * loans too: their bytes counted as queued output) and the next sends of
+ * the descriptor start. */
 static int sent(tc__evb *b, uint32_t i, int res, tc__ev *ev)
 {
     if (i >= b->nslots || !b->slots[i].buf)
         return 0;
     struct sslot *sl = &b->slots[i];
     struct ent *e = b->tab && (size_t)sl->fd < b->ntab ? &b->tab[sl->fd] : NULL;
+    uint32_t head = i + 1;
+    int sl_fd = sl->fd;
     if (sl->orphan || !e) {
-        free(sl->buf);
-        slot_free(b, i);
+        drop_from(b, head); /* the request's sends: the rest went at del */
         return 0;
     }
-    if (res > 0 && (size_t)res < sl->len) {
-        sl->off += (size_t)res;
-        sl->len -= (size_t)res;
-        if (prep_send(b, i) == 0)
-            return 0;
-        res = -EBUSY;
-    }
-    *ev = (tc__ev){.ptr = e->ptr, .events = TC__POLL_OUT, .send = 1,
-                   .res = res < 0 ? res : (int)(sl->total > INT32_MAX ? INT32_MAX : sl->total),
-                   .data = sl->buf, .cap = sl->cap, .buf = -1};
     if (res == 0)
-        ev->res = -EPIPE; /* a stream socket that takes nothing is broken */
-    e->sslot = 0;
-    slot_free(b, i);
-    return 1;
+        res = -EPIPE; /* a stream socket that takes nothing is broken */
+    *ev = (tc__ev){.ptr = e->ptr, .events = TC__POLL_OUT, .send = 1, .res = res, .buf = -1};
+    if (res < 0) {
+        /* The connection ends: nothing more goes out. */
+        if (sl->bid < 0) {
+            ev->data = sl->buf; /* the loop's again */
+            ev->cap = sl->cap;
+            head = sl->next;
+            slot_free(b, i);
+        }
+        drop_from(b, head);
+        e->sslot = 0;
+        return 1;
+    }
+    size_t left = (size_t)res, done = 0;
+    if (sl->bid < 0) {
+        if (left < sl->len) {
+            sl->off += left;
+            sl->len -= left;
+        } else {
+            ev->data = sl->buf;
+            ev->cap = sl->cap;
+            done = sl->total;
+            head = sl->next;
+            slot_free(b, i);
+        }
+    } else {
+        for (uint32_t n = sl->nfly; n && head && left >= b->slots[head - 1].len; n--) {
+            struct sslot *t = &b->slots[head - 1];
+            uint32_t next = t->next;
+            left -= t->len;
+            done += t->total;
+            slot_drop(b, head - 1); /* the loan is over */
+            head = next;
+        }
+        if (left) { /* short: the rest of a loan goes next */
+            b->slots[head - 1].off += left;
+            b->slots[head - 1].len -= left;
+        }
+    }
+    e->sslot = head;
+    ev->res = (int)(done > INT32_MAX ? INT32_MAX : done);
+    if (e->lendfull && done) {
+        e->lendfull = 0; /* read again (see ub_lend) */
+        queue(b, sl_fd);
+    }
+    if (head && prep_send(b, head - 1) < 0) {
+        /* The queue is full and the kernel takes nothing: reported as an
+         * error (ends the connection), as a failed send is. */
+        drop_from(b, head);
+        e->sslot = 0;
+        ev->res = -EBUSY;
+    }
+    return done > 0 || ev->res < 0;
 }
 
-/* The buffers of the sends still in flight (the ring is gone). */
+/* The buffers of the sends still in flight (the ring is gone: loans end
+ * with it). */
 static void free_slots(tc__evb *b)
 {
     for (uint32_t i = 0; i < b->nslots; i++) {
         if (b->slots[i].buf) {
-            free(b->slots[i].buf);
+            if (b->slots[i].bid < 0)
+                free(b->slots[i].buf);
             slot_free(b, i);
         }
     }
     for (size_t fd = 0; fd < b->ntab; fd++)
         b->tab[fd].sslot = 0;
+    memset(b->out, 0, sizeof b->out);
+    memset(b->lent, 0, sizeof b->lent);
+    b->nlent = 0;
 }
 
 /* One completion: 1 with *ev filled, or 0 (nothing for the loop). */
@@ -447,7 +670,7 @@ static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
     if (kind == K_RECV) {
         if (stale) {
             if (bid >= 0)
-                tc__uring_buf_give(b->ring, bid);
+                give(b, bid);
             return 0;
         }
         int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
@@ -459,10 +682,12 @@ static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
              * stream or on an error, which the loop is told of. */
             if (wanted && (res > 0 || res == -ENOBUFS || res == -ECANCELED))
                 queue(b, fd);
+            /* Out of buffers: armed again once one is back (see ub_wait). */
+            e->starved = res == -ENOBUFS;
         }
         if (res == -ENOBUFS || res == -ECANCELED) {
             if (bid >= 0)
-                tc__uring_buf_give(b->ring, bid);
+                give(b, bid);
             return 0;
         }
         if ((cqe->flags & IORING_CQE_F_SOCK_NONEMPTY) && !e->nodelay)
@@ -471,8 +696,9 @@ static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
         if (res > 0 && bid >= 0) {
             ev->data = tc__uring_buf(b->ring, bid);
             ev->buf = bid;
+            b->out[bid] = 1;
         } else if (bid >= 0) {
-            tc__uring_buf_give(b->ring, bid);
+            give(b, bid);
         } else if (res > 0) {
             ev->res = -EIO; /* bytes without a buffer: cannot happen */
         }
@@ -498,25 +724,36 @@ static int ub_wait(tc__evb *b, tc__ev *out, int max, int timeout_ms)
 {
     if (!b->attached)
         return -EBADFD;
-    for (size_t i = 0; i < b->nrearm; i++) {
+    /* A receive that ran out of buffers waits on the list until one is
+     * back (a send's loan ended, the loop released one): armed at once, it
+     * would fail again at every turn while the loop spins. */
+    int gave = b->gave;
+    size_t keep = 0, i = 0;
+    b->gave = 0;
+    for (; i < b->nrearm; i++) {
         int fd = b->rearm[i];
-        b->tab[fd].queued = 0;
-        int rc = arm(b, fd);
-        if (rc < 0) {
+        struct ent *e = &b->tab[fd];
+        if (e->starved && !gave && e->live) {
+            b->rearm[keep++] = fd;
+            continue;
+        }
+        e->starved = 0;
+        e->queued = 0;
+        if (arm(b, fd) < 0) {
             /* The queue is full and the kernel takes nothing: try again
              * after this wait. */
-            memmove(b->rearm, b->rearm + i, (b->nrearm - i) * sizeof *b->rearm);
-            b->nrearm -= i;
-            for (size_t k = 0; k < b->nrearm; k++)
-                b->tab[b->rearm[k]].queued = 1;
+            for (; i < b->nrearm; i++) {
+                b->tab[b->rearm[i]].queued = 1;
+                b->rearm[keep++] = b->rearm[i];
+            }
             timeout_ms = 0;
-            goto wait;
         }
     }
-    b->nrearm = 0;
-wait:;
+    b->nrearm = keep;
     int rc = tc__uring_wait(b->ring, timeout_ms);
     b->batch++;
+    if (!tc__uring_pending(b->ring))
+        b->nmsgs = 0; /* the kernel has the headers' contents */
     if (rc < 0)
         return rc;
     int n = 0;
@@ -532,7 +769,7 @@ wait:;
 static void ub_release(tc__evb *b, tc__ev *ev)
 {
     if (ev->buf >= 0 && b->ring)
-        tc__uring_buf_give(b->ring, ev->buf);
+        buf_done(b, ev->buf, 0); /* unless a send still has it (ub_lend) */
     else if (ev->send)
         free(ev->data); /* a send's buffer the loop did not take back */
     ev->buf = -1;
@@ -553,6 +790,7 @@ static int ub_attach(tc__evb *b)
     b->nrearm = 0;
     for (size_t fd = 0; fd < b->ntab; fd++) {
         b->tab[fd].queued = 0;
+        b->tab[fd].starved = b->tab[fd].lendfull = 0;
         if (b->tab[fd].live)
             queue(b, (int)fd);
     }
@@ -610,4 +848,5 @@ const tc__evbackend tc__evb_uring = {
     .wait = ub_wait,
     .release = ub_release,
     .send = ub_send,
+    .lend = ub_lend,
 };

@@ -454,13 +454,20 @@ typedef struct tc__evbackend {
     /* The loop is done with ev's bytes. */
     void (*release)(tc__evb *b, tc__ev *ev);
     /* Send len bytes at buf + off for a descriptor added with
-     * TC__POLL_RECV (one send in flight each): buf (malloc'd, cap bytes) is
+     * TC__POLL_RECV (in order with its loans, one in flight at a time): buf (malloc'd, cap bytes) is
      * the backend's until the completion event hands it back, after all of
      * it went out (short sends are resubmitted) or an error; freed by the
      * backend if the descriptor is deleted first. TC__POLL_OUT on such a
      * descriptor asks for nothing more. 0, or an error (buf still the
      * caller's). NULL: the loop sends itself (epoll). */
     int (*send)(tc__evb *b, int fd, unsigned char *buf, size_t off, size_t len, size_t cap);
+    /* Send len bytes at p, which lie in a receive buffer the loop holds (an
+     * event's data, not yet released), from that buffer itself, after fd's
+     * sends before it; it stays out of the ring until the send completes,
+     * which reports a send event with data NULL and res len (or -errno).
+     * 0, or an error with nothing done (other bytes, too many loans: the
+     * caller sends them as usual). NULL: no loans (epoll). */
+    int (*lend)(tc__evb *b, int fd, const void *p, size_t len);
 } tc__evbackend;
 extern const tc__evbackend tc__evb_epoll;
 extern const tc__evbackend tc__evb_uring;

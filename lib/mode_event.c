@@ -33,6 +33,7 @@
 /* per loop: receives land here, not in per-connection buffers */
 #define SCRATCH_SIZE ((size_t)64 * 1024)
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
+#define LEND_MIN ((size_t)2048)  /* smaller sends are copied (see lend_send) */
 /* A connection's input: its bytes, where the backend receives for the loop */
 #define CONN_IN (TC__POLL_IN | TC__POLL_RECV)
 
@@ -330,8 +331,37 @@ static int async_flush(struct evconn *ec)
     /* The buffer is the send's now; the next bytes start another. */
     c->b->wbuf = NULL;
     c->b->wcap = c->b->woff = c->b->wlen = 0;
-    c->b->wflight = len;
+    c->b->wflight += len;
     return 0;
+}
+
+/* A send of bytes the loop received into a backend's buffer (an echo, a
+ * relay) goes out from that buffer (see tc__evbackend.lend), after what is
+ * queued (handed to the backend first, to keep the order): 1 if it did
+ * (counted as in flight), else 0. Small ones are copied: a loan holds a
+ * whole buffer of the ring until its send completes. */
+static int lend_send(struct evconn *ec, const struct iovec *vec, int cnt, size_t total)
+{
+    struct tc_loop *lp = ec->loop;
+    tc_conn *c = ec->conn;
+    if (!lp->be->lend || cnt != 1 || total < LEND_MIN || !c->wasync || c->werr ||
+        c->io != &tc__io_plain || tc__chan_own(c) < 0)
+        return 0;
+    struct tc__chanbuf *cb = c->b;
+    if (cb->woff != cb->wlen) {
+        size_t len = cb->wlen - cb->woff;
+        if (lp->be->send(lp->evb, c->fd, cb->wbuf, cb->woff, len, cb->wcap) < 0)
+            return 0;
+        cb->wbuf = NULL;
+        cb->wcap = cb->woff = cb->wlen = 0;
+        cb->wflight += len;
+    }
+    if (lp->be->lend(lp->evb, c->fd, vec[0].iov_base, total) < 0) {
+        tc__chan_release(c); /* owned for nothing: an idle channel stays small */
+        return 0;
+    }
+    cb->wflight += total;
+    return 1;
 }
 
 /* Output queued for an io_uring loop goes out at the end of the turn, all
@@ -1356,16 +1386,18 @@ static int ev_flush(struct evconn *ec)
     if (!e || !e->send)
         return tc__chan_flush_nb(c);
     lp->rx = NULL;
-    unsigned char *done = e->data;
+    unsigned char *done = e->data; /* NULL: a loan's send (lend_send) */
     e->data = NULL;
-    c->b->wflight = 0;
     if (e->res < 0) {
+        c->b->wflight = 0;
         free(done);
         return c->werr = e->res;
     }
-    if (c->b->wlen > c->b->woff) {
+    struct tc__chanbuf *cb = c->b;
+    cb->wflight -= (size_t)e->res < cb->wflight ? (size_t)e->res : cb->wflight;
+    if (cb->wlen > cb->woff) {
         int rc = async_flush(ec);
-        if (rc == 0 && !c->b->wbuf) {
+        if (rc == 0 && !cb->wbuf && done) {
             /* Streaming: the two buffers take turns (no allocation, no
              * page faults, per send); an idle channel keeps neither. */
             c->b->wbuf = done;
@@ -1376,6 +1408,8 @@ static int ev_flush(struct evconn *ec)
         return rc < 0 ? rc : 1;
     }
     free(done);
+    if (cb->wflight)
+        return 1;
     tc__chan_trim(c, 0);
     return 0;
 }
@@ -1727,8 +1761,9 @@ static ssize_t ev_send(tc_conn *c, const struct iovec *vec, int cnt, size_t tota
     if (pthread_equal(pthread_self(), ec->loop->tid) && !ec->closed) {
         int was_away = ec->away;
         if (claim(ec, NULL)) { /* the loop has it (or took it back from the ready set) */
-            size_t taken;
-            ssize_t r = tc__chan_send_nb(c, vec, cnt, total, &taken);
+            size_t taken = total;
+            ssize_t r = lend_send(ec, vec, cnt, total) ? (ssize_t)total
+                                                       : tc__chan_send_nb(c, vec, cnt, total, &taken);
             tc__chan_set_sent(c, taken);
             note_queued(ec);
             if (was_away || (r >= 0 && tc__chan_pending(c) && !(ec->interest & TC__POLL_OUT)))

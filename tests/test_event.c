@@ -850,6 +850,213 @@ Test(event, backpressure_bounds_server_memory, .timeout = 120)
     hs_destroy(&h);
 }
 
+/* ---- large echoes: sent from the receive buffers themselves (io_uring) ---------------- */
+
+/* On io_uring a handler that echoes what it was given sends it from the
+ * ring's receive buffer (a loan, kept out of the ring until the send
+ * completes). These stream through a raw echo on several connections at
+ * once and check every byte: in order across loans, the loop's own queue
+ * and the buffers that run dry; peers that stop reading hold loans, which
+ * must come back when they leave or the server stops. On epoll the same
+ * streams pass through the usual path. */
+
+struct pump {
+    int fd;
+    unsigned seed;
+    size_t total;    /* bytes to send */
+    size_t sent, got;
+    int reading;     /* 0: a peer that does not read */
+};
+
+static unsigned char pump_byte(unsigned seed, size_t off)
+{
+    return (unsigned char)(off * 131u + (off >> 9) + seed * 17u) ^ (unsigned char)(off >> 17);
+}
+
+static void pump_init(struct pump *p, int fd, unsigned seed, size_t total, int reading)
+{
+    *p = (struct pump){.fd = fd, .seed = seed, .total = total, .reading = reading};
+    cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+}
+
+/* Drive n pumps until each reading one got its bytes back and each other
+ * one has sent all or made no progress for stall_ms: NULL, or what went
+ * wrong (a byte that differs, an error, the deadline). */
+static const char *pump_run(struct pump *p, int n, int stall_ms, char *why, size_t whylen)
+{
+    enum { CHUNK = 64 * 1024, MAXP = 64 };
+    static unsigned char out[CHUNK], in[CHUNK];
+    struct pollfd pf[MAXP];
+    int64_t end = tc_test_now_ms() + TC_TEST_WAIT_MS * 6, last = tc_test_now_ms();
+    cr_assert_leq(n, MAXP);
+    for (;;) {
+        int busy = 0, all_sent = 1;
+        for (int i = 0; i < n; i++) {
+            short ev = 0;
+            if (p[i].sent < p[i].total)
+                ev |= POLLOUT;
+            if (p[i].reading && p[i].got < p[i].total)
+                ev |= POLLIN;
+            pf[i] = (struct pollfd){.fd = ev ? p[i].fd : -1, .events = ev};
+            busy |= p[i].reading && p[i].got < p[i].total;
+            all_sent &= p[i].sent == p[i].total;
+        }
+        int64_t now = tc_test_now_ms();
+        if (!busy && (all_sent || now - last >= stall_ms))
+            return NULL;
+        if (now >= end) {
+            snprintf(why, whylen, "deadline: pump 0 sent %zu got %zu of %zu", p[0].sent, p[0].got,
+                     p[0].total);
+            return why;
+        }
+        if (poll(pf, (nfds_t)n, 20) < 0 && errno != EINTR) {
+            snprintf(why, whylen, "poll: %s", strerror(errno));
+            return why;
+        }
+        for (int i = 0; i < n; i++) {
+            struct pump *q = &p[i];
+            if ((pf[i].revents & (POLLOUT | POLLERR | POLLHUP)) && q->sent < q->total) {
+                size_t k = q->total - q->sent < CHUNK ? q->total - q->sent : CHUNK;
+                for (size_t j = 0; j < k; j++)
+                    out[j] = pump_byte(q->seed, q->sent + j);
+                ssize_t w = send(q->fd, out, k, MSG_NOSIGNAL);
+                if (w > 0) {
+                    q->sent += (size_t)w;
+                    last = tc_test_now_ms();
+                } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                    snprintf(why, whylen, "send on pump %d: %s", i, strerror(errno));
+                    return why;
+                }
+            }
+            if ((pf[i].revents & (POLLIN | POLLERR | POLLHUP)) && q->reading) {
+                ssize_t r = recv(q->fd, in, CHUNK, 0);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                    snprintf(why, whylen, "recv on pump %d after %zu bytes: %s", i, q->got,
+                             r ? strerror(errno) : "EOF");
+                    return why;
+                }
+                for (ssize_t j = 0; j < r; j++)
+                    if (in[j] != pump_byte(q->seed, q->got + (size_t)j)) {
+                        snprintf(why, whylen, "pump %d: byte %zu differs", i,
+                                 q->got + (size_t)j);
+                        return why;
+                    }
+                if (r > 0) {
+                    q->got += (size_t)r;
+                    last = tc_test_now_ms();
+                }
+            }
+        }
+    }
+}
+
+/* A raw echo server on one loop (the backend the run chooses). */
+static void raw_echo_server(tc_test_server *ts, struct hs *h)
+{
+    tc_server_config cfg = ev_config(h, 1);
+    tc_codec_raw(&cfg.codec);
+    cfg.conn_timeout_ms = TC_TEST_WAIT_MS * 6;
+    cfg.drain_timeout_ms = tc_test_ms(300);
+    tc_handler hd = echo_handler(h);
+    tc_test_server_start(ts, NULL, &cfg, &hd);
+}
+
+/* n connections, each streaming `each` bytes through the echo at once. */
+static void stream_echoes(const tc_test_server *ts, int n, size_t each, unsigned seed)
+{
+    struct pump p[64];
+    char why[160];
+    for (int i = 0; i < n; i++)
+        pump_init(&p[i], tc_test_connect_ok(&ts->addr), seed + (unsigned)i, each, 1);
+    const char *err = pump_run(p, n, TC_TEST_WAIT_MS, why, sizeof why);
+    cr_assert_null(err, "%d x %zu bytes: %s", n, each, err);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(p[i].got, each);
+        close(p[i].fd);
+    }
+}
+
+Test(event, large_echoes_come_back_byte_exact, .timeout = 120)
+{
+    struct hs h;
+    hs_init(&h);
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_test_server ts;
+    raw_echo_server(&ts, &h);
+    stream_echoes(&ts, 8, (size_t)1 << 20, 1);  /* 8 x 1 MiB */
+    stream_echoes(&ts, 4, (size_t)16 << 20, 9); /* 4 x 16 MiB */
+    cr_assert_eq(tc_test_event_wait(&h.closed, 12, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(atomic_load(&h.consumed), 8LL * (1 << 20) + 4LL * (16 << 20));
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    cr_assert_eq(hs_get(&h, &h.errors), 0);
+    hs_destroy(&h);
+    tc_test_expect_counts(before, NULL, 0, "after the large echoes");
+}
+
+/* More input at once than the loop has receive buffers (io_uring: 128 of
+ * 16 KiB, many of them lent to sends): receives run out of buffers and must
+ * start again as buffers come back. */
+Test(event, many_streams_at_once_outrun_the_receive_buffers, .timeout = 120)
+{
+    struct hs h;
+    hs_init(&h);
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_test_server ts;
+    raw_echo_server(&ts, &h);
+    stream_echoes(&ts, 48, (size_t)1 << 20, 100);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 48, TC_TEST_WAIT_MS), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    cr_assert_eq(hs_get(&h, &h.errors), 0);
+    hs_destroy(&h);
+    tc_test_expect_counts(before, NULL, 0, "after 48 streams");
+}
+
+/* Peers that stop reading: their echoes back up (held as loans on io_uring)
+ * until the high-water mark stops their input. Others are still served; one
+ * that reads again gets every byte in order; one that resets and one left
+ * stalled at shutdown (the drain deadline) end with sends in flight, whose
+ * buffers must come back (ASan: nothing used after it is freed). */
+Test(event, peers_that_stop_reading_hold_no_buffer_for_good, .timeout = 120)
+{
+    struct hs h;
+    hs_init(&h);
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_test_server ts;
+    raw_echo_server(&ts, &h);
+    enum { STALLED = 3 };
+    struct pump p[STALLED];
+    char why[160];
+    for (int i = 0; i < STALLED; i++)
+        pump_init(&p[i], tc_test_connect_ok(&ts.addr), 50u + (unsigned)i, (size_t)32 << 20, 0);
+    const char *err = pump_run(p, STALLED, tc_test_ms(300), why, sizeof why);
+    cr_assert_null(err, "stalling: %s", err);
+    for (int i = 0; i < STALLED; i++)
+        cr_assert_lt(p[i].sent, p[i].total, "peer %d was never pushed back", i);
+    /* The others are served meanwhile, large echoes too. */
+    for (int round = 0; round < 3; round++)
+        stream_echoes(&ts, 4, (size_t)1 << 20, 200u + (unsigned)round * 8u);
+    /* Peer 0 reads again: everything it sent comes back, in order. */
+    p[0].total = p[0].sent;
+    p[0].reading = 1;
+    err = pump_run(p, 1, TC_TEST_WAIT_MS, why, sizeof why);
+    cr_assert_null(err, "peer 0 reading again: %s", err);
+    cr_assert_eq(p[0].got, p[0].sent);
+    close(p[0].fd);
+    /* Peer 1 resets its connection with the server's sends in flight. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    cr_assert_eq(setsockopt(p[1].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(p[1].fd);
+    cr_assert_eq(tc_test_event_wait(&h.closed, 12 + 2, TC_TEST_WAIT_MS), 0);
+    /* Still served after all that. */
+    stream_echoes(&ts, 8, (size_t)1 << 20, 300);
+    /* Peer 2 is still stalled when the server stops (the drain's deadline). */
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    close(p[2].fd);
+    cr_assert_eq(hs_get(&h, &h.opens), hs_get(&h, &h.closes));
+    hs_destroy(&h);
+    tc_test_expect_counts(before, NULL, 0, "after the stalled peers");
+}
+
 /* ---- tc_conn_send from a foreign thread ---------------------------------------------- */
 
 /* on_open hands each connection to a sender thread through a queue; the
