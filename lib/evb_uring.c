@@ -355,7 +355,9 @@ static int ub_lend(tc__evb *b, int fd, const void *p, size_t len)
 {
     if (!sendable(b, fd) || !len)
         return -EINVAL;
-    const unsigned char *base = tc__uring_buf(b->ring, 0), *q = p;
+    /* the block itself: tc__uring_buf(ring, 0) would mark buffer 0 as taken */
+    unsigned char *base = tc__uring_bufs(b->ring);
+    const unsigned char *q = p;
     if (q < base || q >= base + (size_t)RING_BUFS * RING_BUF_SIZE)
         return -EINVAL;
     size_t at = (size_t)(q - base);
@@ -370,7 +372,7 @@ static int ub_lend(tc__evb *b, int fd, const void *p, size_t len)
     if (n >= LEND_PER_CONN)
         return -EAGAIN;
     /* The same bytes, through the ring's own (writable) pointer. */
-    unsigned char *from = tc__uring_buf(b->ring, bid) + at % RING_BUF_SIZE;
+    unsigned char *from = base + at;
     int rc = enlist(b, fd, (struct sslot){.buf = from, .len = len, .bid = bid});
     if (rc < 0)
         return rc;

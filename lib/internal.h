@@ -413,6 +413,8 @@ struct io_uring_cqe *tc__uring_cqe(tc__uring *u);
 void tc__uring_cqe_seen(tc__uring *u);
 /* A provided buffer's memory, and handing it back to the kernel. */
 unsigned char *tc__uring_buf(tc__uring *u, int bid);
+/* The provided buffers' one block (buffer bid at bid * the buffer size). */
+unsigned char *tc__uring_bufs(tc__uring *u);
 void tc__uring_buf_give(tc__uring *u, int bid);
 
 /* ---- event loop backends (poller.c: epoll; evb_uring.c: io_uring) ----------- */

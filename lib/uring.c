@@ -440,6 +440,11 @@ unsigned char *tc__uring_buf(tc__uring *u, int bid)
     return u->bufs + (size_t)bid * u->buf_size;
 }
 
+unsigned char *tc__uring_bufs(tc__uring *u)
+{
+    return u->bufs;
+}
+
 void tc__uring_buf_give(tc__uring *u, int bid)
 {
     uint64_t bit = (uint64_t)1 << (bid & 63);
