@@ -28,19 +28,47 @@ static struct tc__chanbuf *none_buf(void)
     return (struct tc__chanbuf *)&tc__chanbuf_none;
 }
 
-/* An event loop's thread keeps the buffer state of the last channel that
- * went empty for the next one that gets bytes: a request then costs no
- * allocation (see tc__chan_spare). */
+/* An event loop's thread keeps the buffer states of channels that went
+ * empty for the next ones that get bytes: a request then costs no
+ * allocation (see tc__chan_spare). A loop turn serves many channels, each
+ * holding a state from its first byte to its last, so one spare is not
+ * enough: up to SPARE_MAX, chained through rbuf. */
+#define SPARE_MAX 256
 static _Thread_local struct {
     struct tc__chanbuf *spare;
+    unsigned nspare;
     unsigned char keep;
 } tl __attribute__((tls_model("initial-exec")));
+
+static struct tc__chanbuf *spare_pop(void)
+{
+    struct tc__chanbuf *b = tl.spare;
+    if (b) {
+        tl.spare = (struct tc__chanbuf *)(void *)b->rbuf;
+        b->rbuf = NULL;
+        tl.nspare--;
+    }
+    return b;
+}
+
+/* Keep b (no longer any channel's) as a spare: 1, or 0 if it was not kept. */
+static int spare_push(struct tc__chanbuf *b)
+{
+    if (!tl.keep || tl.nspare >= SPARE_MAX)
+        return 0;
+    memset(b, 0, sizeof *b); /* all zero for its next channel */
+    b->rbuf = (unsigned char *)(void *)tl.spare;
+    tl.spare = b;
+    tl.nspare++;
+    return 1;
+}
 
 void tc__chan_spare(int on)
 {
     if (!on) {
-        free(tl.spare);
-        tl.spare = NULL;
+        struct tc__chanbuf *b;
+        while ((b = spare_pop()))
+            free(b);
     }
     tl.keep = on != 0;
 }
@@ -55,10 +83,8 @@ struct tc__chanx *tc__chan_ext_slow(tc_conn *c)
 
 int tc__chan_own_slow(tc_conn *c)
 {
-    struct tc__chanbuf *b = tl.spare;
-    if (b)
-        tl.spare = NULL;
-    else if (!(b = calloc(1, sizeof *b)))
+    struct tc__chanbuf *b = spare_pop();
+    if (!b && !(b = calloc(1, sizeof *b)))
         return -ENOMEM;
     c->b = b;
     return 0;
@@ -71,14 +97,8 @@ void tc__chan_release(tc_conn *c)
         b->wflight)
         return;
     c->b = none_buf();
-    if (tl.keep && !tl.spare) {
-        /* all zero for its next channel: the rest is zero already */
-        b->rcap = b->roff = b->rscan = b->wcap = b->woff = 0;
-        b->rborrowed = 0;
-        tl.spare = b;
-    } else {
+    if (!spare_push(b))
         free(b);
-    }
 }
 
 int tc__chan_set_codec(tc_conn *c, const tc_codec *codec)
@@ -426,9 +446,8 @@ int tc__chan_settle(tc_conn *c)
         /* The usual end of a request: the read side is empty; the state goes
          * back to the thread's spare unless output waits (tc__chan_release,
          * inline for this path). */
-        if (!b->wbuf && !b->wlen && !b->wflight && tl.keep && !tl.spare) {
+        if (!b->wbuf && !b->wlen && !b->wflight && !b->rview && spare_push(b)) {
             c->b = none_buf();
-            tl.spare = b;
         } else {
             tc__chan_release(c);
         }
