@@ -5,9 +5,10 @@
  * bytes come with the completion (no recv call, and an idle connection
  * holds no buffer), and its output goes out as sends the loop hands over
  * or loans of the receive buffers themselves (ub_lend), in order, one
- * request in flight each. Any other descriptor (the listener, wake-ups) is a
- * one-shot poll armed again after the loop has handled it, which is what a
- * level-triggered epoll reports. */
+ * request in flight each. A listener has accept requests in flight, as many
+ * as the loop asks for (ub_accept). Any other descriptor (wake-ups, a
+ * listener polled) is a one-shot poll armed again after the loop has
+ * handled it, which is what a level-triggered epoll reports. */
 #include <errno.h>
 #include <linux/io_uring.h>
 #include <netinet/in.h>
@@ -40,8 +41,12 @@
  * MSG_SLOTS of them per turn, then single sends. */
 #define LEND_IOV 64
 #define MSG_SLOTS 64
+/* Accept requests in flight, all listeners together (see ub_accept); one
+ * listener keeps at most ACCEPT_FLY. */
+#define ACCEPT_SLOTS 64u
+#define ACCEPT_FLY 15u
 
-enum { K_RECV = 1, K_PIN, K_POUT, K_CANCEL, K_SEND }; /* what a request is for */
+enum { K_RECV = 1, K_PIN, K_POUT, K_CANCEL, K_SEND, K_ACCEPT }; /* what a request is for */
 enum { R_OFF, R_ON, R_CANCEL };               /* a descriptor's multishot receive */
 #define GEN_MASK 0xffffffu
 
@@ -62,6 +67,20 @@ struct ent {
     unsigned starved : 1; /* its receive ended for want of a buffer (see ub_wait) */
     unsigned lendfull : 1; /* LEND_PER_CONN loans: not read until one completes */
     unsigned want : 8;    /* TC__POLL_* */
+    unsigned acc_want : 4; /* accept requests wanted in flight (ub_accept) */
+    unsigned acc_fly : 4;  /* and in flight */
+};
+
+/* An accept request in flight, by index (its tag): where the kernel writes
+ * the peer's address, which the loop reads before the next wait (a slot is
+ * armed again only in ub_wait). */
+struct aslot {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd;               /* the listener */
+    uint32_t gen;         /* its entry's generation when armed */
+    int busy;
+    void *ptr;            /* the listener's, reported even after a del */
 };
 
 /* A send, by index (its requests' tag): the loop's buffer, ours until all
@@ -110,6 +129,7 @@ struct tc__evb {
     struct lendmsg *msgs;  /* MSG_SLOTS headers (made at the first use) */
     unsigned nmsgs;        /* used since the last complete submission */
     int gave;              /* a buffer went back to the ring since the last re-arming */
+    struct aslot *acc;     /* ACCEPT_SLOTS (made at the first ub_accept) */
 };
 
 /* More input waited behind a receive: a stream larger than a provided
@@ -387,6 +407,42 @@ static int ub_lend(tc__evb *b, int fd, const void *p, size_t len)
     return 0;
 }
 
+/* Accept requests for listener fd, up to what it wants in flight (or as
+ * many as free slots allow). */
+static int arm_accepts(tc__evb *b, struct ent *e, int fd)
+{
+    for (uint32_t i = 0; i < ACCEPT_SLOTS && e->acc_fly < e->acc_want; i++) {
+        struct aslot *a = &b->acc[i];
+        if (a->busy)
+            continue;
+        struct io_uring_sqe *sqe = tc__uring_sqe(b->ring);
+        if (!sqe)
+            return -EBUSY;
+        a->len = sizeof a->ss;
+        a->fd = fd;
+        a->gen = e->gen;
+        a->ptr = e->ptr;
+        a->busy = 1;
+        sqe->opcode = IORING_OP_ACCEPT;
+        sqe->fd = fd;
+        sqe->addr = (uint64_t)(uintptr_t)&a->ss;
+        sqe->addr2 = (uint64_t)(uintptr_t)&a->len;
+        sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+        sqe->user_data = ud((int)i, 0, K_ACCEPT);
+        e->batch = b->batch;
+        e->acc_fly++;
+    }
+    return 0;
+}
+
+/* Cancel listener fd's accept requests in flight. */
+static void cancel_accepts(tc__evb *b, struct ent *e, int fd)
+{
+    for (uint32_t i = 0; b->acc && i < ACCEPT_SLOTS; i++)
+        if (b->acc[i].busy && b->acc[i].fd == fd && b->acc[i].gen == e->gen)
+            (void)cancel_tag(b, e, fd, ud((int)i, 0, K_ACCEPT));
+}
+
 /* Requests for what fd's wish asks and is not in flight; its receive
  * cancelled if input is no longer wanted (paused: backpressure). */
 static int arm(tc__evb *b, int fd)
@@ -409,7 +465,9 @@ static int arm(tc__evb *b, int fd)
             return rc;
         e->recv = R_CANCEL; /* its last completion says when it is gone */
     }
-    if (in && !rx && !e->pin) {
+    if (in && e->acc_want > e->acc_fly && (rc = arm_accepts(b, e, fd)) < 0)
+        return rc;
+    if (in && !rx && !e->pin && !e->acc_want) {
         if ((rc = prep(b, e, fd, IORING_OP_POLL_ADD, K_PIN, &sqe)) < 0)
             return rc;
         sqe->poll32_events = POLLIN;
@@ -476,6 +534,7 @@ static void ub_destroy(tc__evb *b)
     free(b->tab);
     free(b->rearm);
     free(b->msgs);
+    free(b->acc);
     free(b);
 }
 
@@ -505,6 +564,7 @@ static int ub_add(tc__evb *b, int fd, unsigned events, void *ptr)
     e->recv = R_OFF;
     e->sslot = 0;
     e->starved = e->lendfull = 0;
+    e->acc_want = e->acc_fly = 0;
     if ((rc = arm(b, fd)) < 0) {
         e->gen++;
         e->live = 0;
@@ -543,6 +603,8 @@ static int ub_del(tc__evb *b, int fd)
             (void)cancel(b, e, fd, K_PIN);
         if (e->pout)
             (void)cancel(b, e, fd, K_POUT);
+        if (e->acc_fly)
+            cancel_accepts(b, e, fd);
     }
     if (e->sslot) {
         /* The one in flight keeps its buffer until the kernel lets go of
@@ -558,8 +620,27 @@ static int ub_del(tc__evb *b, int fd)
     e->live = 0;
     e->want = 0;
     e->pin = e->pout = 0;
+    e->acc_want = e->acc_fly = 0;
     e->recv = R_OFF;
     e->ptr = NULL;
+    return 0;
+}
+
+/* Accepting with the ring: no accept4 (and no poll before it) per
+ * connection, as the io_uring floor's multishot accept, but bounded: a
+ * multishot accept takes every connection queued, past max_conns. The
+ * loop passes n as the room under its limit; each completion lowers both. */
+static int ub_accept(tc__evb *b, int fd, int n)
+{
+    if (fd < 0 || (size_t)fd >= b->ntab || !b->tab[fd].live || b->tab[fd].conn || n < 0)
+        return -EINVAL;
+    if (!b->acc && !(b->acc = calloc(ACCEPT_SLOTS, sizeof *b->acc)))
+        return -ENOMEM;
+    struct ent *e = &b->tab[fd];
+    e->acc_want = (unsigned)n < ACCEPT_FLY ? (unsigned)n : ACCEPT_FLY;
+    if (!e->acc_want && e->acc_fly && b->attached)
+        cancel_accepts(b, e, fd);
+    queue(b, fd); /* armed with the next wait; a poll again if none wanted */
     return 0;
 }
 
@@ -653,6 +734,31 @@ static void free_slots(tc__evb *b)
     b->nlent = 0;
 }
 
+/* An accept's completion: what it took goes to the loop even after a
+ * cancellation or a del (the loop closes it if it no longer accepts), and
+ * the next request is armed with the next wait if still wanted. */
+static int accepted(tc__evb *b, uint32_t i, int res, tc__ev *ev)
+{
+    if (!b->acc || i >= ACCEPT_SLOTS || !b->acc[i].busy)
+        return 0;
+    struct aslot *a = &b->acc[i];
+    a->busy = 0;
+    struct ent *e = &b->tab[a->fd];
+    if (e->live && e->gen == a->gen) {
+        e->acc_fly--;
+        if (e->acc_want > e->acc_fly)
+            queue(b, a->fd);
+    }
+    if (res == -ECANCELED)
+        return 0;
+    *ev = (tc__ev){.ptr = a->ptr, .accept = 1, .res = res, .buf = -1};
+    if (res >= 0) {
+        ev->data = (unsigned char *)&a->ss;
+        ev->cap = a->len;
+    }
+    return 1;
+}
+
 /* One completion: 1 with *ev filled, or 0 (nothing for the loop). */
 static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
 {
@@ -669,6 +775,8 @@ static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
         return 0;
     if (kind == K_SEND)
         return sent(b, (uint32_t)tag, res, ev);
+    if (kind == K_ACCEPT)
+        return accepted(b, (uint32_t)tag, res, ev);
     if (kind == K_RECV) {
         if (stale) {
             if (bid >= 0)
@@ -713,8 +821,8 @@ static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
         e->pin = 0;
     else
         e->pout = 0;
-    if (!(e->want & bit))
-        return 0; /* no longer wanted: not armed again */
+    if (!(e->want & bit) || (kind == K_PIN && e->acc_want))
+        return 0; /* no longer wanted (accept requests took over): not armed again */
     queue(b, fd); /* level-triggered: armed again once the loop has looked */
     if (res == -ECANCELED)
         return 0;
@@ -806,6 +914,9 @@ static void ub_detach(tc__evb *b)
     /* The cancellations of the last connections reach the kernel and
      * complete (with deferred task work, only inside a wait), so that their
      * sockets are released now rather than when the ring goes. */
+    for (size_t fd = 0; b->acc && fd < b->ntab; fd++)
+        if (b->tab[fd].live && b->tab[fd].acc_fly)
+            cancel_accepts(b, &b->tab[fd], (int)fd);
     for (int round = 0; round < DETACH_ROUNDS; round++) {
         if (tc__uring_wait(b->ring, 0) < 0)
             break;
@@ -814,10 +925,14 @@ static void ub_detach(tc__evb *b)
         while ((cqe = tc__uring_cqe(b->ring))) {
             struct io_uring_cqe c = *cqe;
             tc__uring_cqe_seen(b->ring);
-            tc__ev ev;
-            if (handle(b, &c, &ev))
-                ub_release(b, &ev);
             any = 1;
+            tc__ev ev;
+            if (!handle(b, &c, &ev))
+                continue;
+            if (ev.accept && ev.res >= 0)
+                tc__close(ev.res); /* taken as the loop ended: refused */
+            else
+                ub_release(b, &ev);
         }
         if (!any)
             break;
@@ -832,9 +947,12 @@ static void ub_detach(tc__evb *b)
     for (size_t fd = 0; fd < b->ntab; fd++) {
         struct ent *e = &b->tab[fd];
         e->pin = e->pout = 0;
+        e->acc_want = e->acc_fly = 0;
         e->recv = R_OFF;
         e->queued = 0;
     }
+    if (b->acc)
+        memset(b->acc, 0, ACCEPT_SLOTS * sizeof *b->acc);
     b->nrearm = 0;
 }
 
@@ -851,4 +969,5 @@ const tc__evbackend tc__evb_uring = {
     .release = ub_release,
     .send = ub_send,
     .lend = ub_lend,
+    .accept = ub_accept,
 };

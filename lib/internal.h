@@ -432,6 +432,9 @@ typedef struct tc__ev {
     int send;             /* a send's result (TC__POLL_OUT): res is all its bytes, or -errno */
     int res;              /* bytes received (> 0), 0 at the end of the stream, or -errno */
     int buf;              /* the backend's buffer behind data, or -1 */
+    int accept;           /* an accept's result: res is the new descriptor
+                           * (the loop's) or -errno, data the peer's struct
+                           * sockaddr and cap its length */
 } tc__ev;
 /* Flag for add and mod (besides the poller's): the loop wants the bytes of
  * the descriptor, not its readiness; a backend that cannot receive for it
@@ -470,6 +473,14 @@ typedef struct tc__evbackend {
      * 0, or an error with nothing done (other bytes, too many loans: the
      * caller sends them as usual). NULL: no loans (epoll). */
     int (*lend)(tc__evb *b, int fd, const void *p, size_t len);
+    /* Keep up to n accept requests in flight on listening descriptor fd
+     * (added with TC__POLL_IN; its readiness is not reported while n > 0),
+     * armed with the next wait; n = 0 cancels them. Lowering n lets those
+     * in flight complete. Each completion is an event with accept set (see
+     * tc__ev), one that lands after a cancellation too. 0, or an error with
+     * nothing in flight (the loop polls and accepts itself). NULL: no such
+     * requests (epoll). */
+    int (*accept)(tc__evb *b, int fd, int n);
 } tc__evbackend;
 extern const tc__evbackend tc__evb_epoll;
 extern const tc__evbackend tc__evb_uring;
@@ -1229,12 +1240,20 @@ void tc__server_run_session(tc__session *s);
 int tc__server_accept(tc_server *srv, tc__session **out);
 /* The same from listener i (0 .. srv->nlisteners - 1). */
 int tc__server_accept_from(tc_server *srv, int i, tc__session **out);
+/* The same for a connection already accepted from listener i (by a ring's
+ * accept request): fd is the server's from here on, closed on refusal or
+ * failure. 0 with *out set, or 0 with *out NULL. */
+int tc__server_take(tc_server *srv, int i, int fd, const tc_addr *peer, tc__session **out);
 /* Close every listening socket (a forked child's copy, or destroy). */
 void tc__server_close_listeners(tc_server *srv);
 /* Whether the connection limit allows another accept, and accepting is not
  * paused for want of descriptors; if not, the next connection to end writes
  * the server's wake-up eventfd (and ends the pause). */
 int tc__server_may_accept(tc_server *srv);
+/* How many more connections may be accepted now, at most max: 0 when
+ * tc__server_may_accept() says no, else what max_conns leaves (max when
+ * there is no limit). */
+int tc__server_room(tc_server *srv, int max);
 /* timeout_ms (-1: none) shortened to the end of an accept pause, so that a
  * loop waiting without the listener wakes up to try again. */
 int tc__server_accept_timeout(tc_server *srv, int timeout_ms);

@@ -33,6 +33,7 @@
 /* per loop: receives land here, not in per-connection buffers */
 #define SCRATCH_SIZE ((size_t)64 * 1024)
 #define ACCEPT_BATCH 64          /* fairness: accepts per wake-up */
+#define ACCEPT_RING 8            /* a listener's accept requests in flight (io_uring) */
 #define LEND_MIN ((size_t)2048)  /* smaller sends are copied (see lend_send) */
 /* A connection's input: its bytes, where the backend receives for the loop */
 #define CONN_IN (TC__POLL_IN | TC__POLL_RECV)
@@ -216,6 +217,9 @@ struct state {
     struct tc_loop *loops;
     unsigned next;   /* round-robin dealer */
     int listening;   /* the listener is in loop 0's poller */
+    int ring_accept; /* loop 0 accepts with the backend's requests (io_uring) */
+    int ring_n;      /* requests each listener was told to keep in flight */
+    int ring_starved; /* a request found no descriptor: polled until one is taken */
     int pooled;      /* handlers run in a pool (dispatch), not in the loops */
     const tc__evbackend *be; /* every loop's */
     tc__dispatch dispatch;
@@ -1969,11 +1973,34 @@ static void fire_timers(struct tc_loop *lp)
     }
 }
 
+/* Loop 0: a connection accepted goes to the next loop in turn. */
+static void deal(struct tc_loop *lp, tc__session *c)
+{
+    struct state *st = lp->st;
+    struct tc_loop *to = &st->loops[st->next++ % (unsigned)st->nloops];
+    if (to == lp) {
+        ev_open(lp, c);
+        return;
+    }
+    struct mail *m = malloc(sizeof *m);
+    if (!m) {
+        tc__report(lp->srv, c->conn, -ENOMEM);
+        tc__server_session_done(c);
+        return;
+    }
+    m->fn = NULL;
+    m->ec = NULL;
+    m->newsess = c;
+    m->id = 0;
+    m->close = 0;
+    m->len = 0;
+    post(to, m);
+}
+
 /* Loop 0: take what listener li has, while the connection limit allows. */
 static void accept_batch(struct tc_loop *lp, int li)
 {
     tc_server *srv = lp->srv;
-    struct state *st = lp->st;
     /* The listener's event can come in the same batch as the shutdown's
      * (even after it): once a shutdown is asked for, nothing more is
      * accepted, and nothing is dealt to loops that may have finished. */
@@ -1988,45 +2015,106 @@ static void accept_batch(struct tc_loop *lp, int li)
             tc__log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(rc));
             break;
         }
-        if (!c)
-            continue;
-        struct tc_loop *to = &st->loops[st->next++ % (unsigned)st->nloops];
-        if (to == lp) {
-            ev_open(lp, c);
-            continue;
+        if (c) {
+            lp->st->ring_starved = 0; /* descriptors are back */
+            deal(lp, c);
         }
-        struct mail *m = malloc(sizeof *m);
-        if (!m) {
-            tc__report(srv, c->conn, -ENOMEM);
-            tc__server_session_done(c);
-            continue;
-        }
-        m->fn = NULL;
-        m->ec = NULL;
-        m->newsess = c;
-        m->id = 0;
-        m->close = 0;
-        m->len = 0;
-        post(to, m);
     }
 }
 
-/* Loop 0: poll the listeners only while accepting is allowed. */
+/* Loop 0: an accept request of listener li completed (ring accepts). It
+ * was made within the room max_conns left, so what it took is served
+ * unless a shutdown came first. A shortage of descriptors or memory is
+ * left to one accept4 (the request's share of the room), which frees the
+ * spare descriptor, drops a client and pauses as on epoll; an error that
+ * says the kernel cannot accept this way turns the requests off for good. */
+static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
+{
+    tc_server *srv = lp->srv;
+    int rc = ev->res;
+    tc__session *c;
+    if (atomic_load(&srv->shutdown_req) || atomic_load(&lp->draining)) {
+        if (rc >= 0)
+            tc__close(rc);
+        return;
+    }
+    if (rc >= 0) {
+        tc_addr peer;
+        if (tc_addr_from_sockaddr(&peer, (const struct sockaddr *)ev->data,
+                                  (socklen_t)ev->cap) < 0)
+            memset(&peer, 0, sizeof peer);
+        (void)tc__server_take(srv, li, rc, &peer, &c);
+        if (c)
+            deal(lp, c);
+        return;
+    }
+    switch (rc) {
+    case -EMFILE:
+    case -ENFILE:
+    case -ENOBUFS:
+    case -ENOMEM:
+        /* Linux looks for a descriptor before it looks at the queue: a
+         * request made again would fail at once, with nobody waiting, and
+         * the loop would spin. The listener is polled instead, as on epoll,
+         * until a connection is taken. */
+        lp->st->ring_starved = 1;
+        rc = tc__server_accept_from(srv, li, &c);
+        if (rc < 0 && rc != -EAGAIN)
+            tc__log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(rc));
+        else if (rc == 0 && c) {
+            lp->st->ring_starved = 0;
+            deal(lp, c);
+        }
+        return;
+    case -EAGAIN:
+    case -EINTR:
+    case -ECONNABORTED:
+    case -EPROTO:
+    case -EPERM:
+        return; /* that client is gone; the request is made again */
+    default:
+        tc__log(srv, TC_LOG_WARN, "accept: %s; accepting with accept4 from now on",
+                tc_strerror(rc));
+        lp->st->ring_accept = 0;
+        lp->st->ring_n = -1; /* update_listener tells the backend */
+    }
+}
+
+/* Loop 0: the accept requests each listener keeps in flight (0: polled).
+ * Together they never exceed the room max_conns leaves, so several
+ * listeners with a limit are polled: the room would not split evenly. */
+static int ring_share(struct tc_loop *lp)
+{
+    tc_server *srv = lp->srv;
+    if (!lp->st->ring_accept || lp->st->ring_starved || (srv->limit && srv->nlisteners > 1))
+        return 0;
+    return tc__server_room(srv, ACCEPT_RING);
+}
+
+/* Loop 0: poll the listeners (or keep accept requests on them) only while
+ * accepting is allowed. */
 static void update_listener(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
     struct state *st = lp->st;
     int want = !atomic_load(&lp->draining) && tc__server_may_accept(srv);
-    if (want == st->listening)
+    int n = want ? ring_share(lp) : 0;
+    if (want == st->listening && n == st->ring_n)
         return;
     for (int i = 0; i < srv->nlisteners; i++) {
         tc__listener *l = &srv->listeners[i];
-        if (want)
+        if (want && !st->listening)
             (void)lp->be->add(lp->evb, l->fd, TC__POLL_IN, tag_make(l, TAG_LISTENER));
-        else
-            (void)lp->be->del(lp->evb, l->fd);
+        else if (!want && st->listening)
+            (void)lp->be->del(lp->evb, l->fd); /* and its requests */
+        if (want && lp->be->accept && (st->ring_accept || st->ring_n) &&
+            lp->be->accept(lp->evb, l->fd, n) < 0) {
+            st->ring_accept = 0; /* polled from now on */
+            n = 0;
+        }
     }
     st->listening = want;
+    st->ring_n = n;
 }
 
 /* Loop 0, on shutdown: stop accepting and tell every loop to drain. */
@@ -2160,7 +2248,10 @@ static void run_loop(struct tc_loop *lp)
                 watch_fire(tag_obj(p, TAG_WATCH), ev[i].events);
             } else if (tag_kind(p) == TAG_LISTENER) {
                 tc__listener *l = tag_obj(p, TAG_LISTENER);
-                accept_batch(lp, (int)(l - srv->listeners));
+                if (ev[i].accept)
+                    accept_done(lp, (int)(l - srv->listeners), &ev[i]);
+                else
+                    accept_batch(lp, (int)(l - srv->listeners));
             } else {
                 /* In pool mode a connection may have left for the ready
                  * set or a worker earlier in the batch (away): its event
@@ -2338,6 +2429,7 @@ static int loops_start_with(tc_server *srv, int nloops, const tc__dispatch *d,
     if (!st)
         return -ENOMEM;
     st->be = be;
+    st->ring_accept = be->accept && srv->cfg.ring_accept != TC_OFF;
     st->nloops = nloops;
     st->slot_free = PSLOT_NONE;
     if (d) {

@@ -275,6 +275,8 @@ static int validate(tc_server *srv, const tc_handler *handler)
         return bad(srv, "workers", "is negative");
     if (c->queue_len < 0)
         return bad(srv, "queue_len", "is negative");
+    if (!valid_switch(c->ring_accept))
+        return bad(srv, "ring_accept", "is not TC_DEFAULT, TC_ON or TC_OFF");
     if ((unsigned)c->backend > TC_BACKEND_AUTO)
         return bad(srv, "backend", "is not a tc_backend");
     if (!valid_switch(c->block_on_close))
@@ -664,11 +666,19 @@ int tc__server_accept_from(tc_server *srv, int li, tc__session **out)
         return 0; /* that client is gone; others may be waiting */
     if (rc < 0)
         return rc;
+    return tc__server_take(srv, li, fd, &peer, out);
+}
+
+int tc__server_take(tc_server *srv, int li, int fd, const tc_addr *peer, tc__session **out)
+{
+    tc__listener *l = &srv->listeners[li];
+    int rc;
+    *out = NULL;
     accepting_again(srv);
     atomic_fetch_add(&srv->accepted, 1);
     atomic_fetch_add(&l->accepted, 1);
     if (srv->cfg.hooks.verify_request &&
-        srv->cfg.hooks.verify_request(srv, &peer, srv->cfg.hooks.ctx) < 0) {
+        srv->cfg.hooks.verify_request(srv, peer, srv->cfg.hooks.ctx) < 0) {
         atomic_fetch_add(&srv->refused, 1);
         atomic_fetch_add(&l->refused, 1);
         tc__close(fd);
@@ -676,7 +686,7 @@ int tc__server_accept_from(tc_server *srv, int li, tc__session **out)
     }
     const tc__driver *drv = srv->mode->blocking ? &tc__drv_sleep : &tc__drv_poll;
     tc_conn *conn;
-    if ((rc = tc__chan_new(&conn, drv, fd, &peer, l->local_known ? &l->addr : NULL)) < 0) {
+    if ((rc = tc__chan_new(&conn, drv, fd, peer, l->local_known ? &l->addr : NULL)) < 0) {
         tc__report(srv, NULL, rc);
         return 0;
     }
@@ -770,6 +780,17 @@ int tc__server_may_accept(tc_server *srv)
         return 1;
     }
     return 0;
+}
+
+int tc__server_room(tc_server *srv, int max)
+{
+    if (!tc__server_may_accept(srv))
+        return 0;
+    if (!srv->limit)
+        return max;
+    unsigned active = atomic_load(&srv->active), limit = (unsigned)srv->limit;
+    unsigned room = active < limit ? limit - active : 0;
+    return room < (unsigned)max ? (int)room : max;
 }
 
 /* Whether poll found listener i ready (after wait_ready). */

@@ -2806,11 +2806,23 @@ Test(event, no_accept_after_shutdown_two_loops) { no_accept_after_shutdown(2); }
  * ones it took, and takes new clients once descriptors are free again. */
 Test(event, accept_out_of_descriptors_drops_and_recovers)
 {
-    enum { N = 8, ROOM = 2 };
+    enum { N = 8, ROOM = 2, HEADROOM = 256 };
+    static int fill[HEADROOM + 64];
     struct hs h;
     hs_init(&h);
     tc_server_config cfg = ev_config(&h, 1);
     tc_handler hd = echo_handler(&h);
+    /* The limit is lowered before the server starts (a ring's accept
+     * requests read it when submitted), then all but ROOM slots under it
+     * are filled. */
+    struct rlimit old, rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rlim_t lim = 0;
+    while (fcntl((int)lim, F_GETFD) >= 0)
+        lim++;
+    rl = old;
+    rl.rlim_cur = lim + HEADROOM;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &hd);
     int fds[N];
@@ -2818,16 +2830,13 @@ Test(event, accept_out_of_descriptors_drops_and_recovers)
         fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         cr_assert_geq(fds[i], 0);
     }
-    /* Lower the limit so that exactly ROOM descriptor numbers stay free. */
-    struct rlimit old, rl;
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
-    rlim_t lim = 0;
-    for (int free_below = 0; free_below < ROOM; lim++)
-        if (fcntl((int)lim, F_GETFD) < 0)
-            free_below++;
-    rl = old;
-    rl.rlim_cur = lim;
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int nfill = 0;
+    for (int fd; nfill < (int)(sizeof fill / sizeof fill[0]) && (fd = dup(0)) >= 0;)
+        fill[nfill++] = fd;
+    cr_assert_lt(dup(0), 0, "descriptors were not exhausted");
+    cr_assert_geq(nfill, ROOM);
+    for (int i = 0; i < ROOM; i++)
+        close(fill[--nfill]);
     for (int i = 0; i < N; i++)
         cr_assert_eq(connect(fds[i], &ts.addr.u.sa, ts.addr.len), 0);
     /* The first ROOM are served; the rest are dropped (end of stream or reset). */
@@ -2841,6 +2850,8 @@ Test(event, accept_out_of_descriptors_drops_and_recovers)
             cr_assert(rc == 0 || rc == -ECONNRESET, "client %d: %d", i, rc);
         }
     }
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
     cr_assert_eq(stats_of(&ts).accepted, ROOM);
     cr_assert_geq(atomic_load(&h.dropped), N - ROOM, "%d dropped clients logged",

@@ -241,8 +241,10 @@ static int64_t thread_cpu_ns(pthread_t t)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* The process runs out of descriptors (RLIMIT_NOFILE lowered to the lowest
- * free one: this test's process only) while clients keep connecting. The
+/* The process runs out of descriptors (this test's process only: every slot
+ * under RLIMIT_NOFILE taken) while clients keep connecting. The limit is
+ * lowered before the server starts, as a ring's accept requests read it when
+ * they are submitted, and the slots are filled after. The
  * serving thread must not spin on the ready listener: its CPU time over the
  * window stays under a fifth of the wall time. Each waiting client is
  * dropped and logged once, and only those (Linux fails accept with EMFILE
@@ -253,7 +255,8 @@ MODE_PARAMS(faults, accept_out_of_descriptors, TC_MODE_INLINE, TC_MODE_THREADING
             TC_MODE_EVENT)
 ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 30)
 {
-    enum { K = 8 };
+    enum { K = 8, HEADROOM = 256 };
+    static int fill[HEADROOM + 64];
     const int W = tc_test_ms(500);
     const char *name = tc_mode_name(*mode);
     struct fx *x = fx_new();
@@ -261,6 +264,14 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
     tc_server_config cfg = f_config(*mode, x);
     cfg.workers = 1;
     tc_handler h = f_handler(x);
+    struct rlimit old, rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rlim_t lim = 0;
+    while (fcntl((int)lim, F_GETFD) >= 0)
+        lim++;
+    rl = old;
+    rl.rlim_cur = lim + HEADROOM; /* the server's own descriptors, the clients' */
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &h);
     int a = -1;
@@ -275,14 +286,9 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
         struct timeval tv = {TC_TEST_WAIT_MS / 1000, 0};
         setsockopt(cl[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
-    struct rlimit old, rl;
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
-    rlim_t lim = 0;
-    while (fcntl((int)lim, F_GETFD) >= 0)
-        lim++;
-    rl = old;
-    rl.rlim_cur = lim;
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int nfill = 0;
+    for (int fd; nfill < (int)(sizeof fill / sizeof fill[0]) && (fd = dup(0)) >= 0;)
+        fill[nfill++] = fd;
     int probe = dup(0);
     int probe_err = errno;
 
@@ -306,6 +312,8 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
         if (poll(&p, 1, left > 0 ? left : 0) == 1)
             closed += cl_closed(cl[i]) == 0;
     }
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
 
     cr_assert_lt(probe, 0, "descriptors were not exhausted");
@@ -391,6 +399,11 @@ static void starve(tc_mode mode, enum starvation how)
     tc_test_counts before = tc_test_counts_now(NULL, 0);
     tc_server_config cfg = f_config(mode, x);
     cfg.workers = 1;
+    /* Both starvations are made with accept4 in mind: the hook interposes
+     * it, and the limit is lowered while serving, which a ring's accept
+     * requests in flight would not see (tc_server_config::ring_accept);
+     * accept_out_of_descriptors starves the ring's requests. */
+    cfg.ring_accept = TC_OFF;
     tc_handler h = f_handler(x);
     devnull_fds(null0, FDMAX);
     tc_test_server ts;
@@ -510,6 +523,56 @@ ParameterizedTest(tc_mode *mode, faults, accept_system_table_full, .timeout = 30
 {
     starve(*mode, SYSTEM_TABLE_FULL);
 }
+
+/* Event mode on io_uring takes connections with the ring's accept requests,
+ * not accept4: with every accept4 failing (ENFILE, the hook), a client is
+ * served all the same and no call failed; with ring_accept TC_OFF the loop
+ * polls and calls accept4, so the client waits (accept paused) until the
+ * hook is disarmed. Skipped where the kernel refuses io_uring. */
+static void ring_accept_or_not(int ring)
+{
+    struct fx *x = fx_new();
+    acc_init();
+    tc_test_counts before = tc_test_counts_now(NULL, 0);
+    tc_server_config cfg = f_config(TC_MODE_EVENT, x);
+    cfg.workers = 1;
+    cfg.backend = TC_BACKEND_IO_URING;
+    cfg.ring_accept = ring ? TC_DEFAULT : TC_OFF;
+    tc_handler h = f_handler(x);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    if (tc_server_backend(ts.srv) != TC_BACKEND_IO_URING) {
+        cr_assert_eq(tc_test_server_stop(&ts), 0);
+        fx_free(x);
+        cr_skip("the kernel refuses io_uring here");
+    }
+    acc_fail(ENFILE, -1);
+    int b = tc_test_connect_ok(&ts.addr);
+    struct timeval tv = {TC_TEST_WAIT_MS / 1000, 0};
+    setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (ring) {
+        cl_echo(b, "ring");
+        cr_assert_eq(acc_out_of_fds(), 0, "%ld accept4 calls failed", acc_out_of_fds());
+    } else {
+        cr_assert_eq(acc_wait_out_of_fds(2, TC_TEST_WAIT_MS), 0, "accept4 was not called");
+        struct pollfd p = {.fd = b, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 0), 0, "answered while accept4 failed");
+        acc_disarm();
+        cl_echo(b, "polled"); /* taken at the end of the pause */
+    }
+    acc_disarm();
+    cl_close(b);
+    wait_idle(&ts);
+    tc_stats st;
+    cr_assert_eq(tc_server_stats(ts.srv, &st), 0);
+    cr_assert_eq(st.accepted, 1u);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    tc_test_expect_counts(before, NULL, 0, ring ? "ring accepts" : "accept4");
+    fx_free(x);
+}
+
+Test(faults, io_uring_accepts_without_accept4, .timeout = 30) { ring_accept_or_not(1); }
+Test(faults, io_uring_ring_accept_off_calls_accept4, .timeout = 30) { ring_accept_or_not(0); }
 
 /* ---- allocation failures, site by site ------------------------------------------------------- */
 

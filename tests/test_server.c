@@ -774,8 +774,8 @@ static void assert_codec_eq(const tc_codec *a, const tc_codec *b, const char *wh
 static void assert_config_eq(const tc_server_config *a, const tc_server_config *b,
                              const char *what)
 {
-    /* A field added after backend must be compared here too. */
-    cr_assert_leq(sizeof *a, offsetof(tc_server_config, backend) + sizeof(tc_backend) +
+    /* A field added after ring_accept must be compared here too. */
+    cr_assert_leq(sizeof *a, offsetof(tc_server_config, ring_accept) + sizeof(int) +
                                  _Alignof(tc_server_config) - 1,
                   "tc_server_config grew: compare the new field");
     cr_assert(a->listen == b->listen, "%s: listen", what);
@@ -815,6 +815,7 @@ static void assert_config_eq(const tc_server_config *a, const tc_server_config *
     cr_assert_eq(a->listen_fd_count, b->listen_fd_count, "%s: listen_fd_count", what);
     cr_assert(a->transport == b->transport, "%s: transport", what);
     cr_assert_eq(a->backend, b->backend, "%s: backend", what);
+    cr_assert_eq(a->ring_accept, b->ring_accept, "%s: ring_accept", what);
 }
 
 /* tc_server_config_init() copies TC_SERVER_CONFIG_INIT, over whatever was there. */
@@ -1011,6 +1012,9 @@ Test(server, config_other_bad_fields, .timeout = 10)
     cfg = tc_test_config();
     cfg.reuse_port = -7;
     expect_bad_config(cfg, &h, TC_EBADCONFIG, "reuse_port");
+    cfg = tc_test_config();
+    cfg.ring_accept = 3;
+    expect_bad_config(cfg, &h, TC_EBADCONFIG, "ring_accept");
     cfg = tc_test_config();
     cfg.timeout_ms = -1;
     expect_bad_config(cfg, &h, TC_EBADCONFIG, "timeout_ms");

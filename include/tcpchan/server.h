@@ -665,12 +665,29 @@ typedef struct tc_server_config {
     /** @brief TC_MODE_EVENT: what its loops wait with (see tc_backend);
      *         default TC_BACKEND_DEFAULT (epoll). */
     tc_backend backend;
+    /**
+     * @brief TC_MODE_EVENT on io_uring: how connections are accepted.
+     *
+     * TC_DEFAULT or TC_ON: accept requests wait on the ring (up to 8 per
+     * listener, and never more than max_conns leaves room for), so that a
+     * connection is taken without a system call of its own. TC_OFF: the
+     * loop waits until a listener is readable and calls accept4(), as on
+     * epoll. Choose TC_OFF where every accept must pass through accept4()
+     * (a preloaded library or a seccomp filter that watches it), or where
+     * RLIMIT_NOFILE is lowered while serving: Linux reads the limit when a
+     * request is submitted, so up to 8 connections may still be taken under
+     * the old limit. With a max_conns and several listeners, listeners are
+     * polled (the room would not split evenly). A kernel that refuses such
+     * requests turns them off (logged once, TC_LOG_WARN). Ignored by other
+     * modes and by epoll.
+     */
+    int ring_accept;
 } tc_server_config;
 
 /** @brief Initialiser for tc_server_config: every field at its default. */
 #define TC_SERVER_CONFIG_INIT                                                                      \
     {0, TC_MODE_INLINE, 0, 0, 0, 0, 0, 0, TC_CODEC_INIT, 0, 0, 0, 0, 0, 0, 0, {0, 0, 0, 0, 0, 0},  \
-     0, 0, TC_PROXY_OFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, TC_BACKEND_DEFAULT}
+     0, 0, TC_PROXY_OFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, TC_BACKEND_DEFAULT, TC_DEFAULT}
 
 /** @brief Counters of a server, as tc_server_stats() reads them. */
 typedef struct tc_stats {
