@@ -166,9 +166,10 @@ TC_API int tc_mode_available(tc_mode mode);
  * of TC_MODE_EVENT behaves alike, and the test suite runs every event-mode
  * test on each. io_uring (Linux 6.0 or later) takes a connection's bytes
  * with its completion (one multishot receive per connection into buffers
- * the loop shares, so an idle connection holds no receive buffer) and
+ * the loop shares, so an idle connection holds no receive buffer), accepts
+ * with requests on the ring (@ref tc_server_config::ring_accept), and
  * submits the loop's requests with its wait, saving a system call per
- * receive and per wait; epoll works everywhere. Where io_uring is refused
+ * receive, per accept and per wait; epoll works everywhere. Where io_uring is refused
  * (an older kernel, `kernel.io_uring_disabled`, a seccomp filter such as
  * Docker's default profile, a memory limit), tc_server_create() falls back
  * to epoll and says so once through the log hook (TC_LOG_WARN when
