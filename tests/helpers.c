@@ -7,6 +7,7 @@
 #include <criterion/hooks.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -356,6 +358,26 @@ static int connect_finish(int fd, int ms)
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         return errno;
     return err;
+}
+
+void tc_test_nofile_lower(struct rlimit *old, int headroom)
+{
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, old), 0);
+    rlim_t lim = 0;
+    while (fcntl((int)lim, F_GETFD) >= 0)
+        lim++;
+    struct rlimit rl = *old;
+    rl.rlim_cur = lim + (rlim_t)headroom;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+int tc_test_nofile_fill(int *fds, int cap)
+{
+    int n = 0;
+    for (int fd; n < cap && (fd = dup(0)) >= 0;)
+        fds[n++] = fd;
+    cr_assert(n < cap || dup(0) < 0, "descriptors were not exhausted (%d taken)", n);
+    return n;
 }
 
 int tc_test_connect(const tc_addr *addr)

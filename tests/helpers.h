@@ -130,6 +130,17 @@ int tc_test_server_join(tc_test_server *ts);
  * Returns serve_forever's code (0 if the server was never run). */
 int tc_test_server_stop(tc_test_server *ts);
 
+/* ---- running out of descriptors ------------------------------------------------ */
+
+struct rlimit;
+/* Lower RLIMIT_NOFILE to the lowest free descriptor + headroom, saving the
+ * limit in *old (restore it with setrlimit). Call it before the server
+ * starts: a ring's accept request reads the limit when it is submitted. */
+void tc_test_nofile_lower(struct rlimit *old, int headroom);
+/* Take every free descriptor under the limit (dups of 0), at most cap, into
+ * fds: the count. Asserts that none is left unless cap stopped it. */
+int tc_test_nofile_fill(int *fds, int cap);
+
 /* ---- raw clients (plain blocking sockets, bounded by SO_RCVTIMEO/SO_SNDTIMEO) - */
 
 /* socket() + connect(); returns the descriptor or -errno. */

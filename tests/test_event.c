@@ -2815,14 +2815,8 @@ Test(event, accept_out_of_descriptors_drops_and_recovers)
     /* The limit is lowered before the server starts (a ring's accept
      * requests read it when submitted), then all but ROOM slots under it
      * are filled. */
-    struct rlimit old, rl;
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
-    rlim_t lim = 0;
-    while (fcntl((int)lim, F_GETFD) >= 0)
-        lim++;
-    rl = old;
-    rl.rlim_cur = lim + HEADROOM;
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    struct rlimit old;
+    tc_test_nofile_lower(&old, HEADROOM);
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &hd);
     int fds[N];
@@ -2830,9 +2824,7 @@ Test(event, accept_out_of_descriptors_drops_and_recovers)
         fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         cr_assert_geq(fds[i], 0);
     }
-    int nfill = 0;
-    for (int fd; nfill < (int)(sizeof fill / sizeof fill[0]) && (fd = dup(0)) >= 0;)
-        fill[nfill++] = fd;
+    int nfill = tc_test_nofile_fill(fill, (int)(sizeof fill / sizeof fill[0]));
     cr_assert_lt(dup(0), 0, "descriptors were not exhausted");
     cr_assert_geq(nfill, ROOM);
     for (int i = 0; i < ROOM; i++)

@@ -264,14 +264,8 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
     tc_server_config cfg = f_config(*mode, x);
     cfg.workers = 1;
     tc_handler h = f_handler(x);
-    struct rlimit old, rl;
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
-    rlim_t lim = 0;
-    while (fcntl((int)lim, F_GETFD) >= 0)
-        lim++;
-    rl = old;
-    rl.rlim_cur = lim + HEADROOM; /* the server's own descriptors, the clients' */
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    struct rlimit old;
+    tc_test_nofile_lower(&old, HEADROOM); /* the server's own descriptors, the clients' */
     tc_test_server ts;
     tc_test_server_start(&ts, NULL, &cfg, &h);
     int a = -1;
@@ -286,9 +280,7 @@ ParameterizedTest(tc_mode *mode, faults, accept_out_of_descriptors, .timeout = 3
         struct timeval tv = {TC_TEST_WAIT_MS / 1000, 0};
         setsockopt(cl[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
-    int nfill = 0;
-    for (int fd; nfill < (int)(sizeof fill / sizeof fill[0]) && (fd = dup(0)) >= 0;)
-        fill[nfill++] = fd;
+    int nfill = tc_test_nofile_fill(fill, (int)(sizeof fill / sizeof fill[0]));
     int probe = dup(0);
     int probe_err = errno;
 
