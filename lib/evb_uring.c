@@ -467,7 +467,9 @@ static int arm(tc__evb *b, int fd)
     }
     if (in && e->acc_want > e->acc_fly && (rc = arm_accepts(b, e, fd)) < 0)
         return rc;
-    if (in && !rx && !e->pin && !e->acc_want) {
+    /* A listener is polled while none of its accept requests is in flight:
+     * none wanted, or no slot free (ACCEPT_SLOTS shared by many listeners). */
+    if (in && !rx && !e->pin && !e->acc_fly) {
         if ((rc = prep(b, e, fd, IORING_OP_POLL_ADD, K_PIN, &sqe)) < 0)
             return rc;
         sqe->poll32_events = POLLIN;
@@ -736,7 +738,7 @@ static void free_slots(tc__evb *b)
 
 /* An accept's completion: what it took goes to the loop even after a
  * cancellation or a del (the loop closes it if it no longer accepts), and
- * the next request is armed with the next wait if still wanted. */
+ * the listener is armed again with the next wait (see arm). */
 static int accepted(tc__evb *b, uint32_t i, int res, tc__ev *ev)
 {
     if (!b->acc || i >= ACCEPT_SLOTS || !b->acc[i].busy)
@@ -746,8 +748,7 @@ static int accepted(tc__evb *b, uint32_t i, int res, tc__ev *ev)
     struct ent *e = &b->tab[a->fd];
     if (e->live && e->gen == a->gen) {
         e->acc_fly--;
-        if (e->acc_want > e->acc_fly)
-            queue(b, a->fd);
+        queue(b, a->fd); /* the next request, or a poll once none is in flight */
     }
     if (res == -ECANCELED)
         return 0;
@@ -821,7 +822,7 @@ static int handle(tc__evb *b, const struct io_uring_cqe *cqe, tc__ev *ev)
         e->pin = 0;
     else
         e->pout = 0;
-    if (!(e->want & bit) || (kind == K_PIN && e->acc_want))
+    if (!(e->want & bit) || (kind == K_PIN && e->acc_fly))
         return 0; /* no longer wanted (accept requests took over): not armed again */
     queue(b, fd); /* level-triggered: armed again once the loop has looked */
     if (res == -ECANCELED)

@@ -2040,9 +2040,8 @@ static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
     }
     if (rc >= 0) {
         tc_addr peer;
-        if (tc_addr_from_sockaddr(&peer, (const struct sockaddr *)ev->data,
-                                  (socklen_t)ev->cap) < 0)
-            memset(&peer, 0, sizeof peer);
+        /* as tc__sock_accept (an unnamed unix peer has no more than a family) */
+        (void)tc_addr_from_sockaddr(&peer, (const struct sockaddr *)ev->data, (socklen_t)ev->cap);
         (void)tc__server_take(srv, li, rc, &peer, &c);
         if (c)
             deal(lp, c);
@@ -2081,14 +2080,16 @@ static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
 }
 
 /* Loop 0: the accept requests each listener keeps in flight (0: polled).
- * Together they never exceed the room max_conns leaves, so several
- * listeners with a limit are polled: the room would not split evenly. */
+ * Together they never exceed the room max_conns leaves (each completion
+ * lowers both), and every listener gets as many: when the room is smaller
+ * than the number of listeners, all are polled, and accept4 takes
+ * connections one by one under the limit. */
 static int ring_share(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
-    if (!lp->st->ring_accept || lp->st->ring_starved || (srv->limit && srv->nlisteners > 1))
+    if (!lp->st->ring_accept || lp->st->ring_starved)
         return 0;
-    return tc__server_room(srv, ACCEPT_RING);
+    return tc__server_room(srv, ACCEPT_RING * srv->nlisteners) / srv->nlisteners;
 }
 
 /* Loop 0: poll the listeners (or keep accept requests on them) only while

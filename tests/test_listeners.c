@@ -237,6 +237,49 @@ Test(listeners, active_per_listener)
     munmap(sh, sizeof *sh);
 }
 
+/* Event mode with more listeners than io_uring's accept requests cover (up
+ * to 8 in flight each, 64 in all: those left without a slot are polled),
+ * with no connection limit, the default one (room for 8 each) and a limit
+ * below the number of listeners (every listener polled): each listener
+ * serves client after client. Both backends through the ctest variants. */
+static void many_listeners(int max_conns)
+{
+    enum { NL = 12, ROUNDS = 3 };
+    if (!tc_test_mode_enabled(TC_MODE_EVENT))
+        cr_skip_test("event mode not selected");
+    const char *list[NL + 1];
+    for (int i = 0; i < NL; i++)
+        list[i] = "127.0.0.1:0";
+    list[NL] = NULL;
+    struct lshared *sh = lshared_new();
+    tc_server_config cfg = tc_test_config();
+    cfg.mode = TC_MODE_EVENT;
+    cfg.workers = 1;
+    cfg.listen_list = list;
+    cfg.max_conns = max_conns;
+    tc_handler h = tag_handler(sh);
+    tc_test_server ts;
+    tc_test_server_start(&ts, NULL, &cfg, &h);
+    cr_assert_eq(tc_server_listener_count(ts.srv), NL);
+    for (int r = 0; r < ROUNDS; r++)
+        for (int i = NL - 1; i >= 0; i--)
+            talk(ts.srv, i, "hi");
+    for (int i = 0; i < NL; i++) {
+        tc_listener_stats s;
+        TC_TEST_WAIT_UNTIL(tc_server_listener_stats(ts.srv, i, &s) == 0 && s.active == 0,
+                           TC_TEST_WAIT_MS);
+        cr_assert_eq(s.accepted, ROUNDS, "listener %d: %llu accepted", i, s.accepted);
+        cr_assert_eq(s.active, 0);
+    }
+    cr_assert_eq(atomic_load(&sh->wrong), 0);
+    cr_assert_eq(tc_test_server_stop(&ts), 0);
+    munmap(sh, sizeof *sh);
+}
+
+Test(listeners, many_in_event_mode) { many_listeners(-1); }
+Test(listeners, many_in_event_mode_default_limit) { many_listeners(0); }
+Test(listeners, many_in_event_mode_with_a_low_limit) { many_listeners(4); }
+
 static int refuse_unix(tc_server *srv, const tc_addr *peer, void *ctx)
 {
     (void)srv, (void)ctx;

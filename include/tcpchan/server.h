@@ -677,10 +677,10 @@ typedef struct tc_server_config {
      * (a preloaded library or a seccomp filter that watches it), or where
      * RLIMIT_NOFILE is lowered while serving: Linux reads the limit when a
      * request is submitted, so up to 8 connections may still be taken under
-     * the old limit. With a max_conns and several listeners, listeners are
-     * polled (the room would not split evenly). A kernel that refuses such
-     * requests turns them off (logged once, TC_LOG_WARN). Ignored by other
-     * modes and by epoll.
+     * the old limit. Several listeners share the room equally; closer to
+     * max_conns than one connection each, they are polled. A kernel that
+     * refuses such requests turns them off (logged once, TC_LOG_WARN).
+     * Ignored by other modes and by epoll.
      */
     int ring_accept;
 } tc_server_config;
