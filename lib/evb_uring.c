@@ -43,7 +43,7 @@
 #define MSG_SLOTS 64
 /* Accept requests in flight, all listeners together (see ub_accept); one
  * listener keeps at most ACCEPT_FLY. */
-#define ACCEPT_SLOTS 64u
+#define ACCEPT_SLOTS ((unsigned)TC__ACCEPT_SLOTS)
 #define ACCEPT_FLY 15u
 
 enum { K_RECV = 1, K_PIN, K_POUT, K_CANCEL, K_SEND, K_ACCEPT }; /* what a request is for */

@@ -482,6 +482,9 @@ typedef struct tc__evbackend {
      * requests (epoll). */
     int (*accept)(tc__evb *b, int fd, int n);
 } tc__evbackend;
+/* Accept requests a backend keeps in flight, all listeners together: the
+ * loop shares them out (a listener that finds no slot free is polled). */
+#define TC__ACCEPT_SLOTS 64
 extern const tc__evbackend tc__evb_epoll;
 extern const tc__evbackend tc__evb_uring;
 

@@ -2081,15 +2081,18 @@ static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
 
 /* Loop 0: the accept requests each listener keeps in flight (0: polled).
  * Together they never exceed the room max_conns leaves (each completion
- * lowers both), and every listener gets as many: when the room is smaller
- * than the number of listeners, all are polled, and accept4 takes
- * connections one by one under the limit. */
+ * lowers both) nor the backend's slots, and every listener gets as many:
+ * when the room is smaller than the number of listeners, all are polled,
+ * and accept4 takes connections one by one under the limit. */
 static int ring_share(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
+    int nl = srv->nlisteners, most = TC__ACCEPT_SLOTS / nl;
     if (!lp->st->ring_accept || lp->st->ring_starved)
         return 0;
-    return tc__server_room(srv, ACCEPT_RING * srv->nlisteners) / srv->nlisteners;
+    if (most > ACCEPT_RING)
+        most = ACCEPT_RING;
+    return tc__server_room(srv, most * nl) / nl;
 }
 
 /* Loop 0: poll the listeners (or keep accept requests on them) only while

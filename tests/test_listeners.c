@@ -237,11 +237,11 @@ Test(listeners, active_per_listener)
     munmap(sh, sizeof *sh);
 }
 
-/* Event mode with more listeners than io_uring's accept requests cover (up
- * to 8 in flight each, 64 in all: those left without a slot are polled),
- * with no connection limit, the default one (room for 8 each) and a limit
- * below the number of listeners (every listener polled): each listener
- * serves client after client. Both backends through the ctest variants. */
+/* Event mode with more listeners than io_uring's accept requests cover at 8
+ * in flight each (64 in all: 5 each for 12), with no connection limit, the
+ * default one and a limit below the number of listeners (every listener
+ * polled): each listener serves client after client. Both backends through
+ * the ctest variants. */
 static void many_listeners(int max_conns)
 {
     enum { NL = 12, ROUNDS = 3 };
