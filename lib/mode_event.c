@@ -2087,9 +2087,10 @@ static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
 static int ring_share(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
-    int nl = srv->nlisteners, most = TC__ACCEPT_SLOTS / nl;
-    if (!lp->st->ring_accept || lp->st->ring_starved)
+    int nl = srv->nlisteners, most;
+    if (!lp->st->ring_accept || lp->st->ring_starved || nl <= 0)
         return 0;
+    most = TC__ACCEPT_SLOTS / nl;
     if (most > ACCEPT_RING)
         most = ACCEPT_RING;
     return tc__server_room(srv, most * nl) / nl;
