@@ -636,7 +636,7 @@ static int ub_accept(tc__evb *b, int fd, int n)
 {
     if (fd < 0 || (size_t)fd >= b->ntab || !b->tab[fd].live || b->tab[fd].conn || n < 0)
         return -EINVAL;
-    if (!b->acc && !(b->acc = calloc(ACCEPT_SLOTS, sizeof *b->acc)))
+    if (n && !b->acc && !(b->acc = calloc(ACCEPT_SLOTS, sizeof *b->acc)))
         return -ENOMEM;
     struct ent *e = &b->tab[fd];
     e->acc_want = (unsigned)n < ACCEPT_FLY ? (unsigned)n : ACCEPT_FLY;

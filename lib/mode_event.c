@@ -20,6 +20,7 @@
  * whenever there is more to do (queued output, a close). A stream-style
  * connection is handed to a worker for good once its first bytes arrive. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -1997,6 +1998,21 @@ static void deal(struct tc_loop *lp, tc__session *c)
     post(to, m);
 }
 
+/* Loop 0: one accept4 from listener li, its connection dealt out: 0,
+ * -EAGAIN (nobody was waiting), or an error (logged). */
+static int accept_one(struct tc_loop *lp, int li)
+{
+    tc__session *c;
+    int rc = tc__server_accept_from(lp->srv, li, &c);
+    if (rc < 0 && rc != -EAGAIN)
+        tc__log(lp->srv, TC_LOG_WARN, "accept: %s", tc_strerror(rc));
+    if (rc == 0 && c) {
+        lp->st->ring_starved = 0; /* descriptors are back */
+        deal(lp, c);
+    }
+    return rc;
+}
+
 /* Loop 0: take what listener li has, while the connection limit allows. */
 static void accept_batch(struct tc_loop *lp, int li)
 {
@@ -2006,20 +2022,9 @@ static void accept_batch(struct tc_loop *lp, int li)
      * accepted, and nothing is dealt to loops that may have finished. */
     if (atomic_load(&srv->shutdown_req) || atomic_load(&lp->draining))
         return;
-    for (int i = 0; i < ACCEPT_BATCH && tc__server_may_accept(srv); i++) {
-        tc__session *c;
-        int rc = tc__server_accept_from(srv, li, &c);
-        if (rc == -EAGAIN)
+    for (int i = 0; i < ACCEPT_BATCH && tc__server_may_accept(srv); i++)
+        if (accept_one(lp, li) < 0)
             break;
-        if (rc < 0) {
-            tc__log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(rc));
-            break;
-        }
-        if (c) {
-            lp->st->ring_starved = 0; /* descriptors are back */
-            deal(lp, c);
-        }
-    }
 }
 
 /* Loop 0: an accept request of listener li completed (ring accepts). It
@@ -2032,7 +2037,6 @@ static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
 {
     tc_server *srv = lp->srv;
     int rc = ev->res;
-    tc__session *c;
     if (atomic_load(&srv->shutdown_req) || atomic_load(&lp->draining)) {
         if (rc >= 0)
             tc__close(rc);
@@ -2040,6 +2044,7 @@ static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
     }
     if (rc >= 0) {
         tc_addr peer;
+        tc__session *c;
         /* as tc__sock_accept (an unnamed unix peer has no more than a family) */
         (void)tc_addr_from_sockaddr(&peer, (const struct sockaddr *)ev->data, (socklen_t)ev->cap);
         (void)tc__server_take(srv, li, rc, &peer, &c);
@@ -2057,13 +2062,7 @@ static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
          * the loop would spin. The listener is polled instead, as on epoll,
          * until a connection is taken. */
         lp->st->ring_starved = 1;
-        rc = tc__server_accept_from(srv, li, &c);
-        if (rc < 0 && rc != -EAGAIN)
-            tc__log(srv, TC_LOG_WARN, "accept: %s", tc_strerror(rc));
-        else if (rc == 0 && c) {
-            lp->st->ring_starved = 0;
-            deal(lp, c);
-        }
+        (void)accept_one(lp, li);
         return;
     case -EAGAIN:
     case -EINTR:
@@ -2079,21 +2078,21 @@ static void accept_done(struct tc_loop *lp, int li, const tc__ev *ev)
     }
 }
 
-/* Loop 0: the accept requests each listener keeps in flight (0: polled).
- * Together they never exceed the room max_conns leaves (each completion
- * lowers both) nor the backend's slots, and every listener gets as many:
- * when the room is smaller than the number of listeners, all are polled,
- * and accept4 takes connections one by one under the limit. */
-static int ring_share(struct tc_loop *lp)
+/* Loop 0: the accept requests each listener keeps in flight (0: polled),
+ * given the room for connections. Together they never exceed the room
+ * max_conns leaves (each completion lowers both) nor the backend's slots,
+ * and every listener gets as many: when the room is smaller than the
+ * number of listeners, all are polled, and accept4 takes connections one
+ * by one under the limit. */
+static int ring_share(struct tc_loop *lp, int room)
 {
-    tc_server *srv = lp->srv;
-    int nl = srv->nlisteners, most;
+    int nl = lp->srv->nlisteners, most;
     if (!lp->st->ring_accept || lp->st->ring_starved || nl <= 0)
         return 0;
     most = TC__ACCEPT_SLOTS / nl;
     if (most > ACCEPT_RING)
         most = ACCEPT_RING;
-    return tc__server_room(srv, most * nl) / nl;
+    return (room < most * nl ? room : most * nl) / nl;
 }
 
 /* Loop 0: poll the listeners (or keep accept requests on them) only while
@@ -2102,8 +2101,8 @@ static void update_listener(struct tc_loop *lp)
 {
     tc_server *srv = lp->srv;
     struct state *st = lp->st;
-    int want = !atomic_load(&lp->draining) && tc__server_may_accept(srv);
-    int n = want ? ring_share(lp) : 0;
+    int room = atomic_load(&lp->draining) ? 0 : tc__server_room(srv, INT_MAX);
+    int want = room > 0, n = want ? ring_share(lp, room) : 0;
     if (want == st->listening && n == st->ring_n)
         return;
     for (int i = 0; i < srv->nlisteners; i++) {
